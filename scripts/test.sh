@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# `npm test`: installs what is missing, builds, then runs the whole test suite (or the test
+# files given as arguments). Tests that need root, FUSE or containerd fail under CI=true when
+# their prerequisites are missing, and are skipped with a warning otherwise.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh test
+exec npx vitest run "$@"

@@ -1,0 +1,19 @@
+/** Writes to stdout and waits for it to drain, so large outputs (layer cat) keep backpressure. */
+export async function writeStdout (data: Uint8Array | string): Promise<void> {
+  if (process.stdout.write(data)) return
+  await new Promise<void>((resolve, reject) => {
+    const done = (err?: Error): void => {
+      process.stdout.off('drain', done)
+      process.stdout.off('error', done)
+      if (err != null) reject(err)
+      else resolve()
+    }
+    process.stdout.once('drain', done)
+    process.stdout.once('error', done)
+  })
+}
+
+/** One JSON document per line. */
+export async function printJson (value: unknown): Promise<void> {
+  await writeStdout(JSON.stringify(value) + '\n')
+}

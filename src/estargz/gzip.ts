@@ -1,0 +1,97 @@
+import { promisify } from 'node:util'
+import zlib from 'node:zlib'
+import { MalformedGzipError, TruncatedBlobError } from './errors.js'
+
+const deflateRaw = promisify(zlib.deflateRaw)
+
+/**
+ * gzip member header as Go's compress/gzip writes it: no name, no mtime, XFL 2 at level 9 and 4
+ * at level 1, OS 255 ("unknown"). Node's own gzip would write OS 3; framing members ourselves
+ * keeps the bytes independent of the platform.
+ */
+function memberHeader (level: number): Uint8Array {
+  const xfl = level === 9 ? 2 : level === 1 ? 4 : 0
+  return Uint8Array.of(0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, xfl, 0xff)
+}
+
+/**
+ * Compresses `data` into one complete gzip member. The deflate step runs on libuv's thread pool,
+ * so several members compress in parallel while the caller keeps streaming. The output depends
+ * only on the input and level: the same bytes on any machine and core count.
+ */
+export async function gzipMember (data: Uint8Array, level: number): Promise<Uint8Array> {
+  const body = await deflateRaw(data, { level, memLevel: 8, windowBits: 15, strategy: zlib.constants.Z_DEFAULT_STRATEGY })
+  const out = Buffer.allocUnsafe(10 + body.length + 8)
+  out.set(memberHeader(level), 0)
+  out.set(body, 10)
+  out.writeUInt32LE(zlib.crc32(data), 10 + body.length)
+  out.writeUInt32LE(data.length % 0x100000000, 14 + body.length)
+  return out
+}
+
+/**
+ * Decompresses gzip data (one or more members) and returns `length` bytes starting `skip` bytes
+ * into the decompressed stream. Stops inflating as soon as it has them, so a chunk read never
+ * inflates the rest of a shared member, and a member that decompresses to far more than
+ * promised (a "zip bomb") costs nothing.
+ */
+export async function inflateRange (compressed: Uint8Array, skip: number, length: number): Promise<Uint8Array> {
+  const want = skip + length
+  if (length === 0) return new Uint8Array(0)
+  return await new Promise<Uint8Array>((resolve, reject) => {
+    const gunzip = zlib.createGunzip({ chunkSize: Math.min(Math.max(want, 16 * 1024), 4 << 20) })
+    const parts: Buffer[] = []
+    let got = 0
+    let settled = false
+    const finish = (err?: Error): void => {
+      if (settled) return
+      settled = true
+      gunzip.removeAllListeners('data')
+      gunzip.destroy()
+      if (err != null) {
+        reject(err)
+        return
+      }
+      const all = parts.length === 1 ? parts[0] : Buffer.concat(parts, got)
+      resolve(all.subarray(skip, want))
+    }
+    gunzip.on('data', (b: Buffer) => {
+      parts.push(b)
+      got += b.length
+      if (got >= want) finish()
+    })
+    gunzip.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'Z_BUF_ERROR') finish(new TruncatedBlobError(`compressed data ends after ${got} of ${want} decompressed bytes`))
+      else finish(new MalformedGzipError(`invalid gzip data: ${err.message}`))
+    })
+    gunzip.on('end', () => {
+      if (got < want) finish(new TruncatedBlobError(`compressed data ends after ${got} of ${want} decompressed bytes`))
+      else finish()
+    })
+    gunzip.end(compressed)
+  })
+}
+
+/**
+ * Streams the decompressed bytes of gzip data, failing with `tooLarge()` once more than
+ * `maxOutput` bytes come out, so a hostile member cannot exhaust memory.
+ */
+export async function * gunzipStream (compressed: Uint8Array, maxOutput: number, tooLarge: () => Error): AsyncGenerator<Uint8Array> {
+  const gunzip = zlib.createGunzip()
+  gunzip.end(compressed)
+  let total = 0
+  try {
+    for await (const chunk of gunzip as AsyncIterable<Buffer>) {
+      total += chunk.length
+      if (total > maxOutput) throw tooLarge()
+      yield chunk
+    }
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    if (e.code === 'Z_BUF_ERROR') throw new TruncatedBlobError(`compressed data ends early: ${e.message}`)
+    if (e.code?.startsWith('Z_') === true) throw new MalformedGzipError(`invalid gzip data: ${e.message}`)
+    throw err
+  } finally {
+    gunzip.destroy()
+  }
+}

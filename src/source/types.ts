@@ -1,0 +1,15 @@
+/**
+ * A blob that can be read by byte range: an IPFS file, a local file, a registry blob, a blob
+ * inside a CAR file. Every implementation passes the same test suite (test/source/suite.ts).
+ */
+export interface RangeSource {
+  /** Size of the blob in bytes. */
+  size: () => Promise<number>
+  /**
+   * Reads `length` bytes at `offset`. Returns fewer bytes only at the end of the blob, and an
+   * empty array at or past the end. Rejects with an AbortError when `signal` aborts.
+   */
+  read: (offset: number, length: number, signal?: AbortSignal) => Promise<Uint8Array>
+  /** Releases file handles, connections, ... Reads after close fail. */
+  close?: () => Promise<void>
+}

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // The polyfill must run before any helia/libp2p module is evaluated (Node 20).
+    setupFiles: ['./src/polyfill.ts'],
+    // Native addons (fuse-native, better-sqlite3) are loaded in test processes: forks, not threads.
+    pool: 'forks',
+    testTimeout: 120_000,
+    hookTimeout: 300_000
+  }
+})
