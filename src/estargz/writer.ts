@@ -117,13 +117,21 @@ function prioritize (index: IndexedTarEntry[], prioritized: string[], allowNotFo
       return true
     }
     if (!rest.has(key) && !front.has(key)) return false
-    const slash = key.lastIndexOf('/')
-    if (!move(slash < 0 ? '' : key.slice(0, slash))) return false
+    moveParents(key)
     const e = rest.get(key)
     if (e?.header.type === 'hardlink' && !move(e.header.linkName)) return false
     const again = rest.get(key)
     if (again != null) { front.set(key, again); rest.delete(key) }
     return true
+  }
+  // Unlike the reference, a parent directory missing from the tar (umoci omits them) is not an
+  // error: there is simply nothing to move for it.
+  const moveParents = (key: string): void => {
+    const slash = key.lastIndexOf('/')
+    const parent = slash < 0 ? '' : key.slice(0, slash)
+    if (parent !== '') moveParents(parent)
+    const e = rest.get(parent)
+    if (e != null) { front.set(parent, e); rest.delete(parent) }
   }
   for (const p of prioritized) {
     if (move(p)) continue
@@ -334,6 +342,7 @@ export async function buildEstargz (input: TarInput, sink: SegmentSink, options:
     }
     checkAbort()
     await flushPending()
+    await members.flush() // every data member placed: all TOC offsets are known
 
     const entries = finalizeEntries(built)
     const tocJson = encodeToc({ version: 1, entries })
