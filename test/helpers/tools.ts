@@ -10,14 +10,14 @@ export const repoRoot = resolve(import.meta.dirname, '..', '..')
 export const cacheDir = process.env.IPFS_ESTARGZ_TEST_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'ipfs-estargz-test')
 
 /**
- * Path of the reference eStargz command (test/tools/esgz-ref, built against Debian's Go
+ * Path of the reference eStargz command (../shared/esgz-ref, built against Debian's Go
  * packages by scripts/setup.sh). Builds it on first use when missing.
  */
 export function esgzRef (): string {
   const bin = join(cacheDir, 'bin', 'esgz-ref')
   if (!existsSync(bin)) {
     mkdirSync(join(cacheDir, 'bin'), { recursive: true })
-    execFileSync('bash', [join(repoRoot, 'test/tools/esgz-ref/build.sh'), join(cacheDir, 'bin')], { stdio: ['ignore', 'ignore', 'inherit'] })
+    execFileSync('bash', [join(repoRoot, '..', 'shared', 'esgz-ref', 'build.sh'), join(cacheDir, 'bin')], { stdio: ['ignore', 'ignore', 'inherit'] })
   }
   return bin
 }
