@@ -5,6 +5,7 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // The polyfill must run before any helia/libp2p module is evaluated (Node 20).
     setupFiles: ['./src/polyfill.ts'],
+    globalSetup: ['./test/global-setup.ts'],
     // Native addons (fuse-native, better-sqlite3) are loaded in test processes: forks, not threads.
     pool: 'forks',
     testTimeout: 120_000,

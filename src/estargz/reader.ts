@@ -2,7 +2,7 @@ import { DEFAULTS, FOOTER_SIZE, LEGACY_FOOTER_SIZE, TOC_TAR_NAME } from './const
 import { Sha256, sha256Digest } from './digest.js'
 import {
   ChunkDigestMismatchError, EntryNotFoundError, LinkLoopError, MalformedTocError, NotARegularFileError,
-  TocDigestMismatchError, TocTooLargeError, TruncatedBlobError, BadFooterError, AbortError
+  TocDigestMismatchError, TocTooLargeError, TruncatedBlobError, BadFooterError, AbortError, MalformedGzipError
 } from './errors.js'
 import { parseFooter } from './footer.js'
 import { gunzipStream, inflateRange } from './gzip.js'
@@ -194,7 +194,15 @@ export class EstargzReader {
 
 /** Decompresses a chunk from its compressed range and checks it against its digest. */
 export async function decodeChunk (compressed: Uint8Array, name: string, chunk: Chunk): Promise<Uint8Array> {
-  const data = await inflateRange(compressed, chunk.innerOffset, chunk.chunkSize)
+  let data: Uint8Array
+  try {
+    data = await inflateRange(compressed, chunk.innerOffset, chunk.chunkSize)
+  } catch (err) {
+    // Name the file: the bare zlib message says nothing about which chunk was bad.
+    if (err instanceof TruncatedBlobError) throw new TruncatedBlobError(`chunk of ${JSON.stringify(name)} at file offset ${chunk.chunkOffset}: ${err.message}`)
+    if (err instanceof MalformedGzipError) throw new MalformedGzipError(`chunk of ${JSON.stringify(name)} at file offset ${chunk.chunkOffset}: ${err.message}`)
+    throw err
+  }
   const actual = sha256Digest(data)
   if (actual !== chunk.digest) throw new ChunkDigestMismatchError(name, chunk.chunkOffset, chunk.digest, actual)
   return data

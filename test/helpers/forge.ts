@@ -57,7 +57,7 @@ export function forgeToc (blob: Buffer, mutate: (toc: TocJson) => TocJson | stri
 }
 
 /** A blob from raw file contents laid out by hand: one gzip member per given group of files. */
-export function handmadeBlob (groups: Array<Array<{ name: string, data: Buffer }>>, opts: { legacyFooter?: boolean, extraKeys?: Record<string, unknown> } = {}): { blob: Buffer, toc: TocJson, tocDigest: string } {
+export function handmadeBlob (groups: Array<Array<{ name: string, data: Buffer }>>, opts: { legacyFooter?: boolean, extraKeys?: Record<string, unknown>, noChunkDigest?: boolean } = {}): { blob: Buffer, toc: TocJson, tocDigest: string } {
   const parts: Buffer[] = []
   const entries: Array<Record<string, unknown>> = []
   let offset = 0
@@ -65,7 +65,7 @@ export function handmadeBlob (groups: Array<Array<{ name: string, data: Buffer }
     const member = zlib.gzipSync(Buffer.concat(group.map(f => f.data)))
     let inner = 0
     for (const f of group) {
-      entries.push({ name: f.name, type: 'reg', size: f.data.length, offset, ...(inner > 0 ? { innerOffset: inner } : {}), digest: digestOf(f.data), chunkDigest: digestOf(f.data), ...opts.extraKeys })
+      entries.push({ name: f.name, type: 'reg', size: f.data.length, offset, ...(inner > 0 ? { innerOffset: inner } : {}), digest: digestOf(f.data), ...(opts.noChunkDigest === true ? {} : { chunkDigest: digestOf(f.data) }), ...opts.extraKeys })
       inner += f.data.length
     }
     parts.push(member)

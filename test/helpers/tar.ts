@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto'
+
 /**
  * A small tar writer for test fixtures: USTAR headers plus PAX records for what USTAR cannot
  * hold (long or non-ASCII names, xattrs, large ids). Independent of the code under test, so
@@ -94,18 +96,24 @@ export function makeTar (entries: FixtureEntry[], { eof = true } = {}): Buffer {
   return Buffer.concat(out)
 }
 
-/** Deterministic, partly compressible bytes. */
+/** Deterministic bytes, about half of them incompressible: realistic gzip sizes. */
 export function fixtureBytes (seed: number, n: number): Buffer {
   const b = Buffer.alloc(n)
-  let x = seed * 2654435761 >>> 0
-  for (let i = 0; i < n;) {
-    x = (x * 1103515245 + 12345) >>> 0
-    const run = 1 + (x >>> 23)
-    const repeat = (x & 1) === 0
-    const c = x >>> 16 & 0xff
-    for (let j = 0; j < run && i < n; j++, i++) {
-      x = repeat ? x : (x * 1103515245 + 12345) >>> 0
-      b[i] = repeat ? c : x >>> 24
+  let state = createHash('sha256').update(`fixture-${seed}`).digest()
+  for (let i = 0, block = 0; i < n; block++) {
+    state = createHash('sha256').update(state).digest()
+    const run = 64 + (state[0] << 1)
+    if ((block & 1) === 0) {
+      for (let j = 0; j < run && i < n; j += 32) {
+        state = createHash('sha256').update(state).digest()
+        const k = Math.min(32, run - j, n - i)
+        state.copy(b, i, 0, k)
+        i += k
+      }
+    } else {
+      const k = Math.min(run, n - i)
+      b.fill(state[1], i, i + k)
+      i += k
     }
   }
   return b

@@ -1,0 +1,98 @@
+import { describe, expect, it } from 'vitest'
+import {
+  EntryNotFoundError, EstargzReader, LinkLoopError, NotARegularFileError, buildEstargz, type RangeRead
+} from '../../src/estargz/index.js'
+import { digestOf, handmadeBlob } from '../helpers/forge.js'
+import { fixtureBytes, makeTar, type FixtureEntry } from '../helpers/tar.js'
+
+const readOf = (blob: Buffer): RangeRead => async (off, len) => blob.subarray(off, off + len)
+
+async function build (entries: FixtureEntry[], chunkSize?: number): Promise<Buffer> {
+  const segs: Uint8Array[] = []
+  await buildEstargz((async function * () { yield makeTar(entries) })(), async (s) => { segs.push(s.bytes) }, { chunkSize })
+  return Buffer.concat(segs)
+}
+
+describe('eStargz reader', () => {
+  it('reads legacy stargz blobs (47-byte footer, whole-file digest only)', async () => {
+    const a = fixtureBytes(1, 5000)
+    const b = Buffer.from('second file')
+    const { blob } = handmadeBlob([[{ name: 'a', data: a }], [{ name: 'b', data: b }]], { legacyFooter: true, noChunkDigest: true })
+    const r = await EstargzReader.open(readOf(blob), blob.length)
+    expect(r.footerSize).toBe(47)
+    expect(Buffer.from(await r.readFile('a')).equals(a)).toBe(true)
+    expect(Buffer.from(await r.readFile('b', 7)).toString()).toBe('file')
+  })
+
+  it('honours innerOffset (several files in one gzip member) and ignores NumLink', async () => {
+    const files = [{ name: 'x/one', data: Buffer.from('first payload') }, { name: 'x/two', data: fixtureBytes(2, 70000) }, { name: 'x/three', data: Buffer.from('3') }]
+    const { blob, tocDigest } = handmadeBlob([files, [{ name: 'y', data: Buffer.from('own member') }]], { extraKeys: { NumLink: 0 } })
+    const r = await EstargzReader.open(readOf(blob), blob.length, { tocDigest })
+    for (const f of files) expect(Buffer.from(await r.readFile(f.name)).equals(f.data), f.name).toBe(true)
+    expect(Buffer.from(await r.readFile('x/two', 69990, 100)).equals(files[1].data.subarray(69990))).toBe(true)
+    expect((await r.verify(tocDigest)).regularFiles).toBe(4)
+    // implicit directory for x/, mode 0755
+    expect(r.lookup('x')?.type).toBe('dir')
+    expect(r.lookup('x')?.implicit).toBe(true)
+    expect(r.lookup('x')?.mode).toBe(0o755)
+  })
+
+  it('builds the tree: normalised names, implicit dirs, hardlinks as one node, link counts, owners back-filled', async () => {
+    const blob = await build([
+      { name: './a/', type: 'dir', mode: 0o700, uid: 5, uname: 'five' },
+      { name: './a/f', data: 'data', uid: 5, uname: 'five' },
+      { name: 'a/g', data: 'other', uid: 5, uname: 'five' },
+      { name: 'b/c/d', data: 'deep' },
+      { name: 'h1', type: 'hardlink', linkName: 'a/f' },
+      { name: 'h2', type: 'hardlink', linkName: './h1' },
+      { name: 'l', type: 'symlink', linkName: 'a/f' },
+      { name: 'dev', type: 'char', devMajor: 1, devMinor: 5 }
+    ])
+    const r = await EstargzReader.open(readOf(blob), blob.length)
+    const f = r.lookup('/a/f')
+    expect(f).toBe(r.lookup('h1'))
+    expect(f).toBe(r.lookup('h2'))
+    expect(f?.numLink).toBe(3)
+    expect(r.lookup('a')?.mode).toBe(0o700)
+    expect(r.lookup('a/g')?.userName).toBe('five') // omitted in the TOC after the first, back-filled
+    expect(r.lookup('b')?.numLink).toBe(3) // 2 + subdir c
+    expect(r.root.numLink).toBe(4) // 2 + a, b
+    expect([...(r.root.children?.keys() ?? [])].sort()).toEqual(['a', 'b', 'dev', 'h1', 'h2', 'l'])
+    expect(r.lookup('dev')).toMatchObject({ type: 'char', devMajor: 1, devMinor: 5 })
+    expect(r.lookup('.no.prefetch.landmark')).toBeUndefined()
+    expect(r.tree.noPrefetch).toBe(true)
+    expect(Buffer.from(await r.readFile('l')).toString()).toBe('data')
+  })
+
+  it('resolves symlinks inside the layer and reports loops and missing paths', async () => {
+    const blob = await build([
+      { name: 'd/', type: 'dir' },
+      { name: 'd/file', data: 'target' },
+      { name: 'abs', type: 'symlink', linkName: '/d/file' },
+      { name: 'rel', type: 'symlink', linkName: 'd/../d/file' },
+      { name: 'dirlink', type: 'symlink', linkName: 'd' },
+      { name: 'loop1', type: 'symlink', linkName: 'loop2' },
+      { name: 'loop2', type: 'symlink', linkName: 'loop1' },
+      { name: 'up', type: 'symlink', linkName: '../../../d/file' }
+    ])
+    const r = await EstargzReader.open(readOf(blob), blob.length)
+    for (const p of ['abs', 'rel', 'dirlink/file', 'up', '/d/./file']) expect(Buffer.from(await r.readFile(p)).toString(), p).toBe('target')
+    expect(() => r.resolve('loop1')).toThrow(LinkLoopError)
+    expect(() => r.resolve('d/missing')).toThrow(EntryNotFoundError)
+    await expect(r.readFile('d')).rejects.toThrow(NotARegularFileError)
+  })
+
+  it('reads any range of a chunked file, verifying only the chunks it needs', async () => {
+    const data = fixtureBytes(3, 300_000)
+    const blob = await build([{ name: 'big', data }], 10_000)
+    let reads = 0
+    const r = await EstargzReader.open(async (off, len) => { reads++; return blob.subarray(off, off + len) }, blob.length)
+    expect(reads).toBe(2) // footer, then TOC
+    reads = 0
+    for (const [off, len] of [[0, 1], [9_999, 2], [123_456, 50_000], [299_999, 10], [300_000, 5], [0, 300_000]]) {
+      expect(Buffer.from(await r.readFile('big', off, len)).equals(data.subarray(off, off + len)), `${off}+${len}`).toBe(true)
+    }
+    expect(reads).toBe(1 + 2 + 6 + 1 + 0 + 30)
+    expect(digestOf(await r.readFile('big'))).toBe(r.lookup('big')?.digest)
+  })
+})
