@@ -2,6 +2,8 @@ import '../polyfill.js'
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import { layerCommand } from './commands/layer.js'
+import { pushCommand } from './commands/push.js'
+import { imageCommand } from './commands/image.js'
 import { UsageError, describeError } from './errors.js'
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -17,6 +19,8 @@ export function buildProgram (): Command {
     .description('IPFS-backed lazy container images: eStargz conversion, lazy FUSE mounts, containerd snapshotter')
     .version(pkg.version)
   program.addCommand(layerCommand())
+  program.addCommand(pushCommand())
+  program.addCommand(imageCommand())
   applyRecursively(program)
   return program
 }

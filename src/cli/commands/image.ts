@@ -1,0 +1,67 @@
+import { Command, Option } from 'commander'
+import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
+import { IpfsImageSource } from '../../image/ipfs-image.js'
+import { createLogger, type LogLevel } from '../../logging.js'
+import { resolveImages } from '../../oci/index.js'
+import { printJson } from '../output.js'
+import { openRepo } from '../repo.js'
+
+interface Flags { repo?: string, logLevel: LogLevel, offline?: boolean }
+
+const logLevel = (): Option => new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn')
+
+function inspectCommand (): Command {
+  return new Command('inspect')
+    .description('print the index, manifests, configs and per-layer CIDs of an image in IPFS')
+    .argument('<cid>', 'root CID (ipfs://CID, /ipfs/CID or CID): an OCI layout directory or a descriptor JSON')
+    .option('--repo <dir>', 'repo of the embedded node')
+    .option('--offline', 'only use blocks already in the repo')
+    .addOption(logLevel())
+    .action(async (ref: string, flags: Flags) => {
+      const repo = await openRepo(flags.repo, createLogger(flags.logLevel))
+      try {
+        const source = await IpfsImageSource.open(repo.node.helia, ref, { offline: flags.offline })
+        const r = await resolveImages(source)
+        const images = []
+        for (const img of r.images) {
+          images.push({
+            platform: img.platform,
+            manifest: { ...img.descriptor, cid: (await source.cidOf(img.descriptor)).toString() },
+            config: { ...img.manifest.config, cid: (await source.cidOf(img.manifest.config)).toString(), content: img.config },
+            layers: await Promise.all(img.layers.map(async l => ({
+              digest: l.digest,
+              size: l.size,
+              mediaType: l.mediaType,
+              cid: (await source.cidOf(l)).toString(),
+              tocDigest: l.annotations?.[TOC_DIGEST_ANNOTATION]
+            })))
+          })
+        }
+        await printJson({ root: source.rootCid.toString(), rootDescriptor: r.root, indexes: r.indexes.map(i => ({ descriptor: i.descriptor, index: i.index })), images })
+      } finally {
+        await repo.close()
+      }
+    })
+}
+
+function lsCommand (): Command {
+  return new Command('ls')
+    .description('list the images published in or imported into the repo, one JSON line each')
+    .option('--repo <dir>', 'repo of the embedded node')
+    .addOption(logLevel())
+    .action(async (flags: Flags) => {
+      const repo = await openRepo(flags.repo, createLogger(flags.logLevel))
+      try {
+        for (const img of repo.index.images.list()) await printJson(img)
+      } finally {
+        await repo.close()
+      }
+    })
+}
+
+export function imageCommand (): Command {
+  return new Command('image')
+    .description('inspect and list images in IPFS')
+    .addCommand(inspectCommand())
+    .addCommand(lsCommand())
+}

@@ -1,0 +1,37 @@
+import { mkdir } from 'node:fs/promises'
+import { IndexStore, createNode, resolveRepoPath, type IpfsNode } from '../ipfs/index.js'
+import type { Logger } from '../logging.js'
+
+/** The repo opened by a CLI command: the Helia node and the image/digest index. */
+export interface OpenRepo {
+  path: string
+  node: IpfsNode
+  index: IndexStore
+  close: () => Promise<void>
+}
+
+/**
+ * Opens the repo (`--repo`, else `$IPFS_ESTARGZ_PATH`, else `~/.ipfs-estargz`) with a node that
+ * listens nowhere unless asked: a CLI command must not open ports.
+ */
+export async function openRepo (flag: string | undefined, logger: Logger, options: { listen?: string[], peers?: string[] } = {}): Promise<OpenRepo> {
+  const path = resolveRepoPath(flag)
+  await mkdir(path, { recursive: true })
+  const node = await createNode({ repo: path, logger, listen: options.listen, peers: options.peers })
+  let index: IndexStore
+  try {
+    index = IndexStore.open(path, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger })
+  } catch (err) {
+    await node.stop()
+    throw err
+  }
+  return {
+    path,
+    node,
+    index,
+    close: async () => {
+      index.close()
+      await node.stop()
+    }
+  }
+}
