@@ -90,6 +90,23 @@ function limiter (limit: number): <T>(task: () => Promise<T>) => Promise<T> {
  * the source had one. Docker media types become OCI ones; history, labels and annotations stay.
  */
 export async function convertImage (source: ImageSource, publishers: BlobPublisher[], options: ConvertOptions): Promise<ConversionResult> {
+  // One failing layer stops the others: nothing keeps running after this function returns.
+  const ac = new AbortController()
+  const onAbort = (): void => ac.abort(options.signal?.reason)
+  options.signal?.addEventListener('abort', onAbort, { once: true })
+  const running = new Set<Promise<unknown>>()
+  try {
+    return await convert(source, publishers, { ...options, signal: ac.signal }, running)
+  } catch (err) {
+    ac.abort(err)
+    await Promise.allSettled([...running])
+    throw err
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort)
+  }
+}
+
+async function convert (source: ImageSource, publishers: BlobPublisher[], options: ConvertOptions, running: Set<Promise<unknown>>): Promise<ConversionResult> {
   const { signal, logger } = options
   const tag = options.tag ?? DEFAULTS.tag
   const resolution = await resolveImages(source, { platform: options.platform, signal })
@@ -132,6 +149,7 @@ export async function convertImage (source: ImageSource, publishers: BlobPublish
         }
       })
       layers.set(desc.digest, p)
+      running.add(p)
       p.catch(() => {})
     }
     return await p

@@ -1,7 +1,6 @@
-import { createReadStream, createWriteStream } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { createReadStream } from 'node:fs'
+import { mkdtemp, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { once } from 'node:events'
 import { OciLayoutWriter, type Descriptor } from '../oci/index.js'
 import type { BlobPublisher, FinishedImage, PublishedBlob, SegmentProducer } from './publisher.js'
 
@@ -23,17 +22,17 @@ export class LayoutPublisher implements BlobPublisher {
 
   async putSegments (produce: SegmentProducer, signal?: AbortSignal): Promise<PublishedBlob> {
     const path = join(this.tmp, `${Date.now()}-${Math.random().toString(16).slice(2)}`)
-    const out = createWriteStream(path)
+    const fh = await open(path, 'wx')
     try {
       const desc = await produce(async (segment) => {
-        if (!out.write(segment.bytes)) await once(out, 'drain')
+        let done = 0
+        while (done < segment.bytes.length) done += (await fh.write(segment.bytes, done)).bytesWritten
       })
-      out.end()
-      await once(out, 'finish')
+      await fh.close()
       await this.writer.writeBlob(desc, createReadStream(path), signal)
       return { urls: [] }
     } finally {
-      out.destroy()
+      await fh.close().catch(() => {})
       await rm(path, { force: true })
     }
   }
