@@ -1,0 +1,172 @@
+import * as dagPb from '@ipld/dag-pb'
+import { UnixFS } from 'ipfs-unixfs'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { identity } from 'multiformats/hashes/identity'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { createHash } from 'node:crypto'
+import { AbortError, BlockDigestMismatchError, UnexpectedDagError } from './errors.js'
+
+/** Fetches one block's bytes. Implementations decide where from (blockstore, peers, a CAR). */
+export type BlockGetter = (cid: CID, signal?: AbortSignal) => Promise<Uint8Array>
+
+/** Dag reader defaults. */
+export const DEFAULTS = {
+  /** Decoded interior nodes kept (each ≤ ~50 KiB for 1024 links). */
+  nodeCacheEntries: 256
+} as const
+
+/** Collects a blockstore `get()` result (an iterable of pieces since interface-blockstore 7). */
+export async function collectBlock (pieces: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = []
+  let n = 0
+  for await (const p of pieces) { parts.push(p); n += p.length }
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts, n)
+}
+
+/** Checks bytes against a CID (sha2-256 and identity multihashes). */
+export function verifyBlock (cid: CID, bytes: Uint8Array): void {
+  const code = cid.multihash.code
+  let digest: Uint8Array
+  if (code === sha256.code) digest = createHash('sha256').update(bytes).digest()
+  else if (code === identity.code) digest = bytes
+  else throw new UnexpectedDagError(`block ${cid.toString()}: unsupported hash function 0x${code.toString(16)}`)
+  if (Buffer.compare(Buffer.from(digest), Buffer.from(cid.multihash.digest)) !== 0) throw new BlockDigestMismatchError(cid.toString())
+}
+
+/** A decoded UnixFS file node: inline data first, then children covering `sizes` bytes each. */
+interface FileNode {
+  data: Uint8Array
+  children: CID[]
+  sizes: number[]
+  size: number
+}
+
+export function decodeFileNode (cid: CID, bytes: Uint8Array): FileNode {
+  if (cid.code === raw.code) return { data: bytes, children: [], sizes: [], size: bytes.length }
+  if (cid.code !== dagPb.code) throw new UnexpectedDagError(`${cid.toString()} is not a UnixFS file (codec 0x${cid.code.toString(16)})`)
+  let pb: dagPb.PBNode
+  let fs: UnixFS
+  try {
+    pb = dagPb.decode(bytes)
+    if (pb.Data == null) throw new Error('no Data')
+    fs = UnixFS.unmarshal(pb.Data)
+  } catch (err) {
+    throw new UnexpectedDagError(`${cid.toString()} is not a UnixFS node: ${(err as Error).message}`)
+  }
+  if (fs.type !== 'file' && fs.type !== 'raw') throw new UnexpectedDagError(`${cid.toString()} is a UnixFS ${fs.type}, not a file`)
+  if (fs.blockSizes.length !== pb.Links.length) throw new UnexpectedDagError(`${cid.toString()}: ${pb.Links.length} links but ${fs.blockSizes.length} block sizes`)
+  const data = fs.data ?? new Uint8Array(0)
+  return {
+    data,
+    children: pb.Links.map(l => l.Hash),
+    sizes: fs.blockSizes.map(Number),
+    size: Number(fs.fileSize())
+  }
+}
+
+/**
+ * Reads byte ranges of a UnixFS file by walking its DAG with the `blockSizes` of each node, so
+ * a range fetches exactly the blocks under it: the root, the interior nodes on the way, and the
+ * leaves that overlap the range. Sibling blocks are requested in parallel (bitswap pipelines
+ * them). Interior nodes are cached (decoded); leaves are not.
+ */
+export class UnixfsFileReader {
+  private readonly cache = new Map<string, Promise<FileNode>>()
+
+  private constructor (
+    readonly root: CID,
+    private readonly getBlock: BlockGetter,
+    private readonly rootNode: FileNode,
+    private readonly cacheEntries: number
+  ) {}
+
+  /** Fetches and decodes the root only. */
+  static async open (root: CID, getBlock: BlockGetter, options: { signal?: AbortSignal, nodeCacheEntries?: number } = {}): Promise<UnixfsFileReader> {
+    const node = decodeFileNode(root, await getBlock(root, options.signal))
+    return new UnixfsFileReader(root, getBlock, node, options.nodeCacheEntries ?? DEFAULTS.nodeCacheEntries)
+  }
+
+  get size (): number {
+    return this.rootNode.size
+  }
+
+  async read (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    checkAbort(signal)
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new RangeError(`invalid range ${offset}+${length}`)
+    const end = Math.min(this.size, offset + length)
+    if (end <= offset) return new Uint8Array(0)
+    const out = Buffer.allocUnsafe(end - offset)
+    await this.fill(this.rootNode, 0, offset, end, out, signal)
+    checkAbort(signal)
+    return out
+  }
+
+  /** Copies the part of `node` (which starts at file offset `base`) inside [from, to) into out. */
+  private async fill (node: FileNode, base: number, from: number, to: number, out: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (node.data.length > 0) copyOverlap(node.data, base, from, to, out)
+    let pos = base + node.data.length
+    const jobs: Array<Promise<void>> = []
+    for (let i = 0; i < node.children.length && pos < to; i++) {
+      const start = pos
+      const size = node.sizes[i]
+      pos += size
+      if (pos <= from || size === 0) continue
+      const cid = node.children[i]
+      if (cid.code === raw.code) {
+        jobs.push(this.getBlock(cid, signal).then(bytes => {
+          if (bytes.length !== size) throw new UnexpectedDagError(`leaf ${cid.toString()} is ${bytes.length} bytes, parent says ${size}`)
+          copyOverlap(bytes, start, from, to, out)
+        }))
+      } else {
+        jobs.push(this.node(cid, signal).then(async child => {
+          if (child.size !== size) throw new UnexpectedDagError(`node ${cid.toString()} holds ${child.size} bytes, parent says ${size}`)
+          await this.fill(child, start, from, to, out, signal)
+        }))
+      }
+    }
+    // Wait for all so no fetch outlives a failed read; report the first error.
+    const results = await Promise.allSettled(jobs)
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed != null) throw failed.reason
+  }
+
+  private async node (cid: CID, signal?: AbortSignal): Promise<FileNode> {
+    try {
+      return await this.sharedNode(cid, signal)
+    } catch (err) {
+      // A fetch shared with a reader that gave up fails for that reader only: try once more.
+      if (signal?.aborted === true || (err as Error).name !== 'AbortError') throw err
+      return await this.sharedNode(cid, signal)
+    }
+  }
+
+  private async sharedNode (cid: CID, signal?: AbortSignal): Promise<FileNode> {
+    const key = cid.toString()
+    let p = this.cache.get(key)
+    if (p == null) {
+      p = this.getBlock(cid, signal).then(bytes => decodeFileNode(cid, bytes))
+      this.cache.set(key, p)
+      p.catch(() => this.cache.delete(key))
+      if (this.cache.size > this.cacheEntries) this.cache.delete(this.cache.keys().next().value as string)
+    } else {
+      // refresh its place (LRU)
+      this.cache.delete(key)
+      this.cache.set(key, p)
+    }
+    return await p
+  }
+}
+
+/** Throws our typed AbortError (name `AbortError`) when the signal has fired. */
+export function checkAbort (signal?: AbortSignal): void {
+  if (signal?.aborted === true) throw new AbortError()
+}
+
+function copyOverlap (bytes: Uint8Array, start: number, from: number, to: number, out: Uint8Array): void {
+  const a = Math.max(from, start)
+  const b = Math.min(to, start + bytes.length)
+  if (b > a) out.set(bytes.subarray(a - start, b - start), a - from)
+}
+
+export { CID }

@@ -1,0 +1,223 @@
+import { importer, type ImporterOptions, type WritableStorage } from 'ipfs-unixfs-importer'
+import { fixedSize, type Chunker } from 'ipfs-unixfs-importer/chunker'
+import { balanced } from 'ipfs-unixfs-importer/layout'
+import type { CID } from 'multiformats/cid'
+import type { BlobSegment, SegmentSink } from '../estargz/index.js'
+import { AbortError, InvalidIpfsOptionError, UnexpectedDagError } from './errors.js'
+
+/** Import defaults, in one place. */
+export const DEFAULTS = {
+  /** Largest leaf of the member-aligned and plain layouts (DESIGN decision 1). */
+  maxLeafSize: 1 << 20,
+  /** Links per interior node, as @helia/unixfs 8. */
+  maxChildrenPerNode: 1024,
+  /** What `ipfs add --cid-version=1` does: 256 KiB chunks, 174 links per node. */
+  kubo: { chunkSize: 256 << 10, maxChildrenPerNode: 174 },
+  /** Members buffered between the eStargz writer and the importer (bounds memory). */
+  queueDepth: 4,
+  /** Leaves hashed and stored at once. */
+  blockWriteConcurrency: 8
+} as const
+
+/** Progress of an import, reported after each leaf. */
+export interface ImportProgress {
+  /** Bytes of content imported so far. */
+  bytes: number
+  /** Leaves written so far. */
+  leaves: number
+}
+
+export interface ImportOptions {
+  /** Fixed 256 KiB leaves, 174 links per node: the CIDs Kubo's `ipfs add --cid-version=1` gives. */
+  kuboCompatible?: boolean
+  signal?: AbortSignal
+  onProgress?: (progress: ImportProgress) => void
+}
+
+export interface ImportResult {
+  /** Root of the UnixFS file (a raw leaf when the content fits one leaf). */
+  cid: CID
+  /** Bytes of content. */
+  size: number
+  /** Blocks written: leaves and interior nodes (duplicates included). */
+  blocks: number
+}
+
+/** Cuts each incoming piece (one gzip member) into leaves of at most `max` bytes, from its start. */
+function memberChunker (max: number): Chunker {
+  return async function * (source) {
+    for await (const member of source) {
+      for (let at = 0; at < member.length; at += max) yield member.subarray(at, Math.min(member.length, at + max))
+    }
+  }
+}
+
+function importerOptions (chunker: Chunker, maxChildrenPerNode: number): ImporterOptions {
+  return {
+    cidVersion: 1,
+    rawLeaves: true,
+    leafType: 'raw',
+    reduceSingleLeafToSelf: true,
+    chunker,
+    layout: balanced({ maxChildrenPerNode }),
+    blockWriteConcurrency: DEFAULTS.blockWriteConcurrency
+  }
+}
+
+/** Counts blocks and content bytes on their way to the blockstore. */
+class Counter implements WritableStorage {
+  blocks = 0
+  bytes = 0
+  leaves = 0
+  constructor (private readonly inner: WritableStorage, private readonly options: ImportOptions) {}
+  put: WritableStorage['put'] = async (cid, bytes, opts) => {
+    if (this.options.signal?.aborted === true) throw new AbortError('import aborted')
+    const r = await this.inner.put(cid, bytes, opts)
+    this.blocks++
+    if (cid.code === 0x55 && bytes instanceof Uint8Array) {
+      this.leaves++
+      this.bytes += bytes.length
+      this.options.onProgress?.({ bytes: this.bytes, leaves: this.leaves })
+    }
+    return r
+  }
+}
+
+async function run (content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, blockstore: WritableStorage, opts: ImporterOptions, options: ImportOptions): Promise<ImportResult> {
+  const counter = new Counter(blockstore, options)
+  let last: { cid: CID } | undefined
+  for await (const entry of importer([{ content }], counter, opts)) last = entry
+  if (last == null) throw new UnexpectedDagError('the importer produced no root')
+  return { cid: last.cid, size: counter.bytes, blocks: counter.blocks }
+}
+
+function plainOptions (options: ImportOptions): ImporterOptions {
+  return options.kuboCompatible === true
+    ? importerOptions(fixedSize({ chunkSize: DEFAULTS.kubo.chunkSize }), DEFAULTS.kubo.maxChildrenPerNode)
+    : importerOptions(fixedSize({ chunkSize: DEFAULTS.maxLeafSize }), DEFAULTS.maxChildrenPerNode)
+}
+
+/** Imports a blob held in memory (configs, manifests, index.json). */
+export async function importBytes (blockstore: WritableStorage, bytes: Uint8Array, options: ImportOptions = {}): Promise<ImportResult> {
+  return await run([bytes], blockstore, plainOptions(options), options)
+}
+
+/** Imports a blob from a stream (a non-eStargz layer, a file), fixed-size leaves. */
+export async function importStream (blockstore: WritableStorage, stream: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: ImportOptions = {}): Promise<ImportResult> {
+  return await run(stream, blockstore, plainOptions(options), options)
+}
+
+/**
+ * A bounded hand-over from a push producer (the eStargz writer's sink) to a pull consumer (the
+ * importer). `push` waits while `depth` items are queued, so the writer runs no further ahead
+ * than that; a failure on either side ends the other.
+ */
+class Channel<T> implements AsyncIterable<T> {
+  private readonly items: T[] = []
+  private ended = false
+  private error: unknown
+  private wakeConsumer: (() => void) | undefined
+  private wakeProducer: (() => void) | undefined
+
+  constructor (private readonly depth: number) {}
+
+  async push (item: T): Promise<void> {
+    while (this.items.length >= this.depth && this.error == null) {
+      await new Promise<void>(resolve => { this.wakeProducer = resolve })
+    }
+    if (this.error != null) throw this.error
+    if (this.ended) throw new Error('push after end')
+    this.items.push(item)
+    this.wake()
+  }
+
+  end (): void {
+    this.ended = true
+    this.wake()
+  }
+
+  fail (err: unknown): void {
+    this.error ??= err
+    this.wake()
+  }
+
+  private wake (): void {
+    const c = this.wakeConsumer
+    const p = this.wakeProducer
+    this.wakeConsumer = undefined
+    this.wakeProducer = undefined
+    c?.()
+    p?.()
+  }
+
+  async * [Symbol.asyncIterator] (): AsyncIterator<T> {
+    try {
+      while (true) {
+        if (this.error != null) throw this.error
+        const item = this.items.shift()
+        if (item !== undefined) {
+          this.wake()
+          yield item
+          continue
+        }
+        if (this.ended) return
+        await new Promise<void>(resolve => { this.wakeConsumer = resolve })
+      }
+    } finally {
+      // The consumer stopped (done or failed): a waiting producer must not hang.
+      if (!this.ended) this.fail(this.error ?? new AbortError('importer stopped'))
+    }
+  }
+}
+
+/**
+ * Member-aligned import (DESIGN decision 1) of a blob whose gzip members arrive one by one, as
+ * the eStargz writer produces them: every member starts a new raw leaf (a member over 1 MiB is
+ * cut into 1 MiB leaves from its start), so the TOC and footer get leaves of their own and a
+ * data member's leaves hold only its bytes — identical file contents give identical leaf CIDs
+ * in any layer. Runs alongside the producer with a few members of slack; no second pass.
+ *
+ * `produce` receives the sink to hand to `buildEstargz`; its result is returned as `produced`.
+ * With `kuboCompatible` the same bytes are cut into fixed 256 KiB leaves instead.
+ */
+export async function importSegments<T> (
+  blockstore: WritableStorage,
+  produce: (sink: SegmentSink) => Promise<T>,
+  options: ImportOptions = {}
+): Promise<ImportResult & { produced: T }> {
+  const channel = new Channel<Uint8Array>(DEFAULTS.queueDepth)
+  let expected = 0
+  const sink: SegmentSink = async (segment: BlobSegment) => {
+    if (segment.offset !== expected) throw new InvalidIpfsOptionError(`segment at offset ${segment.offset}, expected ${expected}: segments must arrive in order`)
+    expected += segment.bytes.length
+    if (segment.bytes.length === 0) return
+    // Copy: the producer may reuse its buffer once the sink returns.
+    await channel.push(Uint8Array.prototype.slice.call(segment.bytes))
+  }
+  const opts = options.kuboCompatible === true
+    ? importerOptions(fixedSize({ chunkSize: DEFAULTS.kubo.chunkSize }), DEFAULTS.kubo.maxChildrenPerNode)
+    : importerOptions(memberChunker(DEFAULTS.maxLeafSize), DEFAULTS.maxChildrenPerNode)
+
+  const onAbort = (): void => { channel.fail(new AbortError('import aborted')) }
+  options.signal?.addEventListener('abort', onAbort, { once: true })
+  try {
+    const importing = run(channel, blockstore, opts, options)
+    importing.catch(err => { channel.fail(err) })
+    let produced: T
+    try {
+      produced = await produce(sink)
+      channel.end()
+    } catch (err) {
+      channel.fail(err)
+      // When the importer failed first (a blockstore error), the producer only saw the hang-up.
+      let importError: unknown
+      await importing.catch(e => { importError = e })
+      throw importError ?? err
+    }
+    const result = await importing
+    if (result.size !== expected) throw new UnexpectedDagError(`imported ${result.size} bytes, the producer wrote ${expected}`)
+    return { ...result, produced }
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort)
+  }
+}

@@ -1,0 +1,140 @@
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import type { Helia } from 'helia'
+import { CID } from 'multiformats/cid'
+import type { Logger } from '../logging.js'
+import { collectBlock } from './dag-reader.js'
+import { IncompleteImageError, InvalidIpfsOptionError } from './errors.js'
+import { walkDag } from './walk.js'
+
+/** Index store defaults, in one place. */
+export const DEFAULTS = {
+  /** SQLite file inside the repo. */
+  file: 'index.sqlite'
+} as const
+
+/** An image published in (or imported into) this repo. */
+export interface ImageRecord {
+  /** CID of the image root (the OCI layout directory). */
+  root: string
+  /** What the user called it (a reference such as `docker.io/library/alpine:3`, or a path). */
+  name: string
+  /** ISO 8601 time it was added. */
+  created: string
+  /** CID of the reference descriptor JSON (DESIGN decision 2), if published. */
+  descriptor?: string
+  /** Total bytes of the blobs it references. */
+  size?: number
+  /** Anything else worth listing (platforms, layer count, ...). */
+  meta?: Record<string, string | number | boolean>
+}
+
+/** The parts of the node the store needs. */
+export interface IndexStoreComponents {
+  /** Pins keep GC from dropping an image's blocks. */
+  pins: Helia['pins']
+  /** The local blockstore only: the completeness check must not fetch from peers. */
+  localBlockstore: { has: (cid: CID) => Promise<boolean>, get: (cid: CID) => AsyncIterable<Uint8Array> | Iterable<Uint8Array> }
+  logger: Logger
+}
+
+export interface DigestMapping {
+  digest: string
+  cid: CID
+}
+
+/**
+ * The digest→CID index (DESIGN decision 5: lets the snapshotter mount lazily from labels that
+ * carry only a layer digest) and the list of images, in one SQLite file under the repo. An image
+ * is listed only once every block it references is stored locally and its root is pinned, so an
+ * interrupted push or import never shows up.
+ */
+export class IndexStore {
+  private readonly db: Database.Database
+  private readonly log: Logger
+
+  private constructor (path: string, private readonly components: IndexStoreComponents) {
+    this.log = components.logger.child({ component: 'index-store' })
+    this.db = new Database(path)
+    this.db.pragma('journal_mode = WAL')
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS digests (digest TEXT PRIMARY KEY, cid TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS images (root TEXT PRIMARY KEY, name TEXT NOT NULL, created TEXT NOT NULL, record TEXT NOT NULL);
+      CREATE INDEX IF NOT EXISTS images_name ON images (name);
+    `)
+  }
+
+  /** Opens (creating if needed) `<repo>/index.sqlite`. The repo lock is the node's. */
+  static open (repo: string, components: IndexStoreComponents): IndexStore {
+    return new IndexStore(join(repo, DEFAULTS.file), components)
+  }
+
+  readonly digests = {
+    put: (digest: string, cid: CID | string): void => {
+      this.putDigests([{ digest, cid: typeof cid === 'string' ? CID.parse(cid) : cid }])
+    },
+    get: (digest: string): CID | undefined => {
+      const row = this.db.prepare('SELECT cid FROM digests WHERE digest = ?').get(digest) as { cid: string } | undefined
+      return row == null ? undefined : CID.parse(row.cid)
+    },
+    delete: (digest: string): boolean => {
+      return this.db.prepare('DELETE FROM digests WHERE digest = ?').run(digest).changes > 0
+    }
+  }
+
+  readonly images = {
+    /**
+     * Lists an image: checks that every block under `root` is stored locally (IncompleteImageError
+     * otherwise), pins it, then records it together with `digests` in one transaction.
+     */
+    add: async (record: ImageRecord, options: { digests?: DigestMapping[], signal?: AbortSignal } = {}): Promise<void> => {
+      const root = CID.parse(record.root)
+      const { localBlockstore: bs } = this.components
+      let blocks = 0
+      for await (const _ of walkDag(root, async (cid) => {
+        if (!await bs.has(cid)) throw new IncompleteImageError(record.root, cid.toString())
+        return await collectBlock(bs.get(cid))
+      }, { signal: options.signal, has: async (cid) => await bs.has(cid), missing: (cid) => new IncompleteImageError(record.root, cid.toString()) })) blocks++
+      if (!await this.components.pins.isPinned(root)) {
+        // offline: every block is local (checked above); never ask peers while pinning.
+        for await (const _ of this.components.pins.add(root, { signal: options.signal, offline: true } as Parameters<Helia['pins']['add']>[1])) { /* walk */ }
+      }
+      const tx = this.db.transaction(() => {
+        this.putDigests(options.digests ?? [])
+        this.db.prepare('INSERT OR REPLACE INTO images (root, name, created, record) VALUES (?, ?, ?, ?)')
+          .run(record.root, record.name, record.created, JSON.stringify(record))
+      })
+      tx()
+      this.log.info({ root: record.root, name: record.name, blocks }, 'image listed')
+    },
+    list: (): ImageRecord[] => {
+      return (this.db.prepare('SELECT record FROM images ORDER BY created, name').all() as Array<{ record: string }>).map(r => JSON.parse(r.record) as ImageRecord)
+    },
+    get: (root: string): ImageRecord | undefined => {
+      const row = this.db.prepare('SELECT record FROM images WHERE root = ?').get(root) as { record: string } | undefined
+      return row == null ? undefined : JSON.parse(row.record) as ImageRecord
+    },
+    /** Unlists an image, then unpins it (blocks go at the next GC). Returns false when unknown. */
+    remove: async (root: string): Promise<boolean> => {
+      const cid = CID.parse(root)
+      const removed = this.db.prepare('DELETE FROM images WHERE root = ?').run(root).changes > 0
+      if (await this.components.pins.isPinned(cid)) {
+        for await (const _ of this.components.pins.rm(cid)) { /* walk */ }
+      }
+      if (removed) this.log.info({ root }, 'image removed')
+      return removed
+    }
+  }
+
+  private putDigests (mappings: DigestMapping[]): void {
+    const stmt = this.db.prepare('INSERT OR REPLACE INTO digests (digest, cid) VALUES (?, ?)')
+    for (const m of mappings) {
+      if (!/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(m.digest)) throw new InvalidIpfsOptionError(`not an OCI digest: ${JSON.stringify(m.digest)}`)
+      stmt.run(m.digest, m.cid.toString())
+    }
+  }
+
+  close (): void {
+    this.db.close()
+  }
+}

@@ -1,0 +1,141 @@
+import { setMaxListeners } from 'node:events'
+import { join } from 'node:path'
+import { withBitswap } from '@helia/bitswap'
+import { withLibp2pLight, type HeliaWithLibp2p } from '@helia/libp2p'
+import { identify } from '@libp2p/identify'
+import { noise } from '@libp2p/noise'
+import { preSharedKey } from '@libp2p/pnet'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@libp2p/yamux'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { FsBlockstore } from 'blockstore-fs'
+import { FsDatastore } from 'datastore-fs'
+import { createHeliaLight } from 'helia'
+import type { Logger } from '../logging.js'
+import { lockRepo, type RepoLock } from './repo.js'
+import type { PeerId, ServiceMap } from '@libp2p/interface'
+
+/** Node defaults, in one place. */
+export const DEFAULTS = {
+  /** Folder of the block files inside the repo. */
+  blocksDir: 'blocks',
+  /** Folder of the datastore (peer key, peer store, pins, our index) inside the repo. */
+  datastoreDir: 'datastore',
+  /** No listening unless asked: a CLI `push` must not open ports. */
+  listen: [] as string[],
+  /** Static peers dialled at start. */
+  peers: [] as string[],
+  /** Bitswap tuning: short debounces, because a FUSE read waits on every block. */
+  bitswap: { sendWantlistDebounce: 1 } satisfies BitswapOptions,
+  /** Dial timeout for static peers (ms). */
+  dialTimeout: 10_000
+} as const
+
+export interface NodeOptions {
+  /** Repo folder (already resolved, see `resolveRepoPath`). */
+  repo: string
+  /** Multiaddrs to listen on, e.g. `/ip4/127.0.0.1/tcp/0`. None by default. */
+  listen?: string[]
+  /** Multiaddrs (with `/p2p/<id>`) to dial at start. Failures are logged, not fatal. */
+  peers?: string[]
+  /** Private swarm key (the `swarm.key` file's bytes, v1 format). */
+  psk?: Uint8Array
+  /** Bitswap options, merged over `DEFAULTS.bitswap`. */
+  bitswap?: BitswapOptions
+  logger: Logger
+}
+
+export type BitswapOptions = NonNullable<Parameters<typeof withBitswap>[1]>
+
+export type HeliaNode = HeliaWithLibp2p<ServiceMap>
+
+/**
+ * A started Helia node over a persistent repo. `helia.blockstore` fetches missing blocks over
+ * bitswap; `localBlockstore` never touches the network.
+ */
+export interface IpfsNode {
+  readonly repo: string
+  readonly helia: HeliaNode
+  readonly localBlockstore: FsBlockstore
+  readonly peerId: PeerId
+  /** Addresses others can dial (with `/p2p/<id>`). */
+  multiaddrs: () => Multiaddr[]
+  /** Connects to a peer; bitswap sends wants to connected peers. */
+  dial: (addr: string | Multiaddr, signal?: AbortSignal) => Promise<void>
+  /** Stops libp2p, closes the stores, releases the repo lock. Idempotent. */
+  stop: () => Promise<void>
+}
+
+/**
+ * Opens the repo and starts a light Helia node: TCP + noise + yamux + identify + bitswap, no
+ * public bootstrap, no mDNS, no UPnP (npm-stack pitfall 3). The peer key lives in the
+ * datastore, so the peer id survives restarts.
+ */
+export async function createNode (options: NodeOptions): Promise<IpfsNode> {
+  const log = options.logger.child({ component: 'ipfs' })
+  const lock: RepoLock = await lockRepo(options.repo)
+  const blockstore = new FsBlockstore(join(options.repo, DEFAULTS.blocksDir))
+  const datastore = new FsDatastore(join(options.repo, DEFAULTS.datastoreDir))
+  let helia: HeliaNode | undefined
+  try {
+    await blockstore.open()
+    await datastore.open()
+    helia = withBitswap(withLibp2pLight(createHeliaLight({ blockstore, datastore }), {
+      addresses: { listen: [...(options.listen ?? DEFAULTS.listen)] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      ...(options.psk != null ? { connectionProtector: preSharedKey({ psk: options.psk }) } : {}),
+      services: { identify: identify() }
+    }), { ...DEFAULTS.bitswap, ...options.bitswap })
+    await helia.start()
+  } catch (err) {
+    await helia?.stop().catch(() => {})
+    await blockstore.close().catch(() => {})
+    await datastore.close().catch(() => {})
+    await lock.release()
+    throw err
+  }
+  const h = helia
+  log.info({ peerId: h.libp2p.peerId.toString(), repo: options.repo, listen: h.libp2p.getMultiaddrs().map(String) }, 'ipfs node started')
+
+  const dial = async (addr: string | Multiaddr, signal?: AbortSignal): Promise<void> => {
+    const ma = typeof addr === 'string' ? multiaddr(addr) : addr
+    const timeout = AbortSignal.timeout(DEFAULTS.dialTimeout)
+    const s = signal != null ? AbortSignal.any([signal, timeout]) : timeout
+    setMaxListeners(Infinity, s)
+    await h.libp2p.dial(ma, { signal: s })
+  }
+  await Promise.all((options.peers ?? DEFAULTS.peers).map(async (p) => {
+    try {
+      await dial(p)
+      log.info({ peer: p }, 'connected to static peer')
+    } catch (err) {
+      log.warn({ peer: p, err: (err as Error).message }, 'cannot connect to static peer')
+    }
+  }))
+
+  let stopping: Promise<void> | undefined
+  return {
+    repo: options.repo,
+    helia: h,
+    localBlockstore: blockstore,
+    peerId: h.libp2p.peerId,
+    multiaddrs: () => h.libp2p.getMultiaddrs(),
+    dial,
+    stop: async () => {
+      stopping ??= (async () => {
+        try {
+          await h.stop()
+        } finally {
+          // Helia does not close stores it did not open; we opened them.
+          await blockstore.close().catch(() => {})
+          await datastore.close().catch(() => {})
+          await lock.release()
+          log.info('ipfs node stopped')
+        }
+      })()
+      await stopping
+    }
+  }
+}

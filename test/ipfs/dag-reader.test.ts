@@ -1,0 +1,71 @@
+import { importer } from 'ipfs-unixfs-importer'
+import { fixedSize } from 'ipfs-unixfs-importer/chunker'
+import { balanced } from 'ipfs-unixfs-importer/layout'
+import { describe, expect, it } from 'vitest'
+import { UnixfsFileReader, verifyBlock } from '../../src/ipfs/dag-reader.js'
+import { leafMap, MemStore, random } from './helpers.js'
+import type { CID } from 'multiformats/cid'
+
+/** A three-level DAG: 1000-byte leaves, 4 links per node, 60 leaves. */
+async function deepFile (): Promise<{ store: MemStore, cid: CID, data: Uint8Array }> {
+  const store = new MemStore()
+  const data = random(60_000)
+  let cid: CID | undefined
+  for await (const e of importer([{ content: [data] }], store, { cidVersion: 1, rawLeaves: true, chunker: fixedSize({ chunkSize: 1000 }), layout: balanced({ maxChildrenPerNode: 4 }) })) cid = e.cid
+  return { store, cid: cid as CID, data }
+}
+
+describe('UnixfsFileReader', () => {
+  it('reads any range of a deep DAG, fetching only the blocks on the path', async () => {
+    const { store, cid, data } = await deepFile()
+    const reader = await UnixfsFileReader.open(cid, store.getBlock)
+    expect(reader.size).toBe(data.length)
+    const leaves = await leafMap(store.getBlock, cid)
+    expect(leaves.length).toBe(60)
+
+    store.gets = 0
+    const got = await reader.read(25_500, 1000) // touches leaves 25 and 26
+    expect(Buffer.compare(Buffer.from(got), data.subarray(25_500, 26_500))).toBe(0)
+    // 60 leaves → 15 → 4 → root (fetched at open). Leaves 25 and 26 sit under one level-1 node
+    // (leaves 24–27) under one level-2 node: 2 interior nodes + 2 leaves.
+    expect(store.gets).toBe(4)
+
+    store.gets = 0
+    await reader.read(25_500, 1000) // interior nodes are cached now: leaves only
+    expect(store.gets).toBe(2)
+
+    for (const [o, l] of [[0, 60_000], [999, 2], [59_999, 5], [12_345, 23_456]]) {
+      const r = await reader.read(o, l)
+      expect(Buffer.compare(Buffer.from(r), data.subarray(o, o + l))).toBe(0)
+    }
+  })
+
+  it('rejects a DAG whose parent sizes lie', async () => {
+    const { store, cid } = await deepFile()
+    const leaves = await leafMap(store.getBlock, cid)
+    // serve a wrong leaf for the first CID: size check fails
+    const liar = async (c: CID): Promise<Uint8Array> => c.equals(leaves[0].cid) ? new Uint8Array(10) : await store.getBlock(c)
+    const reader = await UnixfsFileReader.open(cid, liar)
+    await expect(reader.read(0, 100)).rejects.toMatchObject({ code: 'ERR_UNEXPECTED_DAG' })
+  })
+
+  it('verifyBlock catches bytes that do not match the CID', async () => {
+    const { store, cid } = await deepFile()
+    const leaves = await leafMap(store.getBlock, cid)
+    const bytes = await store.getBlock(leaves[3].cid)
+    expect(() => { verifyBlock(leaves[3].cid, bytes) }).not.toThrow()
+    const bad = Uint8Array.from(bytes)
+    bad[0] ^= 1
+    expect(() => { verifyBlock(leaves[3].cid, bad) }).toThrow(expect.objectContaining({ code: 'ERR_BLOCK_DIGEST_MISMATCH' }))
+  })
+
+  it('refuses a CID that is not a UnixFS file', async () => {
+    const { store, cid } = await deepFile()
+    const dirStore = new MemStore()
+    for (const [k, v] of store.blocks) dirStore.blocks.set(k, v)
+    let dir: CID | undefined
+    for await (const e of importer([{ path: 'd/f', content: [random(10)] }], dirStore, { wrapWithDirectory: true })) dir = e.cid
+    await expect(UnixfsFileReader.open(dir as CID, dirStore.getBlock)).rejects.toMatchObject({ code: 'ERR_UNEXPECTED_DAG' })
+    expect(cid).toBeDefined()
+  })
+})

@@ -1,0 +1,76 @@
+import { createHash } from 'node:crypto'
+import { decode } from '@ipld/dag-pb'
+import type { CID } from 'multiformats/cid'
+import { afterAll, describe, expect, it } from 'vitest'
+import { collectBlock } from '../../src/ipfs/dag-reader.js'
+import { publishLayout } from '../../src/ipfs/directory.js'
+import { importBytes } from '../../src/ipfs/import.js'
+import { IndexStore } from '../../src/ipfs/index-store.js'
+import { silentLogger } from '../../src/logging.js'
+import { random, TempRepos } from './helpers.js'
+
+const repos = new TempRepos()
+afterAll(async () => { await repos.cleanup() })
+
+const digestOf = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
+
+describe('IndexStore', () => {
+  it('maps digests to CIDs, persistently', async () => {
+    const repo = await repos.dir()
+    const node = await repos.node({ repo })
+    const store = IndexStore.open(repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger: silentLogger() })
+    const blob = random(1000)
+    const { cid } = await importBytes(node.helia.blockstore, blob)
+    store.digests.put(digestOf(blob), cid)
+    expect(store.digests.get(digestOf(blob))?.equals(cid)).toBe(true)
+    expect(store.digests.get(digestOf(random(3)))).toBeUndefined()
+    expect(() => { store.digests.put('nope', cid) }).toThrow(expect.objectContaining({ code: 'ERR_INVALID_OPTION' }))
+    store.close()
+    const reopened = IndexStore.open(repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger: silentLogger() })
+    expect(reopened.digests.get(digestOf(blob))?.equals(cid)).toBe(true)
+    reopened.close()
+  })
+
+  it('lists an image only when all its blocks are stored, pins it, and unlists/unpins it', async () => {
+    const repo = await repos.dir()
+    const node = await repos.node({ repo })
+    const store = IndexStore.open(repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger: silentLogger() })
+    try {
+      const layer = random(3 << 20)
+      const layerCid = (await importBytes(node.helia.blockstore, layer)).cid
+      const get = async (c: CID): Promise<Uint8Array> => await collectBlock(node.localBlockstore.get(c))
+      const { cid: root } = await publishLayout(node.helia.blockstore, get, { ociLayout: Buffer.from('{}'), index: Buffer.from('{}'), blobs: [{ digest: digestOf(layer), cid: layerCid }] })
+
+      // remove one leaf of the layer: the image is incomplete and must not be listed
+      const leaf = decode(await get(layerCid)).Links[1].Hash
+      const leafBytes = await get(leaf)
+      await node.localBlockstore.delete(leaf)
+      const record = { root: root.toString(), name: 'test/image:1', created: new Date(0).toISOString() }
+      await expect(store.images.add(record)).rejects.toMatchObject({ code: 'ERR_INCOMPLETE_IMAGE' })
+      expect(store.images.list()).toEqual([])
+      expect(await node.helia.pins.isPinned(root)).toBe(false)
+
+      await node.localBlockstore.put(leaf, leafBytes)
+      await store.images.add(record, { digests: [{ digest: digestOf(layer), cid: layerCid }] })
+      expect(store.images.list()).toEqual([record])
+      expect(store.images.get(root.toString())).toEqual(record)
+      expect(store.digests.get(digestOf(layer))?.equals(layerCid)).toBe(true)
+      expect(await node.helia.pins.isPinned(root)).toBe(true)
+      // GC keeps pinned blocks
+      await node.helia.gc()
+      expect(await node.localBlockstore.has(leaf)).toBe(true)
+      // adding again is harmless
+      await store.images.add(record)
+      expect(store.images.list().length).toBe(1)
+
+      expect(await store.images.remove(root.toString())).toBe(true)
+      expect(store.images.list()).toEqual([])
+      expect(await node.helia.pins.isPinned(root)).toBe(false)
+      expect(await store.images.remove(root.toString())).toBe(false)
+      await node.helia.gc()
+      expect(await node.localBlockstore.has(leaf)).toBe(false)
+    } finally {
+      store.close()
+    }
+  })
+})

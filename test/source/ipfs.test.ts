@@ -1,0 +1,125 @@
+import * as dagPb from '@ipld/dag-pb'
+import { afterAll, describe, expect, it } from 'vitest'
+import { buildEstargz, EstargzReader } from '../../src/estargz/index.js'
+import { collectBlock } from '../../src/ipfs/dag-reader.js'
+import { importBytes, importSegments } from '../../src/ipfs/import.js'
+import { IpfsSource } from '../../src/source/ipfs.js'
+import { TempRepos, makeTar, random, streamOf } from '../ipfs/helpers.js'
+import { rangeSourceSuite } from './suite.js'
+import type { CID } from 'multiformats/cid'
+
+const repos = new TempRepos()
+afterAll(async () => { await repos.cleanup() })
+
+const MiB = 1 << 20
+
+rangeSourceSuite('IpfsSource (local blockstore, 1 MiB leaves)', async (data) => {
+  const node = await repos.node()
+  const { cid } = await importBytes(node.helia.blockstore, data)
+  const source = await IpfsSource.open(node.helia, cid)
+  return { source, cleanup: async () => { await source.close() } }
+}, { boundaries: [MiB, 2 * MiB, 3 * MiB] })
+
+rangeSourceSuite('IpfsSource (local blockstore, kubo-compatible 256 KiB leaves)', async (data) => {
+  const node = await repos.node()
+  const { cid } = await importBytes(node.helia.blockstore, data, { kuboCompatible: true })
+  const source = await IpfsSource.open(node.helia, cid)
+  return { source, cleanup: async () => { await source.close() } }
+})
+
+rangeSourceSuite('IpfsSource (remote: blocks on another node, bitswap over loopback TCP)', async (data) => {
+  const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+  const b = await repos.node()
+  const { cid } = await importBytes(a.helia.blockstore, data)
+  await b.dial(a.multiaddrs()[0])
+  const source = await IpfsSource.open(b.helia, cid)
+  return { source, cleanup: async () => { await source.close() } }
+}, { boundaries: [MiB, 2 * MiB, 3 * MiB] })
+
+/** Multihashes (hex) of every block in a node's local blockstore (it keys by multihash). */
+async function localBlocks (node: Awaited<ReturnType<TempRepos['node']>>): Promise<Set<string>> {
+  const out = new Set<string>()
+  for await (const { cid } of node.localBlockstore.getAll()) out.add(mh(cid))
+  return out
+}
+const mh = (cid: CID): string => Buffer.from(cid.multihash.bytes).toString('hex')
+
+describe('IpfsSource over the network', () => {
+  it('fetches only the blocks a range needs from the peer', async () => {
+    const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const b = await repos.node()
+    const data = random(5 * MiB + 777)
+    const { cid } = await importBytes(a.helia.blockstore, data)
+    const root = dagPb.decode(await collectBlock(a.localBlockstore.get(cid)))
+    const leaves: CID[] = root.Links.map(l => l.Hash)
+    expect(leaves.length).toBe(6)
+
+    await b.dial(a.multiaddrs()[0])
+    const fetched: string[] = []
+    const source = await IpfsSource.open(b.helia, cid, { onBlock: (f) => { if (f.network) fetched.push(f.cid.toString()) } })
+    expect(await source.size()).toBe(data.length)
+    expect(fetched).toEqual([cid.toString()]) // size() needs the root only
+
+    // 64 KiB inside leaf 2, then a range straddling leaves 3 and 4
+    const r1 = await source.read(2 * MiB + 1000, 65536)
+    expect(Buffer.compare(Buffer.from(r1), data.subarray(2 * MiB + 1000, 2 * MiB + 1000 + 65536))).toBe(0)
+    const r2 = await source.read(4 * MiB - 10, 20)
+    expect(Buffer.compare(Buffer.from(r2), data.subarray(4 * MiB - 10, 4 * MiB + 10))).toBe(0)
+
+    const want = [cid, leaves[2], leaves[3], leaves[4]].map(String)
+    expect(fetched.sort()).toEqual([...want].sort())
+    expect(await localBlocks(b)).toEqual(new Set([cid, leaves[2], leaves[3], leaves[4]].map(mh)))
+    const stats = source.stats()
+    expect(stats.networkBlocks).toBe(4)
+    expect(stats.networkBytes).toBe(3 * MiB + (await collectBlock(a.localBlockstore.get(cid))).length)
+
+    // the same range again is served locally
+    await source.read(2 * MiB + 1000, 65536)
+    expect(source.stats().networkBlocks).toBe(4)
+    expect(source.stats().localBlocks).toBe(1)
+  })
+
+  it('fails with ReadTimeoutError when no peer has the blocks', async () => {
+    const a = await repos.node()
+    const b = await repos.node()
+    const { cid } = await importBytes(a.helia.blockstore, random(3 * MiB))
+    // b has the root only (copied by hand) and no connection to a
+    await b.localBlockstore.put(cid, await collectBlock(a.localBlockstore.get(cid)))
+    const source = await IpfsSource.open(b.helia, cid, { readTimeout: 500 })
+    await expect(source.read(MiB, 10)).rejects.toMatchObject({ code: 'ERR_READ_TIMEOUT', name: 'ReadTimeoutError' })
+  })
+
+  it('fails offline when a block is missing locally', async () => {
+    const a = await repos.node()
+    const b = await repos.node()
+    const { cid } = await importBytes(a.helia.blockstore, random(2 * MiB))
+    await b.localBlockstore.put(cid, await collectBlock(a.localBlockstore.get(cid)))
+    const source = await IpfsSource.open(b.helia, cid, { offline: true })
+    await expect(source.read(0, 10)).rejects.toThrow()
+  })
+})
+
+describe('IpfsSource under an eStargz reader (member-aligned layer on another node)', () => {
+  it('opening the layer and reading one file fetches only the tail and that file\'s leaves', async () => {
+    const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const b = await repos.node()
+    const files = Array.from({ length: 6 }, (_, i) => ({ name: `dir/file-${i}.bin`, data: random(1_500_000 + i * 1000) }))
+    const tar = makeTar(files)
+    const layer = await importSegments(a.helia.blockstore, async (sink) => await buildEstargz(streamOf(tar), sink))
+    await b.dial(a.multiaddrs()[0])
+
+    const source = await IpfsSource.open(b.helia, layer.cid)
+    const reader = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), await source.size(), { tocDigest: layer.produced.tocDigest })
+    const afterOpen = source.stats().networkBytes
+    // footer + TOC leaves + the root: a small fraction of the layer
+    expect(afterOpen).toBeLessThan(layer.size * 0.05)
+
+    const got = await reader.readFile('dir/file-3.bin')
+    expect(Buffer.compare(Buffer.from(got), files[3].data)).toBe(0)
+    const forFile = source.stats().networkBytes - afterOpen
+    // exactly the file's compressed member(s): no neighbouring bytes
+    const node = reader.lookup('dir/file-3.bin')
+    const compressed = (node?.chunks ?? []).reduce((n, c) => n + (c.compressedEnd - c.offset), 0)
+    expect(forFile).toBe(compressed)
+  })
+})
