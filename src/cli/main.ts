@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander'
 import { layerCommand } from './commands/layer.js'
 import { pushCommand } from './commands/push.js'
 import { imageCommand } from './commands/image.js'
+import { mountCommand, umountCommand } from './commands/mount.js'
 import { UsageError, describeError } from './errors.js'
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -21,6 +22,8 @@ export function buildProgram (): Command {
   program.addCommand(layerCommand())
   program.addCommand(pushCommand())
   program.addCommand(imageCommand())
+  program.addCommand(mountCommand())
+  program.addCommand(umountCommand())
   applyRecursively(program)
   return program
 }

@@ -1,0 +1,146 @@
+import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { promisify } from 'node:util'
+import { Command, Option } from 'commander'
+import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
+import { ChunkCache, MountManager, lazyUnmount } from '../../fs/index.js'
+import { LayerMounter } from '../../daemon/layer-mounter.js'
+import { IpfsImageSource } from '../../image/ipfs-image.js'
+import { resolveRepoPath } from '../../ipfs/index.js'
+import { createLogger, type LogLevel } from '../../logging.js'
+import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
+import { IpfsSource } from '../../source/ipfs.js'
+import { UsageError, parseNonNegativeInt } from '../errors.js'
+import { openRepo } from '../repo.js'
+
+const run = promisify(execFile)
+
+interface MountFlags {
+  repo?: string
+  layer?: number
+  platform?: string
+  peer: string[]
+  prefetch: boolean
+  backgroundFetch: boolean
+  logLevel: LogLevel
+}
+
+/** Per-mountpoint state under the repo: the layer mountpoints and the pid of the mount process. */
+function stateDir (repo: string, mountpoint: string): string {
+  return join(repo, 'mounts', createHash('sha256').update(resolve(mountpoint)).digest('hex').slice(0, 16))
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v]
+
+function mountCommand (): Command {
+  return new Command('mount')
+    .description('mount an image from IPFS read-only, fetching only what is read (each layer through FUSE, merged with overlayfs); stays in the foreground until Ctrl-C or `ipfs-estargz umount`')
+    .argument('<cid>', 'image root CID (ipfs://CID, /ipfs/CID or CID)')
+    .argument('<mountpoint>', 'an existing empty directory')
+    .option('--repo <dir>', 'repo of the embedded node')
+    .option('--layer <n>', 'mount only layer N (0 = bottom)', parseNonNegativeInt('--layer'))
+    .option('--platform <os/arch>', 'platform of a multi-platform image (default: this machine\'s)')
+    .option('--peer <multiaddr>', 'peer to fetch blocks from (repeatable)', collect, [])
+    .option('--no-prefetch', 'do not wait for the prioritized files at mount')
+    .option('--no-background-fetch', 'do not fetch the rest of each layer in the background')
+    .addOption(new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
+    .action(async (ref: string, mountpoint: string, flags: MountFlags) => {
+      const logger = createLogger(flags.logLevel)
+      const target = resolve(mountpoint)
+      const repo = await openRepo(flags.repo, logger, { peers: flags.peer })
+      const state = stateDir(repo.path, target)
+      await mkdir(state, { recursive: true })
+      const mounts = new MountManager({ logger }, { root: state })
+      await mounts.start() // clears FUSE mounts a crashed run left here
+      await lazyUnmount(target).catch(() => {})
+      const cache = new ChunkCache({ logger }, { dir: join(repo.path, 'cache', 'chunks') })
+      const mounter = new LayerMounter({
+        logger,
+        mounts,
+        cache,
+        openSource: async (cid, signal) => await IpfsSource.open(repo.node.helia, cid, { signal })
+      }, { prefetchTimeoutMs: flags.prefetch ? undefined : 0, backgroundFetch: flags.backgroundFetch })
+      let overlay = false
+      const stop = async (): Promise<void> => {
+        if (overlay) await run('umount', [target]).catch(async () => await run('umount', ['-l', target]).catch(() => {}))
+        await mounts.stop()
+        await cache.stop?.()
+        await rm(join(state, 'pid'), { force: true })
+        await repo.close()
+      }
+      try {
+        const source = await IpfsImageSource.open(repo.node.helia, ref)
+        const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined) })
+        const image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform() })).images[0]
+        const layers = image.layers
+        if (flags.layer != null && flags.layer >= layers.length) throw new UsageError(`--layer ${flags.layer}: the image has ${layers.length} layers (0-${layers.length - 1})`)
+        const mountLayer = async (i: number, at: string): Promise<void> => {
+          const l = layers[i]
+          const tocDigest = l.annotations?.[TOC_DIGEST_ANNOTATION]
+          const cid = (await source.cidOf(l)).toString()
+          await mkdir(at, { recursive: true })
+          await mounter.mount(at, {}, { cid, digest: l.digest, tocDigest, via: 'urls' })
+        }
+        if (flags.layer != null) {
+          await mountLayer(flags.layer, target)
+        } else {
+          const dirs: string[] = []
+          for (let i = 0; i < layers.length; i++) {
+            const at = join(state, `layer-${i}`)
+            await mountLayer(i, at)
+            dirs.push(at)
+          }
+          // overlayfs: lowerdir lists the top layer first. One layer needs no overlay: bind it read-only.
+          if (dirs.length === 1) await run('mount', ['--bind', '-o', 'ro', dirs[0], target])
+          else await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${[...dirs].reverse().join(':')}`, target])
+          overlay = true
+        }
+        await writeFile(join(state, 'pid'), String(process.pid))
+        process.stderr.write(`ipfs-estargz: ${ref} mounted at ${target} (${flags.layer != null ? `layer ${flags.layer}` : `${layers.length} layers`}); Ctrl-C or \`ipfs-estargz umount ${target}\` to unmount\n`)
+        await new Promise<void>(resolve => {
+          process.once('SIGINT', resolve)
+          process.once('SIGTERM', resolve)
+        })
+      } finally {
+        await stop()
+      }
+    })
+}
+
+function umountCommand (): Command {
+  return new Command('umount')
+    .description('unmount what `ipfs-estargz mount` mounted (also cleans up after a crashed mount)')
+    .argument('<mountpoint>', 'the mountpoint given to mount')
+    .option('--repo <dir>', 'repo the mount was made from')
+    .action(async (mountpoint: string, flags: { repo?: string }) => {
+      const target = resolve(mountpoint)
+      const state = stateDir(resolveRepoPath(flags.repo), target)
+      const pid = Number(await readFile(join(state, 'pid'), 'utf8').catch(() => 'NaN'))
+      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
+        process.kill(pid, 'SIGTERM')
+        for (let i = 0; i < 300 && processAlive(pid); i++) await new Promise(resolve => setTimeout(resolve, 100))
+        if (!processAlive(pid)) return
+        throw new Error(`mount process ${pid} did not exit; its mounts are left in place`)
+      }
+      // No live mount process (crashed, or killed): clear what it left.
+      await run('umount', ['-l', target]).catch(() => {})
+      for (let i = 0; i < 512; i++) {
+        const at = join(state, `layer-${i}`)
+        if (await lazyUnmount(at).then(() => false, () => true)) break
+      }
+      await rm(state, { recursive: true, force: true })
+    })
+}
+
+function processAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export { mountCommand, umountCommand }

@@ -1,0 +1,56 @@
+import { LayerFs, type ChunkCache, type LayerFsOptions, type MountManager } from '../fs/index.js'
+import type { Logger } from '../logging.js'
+import type { Labels, RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../snapshotter/index.js'
+import { LABELS } from '../snapshotter/index.js'
+import type { RangeSource } from '../source/types.js'
+
+export interface LayerMounterComponents {
+  logger: Logger
+  mounts: MountManager
+  cache: ChunkCache
+  /** Opens the blob a CID names (through the Helia node). */
+  openSource: (cid: string, signal?: AbortSignal) => Promise<RangeSource>
+}
+
+/** Per-layer options (prefetch, timeouts, verification policy) from the daemon configuration. */
+export type LayerMounterOptions = Omit<LayerFsOptions, 'tocDigest' | 'signal'>
+
+/**
+ * Mounts one eStargz layer from IPFS at a directory through FUSE: the snapshotter's remote
+ * mounter and the `mount` command's. The layer's TOC is checked against the digest the labels
+ * (or the descriptor) carry; without one the mount is refused unless the configuration allows it.
+ */
+export class LayerMounter implements RemoteLayerMounter {
+  private readonly sources = new Map<string, RangeSource>()
+
+  constructor (private readonly components: LayerMounterComponents, private readonly options: LayerMounterOptions = {}) {}
+
+  async mount (mountpoint: string, labels: Labels, layer: RemoteLayerRef, signal?: AbortSignal): Promise<RemoteMount> {
+    const log = this.components.logger.child({ mountpoint, cid: layer.cid })
+    const tocDigest = layer.tocDigest ?? labels[LABELS.tocDigest]
+    const source = await this.components.openSource(layer.cid, signal)
+    try {
+      const fs = await LayerFs.open({ source, logger: log, cache: this.components.cache }, { ...this.options, tocDigest, signal })
+      await this.components.mounts.mount(mountpoint, fs)
+      this.sources.set(mountpoint, source)
+      log.info({ tocDigest: fs.estargz.tocDigest, via: layer.via }, 'layer mounted lazily')
+      return { usage: async () => fs.stats().bytesFetched ?? 0 }
+    } catch (err) {
+      await source.close?.().catch(() => {})
+      throw err
+    }
+  }
+
+  async unmount (mountpoint: string): Promise<void> {
+    try {
+      await this.components.mounts.unmount(mountpoint)
+    } finally {
+      await this.sources.get(mountpoint)?.close?.().catch(() => {})
+      this.sources.delete(mountpoint)
+    }
+  }
+
+  async check (mountpoint: string): Promise<void> {
+    if (this.components.mounts.get(mountpoint) == null) throw new Error(`no lazy layer is mounted at ${mountpoint}`)
+  }
+}
