@@ -1,0 +1,8 @@
+export * from './api.js'
+export * from './errors.js'
+export { parseFilter, parseFilters, type Filter, type FieldAdaptor } from './filters.js'
+export { MetadataStore, adaptInfo, type Kind, type SnapshotInfo, type SnapshotRecord, type Usage } from './metadata.js'
+export { OverlayLayout, diskUsage } from './overlay.js'
+export { LABELS, REMOTE_LABEL_VALUE, resolveRemoteLayer, type RemoteLayerMounter, type RemoteLayerRef, type RemoteMount, type DigestResolver, type RemoteMetrics, type FallbackReason } from './remote.js'
+export { Snapshotter, DEFAULTS as SNAPSHOTTER_DEFAULTS, type SnapshotterOptions, type SnapshotterComponents } from './snapshotter.js'
+export { SnapshotterServer, DEFAULTS as SERVER_DEFAULTS, loadSnapshotsService, PROTO_DIR, type SnapshotterServerOptions, type SnapshotterServerComponents } from './service.js'

@@ -1,0 +1,133 @@
+import { execFile } from 'node:child_process'
+import { chmodSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
+import { lstat, readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import type { Mount } from './api.js'
+import type { Kind } from './metadata.js'
+
+const execFileP = promisify(execFile)
+
+/**
+ * On-disk layout and mount options of containerd's overlayfs snapshotter
+ * (`snapshots/overlay/overlay.go`): `<root>/snapshots/<id>/fs` is the upper (or only) directory,
+ * `<root>/snapshots/<id>/work` the overlay work dir of active snapshots.
+ */
+export class OverlayLayout {
+  readonly snapshotsDir: string
+  /** overlayfs has an `index` feature we must switch off, as containerd does, when the module knows it */
+  private readonly indexOff: boolean
+
+  constructor (readonly root: string) {
+    this.snapshotsDir = join(root, 'snapshots')
+    this.indexOff = existsSync('/sys/module/overlay/parameters/index')
+  }
+
+  init (): void {
+    mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 })
+  }
+
+  dir (id: string): string { return join(this.snapshotsDir, id) }
+  upperPath (id: string): string { return join(this.snapshotsDir, id, 'fs') }
+  workPath (id: string): string { return join(this.snapshotsDir, id, 'work') }
+
+  /**
+   * Makes `snapshots/new-XXXXXX/{fs,work}` (work only for active snapshots): the caller renames it
+   * to `snapshots/<id>` inside the metadata transaction, so a crash leaves at worst a `new-*` or
+   * an unowned `<id>` directory, which start-up and Cleanup remove.
+   */
+  prepareDirectory (kind: 'active' | 'view', parentId?: string): string {
+    const td = mkdtempSync(join(this.snapshotsDir, 'new-'))
+    const fs = join(td, 'fs')
+    mkdirSync(fs)
+    chmodSync(fs, 0o755) // not subject to the umask: the suite checks the mount root is exactly 0755
+    if (kind === 'active') {
+      mkdirSync(join(td, 'work'))
+      chmodSync(join(td, 'work'), 0o711)
+    }
+    if (parentId != null) {
+      // the new layer's root belongs to whoever owns the parent's root (containerd does the same)
+      const st = statSync(this.upperPath(parentId))
+      lchownSync(fs, st.uid, st.gid)
+    }
+    return td
+  }
+
+  /**
+   * The mounts containerd gets for a snapshot, exactly as the overlayfs snapshotter builds them:
+   * absolute paths, nearest parent first in `lowerdir`. For long chains containerd's mount code
+   * (`mount.Mount.Mount` on Linux) compacts the option string itself (common-prefix `chdir` +
+   * relative lowerdirs) when it exceeds a page, so the snapshotter returns full paths.
+   */
+  mounts (kind: Kind, id: string, parentIds: readonly string[]): Mount[] {
+    if (parentIds.length === 0) {
+      return [{ type: 'bind', source: this.upperPath(id), target: '', options: [kind === 'view' ? 'ro' : 'rw', 'rbind'] }]
+    }
+    const options: string[] = []
+    if (this.indexOff) options.push('index=off')
+    if (kind === 'active') {
+      options.push(`workdir=${this.workPath(id)}`, `upperdir=${this.upperPath(id)}`)
+    } else if (parentIds.length === 1) {
+      return [{ type: 'bind', source: this.upperPath(parentIds[0] as string), target: '', options: ['ro', 'rbind'] }]
+    }
+    options.push(`lowerdir=${parentIds.map((p) => this.upperPath(p)).join(':')}`)
+    return [{ type: 'overlay', source: 'overlay', target: '', options }]
+  }
+}
+
+/**
+ * containerd's `fs.DiskUsage`: every inode under `dir` (the root too) counted once, size in
+ * allocated 512-byte blocks.
+ */
+export async function diskUsage (dir: string): Promise<{ size: number, inodes: number }> {
+  const seen = new Set<string>()
+  let size = 0n
+  const walk = async (p: string): Promise<void> => {
+    const st = await lstat(p, { bigint: true })
+    const k = `${st.dev}:${st.ino}`
+    if (!seen.has(k)) {
+      seen.add(k)
+      size += st.blocks * 512n
+    }
+    if (st.isDirectory()) {
+      for (const name of await readdir(p)) await walk(join(p, name))
+    }
+  }
+  await walk(dir)
+  return { size: Number(size), inodes: seen.size }
+}
+
+/** Mount points at or below `dir` (from /proc/self/mountinfo), deepest first. */
+export async function mountsUnder (dir: string): Promise<string[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8')
+  return parseMountsUnder(text, dir)
+}
+
+/** Synchronous variant, for checks inside a transaction. */
+export function mountsUnderSync (dir: string): string[] {
+  return parseMountsUnder(readFileSync('/proc/self/mountinfo', 'utf8'), dir)
+}
+
+function parseMountsUnder (text: string, dir: string): string[] {
+  const out: string[] = []
+  for (const line of text.split('\n')) {
+    const mp = line.split(' ')[4]
+    if (mp == null) continue
+    const p = mp.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))
+    if (p === dir || p.startsWith(dir + '/')) out.push(p)
+  }
+  return out.sort((a, b) => b.length - a.length)
+}
+
+/** Lazily unmounts everything at or below `dir` (dead FUSE mounts after a crash included). */
+export async function unmountUnder (dir: string): Promise<string[]> {
+  const failed: string[] = []
+  for (const mp of await mountsUnder(dir)) {
+    try {
+      await execFileP('umount', ['-l', mp])
+    } catch {
+      failed.push(mp)
+    }
+  }
+  return failed
+}

@@ -1,0 +1,95 @@
+import type { Labels } from './api.js'
+
+/** Labels of the remote (lazy) snapshot protocol (reference/stargz-snapshotter.md §3.2–3.3). */
+export const LABELS = {
+  /** set by containerd's unpacker: the chainID to commit the prepared layer as */
+  targetRef: 'containerd.io/snapshot.ref',
+  /** marks a committed snapshot whose `fs` is a lazy mount */
+  remote: 'containerd.io/snapshot/remote',
+  /** comma list of the layer descriptor's urls (`ipfs://<cid>`) */
+  urls: 'containerd.io/snapshot/remote/urls',
+  /** compressed layer digest, sent by plain CRI */
+  criLayerDigest: 'containerd.io/snapshot/cri.layer-digest',
+  /** layer digest, sent by ctr-remote / nerdctl style handlers */
+  stargzDigest: 'containerd.io/snapshot/remote/stargz.digest',
+  /** TOC digest of the eStargz layer */
+  tocDigest: 'containerd.io/snapshot/stargz/toc.digest',
+  /** ours: the CID the layer was mounted from, so a restart does not depend on the digest index */
+  cid: 'ipfs-estargz/layer.cid'
+} as const
+
+/** Value of {@link LABELS.remote} (the one stargz-snapshotter writes). */
+export const REMOTE_LABEL_VALUE = 'remote snapshot'
+
+/** The layer a Prepare names, once resolved to IPFS. */
+export interface RemoteLayerRef {
+  cid: string
+  /** compressed layer digest when the labels carry one */
+  digest?: string
+  /** TOC digest to verify against, when the labels carry one */
+  tocDigest?: string
+  /** how the CID was found */
+  via: 'urls' | 'digest-index' | 'stored'
+}
+
+/** Handle of one lazy mount. */
+export interface RemoteMount {
+  /** bytes this layer occupies locally (fetched/cached); reported by `Usage` */
+  usage?: () => Promise<number>
+}
+
+/**
+ * Mounts a layer lazily at a directory (implemented with FUSE by the fs module). The snapshotter
+ * calls `mount` on Prepare and on restart, `unmount` on Remove/stop, and `check` (when present)
+ * before returning mounts that stack on the layer. `mount` must reject promptly once `signal`
+ * aborts (the snapshotter's mount timeout) and leave nothing mounted when it rejects.
+ */
+export interface RemoteLayerMounter {
+  mount (mountpoint: string, labels: Labels, layer: RemoteLayerRef, signal?: AbortSignal): Promise<RemoteMount>
+  unmount (mountpoint: string): Promise<void>
+  /** throws when the mount is not healthy; the snapshotter then answers Unavailable */
+  check?: (mountpoint: string) => Promise<void>
+}
+
+/** Maps a compressed layer digest to the CID that holds it (our digest→CID index). */
+export type DigestResolver = (digest: string) => string | undefined | Promise<string | undefined>
+
+/** Why a Prepare with a target ref did not become a remote snapshot. */
+export type FallbackReason = 'no-mounter' | 'no-remote-layer' | 'mount-failed'
+
+/** Counters of the remote path, for /metrics and `stats`. */
+export interface RemoteMetrics {
+  /** Prepares answered with a committed remote snapshot (AlreadyExists) */
+  prepared: number
+  /** Prepares that fell back to a normal snapshot, by reason */
+  fallbacks: Record<FallbackReason, number>
+  /** remote snapshots mounted again at start */
+  remounted: number
+  /** remote snapshots that could not be mounted again at start */
+  remountFailures: number
+}
+
+export function newRemoteMetrics (): RemoteMetrics {
+  return { prepared: 0, fallbacks: { 'no-mounter': 0, 'no-remote-layer': 0, 'mount-failed': 0 }, remounted: 0, remountFailures: 0 }
+}
+
+/**
+ * Finds the IPFS layer a Prepare's labels name: first `ipfs://<cid>` in the urls label, else the
+ * layer digest through the digest→CID index (decision 5: plain CRI sends no urls).
+ */
+export async function resolveRemoteLayer (labels: Labels, resolveDigest?: DigestResolver): Promise<RemoteLayerRef | undefined> {
+  const digest = labels[LABELS.criLayerDigest] ?? labels[LABELS.stargzDigest]
+  const tocDigest = labels[LABELS.tocDigest]
+  const extra = { ...(digest != null ? { digest } : {}), ...(tocDigest != null ? { tocDigest } : {}) }
+  const stored = labels[LABELS.cid]
+  if (stored != null && stored !== '') return { cid: stored, ...extra, via: 'stored' }
+  for (const url of (labels[LABELS.urls] ?? '').split(',')) {
+    const m = /^ipfs:\/\/([A-Za-z0-9]+)\/?$/.exec(url.trim())
+    if (m?.[1] != null) return { cid: m[1], ...extra, via: 'urls' }
+  }
+  if (digest != null && resolveDigest != null) {
+    const cid = await resolveDigest(digest)
+    if (cid != null && cid !== '') return { cid, ...extra, via: 'digest-index' }
+  }
+  return undefined
+}

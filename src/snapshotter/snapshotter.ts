@@ -1,0 +1,326 @@
+import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { FailedPreconditionError, NotStartedError, RemountError, SnapshotExistsError, UnavailableError } from './errors.js'
+import { parseFilters } from './filters.js'
+import { MetadataStore } from './metadata.js'
+import { diskUsage, mountsUnder, mountsUnderSync, OverlayLayout, unmountUnder } from './overlay.js'
+import { LABELS, newRemoteMetrics, REMOTE_LABEL_VALUE, resolveRemoteLayer } from './remote.js'
+import type { Labels, Mount } from './api.js'
+import type { SnapshotInfo, SnapshotRecord, Usage } from './metadata.js'
+import type { DigestResolver, FallbackReason, RemoteLayerMounter, RemoteMetrics, RemoteMount } from './remote.js'
+import type { Logger } from '../logging.js'
+
+export const DEFAULTS = {
+  /** start() succeeds even when a remote snapshot cannot be mounted again (it stays empty and Unavailable) */
+  allowInvalidMountsOnRestart: false,
+  /** stop() unmounts the remote snapshots (start() mounts them again) */
+  unmountOnStop: true,
+  /** containerd's label limit (key + value bytes) */
+  maxLabelSize: 4096,
+  /** a lazy mount that takes longer is aborted (the mounter gets an AbortSignal) and Prepare falls back */
+  remoteMountTimeoutMs: 60_000
+}
+
+export interface SnapshotterOptions extends Partial<typeof DEFAULTS> {
+  /** state directory: `metadata.db` and `snapshots/<id>/{fs,work}` */
+  root: string
+}
+
+export interface SnapshotterComponents {
+  logger: Logger
+  /** mounts lazy layers; without it every Prepare is a normal snapshot */
+  mounter?: RemoteLayerMounter
+  /** compressed layer digest → CID (for CRI, which sends no urls label) */
+  resolveDigest?: DigestResolver
+}
+
+export type { SnapshotInfo, Usage }
+
+/**
+ * containerd's overlayfs snapshotter semantics plus stargz-snapshotter's remote snapshot
+ * protocol, over a SQLite metadata store. The gRPC service is a thin adapter over this class.
+ */
+export class Snapshotter {
+  readonly root: string
+  readonly metrics: RemoteMetrics = newRemoteMetrics()
+  private readonly options: typeof DEFAULTS
+  private readonly logger: Logger
+  private readonly mounter?: RemoteLayerMounter
+  private readonly resolveDigest?: DigestResolver
+  private readonly layout: OverlayLayout
+  private db?: MetadataStore
+  /** remote snapshots by id: the mount handle, or undefined when it could not be mounted again */
+  private readonly remote = new Map<string, RemoteMount | undefined>()
+
+  constructor (components: SnapshotterComponents, options: SnapshotterOptions) {
+    this.root = resolve(options.root)
+    this.options = { ...DEFAULTS, ...options }
+    this.logger = components.logger
+    if (components.mounter != null) this.mounter = components.mounter
+    if (components.resolveDigest != null) this.resolveDigest = components.resolveDigest
+    this.layout = new OverlayLayout(this.root)
+  }
+
+  get started (): boolean { return this.db != null }
+
+  /**
+   * Opens the metadata, removes what a crash left half-made, and mounts every remote snapshot
+   * again, all before the caller starts serving.
+   */
+  async start (): Promise<void> {
+    if (this.db != null) return
+    mkdirSync(this.root, { recursive: true, mode: 0o700 })
+    this.layout.init()
+    const db = new MetadataStore(join(this.root, 'metadata.db'), { maxLabelSize: this.options.maxLabelSize })
+    try {
+      // mounts left from the previous run are dead (FUSE server gone) or will be replaced
+      const stuck = await unmountUnder(this.layout.snapshotsDir)
+      if (stuck.length > 0) this.logger.warn({ mounts: stuck }, 'could not unmount leftover mounts under snapshots/')
+      await this.removeUnowned(db)
+      await this.restoreRemote(db)
+    } catch (err) {
+      await this.unmountRemote()
+      this.remote.clear()
+      db.close()
+      throw err
+    }
+    this.db = db
+  }
+
+  async stop (): Promise<void> {
+    const db = this.db
+    if (db == null) return
+    this.db = undefined
+    if (this.options.unmountOnStop) await this.unmountRemote()
+    this.remote.clear()
+    db.close()
+  }
+
+  async prepare (namespace: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
+    const rec = this.create(namespace, 'active', key, parent, labels)
+    const target = labels[LABELS.targetRef]
+    if (target != null && target !== '') {
+      const done = await this.tryRemote(rec, target, labels)
+      if (done) throw new SnapshotExistsError(`target snapshot ${JSON.stringify(target)}: already exists`)
+    }
+    return this.mountsOf(rec)
+  }
+
+  async view (namespace: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
+    return await this.mountsOf(this.create(namespace, 'view', key, parent, labels))
+  }
+
+  async mounts (namespace: string, key: string): Promise<Mount[]> {
+    const rec = this.store.get(namespace, key)
+    if (rec.kind === 'committed') throw new FailedPreconditionError(`snapshot ${JSON.stringify(key)} is committed: only active and view snapshots have mounts: failed precondition`)
+    return await this.mountsOf(rec)
+  }
+
+  async commit (namespace: string, name: string, key: string, labels: Labels = {}): Promise<void> {
+    const rec = this.store.get(namespace, key)
+    const usage = rec.kind === 'active' ? await diskUsage(this.layout.upperPath(rec.id)) : { size: 0, inodes: 0 }
+    this.store.commit(namespace, name, key, labels, usage)
+  }
+
+  async remove (namespace: string, key: string): Promise<void> {
+    const rec = this.store.remove(namespace, key)
+    await this.removeDir(rec.id)
+  }
+
+  stat (namespace: string, key: string): SnapshotInfo {
+    const { name, parent, kind, created, updated, labels } = this.store.get(namespace, key)
+    return { name, parent, kind, created, updated, labels }
+  }
+
+  update (namespace: string, name: string, labels: Labels, fieldpaths: readonly string[] = []): SnapshotInfo {
+    return this.store.update(namespace, name, labels, fieldpaths)
+  }
+
+  /** Snapshots of the namespace matching any of the filters (containerd syntax; none = all). */
+  list (namespace: string, filters: readonly string[] = []): SnapshotInfo[] {
+    const filter = parseFilters(filters) // InvalidFilterError before touching the store
+    return this.store.list(namespace, filter)
+  }
+
+  /** Active: disk usage of the upper dir now; remote: what the mounter reports; else: recorded at commit. */
+  async usage (namespace: string, key: string): Promise<Usage> {
+    const rec = this.store.get(namespace, key)
+    const handle = this.remote.get(rec.id)
+    if (handle?.usage != null) return { size: await handle.usage(), inodes: 0 }
+    if (rec.kind === 'active') return await diskUsage(this.layout.upperPath(rec.id))
+    return { size: rec.size, inodes: rec.inodes }
+  }
+
+  /** Removes every directory under `snapshots/` that no snapshot owns. */
+  async cleanup (): Promise<void> {
+    await this.removeUnowned(this.store)
+  }
+
+  private get store (): MetadataStore {
+    if (this.db == null) throw new NotStartedError('snapshotter is not started')
+    return this.db
+  }
+
+  /** Row and directory together: the directory is renamed into place inside the transaction. */
+  private create (namespace: string, kind: 'active' | 'view', key: string, parent: string, labels: Labels): SnapshotRecord {
+    const store = this.store
+    store.validateLabels(labels)
+    const parentId = parent !== '' ? store.find(namespace, parent)?.id : undefined
+    let td: string | undefined
+    try {
+      return store.create(namespace, kind, key, parent, labels, (id) => {
+        // a directory with this id can only be a leftover of a transaction rolled back by a crash
+        rmSync(this.layout.dir(id), { recursive: true, force: true })
+        td = this.layout.prepareDirectory(kind, parentId)
+        renameSync(td, this.layout.dir(id))
+        td = undefined
+      })
+    } finally {
+      if (td != null) rmSync(td, { recursive: true, force: true })
+    }
+  }
+
+  private async mountsOf (rec: SnapshotRecord): Promise<Mount[]> {
+    await this.checkAvailability(rec)
+    return this.layout.mounts(rec.kind, rec.id, rec.parentIds)
+  }
+
+  /** stargz-snapshotter's checkAvailability: every remote layer below must be mounted and healthy. */
+  private async checkAvailability (rec: SnapshotRecord): Promise<void> {
+    for (const id of rec.parentIds) {
+      if (!this.remote.has(id)) continue
+      if (this.remote.get(id) == null) throw new UnavailableError(`remote layer of snapshot ${id} is not mounted (it failed to mount at start): unavailable`)
+      try {
+        await this.mounter?.check?.(this.layout.upperPath(id))
+      } catch (err) {
+        throw new UnavailableError(`remote layer of snapshot ${id} is unavailable: ${(err as Error).message}`)
+      }
+    }
+  }
+
+  /**
+   * The remote snapshot protocol: mount the layer at the new snapshot's `fs` and commit it as
+   * `target`. Returns false (after logging and counting why) when the caller should get a normal
+   * active snapshot instead.
+   */
+  private async tryRemote (rec: SnapshotRecord, target: string, labels: Labels): Promise<boolean> {
+    const log = this.logger.child({ key: rec.name, target, namespace: rec.namespace })
+    const fallback = (reason: FallbackReason, err?: unknown): false => {
+      this.metrics.fallbacks[reason]++
+      log.info({ 'remote-snapshot-prepared': 'false', reason, ...(err != null ? { err: (err as Error).message } : {}) }, 'falling back to a normal snapshot')
+      return false
+    }
+    if (this.mounter == null) return fallback('no-mounter')
+    let layer
+    try {
+      layer = await resolveRemoteLayer(labels, this.resolveDigest)
+    } catch (err) {
+      return fallback('no-remote-layer', err)
+    }
+    if (layer == null) return fallback('no-remote-layer')
+    const mountpoint = this.layout.upperPath(rec.id)
+    let handle: RemoteMount
+    try {
+      handle = await this.mounter.mount(mountpoint, labels, layer, AbortSignal.timeout(this.options.remoteMountTimeoutMs))
+    } catch (err) {
+      await unmountUnder(mountpoint).catch(() => {})
+      return fallback('mount-failed', err)
+    }
+    try {
+      this.remote.set(rec.id, handle)
+      this.store.commit(rec.namespace, target, rec.name, { ...labels, [LABELS.remote]: REMOTE_LABEL_VALUE, [LABELS.cid]: layer.cid }, { size: 0, inodes: 0 })
+    } catch (err) {
+      // e.g. a concurrent Prepare committed the same target first: undo ours, report its error
+      this.remote.delete(rec.id)
+      await this.mounter.unmount(mountpoint).catch((e: Error) => { log.warn({ err: e.message }, 'unmount after failed commit') })
+      try {
+        this.store.remove(rec.namespace, rec.name)
+      } catch {
+        // already removed by a concurrent Remove: nothing left to undo
+      }
+      await this.removeDir(rec.id)
+      throw err
+    }
+    this.metrics.prepared++
+    log.info({ 'remote-snapshot-prepared': 'true', cid: layer.cid, via: layer.via }, 'remote snapshot prepared')
+    return true
+  }
+
+  private async removeDir (id: string): Promise<void> {
+    const dir = this.layout.dir(id)
+    if (this.remote.has(id)) {
+      const handle = this.remote.get(id)
+      this.remote.delete(id)
+      if (handle != null) {
+        try {
+          await this.mounter?.unmount(this.layout.upperPath(id))
+        } catch (err) {
+          this.logger.warn({ id, err: (err as Error).message }, 'unmounting remote snapshot failed')
+        }
+      }
+    }
+    await this.rmUnmounted(dir)
+  }
+
+  /** Deletes a directory, but never through a mount: anything still mounted below is unmounted first or the removal is skipped. */
+  private async rmUnmounted (dir: string): Promise<void> {
+    if ((await mountsUnder(dir)).length > 0) {
+      const stuck = await unmountUnder(dir)
+      if (stuck.length > 0) {
+        this.logger.warn({ dir, mounts: stuck }, 'not removing a directory that still has mounts')
+        return
+      }
+    }
+    try {
+      await rm(dir, { recursive: true, force: true })
+    } catch (err) {
+      this.logger.warn({ dir, err: (err as Error).message }, 'failed to remove snapshot directory')
+    }
+  }
+
+  private async removeUnowned (db: MetadataStore): Promise<void> {
+    // the id set and the listing are read in the same tick, so no create can slip in between
+    const ids = db.ids()
+    const unowned = readdirSync(this.layout.snapshotsDir).filter((d) => !ids.has(d))
+    for (const d of unowned) {
+      this.logger.debug({ dir: d }, 'removing unowned snapshot directory')
+      await this.rmUnmounted(join(this.layout.snapshotsDir, d))
+    }
+  }
+
+  private async restoreRemote (db: MetadataStore): Promise<void> {
+    for (const rec of db.withLabel(LABELS.remote)) {
+      const mountpoint = this.layout.upperPath(rec.id)
+      const log = this.logger.child({ key: rec.name, namespace: rec.namespace, id: rec.id })
+      try {
+        mkdirSync(mountpoint, { recursive: true })
+        if (mountsUnderSync(mountpoint).length > 0) throw new Error(`${mountpoint} is still mounted`)
+        if (this.mounter == null) throw new Error('no remote layer mounter configured')
+        const layer = await resolveRemoteLayer(rec.labels, this.resolveDigest)
+        if (layer == null) throw new Error('labels name no IPFS layer')
+        this.remote.set(rec.id, await this.mounter.mount(mountpoint, rec.labels, layer, AbortSignal.timeout(this.options.remoteMountTimeoutMs)))
+        this.metrics.remounted++
+        log.info({ cid: layer.cid }, 'remote snapshot mounted again')
+      } catch (err) {
+        this.metrics.remountFailures++
+        if (!this.options.allowInvalidMountsOnRestart) {
+          throw new RemountError(`cannot mount remote snapshot ${JSON.stringify(rec.name)} (namespace ${JSON.stringify(rec.namespace)}) again: ${(err as Error).message}`)
+        }
+        this.remote.set(rec.id, undefined)
+        log.error({ err: (err as Error).message }, 'remote snapshot left empty: remove it with `ctr snapshot rm`')
+      }
+    }
+  }
+
+  private async unmountRemote (): Promise<void> {
+    for (const [id, handle] of this.remote) {
+      if (handle == null) continue
+      try {
+        await this.mounter?.unmount(this.layout.upperPath(id))
+      } catch (err) {
+        this.logger.warn({ id, err: (err as Error).message }, 'unmounting remote snapshot at stop failed')
+      }
+    }
+  }
+}

@@ -1,0 +1,248 @@
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { status } from '@grpc/grpc-js'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { silentLogger } from '../../src/logging.js'
+import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
+import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
+import { SnapshotterServer } from '../../src/snapshotter/service.js'
+import { isRoot, needs } from '../helpers/env.js'
+import { codeOf, errorOf, snapshotsClient } from './client.js'
+import type { SnapshotsClient } from './client.js'
+import type { Labels, RemoteLayerMounter, RemoteLayerRef } from '../../src/snapshotter/index.js'
+
+describe.skipIf(needs({ root: isRoot }))('Snapshots gRPC service: bad input and consistency', () => {
+  let dir: string
+  let root: string
+  let socket: string
+  let server: SnapshotterServer
+  let client: SnapshotsClient
+  let other: SnapshotsClient
+  let noNamespace: SnapshotsClient
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapshotter-service-'))
+    root = join(dir, 'root')
+    socket = join(dir, 'run', 'snapshotter.sock')
+    const logger = silentLogger()
+    server = new SnapshotterServer({ snapshotter: new Snapshotter({ logger }, { root }), logger }, { address: socket })
+    await server.start()
+    client = snapshotsClient(socket, 'testns')
+    other = snapshotsClient(socket, 'otherns')
+    noNamespace = snapshotsClient(socket, '')
+  })
+
+  afterAll(async () => {
+    for (const c of [client, other, noNamespace]) c?.close()
+    await server?.stop()
+    await unmountUnder(dir)
+    if ((await mountsUnder(dir)).length === 0) rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** After every test: everything can be removed (children first) and no directory is left behind. */
+  afterEach(async () => {
+    for (const c of [client, other, noNamespace]) {
+      // remove children first
+      let left = await c.list()
+      while (left.length > 0) {
+        const parents = new Set(left.map((s) => s.parent))
+        for (const s of left.filter((s) => !parents.has(s.name))) await c.remove(s.name)
+        left = await c.list()
+      }
+    }
+    await client.cleanup()
+    expect(readdirSync(join(root, 'snapshots'))).toEqual([])
+  })
+
+  const dirCount = (): number => readdirSync(join(root, 'snapshots')).length
+
+  it('serves on a 0660 socket and builds containerd\'s mounts', async () => {
+    expect(statSync(socket).mode & 0o777).toBe(0o660)
+    const [bind] = await client.prepare('a')
+    expect(bind).toMatchObject({ type: 'bind', options: ['rw', 'rbind'] })
+    expect(bind?.source).toMatch(/\/snapshots\/\d+\/fs$/)
+    const id1 = bind?.source.split('/').at(-2) ?? ''
+    await client.commit('c1', 'a')
+    const [b] = await client.prepare('b', 'c1')
+    const id2 = (b?.options.find((o) => o.startsWith('upperdir=')) ?? '').split('/').at(-2) ?? ''
+    await client.commit('c2', 'b')
+    expect(await client.view('v1', 'c1')).toEqual([{ type: 'bind', source: join(root, 'snapshots', id1, 'fs'), target: '', options: ['ro', 'rbind'] }])
+    const [ov] = await client.view('v2', 'c2')
+    expect(ov?.type).toBe('overlay')
+    expect(ov?.options.filter((o) => !o.startsWith('index='))).toEqual([`lowerdir=${join(root, 'snapshots', id2, 'fs')}:${join(root, 'snapshots', id1, 'fs')}`])
+    const [act] = await client.prepare('w', 'c2')
+    const wid = (act?.options.find((o) => o.startsWith('upperdir=')) ?? '').split('/').at(-2) ?? ''
+    expect(act?.options.filter((o) => !o.startsWith('index='))).toEqual([
+      `workdir=${join(root, 'snapshots', wid, 'work')}`,
+      `upperdir=${join(root, 'snapshots', wid, 'fs')}`,
+      `lowerdir=${join(root, 'snapshots', id2, 'fs')}:${join(root, 'snapshots', id1, 'fs')}`
+    ])
+    expect(await client.mounts('w')).toEqual([act])
+    writeFileSync(join(root, 'snapshots', wid, 'fs', 'f'), Buffer.alloc(10_000))
+    expect((await client.usage('w')).size).toBeGreaterThanOrEqual(10_000)
+    expect((await client.usage('w')).inodes).toBe(2)
+  })
+
+  it('answers NotFound for unknown keys and parents', async () => {
+    for (const p of [client.stat('nope'), client.mounts('nope'), client.remove('nope'), client.usage('nope'),
+      client.commit('x', 'nope'), client.prepare('k', 'nope'), client.view('k', 'nope'), client.update({ name: 'nope', labels: {} })]) {
+      expect(await codeOf(p)).toBe(status.NOT_FOUND)
+    }
+    const err = await errorOf(client.prepare('k', 'missing-parent'))
+    expect(err.details).toMatch(/parent snapshot "missing-parent" does not exist in namespace "testns"/)
+    expect(dirCount()).toBe(0)
+  })
+
+  it('keeps keys per namespace, with "default" when none is sent', async () => {
+    await client.prepare('same')
+    await other.prepare('same')
+    await noNamespace.prepare('same')
+    expect(await codeOf(client.prepare('same'))).toBe(status.ALREADY_EXISTS)
+    expect((await other.list()).map((i) => i.name)).toEqual(['same'])
+    await client.remove('same')
+    expect(await other.stat('same')).toMatchObject({ name: 'same', kind: 'ACTIVE' })
+    expect(await codeOf(client.stat('same'))).toBe(status.NOT_FOUND)
+    const dflt = snapshotsClient(socket, 'default')
+    expect((await dflt.list()).map((i) => i.name)).toEqual(['same'])
+    dflt.close()
+  })
+
+  it('refuses to remove a snapshot with children (FailedPrecondition)', async () => {
+    await client.prepare('a')
+    await client.commit('parent', 'a')
+    await client.view('child', 'parent')
+    const err = await errorOf(client.remove('parent'))
+    expect(err.code).toBe(status.FAILED_PRECONDITION)
+    expect(err.details).toMatch(/cannot remove snapshot "parent" with child "child"/)
+    expect(await client.stat('parent')).toMatchObject({ kind: 'COMMITTED' })
+    expect(dirCount()).toBe(2)
+  })
+
+  it('rejects committing twice, onto a taken name, a view, and Mounts of a committed snapshot', async () => {
+    await client.prepare('a')
+    await client.commit('c', 'a')
+    expect(await codeOf(client.commit('c-again', 'a'))).toBe(status.NOT_FOUND)
+    await client.prepare('b')
+    expect(await codeOf(client.commit('c', 'b'))).toBe(status.ALREADY_EXISTS)
+    await client.view('v', 'c')
+    expect(await codeOf(client.commit('cv', 'v'))).toBe(status.FAILED_PRECONDITION)
+    expect(await codeOf(client.mounts('c'))).toBe(status.FAILED_PRECONDITION)
+    expect(await codeOf(client.prepare('x', 'b'))).toBe(status.INVALID_ARGUMENT) // parent not committed
+    expect((await client.list()).map((i) => `${i.name}:${i.kind}`).sort()).toEqual(['b:ACTIVE', 'c:COMMITTED', 'v:VIEW'])
+    expect(dirCount()).toBe(3)
+  })
+
+  it('rejects malformed filters with InvalidArgument and a message that points at the error', async () => {
+    const err = await errorOf(client.list('name==a', 'labels."x'))
+    expect(err.code).toBe(status.INVALID_ARGUMENT)
+    expect(err.details).toMatch(/invalid filter \[labels\. >\|"\|< x\]: quoted literal not terminated/)
+    expect(await codeOf(client.list('kind=active'))).toBe(status.INVALID_ARGUMENT)
+    expect(await codeOf(client.list('name~=/(/'))).toBe(status.INVALID_ARGUMENT)
+  })
+
+  it('rejects oversized labels and immutable update fields without changing anything', async () => {
+    const big: Labels = { k: 'x'.repeat(4096) }
+    const err = await errorOf(client.prepare('a', '', big))
+    expect(err.code).toBe(status.INVALID_ARGUMENT)
+    expect(err.details).toMatch(/label key and value greater than maximum size \(4096 bytes\)/)
+    expect(await codeOf(client.view('a', '', big))).toBe(status.INVALID_ARGUMENT)
+    expect(dirCount()).toBe(0)
+    await client.prepare('a', '', { ok: '1' })
+    expect(await codeOf(client.commit('c', 'a', big))).toBe(status.INVALID_ARGUMENT)
+    expect(await client.stat('a')).toMatchObject({ kind: 'ACTIVE', labels: { ok: '1' } })
+    expect(await codeOf(client.update({ name: 'a', labels: big }, ['labels']))).toBe(status.INVALID_ARGUMENT)
+    expect(await codeOf(client.update({ name: 'a', labels: {}, parent: 'x' }, ['parent']))).toBe(status.INVALID_ARGUMENT)
+    expect(await codeOf(client.prepare('', ''))).toBe(status.INVALID_ARGUMENT)
+    const info = await client.stat('a')
+    expect(info.labels).toEqual({ ok: '1' })
+    expect(info.createdAt).toEqual(info.updatedAt)
+    const updated = await client.update({ name: 'a', labels: { ok: '2', more: 'y' } }, ['labels.ok'])
+    expect(updated.labels).toEqual({ ok: '2' })
+    expect(updated.createdAt).toEqual(info.createdAt)
+  })
+
+  it('lets exactly one of many concurrent Prepares of one key win', async () => {
+    const results = await Promise.all(Array.from({ length: 20 }, async () => await codeOf(client.prepare('race', '', { n: '1' }))))
+    expect(results.filter((c) => c === undefined)).toHaveLength(1)
+    expect(results.filter((c) => c === status.ALREADY_EXISTS)).toHaveLength(19)
+    expect(dirCount()).toBe(1)
+    expect((await client.list()).map((i) => i.name)).toEqual(['race'])
+  })
+
+  it('survives a client that disconnects mid-List, in batches of 100', async () => {
+    await client.prepare('base')
+    await client.commit('base-c', 'base')
+    for (let i = 0; i < 250; i++) await client.view(`v${i}`, 'base-c', { i: String(i) })
+    const batches: number[] = []
+    await new Promise<void>((resolve) => {
+      const stream = client.listStream([])
+      stream.on('data', (m: { info: unknown[] }) => { batches.push(m.info.length); stream.cancel() })
+      stream.on('error', () => { resolve() })
+      stream.on('end', () => { resolve() })
+    })
+    expect(batches[0]).toBe(100)
+    const sizes: number[] = []
+    await new Promise<void>((resolve, reject) => {
+      const s = client.listStream([])
+      s.on('data', (m: { info: unknown[] }) => sizes.push(m.info.length))
+      s.on('error', reject)
+      s.on('end', resolve)
+    })
+    expect(sizes).toEqual([100, 100, 51])
+    expect((await client.list('labels.i==249')).map((i) => i.name)).toEqual(['v249'])
+    expect(dirCount()).toBe(251)
+  })
+
+  it('Cleanup removes only directories no snapshot owns', async () => {
+    await client.prepare('kept')
+    writeFileSync(join(root, 'snapshots', 'stray-file'), 'x')
+    mkdirSync(join(root, 'snapshots', '999999', 'fs'), { recursive: true })
+    writeFileSync(join(root, 'snapshots', '999999', 'fs', 'data'), 'orphan')
+    mkdirSync(join(root, 'snapshots', 'new-abc123', 'work'), { recursive: true })
+    expect(dirCount()).toBe(4)
+    await client.cleanup()
+    expect(dirCount()).toBe(1)
+    expect(await client.stat('kept')).toMatchObject({ kind: 'ACTIVE' })
+  })
+})
+
+/** A mounter whose mount waits until released, to catch a call in flight. */
+class GateMounter implements RemoteLayerMounter {
+  release?: () => void
+  entered?: () => void
+  readonly inFlight = new Promise<void>((resolve) => { this.entered = resolve })
+  async mount (_mp: string, _labels: Labels, _layer: RemoteLayerRef): Promise<{ usage?: () => Promise<number> }> {
+    this.entered?.()
+    await new Promise<void>((resolve) => { this.release = resolve })
+    throw new Error('layer not reachable')
+  }
+
+  async unmount (): Promise<void> {}
+}
+
+describe.skipIf(needs({ root: isRoot }))('SnapshotterServer lifecycle', () => {
+  it('removes a stale socket at start, and stop() lets an in-flight call finish', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'snapshotter-stop-'))
+    const socket = join(dir, 'sn.sock')
+    writeFileSync(socket, 'stale')
+    const logger = silentLogger()
+    const mounter = new GateMounter()
+    const server = new SnapshotterServer({ snapshotter: new Snapshotter({ logger, mounter }, { root: join(dir, 'root') }), logger }, { address: socket })
+    await server.start()
+    const client = snapshotsClient(socket)
+    try {
+      const call = client.prepare('k', '', { 'containerd.io/snapshot.ref': 'sha256:x', 'containerd.io/snapshot/remote/urls': 'ipfs://bafyfake' })
+      await mounter.inFlight
+      const stopped = server.stop()
+      mounter.release?.()
+      const mounts = await call // fell back to a normal snapshot, answered before the server went away
+      expect(mounts[0]?.type).toBe('bind')
+      await stopped
+    } finally {
+      client.close()
+      await server.stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
