@@ -1,47 +1,39 @@
 import '../polyfill.js'
-import { readFileSync } from 'node:fs'
-import { Command, CommanderError } from 'commander'
-import { layerCommand } from './commands/layer.js'
-import { pushCommand } from './commands/push.js'
-import { imageCommand } from './commands/image.js'
-import { mountCommand, umountCommand } from './commands/mount.js'
-import { UsageError, describeError } from './errors.js'
+import { readFile } from 'node:fs/promises'
+import { isAbsolute, join, resolve } from 'node:path'
+import { API_FILE, daemonAlive, runInDaemon } from '../daemon/control.js'
+import { resolveRepoPath } from '../ipfs/index.js'
+import { runCli } from './program.js'
 
-const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+/** Commands that use the repo and so go through a daemon that owns it. */
+const FORWARDED = new Set(['push', 'image', 'pull', 'id'])
 
-/** addCommand() does not pass settings down; every command must throw instead of exiting. */
-function applyRecursively (cmd: Command): void {
-  cmd.exitOverride().showSuggestionAfterError(true)
-  for (const sub of cmd.commands) applyRecursively(sub)
-}
-
-export function buildProgram (): Command {
-  const program = new Command('ipfs-estargz')
-    .description('IPFS-backed lazy container images: eStargz conversion, lazy FUSE mounts, containerd snapshotter')
-    .version(pkg.version)
-  program.addCommand(layerCommand())
-  program.addCommand(pushCommand())
-  program.addCommand(imageCommand())
-  program.addCommand(mountCommand())
-  program.addCommand(umountCommand())
-  applyRecursively(program)
-  return program
+/** Makes the paths in a command line absolute, since the daemon runs in another directory. */
+function absolutize (argv: string[], cwd: string): string[] {
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(cwd, p))
+  const pathOpts = new Set(['--repo', '--prioritized-files'])
+  return argv.map((a, i) => {
+    const m = /^(oci|oci-archive|docker-archive):(.+)$/.exec(a)
+    if (m != null) return `${m[1]}:${abs(m[2])}`
+    if (i > 0 && pathOpts.has(argv[i - 1])) return abs(a)
+    return a
+  })
 }
 
 async function main (argv: string[]): Promise<number> {
-  const program = buildProgram()
-  try {
-    await program.parseAsync(argv)
-    return 0
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      // --help and --version end here too, with exit code 0; commander already printed.
-      return err.exitCode === 0 ? 0 : 2
+  if (FORWARDED.has(argv[0]) && !argv.includes('--help') && !argv.includes('-h')) {
+    const i = argv.indexOf('--repo')
+    const repo = resolveRepoPath(i >= 0 ? argv[i + 1] : undefined)
+    const address = await readFile(join(repo, API_FILE), 'utf8').catch(() => undefined)
+    if (address != null && await daemonAlive(address.trim())) {
+      const ac = new AbortController()
+      process.once('SIGINT', () => ac.abort())
+      const args = absolutize(argv, process.cwd())
+      if (i < 0) args.push('--repo', repo)
+      return await runInDaemon(address.trim(), args, ac.signal)
     }
-    process.stderr.write(`ipfs-estargz: ${describeError(err)}\n`)
-    if (process.env.IPFS_ESTARGZ_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack}\n`)
-    return err instanceof UsageError ? 2 : 1
   }
+  return await runCli(argv)
 }
 
-process.exitCode = await main(process.argv)
+process.exitCode = await main(process.argv.slice(2))

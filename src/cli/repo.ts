@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises'
 import { IndexStore, createNode, resolveRepoPath, type IpfsNode } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
+import { commandContext } from './context.js'
 
 /** The repo opened by a CLI command: the Helia node and the image/digest index. */
 export interface OpenRepo {
@@ -16,6 +17,11 @@ export interface OpenRepo {
  */
 export async function openRepo (flag: string | undefined, logger: Logger, options: { listen?: string[], peers?: string[] } = {}): Promise<OpenRepo> {
   const path = resolveRepoPath(flag)
+  const daemonRepo = commandContext.getStore()?.repo
+  if (daemonRepo != null) {
+    if (daemonRepo.path !== path) throw new Error(`the daemon serves the repo ${daemonRepo.path}, not ${path}`)
+    return { ...daemonRepo, close: async () => {} } // the daemon keeps its repo open
+  }
   await mkdir(path, { recursive: true })
   const node = await createNode({ repo: path, logger, listen: options.listen, peers: options.peers })
   let index: IndexStore

@@ -1,0 +1,50 @@
+import { readFileSync } from 'node:fs'
+import { Command, CommanderError } from 'commander'
+import { commandContext, type CommandContext } from './context.js'
+import { imageCommand } from './commands/image.js'
+import { layerCommand } from './commands/layer.js'
+import { mountCommand, umountCommand } from './commands/mount.js'
+import { pushCommand } from './commands/push.js'
+import { containerdConfigCommand, daemonCommand, idCommand } from './commands/daemon.js'
+import { UsageError, describeError } from './errors.js'
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+
+/** addCommand() does not pass settings down; every command must throw instead of exiting. */
+function applyRecursively (cmd: Command, ctx: CommandContext | undefined): void {
+  cmd.exitOverride().showSuggestionAfterError(true)
+  if (ctx != null) cmd.configureOutput({ writeOut: (s) => { void ctx.stdout(s) }, writeErr: (s) => ctx.stderr(s) })
+  for (const sub of cmd.commands) applyRecursively(sub, ctx)
+}
+
+export function buildProgram (ctx?: CommandContext): Command {
+  const program = new Command('ipfs-estargz')
+    .description('IPFS-backed lazy container images: eStargz conversion, lazy FUSE mounts, containerd snapshotter')
+    .version(pkg.version)
+  for (const c of [layerCommand, pushCommand, imageCommand, mountCommand, umountCommand, idCommand, containerdConfigCommand]) program.addCommand(c())
+  program.addCommand(daemonCommand(runCli))
+  applyRecursively(program, ctx)
+  return program
+}
+
+/**
+ * Runs one command line. `ctx` is set when the daemon runs it for a client; then errors go to the
+ * client's stderr. Returns the exit code: 0, 1 for failures, 2 for usage errors.
+ */
+export async function runCli (argv: string[], ctx?: CommandContext): Promise<number> {
+  const program = buildProgram(ctx)
+  const stderr = (s: string): void => { if (ctx != null) ctx.stderr(s); else process.stderr.write(s) }
+  const go = async (): Promise<number> => {
+    try {
+      await program.parseAsync(argv, { from: 'user' })
+      return 0
+    } catch (err) {
+      if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2
+      stderr(`ipfs-estargz: ${describeError(err)}\n`)
+      if (process.env.IPFS_ESTARGZ_DEBUG === '1' && err instanceof Error) stderr(`${err.stack}\n`)
+      return err instanceof UsageError ? 2 : 1
+    }
+  }
+  return ctx != null ? await commandContext.run(ctx, go) : await go()
+}
+

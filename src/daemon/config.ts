@@ -1,0 +1,95 @@
+import { readFile } from 'node:fs/promises'
+import { parse as parseToml } from 'smol-toml'
+import { DEFAULTS as FS_DEFAULTS } from '../fs/index.js'
+
+/**
+ * Every setting of the daemon with its default, in one place (docs/configuration.md lists them).
+ * The TOML file uses these names in snake_case; command-line flags override the file.
+ */
+export const DEFAULTS = {
+  /** The daemon's state and repo: blocks, datastore, index, snapshots, chunk cache. */
+  root: '/var/lib/ipfs-estargz',
+  /** containerd's proxy plugin connects here. */
+  address: '/run/ipfs-estargz/snapshotter.sock',
+  /**
+   * CLI commands given this root as `--repo` go through this socket while the daemon runs.
+   * Empty: `api.sock` next to the snapshotter socket (`/run/ipfs-estargz/api.sock` by default).
+   */
+  apiAddress: '',
+  config: '/etc/ipfs-estargz/config.toml',
+  logLevel: 'info',
+  ipfs: {
+    /** Multiaddrs to listen on for peers (none: this node only fetches). */
+    listen: [] as string[],
+    /** Peers kept connected and redialled. */
+    peers: [] as string[],
+    /** Seconds between redials of a lost static peer. */
+    redialIntervalSec: 5
+  },
+  fs: {
+    prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,
+    backgroundFetch: FS_DEFAULTS.backgroundFetch,
+    fetchTimeoutSec: FS_DEFAULTS.fetchTimeoutMs / 1000,
+    diskCacheBytes: FS_DEFAULTS.diskCacheBytes,
+    memoryCacheBytes: FS_DEFAULTS.memoryCacheBytes,
+    /** Mount layers whose TOC digest is unknown (chunks are still checked against that TOC). */
+    allowNoVerification: false
+  },
+  snapshotter: {
+    /** Start even when a remote snapshot cannot be mounted again (it answers Unavailable). */
+    allowInvalidMountsOnRestart: false,
+    /** A lazy mount slower than this falls back to a normal snapshot. */
+    remoteMountTimeoutSec: 60
+  }
+}
+
+export type DaemonConfig = typeof DEFAULTS
+
+export class ConfigError extends Error {
+  static readonly code = 'ERR_CONFIG'
+  readonly code = ConfigError.code
+  override readonly name = 'ConfigError'
+}
+
+const camel = (s: string): string => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
+
+/** Merges a parsed TOML table into defaults, refusing unknown keys and wrong types. */
+function merge<T extends Record<string, unknown>> (base: T, table: Record<string, unknown>, where: string): T {
+  const out: Record<string, unknown> = { ...base }
+  for (const [rawKey, value] of Object.entries(table)) {
+    const key = camel(rawKey)
+    if (!(key in base)) throw new ConfigError(`${where}: unknown setting ${JSON.stringify(rawKey)}`)
+    const def = base[key]
+    if (def != null && typeof def === 'object' && !Array.isArray(def)) {
+      if (typeof value !== 'object' || value == null || Array.isArray(value)) throw new ConfigError(`${where}: [${rawKey}] must be a table`)
+      out[key] = merge(def as Record<string, unknown>, value as Record<string, unknown>, `${where} [${rawKey}]`)
+    } else if (Array.isArray(def)) {
+      if (!Array.isArray(value) || value.some(v => typeof v !== 'string')) throw new ConfigError(`${where}: ${rawKey} must be a list of strings`)
+      out[key] = value
+    } else if (typeof value !== typeof def) {
+      throw new ConfigError(`${where}: ${rawKey} must be a ${typeof def}, got ${JSON.stringify(value)}`)
+    } else {
+      out[key] = value
+    }
+  }
+  return out as T
+}
+
+/** Reads the TOML file (a missing default file is fine; a missing explicit one is not). */
+export async function loadConfig (file: string | undefined): Promise<DaemonConfig> {
+  const path = file ?? DEFAULTS.config
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    if (file == null && (err as NodeJS.ErrnoException).code === 'ENOENT') return structuredClone(DEFAULTS)
+    throw new ConfigError(`cannot read config ${path}: ${(err as Error).message}`)
+  }
+  let table: Record<string, unknown>
+  try {
+    table = parseToml(text) as Record<string, unknown>
+  } catch (err) {
+    throw new ConfigError(`${path}: ${(err as Error).message.split('\n')[0]}`)
+  }
+  return merge(structuredClone(DEFAULTS), table, path)
+}

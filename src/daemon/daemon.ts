@@ -1,0 +1,127 @@
+import { mkdir } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { OpenRepo } from '../cli/repo.js'
+import { ChunkCache, MountManager } from '../fs/index.js'
+import { IndexStore, createNode } from '../ipfs/index.js'
+import type { Logger } from '../logging.js'
+import { Snapshotter, SnapshotterServer } from '../snapshotter/index.js'
+import { IpfsSource } from '../source/ipfs.js'
+import type { DaemonConfig } from './config.js'
+import { ControlServer, type CommandRunner } from './control.js'
+import { LayerMounter } from './layer-mounter.js'
+
+export interface DaemonComponents {
+  logger: Logger
+  /** Runs a CLI command line for a control-API client, with the daemon's repo. */
+  runCommand: (argv: string[], io: Parameters<CommandRunner>[1] & { repo: OpenRepo }) => Promise<number>
+}
+
+/** The control socket sits next to the snapshotter socket unless configured. */
+export function apiAddressFor (config: DaemonConfig): string {
+  return config.apiAddress !== '' ? config.apiAddress : join(dirname(config.address), 'api.sock')
+}
+
+/**
+ * One process: the Helia node over the repo at `root`, the lazy layer mounts, the containerd
+ * snapshotter on its socket, and the control API the CLI uses while the daemon owns the repo.
+ * `start()` mounts the remote snapshots again before the snapshotter socket accepts calls.
+ */
+export class Daemon {
+  private repo?: OpenRepo
+  private cache?: ChunkCache
+  private mounts?: MountManager
+  private server?: SnapshotterServer
+  private control?: ControlServer
+  private redial?: NodeJS.Timeout
+  private stopping?: Promise<void>
+
+  constructor (private readonly components: DaemonComponents, readonly config: DaemonConfig) {}
+
+  get openRepo (): OpenRepo | undefined {
+    return this.repo
+  }
+
+  async start (): Promise<void> {
+    const { config } = this
+    const logger = this.components.logger
+    await mkdir(config.root, { recursive: true })
+    await mkdir(dirname(config.address), { recursive: true })
+    const node = await createNode({ repo: config.root, listen: config.ipfs.listen, peers: config.ipfs.peers, logger })
+    const index = IndexStore.open(config.root, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger })
+    this.repo = { path: config.root, node, index, close: async () => { index.close(); await node.stop() } }
+    try {
+      this.keepPeersConnected()
+      this.cache = new ChunkCache({ logger }, { dir: join(config.root, 'cache', 'chunks'), maxBytes: config.fs.diskCacheBytes, memoryBytes: config.fs.memoryCacheBytes })
+      await this.cache.start()
+      const snapshotRoot = join(config.root, 'snapshotter')
+      this.mounts = new MountManager({ logger }, { root: snapshotRoot })
+      await this.mounts.start() // clears FUSE mounts a crashed daemon left behind
+      const mounter = new LayerMounter({
+        logger,
+        mounts: this.mounts,
+        cache: this.cache,
+        openSource: async (cid, signal) => await IpfsSource.open(node.helia, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 })
+      }, {
+        prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
+        backgroundFetch: config.fs.backgroundFetch,
+        fetchTimeoutMs: config.fs.fetchTimeoutSec * 1000,
+        allowNoVerification: config.fs.allowNoVerification
+      })
+      const snapshotter = new Snapshotter({ logger, mounter, resolveDigest: (d) => index.digests.get(d)?.toString() }, {
+        root: snapshotRoot,
+        allowInvalidMountsOnRestart: config.snapshotter.allowInvalidMountsOnRestart,
+        remoteMountTimeoutMs: config.snapshotter.remoteMountTimeoutSec * 1000
+      })
+      this.server = new SnapshotterServer({ snapshotter, logger }, { address: config.address })
+      await this.server.start()
+      const repo = this.repo
+      this.control = new ControlServer({ logger, run: async (argv, io) => await this.components.runCommand(argv, { ...io, repo }) }, { address: apiAddressFor(config), repo: config.root })
+      await this.control.start()
+      logger.info({ root: config.root, address: config.address, api: apiAddressFor(config), peerId: node.peerId.toString(), listen: node.multiaddrs().map(String) }, 'daemon started')
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+  }
+
+  /** Static peers stay connected: dialled at start, redialled when the connection drops. */
+  private keepPeersConnected (): void {
+    const peers = this.config.ipfs.peers
+    const node = this.repo?.node
+    if (peers.length === 0 || node == null) return
+    const log = this.components.logger
+    const check = (): void => {
+      const connected = new Set(node.helia.libp2p.getConnections().map(c => c.remotePeer.toString()))
+      for (const p of peers) {
+        const id = multiaddr(p).getComponents().find(c => c.name === 'p2p')?.value
+        if (id != null && connected.has(id)) continue
+        node.dial(p).catch((err: Error) => log.debug({ peer: p, err: err.message }, 'redial failed'))
+      }
+    }
+    this.redial = setInterval(check, this.config.ipfs.redialIntervalSec * 1000)
+    this.redial.unref()
+  }
+
+  /** Stops accepting calls, lets in-flight ones finish, unmounts, and keeps all state. */
+  async stop (): Promise<void> {
+    this.stopping ??= (async () => {
+      if (this.redial != null) clearInterval(this.redial)
+      const steps: Array<[string, () => Promise<void> | undefined]> = [
+        ['control API', () => this.control?.stop()],
+        ['snapshotter', () => this.server?.stop()],
+        ['mounts', () => this.mounts?.stop()],
+        ['chunk cache', () => this.cache?.stop()],
+        ['repo', () => this.repo?.close()]
+      ]
+      for (const [what, step] of steps) {
+        try {
+          await step()
+        } catch (err) {
+          this.components.logger.error({ err: (err as Error).message }, `stopping the ${what} failed`)
+        }
+      }
+    })()
+    await this.stopping
+  }
+}
