@@ -21,30 +21,42 @@ interface Pending {
   kind: SegmentKind
   compressed: Promise<Uint8Array>
   onPlaced?: (offset: number) => void
+  /** Uncompressed size, counted against the in-flight budget. */
+  bytes: number
 }
+
+/** Members queued at most, however small (tar header members are often a few hundred bytes). */
+const MAX_QUEUED_MEMBERS = 256
 
 /**
  * Compresses members in parallel (zlib on the thread pool) and hands them to the sink in
- * order. At most `concurrency` members are in flight, which bounds memory to about
- * `concurrency × 2 × chunkSize` whatever the layer size.
+ * order. Work in flight is bounded by bytes — `concurrency × chunkSize` of uncompressed input —
+ * rather than by count, so small header members never keep the cores idle, and memory stays
+ * about `2 × concurrency × chunkSize` whatever the layer size.
  */
 export class MemberPipeline {
   private readonly queue: Pending[] = []
+  private queuedBytes = 0
+  private readonly maxQueuedBytes: number
   /** Compressed bytes handed to the sink so far: the offset of the next member. */
   offset = 0
 
   constructor (
     private readonly level: number,
-    private readonly concurrency: number,
+    concurrency: number,
+    chunkSize: number,
     private readonly sink: SegmentSink
-  ) {}
+  ) {
+    this.maxQueuedBytes = concurrency * chunkSize
+  }
 
   /** Queues a member; `onPlaced` learns its offset once every earlier member is out. */
   async add (kind: SegmentKind, uncompressed: Uint8Array, onPlaced?: (offset: number) => void): Promise<void> {
     const compressed = gzipMember(uncompressed, this.level)
     compressed.catch(() => {}) // awaited in order below; do not report it as unhandled meanwhile
-    this.queue.push({ kind, compressed, onPlaced })
-    while (this.queue.length >= this.concurrency) await this.drainOne()
+    this.queue.push({ kind, compressed, onPlaced, bytes: uncompressed.length })
+    this.queuedBytes += uncompressed.length
+    while (this.queue.length > 0 && (this.queuedBytes >= this.maxQueuedBytes || this.queue.length >= MAX_QUEUED_MEMBERS)) await this.drainOne()
   }
 
   /** Writes bytes that are already framed (the footer) after everything queued. */
@@ -59,6 +71,7 @@ export class MemberPipeline {
 
   private async drainOne (): Promise<void> {
     const m = this.queue.shift() as Pending
+    this.queuedBytes -= m.bytes
     const bytes = await m.compressed
     m.onPlaced?.(this.offset)
     await this.emit(m.kind, bytes)

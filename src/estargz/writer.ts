@@ -283,7 +283,7 @@ export async function buildEstargz (input: TarInput, sink: SegmentSink, options:
       source = streamedEntries(input)
     }
 
-    const members = new MemberPipeline(level, concurrency, sink)
+    const members = new MemberPipeline(level, concurrency, chunkSize, sink)
     const diff = new Sha256()
     let uncompressedSize = 0
     let pending: Uint8Array[] = []

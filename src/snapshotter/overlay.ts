@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process'
-import { chmodSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
-import { lstat, readdir, readFile } from 'node:fs/promises'
+import { chmodSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs'
+import { lstat, readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Mount } from './api.js'
@@ -32,11 +32,21 @@ export class OverlayLayout {
   workPath (id: string): string { return join(this.snapshotsDir, id, 'work') }
 
   /**
+   * Owner of a snapshot's root. Asynchronous on purpose: a remote snapshot's `fs` is a FUSE mount
+   * served by this very process, and a synchronous stat of it would deadlock the event loop
+   * (npm-stack pitfall 9).
+   */
+  async ownerOf (id: string): Promise<{ uid: number, gid: number }> {
+    const st = await stat(this.upperPath(id))
+    return { uid: st.uid, gid: st.gid }
+  }
+
+  /**
    * Makes `snapshots/new-XXXXXX/{fs,work}` (work only for active snapshots): the caller renames it
    * to `snapshots/<id>` inside the metadata transaction, so a crash leaves at worst a `new-*` or
    * an unowned `<id>` directory, which start-up and Cleanup remove.
    */
-  prepareDirectory (kind: 'active' | 'view', parentId?: string): string {
+  prepareDirectory (kind: 'active' | 'view', parentOwner?: { uid: number, gid: number }): string {
     const td = mkdtempSync(join(this.snapshotsDir, 'new-'))
     const fs = join(td, 'fs')
     mkdirSync(fs)
@@ -45,11 +55,8 @@ export class OverlayLayout {
       mkdirSync(join(td, 'work'))
       chmodSync(join(td, 'work'), 0o711)
     }
-    if (parentId != null) {
-      // the new layer's root belongs to whoever owns the parent's root (containerd does the same)
-      const st = statSync(this.upperPath(parentId))
-      lchownSync(fs, st.uid, st.gid)
-    }
+    // the new layer's root belongs to whoever owns the parent's root (containerd does the same)
+    if (parentOwner != null) lchownSync(fs, parentOwner.uid, parentOwner.gid)
     return td
   }
 

@@ -98,7 +98,7 @@ export class Snapshotter {
   }
 
   async prepare (namespace: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
-    const rec = this.create(namespace, 'active', key, parent, labels)
+    const rec = await this.create(namespace, 'active', key, parent, labels)
     const target = labels[LABELS.targetRef]
     if (target != null && target !== '') {
       const done = await this.tryRemote(rec, target, labels)
@@ -108,7 +108,7 @@ export class Snapshotter {
   }
 
   async view (namespace: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
-    return await this.mountsOf(this.create(namespace, 'view', key, parent, labels))
+    return await this.mountsOf(await this.create(namespace, 'view', key, parent, labels))
   }
 
   async mounts (namespace: string, key: string): Promise<Mount[]> {
@@ -163,16 +163,17 @@ export class Snapshotter {
   }
 
   /** Row and directory together: the directory is renamed into place inside the transaction. */
-  private create (namespace: string, kind: 'active' | 'view', key: string, parent: string, labels: Labels): SnapshotRecord {
+  private async create (namespace: string, kind: 'active' | 'view', key: string, parent: string, labels: Labels): Promise<SnapshotRecord> {
     const store = this.store
     store.validateLabels(labels)
     const parentId = parent !== '' ? store.find(namespace, parent)?.id : undefined
+    const parentOwner = parentId != null ? await this.layout.ownerOf(parentId).catch(() => undefined) : undefined
     let td: string | undefined
     try {
       return store.create(namespace, kind, key, parent, labels, (id) => {
         // a directory with this id can only be a leftover of a transaction rolled back by a crash
         rmSync(this.layout.dir(id), { recursive: true, force: true })
-        td = this.layout.prepareDirectory(kind, parentId)
+        td = this.layout.prepareDirectory(kind, parentOwner)
         renameSync(td, this.layout.dir(id))
         td = undefined
       })

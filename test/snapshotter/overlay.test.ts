@@ -40,10 +40,10 @@ describe.skipIf(needs({ root: isRoot }))('OverlayLayout', () => {
     expect(lower.slice('lowerdir='.length).split(':')).toEqual(parents.map(fs))
   })
 
-  it('prepares fs (0755, owned like the parent) and work (0711) in a temp dir', () => {
+  it('prepares fs (0755, owned like the parent) and work (0711) in a temp dir', async () => {
     mkdirSync(fs('77'), { recursive: true })
     chownSync(fs('77'), 1234, 4321)
-    const td = layout.prepareDirectory('active', '77')
+    const td = layout.prepareDirectory('active', await layout.ownerOf('77'))
     expect(statSync(join(td, 'fs'))).toMatchObject({ uid: 1234, gid: 4321 })
     expect(td).toMatch(/\/snapshots\/new-/)
     expect(statSync(join(td, 'fs')).mode & 0o777).toBe(0o755)

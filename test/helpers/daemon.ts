@@ -1,0 +1,58 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { cliPath } from './tools.js'
+
+export interface RunningDaemon {
+  root: string
+  address: string
+  proc: ChildProcess
+  /** Everything the daemon wrote to stderr so far. */
+  log: () => string
+  /** SIGTERM and wait for the exit. */
+  stop: () => Promise<number | null>
+  /** SIGKILL, as a crash. */
+  kill: () => Promise<void>
+}
+
+/**
+ * Starts `ipfs-estargz daemon` as a separate process (the way users run it) and resolves once
+ * it says it is serving. `config` is written as its TOML file.
+ */
+export async function startDaemon (opts: { root: string, address?: string, listen?: string[], peers?: string[], config?: string }): Promise<RunningDaemon> {
+  const address = opts.address ?? join(opts.root, 's.sock')
+  const args = [cliPath, 'daemon', '--root', opts.root, '--address', address, '--log-level', process.env.IPFS_ESTARGZ_LOG_LEVEL ?? 'info']
+  for (const l of opts.listen ?? []) args.push('--listen', l)
+  for (const p of opts.peers ?? []) args.push('--peer', p)
+  if (opts.config != null) {
+    const file = `${opts.root}.config.toml`
+    await writeFile(file, opts.config)
+    args.push('--config', file)
+  }
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  let log = ''
+  proc.stderr?.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-200_000) })
+  const exited = new Promise<number | null>(resolve => proc.on('exit', (code) => resolve(code)))
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`daemon did not start in 60 s:\n${log}`)), 60_000)
+    const check = (): void => {
+      if (log.includes('ipfs-estargz daemon: snapshotter on')) { clearTimeout(timer); resolve() }
+    }
+    proc.stderr?.on('data', check)
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`daemon exited with ${String(code)}:\n${log}`)) })
+  })
+  return {
+    root: opts.root,
+    address,
+    proc,
+    log: () => log,
+    stop: async () => {
+      if (proc.exitCode == null && proc.signalCode == null) proc.kill('SIGTERM')
+      return await exited
+    },
+    kill: async () => {
+      proc.kill('SIGKILL')
+      await exited
+    }
+  }
+}
