@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm run bench:convert`: builds the CLI and the Debian fixture image if needed, then runs the
 # conversion benchmark (ipfs-estargz layer build vs the reference esgz-ref). Arguments are passed
-# to scripts/bench/convert.ts (--runs N, --input TAR, --chunk-size N, --level N, --cpu-prof).
+# to scripts/bench/convert.ts (--runs N, --input TAR, --chunk-size N, --level N, --concurrency N, --cpu-prof).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 npx tsc -p tsconfig.build.json

@@ -6,7 +6,8 @@
  * verifies each tool's output once (plus the reference reading ours).
  *
  * usage: npx tsx scripts/bench/convert.ts [--runs 3] [--input layer.tar] [--chunk-size 4194304]
- *          [--level 9] [--cpu-prof]     (scripts/bench/convert.sh builds what is needed first)
+ *          [--level 9] [--concurrency N (ours only)] [--cpu-prof]
+ * (scripts/bench/convert.sh builds the CLI and the fixture first and passes its arguments on)
  * Needs `npx tsc -p tsconfig.build.json` to have been run (the CLI runs from dist/).
  */
 import { spawn } from 'node:child_process'
@@ -79,6 +80,8 @@ async function benchInput (): Promise<string> {
   await mkdir(dir, { recursive: true })
   const out = join(dir, `debian-base-${manifest.layers[0].digest.slice(7, 19)}.tar`)
   if (existsSync(out)) return out
+  // The fixture was rebuilt: inputs cut from older builds are dead weight.
+  for (const f of await readdir(dir)) if (/^debian-base-.*\.tar(\.part)?$/.test(f)) await rm(join(dir, f), { force: true })
   const part = `${out}.part`
   await pipeline(createReadStream(blob(manifest.layers[0].digest)), createGunzip(), createWriteStream(part))
   // A small base: append the next layers (tar -A strips the end-of-archive blocks).
@@ -123,12 +126,15 @@ const { values: args } = parseArgs({
     input: { type: 'string' },
     'chunk-size': { type: 'string', default: String(4 << 20) },
     level: { type: 'string', default: '9' },
-    'cpu-prof': { type: 'boolean', default: false }
+    'cpu-prof': { type: 'boolean', default: false },
+    concurrency: { type: 'string' }
   }
 })
 const runs = Number(args.runs)
 if (!Number.isInteger(runs) || runs < 1) die('--runs must be a positive integer')
 const flags = ['--chunk-size', args['chunk-size'], '--level', args.level]
+/** Passed to our build only (members compressed at once); the reference splits by GOMAXPROCS. */
+const oursFlags = args.concurrency != null ? ['--concurrency', args.concurrency] : []
 if (!existsSync(join(repoRoot, 'dist', 'cli', 'main.js'))) die('dist/ is missing: run npx tsc -p tsconfig.build.json first')
 
 await mkdir(join(cacheDir, 'bench'), { recursive: true })
@@ -138,11 +144,12 @@ try {
   const inputSize = (await stat(input)).size
   const ref = esgzRef()
   const tools: Tool[] = [
-    { name: 'ipfs-estargz', cmd: (i, o) => [process.execPath, cliPath, 'layer', 'build', i, o, ...flags], verify: (o, t) => [process.execPath, cliPath, 'layer', 'verify', o, '--toc-digest', t] },
+    { name: 'ipfs-estargz', cmd: (i, o) => [process.execPath, cliPath, 'layer', 'build', i, o, ...flags, ...oursFlags], verify: (o, t) => [process.execPath, cliPath, 'layer', 'verify', o, '--toc-digest', t] },
     { name: 'esgz-ref', cmd: (i, o) => [ref, 'build', i, o, ...flags], verify: (o, t) => [ref, 'verify', o, t] }
   ]
   console.log(`input ${input}: ${(inputSize / MB).toFixed(1)} MB uncompressed; ${runs} runs per tool, alternating; flags ${flags.join(' ')}`)
   console.log(`node ${process.version}, ${(await readFile('/proc/cpuinfo', 'utf8')).split('\n').filter(l => l.startsWith('processor')).length} CPUs, rusage via ${existsSync(TIME) ? TIME : '/proc/<pid>/status VmHWM polling'}`)
+  console.log(`load average (1/5/15 min) at the start: ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')}`)
   for await (const piece of createReadStream(input)) void piece // warm the page cache: both tools read it warm
 
   const results = new Map<string, Run[]>(tools.map(t => [t.name, []]))
@@ -179,6 +186,7 @@ try {
     console.log(`| ${t.name} | ${rs.length} | ${median(rs.map(r => r.wall)).toFixed(2)} | ${mbps.toFixed(1)} | ${(mbps / refMedian).toFixed(2)} | ${median(rs.map(r => r.user + r.sys)).toFixed(2)} | ${(Math.max(...rs.map(r => r.rssKB)) / 1024).toFixed(0)} | ${(size / MB).toFixed(2)} |`)
   }
   console.log(verdicts.join('; '))
+  console.log(`load average (1/5/15 min) at the end: ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')} — other jobs on the machine inflate wall times; cpu s is the steadier figure`)
 
   if (args['cpu-prof']) {
     const dir = join(tmp, 'prof')

@@ -1,12 +1,14 @@
+import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createGunzip } from 'node:zlib'
 import { describe, expect, it, beforeAll } from 'vitest'
 import { readTarStream } from '../../src/estargz/index.js'
 import { needs } from './env.js'
-import { debianImageNeeds, debianPythonImage, type DebianPythonImage } from './images.js'
+import { debianImageNeeds, debianPythonImage, fixtureScript, type DebianPythonImage } from './images.js'
 
 interface Descriptor { mediaType: string, digest: string, size: number, annotations?: Record<string, string> }
 interface Manifest { mediaType: string, config: Descriptor, layers: Descriptor[] }
@@ -142,5 +144,23 @@ describe.skipIf(needs(debianImageNeeds))('debianPythonImage (scripts/fixtures/de
     }
     const { manifest: original } = await readLayout(img.layout)
     expect(manifest.layers.map(l => l.digest)).not.toEqual(original.layers.map(l => l.digest))
+  })
+})
+
+describe.skipIf(needs(debianImageNeeds))('scripts/fixtures/debootstrap-image.sh failures', () => {
+  it('says which mirror is unreachable and leaves nothing behind', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'debootstrap-image-test-'))
+    try {
+      const res = await new Promise<{ code: number | null, stdout: string, stderr: string }>(resolve => {
+        const env = { ...process.env, DEBIAN_MIRROR: 'http://127.0.0.1:9/debian' }
+        const child = execFile('bash', [fixtureScript, dir], { env }, (_err, stdout, stderr) => { resolve({ code: child.exitCode, stdout, stderr }) })
+      })
+      expect(res.code).toBe(1)
+      expect(res.stdout).toBe('')
+      expect(res.stderr).toContain('debootstrap failed (is http://127.0.0.1:9/debian reachable?)')
+      expect((await readdir(dir)).filter(f => !f.endsWith('.lock'))).toEqual([])
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })

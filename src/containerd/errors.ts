@@ -1,0 +1,126 @@
+import { status } from '@grpc/grpc-js'
+
+/**
+ * One error class per failure, each with a stable `code`. Errors from containerd's API are
+ * mapped from the gRPC status containerd's errdefs produce (NotFound, AlreadyExists, ...), so a
+ * caller can branch on the class instead of parsing messages. Messages name the call and the
+ * object involved.
+ */
+export abstract class ContainerdError extends Error {
+  abstract readonly code: string
+}
+
+/** A failed call to containerd; `grpcCode` is the status containerd answered with. */
+export abstract class ContainerdCallError extends ContainerdError {
+  constructor (message: string, readonly grpcCode: status, readonly method: string) {
+    super(message)
+  }
+}
+
+/** The object (image, blob, snapshot, lease, ingest ref) does not exist. */
+export class NotFoundError extends ContainerdCallError {
+  static readonly code = 'ERR_CONTAINERD_NOT_FOUND'
+  readonly code = NotFoundError.code
+  override readonly name = 'NotFoundError'
+}
+
+/** The object already exists (for Prepare with a target ref: a remote snapshot was committed). */
+export class AlreadyExistsError extends ContainerdCallError {
+  static readonly code = 'ERR_CONTAINERD_ALREADY_EXISTS'
+  readonly code = AlreadyExistsError.code
+  override readonly name = 'AlreadyExistsError'
+}
+
+/** containerd refused the request's arguments (bad digest, bad label, wrong size or digest at commit). */
+export class InvalidArgumentError extends ContainerdCallError {
+  static readonly code = 'ERR_CONTAINERD_INVALID_ARGUMENT'
+  readonly code = InvalidArgumentError.code
+  override readonly name = 'InvalidArgumentError'
+}
+
+/** The object is not in a state that allows the call (commit of a committed snapshot, ...). */
+export class FailedPreconditionError extends ContainerdCallError {
+  static readonly code = 'ERR_CONTAINERD_FAILED_PRECONDITION'
+  readonly code = FailedPreconditionError.code
+  override readonly name = 'FailedPreconditionError'
+}
+
+/** containerd (or the proxy snapshotter behind it) cannot be reached or is not ready. */
+export class UnavailableError extends ContainerdCallError {
+  static readonly code = 'ERR_CONTAINERD_UNAVAILABLE'
+  readonly code = UnavailableError.code
+  override readonly name = 'UnavailableError'
+}
+
+/** The service or method does not exist in this containerd (plugin disabled, too old). */
+export class UnimplementedError extends ContainerdCallError {
+  static readonly code = 'ERR_CONTAINERD_UNIMPLEMENTED'
+  readonly code = UnimplementedError.code
+  override readonly name = 'UnimplementedError'
+}
+
+/** The call was cancelled by our signal or timed out. */
+export class CancelledError extends ContainerdCallError {
+  static readonly code = 'ERR_CONTAINERD_CANCELLED'
+  readonly code = CancelledError.code
+  override readonly name = 'CancelledError'
+}
+
+/** Any other status containerd answered with (Unknown, Internal, DataLoss, OutOfRange, ...). */
+export class ContainerdInternalError extends ContainerdCallError {
+  static readonly code = 'ERR_CONTAINERD_CALL_FAILED'
+  readonly code = ContainerdInternalError.code
+  override readonly name = 'ContainerdInternalError'
+}
+
+/** The image's documents do not allow an unpack (layer/diff_ids count, media type, ...). */
+export class BadImageError extends ContainerdError {
+  static readonly code = 'ERR_CONTAINERD_BAD_IMAGE'
+  readonly code = BadImageError.code
+  override readonly name = 'BadImageError'
+}
+
+/** containerd's differ computed another diffID than the image config's `rootfs.diff_ids`. */
+export class DiffIdMismatchError extends ContainerdError {
+  static readonly code = 'ERR_DIFF_ID_MISMATCH'
+  readonly code = DiffIdMismatchError.code
+  override readonly name = 'DiffIdMismatchError'
+  constructor (readonly layer: string, readonly expected: string, readonly actual: string) {
+    super(`layer ${layer}: containerd computed diffID ${actual}, the image config says ${expected}`)
+  }
+}
+
+interface GrpcLikeError { code?: unknown, details?: unknown, message?: unknown }
+
+/**
+ * Maps a gRPC error to the class for its status. `what` names the call's object, e.g.
+ * `content.Info sha256:…`; the message is `<what>: <containerd's details>`.
+ */
+export function fromGrpcError (err: unknown, method: string, what: string, address?: string): Error {
+  if (err instanceof ContainerdError) return err
+  const e = (err ?? {}) as GrpcLikeError
+  if (typeof e.code !== 'number') return err instanceof Error ? err : new Error(String(err))
+  const code = e.code as status
+  const details = typeof e.details === 'string' && e.details !== '' ? e.details : String(e.message ?? 'no details')
+  const msg = `${what}: ${details}`
+  switch (code) {
+    case status.NOT_FOUND: return new NotFoundError(msg, code, method)
+    case status.ALREADY_EXISTS: return new AlreadyExistsError(msg, code, method)
+    case status.INVALID_ARGUMENT: return new InvalidArgumentError(msg, code, method)
+    case status.FAILED_PRECONDITION: return new FailedPreconditionError(msg, code, method)
+    case status.UNAVAILABLE:
+      return new UnavailableError(address != null ? `${what}: containerd at ${address} is unavailable (${details})` : msg, code, method)
+    case status.UNIMPLEMENTED: return new UnimplementedError(msg, code, method)
+    case status.CANCELLED:
+    case status.DEADLINE_EXCEEDED: return new CancelledError(msg, code, method)
+    default: return new ContainerdInternalError(`${msg} (gRPC status ${status[code] ?? code})`, code, method)
+  }
+}
+
+export function isNotFound (err: unknown): boolean {
+  return err instanceof NotFoundError
+}
+
+export function isAlreadyExists (err: unknown): boolean {
+  return err instanceof AlreadyExistsError
+}

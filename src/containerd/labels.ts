@@ -1,0 +1,94 @@
+/**
+ * Labels containerd's pull sets on content and snapshots, and those the remote (lazy) snapshot
+ * protocol reads on Prepare (reference/stargz-snapshotter.md §3.2). Written here once so the
+ * pull and its tests agree on every spelling.
+ */
+import { createHash } from 'node:crypto'
+import { isConfigMediaType, isLayerMediaType, isManifestMediaType } from '../oci/index.js'
+import type { Labels } from './api.js'
+
+export const LABELS = {
+  /** content: GC reference to a child blob (prefix; containerd's images.ChildGCLabels) */
+  gcRefContent: 'containerd.io/gc.ref.content.',
+  /** content (config): GC reference to the unpacked top snapshot, suffixed with the snapshotter name */
+  gcRefSnapshot: 'containerd.io/gc.ref.snapshot.',
+  /** content/leases: never collected */
+  gcRoot: 'containerd.io/gc.root',
+  /** layer content: its diffID, set once an apply verified it */
+  uncompressed: 'containerd.io/uncompressed',
+  /** Prepare: the chainID to commit the prepared layer as (containerd's unpacker sets it) */
+  snapshotRef: 'containerd.io/snapshot.ref',
+  /** descriptor annotations with this prefix are copied onto snapshots (snapshots.FilterInheritedLabels) */
+  inheritedPrefix: 'containerd.io/snapshot/',
+  remoteUrls: 'containerd.io/snapshot/remote/urls',
+  tocDigest: 'containerd.io/snapshot/stargz/toc.digest',
+  criImageRef: 'containerd.io/snapshot/cri.image-ref',
+  criLayerDigest: 'containerd.io/snapshot/cri.layer-digest',
+  criManifestDigest: 'containerd.io/snapshot/cri.manifest-digest',
+  criImageLayers: 'containerd.io/snapshot/cri.image-layers',
+  stargzReference: 'containerd.io/snapshot/remote/stargz.reference',
+  stargzDigest: 'containerd.io/snapshot/remote/stargz.digest',
+  stargzLayers: 'containerd.io/snapshot/remote/stargz.layers'
+} as const
+
+/** containerd refuses a label whose key + value exceed this many bytes (labels.Validate). */
+export const MAX_LABEL_SIZE = 4096
+
+/** The GC label key prefix a parent uses for a child of this media type (containerd's images.ChildGCLabels). */
+export function childGcLabelPrefix (mediaType: string): string {
+  if (isConfigMediaType(mediaType)) return `${LABELS.gcRefContent}config`
+  if (isManifestMediaType(mediaType)) return `${LABELS.gcRefContent}m.`
+  if (isLayerMediaType(mediaType)) return `${LABELS.gcRefContent}l.`
+  return LABELS.gcRefContent
+}
+
+/**
+ * The GC labels a parent blob gets for its children, numbered exactly as containerd's
+ * SetChildrenMappedLabels does: a prefix ending in `.` always gets an index, others only from
+ * their second use.
+ */
+export function childGcLabels (children: Array<{ mediaType: string, digest: string }>): Labels {
+  const out: Labels = {}
+  const seen = new Map<string, number>()
+  for (const ch of children) {
+    let key = childGcLabelPrefix(ch.mediaType)
+    const idx = seen.get(key) ?? 0
+    seen.set(key, idx + 1)
+    if (idx > 0 || key.endsWith('.')) key = `${key}${idx}`
+    out[key] = ch.digest
+  }
+  return out
+}
+
+/** Annotations a layer descriptor passes on to its snapshot (containerd's snapshots.FilterInheritedLabels). */
+export function inheritedLabels (annotations: Record<string, string> | undefined): Labels {
+  const out: Labels = {}
+  for (const [k, v] of Object.entries(annotations ?? {})) {
+    if (k === LABELS.snapshotRef || k.startsWith(LABELS.inheritedPrefix)) out[k] = v
+  }
+  return out
+}
+
+/**
+ * Comma list of `items`, cut before the item that would push `key` + value over the label size
+ * limit (stargz-snapshotter does the same: skipping layers only costs prefetch).
+ */
+export function commaListWithinLimit (key: string, items: string[], limit = MAX_LABEL_SIZE): string {
+  let value = ''
+  for (const item of items) {
+    const next = value === '' ? item : `${value},${item}`
+    if (Buffer.byteLength(key) + Buffer.byteLength(next) > limit) break
+    value = next
+  }
+  return value
+}
+
+/** OCI chainIDs of a layer stack: chainID(0) = diffID(0), chainID(n) = sha256(chainID(n-1) + " " + diffID(n)). */
+export function chainIds (diffIds: string[]): string[] {
+  const out: string[] = []
+  for (const d of diffIds) {
+    const prev = out[out.length - 1]
+    out.push(prev == null ? d : `sha256:${createHash('sha256').update(`${prev} ${d}`).digest('hex')}`)
+  }
+  return out
+}

@@ -1,0 +1,54 @@
+import { createHash } from 'node:crypto'
+import { describe, expect, it } from 'vitest'
+import { LABELS, MAX_LABEL_SIZE, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from '../../src/containerd/labels.js'
+import { MediaType } from '../../src/oci/index.js'
+
+const d = (n: number): string => `sha256:${String(n).repeat(64).slice(0, 64)}`
+
+describe('containerd labels', () => {
+  it('numbers child GC labels as containerd SetChildrenMappedLabels does', () => {
+    expect(childGcLabels([
+      { mediaType: MediaType.OciConfig, digest: d(1) },
+      { mediaType: MediaType.OciLayerGzip, digest: d(2) },
+      { mediaType: MediaType.DockerLayerGzip, digest: d(3) }
+    ])).toEqual({
+      'containerd.io/gc.ref.content.config': d(1),
+      'containerd.io/gc.ref.content.l.0': d(2),
+      'containerd.io/gc.ref.content.l.1': d(3)
+    })
+    expect(childGcLabels([
+      { mediaType: MediaType.OciManifest, digest: d(4) },
+      { mediaType: MediaType.DockerManifest, digest: d(5) },
+      { mediaType: 'application/x-other', digest: d(6) }
+    ])).toEqual({
+      'containerd.io/gc.ref.content.m.0': d(4),
+      'containerd.io/gc.ref.content.m.1': d(5),
+      'containerd.io/gc.ref.content.0': d(6)
+    })
+  })
+
+  it('computes OCI chainIDs', () => {
+    const [a, b, c] = [d(1), d(2), d(3)]
+    const ab = `sha256:${createHash('sha256').update(`${a} ${b}`).digest('hex')}`
+    const abc = `sha256:${createHash('sha256').update(`${ab} ${c}`).digest('hex')}`
+    expect(chainIds([a, b, c])).toEqual([a, ab, abc])
+    expect(chainIds([])).toEqual([])
+  })
+
+  it('keeps only the annotations containerd passes on to snapshots', () => {
+    expect(inheritedLabels({ [LABELS.tocDigest]: 'x', 'org.opencontainers.image.title': 'y', [LABELS.snapshotRef]: 'z' }))
+      .toEqual({ [LABELS.tocDigest]: 'x', [LABELS.snapshotRef]: 'z' })
+    expect(inheritedLabels(undefined)).toEqual({})
+  })
+
+  it('cuts layer lists at the label size limit, between items', () => {
+    const items = Array.from({ length: 100 }, (_, i) => d(i % 10))
+    const v = commaListWithinLimit(LABELS.stargzLayers, items)
+    expect(Buffer.byteLength(LABELS.stargzLayers) + v.length).toBeLessThanOrEqual(MAX_LABEL_SIZE)
+    const n = v.split(',').length
+    expect(n).toBeLessThan(100)
+    expect(v).toBe(items.slice(0, n).join(','))
+    expect(Buffer.byteLength(LABELS.stargzLayers) + v.length + 1 + items[n].length).toBeGreaterThan(MAX_LABEL_SIZE)
+    expect(commaListWithinLimit('k', ['a', 'b'])).toBe('a,b')
+  })
+})
