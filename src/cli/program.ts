@@ -5,6 +5,7 @@ import { imageCommand } from './commands/image.js'
 import { layerCommand } from './commands/layer.js'
 import { mountCommand, umountCommand } from './commands/mount.js'
 import { pushCommand } from './commands/push.js'
+import { pullCommand } from './commands/pull.js'
 import { containerdConfigCommand, daemonCommand, idCommand } from './commands/daemon.js'
 import { UsageError, describeError } from './errors.js'
 
@@ -21,7 +22,7 @@ export function buildProgram (ctx?: CommandContext): Command {
   const program = new Command('ipfs-estargz')
     .description('IPFS-backed lazy container images: eStargz conversion, lazy FUSE mounts, containerd snapshotter')
     .version(pkg.version)
-  for (const c of [layerCommand, pushCommand, imageCommand, mountCommand, umountCommand, idCommand, containerdConfigCommand]) program.addCommand(c())
+  for (const c of [layerCommand, pushCommand, pullCommand, imageCommand, mountCommand, umountCommand, idCommand, containerdConfigCommand]) program.addCommand(c())
   program.addCommand(daemonCommand(runCli))
   applyRecursively(program, ctx)
   return program

@@ -1,11 +1,11 @@
 import { Command, Option } from 'commander'
+import { containerdConfigSnippet } from '../../containerd/index.js'
 import { DEFAULTS, loadConfig, type DaemonConfig } from '../../daemon/config.js'
 import { Daemon, apiAddressFor } from '../../daemon/daemon.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import type { CommandContext } from '../context.js'
-import { writeStdout } from '../output.js'
+import { printJson, writeStdout } from '../output.js'
 import { openRepo } from '../repo.js'
-import { printJson } from '../output.js'
 
 type RunCli = (argv: string[], ctx?: CommandContext) => Promise<number>
 
@@ -74,19 +74,8 @@ export function containerdConfigCommand (): Command {
   return new Command('containerd-config')
     .description('print the containerd configuration snippet that registers ipfs-estargz as a proxy snapshotter')
     .option('--address <sock>', 'snapshotter socket', DEFAULTS.address)
-    .action(async (flags: { address: string }) => {
-      await writeStdout([
-        '# add to /etc/containerd/config.toml (version = 2), then restart containerd',
-        '[proxy_plugins]',
-        '  [proxy_plugins.ipfs-estargz]',
-        '    type = "snapshot"',
-        `    address = "${flags.address}"`,
-        '',
-        '# Kubernetes (CRI): lazy pulls through ipfs-estargz',
-        '[plugins."io.containerd.grpc.v1.cri".containerd]',
-        '  snapshotter = "ipfs-estargz"',
-        '  disable_snapshot_annotations = false',
-        ''
-      ].join('\n'))
+    .option('--no-cri', 'leave out the Kubernetes (CRI) settings')
+    .action(async (flags: { address: string, cri: boolean }) => {
+      await writeStdout(containerdConfigSnippet({ address: flags.address, cri: flags.cri }))
     })
 }

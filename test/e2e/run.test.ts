@@ -1,0 +1,78 @@
+import { spawnSync } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
+import { containerdNeeds, startContainerd, type PrivateContainerd } from '../helpers/containerd.js'
+import { startDaemon, type RunningDaemon } from '../helpers/daemon.js'
+import { hasCommand, hasFuse, needs } from '../helpers/env.js'
+import { debianImageNeeds, debianPythonImage } from '../helpers/images.js'
+import { cliPath } from '../helpers/tools.js'
+
+function cli (args: string[]): { code: number, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+}
+
+/** Bytes of blocks a repo holds (what it fetched, for a node that only pulls). */
+function repoBytes (root: string): number {
+  const r = spawnSync('du', ['-sb', join(root, 'blocks')], { encoding: 'utf8' })
+  return Number(r.stdout.split(/\s/)[0])
+}
+
+/**
+ * The whole path on a real containerd: an image pushed on one node (A), pulled by CID on
+ * another (B) that fetches blocks from A over libp2p, run with `ctr run` on B's lazily mounted
+ * layers.
+ */
+describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, fusermount: hasCommand('fusermount') }))('push on one node, pull and run on another through containerd', () => {
+  let dir: string
+  let a: RunningDaemon | undefined
+  let b: RunningDaemon | undefined
+  let ctrd: PrivateContainerd | undefined
+  let root: string
+  let layersBytes: number
+
+  beforeAll(async () => {
+    const image = await debianPythonImage()
+    dir = await mkdtemp(join(tmpdir(), 'e2e-'))
+    a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const pushed = cli(['push', `oci-archive:${image.archive}`, '--repo', join(dir, 'a'), '--json'])
+    if (pushed.code !== 0) throw new Error(pushed.stderr)
+    const json = JSON.parse(pushed.stdout) as { root: string, images: Array<{ layers: Array<{ size: number }> }> }
+    root = json.root
+    layersBytes = json.images[0].layers.reduce((n, l) => n + l.size, 0)
+    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    // No background fetch on B: what B holds afterwards is exactly what pull + run needed.
+    b = await startDaemon({ root: join(dir, 'b'), peers: [peer], config: '[fs]\nbackground_fetch = false\n' })
+    ctrd = await startContainerd({ proxyPlugins: { 'ipfs-estargz': b.address } })
+  }, 900_000)
+
+  afterAll(async () => {
+    await ctrd?.stop()
+    await b?.stop()
+    await a?.stop()
+    if (dir != null) {
+      await unmountUnder(dir)
+      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('pulls by CID with lazy layers and runs python3 -c "print(6*7)"', async () => {
+    const c = ctrd as PrivateContainerd
+    const pulled = cli(['pull', `ipfs://${root}`, '--repo', join(dir, 'b'), '--address', c.address, '--json'])
+    expect(pulled.code, pulled.stderr).toBe(0)
+    const result = JSON.parse(pulled.stdout) as { name: string, layers: Array<{ lazy: boolean }>, bytesWritten: number }
+    expect(result.layers.every(l => l.lazy)).toBe(true)
+    const afterPull = repoBytes(join(dir, 'b'))
+    const out = await c.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', result.name, 'e2e-1', 'python3', '-c', 'print(6*7)'])
+    expect(out.trim()).toBe('42')
+    const afterRun = repoBytes(join(dir, 'b'))
+    console.log(`fetched from the other node: ${(afterPull / 1e6).toFixed(1)} MB at pull, ${(afterRun / 1e6).toFixed(1)} MB after the run, of ${(layersBytes / 1e6).toFixed(1)} MB of layers (${(100 * afterRun / layersBytes).toFixed(1)} %)`)
+    expect(afterRun).toBeLessThan(0.2 * layersBytes)
+    // the image is listed in containerd and its layers are remote snapshots
+    expect(await c.ctr(['images', 'ls', '-q'])).toContain(result.name)
+    expect(await c.ctr(['snapshots', '--snapshotter', 'ipfs-estargz', 'ls'])).toMatch(/Committed/)
+  }, 600_000)
+})
