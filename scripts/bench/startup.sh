@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# `npm run bench:startup` (as root): builds the CLI and the Debian fixture image if needed, then
+# runs scripts/bench/startup.ts (--runs N).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+bash scripts/setup.sh test
+exec npx tsx scripts/bench/startup.ts "$@"
