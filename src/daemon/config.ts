@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { parse as parseToml } from 'smol-toml'
 import { DEFAULTS as FS_DEFAULTS } from '../fs/index.js'
+import { DEFAULTS as READAHEAD_DEFAULTS } from '../source/readahead.js'
 
 /**
  * Every setting of the daemon with its default, in one place (docs/configuration.md lists them).
@@ -30,6 +31,8 @@ export const DEFAULTS = {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,
     backgroundFetch: FS_DEFAULTS.backgroundFetch,
     fetchTimeoutSec: FS_DEFAULTS.fetchTimeoutMs / 1000,
+    /** A small read that misses fetches this much of the layer ahead (0: exactly what is read). */
+    readaheadBytes: READAHEAD_DEFAULTS.windowBytes,
     diskCacheBytes: FS_DEFAULTS.diskCacheBytes,
     memoryCacheBytes: FS_DEFAULTS.memoryCacheBytes,
     /** Mount layers whose TOC digest is unknown (chunks are still checked against that TOC). */

@@ -7,6 +7,7 @@ import { IndexStore, createNode } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
 import { Snapshotter, SnapshotterServer } from '../snapshotter/index.js'
 import { IpfsSource } from '../source/ipfs.js'
+import { ReadaheadSource } from '../source/readahead.js'
 import type { DaemonConfig } from './config.js'
 import { ControlServer, type CommandRunner } from './control.js'
 import { LayerMounter } from './layer-mounter.js'
@@ -61,7 +62,7 @@ export class Daemon {
         logger,
         mounts: this.mounts,
         cache: this.cache,
-        openSource: async (cid, signal) => await IpfsSource.open(node.helia, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 })
+        openSource: async (cid, signal) => new ReadaheadSource(await IpfsSource.open(node.helia, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 }), { windowBytes: config.fs.readaheadBytes })
       }, {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
         backgroundFetch: config.fs.backgroundFetch,

@@ -12,6 +12,7 @@ import { resolveRepoPath } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource } from '../../source/ipfs.js'
+import { ReadaheadSource } from '../../source/readahead.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
 import { openRepo } from '../repo.js'
 
@@ -60,7 +61,7 @@ function mountCommand (): Command {
         logger,
         mounts,
         cache,
-        openSource: async (cid, signal) => await IpfsSource.open(repo.node.helia, cid, { signal })
+        openSource: async (cid, signal) => new ReadaheadSource(await IpfsSource.open(repo.node.helia, cid, { signal }))
       }, { prefetchTimeoutMs: flags.prefetch ? undefined : 0, backgroundFetch: flags.backgroundFetch })
       let overlay = false
       const stop = async (): Promise<void> => {
