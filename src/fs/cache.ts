@@ -1,0 +1,293 @@
+import { randomBytes } from 'node:crypto'
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { sha256Digest } from '../estargz/index.js'
+import { DEFAULTS } from './config.js'
+import type { Logger } from '../logging.js'
+
+/** A byte-capped LRU of buffers; Map insertion order is the recency order. */
+export class MemoryLru {
+  private readonly entries = new Map<string, Uint8Array>()
+  private total = 0
+
+  constructor (readonly maxBytes: number) {}
+
+  get (key: string): Uint8Array | undefined {
+    const v = this.entries.get(key)
+    if (v == null) return undefined
+    this.entries.delete(key)
+    this.entries.set(key, v)
+    return v
+  }
+
+  has (key: string): boolean {
+    return this.entries.has(key)
+  }
+
+  set (key: string, value: Uint8Array): void {
+    if (value.length > this.maxBytes) return
+    const old = this.entries.get(key)
+    if (old != null) {
+      this.total -= old.length
+      this.entries.delete(key)
+    }
+    this.entries.set(key, value)
+    this.total += value.length
+    for (const [k, v] of this.entries) {
+      if (this.total <= this.maxBytes) break
+      this.entries.delete(k)
+      this.total -= v.length
+    }
+  }
+
+  get bytes (): number {
+    return this.total
+  }
+}
+
+export interface ChunkCacheOptions {
+  /** Directory of the disk cache; without it only the memory cache is used. */
+  dir?: string
+  /** Cap of the disk cache in bytes. */
+  maxBytes?: number
+  /** Cap of the memory cache in bytes. */
+  memoryBytes?: number
+  /** Hash chunk files this process did not write before trusting them. */
+  verifyOnLoad?: boolean
+}
+
+export interface ChunkCacheComponents {
+  logger: Logger
+}
+
+export interface ChunkCacheStats {
+  diskBytes: number
+  diskEntries: number
+  memoryBytes: number
+  evictions: number
+  /** Chunk files found corrupt on load and removed. */
+  corruptFiles: number
+}
+
+const HEX = /^[0-9a-f]{64}$/
+
+function hexOf (digest: string): string {
+  const hex = digest.startsWith('sha256:') ? digest.slice(7) : ''
+  if (!HEX.test(hex)) throw new RangeError(`not a sha256 digest: ${digest}`)
+  return hex
+}
+
+/**
+ * Verified, decompressed chunks, content-addressed by `chunkDigest`: a small memory LRU in
+ * front of a directory `<dir>/<hex[0:2]>/<hex>` capped in bytes with LRU eviction. Files are
+ * written to a temporary name and renamed, so a crash never leaves a partial chunk under its
+ * final name; the directory survives restarts. Because names are content addresses, one
+ * cache can (and should) be shared by every layer: identical files are stored once.
+ *
+ * Trust: what this process wrote it verified before writing. A file found on disk at start
+ * is hashed once on first use (`verifyOnLoad`) and removed if it does not match its name;
+ * after that it is served by range without rehashing.
+ */
+export class ChunkCache {
+  private readonly memory: MemoryLru
+  private readonly dir?: string
+  private readonly maxBytes: number
+  private readonly verifyOnLoad: boolean
+  private readonly log: Logger
+  /** Disk entries by hex digest → size, in recency order. */
+  private readonly index = new Map<string, number>()
+  /** Entries whose file content is known to match the name. */
+  private readonly trusted = new Set<string>()
+  private readonly writing = new Map<string, Promise<void>>()
+  private diskBytes = 0
+  private evictions = 0
+  private corruptFiles = 0
+  private started = false
+
+  constructor (components: ChunkCacheComponents, options: ChunkCacheOptions = {}) {
+    this.log = components.logger
+    this.dir = options.dir
+    this.maxBytes = options.maxBytes ?? DEFAULTS.diskCacheBytes
+    this.memory = new MemoryLru(options.memoryBytes ?? DEFAULTS.memoryCacheBytes)
+    this.verifyOnLoad = options.verifyOnLoad ?? DEFAULTS.verifyDiskCacheOnLoad
+  }
+
+  /** Creates the directory, indexes what an earlier run left (oldest first), drops temp files. */
+  async start (): Promise<void> {
+    if (this.started) return
+    this.started = true
+    if (this.dir == null) return
+    await mkdir(join(this.dir, 'tmp'), { recursive: true })
+    await rm(join(this.dir, 'tmp'), { recursive: true, force: true })
+    await mkdir(join(this.dir, 'tmp'), { recursive: true })
+    const found: Array<{ hex: string, size: number, mtime: number }> = []
+    for (const sub of await readdir(this.dir)) {
+      if (!/^[0-9a-f]{2}$/.test(sub)) continue
+      for (const name of await readdir(join(this.dir, sub))) {
+        if (!HEX.test(name) || !name.startsWith(sub)) continue
+        const st = await stat(join(this.dir, sub, name)).catch(() => undefined)
+        if (st?.isFile() === true) found.push({ hex: name, size: st.size, mtime: st.mtimeMs })
+      }
+    }
+    found.sort((a, b) => a.mtime - b.mtime)
+    for (const f of found) {
+      this.index.set(f.hex, f.size)
+      this.diskBytes += f.size
+      if (!this.verifyOnLoad) this.trusted.add(f.hex)
+    }
+    await this.evict()
+    this.log.debug({ dir: this.dir, entries: this.index.size, bytes: this.diskBytes }, 'chunk cache opened')
+  }
+
+  /** Waits for pending writes. */
+  async stop (): Promise<void> {
+    await Promise.allSettled([...this.writing.values()])
+  }
+
+  /** True when the chunk is cached (memory or disk). */
+  has (digest: string): boolean {
+    const hex = hexOf(digest)
+    return this.memory.has(hex) || this.index.has(hex)
+  }
+
+  /** The whole chunk, or undefined on a miss. */
+  async get (digest: string): Promise<Uint8Array | undefined> {
+    const hex = hexOf(digest)
+    const mem = this.memory.get(hex)
+    if (mem != null) return mem
+    const size = this.index.get(hex)
+    if (size == null || this.dir == null) return undefined
+    const data = await this.readFile(hex, 0, size)
+    if (data == null) return undefined
+    if (!this.trusted.has(hex)) {
+      if (data.length !== size || sha256Digest(data) !== digest) {
+        await this.drop(hex, 'content does not match its digest')
+        return undefined
+      }
+      this.trusted.add(hex)
+    }
+    this.touch(hex)
+    this.memory.set(hex, data)
+    return data
+  }
+
+  /** `length` bytes at `offset` of a cached chunk, or undefined on a miss. */
+  async read (digest: string, offset: number, length: number): Promise<Uint8Array | undefined> {
+    const hex = hexOf(digest)
+    const mem = this.memory.get(hex)
+    if (mem != null) return mem.subarray(offset, offset + length)
+    if (!this.index.has(hex)) return undefined
+    if (!this.trusted.has(hex)) return (await this.get(digest))?.subarray(offset, offset + length)
+    const data = await this.readFile(hex, offset, length)
+    if (data == null || data.length < length) return undefined
+    this.touch(hex)
+    return data
+  }
+
+  /**
+   * Stores a verified chunk: in memory at once, on disk before the promise resolves. The
+   * caller must have checked `data` against `digest`.
+   */
+  async put (digest: string, data: Uint8Array): Promise<void> {
+    const hex = hexOf(digest)
+    this.memory.set(hex, data)
+    if (this.dir == null || this.index.has(hex) || data.length > this.maxBytes) return
+    const pending = this.writing.get(hex)
+    if (pending != null) return await pending
+    const p = this.writeFile(hex, data).finally(() => this.writing.delete(hex))
+    this.writing.set(hex, p)
+    await p
+  }
+
+  stats (): ChunkCacheStats {
+    return { diskBytes: this.diskBytes, diskEntries: this.index.size, memoryBytes: this.memory.bytes, evictions: this.evictions, corruptFiles: this.corruptFiles }
+  }
+
+  private pathOf (hex: string): string {
+    return join(this.dir ?? '', hex.slice(0, 2), hex)
+  }
+
+  private touch (hex: string): void {
+    const size = this.index.get(hex)
+    if (size == null) return
+    this.index.delete(hex)
+    this.index.set(hex, size)
+  }
+
+  private async readFile (hex: string, offset: number, length: number): Promise<Uint8Array | undefined> {
+    let fh
+    try {
+      fh = await open(this.pathOf(hex), 'r')
+    } catch (err) {
+      // Evicted (or removed by hand) between the index check and the open: a miss.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.forget(hex)
+        return undefined
+      }
+      throw err
+    }
+    try {
+      const buf = Buffer.allocUnsafe(length)
+      let got = 0
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got)
+        if (bytesRead === 0) break
+        got += bytesRead
+      }
+      return got === length ? buf : buf.subarray(0, got)
+    } finally {
+      await fh.close()
+    }
+  }
+
+  private async writeFile (hex: string, data: Uint8Array): Promise<void> {
+    const dir = this.dir ?? ''
+    const tmp = join(dir, 'tmp', `${hex}.${randomBytes(4).toString('hex')}`)
+    try {
+      await mkdir(join(dir, hex.slice(0, 2)), { recursive: true })
+      const fh = await open(tmp, 'wx')
+      try {
+        await fh.writeFile(data)
+      } finally {
+        await fh.close()
+      }
+      await rename(tmp, this.pathOf(hex))
+    } catch (err) {
+      await rm(tmp, { force: true })
+      // A full disk or a removed cache dir degrades to "not cached"; reads still work.
+      this.log.warn({ err, chunk: hex }, 'cannot write chunk to the disk cache')
+      return
+    }
+    if (!this.index.has(hex)) {
+      this.index.set(hex, data.length)
+      this.diskBytes += data.length
+    }
+    this.trusted.add(hex)
+    await this.evict()
+  }
+
+  private forget (hex: string): void {
+    const size = this.index.get(hex)
+    if (size == null) return
+    this.index.delete(hex)
+    this.trusted.delete(hex)
+    this.diskBytes -= size
+  }
+
+  private async drop (hex: string, why: string): Promise<void> {
+    this.corruptFiles++
+    this.log.warn({ chunk: hex, reason: why }, 'removing corrupt chunk from the disk cache')
+    this.forget(hex)
+    await unlink(this.pathOf(hex)).catch(() => {})
+  }
+
+  private async evict (): Promise<void> {
+    while (this.diskBytes > this.maxBytes) {
+      const oldest = this.index.keys().next()
+      if (oldest.done === true) break
+      this.forget(oldest.value)
+      this.evictions++
+      await unlink(this.pathOf(oldest.value)).catch(() => {})
+    }
+  }
+}

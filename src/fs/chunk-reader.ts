@@ -1,0 +1,268 @@
+import { setMaxListeners } from 'node:events'
+import { ChunkDigestMismatchError, MalformedGzipError, TruncatedBlobError, decodeChunk, type Chunk, type LayerNode } from '../estargz/index.js'
+import { DEFAULTS } from './config.js'
+import { ChunkVerificationError, FetchTimeoutError, FsError, SourceReadError } from './errors.js'
+import type { ChunkCache } from './cache.js'
+import type { Logger } from '../logging.js'
+import type { RangeSource } from '../source/types.js'
+
+export interface ChunkReaderComponents {
+  source: RangeSource
+  cache: ChunkCache
+  logger: Logger
+}
+
+export interface ChunkReaderOptions {
+  /** A source read slower than this fails the reads waiting on it. */
+  fetchTimeoutMs?: number
+  /** Largest compressed span fetched by one coalesced source read. */
+  maxCoalesceBytes?: number
+}
+
+export interface ReadOptions {
+  signal?: AbortSignal
+  /** Background (prefetch) reads do not count as on-demand activity. */
+  background?: boolean
+}
+
+export interface ReaderStats {
+  /** Compressed bytes read from the source. */
+  bytesFetched: number
+  /** Source reads made (a coalesced read of several chunks counts once). */
+  fetches: number
+  /** File bytes returned to readers. */
+  bytesServed: number
+  /** Chunk pieces served from the memory or disk cache. */
+  cacheHits: number
+  /** Chunk pieces that had to be fetched (or joined an in-flight fetch). */
+  cacheMisses: number
+  /** Chunks that failed verification and were refused. */
+  verificationFailures: number
+  fetchTimeouts: number
+  sourceErrors: number
+}
+
+interface Piece { chunk: Chunk, from: number, to: number }
+
+/**
+ * The verified read path: file range → chunks → cache, or compressed ranges → source →
+ * decompress → check `chunkDigest` → cache → bytes. A chunk that fails verification is never
+ * returned or cached. Concurrent readers of one chunk share one fetch, and the missing chunks
+ * of one read whose compressed ranges touch are fetched with one source read.
+ */
+export class ChunkReader {
+  private readonly source: RangeSource
+  private readonly cache: ChunkCache
+  private readonly log: Logger
+  private readonly fetchTimeoutMs: number
+  private readonly maxCoalesceBytes: number
+  private readonly inflight = new Map<string, Promise<Uint8Array>>()
+  private readonly counters: ReaderStats = { bytesFetched: 0, fetches: 0, bytesServed: 0, cacheHits: 0, cacheMisses: 0, verificationFailures: 0, fetchTimeouts: 0, sourceErrors: 0 }
+  private foreground = 0
+  private lastForeground = 0
+  private readonly idleWaiters = new Set<() => void>()
+
+  constructor (components: ChunkReaderComponents, options: ChunkReaderOptions = {}) {
+    this.source = components.source
+    this.cache = components.cache
+    this.log = components.logger
+    this.fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULTS.fetchTimeoutMs
+    this.maxCoalesceBytes = options.maxCoalesceBytes ?? DEFAULTS.maxCoalesceBytes
+  }
+
+  stats (): ReaderStats {
+    return { ...this.counters }
+  }
+
+  /** Milliseconds since the last on-demand read ended (0 while one is running). */
+  quietFor (): number {
+    return this.foreground > 0 ? 0 : Date.now() - this.lastForeground
+  }
+
+  /** Resolves when no on-demand read is running. */
+  async whenIdle (): Promise<void> {
+    if (this.foreground === 0) return
+    await new Promise<void>(resolve => this.idleWaiters.add(resolve))
+  }
+
+  /** Reads `length` bytes at `offset` of a regular file (fewer at its end). */
+  async read (node: LayerNode, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
+    const end = Math.min(node.size, offset + length)
+    if (end <= offset) return new Uint8Array(0)
+    const background = options.background === true
+    if (!background) this.foreground++
+    try {
+      const pieces = piecesOf(node, offset, end)
+      const got = await Promise.all(pieces.map(async p => await this.cache.read(p.chunk.digest, p.from - p.chunk.chunkOffset, p.to - p.from)))
+      const missing = pieces.filter((_, i) => got[i] == null)
+      this.counters.cacheHits += pieces.length - missing.length
+      this.counters.cacheMisses += missing.length
+      if (missing.length > 0) {
+        const fetched = this.fetch(node, missing.map(p => p.chunk))
+        await Promise.all(pieces.map(async (p, i) => {
+          if (got[i] != null) return
+          const data = await raceSignal(fetched.get(p.chunk) as Promise<Uint8Array>, options.signal)
+          got[i] = data.subarray(p.from - p.chunk.chunkOffset, p.to - p.chunk.chunkOffset)
+        }))
+      }
+      let out: Uint8Array
+      if (got.length === 1) {
+        out = got[0] as Uint8Array
+      } else {
+        const buf = Buffer.allocUnsafe(end - offset)
+        pieces.forEach((p, i) => buf.set(got[i] as Uint8Array, p.from - offset))
+        out = buf
+      }
+      this.counters.bytesServed += out.length
+      return out
+    } finally {
+      if (!background) {
+        this.foreground--
+        this.lastForeground = Date.now()
+        if (this.foreground === 0) {
+          for (const w of this.idleWaiters) w()
+          this.idleWaiters.clear()
+        }
+      }
+    }
+  }
+
+  /**
+   * Makes sure chunks are in the cache (on disk when it has one), fetching the missing ones
+   * with coalesced source reads. Used by prefetch; returns the compressed bytes covered.
+   */
+  async ensureCached (node: LayerNode, chunks: Chunk[]): Promise<void> {
+    const missing = chunks.filter(c => !this.cache.has(c.digest))
+    if (missing.length === 0) return
+    const fetched = this.fetch(node, missing, true)
+    await Promise.all(missing.map(async c => await fetched.get(c)))
+  }
+
+  /**
+   * Starts (or joins) fetches for `chunks` and returns a promise per chunk. Chunks already in
+   * flight are joined; the rest are grouped into runs of touching compressed ranges.
+   */
+  private fetch (node: LayerNode, chunks: Chunk[], awaitDisk = false): Map<Chunk, Promise<Uint8Array>> {
+    const out = new Map<Chunk, Promise<Uint8Array>>()
+    const todo: Chunk[] = []
+    for (const c of chunks) {
+      const running = this.inflight.get(keyOf(c))
+      if (running != null) out.set(c, running)
+      else if (!out.has(c)) todo.push(c)
+    }
+    todo.sort((a, b) => a.offset - b.offset || a.innerOffset - b.innerOffset)
+    let group: Chunk[] = []
+    const flush = (): void => {
+      if (group.length === 0) return
+      const g = group
+      group = []
+      const start = g[0].offset
+      const end = Math.max(...g.map(c => c.compressedEnd))
+      const bytes = this.fetchRange(start, end - start)
+      // Attach handlers now so a failing group never becomes an unhandled rejection.
+      bytes.catch(() => {})
+      for (const c of g) {
+        const key = keyOf(c)
+        const p = this.decode(node, c, bytes, start, awaitDisk).finally(() => this.inflight.delete(key))
+        p.catch(() => {})
+        this.inflight.set(key, p)
+        out.set(c, p)
+      }
+    }
+    for (const c of todo) {
+      const prev = group[group.length - 1]
+      const touches = prev != null && (c.offset === prev.offset || c.offset === prev.compressedEnd)
+      const span = prev != null ? Math.max(c.compressedEnd, prev.compressedEnd) - group[0].offset : 0
+      if (prev != null && (!touches || span > this.maxCoalesceBytes)) flush()
+      group.push(c)
+    }
+    flush()
+    return out
+  }
+
+  private async decode (node: LayerNode, c: Chunk, bytes: Promise<Uint8Array>, start: number, awaitDisk: boolean): Promise<Uint8Array> {
+    const all = await bytes
+    const compressed = all.subarray(c.offset - start, c.compressedEnd - start)
+    let data: Uint8Array
+    try {
+      data = await decodeChunk(compressed, node.name, c)
+    } catch (err) {
+      if (err instanceof ChunkDigestMismatchError || err instanceof MalformedGzipError || err instanceof TruncatedBlobError) {
+        this.counters.verificationFailures++
+        this.log.error({ path: node.name, chunkOffset: c.chunkOffset, chunkDigest: c.digest, blobOffset: c.offset, err: (err as Error).message }, 'chunk failed verification; refusing to serve it')
+        throw new ChunkVerificationError(node.name, c.chunkOffset, (err as Error).message)
+      }
+      throw err
+    }
+    const stored = this.cache.put(c.digest, data)
+    if (awaitDisk) await stored
+    else stored.catch(() => {})
+    return data
+  }
+
+  /** One source read with the fetch timeout; the source is asked to abort when it fires. */
+  private async fetchRange (offset: number, length: number): Promise<Uint8Array> {
+    const ac = new AbortController()
+    setMaxListeners(Infinity, ac.signal)
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => {
+        this.counters.fetchTimeouts++
+        const err = new FetchTimeoutError(offset, length, this.fetchTimeoutMs)
+        ac.abort(err)
+        reject(err)
+      }, this.fetchTimeoutMs)
+    })
+    this.counters.fetches++
+    try {
+      // A source that ignores the signal must still not hold the read: race the timer.
+      const bytes = await Promise.race([this.source.read(offset, length, ac.signal), timeout])
+      this.counters.bytesFetched += bytes.length
+      if (bytes.length < length) throw new SourceReadError(`the source returned ${bytes.length} of ${length} bytes at ${offset}`)
+      return bytes
+    } catch (err) {
+      if (err instanceof FsError) {
+        if (!(err instanceof FetchTimeoutError)) this.counters.sourceErrors++
+        this.log.warn({ offset, length, err: err.message }, 'layer fetch failed')
+        throw err
+      }
+      this.counters.sourceErrors++
+      this.log.warn({ offset, length, err: (err as Error).message }, 'layer fetch failed')
+      throw new SourceReadError(`reading bytes ${offset}+${length} from the source failed: ${(err as Error).message}`, { cause: err })
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+}
+
+function keyOf (c: Chunk): string {
+  return `${c.digest}@${c.offset}+${c.innerOffset}`
+}
+
+/** The chunks a file range touches, found by binary search (chunks tile the file in order). */
+function piecesOf (node: LayerNode, offset: number, end: number): Piece[] {
+  const chunks = node.chunks
+  let lo = 0
+  let hi = chunks.length - 1
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1
+    if (chunks[mid].chunkOffset <= offset) lo = mid
+    else hi = mid - 1
+  }
+  const out: Piece[] = []
+  for (let i = lo; i < chunks.length && chunks[i].chunkOffset < end; i++) {
+    const c = chunks[i]
+    out.push({ chunk: c, from: Math.max(offset, c.chunkOffset), to: Math.min(end, c.chunkOffset + c.chunkSize) })
+  }
+  return out
+}
+
+async function raceSignal<T> (p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (signal == null) return await p
+  signal.throwIfAborted()
+  return await new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
+}

@@ -1,0 +1,60 @@
+/**
+ * Every default of the layer filesystem (read path, caches, prefetch, FUSE), in one place. The
+ * daemon's configuration overrides them per key; each component reads the keys it uses.
+ */
+export const DEFAULTS = {
+  // ---- read path ----
+  /** A source read (one coalesced fetch) that takes longer fails the reads waiting on it. */
+  fetchTimeoutMs: 30_000,
+  /** Adjacent missing chunks of one read are fetched with one source read up to this span. */
+  maxCoalesceBytes: 16 << 20,
+
+  // ---- caches ----
+  /** Decompressed, verified chunks kept in memory (LRU by bytes). */
+  memoryCacheBytes: 64 << 20,
+  /** Cap of the on-disk chunk cache (LRU eviction by bytes). */
+  diskCacheBytes: 20 * 1024 ** 3,
+  /**
+   * A chunk file found on disk that this process did not write is hashed once before it is
+   * served (it may be left over from an older, crashed or tampered run); afterwards it is
+   * trusted by its content-addressed name for the rest of the process.
+   */
+  verifyDiskCacheOnLoad: true,
+
+  // ---- prefetch ----
+  /** How long mount waits for the prioritized files (before `.prefetch.landmark`). */
+  prefetchTimeoutMs: 10_000,
+  /** Fetch the rest of the layer in the background after mount. */
+  backgroundFetch: true,
+  /** Background fetches in flight at once. */
+  backgroundConcurrency: 2,
+  /** Background work starts only after on-demand reads have been quiet this long (5 s, as the reference). */
+  backgroundQuietMs: 5_000,
+  /** Compressed bytes fetched per background step. */
+  backgroundStepBytes: 4 << 20,
+
+  // ---- view ----
+  /** Xattrs set to `y` on a directory holding `.wh..wh..opq` (overlayfs' opaque marker). */
+  opaqueXattrs: ['trusted.overlay.opaque'] as readonly string[],
+  /** Reported as st_blksize; st_blocks is ceil(size / blockSize) × blockSize / 512. */
+  blockSize: 4096,
+
+  // ---- FUSE ----
+  /** Kernel attribute/entry cache lifetime: the tree never changes, so long is safe. */
+  attrTimeoutSec: 60,
+  entryTimeoutSec: 60,
+  /** Keep file pages in the kernel page cache across opens (contents are immutable). */
+  kernelCache: true,
+  /** Let the kernel check modes, so a non-root reader cannot read a 0600 file of the layer. */
+  defaultPermissions: true,
+  /** `allow_other` (needed by overlayfs / containers); `'auto'` = when running as root. */
+  allowOther: 'auto' as boolean | 'auto',
+  /** fsname shown in /proc/self/mountinfo; also how our own stale mounts are recognised. */
+  fsName: 'ipfs-estargz',
+  /** fuse-native's per-operation watchdog; must exceed fetchTimeoutMs. */
+  fuseOpTimeoutMs: 60_000,
+  /** How long unmount waits for `fusermount -u` before detaching lazily (`-uz`). */
+  unmountTimeoutMs: 5_000
+}
+
+export type FsDefaults = typeof DEFAULTS

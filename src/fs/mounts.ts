@@ -1,0 +1,155 @@
+import { execFile } from 'node:child_process'
+import { readFile, stat } from 'node:fs/promises'
+import { resolve, sep } from 'node:path'
+import { promisify } from 'node:util'
+import { DEFAULTS } from './config.js'
+import { FuseMount, type FuseMountOptions } from './fuse.js'
+import { MountError } from './errors.js'
+import type { LayerFs } from './layer.js'
+import type { Logger } from '../logging.js'
+
+const run = promisify(execFile)
+
+export interface MountInfo {
+  mountpoint: string
+  /** `fuse`, `fuse.<subtype>`, ... */
+  fstype: string
+  /** The fsname given at mount time. */
+  source: string
+}
+
+/** `\040`-style octal escapes of /proc/self/mountinfo. */
+function unescape (s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))
+}
+
+/** Parses mountinfo text: every mount, in mount order. */
+export function parseMountInfo (text: string): MountInfo[] {
+  const out: MountInfo[] = []
+  for (const line of text.split('\n')) {
+    if (line === '') continue
+    const fields = line.split(' ')
+    const dash = fields.indexOf('-', 6)
+    if (dash < 0 || fields.length < dash + 3) continue
+    out.push({ mountpoint: unescape(fields[4]), fstype: fields[dash + 1], source: unescape(fields[dash + 2]) })
+  }
+  return out
+}
+
+/** FUSE mounts at or below `root` (deepest first, so nested mounts go before their parents). */
+export async function fuseMountsUnder (root: string): Promise<MountInfo[]> {
+  const base = resolve(root)
+  const all = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'))
+  return all
+    .filter(m => (m.fstype === 'fuse' || m.fstype.startsWith('fuse.')) && (m.mountpoint === base || m.mountpoint.startsWith(base + sep)))
+    .sort((a, b) => b.mountpoint.length - a.mountpoint.length)
+}
+
+/** True when the mount's server is gone (the kernel answers ENOTCONN) or does not answer. */
+async function isStale (mountpoint: string, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([
+      stat(mountpoint).then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN' || err.code === 'ECONNABORTED'),
+      new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(true), timeoutMs) })
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Detaches a mount lazily (never blocks on open files or a dead server). */
+export async function lazyUnmount (mountpoint: string): Promise<void> {
+  try {
+    await run('fusermount', ['-uz', mountpoint])
+  } catch {
+    await run('umount', ['-l', mountpoint])
+  }
+}
+
+/**
+ * Clears the stale FUSE mounts under `root` (left by a crashed or killed run) and returns
+ * their mountpoints. Live mounts of other processes are left alone.
+ */
+export async function clearStaleMounts (root: string, logger: Logger, timeoutMs = DEFAULTS.unmountTimeoutMs): Promise<string[]> {
+  const cleared: string[] = []
+  for (const m of await fuseMountsUnder(root)) {
+    if (!await isStale(m.mountpoint, timeoutMs)) {
+      logger.warn({ mountpoint: m.mountpoint, source: m.source }, 'a live FUSE mount of another process is under the mount root; leaving it')
+      continue
+    }
+    await lazyUnmount(m.mountpoint)
+    logger.info({ mountpoint: m.mountpoint }, 'cleared stale FUSE mount')
+    cleared.push(m.mountpoint)
+  }
+  return cleared
+}
+
+export interface MountManagerOptions {
+  /** Directory under which mounts live; stale mounts there are cleared by `start()`. */
+  root?: string
+  /** Options for every FUSE mount. */
+  fuse?: FuseMountOptions
+}
+
+interface Active { mount: FuseMount, fs: LayerFs }
+
+/**
+ * Tracks the active layer mounts of a process. `mount` takes ownership of the LayerFs:
+ * unmounting stops it. `stop()` unmounts everything (also on SIGTERM, wired by the daemon).
+ */
+export class MountManager {
+  private readonly log: Logger
+  private readonly active = new Map<string, Active>()
+
+  constructor (components: { logger: Logger }, private readonly options: MountManagerOptions = {}) {
+    this.log = components.logger
+  }
+
+  async start (): Promise<void> {
+    if (this.options.root != null) await clearStaleMounts(this.options.root, this.log)
+  }
+
+  async stop (): Promise<void> {
+    const results = await Promise.allSettled([...this.active.keys()].map(async mp => await this.unmount(mp)))
+    for (const r of results) if (r.status === 'rejected') this.log.error({ err: (r.reason as Error).message }, 'unmount failed during stop')
+  }
+
+  /** Starts `fs` (prefetch) and mounts it at `mountpoint`. */
+  async mount (mountpoint: string, fs: LayerFs, options: FuseMountOptions = {}): Promise<FuseMount> {
+    const mp = resolve(mountpoint)
+    if (this.active.has(mp)) throw new MountError(mp, 'already mounted by this process')
+    const mount = new FuseMount({ fs, logger: this.log }, mp, { ...this.options.fuse, ...options })
+    this.active.set(mp, { mount, fs })
+    try {
+      await fs.start()
+      await mount.mount()
+    } catch (err) {
+      this.active.delete(mp)
+      await fs.stop().catch(() => {})
+      throw err
+    }
+    return mount
+  }
+
+  /** Unmounts (lazily if files are open) and stops the layer's filesystem. */
+  async unmount (mountpoint: string): Promise<void> {
+    const mp = resolve(mountpoint)
+    const a = this.active.get(mp)
+    if (a == null) return
+    try {
+      await a.mount.unmount()
+    } finally {
+      this.active.delete(mp)
+      await a.fs.stop()
+    }
+  }
+
+  get (mountpoint: string): { mount: FuseMount, fs: LayerFs } | undefined {
+    return this.active.get(resolve(mountpoint))
+  }
+
+  list (): string[] {
+    return [...this.active.keys()]
+  }
+}

@@ -1,0 +1,187 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { DEFAULTS } from './config.js'
+import type { ChunkReader } from './chunk-reader.js'
+import type { Chunk, LayerNode, LayerTree } from '../estargz/index.js'
+import type { Logger } from '../logging.js'
+
+export interface PrefetcherComponents {
+  reader: ChunkReader
+  tree: LayerTree
+  logger: Logger
+}
+
+export interface PrefetchOptions {
+  /** How long `start()` waits for the prioritized region. */
+  prefetchTimeoutMs?: number
+  /** Fetch the rest of the layer in the background afterwards. */
+  backgroundFetch?: boolean
+  backgroundConcurrency?: number
+  /** Background steps wait until on-demand reads have been quiet this long. */
+  backgroundQuietMs?: number
+  /** Compressed bytes per background step. */
+  backgroundStepBytes?: number
+}
+
+export interface PrefetchStatus {
+  /** Compressed bytes of file data in the layer (every chunk once). */
+  totalBytes: number
+  /** Compressed bytes of those chunks now in the cache (fetched or found there). */
+  fetchedBytes: number
+  /** Compressed bytes before `.prefetch.landmark` (0 without one). */
+  prioritizedBytes: number
+  /** True once the prioritized region is cached. */
+  prioritizedDone: boolean
+  /** True once every chunk of the layer is cached. */
+  complete: boolean
+  /** Last error of the background fetch, if it gave up. */
+  error?: string
+}
+
+interface Item { node: LayerNode, chunk: Chunk, bytes: number }
+
+/**
+ * Prefetch, as the reference does it: at mount, everything before `.prefetch.landmark` is
+ * fetched and cached (mount waits up to `prefetchTimeoutMs`; a timeout is logged, not fatal);
+ * then the rest of the layer is fetched in the background, yielding to on-demand reads, so
+ * the mount keeps working once the source is gone.
+ */
+export class Prefetcher {
+  private readonly reader: ChunkReader
+  private readonly log: Logger
+  private readonly opts: Required<PrefetchOptions>
+  private readonly prioritized: Item[] = []
+  private readonly rest: Item[] = []
+  private readonly status: PrefetchStatus
+  private readonly ac = new AbortController()
+  private background?: Promise<void>
+  private readonly counted = new WeakSet<Item>()
+
+  constructor (components: PrefetcherComponents, options: PrefetchOptions = {}) {
+    this.reader = components.reader
+    this.log = components.logger
+    this.opts = {
+      prefetchTimeoutMs: options.prefetchTimeoutMs ?? DEFAULTS.prefetchTimeoutMs,
+      backgroundFetch: options.backgroundFetch ?? DEFAULTS.backgroundFetch,
+      backgroundConcurrency: Math.max(1, options.backgroundConcurrency ?? DEFAULTS.backgroundConcurrency),
+      backgroundQuietMs: options.backgroundQuietMs ?? DEFAULTS.backgroundQuietMs,
+      backgroundStepBytes: options.backgroundStepBytes ?? DEFAULTS.backgroundStepBytes
+    }
+    const tree = components.tree
+    const limit = tree.noPrefetch ? 0 : tree.prefetchOffset ?? 0
+    const seen = new Set<string>()
+    const items: Item[] = []
+    for (const node of new Set(tree.byName.values())) {
+      if (node.type !== 'reg') continue
+      for (const chunk of node.chunks) {
+        const key = `${chunk.offset}+${chunk.innerOffset}`
+        if (seen.has(key)) continue
+        seen.add(key)
+        items.push({ node, chunk, bytes: 0 })
+      }
+    }
+    items.sort((a, b) => a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset)
+    // Chunks sharing a gzip member (innerOffset) share its bytes: count the member once.
+    for (let i = 0; i < items.length; i++) {
+      const c = items[i].chunk
+      const next = items[i + 1]?.chunk
+      items[i].bytes = next != null && next.offset === c.offset ? 0 : c.compressedEnd - c.offset
+    }
+    for (const it of items) (it.chunk.offset < limit ? this.prioritized : this.rest).push(it)
+    const sum = (xs: Item[]): number => xs.reduce((n, x) => n + x.bytes, 0)
+    this.status = { totalBytes: sum(items), fetchedBytes: 0, prioritizedBytes: sum(this.prioritized), prioritizedDone: this.prioritized.length === 0, complete: items.length === 0 }
+  }
+
+  /** Fetches the prioritized region (waiting up to the timeout), then starts the background fetch. */
+  async start (): Promise<void> {
+    if (this.prioritized.length > 0) {
+      const work = this.run(this.prioritized, 4, false).then(() => { this.status.prioritizedDone = true })
+      work.catch(() => {})
+      let timer: NodeJS.Timeout | undefined
+      const timedOut = new Promise<'timeout'>(resolve => { timer = setTimeout(() => resolve('timeout'), this.opts.prefetchTimeoutMs) })
+      try {
+        const r = await Promise.race([work.then(() => 'done' as const, (err: Error) => err), timedOut])
+        if (r === 'timeout') this.log.warn({ timeoutMs: this.opts.prefetchTimeoutMs }, 'prefetch did not finish in time; mounting anyway')
+        else if (r instanceof Error) this.log.warn({ err: r.message }, 'prefetch failed; mounting anyway')
+        else this.log.debug({ bytes: this.status.prioritizedBytes }, 'prefetch done')
+      } finally {
+        clearTimeout(timer)
+      }
+    }
+    if (this.opts.backgroundFetch && !this.status.complete) {
+      this.background = this.runBackground()
+    }
+  }
+
+  async stop (): Promise<void> {
+    this.ac.abort()
+    await this.background
+  }
+
+  /** Resolves when the background fetch has finished (or given up). */
+  async done (): Promise<void> {
+    await this.background
+  }
+
+  progress (): PrefetchStatus {
+    return { ...this.status }
+  }
+
+  private async runBackground (): Promise<void> {
+    try {
+      // The prioritized region may have timed out: it is fetched again (cached parts are skipped).
+      await this.run(this.status.prioritizedDone ? this.rest : [...this.prioritized, ...this.rest], this.opts.backgroundConcurrency, true)
+      if (!this.ac.signal.aborted) {
+        this.status.complete = true
+        this.log.info({ bytes: this.status.totalBytes }, 'layer fully fetched')
+      }
+    } catch (err) {
+      this.status.error = (err as Error).message
+      this.log.warn({ err: (err as Error).message }, 'background fetch stopped')
+    }
+  }
+
+  /** Caches `items` in steps of up to `backgroundStepBytes`, `concurrency` steps at a time. */
+  private async run (items: Item[], concurrency: number, yieldToReads: boolean): Promise<void> {
+    const steps: Item[][] = []
+    let step: Item[] = []
+    let stepBytes = 0
+    for (const it of items) {
+      if (step.length > 0 && stepBytes + it.bytes > this.opts.backgroundStepBytes) {
+        steps.push(step)
+        step = []
+        stepBytes = 0
+      }
+      step.push(it)
+      stepBytes += it.bytes
+    }
+    if (step.length > 0) steps.push(step)
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < steps.length && !this.ac.signal.aborted) {
+        const s = steps[next++]
+        if (yieldToReads) await this.yieldToReads()
+        if (this.ac.signal.aborted) return
+        const byNode = new Map<LayerNode, Chunk[]>()
+        for (const it of s) byNode.set(it.node, [...(byNode.get(it.node) ?? []), it.chunk])
+        await Promise.all([...byNode].map(async ([node, chunks]) => await this.reader.ensureCached(node, chunks)))
+        for (const it of s) {
+          if (this.counted.has(it)) continue
+          this.counted.add(it)
+          this.status.fetchedBytes += it.bytes
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(concurrency, steps.length) }, worker))
+  }
+
+  /** Waits until no on-demand read has run for `backgroundQuietMs`. */
+  private async yieldToReads (): Promise<void> {
+    for (;;) {
+      if (this.ac.signal.aborted) return
+      await this.reader.whenIdle()
+      const quiet = this.reader.quietFor()
+      if (quiet >= this.opts.backgroundQuietMs) return
+      await sleep(this.opts.backgroundQuietMs - quiet, undefined, { signal: this.ac.signal }).catch(() => {})
+    }
+  }
+}

@@ -1,0 +1,53 @@
+import { readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { sha256Digest } from '../../src/estargz/index.js'
+import { ChunkCache, MemoryLru } from '../../src/fs/cache.js'
+import { silentLogger } from '../../src/logging.js'
+import { fixtureBytes } from '../helpers/tar.js'
+import { removeDir, tempDir } from './helpers.js'
+
+const logger = silentLogger()
+
+describe('MemoryLru', () => {
+  it('evicts the least recently used entries beyond its byte cap', () => {
+    const m = new MemoryLru(10)
+    m.set('a', new Uint8Array(4))
+    m.set('b', new Uint8Array(4))
+    m.get('a')
+    m.set('c', new Uint8Array(4))
+    expect(m.has('a')).toBe(true)
+    expect(m.has('b')).toBe(false)
+    expect(m.bytes).toBe(8)
+  })
+})
+
+describe('ChunkCache', () => {
+  let dir: string
+  beforeAll(async () => { dir = await tempDir('cache') })
+  afterAll(async () => { await removeDir(dir) })
+
+  it('stores chunks by digest, survives a restart, evicts LRU beyond its cap, drops corrupt files', async () => {
+    const chunks = [1, 2, 3].map(i => fixtureBytes(i, 1000))
+    const digests = chunks.map(c => sha256Digest(c))
+    const c1 = new ChunkCache({ logger }, { dir, maxBytes: 2500, memoryBytes: 0 })
+    await c1.start()
+    for (const [i, c] of chunks.entries()) await c1.put(digests[i], c)
+    expect(c1.has(digests[0])).toBe(false) // evicted: 3000 > 2500
+    expect(c1.stats().evictions).toBe(1)
+    const hex = digests[1].slice(7)
+    expect(await readdir(join(dir, hex.slice(0, 2)))).toContain(hex)
+    expect(Buffer.from(await c1.read(digests[2], 10, 20) ?? []).equals(chunks[2].subarray(10, 30))).toBe(true)
+    await c1.stop()
+
+    // A new process: entries found on disk are hashed before first use; a tampered one is dropped.
+    await writeFile(join(dir, hex.slice(0, 2), hex), Buffer.alloc(1000, 1))
+    const c2 = new ChunkCache({ logger }, { dir, maxBytes: 2500, memoryBytes: 0 })
+    await c2.start()
+    expect(c2.has(digests[1])).toBe(true)
+    expect(await c2.read(digests[1], 0, 10)).toBeUndefined()
+    expect(c2.stats().corruptFiles).toBe(1)
+    expect(c2.has(digests[1])).toBe(false)
+    expect(Buffer.from(await c2.get(digests[2]) ?? []).equals(chunks[2])).toBe(true)
+  })
+})

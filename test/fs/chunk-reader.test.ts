@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest'
+import { ChunkCache } from '../../src/fs/cache.js'
+import { ChunkReader } from '../../src/fs/chunk-reader.js'
+import { ChunkVerificationError, FetchTimeoutError } from '../../src/fs/errors.js'
+import { EstargzReader } from '../../src/estargz/index.js'
+import { silentLogger } from '../../src/logging.js'
+import { fixtureBytes } from '../helpers/tar.js'
+import { CorruptingSource, CountingSource, HangingSource } from './helpers.js'
+import { buildBlob, MemorySource } from './unit-helpers.js'
+import type { RangeSource } from '../../src/source/types.js'
+
+const logger = silentLogger()
+const data = fixtureBytes(9, 10 * 65536 + 7)
+
+async function setup (wrap: (s: RangeSource) => RangeSource = s => s, fetchTimeoutMs?: number): Promise<{ reader: ChunkReader, node: NonNullable<ReturnType<EstargzReader['lookup']>>, other: NonNullable<ReturnType<EstargzReader['lookup']>> }> {
+  const { blob } = await buildBlob([{ name: 'f', data }, { name: 'g', data: 'other file' }], { chunkSize: 65536 })
+  const base = new MemorySource(blob)
+  const es = await EstargzReader.open(async (o, l) => await base.read(o, l), blob.length)
+  const reader = new ChunkReader({ source: wrap(base), cache: new ChunkCache({ logger }), logger }, { fetchTimeoutMs })
+  const node = es.lookup('f')
+  const other = es.lookup('g')
+  if (node == null || other == null) throw new Error('missing fixture')
+  return { reader, node, other }
+}
+
+describe('ChunkReader', () => {
+  it('coalesces adjacent chunks of one read into one source read, and serves repeats from cache', async () => {
+    let counting: CountingSource | undefined
+    const { reader, node } = await setup(s => (counting = new CountingSource(s)))
+    const out = await reader.read(node, 1000, 5 * 65536)
+    expect(Buffer.from(out).equals(data.subarray(1000, 1000 + 5 * 65536))).toBe(true)
+    expect(counting?.calls).toBe(1)
+    await reader.read(node, 70000, 1000)
+    expect(counting?.calls).toBe(1)
+    expect(reader.stats().cacheHits).toBe(1)
+    expect(reader.stats().bytesServed).toBe(5 * 65536 + 1000)
+  })
+
+  it('shares one fetch between concurrent readers of a chunk', async () => {
+    let counting: CountingSource | undefined
+    const { reader, node } = await setup(s => (counting = new CountingSource(s)))
+    const reads = await Promise.all(Array.from({ length: 8 }, async (_, i) => await reader.read(node, 3 * 65536 + i * 100, 50)))
+    reads.forEach((r, i) => expect(Buffer.from(r).equals(data.subarray(3 * 65536 + i * 100, 3 * 65536 + i * 100 + 50))).toBe(true))
+    expect(counting?.calls).toBe(1)
+  })
+
+  it('refuses a corrupted chunk (never returned, never cached) and counts it', async () => {
+    let bad: CorruptingSource | undefined
+    const { reader, node } = await setup(s => (bad = new CorruptingSource(s, node0Offset, node0Offset + 64)))
+    const badSource = bad as CorruptingSource
+    badSource.armed = true
+    await expect(reader.read(node, 0, 100)).rejects.toBeInstanceOf(ChunkVerificationError)
+    expect(reader.stats().verificationFailures).toBe(1)
+    badSource.armed = false
+    expect(Buffer.from(await reader.read(node, 0, 100)).equals(data.subarray(0, 100))).toBe(true)
+  })
+
+  it('fails a read whose source hangs after the fetch timeout; other data still reads', async () => {
+    let hang: HangingSource | undefined
+    const { reader, node, other } = await setup(s => (hang = new HangingSource(s, node0Offset, node0Offset + 1)), 300)
+    const h = hang as HangingSource
+    h.armed = true
+    await expect(reader.read(node, 0, 10)).rejects.toBeInstanceOf(FetchTimeoutError)
+    expect(Buffer.from(await reader.read(other, 0, 100)).toString()).toBe('other file')
+    expect(reader.stats().fetchTimeouts).toBe(1)
+  })
+})
+
+/** The first data member starts right after the first tar header member; chunk 0 of f is there. */
+let node0Offset = 0
+const probe = await buildBlob([{ name: 'f', data }, { name: 'g', data: 'other file' }], { chunkSize: 65536 })
+node0Offset = (await EstargzReader.open(async (o, l) => probe.blob.subarray(o, o + l), probe.blob.length)).lookup('f')?.chunks[0].offset ?? 0

@@ -1,0 +1,179 @@
+import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { lstat, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { promisify } from 'node:util'
+import type { PathInfo } from '../helpers/tree.js'
+import type { RangeSource } from '../../src/source/types.js'
+
+export const run = promisify(execFile)
+
+/**
+ * Helpers for the filesystem tests. Everything here is asynchronous on purpose: a synchronous
+ * fs call or child process on a FUSE mount served by this same process blocks the event loop
+ * the FUSE callbacks need, and hangs (npm-stack pitfall 9).
+ */
+
+export async function tempDir (prefix: string): Promise<string> {
+  return await mkdtemp(join(tmpdir(), `ipfs-estargz-${prefix}-`))
+}
+
+export async function removeDir (dir: string | undefined): Promise<void> {
+  if (dir != null) await rm(dir, { recursive: true, force: true })
+}
+
+/** Counts every byte and call that reaches the source. */
+export class CountingSource implements RangeSource {
+  bytes = 0
+  calls = 0
+  readonly ranges: Array<[number, number]> = []
+  constructor (private readonly inner: RangeSource) {}
+  async size (): Promise<number> { return await this.inner.size() }
+  async read (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    const b = await this.inner.read(offset, length, signal)
+    this.bytes += b.length
+    this.calls++
+    this.ranges.push([offset, b.length])
+    return b
+  }
+
+  reset (): void {
+    this.bytes = 0
+    this.calls = 0
+    this.ranges.length = 0
+  }
+}
+
+/** Flips bytes of the blob in [from, to) — after the TOC has been read, when `armed`. */
+export class CorruptingSource implements RangeSource {
+  armed = false
+  constructor (private readonly inner: RangeSource, private readonly from: number, private readonly to: number) {}
+  async size (): Promise<number> { return await this.inner.size() }
+  async read (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    const b = Buffer.from(await this.inner.read(offset, length, signal))
+    if (!this.armed) return b
+    for (let i = Math.max(this.from, offset); i < Math.min(this.to, offset + b.length); i++) b[i - offset] ^= 0x5a
+    return b
+  }
+}
+
+/**
+ * Never answers reads that touch [from, to) while `armed` (and ignores the abort signal, like
+ * a stuck peer), or every read once `dead` is set.
+ */
+export class HangingSource implements RangeSource {
+  armed = false
+  dead = false
+  hung = 0
+  constructor (private readonly inner: RangeSource, private readonly from = 0, private readonly to = Infinity) {}
+  async size (): Promise<number> { return await this.inner.size() }
+  async read (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    if (this.dead) throw new Error('source is gone')
+    if (this.armed && offset < this.to && offset + length > this.from) {
+      this.hung++
+      return await new Promise<never>(() => {})
+    }
+    return await this.inner.read(offset, length, signal)
+  }
+}
+
+/** All xattrs under a directory, by relative path, hex values (async `getfattr`). */
+export async function xattrsUnder (root: string): Promise<Map<string, Record<string, string>>> {
+  const out = new Map<string, Record<string, string>>()
+  let text = ''
+  try {
+    text = (await run('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root], { encoding: 'utf8', maxBuffer: 1 << 28 })).stdout
+  } catch (err) {
+    text = (err as { stdout?: string }).stdout ?? ''
+  }
+  let current: Record<string, string> | undefined
+  for (const line of text.split('\n')) {
+    if (line.startsWith('# file: ')) {
+      const abs = line.slice('# file: '.length)
+      current = {}
+      out.set(abs === root ? '' : abs.slice(root.length + 1), current)
+    } else if (current != null && line.includes('=')) {
+      const i = line.indexOf('=')
+      current[line.slice(0, i)] = line.slice(i + 1)
+    }
+  }
+  return out
+}
+
+function typeOf (st: import('node:fs').Stats): PathInfo['type'] {
+  if (st.isFile()) return 'file'
+  if (st.isDirectory()) return 'dir'
+  if (st.isSymbolicLink()) return 'symlink'
+  if (st.isCharacterDevice()) return 'char'
+  if (st.isBlockDevice()) return 'block'
+  if (st.isFIFO()) return 'fifo'
+  return 'socket'
+}
+
+/** Tree-walk (lstat, no following), all async: safe on a mount served by this process. */
+export async function walk (root: string): Promise<Map<string, PathInfo>> {
+  const out = new Map<string, PathInfo>()
+  const xa = await xattrsUnder(root)
+  const visit = async (rel: string): Promise<void> => {
+    const abs = rel === '' ? root : join(root, rel)
+    const st = await lstat(abs)
+    const info: PathInfo = {
+      type: typeOf(st), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000), xattrs: xa.get(rel) ?? {}, ino: st.ino, nlink: st.nlink
+    }
+    if (info.type === 'file') {
+      info.size = st.size
+      info.sha256 = createHash('sha256').update(await readFile(abs)).digest('hex')
+    }
+    if (info.type === 'symlink') info.target = await readlink(abs)
+    if (info.type === 'char' || info.type === 'block') info.rdev = st.rdev
+    out.set(rel, info)
+    if (info.type === 'dir') for (const name of (await readdir(abs)).sort()) await visit(rel === '' ? name : `${rel}/${name}`)
+  }
+  await visit('')
+  return out
+}
+
+/** Extracts a tar as root would for a container (owners, modes, xattrs, devices). */
+export async function extractTar (tarPath: string, dir: string): Promise<void> {
+  await run('tar', ['-xpf', tarPath, '--numeric-owner', '--xattrs', '--xattrs-include=*', '-C', dir])
+}
+
+/** Directories the tar implies (by paths) but does not list: extraction invents their attributes. */
+export async function impliedDirs (tarPath: string): Promise<Set<string>> {
+  const names = (await run('tar', ['-tf', tarPath], { maxBuffer: 1 << 26 })).stdout.split('\n').filter(n => n !== '')
+  const clean = (n: string): string => n.replace(/^\.\//, '').replace(/\/+$/, '')
+  const listed = new Set(names.map(clean))
+  const implied = new Set<string>()
+  for (const n of listed) {
+    for (let d = dirname(n); d !== '.' && d !== '' && d !== '/'; d = dirname(d)) if (!listed.has(d)) implied.add(d)
+  }
+  return implied
+}
+
+export const OPAQUE = 'trusted.overlay.opaque'
+
+/**
+ * What the mount must show for an extracted layer: `.wh..wh..opq` gone and its directory
+ * carrying trusted.overlay.opaque=y; `.wh.NAME` gone and NAME a char device 0:0 (mode 0,
+ * root-owned, the whiteout's mtime) unless NAME exists.
+ */
+export function overlayForm (tree: Map<string, PathInfo>): Map<string, PathInfo> {
+  const out = new Map<string, PathInfo>()
+  const base = (p: string): string => p.slice(p.lastIndexOf('/') + 1)
+  const parent = (p: string): string => p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : ''
+  for (const [p, info] of tree) if (!base(p).startsWith('.wh.')) out.set(p, { ...info, xattrs: { ...info.xattrs } })
+  for (const [p, info] of tree) {
+    const b = base(p)
+    if (!b.startsWith('.wh.')) continue
+    const dir = parent(p)
+    if (b === '.wh..wh..opq') {
+      const d = out.get(dir)
+      if (d != null) d.xattrs[OPAQUE] = '0x79'
+      continue
+    }
+    const target = dir === '' ? b.slice(4) : `${dir}/${b.slice(4)}`
+    if (!out.has(target)) out.set(target, { type: 'char', mode: 0, uid: 0, gid: 0, mtime: info.mtime, rdev: 0, xattrs: {}, ino: 0, nlink: 1 })
+  }
+  return out
+}
