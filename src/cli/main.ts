@@ -2,7 +2,7 @@ import '../polyfill.js'
 import { readFile } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
 import { API_FILE, daemonAlive, runInDaemon } from '../daemon/control.js'
-import { resolveRepoPath } from '../ipfs/index.js'
+import { resolveRepoPath } from '../ipfs/repo.js'
 import { runCli } from './program.js'
 
 /** Commands that use the repo and so go through a daemon that owns it. */

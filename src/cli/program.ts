@@ -1,12 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import { commandContext, type CommandContext } from './context.js'
-import { imageCommand } from './commands/image.js'
-import { layerCommand } from './commands/layer.js'
-import { mountCommand, umountCommand } from './commands/mount.js'
-import { pushCommand } from './commands/push.js'
-import { pullCommand } from './commands/pull.js'
-import { containerdConfigCommand, daemonCommand, idCommand } from './commands/daemon.js'
 import { UsageError, describeError } from './errors.js'
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -18,12 +12,28 @@ function applyRecursively (cmd: Command, ctx: CommandContext | undefined): void 
   for (const sub of cmd.commands) applyRecursively(sub, ctx)
 }
 
-export function buildProgram (ctx?: CommandContext): Command {
+/**
+ * Each command is loaded only when it runs (or for the top-level help): `layer build` must not
+ * pay for Helia, libp2p and gRPC in start-up time and memory.
+ */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  layer: async () => (await import('./commands/layer.js')).layerCommand(),
+  push: async () => (await import('./commands/push.js')).pushCommand(),
+  pull: async () => (await import('./commands/pull.js')).pullCommand(),
+  image: async () => (await import('./commands/image.js')).imageCommand(),
+  mount: async () => (await import('./commands/mount.js')).mountCommand(),
+  umount: async () => (await import('./commands/mount.js')).umountCommand(),
+  daemon: async () => (await import('./commands/daemon.js')).daemonCommand(runCli),
+  id: async () => (await import('./commands/daemon.js')).idCommand(),
+  'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand()
+}
+
+export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {
   const program = new Command('ipfs-estargz')
     .description('IPFS-backed lazy container images: eStargz conversion, lazy FUSE mounts, containerd snapshotter')
     .version(pkg.version)
-  for (const c of [layerCommand, pushCommand, pullCommand, imageCommand, mountCommand, umountCommand, idCommand, containerdConfigCommand]) program.addCommand(c())
-  program.addCommand(daemonCommand(runCli))
+  const wanted = argv[0] != null && argv[0] in COMMANDS ? [argv[0]] : Object.keys(COMMANDS)
+  for (const name of wanted) program.addCommand(await COMMANDS[name]())
   applyRecursively(program, ctx)
   return program
 }
@@ -33,7 +43,7 @@ export function buildProgram (ctx?: CommandContext): Command {
  * client's stderr. Returns the exit code: 0, 1 for failures, 2 for usage errors.
  */
 export async function runCli (argv: string[], ctx?: CommandContext): Promise<number> {
-  const program = buildProgram(ctx)
+  const program = await buildProgram(argv, ctx)
   const stderr = (s: string): void => { if (ctx != null) ctx.stderr(s); else process.stderr.write(s) }
   const go = async (): Promise<number> => {
     try {

@@ -18,6 +18,9 @@ function cli (args: string[]): { code: number, stdout: string, stderr: string } 
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
 
+/** gzip level 1: the format, CIDs' stability and the dedup do not depend on it; the suite stays fast. */
+const FAST = ['--level', '1']
+
 interface PushJson { root: string, images: Array<{ layers: Array<{ digest: string, cid: string, tocDigest: string, diffID: string, size: number }>, config: { cid: string } }> }
 
 /** Bytes and blocks of every block under a root, by CID. */
@@ -58,7 +61,7 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
   })
 
   it('publishes every layer, verifiable by the reference from the bytes read back by CID', async () => {
-    const r = cli(['push', `oci:${image.layout}`, '--repo', join(dir, 'a'), '--json'])
+    const r = cli(['push', `oci:${image.layout}`, '--repo', join(dir, 'a'), '--json', ...FAST])
     expect(r.code, r.stderr).toBe(0)
     first = JSON.parse(r.stdout) as PushJson
     expect(first.root).toMatch(/^baf/)
@@ -86,23 +89,23 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
   })
 
   it('prints the same root CID for the same input, from any source form', () => {
-    const again = cli(['push', `oci:${image.layout}`, '--repo', join(dir, 'a')])
+    const again = cli(['push', `oci:${image.layout}`, '--repo', join(dir, 'a'), ...FAST])
     expect(again.code, again.stderr).toBe(0)
     expect(again.stdout.trim()).toBe(first.root)
-    const archive = cli(['push', `oci-archive:${image.archive}`, '--repo', join(dir, 'a')])
+    const archive = cli(['push', `oci-archive:${image.archive}`, '--repo', join(dir, 'a'), ...FAST])
     expect(archive.stdout.trim()).toBe(first.root)
-    const docker = cli(['push', `docker-archive:${image.dockerArchive}`, '--repo', join(dir, 'a'), '--json'])
+    const docker = cli(['push', `docker-archive:${image.dockerArchive}`, '--repo', join(dir, 'a'), '--json', ...FAST])
     expect(docker.code, docker.stderr).toBe(0)
     // same layer contents: the converted layers are identical (configs/manifests may differ in media type)
     expect((JSON.parse(docker.stdout) as PushJson).images[0].layers.map(l => l.tocDigest)).toEqual(first.images[0].layers.map(l => l.tocDigest))
   })
 
   it('shares most blocks between two builds of the same rootfs (member-aligned), far more than fixed-size chunking', async () => {
-    const rebuilt = cli(['push', `oci:${image.rebuiltLayout}`, '--repo', join(dir, 'a')])
+    const rebuilt = cli(['push', `oci:${image.rebuiltLayout}`, '--repo', join(dir, 'a'), ...FAST])
     expect(rebuilt.code, rebuilt.stderr).toBe(0)
     const aligned = shared(await blocksOf(join(dir, 'a'), first.root), await blocksOf(join(dir, 'a'), rebuilt.stdout.trim()))
-    const k1 = cli(['push', `oci:${image.layout}`, '--repo', join(dir, 'k'), '--kubo-compatible']).stdout.trim()
-    const k2 = cli(['push', `oci:${image.rebuiltLayout}`, '--repo', join(dir, 'k'), '--kubo-compatible']).stdout.trim()
+    const k1 = cli(['push', `oci:${image.layout}`, '--repo', join(dir, 'k'), '--kubo-compatible', ...FAST]).stdout.trim()
+    const k2 = cli(['push', `oci:${image.rebuiltLayout}`, '--repo', join(dir, 'k'), '--kubo-compatible', ...FAST]).stdout.trim()
     const kubo = shared(await blocksOf(join(dir, 'k'), k1), await blocksOf(join(dir, 'k'), k2))
     console.log(`bytes of the rebuilt image already stored: member-aligned ${(aligned * 100).toFixed(1)} %, kubo-compatible ${(kubo * 100).toFixed(1)} %`)
     expect(aligned).toBeGreaterThanOrEqual(0.5)
@@ -112,7 +115,7 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
   it('writes --output oci:DIR and pushes --to a registry, and the registry copy is the same image', async () => {
     registry = await startRegistry()
     const out = join(dir, 'layout')
-    const r = cli(['push', `oci:${image.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--to', `docker://${registry.host}/test/debian:esgz`, '--plain-http'])
+    const r = cli(['push', `oci:${image.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--to', `docker://${registry.host}/test/debian:esgz`, '--plain-http', ...FAST])
     expect(r.code, r.stderr).toBe(0)
     const src = await openImageSource(`docker://${registry.host}/test/debian:esgz`, { plainHttp: true })
     try {
