@@ -3,7 +3,9 @@
  *  - sequential read (dd bs=1M) of a 256 MiB file through the FUSE mount, every chunk in the
  *    disk chunk cache and the kernel page cache cold (a fresh mount), vs the same file on the
  *    local disk (page cache warm, and O_DIRECT); plus the mount again with its page cache warm;
- *  - random 4 KiB reads through a fresh mount, chunks cached: p50/p99 (readahead off).
+ *  - random 4 KiB reads through a fresh mount, chunks cached: p50/p99 (readahead off);
+ *  - first reads of uncached 4 KiB ranges of the layer from another Helia node over loopback
+ *    (its blocks on node A, read through an IpfsSource on node B, connected): p50/p99.
  * Readers are separate processes (dd, python3), as containers would be: a process must not
  * make synchronous reads of a FUSE mount it serves itself.
  *
@@ -22,6 +24,9 @@ import { FuseMount } from '../../src/fs/fuse.js'
 import { LayerFs } from '../../src/fs/layer.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
+import { IpfsSource } from '../../src/source/ipfs.js'
+import { createNode, importStream } from '../../src/ipfs/index.js'
+import { createReadStream } from 'node:fs'
 
 const run = promisify(execFile)
 const { values: args } = parseArgs({ options: { 'size-mib': { type: 'string', default: '256' }, random: { type: 'string', default: '2000' }, keep: { type: 'boolean', default: false } } })
@@ -103,12 +108,39 @@ async function main (): Promise<void> {
     const localWarm = await ddMBps(local)
     const localDirect = await ddMBps(local, ['iflag=direct'])
 
+    // Remote: the layer's blocks on node A; node B, connected to A, reads 4 KiB ranges it has
+    // never seen (each in a different 1 MiB leaf), as a lazy mount's first reads do.
+    process.stderr.write('remote reads from a second Helia node...\n')
+    const nodeA = await createNode({ repo: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'], logger })
+    const nodeB = await createNode({ repo: join(dir, 'b'), logger })
+    let remote: number[] = []
+    try {
+      const { cid } = await importStream(nodeA.helia.blockstore, createReadStream(join(dir, 'layer.esgz'), { highWaterMark: 1 << 20 }))
+      await nodeB.dial(nodeA.multiaddrs()[0])
+      const src = await IpfsSource.open(nodeB.helia, cid)
+      const size = await src.size()
+      const leaves = Math.floor(size / (1 << 20))
+      const order = [...Array(leaves).keys()].sort(() => Math.random() - 0.5).slice(0, Math.min(100, leaves))
+      for (const leaf of order) {
+        const t0 = process.hrtime.bigint()
+        const bytes = await src.read(leaf * (1 << 20) + 12_345, 4096)
+        remote.push(Number(process.hrtime.bigint() - t0) / 1e6)
+        if (bytes.length !== 4096) throw new Error('short remote read')
+      }
+      remote = remote.sort((a, b) => a - b)
+    } finally {
+      await nodeB.stop()
+      await nodeA.stop()
+    }
+    const pct = (xs: number[], p: number): number => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))]
+
     const rows: Array<[string, string, string]> = [
       ['sequential 1 MiB reads, FUSE, chunks in disk cache, page cache cold', fuseCold.toFixed(0) + ' MB/s', ''],
       ['sequential 1 MiB reads, local disk, page cache warm', localWarm.toFixed(0) + ' MB/s', (fuseCold / localWarm).toFixed(2)],
       ['sequential 1 MiB reads, local disk, O_DIRECT', localDirect.toFixed(0) + ' MB/s', (fuseCold / localDirect).toFixed(2)],
       ['sequential 1 MiB reads, FUSE, page cache warm (kernel_cache)', fuseWarm.toFixed(0) + ' MB/s', (fuseWarm / localWarm).toFixed(2)],
-      [`random 4 KiB reads (${n}), FUSE, chunks cached: p50 / p99`, `${p50.toFixed(3)} / ${p99.toFixed(3)} ms`, '']
+      [`random 4 KiB reads (${n}), FUSE, chunks cached: p50 / p99`, `${p50.toFixed(3)} / ${p99.toFixed(3)} ms`, ''],
+      [`first read of an uncached 4 KiB range, blocks on a connected Helia peer (${remote.length} reads): p50 / p99`, `${pct(remote, 0.5).toFixed(1)} / ${pct(remote, 0.99).toFixed(1)} ms`, '']
     ]
     console.log(`\nlayer filesystem benchmark — ${sizeMiB} MiB file, node ${process.version}\n`)
     console.log('| case | figure | FUSE / local |')
@@ -117,6 +149,7 @@ async function main (): Promise<void> {
     await source.close()
   } finally {
     for (const m of mounts) await m.unmount().catch(() => {})
+    await new Promise(resolve => setTimeout(resolve, 1500)) // Helia writes its peer record after stop
     if (args.keep !== true) await rm(dir, { recursive: true, force: true })
   }
 }
