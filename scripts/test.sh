@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh test
+echo "test: type-checking sources, tests and scripts" >&2
+npx tsc -p tsconfig.json --noEmit
 exec npx vitest run "$@"

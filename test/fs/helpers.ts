@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { lstat, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
@@ -78,61 +77,8 @@ export class HangingSource implements RangeSource {
   }
 }
 
-/** All xattrs under a directory, by relative path, hex values (async `getfattr`). */
-export async function xattrsUnder (root: string): Promise<Map<string, Record<string, string>>> {
-  const out = new Map<string, Record<string, string>>()
-  let text = ''
-  try {
-    text = (await run('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root], { encoding: 'utf8', maxBuffer: 1 << 28 })).stdout
-  } catch (err) {
-    text = (err as { stdout?: string }).stdout ?? ''
-  }
-  let current: Record<string, string> | undefined
-  for (const line of text.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      const abs = line.slice('# file: '.length)
-      current = {}
-      out.set(abs === root ? '' : abs.slice(root.length + 1), current)
-    } else if (current != null && line.includes('=')) {
-      const i = line.indexOf('=')
-      current[line.slice(0, i)] = line.slice(i + 1)
-    }
-  }
-  return out
-}
-
-function typeOf (st: import('node:fs').Stats): PathInfo['type'] {
-  if (st.isFile()) return 'file'
-  if (st.isDirectory()) return 'dir'
-  if (st.isSymbolicLink()) return 'symlink'
-  if (st.isCharacterDevice()) return 'char'
-  if (st.isBlockDevice()) return 'block'
-  if (st.isFIFO()) return 'fifo'
-  return 'socket'
-}
-
-/** Tree-walk (lstat, no following), all async: safe on a mount served by this process. */
-export async function walk (root: string): Promise<Map<string, PathInfo>> {
-  const out = new Map<string, PathInfo>()
-  const xa = await xattrsUnder(root)
-  const visit = async (rel: string): Promise<void> => {
-    const abs = rel === '' ? root : join(root, rel)
-    const st = await lstat(abs)
-    const info: PathInfo = {
-      type: typeOf(st), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000), xattrs: xa.get(rel) ?? {}, ino: st.ino, nlink: st.nlink
-    }
-    if (info.type === 'file') {
-      info.size = st.size
-      info.sha256 = createHash('sha256').update(await readFile(abs)).digest('hex')
-    }
-    if (info.type === 'symlink') info.target = await readlink(abs)
-    if (info.type === 'char' || info.type === 'block') info.rdev = st.rdev
-    out.set(rel, info)
-    if (info.type === 'dir') for (const name of (await readdir(abs)).sort()) await visit(rel === '' ? name : `${rel}/${name}`)
-  }
-  await visit('')
-  return out
-}
+/** The shared tree-walk (async: safe on a mount served by this process). */
+export { walkTree as walk, xattrsUnder } from '../helpers/tree.js'
 
 /** Extracts a tar as root would for a container (owners, modes, xattrs, devices). */
 export async function extractTar (tarPath: string, dir: string): Promise<void> {

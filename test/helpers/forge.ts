@@ -79,7 +79,7 @@ export function handmadeBlob (groups: Array<Array<{ name: string, data: Buffer }
 
 /** A zstd frame made of raw (stored) blocks: valid zstd without a zstd compressor. */
 export function zstdRawFrame (data: Buffer): Buffer {
-  const parts = [Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38])] // no FCS, window 2^17
+  const parts: Uint8Array[] = [Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38])] // no FCS, window 2^17
   const max = 128 * 1024
   for (let i = 0; i < data.length || i === 0; i += max) {
     const block = data.subarray(i, i + max)

@@ -88,7 +88,7 @@ export function makeTar (entries: FixtureEntry[], { eof = true } = {}): Buffer {
     for (const [k, v] of Object.entries(e.pax ?? {})) records.push(paxRecord(k, Buffer.from(v)))
     if (records.length > 0) {
       const body = Buffer.concat(records)
-      out.push(header('PaxHeaders/x', 'x', body.length, { mode: 0o644 }, ''), body, pad(body.length))
+      out.push(header('PaxHeaders/x', 'x', body.length, { name: 'PaxHeaders/x', mode: 0o644 }, ''), body, pad(body.length))
     }
     out.push(header(name, flag, data.length, e, link), data, pad(data.length))
   }

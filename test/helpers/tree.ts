@@ -1,4 +1,5 @@
-import { execFileSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { createHash } from 'node:crypto'
 import { lstat, readFile, readdir, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -29,12 +30,16 @@ function typeOf (st: import('node:fs').Stats): PathInfo['type'] {
   return 'socket'
 }
 
-/** All xattrs under a directory, by relative path, values hex-encoded (needs `getfattr`). */
-function xattrsUnder (root: string): Map<string, Record<string, string>> {
+/**
+ * All xattrs under a directory, by relative path, values hex-encoded (needs `getfattr`).
+ * Asynchronous, like everything here: a synchronous child process or fs call on a FUSE mount
+ * served by this same process would block the event loop its callbacks need.
+ */
+export async function xattrsUnder (root: string): Promise<Map<string, Record<string, string>>> {
   const out = new Map<string, Record<string, string>>()
   let text = ''
   try {
-    text = execFileSync('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root], { encoding: 'utf8', maxBuffer: 1 << 28, stdio: ['ignore', 'pipe', 'ignore'] })
+    text = (await promisify(execFile)('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root], { encoding: 'utf8', maxBuffer: 1 << 28 })).stdout
   } catch (err) {
     text = (err as { stdout?: string }).stdout ?? ''
   }
@@ -58,7 +63,7 @@ function xattrsUnder (root: string): Map<string, Record<string, string>> {
  */
 export async function walkTree (root: string, { xattrs = true } = {}): Promise<Map<string, PathInfo>> {
   const out = new Map<string, PathInfo>()
-  const xa = xattrs ? xattrsUnder(root) : new Map<string, Record<string, string>>()
+  const xa = xattrs ? await xattrsUnder(root) : new Map<string, Record<string, string>>()
   const visit = async (rel: string): Promise<void> => {
     const abs = rel === '' ? root : join(root, rel)
     const st = await lstat(abs)
