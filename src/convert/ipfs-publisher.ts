@@ -39,7 +39,9 @@ export class IpfsPublisher implements BlobPublisher {
   ) {}
 
   async putSegments (produce: SegmentProducer, signal?: AbortSignal): Promise<PublishedBlob> {
-    const { cid, produced } = await importSegments(this.node.helia.blockstore, produce, { kuboCompatible: this.options.kuboCompatible, signal })
+    // Straight into the local blockstore: nobody can want these blocks yet (their CIDs are only
+    // known once the push ends), and skipping Helia's networked wrapper saved ~10 % of a push.
+    const { cid, produced } = await importSegments(this.node.localBlockstore, produce, { kuboCompatible: this.options.kuboCompatible, signal })
     this.blobs.set(produced.digest, cid)
     return { urls: [`ipfs://${cid.toString()}`] }
   }
