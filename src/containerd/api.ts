@@ -4,18 +4,9 @@
  * defaults filled in), and the public shapes the clients return (numbers and Dates).
  */
 
-export const PROTO_LOADER_OPTIONS = {
-  keepCase: false,
-  longs: String,
-  enums: String,
-  defaults: true,
-  oneofs: true
-} as const
-
-export type Labels = Record<string, string>
-
-/** google.protobuf.Timestamp on the wire */
-export interface WireTimestamp { seconds: string, nanos: number }
+// The wire conventions and shared message shapes are the snapshotter's (same protos, same loader).
+export { PROTO_LOADER_OPTIONS, type Labels, type Mount, type Empty, type Timestamp as WireTimestamp } from '../snapshotter/api.js'
+import type { Labels, Timestamp as WireTimestamp } from '../snapshotter/api.js'
 
 /** containerd.types.Descriptor on the wire (no urls/platform: containerd does not carry them here) */
 export interface WireDescriptor {
@@ -23,14 +14,6 @@ export interface WireDescriptor {
   digest: string
   size: string | number
   annotations: Labels
-}
-
-/** containerd.types.Mount: one mount(2) call for containerd, the shim or the differ to perform */
-export interface Mount {
-  type: string
-  source: string
-  target: string
-  options: string[]
 }
 
 /** A blob descriptor as containerd's API carries it. */
@@ -56,6 +39,3 @@ export function fromTimestamp (t: WireTimestamp | null | undefined): Date {
   if (t == null) return new Date(0)
   return new Date(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6))
 }
-
-/** google.protobuf.Empty */
-export type Empty = Record<string, never>

@@ -1,29 +1,14 @@
-import { dirname, join, resolve } from 'node:path'
-import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
-import { PROTO_LOADER_OPTIONS } from './api.js'
+import { NAMESPACE_METADATA_KEY, PROTO_DIR, PROTO_LOADER_OPTIONS } from '../snapshotter/api.js'
 import { CancelledError, fromGrpcError } from './errors.js'
 
 /** gRPC metadata keys containerd reads (namespaces.GRPCHeader, leases.GRPCHeader). */
-export const NAMESPACE_HEADER = 'containerd-namespace'
+export const NAMESPACE_HEADER = NAMESPACE_METADATA_KEY
 export const LEASE_HEADER = 'containerd-lease'
 
-/**
- * The package root, found by walking up to package.json so it works from src/containerd (tsx,
- * vitest) and from dist/containerd (the built CLI) alike.
- */
-function findPackageRoot (from: string): string {
-  let dir = from
-  for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'proto'))) return dir
-    const up = dirname(dir)
-    if (up === dir) return resolve(from, '..', '..')
-    dir = up
-  }
-}
-
-export const PROTO_DIR = join(findPackageRoot(import.meta.dirname), 'proto')
+export { PROTO_DIR }
 
 /** containerd services this client speaks, by short name → (proto file, fully-qualified service). */
 export const SERVICES = {

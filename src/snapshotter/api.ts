@@ -4,7 +4,12 @@
  * int64 as decimal strings, defaults filled in).
  */
 
-/** proto-loader options the service and the test clients both use. */
+import { join, resolve } from 'node:path'
+
+/** Directory holding our .proto files (`containerd/...`): this file is two levels below the package root in src/ and in dist/. */
+export const PROTO_DIR = join(resolve(import.meta.dirname, '..', '..'), 'proto')
+
+/** proto-loader options every gRPC service and client of ours uses (the snapshotter's and the containerd client's). */
 export const PROTO_LOADER_OPTIONS = {
   keepCase: false,
   longs: String,

@@ -1,8 +1,8 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
-import { NAMESPACE_METADATA_KEY, PROTO_LOADER_OPTIONS } from './api.js'
+import { NAMESPACE_METADATA_KEY, PROTO_DIR, PROTO_LOADER_OPTIONS } from './api.js'
 import { SnapshotterError } from './errors.js'
 import type * as api from './api.js'
 import type { SnapshotInfo, Snapshotter } from './snapshotter.js'
@@ -29,10 +29,7 @@ export interface SnapshotterServerComponents {
   logger: Logger
 }
 
-/** Package root (this file is src/snapshotter/ or dist/snapshotter/, two levels below). */
-const packageRoot = resolve(import.meta.dirname, '..', '..')
-/** Directory holding the .proto files (`containerd/...`). */
-export const PROTO_DIR = join(packageRoot, 'proto')
+export { PROTO_DIR }
 export const SNAPSHOTS_PROTO = 'containerd/services/snapshots/v1/snapshots.proto'
 
 /** Loads the Snapshots service definition (also used by test clients). */
