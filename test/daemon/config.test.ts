@@ -1,0 +1,34 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ConfigError, DEFAULTS, loadConfig } from '../../src/daemon/config.js'
+
+describe('daemon configuration', () => {
+  let dir: string
+  beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'config-')) })
+  afterAll(async () => { await rm(dir, { recursive: true, force: true }) })
+  const file = async (text: string): Promise<string> => {
+    const p = join(dir, `${Math.random().toString(16).slice(2)}.toml`)
+    await writeFile(p, text)
+    return p
+  }
+
+  it('takes snake_case keys over the defaults and keeps the rest', async () => {
+    const c = await loadConfig(await file('root = "/srv/x"\n[fs]\nbackground_fetch = false\nfetch_timeout_sec = 3\n[ipfs]\npeers = ["/ip4/127.0.0.1/tcp/1/p2p/x"]\n'))
+    expect(c.root).toBe('/srv/x')
+    expect(c.fs.backgroundFetch).toBe(false)
+    expect(c.fs.fetchTimeoutSec).toBe(3)
+    expect(c.fs.prefetchTimeoutSec).toBe(DEFAULTS.fs.prefetchTimeoutSec)
+    expect(c.ipfs.peers).toEqual(['/ip4/127.0.0.1/tcp/1/p2p/x'])
+    expect(c.address).toBe(DEFAULTS.address)
+  })
+
+  it('refuses unknown keys, wrong types, bad TOML and a missing explicit file, naming the problem', async () => {
+    await expect(loadConfig(await file('[fs]\nbackgrund_fetch = false\n'))).rejects.toThrow(/unknown setting "backgrund_fetch"/)
+    await expect(loadConfig(await file('[fs]\nfetch_timeout_sec = "3"\n'))).rejects.toThrow(/fetch_timeout_sec must be a number/)
+    await expect(loadConfig(await file('[ipfs]\npeers = [1]\n'))).rejects.toThrow(/list of strings/)
+    await expect(loadConfig(await file('root = \n'))).rejects.toBeInstanceOf(ConfigError)
+    await expect(loadConfig(join(dir, 'missing.toml'))).rejects.toThrow(/cannot read config/)
+  })
+})
