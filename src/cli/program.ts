@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   mount: async () => (await import('./commands/mount.js')).mountCommand(),
   umount: async () => (await import('./commands/mount.js')).umountCommand(),
   daemon: async () => (await import('./commands/daemon.js')).daemonCommand(runCli),
+  'fuse-manager': async () => (await import('./commands/fuse-manager.js')).fuseManagerCommand(),
   id: async () => (await import('./commands/daemon.js')).idCommand(),
   'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand()
 }

@@ -38,6 +38,16 @@ export const DEFAULTS = {
     /** Mount layers whose TOC digest is unknown (chunks are still checked against that TOC). */
     allowNoVerification: false
   },
+  fuseManager: {
+    /**
+     * Serve the lazy mounts from a separate, detached process (`ipfs-estargz fuse-manager`) that
+     * outlives the daemon, so running containers keep working across a daemon restart or crash.
+     * false: the mounts live in the daemon and die with it.
+     */
+    enable: true,
+    /** Its API socket. Empty: `fuse-manager.sock` in the root. */
+    address: ''
+  },
   snapshotter: {
     /** Start even when a remote snapshot cannot be mounted again (it answers Unavailable). */
     allowInvalidMountsOnRestart: false,

@@ -2,12 +2,14 @@ import { chmod, rm, writeFile } from 'node:fs/promises'
 import { createServer, request, type Server } from 'node:http'
 import { join } from 'node:path'
 import type { Logger } from '../logging.js'
+import { BLOBS_PREFIX, type BlobReader } from './blob-api.js'
 
 /**
  * The control API: a unix socket on which the daemon runs CLI commands for clients, with its
  * own open repo (like Kubo: while a daemon owns a repo, the CLI talks to it instead of opening
  * the repo). `POST /v1/run` takes `{ argv }` and answers with NDJSON lines:
- * `{ "out": base64 }`, `{ "err": text }`, and finally `{ "exit": code }`.
+ * `{ "out": base64 }`, `{ "err": text }`, and finally `{ "exit": code }`. With a `blobs` component
+ * it also serves `GET /v1/blobs/...`, the byte ranges the FUSE manager's mounts read.
  */
 export type CommandRunner = (argv: string[], io: { stdout: (data: Uint8Array | string) => Promise<void>, stderr: (text: string) => void, signal: AbortSignal }) => Promise<number>
 
@@ -17,13 +19,17 @@ export const API_FILE = 'api'
 export class ControlServer {
   private server?: Server
 
-  constructor (private readonly components: { logger: Logger, run: CommandRunner }, private readonly options: { address: string, repo: string }) {}
+  constructor (private readonly components: { logger: Logger, run: CommandRunner, blobs?: BlobReader }, private readonly options: { address: string, repo: string }) {}
 
   async start (): Promise<void> {
     await rm(this.options.address, { force: true })
     const server = createServer((req, res) => {
       if (req.method === 'GET' && req.url === '/v1/health') {
         res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')
+        return
+      }
+      if (this.components.blobs != null && req.url?.startsWith(BLOBS_PREFIX) === true) {
+        this.components.blobs.handle(req, res)
         return
       }
       if (req.method !== 'POST' || req.url !== '/v1/run') {

@@ -5,17 +5,25 @@ import type { OpenRepo } from '../cli/repo.js'
 import { ChunkCache, MountManager } from '../fs/index.js'
 import { IndexStore, createNode } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
-import { Snapshotter, SnapshotterServer } from '../snapshotter/index.js'
+import { ensureFuseManager } from '../fusemgr/index.js'
+import { Snapshotter, SnapshotterServer, type RemoteLayerMounter } from '../snapshotter/index.js'
 import { IpfsSource } from '../source/ipfs.js'
 import { ReadaheadSource } from '../source/readahead.js'
+import { BlobReader } from './blob-api.js'
 import type { DaemonConfig } from './config.js'
 import { ControlServer, type CommandRunner } from './control.js'
 import { LayerMounter } from './layer-mounter.js'
+import { ManagedLayerMounter } from './managed-mounter.js'
 
 export interface DaemonComponents {
   logger: Logger
   /** Runs a CLI command line for a control-API client, with the daemon's repo. */
   runCommand: (argv: string[], io: Parameters<CommandRunner>[1] & { repo: OpenRepo }) => Promise<number>
+}
+
+/** The FUSE manager's socket sits in the root unless configured. */
+export function fuseManagerAddressFor (config: DaemonConfig): string {
+  return config.fuseManager.address !== '' ? config.fuseManager.address : join(config.root, 'fuse-manager.sock')
 }
 
 /** The control socket sits next to the snapshotter socket unless configured. */
@@ -24,9 +32,11 @@ export function apiAddressFor (config: DaemonConfig): string {
 }
 
 /**
- * One process: the Helia node over the repo at `root`, the lazy layer mounts, the containerd
- * snapshotter on its socket, and the control API the CLI uses while the daemon owns the repo.
- * `start()` mounts the remote snapshots again before the snapshotter socket accepts calls.
+ * The node: the Helia node over the repo at `root`, the containerd snapshotter on its socket,
+ * and the control API the CLI uses while the daemon owns the repo. The lazy layer mounts live
+ * in the FUSE manager (a detached process started on demand, reading through our blob API) or,
+ * with `[fuse_manager] enable = false`, in this process. `start()` mounts the remote snapshots
+ * again (or keeps the manager's live ones) before the snapshotter socket accepts calls.
  */
 export class Daemon {
   private repo?: OpenRepo
@@ -34,6 +44,7 @@ export class Daemon {
   private mounts?: MountManager
   private server?: SnapshotterServer
   private control?: ControlServer
+  private blobs?: BlobReader
   private redial?: NodeJS.Timeout
   private stopping?: Promise<void>
 
@@ -53,33 +64,54 @@ export class Daemon {
     this.repo = { path: config.root, node, index, close: async () => { index.close(); await node.stop() } }
     try {
       this.keepPeersConnected()
-      this.cache = new ChunkCache({ logger }, { dir: join(config.root, 'cache', 'chunks'), maxBytes: config.fs.diskCacheBytes, memoryBytes: config.fs.memoryCacheBytes })
-      await this.cache.start()
-      const snapshotRoot = join(config.root, 'snapshotter')
-      this.mounts = new MountManager({ logger }, { root: snapshotRoot })
-      await this.mounts.start() // clears FUSE mounts a crashed daemon left behind
-      const mounter = new LayerMounter({
-        logger,
-        mounts: this.mounts,
-        cache: this.cache,
-        openSource: async (cid, signal) => new ReadaheadSource(await IpfsSource.open(node.helia, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 }), { windowBytes: config.fs.readaheadBytes })
-      }, {
+      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.helia, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 })
+      const settings = {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
         backgroundFetch: config.fs.backgroundFetch,
         fetchTimeoutMs: config.fs.fetchTimeoutSec * 1000,
         allowNoVerification: config.fs.allowNoVerification
-      })
+      }
+      // The control API (and with the FUSE manager, the blob API its mounts read through) comes
+      // first: remounting remote snapshots below may already need it.
+      const repo = this.repo
+      this.blobs = config.fuseManager.enable ? new BlobReader({ logger, openSource }) : undefined
+      this.control = new ControlServer({ logger, blobs: this.blobs, run: async (argv, io) => await this.components.runCommand(argv, { ...io, repo }) }, { address: apiAddressFor(config), repo: config.root })
+      await this.control.start()
+      const snapshotRoot = join(config.root, 'snapshotter')
+      let mounter: RemoteLayerMounter
+      if (config.fuseManager.enable) {
+        const { client } = await ensureFuseManager({
+          socket: fuseManagerAddressFor(config),
+          root: config.root,
+          logFile: join(config.root, 'fuse-manager.log'),
+          logLevel: config.logLevel,
+          diskCacheBytes: config.fs.diskCacheBytes,
+          memoryCacheBytes: config.fs.memoryCacheBytes
+        }, logger)
+        await client.attach({ blobSocket: apiAddressFor(config) })
+        mounter = new ManagedLayerMounter({ client, logger }, { ...settings, readaheadBytes: config.fs.readaheadBytes })
+      } else {
+        this.cache = new ChunkCache({ logger }, { dir: join(config.root, 'cache', 'chunks'), maxBytes: config.fs.diskCacheBytes, memoryBytes: config.fs.memoryCacheBytes })
+        await this.cache.start()
+        this.mounts = new MountManager({ logger }, { root: snapshotRoot })
+        await this.mounts.start() // clears FUSE mounts a crashed daemon left behind
+        mounter = new LayerMounter({
+          logger,
+          mounts: this.mounts,
+          cache: this.cache,
+          openSource: async (cid, signal) => new ReadaheadSource(await openSource(cid, signal), { windowBytes: config.fs.readaheadBytes })
+        }, settings)
+      }
       const snapshotter = new Snapshotter({ logger, mounter, resolveDigest: (d) => index.digests.get(d)?.toString() }, {
         root: snapshotRoot,
         allowInvalidMountsOnRestart: config.snapshotter.allowInvalidMountsOnRestart,
-        remoteMountTimeoutMs: config.snapshotter.remoteMountTimeoutSec * 1000
+        remoteMountTimeoutMs: config.snapshotter.remoteMountTimeoutSec * 1000,
+        // the FUSE manager keeps the lazy mounts for running containers while we are away
+        unmountOnStop: !config.fuseManager.enable
       })
       this.server = new SnapshotterServer({ snapshotter, logger }, { address: config.address })
       await this.server.start()
-      const repo = this.repo
-      this.control = new ControlServer({ logger, run: async (argv, io) => await this.components.runCommand(argv, { ...io, repo }) }, { address: apiAddressFor(config), repo: config.root })
-      await this.control.start()
-      logger.info({ root: config.root, address: config.address, api: apiAddressFor(config), peerId: node.peerId.toString(), listen: node.multiaddrs().map(String) }, 'daemon started')
+      logger.info({ root: config.root, address: config.address, api: apiAddressFor(config), fuseManager: config.fuseManager.enable ? fuseManagerAddressFor(config) : false, peerId: node.peerId.toString(), listen: node.multiaddrs().map(String) }, 'daemon started')
     } catch (err) {
       await this.stop()
       throw err
@@ -109,8 +141,9 @@ export class Daemon {
     this.stopping ??= (async () => {
       if (this.redial != null) clearInterval(this.redial)
       const steps: Array<[string, () => Promise<void> | undefined]> = [
-        ['control API', () => this.control?.stop()],
         ['snapshotter', () => this.server?.stop()],
+        ['control API', () => this.control?.stop()],
+        ['blob API', () => this.blobs?.close()],
         ['mounts', () => this.mounts?.stop()],
         ['chunk cache', () => this.cache?.stop()],
         ['repo', () => this.repo?.close()]

@@ -126,10 +126,11 @@ function parseMountsUnder (text: string, dir: string): string[] {
   return out.sort((a, b) => b.length - a.length)
 }
 
-/** Lazily unmounts everything at or below `dir` (dead FUSE mounts after a crash included). */
-export async function unmountUnder (dir: string): Promise<string[]> {
+/** Lazily unmounts everything at or below `dir` (dead FUSE mounts after a crash included), except `keep`. */
+export async function unmountUnder (dir: string, keep: ReadonlySet<string> = new Set()): Promise<string[]> {
   const failed: string[] = []
   for (const mp of await mountsUnder(dir)) {
+    if (keep.has(mp)) continue
     try {
       await execFileP('umount', ['-l', mp])
     } catch {

@@ -49,6 +49,13 @@ export interface RemoteLayerMounter {
   unmount (mountpoint: string): Promise<void>
   /** throws when the mount is not healthy; the snapshotter then answers Unavailable */
   check?: (mountpoint: string) => Promise<void>
+  /**
+   * Mounts this mounter still serves from before the snapshotter (re)started: a mounter whose
+   * mounts live in another process (the FUSE manager) keeps them across a daemon restart, so
+   * containers on them keep working. start() keeps those that belong to remote snapshots
+   * (their `mount` must then succeed without remounting) and unmounts the rest.
+   */
+  held?: () => Promise<string[]>
 }
 
 /** Maps a compressed layer digest to the CID that holds it (our digest→CID index). */

@@ -74,11 +74,12 @@ export class Snapshotter {
     this.layout.init()
     const db = new MetadataStore(join(this.root, 'metadata.db'), { maxLabelSize: this.options.maxLabelSize })
     try {
-      // mounts left from the previous run are dead (FUSE server gone) or will be replaced
-      const stuck = await unmountUnder(this.layout.snapshotsDir)
+      const kept = await this.keepHeldMounts(db)
+      // other mounts left from the previous run are dead (FUSE server gone) or will be replaced
+      const stuck = await unmountUnder(this.layout.snapshotsDir, kept)
       if (stuck.length > 0) this.logger.warn({ mounts: stuck }, 'could not unmount leftover mounts under snapshots/')
       await this.removeUnowned(db)
-      await this.restoreRemote(db)
+      await this.restoreRemote(db, kept)
     } catch (err) {
       await this.unmountRemote()
       this.remote.clear()
@@ -290,19 +291,39 @@ export class Snapshotter {
     }
   }
 
-  private async restoreRemote (db: MetadataStore): Promise<void> {
+  /**
+   * The mounter's live mounts that belong to remote snapshots are kept (running containers stand
+   * on them); any other it holds is unmounted. Returns the kept mountpoints.
+   */
+  private async keepHeldMounts (db: MetadataStore): Promise<Set<string>> {
+    const kept = new Set<string>()
+    const held = await this.mounter?.held?.() ?? []
+    if (held.length === 0) return kept
+    const wanted = new Set(db.withLabel(LABELS.remote).map(rec => this.layout.upperPath(rec.id)))
+    for (const mp of held) {
+      if (wanted.has(mp)) {
+        kept.add(mp)
+        continue
+      }
+      this.logger.info({ mountpoint: mp }, 'unmounting a lazy layer no remote snapshot owns')
+      await this.mounter?.unmount(mp).catch((err: Error) => this.logger.warn({ mountpoint: mp, err: err.message }, 'unmounting a leftover lazy layer failed'))
+    }
+    return kept
+  }
+
+  private async restoreRemote (db: MetadataStore, kept: Set<string>): Promise<void> {
     for (const rec of db.withLabel(LABELS.remote)) {
       const mountpoint = this.layout.upperPath(rec.id)
       const log = this.logger.child({ key: rec.name, namespace: rec.namespace, id: rec.id })
       try {
         mkdirSync(mountpoint, { recursive: true })
-        if (mountsUnderSync(mountpoint).length > 0) throw new Error(`${mountpoint} is still mounted`)
+        if (!kept.has(mountpoint) && mountsUnderSync(mountpoint).length > 0) throw new Error(`${mountpoint} is still mounted`)
         if (this.mounter == null) throw new Error('no remote layer mounter configured')
         const layer = await resolveRemoteLayer(rec.labels, this.resolveDigest)
         if (layer == null) throw new Error('labels name no IPFS layer')
         this.remote.set(rec.id, await this.mounter.mount(mountpoint, rec.labels, layer, AbortSignal.timeout(this.options.remoteMountTimeoutMs)))
         this.metrics.remounted++
-        log.info({ cid: layer.cid }, 'remote snapshot mounted again')
+        log.info({ cid: layer.cid, kept: kept.has(mountpoint) }, kept.has(mountpoint) ? 'remote snapshot still mounted: kept' : 'remote snapshot mounted again')
       } catch (err) {
         this.metrics.remountFailures++
         if (!this.options.allowInvalidMountsOnRestart) {

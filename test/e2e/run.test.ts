@@ -75,4 +75,32 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     expect(await c.ctr(['images', 'ls', '-q'])).toContain(result.name)
     expect(await c.ctr(['snapshots', '--snapshotter', 'ipfs-estargz', 'ls'])).toMatch(/Committed/)
   }, 600_000)
+
+  it('a running container keeps reading its lazy files across a daemon kill -9 and restart', async () => {
+    const c = ctrd as PrivateContainerd
+    const name = (await c.ctr(['images', 'ls', '-q'])).trim().split('\n')[0]
+    await c.ctr(['run', '-d', '--snapshotter', 'ipfs-estargz', name, 'e2e-long', 'sleep', '3600'])
+    try {
+      const exec = async (id: string, args: string[]): Promise<string> => await c.ctr(['task', 'exec', '--exec-id', id, 'e2e-long', ...args])
+      expect((await exec('before', ['python3', '-c', 'print(6*7)'])).trim()).toBe('42')
+      const before = repoBytes(join(dir, 'b'))
+      await (b as RunningDaemon).kill()
+      // the daemon is gone; the FUSE manager still serves what the container already read
+      expect((await exec('during', ['python3', '-c', 'print(6*7)'])).trim()).toBe('42')
+      const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+      b = await startDaemon({ root: join(dir, 'b'), peers: [peer], config: '[fs]\nbackground_fetch = false\n' })
+      expect(b.log()).toMatch(/remote snapshot still mounted: kept/)
+      // files the container never read: their chunks come through the new daemon from the peer,
+      // and dpkg checks every one against the package's md5sums
+      const verify = await exec('after', ['sh', '-c', 'dpkg --verify libpython3.11-stdlib && echo verified'])
+      expect(verify.trim()).toBe('verified')
+      expect(repoBytes(join(dir, 'b'))).toBeGreaterThan(before)
+      expect(await c.ctr(['task', 'ls'])).toMatch(/e2e-long\s+\d+\s+RUNNING/)
+    } finally {
+      await c.ctr(['task', 'kill', '-s', 'SIGKILL', 'e2e-long']).catch(() => {})
+      await new Promise(resolve => setTimeout(resolve, 500))
+      await c.ctr(['task', 'delete', 'e2e-long']).catch(() => {})
+      await c.ctr(['container', 'delete', 'e2e-long']).catch(() => {})
+    }
+  }, 600_000)
 })

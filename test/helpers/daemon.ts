@@ -2,6 +2,25 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cliPath } from './tools.js'
+import { FuseManagerClient } from '../../src/fusemgr/index.js'
+
+/**
+ * Stops the FUSE manager a daemon over `root` started (it outlives the daemon on purpose) and
+ * waits for its process to exit. Nothing running is fine.
+ */
+export async function stopFuseManager (root: string): Promise<void> {
+  const client = new FuseManagerClient(join(root, 'fuse-manager.sock'))
+  let pid: number
+  try {
+    pid = (await client.health(AbortSignal.timeout(5_000))).pid
+    await client.shutdown()
+  } catch {
+    return
+  }
+  const alive = (): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+  for (let i = 0; i < 150 && alive(); i++) await new Promise(resolve => setTimeout(resolve, 100))
+  if (alive()) process.kill(pid, 'SIGKILL')
+}
 
 export interface RunningDaemon {
   root: string
@@ -9,8 +28,8 @@ export interface RunningDaemon {
   proc: ChildProcess
   /** Everything the daemon wrote to stderr so far. */
   log: () => string
-  /** SIGTERM and wait for the exit. */
-  stop: () => Promise<number | null>
+  /** SIGTERM and wait for the exit; then stops the FUSE manager too (unless `keepManager`). */
+  stop: (opts?: { keepManager?: boolean }) => Promise<number | null>
   /** SIGKILL, as a crash. */
   kill: () => Promise<void>
 }
@@ -46,9 +65,11 @@ export async function startDaemon (opts: { root: string, address?: string, liste
     address,
     proc,
     log: () => log,
-    stop: async () => {
+    stop: async (o = {}) => {
       if (proc.exitCode == null && proc.signalCode == null) proc.kill('SIGTERM')
-      return await exited
+      const code = await exited
+      if (o.keepManager !== true) await stopFuseManager(opts.root)
+      return code
     },
     kill: async () => {
       proc.kill('SIGKILL')

@@ -1,0 +1,66 @@
+import { join } from 'node:path'
+import { Command, Option } from 'commander'
+import { DEFAULTS as DAEMON_DEFAULTS } from '../../daemon/config.js'
+import { FuseManager, FuseManagerClient, FuseManagerUnavailableError } from '../../fusemgr/index.js'
+import { createLogger, type LogLevel } from '../../logging.js'
+import { UsageError } from '../errors.js'
+import { writeStdout } from '../output.js'
+
+interface Flags {
+  root: string
+  socket?: string
+  logLevel: LogLevel
+  diskCacheBytes: string
+  memoryCacheBytes: string
+  stop?: boolean
+  status?: boolean
+}
+
+const bytes = (v: string, what: string): number => {
+  const n = Number(v)
+  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`${what} must be a byte count, got ${JSON.stringify(v)}`)
+  return n
+}
+
+export function fuseManagerCommand (): Command {
+  return new Command('fuse-manager')
+    .description('serve the daemon\'s lazy FUSE mounts from a process of their own, so running containers survive a daemon restart (the daemon starts it; you rarely run it by hand)')
+    .option('--root <dir>', 'the daemon root', DAEMON_DEFAULTS.root)
+    .option('--socket <sock>', 'API socket (default: <root>/fuse-manager.sock)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
+    .option('--disk-cache-bytes <n>', 'chunk cache cap on disk', String(DAEMON_DEFAULTS.fs.diskCacheBytes))
+    .option('--memory-cache-bytes <n>', 'chunk cache in memory', String(DAEMON_DEFAULTS.fs.memoryCacheBytes))
+    .option('--status', 'print the running manager\'s mounts as JSON and exit')
+    .option('--stop', 'unmount everything, stop the running manager and exit (containers on lazy layers lose their files)')
+    .action(async (flags: Flags) => {
+      const socket = flags.socket ?? join(flags.root, 'fuse-manager.sock')
+      if (flags.stop === true || flags.status === true) {
+        const client = new FuseManagerClient(socket)
+        try {
+          if (flags.status === true) await writeStdout(JSON.stringify({ ...(await client.health()), layers: await client.mounts() }, null, 2) + '\n')
+          else await client.shutdown()
+        } catch (err) {
+          if (err instanceof FuseManagerUnavailableError && flags.stop === true) return // nothing to stop
+          throw err
+        }
+        return
+      }
+      const logger = createLogger(flags.logLevel)
+      const manager = new FuseManager({ logger }, {
+        socket,
+        mountRoot: join(flags.root, 'snapshotter'),
+        cacheDir: join(flags.root, 'cache', 'chunks'),
+        diskCacheBytes: bytes(flags.diskCacheBytes, '--disk-cache-bytes'),
+        memoryCacheBytes: bytes(flags.memoryCacheBytes, '--memory-cache-bytes')
+      })
+      await manager.start()
+      const stop = (): void => { void manager.stop() }
+      process.once('SIGTERM', stop)
+      process.once('SIGINT', stop)
+      await manager.done()
+      process.off('SIGTERM', stop)
+      process.off('SIGINT', stop)
+      // a lingering handle (a FUSE thread, a keep-alive socket) must not keep a stopped manager alive
+      setTimeout(() => process.exit(), 2_000).unref()
+    })
+}

@@ -1,0 +1,132 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Agent, request } from 'node:http'
+import type { RangeSource } from '../source/types.js'
+import { BlobReadError, BlobSourceUnavailableError } from './errors.js'
+
+/** Blob client defaults, in one place. */
+export const DEFAULTS = {
+  /** While the daemon is away (restarting), a read retries this often... */
+  retryIntervalMs: 250,
+  /** ...for at most this long (the chunk reader's own fetch timeout usually ends it first). */
+  maxWaitMs: 60_000,
+  /** Keep-alive connections to the daemon (one per concurrent chunk fetch). */
+  maxSockets: 16
+} as const
+
+export interface BlobClientOptions {
+  retryIntervalMs?: number
+  maxWaitMs?: number
+}
+
+/** Connection errors that mean "no daemon right now": wait for one instead of failing. */
+const AWAY = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE'])
+
+/**
+ * The FUSE manager's way to the bytes: range requests to the daemon's blob API over its control
+ * socket. The socket is set (and may change) when a daemon attaches; while there is none, reads
+ * wait for one, so a container reading an uncached chunk during a daemon restart stalls briefly
+ * instead of failing.
+ */
+export class BlobClient {
+  private socket?: string
+  private agent?: Agent
+  private readonly waiters = new Set<() => void>()
+
+  constructor (private readonly options: BlobClientOptions = {}) {}
+
+  get attached (): string | undefined {
+    return this.socket
+  }
+
+  /** Points the client at a daemon's control socket (a new daemon after a restart). */
+  attach (socket: string): void {
+    if (socket !== this.socket) {
+      this.agent?.destroy()
+      this.agent = new Agent({ keepAlive: true, maxSockets: DEFAULTS.maxSockets })
+      this.socket = socket
+    }
+    for (const wake of this.waiters) wake()
+  }
+
+  close (): void {
+    this.agent?.destroy()
+    this.agent = undefined
+    for (const wake of this.waiters) wake()
+  }
+
+  /** A RangeSource for one blob. */
+  source (cid: string): RangeSource {
+    let size: Promise<number> | undefined
+    return {
+      size: async () => {
+        size ??= this.get(`/v1/blobs/${cid}/size`).then(b => (JSON.parse(b.toString('utf8')) as { size: number }).size)
+        size.catch(() => { size = undefined })
+        return await size
+      },
+      read: async (offset, length, signal) => {
+        if (length === 0) return new Uint8Array(0)
+        return await this.get(`/v1/blobs/${cid}?offset=${offset}&length=${length}`, signal)
+      }
+    }
+  }
+
+  private async get (path: string, signal?: AbortSignal): Promise<Buffer> {
+    const deadline = Date.now() + (this.options.maxWaitMs ?? DEFAULTS.maxWaitMs)
+    for (;;) {
+      signal?.throwIfAborted()
+      const socket = this.socket
+      if (socket != null && this.agent != null) {
+        try {
+          return await once(socket, this.agent, path, signal)
+        } catch (err) {
+          if (!AWAY.has((err as NodeJS.ErrnoException).code ?? '')) throw err
+        }
+      }
+      if (Date.now() >= deadline) {
+        throw new BlobSourceUnavailableError(socket == null ? 'no daemon has attached to the FUSE manager yet' : `the daemon on ${socket} has not answered for ${this.options.maxWaitMs ?? DEFAULTS.maxWaitMs} ms`)
+      }
+      await this.wait(signal)
+    }
+  }
+
+  /** Sleeps one retry interval, or less when a daemon attaches. */
+  private async wait (signal?: AbortSignal): Promise<void> {
+    const ac = new AbortController()
+    const wake = (): void => ac.abort()
+    this.waiters.add(wake)
+    const onAbort = (): void => ac.abort()
+    signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      await sleep(this.options.retryIntervalMs ?? DEFAULTS.retryIntervalMs, undefined, { signal: ac.signal })
+    } catch {
+      // woken up early
+    } finally {
+      this.waiters.delete(wake)
+      signal?.removeEventListener('abort', onAbort)
+    }
+  }
+}
+
+async function once (socketPath: string, agent: Agent, path: string, signal?: AbortSignal): Promise<Buffer> {
+  return await new Promise<Buffer>((resolve, reject) => {
+    const req = request({ socketPath, agent, path, method: 'GET', signal }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('error', reject)
+      res.on('end', () => {
+        const body = Buffer.concat(chunks)
+        if (res.statusCode === 200) {
+          const expected = Number(res.headers['content-length'] ?? body.length)
+          if (body.length !== expected) reject(Object.assign(new Error('the daemon closed the connection mid-answer'), { code: 'ECONNRESET' }))
+          else resolve(body)
+          return
+        }
+        let message = `HTTP ${String(res.statusCode)}`
+        try { message = (JSON.parse(body.toString('utf8')) as { error?: string }).error ?? message } catch {}
+        reject(new BlobReadError(`daemon blob API: ${message}`, res.statusCode ?? 0))
+      })
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}

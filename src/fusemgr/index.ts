@@ -1,0 +1,5 @@
+export { FuseManagerClient, ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings } from './api.js'
+export { BlobClient } from './blob-source.js'
+export { FuseManager, DEFAULTS, type FuseManagerOptions } from './manager.js'
+export { ensureFuseManager, type EnsureOptions } from './spawn.js'
+export * from './errors.js'

@@ -1,0 +1,73 @@
+import { spawn } from 'node:child_process'
+import { closeSync, openSync, readFileSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from '../logging.js'
+import { FuseManagerClient } from './api.js'
+import { FuseManagerStartError, FuseManagerUnavailableError } from './errors.js'
+
+/** Spawn defaults, in one place. */
+export const DEFAULTS = {
+  /** How long a new manager may take to answer its socket. */
+  startTimeoutMs: 20_000
+} as const
+
+export interface EnsureOptions {
+  socket: string
+  /** The daemon root (the manager clears stale mounts under `<root>/snapshotter`). */
+  root: string
+  /** Where the manager's log lines go (appended). */
+  logFile: string
+  logLevel: string
+  diskCacheBytes: number
+  memoryCacheBytes: number
+  /** argv that runs our CLI; default: this process's node, its flags and its script. */
+  command?: string[]
+  startTimeoutMs?: number
+}
+
+/**
+ * Returns a client of the manager answering on `socket`, starting one first when none does. The
+ * manager runs detached, in its own session, so it outlives the daemon (which is the point).
+ */
+export async function ensureFuseManager (options: EnsureOptions, logger: Logger): Promise<{ client: FuseManagerClient, started: boolean, pid: number }> {
+  const client = new FuseManagerClient(options.socket)
+  try {
+    const h = await client.health(AbortSignal.timeout(5_000))
+    logger.info({ pid: h.pid, mounts: h.mounts, socket: options.socket }, 'found a running FUSE manager')
+    return { client, started: false, pid: h.pid }
+  } catch (err) {
+    if (!(err instanceof FuseManagerUnavailableError)) throw err
+  }
+  const command = options.command ?? [process.execPath, ...process.execArgv, process.argv[1]]
+  const args = [...command.slice(1), 'fuse-manager',
+    '--root', options.root, '--socket', options.socket, '--log-level', options.logLevel,
+    '--disk-cache-bytes', String(options.diskCacheBytes), '--memory-cache-bytes', String(options.memoryCacheBytes)]
+  await mkdir(dirname(options.logFile), { recursive: true })
+  const fd = openSync(options.logFile, 'a')
+  let child
+  try {
+    child = spawn(command[0], args, { detached: true, stdio: ['ignore', fd, fd] })
+  } finally {
+    closeSync(fd)
+  }
+  child.unref()
+  let exit: string | undefined
+  child.once('exit', (code, sig) => { exit = sig ?? String(code) })
+  child.once('error', (err) => { exit = err.message })
+  const deadline = Date.now() + (options.startTimeoutMs ?? DEFAULTS.startTimeoutMs)
+  while (Date.now() < deadline && exit == null) {
+    try {
+      const h = await client.health(AbortSignal.timeout(2_000))
+      logger.info({ pid: h.pid, socket: options.socket, log: options.logFile }, 'started the FUSE manager')
+      return { client, started: true, pid: h.pid }
+    } catch {
+      await sleep(100)
+    }
+  }
+  if (exit == null) child.kill('SIGKILL')
+  let tail = ''
+  try { tail = readFileSync(options.logFile, 'utf8').split('\n').slice(-15).join('\n') } catch {}
+  throw new FuseManagerStartError(`the FUSE manager did not start (${exit != null ? `exited: ${exit}` : 'no answer in time'}); last lines of ${options.logFile}:\n${tail}`)
+}
