@@ -84,7 +84,8 @@ export class FuseManager {
     })
     await chmod(o.socket, 0o600)
     this.server = server
-    this.idleTimer = setInterval(() => { this.checkIdle() }, o.idleCheckMs ?? DEFAULTS.idleCheckMs)
+    const idleExitMs = o.idleExitMs ?? DEFAULTS.idleExitMs
+    this.idleTimer = setInterval(() => { this.checkIdle() }, Math.max(100, Math.min(o.idleCheckMs ?? DEFAULTS.idleCheckMs, idleExitMs / 2)))
     this.idleTimer.unref()
     this.log.info({ socket: o.socket, pid: process.pid }, 'FUSE manager started')
   }

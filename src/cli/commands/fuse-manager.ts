@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { Command, Option } from 'commander'
 import { DEFAULTS as DAEMON_DEFAULTS } from '../../daemon/config.js'
-import { FuseManager, FuseManagerClient, FuseManagerUnavailableError } from '../../fusemgr/index.js'
+import { DEFAULTS as MANAGER_DEFAULTS, FuseManager, FuseManagerClient, FuseManagerUnavailableError } from '../../fusemgr/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { UsageError } from '../errors.js'
 import { writeStdout } from '../output.js'
@@ -12,6 +12,7 @@ interface Flags {
   logLevel: LogLevel
   diskCacheBytes: string
   memoryCacheBytes: string
+  idleExitSec: string
   stop?: boolean
   status?: boolean
 }
@@ -30,6 +31,7 @@ export function fuseManagerCommand (): Command {
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
     .option('--disk-cache-bytes <n>', 'chunk cache cap on disk', String(DAEMON_DEFAULTS.fs.diskCacheBytes))
     .option('--memory-cache-bytes <n>', 'chunk cache in memory', String(DAEMON_DEFAULTS.fs.memoryCacheBytes))
+    .option('--idle-exit-sec <n>', 'exit after this long with no mounts and no daemon answering', String(MANAGER_DEFAULTS.idleExitMs / 1000))
     .option('--status', 'print the running manager\'s mounts as JSON and exit')
     .option('--stop', 'unmount everything, stop the running manager and exit (containers on lazy layers lose their files)')
     .action(async (flags: Flags) => {
@@ -51,7 +53,8 @@ export function fuseManagerCommand (): Command {
         mountRoot: join(flags.root, 'snapshotter'),
         cacheDir: join(flags.root, 'cache', 'chunks'),
         diskCacheBytes: bytes(flags.diskCacheBytes, '--disk-cache-bytes'),
-        memoryCacheBytes: bytes(flags.memoryCacheBytes, '--memory-cache-bytes')
+        memoryCacheBytes: bytes(flags.memoryCacheBytes, '--memory-cache-bytes'),
+        idleExitMs: bytes(flags.idleExitSec, '--idle-exit-sec') * 1000
       })
       await manager.start()
       const stop = (): void => { void manager.stop() }

@@ -1,0 +1,75 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { describe, expect, it } from 'vitest'
+import { BlobReader } from '../../src/daemon/blob-api.js'
+import { ControlServer } from '../../src/daemon/control.js'
+import { BlobClient, BlobReadError, BlobSourceUnavailableError } from '../../src/fusemgr/index.js'
+import { silentLogger } from '../../src/logging.js'
+import { FileSource } from '../../src/source/file.js'
+import { removeDir, tempDir } from '../fs/helpers.js'
+import { rangeSourceSuite } from '../source/suite.js'
+
+const logger = silentLogger()
+
+async function serve (dir: string, files: Map<string, string>): Promise<ControlServer> {
+  const blobs = new BlobReader({
+    logger,
+    openSource: async (cid) => {
+      const path = files.get(cid)
+      if (path == null) throw new Error(`no blob ${cid}`)
+      return await FileSource.open(path)
+    }
+  })
+  const server = new ControlServer({ logger, blobs, run: async () => 0 }, { address: join(dir, 'api.sock'), repo: dir })
+  await server.start()
+  return server
+}
+
+const cidOf = async (b: Uint8Array): Promise<string> => CID.createV1(raw.code, await sha256.digest(b)).toString()
+
+// The FUSE manager's source: the daemon's blob API (control socket) over a local file.
+rangeSourceSuite('BlobClient through the daemon blob API', async (data) => {
+  const dir = await tempDir('blob-api')
+  await writeFile(join(dir, 'blob'), data)
+  const cid = await cidOf(data)
+  const server = await serve(dir, new Map([[cid, join(dir, 'blob')]]))
+  const client = new BlobClient()
+  client.attach(join(dir, 'api.sock'))
+  return { source: client.source(cid), cleanup: async () => { client.close(); await server.stop(); await removeDir(dir) } }
+})
+
+describe('BlobClient errors', () => {
+  it('an unknown CID is a BlobReadError with the daemon\'s reason; a bad CID is refused with 400', async () => {
+    const dir = await tempDir('blob-api')
+    const server = await serve(dir, new Map())
+    const client = new BlobClient()
+    client.attach(join(dir, 'api.sock'))
+    try {
+      const cid = await cidOf(Buffer.from('x'))
+      const err = await client.source(cid).read(0, 10).catch((e: Error) => e)
+      expect(err).toBeInstanceOf(BlobReadError)
+      expect((err as BlobReadError).message).toMatch(/no blob/)
+      const bad = await client.source('not-a-cid').read(0, 10).catch((e: Error) => e)
+      expect((bad as BlobReadError).status).toBe(400)
+    } finally {
+      client.close()
+      await server.stop()
+      await removeDir(dir)
+    }
+  })
+
+  it('with no daemon it waits, then fails with BlobSourceUnavailableError', async () => {
+    const client = new BlobClient({ maxWaitMs: 600, retryIntervalMs: 100 })
+    const t0 = Date.now()
+    const err = await client.source(await cidOf(Buffer.from('y'))).read(0, 1).catch((e: Error) => e)
+    expect(err).toBeInstanceOf(BlobSourceUnavailableError)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(500)
+    client.attach('/nonexistent/api.sock')
+    const err2 = await client.source(await cidOf(Buffer.from('y'))).read(0, 1).catch((e: Error) => e)
+    expect((err2 as Error).message).toMatch(/has not answered/)
+    client.close()
+  })
+})

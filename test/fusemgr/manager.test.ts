@@ -1,0 +1,197 @@
+import { existsSync } from 'node:fs'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { BlobReader } from '../../src/daemon/blob-api.js'
+import { ControlServer } from '../../src/daemon/control.js'
+import { buildEstargzFile } from '../../src/estargz/index.js'
+import { fuseMountsUnder } from '../../src/fs/mounts.js'
+import { FuseManager, FuseManagerClient, FuseManagerError } from '../../src/fusemgr/index.js'
+import { silentLogger } from '../../src/logging.js'
+import { FileSource } from '../../src/source/file.js'
+import type { RangeSource } from '../../src/source/types.js'
+import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
+import { SMALL_CHUNK } from '../helpers/fixtures.js'
+import { fixtureBytes, makeTar } from '../helpers/tar.js'
+import { removeDir, tempDir } from '../fs/helpers.js'
+
+const logger = silentLogger()
+const FILES = {
+  'etc/hello.txt': Buffer.from('hello from a lazy layer\n'),
+  'usr/big.bin': fixtureBytes(7, 9 * SMALL_CHUNK + 321),
+  'usr/late.bin': fixtureBytes(8, 3 * SMALL_CHUNK + 5),
+  'usr/never.bin': fixtureBytes(9, 2 * SMALL_CHUNK + 77)
+}
+
+async function cidOf (bytes: Uint8Array): Promise<string> {
+  return CID.createV1(raw.code, await sha256.digest(bytes)).toString()
+}
+
+/** A daemon stand-in: the real control server with the real blob API, over local blob files. */
+async function startBlobApi (address: string, repo: string, blobs: Map<string, string>, counter: { bytes: number }): Promise<ControlServer> {
+  const reader = new BlobReader({
+    logger,
+    openSource: async (cid) => {
+      const path = blobs.get(cid)
+      if (path == null) throw Object.assign(new Error(`block ${cid} is not anywhere`), { code: 'ERR_BLOCK_NOT_FOUND' })
+      const src = await FileSource.open(path)
+      const counted: RangeSource = {
+        size: async () => await src.size(),
+        read: async (o, l, s) => { const b = await src.read(o, l, s); counter.bytes += b.length; return b },
+        close: async () => { await src.close() }
+      }
+      return counted
+    }
+  })
+  const server = new ControlServer({ logger, blobs: reader, run: async () => 0 }, { address, repo })
+  await server.start()
+  return server
+}
+
+/** Reads a file of a mount served by this process: async only (a sync read would deadlock). */
+async function readMounted (path: string): Promise<Buffer> {
+  return await readFile(path)
+}
+
+describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fusermount') }))('FUSE manager (real FUSE mounts, blob API over a unix socket)', () => {
+  let dir: string
+  let manager: FuseManager
+  let client: FuseManagerClient
+  let api: ControlServer | undefined
+  let apiSocket: string
+  let cid: string
+  let otherCid: string
+  let tocDigest: string
+  let otherToc: string
+  const blobs = new Map<string, string>()
+  const fetched = { bytes: 0 }
+
+  beforeAll(async () => {
+    dir = await tempDir('fusemgr')
+    const tar = join(dir, 'layer.tar')
+    await writeFile(tar, makeTar(Object.entries(FILES).map(([name, data]) => ({ name, data }))))
+    const blob = join(dir, 'layer.esgz')
+    tocDigest = (await buildEstargzFile(tar, blob, { chunkSize: SMALL_CHUNK })).tocDigest
+    cid = await cidOf(await readFile(blob))
+    blobs.set(cid, blob)
+    const tar2 = join(dir, 'other.tar')
+    await writeFile(tar2, makeTar([{ name: 'other.txt', data: 'another layer\n' }]))
+    const blob2 = join(dir, 'other.esgz')
+    otherToc = (await buildEstargzFile(tar2, blob2)).tocDigest
+    otherCid = await cidOf(await readFile(blob2))
+    blobs.set(otherCid, blob2)
+    apiSocket = join(dir, 'api.sock')
+    api = await startBlobApi(apiSocket, dir, blobs, fetched)
+    manager = new FuseManager({ logger }, { socket: join(dir, 'fm.sock'), mountRoot: join(dir, 'mnt'), cacheDir: join(dir, 'cache'), idleExitMs: 3_600_000 })
+    await manager.start()
+    client = new FuseManagerClient(join(dir, 'fm.sock'))
+  })
+
+  afterAll(async () => {
+    await manager?.stop()
+    await api?.stop()
+    await removeDir(dir)
+  })
+
+  const mp = (name: string): string => join(dir, 'mnt', name)
+
+  it('mounts a layer that reads right, fetched through the daemon\'s blob API', async () => {
+    expect((await client.health()).blobSocket).toBeUndefined()
+    await client.attach({ blobSocket: apiSocket })
+    await mkdir(mp('a'), { recursive: true })
+    const reply = await client.mount({ mountpoint: mp('a'), cid, tocDigest, settings: { backgroundFetch: false } })
+    expect(reply).toEqual({ mounted: true, tocDigest })
+    expect((await fuseMountsUnder(join(dir, 'mnt'))).map(m => m.mountpoint)).toEqual([mp('a')])
+    expect(await readMounted(join(mp('a'), 'etc/hello.txt'))).toEqual(FILES['etc/hello.txt'])
+    expect(await readMounted(join(mp('a'), 'usr/big.bin'))).toEqual(FILES['usr/big.bin'])
+    const [info] = await client.mounts()
+    expect(info).toMatchObject({ mountpoint: mp('a'), cid, tocDigest })
+    expect(info.bytesFetched).toBeGreaterThan(0)
+    expect(fetched.bytes).toBeGreaterThanOrEqual(info.bytesFetched)
+    await client.check(mp('a'))
+  })
+
+  it('mount is idempotent for the same layer and refuses another layer on the same mountpoint', async () => {
+    expect(await client.mount({ mountpoint: mp('a'), cid, tocDigest })).toEqual({ mounted: false, tocDigest })
+    const err = await client.mount({ mountpoint: mp('a'), cid: otherCid }).catch((e: FuseManagerError) => e)
+    expect(err).toBeInstanceOf(FuseManagerError)
+    expect((err as FuseManagerError).remoteCode).toBe('ERR_MOUNT_CONFLICT')
+    expect((await client.mounts()).length).toBe(1)
+  })
+
+  it('while the daemon is away, an uncached read waits and completes once a daemon is back', async () => {
+    await api?.stop()
+    api = undefined
+    const pending = readMounted(join(mp('a'), 'usr/late.bin'))
+    let settled = false
+    void pending.finally(() => { settled = true }).catch(() => {})
+    await new Promise(resolve => setTimeout(resolve, 800))
+    expect(settled).toBe(false)
+    // cached files keep reading meanwhile
+    expect(await readMounted(join(mp('a'), 'etc/hello.txt'))).toEqual(FILES['etc/hello.txt'])
+    api = await startBlobApi(apiSocket, dir, blobs, fetched)
+    await client.attach({ blobSocket: apiSocket })
+    expect(await pending).toEqual(FILES['usr/late.bin'])
+  })
+
+  it('a daemon that stays away: the read fails with ETIMEDOUT after the fetch timeout, the mount keeps serving cached files', async () => {
+    await mkdir(mp('b'), { recursive: true })
+    await client.mount({ mountpoint: mp('b'), cid, tocDigest, settings: { backgroundFetch: false, fetchTimeoutMs: 1_000 } })
+    await api?.stop()
+    api = undefined
+    const t0 = Date.now()
+    const err = await readMounted(join(mp('b'), 'usr/never.bin')).catch((e: NodeJS.ErrnoException) => e)
+    expect((err as NodeJS.ErrnoException).code).toBe('ETIMEDOUT') // the layer fs's errno for a fetch timeout
+    expect(Date.now() - t0).toBeLessThan(10_000)
+    expect(await readMounted(join(mp('b'), 'etc/hello.txt'))).toEqual(FILES['etc/hello.txt'])
+    api = await startBlobApi(apiSocket, dir, blobs, fetched)
+    expect(await readMounted(join(mp('b'), 'usr/never.bin'))).toEqual(FILES['usr/never.bin'])
+    await client.unmount(mp('b'))
+  })
+
+  it('an unknown CID or a wrong TOC digest: the mount fails with the reason and leaves nothing mounted', async () => {
+    await mkdir(mp('c'), { recursive: true })
+    const unknown = await cidOf(Buffer.from('nothing'))
+    const e1 = await client.mount({ mountpoint: mp('c'), cid: unknown, tocDigest, settings: { fetchTimeoutMs: 2_000 } }).catch((e: Error) => e)
+    expect((e1 as Error).message).toMatch(/not anywhere/)
+    const e2 = await client.mount({ mountpoint: mp('c'), cid, tocDigest: 'sha256:' + '0'.repeat(64) }).catch((e: Error) => e)
+    expect((e2 as Error).message).toMatch(/TOC|digest/i)
+    expect((await client.mounts()).map(m => m.mountpoint)).toEqual([mp('a')])
+    expect((await fuseMountsUnder(join(dir, 'mnt'))).map(m => m.mountpoint)).toEqual([mp('a')])
+    const e3 = await client.check(mp('c')).catch((e: FuseManagerError) => e)
+    expect((e3 as FuseManagerError).remoteCode).toBe('ERR_NOT_MOUNTED')
+  })
+
+  it('answers malformed calls with 400/404 and keeps serving', async () => {
+    const { request } = await import('node:http')
+    const call = async (method: string, path: string, body: string): Promise<{ status: number, json: { code?: string } }> => await new Promise((resolve, reject) => {
+      const req = request({ socketPath: join(dir, 'fm.sock'), method, path }, (res) => {
+        let text = ''
+        res.on('data', (c: Buffer) => { text += c.toString() })
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as { code?: string } }))
+      })
+      req.on('error', reject)
+      req.end(body)
+    })
+    expect(await call('POST', '/v1/mount', '{not json')).toMatchObject({ status: 400, json: { code: 'ERR_BAD_REQUEST' } })
+    expect((await call('POST', '/v1/mount', '{"mountpoint":1}')).status).toBe(400)
+    expect((await call('POST', '/v1/attach', '{}')).status).toBe(400)
+    expect((await call('GET', '/v1/nope', '')).status).toBe(404)
+    expect((await client.health()).mounts).toBe(1)
+  })
+
+  it('unmount detaches the layer; shutdown unmounts everything and removes the socket', async () => {
+    await client.unmount(mp('a'))
+    expect(await fuseMountsUnder(join(dir, 'mnt'))).toEqual([])
+    await mkdir(mp('d'), { recursive: true })
+    await client.mount({ mountpoint: mp('d'), cid: otherCid, tocDigest: otherToc })
+    expect(await readMounted(join(mp('d'), 'other.txt'))).toEqual(Buffer.from('another layer\n'))
+    await client.shutdown()
+    await manager.done()
+    expect(await fuseMountsUnder(join(dir, 'mnt'))).toEqual([])
+    expect(existsSync(join(dir, 'fm.sock'))).toBe(false)
+  })
+})
