@@ -46,7 +46,9 @@ export const DEFAULTS = {
      */
     enable: true,
     /** Its API socket. Empty: `fuse-manager.sock` in the root. */
-    address: ''
+    address: '',
+    /** Seconds between health checks; a manager found dead is started again and the remote snapshots mounted again. */
+    healthCheckIntervalSec: 5
   },
   snapshotter: {
     /** Start even when a remote snapshot cannot be mounted again (it answers Unavailable). */

@@ -5,7 +5,7 @@ import type { OpenRepo } from '../cli/repo.js'
 import { ChunkCache, MountManager } from '../fs/index.js'
 import { IndexStore, createNode } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
-import { ensureFuseManager } from '../fusemgr/index.js'
+import { ensureFuseManager, FuseManagerUnavailableError, type EnsureOptions, type FuseManagerClient } from '../fusemgr/index.js'
 import { Snapshotter, SnapshotterServer, type RemoteLayerMounter } from '../snapshotter/index.js'
 import { IpfsSource } from '../source/ipfs.js'
 import { ReadaheadSource } from '../source/readahead.js'
@@ -45,6 +45,8 @@ export class Daemon {
   private server?: SnapshotterServer
   private control?: ControlServer
   private blobs?: BlobReader
+  private managerClient?: FuseManagerClient
+  private supervisor?: NodeJS.Timeout
   private redial?: NodeJS.Timeout
   private stopping?: Promise<void>
 
@@ -80,16 +82,10 @@ export class Daemon {
       const snapshotRoot = join(config.root, 'snapshotter')
       let mounter: RemoteLayerMounter
       if (config.fuseManager.enable) {
-        const { client } = await ensureFuseManager({
-          socket: fuseManagerAddressFor(config),
-          root: config.root,
-          logFile: join(config.root, 'fuse-manager.log'),
-          logLevel: config.logLevel,
-          diskCacheBytes: config.fs.diskCacheBytes,
-          memoryCacheBytes: config.fs.memoryCacheBytes
-        }, logger)
+        const { client } = await ensureFuseManager(this.fuseManagerOptions(), logger)
         await client.attach({ blobSocket: apiAddressFor(config) })
         mounter = new ManagedLayerMounter({ client, logger }, { ...settings, readaheadBytes: config.fs.readaheadBytes })
+        this.managerClient = client
       } else {
         this.cache = new ChunkCache({ logger }, { dir: join(config.root, 'cache', 'chunks'), maxBytes: config.fs.diskCacheBytes, memoryBytes: config.fs.memoryCacheBytes })
         await this.cache.start()
@@ -111,10 +107,64 @@ export class Daemon {
       })
       this.server = new SnapshotterServer({ snapshotter, logger }, { address: config.address })
       await this.server.start()
+      if (this.managerClient != null) this.superviseFuseManager(snapshotter)
       logger.info({ root: config.root, address: config.address, api: apiAddressFor(config), fuseManager: config.fuseManager.enable ? fuseManagerAddressFor(config) : false, peerId: node.peerId.toString(), listen: node.multiaddrs().map(String) }, 'daemon started')
     } catch (err) {
       await this.stop()
       throw err
+    }
+  }
+
+  /**
+   * If the FUSE manager dies (killed, OOM), its mounts are gone and containers on them are lost;
+   * what we can do is start a new one and mount the remote snapshots again, so new containers
+   * and the snapshots' Usage/Mounts work again instead of answering Unavailable forever.
+   */
+  private superviseFuseManager (snapshotter: Snapshotter): void {
+    const { config } = this
+    const log = this.components.logger
+    let busy = false
+    const check = async (): Promise<void> => {
+      const client = this.managerClient
+      if (client == null || busy || this.stopping != null) return
+      busy = true
+      try {
+        try {
+          await client.health(AbortSignal.timeout(5_000))
+          return
+        } catch (err) {
+          if (!(err instanceof FuseManagerUnavailableError)) {
+            log.warn({ err: (err as Error).message }, 'the FUSE manager did not answer a health check')
+            return
+          }
+        }
+        log.error('the FUSE manager is gone: starting a new one and mounting the remote snapshots again')
+        const { client: fresh } = await ensureFuseManager(this.fuseManagerOptions(), log)
+        await fresh.attach({ blobSocket: apiAddressFor(config) })
+        await snapshotter.recoverRemote()
+        this.fuseManagerRestarts++
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'recovering the FUSE manager failed; retrying')
+      } finally {
+        busy = false
+      }
+    }
+    this.supervisor = setInterval(() => { void check() }, config.fuseManager.healthCheckIntervalSec * 1000)
+    this.supervisor.unref()
+  }
+
+  /** How often the FUSE manager had to be started again while this daemon ran. */
+  fuseManagerRestarts = 0
+
+  private fuseManagerOptions (): EnsureOptions {
+    const { config } = this
+    return {
+      socket: fuseManagerAddressFor(config),
+      root: config.root,
+      logFile: join(config.root, 'fuse-manager.log'),
+      logLevel: config.logLevel,
+      diskCacheBytes: config.fs.diskCacheBytes,
+      memoryCacheBytes: config.fs.memoryCacheBytes
     }
   }
 
@@ -140,6 +190,7 @@ export class Daemon {
   async stop (): Promise<void> {
     this.stopping ??= (async () => {
       if (this.redial != null) clearInterval(this.redial)
+      if (this.supervisor != null) clearInterval(this.supervisor)
       const steps: Array<[string, () => Promise<void> | undefined]> = [
         ['snapshotter', () => this.server?.stop()],
         ['control API', () => this.control?.stop()],

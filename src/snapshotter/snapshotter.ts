@@ -89,6 +89,19 @@ export class Snapshotter {
     this.db = db
   }
 
+  /**
+   * Mounts every remote snapshot the mounter does not hold (any more) again: for a mounter whose
+   * mounts live in another process that died and was started anew. Failures are logged and
+   * counted; those snapshots answer Unavailable until the next successful recovery.
+   */
+  async recoverRemote (): Promise<void> {
+    const db = this.db
+    if (db == null) throw new NotStartedError('snapshotter is not started')
+    const kept = await this.keepHeldMounts(db)
+    await unmountUnder(this.layout.snapshotsDir, kept)
+    await this.restoreRemote(db, kept, { tolerate: true })
+  }
+
   async stop (): Promise<void> {
     const db = this.db
     if (db == null) return
@@ -311,7 +324,7 @@ export class Snapshotter {
     return kept
   }
 
-  private async restoreRemote (db: MetadataStore, kept: Set<string>): Promise<void> {
+  private async restoreRemote (db: MetadataStore, kept: Set<string>, { tolerate = this.options.allowInvalidMountsOnRestart } = {}): Promise<void> {
     for (const rec of db.withLabel(LABELS.remote)) {
       const mountpoint = this.layout.upperPath(rec.id)
       const log = this.logger.child({ key: rec.name, namespace: rec.namespace, id: rec.id })
@@ -326,7 +339,7 @@ export class Snapshotter {
         log.info({ cid: layer.cid, kept: kept.has(mountpoint) }, kept.has(mountpoint) ? 'remote snapshot still mounted: kept' : 'remote snapshot mounted again')
       } catch (err) {
         this.metrics.remountFailures++
-        if (!this.options.allowInvalidMountsOnRestart) {
+        if (!tolerate) {
           throw new RemountError(`cannot mount remote snapshot ${JSON.stringify(rec.name)} (namespace ${JSON.stringify(rec.namespace)}) again: ${(err as Error).message}`)
         }
         this.remote.set(rec.id, undefined)

@@ -1,9 +1,11 @@
 import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type * as grpc from '@grpc/grpc-js'
+import { FuseManagerClient, type Health } from '../../src/fusemgr/index.js'
 import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
 import { CONFORMANCE_CASES, conformanceAvailable, runConformance } from '../helpers/conformance.js'
 import { startDaemon, type RunningDaemon } from '../helpers/daemon.js'
@@ -122,12 +124,16 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await withMounts(m, at, async () => { await (await import('node:fs/promises')).writeFile(join(at, 'hello'), 'kept') })
     await client.commit('normal-committed', 'normal-active', { mine: 'yes' })
     const before = (await client.list()).map(i => ({ name: i.name, parent: i.parent, kind: i.kind, labels: i.labels })).sort((x, y) => x.name.localeCompare(y.name))
+    const managerBefore = (await new FuseManagerClient(join(dir, 'b', 'fuse-manager.sock')).health()).pid
     client.close()
     await b.kill()
-    b = await startDaemon({ root: join(dir, 'b'), peers: [], config: '[fs]\nfetch_timeout_sec = 3\n' })
+    b = await startDaemon({ root: join(dir, 'b'), peers: [], config: '[fs]\nfetch_timeout_sec = 3\n[fuse_manager]\nhealth_check_interval_sec = 1\n' })
     client = snapshotsClient(b.address)
     const after = (await client.list()).map(i => ({ name: i.name, parent: i.parent, kind: i.kind, labels: i.labels })).sort((x, y) => x.name.localeCompare(y.name))
     expect(after).toEqual(before)
+    // the lazy mounts lived on in the FUSE manager and were kept, not mounted anew
+    expect((await new FuseManagerClient(join(dir, 'b', 'fuse-manager.sock')).health()).pid).toBe(managerBefore)
+    expect(b.log()).toMatch(/remote snapshot still mounted: kept/)
     // the remote layers are mounted again (their blocks are cached locally now)
     const view = await client.view('v-after', chain[1])
     const at2 = await mkdtemp(join(dir, 'after-'))
@@ -140,6 +146,57 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await client.remove('v-after')
     await client.remove('v-normal')
   }, 300_000)
+
+  it('when the FUSE manager dies, the daemon starts a new one and mounts the remote snapshots again', async () => {
+    const fm = new FuseManagerClient(join(dir, 'b', 'fuse-manager.sock'))
+    const { pid, mounts } = await fm.health()
+    expect(mounts).toBe(layers.length)
+    process.kill(pid, 'SIGKILL')
+    let fresh: Health | undefined
+    for (let i = 0; i < 100 && (fresh?.pid == null || fresh.pid === pid || fresh.mounts < layers.length); i++) {
+      await new Promise(resolve => setTimeout(resolve, 200))
+      fresh = await fm.health().catch(() => undefined)
+    }
+    expect(fresh?.pid).not.toBe(pid)
+    expect(fresh?.mounts).toBe(layers.length)
+    expect(b.log()).toMatch(/the FUSE manager is gone/)
+    const view = await client.view('v-recovered', chain[1])
+    const at = await mkdtemp(join(dir, 'recovered-'))
+    await withMounts(view, at, async () => {
+      expect(await readFile(join(at, 'dir0', 'big.bin'))).toEqual(Buffer.alloc(200_000, 1))
+      expect(await readFile(join(at, 'dir1', 'big.bin'))).toEqual(Buffer.alloc(200_000, 2))
+    })
+    await client.remove('v-recovered')
+  }, 120_000)
+
+  it('with [fuse_manager] enable = false the lazy mounts live in the daemon process', async () => {
+    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    const c = await startDaemon({ root: join(dir, 'c'), peers: [peer], config: '[fuse_manager]\nenable = false\n' })
+    const cc = snapshotsClient(c.address)
+    try {
+      const labels = {
+        'containerd.io/snapshot.ref': chain[0],
+        'containerd.io/snapshot/remote/urls': `ipfs://${layers[0].cid}`,
+        'containerd.io/snapshot/stargz/toc.digest': layers[0].tocDigest
+      }
+      const err = await cc.prepare(`extract-0 ${chain[0]}`, '', labels).then(() => undefined, (e: grpc.ServiceError) => e)
+      expect(err?.code, err?.message).toBe(6)
+      expect(existsSync(join(dir, 'c', 'fuse-manager.sock'))).toBe(false)
+      const fuse = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(join(dir, 'c')) && l.includes(' - fuse'))
+      expect(fuse.length).toBe(1)
+      const view = await cc.view('v-c', chain[0])
+      const at = await mkdtemp(join(dir, 'inproc-'))
+      await withMounts(view, at, async () => {
+        expect(await readFile(join(at, 'dir0', 'big.bin'))).toEqual(Buffer.alloc(200_000, 1))
+      })
+      await cc.remove('v-c')
+    } finally {
+      cc.close()
+      await c.stop()
+    }
+    // stopping the daemon took its mounts with it
+    expect((await readFile('/proc/self/mountinfo', 'utf8')).includes(join(dir, 'c'))).toBe(false)
+  }, 120_000)
 
   it('resolves layers from the digest index when only CRI labels are sent', async () => {
     const ca = snapshotsClient(a.address)
