@@ -48,6 +48,21 @@ export class BlobClient {
     for (const wake of this.waiters) wake()
   }
 
+  /** Does the attached daemon answer (its control API's health route)? */
+  async alive (): Promise<boolean> {
+    const socket = this.socket
+    if (socket == null) return false
+    return await new Promise(resolve => {
+      const req = request({ socketPath: socket, path: '/v1/health', method: 'GET', timeout: 2_000 }, (res) => {
+        res.resume()
+        resolve(res.statusCode === 200)
+      })
+      req.on('error', () => resolve(false))
+      req.on('timeout', () => { req.destroy(); resolve(false) })
+      req.end()
+    })
+  }
+
   close (): void {
     this.agent?.destroy()
     this.agent = undefined

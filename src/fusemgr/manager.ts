@@ -187,9 +187,7 @@ export class FuseManager {
       this.idleSince = Date.now()
       return
     }
-    const blobSocket = this.blobs.attached
-    const probe = blobSocket == null ? Promise.resolve(false) : import('../daemon/control.js').then(async m => await m.daemonAlive(blobSocket))
-    void probe.then((alive) => {
+    void this.blobs.alive().then((alive) => {
       if (alive) this.idleSince = Date.now()
       else if (Date.now() - this.idleSince >= (this.options.idleExitMs ?? DEFAULTS.idleExitMs)) {
         this.log.info('no mounts and no daemon: exiting')
