@@ -32,3 +32,21 @@ export class TmpfsMounter implements RemoteLayerMounter {
     this.mounted.delete(mountpoint)
   }
 }
+
+/**
+ * A mounter whose mounts outlive the snapshotter, as the FUSE manager's do: `mount` of a
+ * mountpoint it already holds with the same CID keeps it (no remount), and `held()` lists them.
+ */
+export class HoldingTmpfsMounter extends TmpfsMounter {
+  override async mount (mountpoint: string, labels: Labels, layer: RemoteLayerRef): Promise<RemoteMount> {
+    if (this.mounted.get(mountpoint) === layer.cid) {
+      this.calls.push({ op: 'mount', mountpoint, cid: layer.cid })
+      return { usage: async () => 4096 }
+    }
+    return await super.mount(mountpoint, labels, layer)
+  }
+
+  async held (): Promise<string[]> {
+    return [...this.mounted.keys()]
+  }
+}

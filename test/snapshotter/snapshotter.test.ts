@@ -14,7 +14,7 @@ import { SnapshotterServer } from '../../src/snapshotter/service.js'
 import { isRoot, needs } from '../helpers/env.js'
 import { repoRoot } from '../helpers/tools.js'
 import { codeOf, errorOf, snapshotsClient } from './client.js'
-import { TmpfsMounter } from './fake-mounter.js'
+import { HoldingTmpfsMounter, TmpfsMounter } from './fake-mounter.js'
 import type { SnapshotsClient } from './client.js'
 import type { Info, Labels, Mount } from '../../src/snapshotter/api.js'
 import type { SnapshotterOptions } from '../../src/snapshotter/snapshotter.js'
@@ -235,6 +235,60 @@ async function spawnServer (root: string, socket: string): Promise<{ kill: (sig:
     kill: async (sig) => { child.kill(sig); await exited }
   }
 }
+
+describe.skipIf(needs({ root: isRoot }))('a mounter whose mounts outlive the snapshotter (the FUSE manager)', () => {
+  let dir: string
+  let h: Harness | undefined
+
+  beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'snapshotter-held-')) })
+  afterAll(async () => {
+    await stopHarness(h)
+    await removeDir(dir)
+  })
+
+  it('restart keeps the held mounts of remote snapshots untouched and unmounts held mounts nobody owns', async () => {
+    const mounter = new HoldingTmpfsMounter()
+    h = await startHarness(dir, mounter, { unmountOnStop: false })
+    expect(await codeOf(h.client.prepare('extract-1', '', lazyLabels('sha256:h1', 'bafyheld1')))).toBe(status.ALREADY_EXISTS)
+    expect(await codeOf(h.client.prepare('extract-2', 'sha256:h1', lazyLabels('sha256:h2', 'bafyheld2')))).toBe(status.ALREADY_EXISTS)
+    const held = await mounter.held()
+    expect(held).toHaveLength(2)
+    // a marker inside each mount: a remount (fresh tmpfs) would lose it
+    for (const mp of held) writeFileSync(join(mp, 'marker'), 'still the same mount')
+    // a held mount no snapshot owns (its snapshot went away while the daemon was down)
+    const orphan = join(h.root, 'snapshots', '999', 'fs')
+    mkdirSync(orphan, { recursive: true })
+    await mounter.mount(orphan, {}, { cid: 'bafyorphan', via: 'urls' })
+    await stopHarness(h)
+    h = undefined
+    expect(await mountsUnder(join(dir, 'root'))).toHaveLength(3) // stop kept them (unmountOnStop: false)
+
+    mounter.calls.length = 0
+    h = await startHarness(dir, mounter, { unmountOnStop: false })
+    for (const mp of held) expect(readFileSync(join(mp, 'marker'), 'utf8')).toBe('still the same mount')
+    expect(mounter.calls).toContainEqual({ op: 'unmount', mountpoint: orphan })
+    expect((await mountsUnder(join(dir, 'root'))).sort()).toEqual([...held].sort())
+    expect(h.snapshotter.metrics.remounted).toBe(2)
+    expect(h.logs.join('')).toMatch(/remote snapshot still mounted: kept/)
+    // and the chain still stacks on them
+    const umount = await mountAll(await h.client.view('v', 'sha256:h2'), join(dir, 'mnt'))
+    try {
+      expect(readFileSync(join(dir, 'mnt', 'layer.txt'), 'utf8')).toBe('bafyheld2')
+    } finally {
+      await umount()
+    }
+  })
+
+  it('recoverRemote() mounts again what the mounter lost (a FUSE manager that died)', async () => {
+    const mounter = (h as Harness).mounter
+    const lost = [...mounter.mounted.keys()]
+    for (const mp of lost) await mounter.unmount(mp) // the new manager holds nothing
+    mounter.calls.length = 0
+    await (h as Harness).snapshotter.recoverRemote()
+    expect(mounter.calls.filter(c => c.op === 'mount').map(c => c.cid).sort()).toEqual(['bafyheld1', 'bafyheld2'])
+    for (const mp of lost) expect(readFileSync(join(mp, 'layer.txt'), 'utf8')).toMatch(/^bafyheld/)
+  })
+})
 
 describe.skipIf(needs({ root: isRoot }))('crash safety (kill -9)', () => {
   let dir: string
