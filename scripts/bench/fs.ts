@@ -5,11 +5,13 @@
  *    local disk (page cache warm, and O_DIRECT); plus the mount again with its page cache warm;
  *  - random 4 KiB reads through a fresh mount, chunks cached: p50/p99 (readahead off);
  *  - first reads of uncached 4 KiB ranges of the layer from another Helia node over loopback
- *    (its blocks on node A, read through an IpfsSource on node B, connected): p50/p99.
+ *    (its blocks on node A, read through an IpfsSource on node B, connected): p50/p99, two rows:
+ *    bitswap only, and our block exchange (`/ipfs-estargz/blocks/1.0.0`) first. Each row has a
+ *    fresh node B and its own leaves, so nothing it reads is cached.
  * Readers are separate processes (dd, python3), as containers would be: a process must not
  * make synchronous reads of a FUSE mount it serves itself.
  *
- * usage: npx tsx scripts/bench/fs.ts [--size-mib 256] [--random 2000] [--keep]
+ * usage: npx tsx scripts/bench/fs.ts [--size-mib 256] [--random 2000] [--remote 100] [--remote-only] [--keep]
  */
 import '../../src/polyfill.js'
 import { execFile } from 'node:child_process'
@@ -29,7 +31,17 @@ import { createNode, importStream } from '../../src/ipfs/index.js'
 import { createReadStream } from 'node:fs'
 
 const run = promisify(execFile)
-const { values: args } = parseArgs({ options: { 'size-mib': { type: 'string', default: '256' }, random: { type: 'string', default: '2000' }, keep: { type: 'boolean', default: false } } })
+const { values: args } = parseArgs({
+  options: {
+    'size-mib': { type: 'string', default: '256' },
+    random: { type: 'string', default: '2000' },
+    /** Remote first reads per row (each in its own 1 MiB leaf; at most half the leaves). */
+    remote: { type: 'string', default: '100' },
+    /** Only the remote rows (no FUSE mounts). */
+    'remote-only': { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false }
+  }
+})
 const sizeMiB = Number(args['size-mib'])
 const logger = silentLogger()
 
@@ -58,6 +70,54 @@ lat.sort()
 print(lat[len(lat) // 2] / 1e6, lat[int(len(lat) * 0.99)] / 1e6)
 `
 
+/** The FUSE rows: sequential and random reads through mounts of the layer, chunks in the disk cache. */
+async function fuseRows (dir: string, local: string, tocDigest: string, mounts: FuseMount[]): Promise<Array<[string, string, string]>> {
+  const source = await FileSource.open(join(dir, 'layer.esgz'))
+  const cache = new ChunkCache({ logger }, { dir: join(dir, 'cache') })
+  await cache.start()
+
+  const mountFresh = async (name: string, background: boolean): Promise<{ fs: LayerFs, mnt: string }> => {
+    const fs = await LayerFs.open({ source, cache, logger }, { tocDigest, backgroundFetch: background, backgroundQuietMs: 0 })
+    await fs.start()
+    const mnt = join(dir, name)
+    const m = new FuseMount({ fs, logger }, mnt)
+    await m.mount()
+    mounts.push(m)
+    return { fs, mnt }
+  }
+
+  // Fill the disk cache through a background fetch, as a mount does on its own.
+  process.stderr.write('filling the chunk cache (background fetch)...\n')
+  const first = await mountFresh('m0', true)
+  await first.fs.prefetcher.done()
+  if (!first.fs.stats().prefetch.complete) throw new Error('background fetch did not complete')
+
+  const rnd = await mountFresh('m1', false)
+  const n = Number(args.random)
+  const { stdout } = await run('python3', ['-c', RANDOM_PY, join(rnd.mnt, 'big.bin'), String(n), String(sizeMiB << 20)])
+  const [p50, p99] = stdout.trim().split(' ').map(Number)
+  if (rnd.fs.stats().bytesFetched !== 0) throw new Error('random reads went to the source: the cache was not full')
+
+  const seq = await mountFresh('m2', false)
+  const fuseCold = await ddMBps(join(seq.mnt, 'big.bin'))
+  const fuseWarm = await ddMBps(join(seq.mnt, 'big.bin'))
+  if (seq.fs.stats().bytesFetched !== 0) throw new Error('sequential read went to the source: the cache was not full')
+  const { stdout: sums } = await run('sh', ['-c', 'sha256sum "$1" "$2" | cut -d" " -f1 | uniq | wc -l', 'sh', local, join(seq.mnt, 'big.bin')])
+  if (sums.trim() !== '1') throw new Error('content through the mount differs from the local file')
+  await ddMBps(local)
+  const localWarm = await ddMBps(local)
+  const localDirect = await ddMBps(local, ['iflag=direct'])
+
+  await source.close()
+  return [
+    ['sequential 1 MiB reads, FUSE, chunks in disk cache, page cache cold', fuseCold.toFixed(0) + ' MB/s', ''],
+    ['sequential 1 MiB reads, local disk, page cache warm', localWarm.toFixed(0) + ' MB/s', (fuseCold / localWarm).toFixed(2)],
+    ['sequential 1 MiB reads, local disk, O_DIRECT', localDirect.toFixed(0) + ' MB/s', (fuseCold / localDirect).toFixed(2)],
+    ['sequential 1 MiB reads, FUSE, page cache warm (kernel_cache)', fuseWarm.toFixed(0) + ' MB/s', (fuseWarm / localWarm).toFixed(2)],
+    [`random 4 KiB reads (${n}), FUSE, chunks cached: p50 / p99`, `${p50.toFixed(3)} / ${p99.toFixed(3)} ms`, '']
+  ]
+}
+
 async function main (): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'ipfs-estargz-bench-fs-'))
   const mounts: FuseMount[] = []
@@ -72,81 +132,57 @@ async function main (): Promise<void> {
     await run('tar', ['-C', src, '-cf', join(dir, 'layer.tar'), 'big.bin'])
     process.stderr.write('building the layer...\n')
     const { tocDigest } = await buildEstargzFile(join(dir, 'layer.tar'), join(dir, 'layer.esgz'), { compressionLevel: 1 })
-    const source = await FileSource.open(join(dir, 'layer.esgz'))
-    const cache = new ChunkCache({ logger }, { dir: join(dir, 'cache') })
-    await cache.start()
+    const rows: Array<[string, string, string]> = []
+    const pct = (xs: number[], p: number): number => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))]
+    if (args['remote-only'] !== true) rows.push(...await fuseRows(dir, local, tocDigest, mounts))
 
-    const mountFresh = async (name: string, background: boolean): Promise<{ fs: LayerFs, mnt: string }> => {
-      const fs = await LayerFs.open({ source, cache, logger }, { tocDigest, backgroundFetch: background, backgroundQuietMs: 0 })
-      await fs.start()
-      const mnt = join(dir, name)
-      const m = new FuseMount({ fs, logger }, mnt)
-      await m.mount()
-      mounts.push(m)
-      return { fs, mnt }
-    }
-
-    // Fill the disk cache through a background fetch, as a mount does on its own.
-    process.stderr.write('filling the chunk cache (background fetch)...\n')
-    const first = await mountFresh('m0', true)
-    await first.fs.prefetcher.done()
-    if (!first.fs.stats().prefetch.complete) throw new Error('background fetch did not complete')
-
-    const rnd = await mountFresh('m1', false)
-    const n = Number(args.random)
-    const { stdout } = await run('python3', ['-c', RANDOM_PY, join(rnd.mnt, 'big.bin'), String(n), String(sizeMiB << 20)])
-    const [p50, p99] = stdout.trim().split(' ').map(Number)
-    if (rnd.fs.stats().bytesFetched !== 0) throw new Error('random reads went to the source: the cache was not full')
-
-    const seq = await mountFresh('m2', false)
-    const fuseCold = await ddMBps(join(seq.mnt, 'big.bin'))
-    const fuseWarm = await ddMBps(join(seq.mnt, 'big.bin'))
-    if (seq.fs.stats().bytesFetched !== 0) throw new Error('sequential read went to the source: the cache was not full')
-    const { stdout: sums } = await run('sh', ['-c', 'sha256sum "$1" "$2" | cut -d" " -f1 | uniq | wc -l', 'sh', local, join(seq.mnt, 'big.bin')])
-    if (sums.trim() !== '1') throw new Error('content through the mount differs from the local file')
-    await ddMBps(local)
-    const localWarm = await ddMBps(local)
-    const localDirect = await ddMBps(local, ['iflag=direct'])
-
-    // Remote: the layer's blocks on node A; node B, connected to A, reads 4 KiB ranges it has
-    // never seen (each in a different 1 MiB leaf), as a lazy mount's first reads do.
+    // Remote: the layer's blocks on node A; a fresh node B per row, connected to A, reads 4 KiB
+    // ranges it has never seen (each in a different 1 MiB leaf), as a lazy mount's first reads do.
     process.stderr.write('remote reads from a second Helia node...\n')
     const nodeA = await createNode({ repo: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'], logger })
-    const nodeB = await createNode({ repo: join(dir, 'b'), logger })
-    let remote: number[] = []
     try {
-      const { cid } = await importStream(nodeA.helia.blockstore, createReadStream(join(dir, 'layer.esgz'), { highWaterMark: 1 << 20 }))
-      await nodeB.dial(nodeA.multiaddrs()[0])
-      const src = await IpfsSource.open(nodeB.helia, cid)
-      const size = await src.size()
+      const { cid } = await importStream(nodeA.localBlockstore, createReadStream(join(dir, 'layer.esgz'), { highWaterMark: 1 << 20 }))
+      const size = (await (await IpfsSource.open(nodeA.helia, cid, { offline: true })).size())
       const leaves = Math.floor(size / (1 << 20))
-      const order = [...Array(leaves).keys()].sort(() => Math.random() - 0.5).slice(0, Math.min(100, leaves))
-      for (const leaf of order) {
-        const t0 = process.hrtime.bigint()
-        const bytes = await src.read(leaf * (1 << 20) + 12_345, 4096)
-        remote.push(Number(process.hrtime.bigint() - t0) / 1e6)
-        if (bytes.length !== 4096) throw new Error('short remote read')
+      const perRow = Math.min(Number(args.remote), Math.floor(leaves / 2))
+      const order = [...Array(leaves).keys()].sort(() => Math.random() - 0.5)
+      const remoteRow = async (name: string, useExchange: boolean, picks: number[]): Promise<number[]> => {
+        const nodeB = await createNode({ repo: join(dir, name), logger, exchange: useExchange ? undefined : false })
+        const lat: number[] = []
+        try {
+          await nodeB.dial(nodeA.multiaddrs()[0])
+          if (useExchange) {
+            for (let i = 0; i < 500 && nodeB.exchange.peers().length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
+            if (nodeB.exchange.peers().length === 0) throw new Error('node A never announced the block exchange')
+          }
+          const src = await IpfsSource.open(nodeB.helia, cid, useExchange ? { exchange: nodeB.exchange } : {})
+          for (const leaf of picks) {
+            const t0 = process.hrtime.bigint()
+            const bytes = await src.read(leaf * (1 << 20) + 12_345, 4096)
+            lat.push(Number(process.hrtime.bigint() - t0) / 1e6)
+            if (bytes.length !== 4096) throw new Error('short remote read')
+          }
+          if (useExchange && nodeB.exchange.stats().blocksReceived < picks.length) throw new Error('the block exchange row fell back to bitswap')
+          if (src.stats().networkBlocks < picks.length) throw new Error('remote reads were served locally')
+        } finally {
+          await nodeB.stop()
+        }
+        return lat.sort((a, b) => a - b)
       }
-      remote = remote.sort((a, b) => a - b)
+      const viaBitswap = await remoteRow('b-bitswap', false, order.slice(0, perRow))
+      const viaExchange = await remoteRow('b-exchange', true, order.slice(perRow, 2 * perRow))
+      const fmt = (xs: number[]): string => `${pct(xs, 0.5).toFixed(1)} / ${pct(xs, 0.99).toFixed(1)} ms`
+      rows.push(
+        [`first read of an uncached 4 KiB range, blocks on a connected Helia peer, bitswap only (${viaBitswap.length} reads): p50 / p99`, fmt(viaBitswap), ''],
+        [`same, block exchange \`/ipfs-estargz/blocks/1.0.0\` first (${viaExchange.length} reads): p50 / p99`, fmt(viaExchange), '']
+      )
     } finally {
-      await nodeB.stop()
       await nodeA.stop()
     }
-    const pct = (xs: number[], p: number): number => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))]
-
-    const rows: Array<[string, string, string]> = [
-      ['sequential 1 MiB reads, FUSE, chunks in disk cache, page cache cold', fuseCold.toFixed(0) + ' MB/s', ''],
-      ['sequential 1 MiB reads, local disk, page cache warm', localWarm.toFixed(0) + ' MB/s', (fuseCold / localWarm).toFixed(2)],
-      ['sequential 1 MiB reads, local disk, O_DIRECT', localDirect.toFixed(0) + ' MB/s', (fuseCold / localDirect).toFixed(2)],
-      ['sequential 1 MiB reads, FUSE, page cache warm (kernel_cache)', fuseWarm.toFixed(0) + ' MB/s', (fuseWarm / localWarm).toFixed(2)],
-      [`random 4 KiB reads (${n}), FUSE, chunks cached: p50 / p99`, `${p50.toFixed(3)} / ${p99.toFixed(3)} ms`, ''],
-      [`first read of an uncached 4 KiB range, blocks on a connected Helia peer (${remote.length} reads): p50 / p99`, `${pct(remote, 0.5).toFixed(1)} / ${pct(remote, 0.99).toFixed(1)} ms`, '']
-    ]
     console.log(`\nlayer filesystem benchmark — ${sizeMiB} MiB file, node ${process.version}\n`)
     console.log('| case | figure | FUSE / local |')
     console.log('|---|---|---|')
     for (const r of rows) console.log(`| ${r.join(' | ')} |`)
-    await source.close()
   } finally {
     for (const m of mounts) await m.unmount().catch(() => {})
     await new Promise(resolve => setTimeout(resolve, 1500)) // Helia writes its peer record after stop

@@ -92,3 +92,17 @@ export class AbortError extends IpfsError {
     super(message)
   }
 }
+
+/** A block-exchange peer broke the wire format (malformed or oversized request or response). */
+export class BlockExchangeProtocolError extends IpfsError {
+  static readonly code = 'ERR_BLOCK_EXCHANGE_PROTOCOL'
+  readonly code = BlockExchangeProtocolError.code
+  override readonly name = 'BlockExchangeProtocolError'
+}
+
+/** A block-exchange peer sent nothing for longer than the request timeout. */
+export class BlockExchangeTimeoutError extends IpfsError {
+  static readonly code = 'ERR_BLOCK_EXCHANGE_TIMEOUT'
+  readonly code = BlockExchangeTimeoutError.code
+  override readonly name = 'BlockExchangeTimeoutError'
+}

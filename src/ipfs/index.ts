@@ -4,6 +4,7 @@
  */
 export * from './errors.js'
 export { resolveRepoPath, lockRepo, type RepoLock } from './repo.js'
+export { BlockExchange, PROTOCOL as BLOCK_EXCHANGE_PROTOCOL, DEFAULTS as BLOCK_EXCHANGE_DEFAULTS, type BlockExchangeOptions, type BlockExchangeComponents, type BlockExchangeStats, type ExchangeBlockstore } from './block-exchange.js'
 export { createNode, type IpfsNode, type NodeOptions, type HeliaNode } from './node.js'
 export { importSegments, importBytes, importStream, type ImportOptions, type ImportResult, type ImportProgress } from './import.js'
 export { publishLayout, listDirectory, resolvePath, resolveBlob, splitDigest, type LayoutInput, type DirEntry } from './directory.js'

@@ -12,6 +12,7 @@ import { FsBlockstore } from 'blockstore-fs'
 import { FsDatastore } from 'datastore-fs'
 import { createHeliaLight } from 'helia'
 import type { Logger } from '../logging.js'
+import { BlockExchange, type BlockExchangeOptions } from './block-exchange.js'
 import { lockRepo, type RepoLock } from './repo.js'
 import type { PeerId, ServiceMap } from '@libp2p/interface'
 
@@ -42,6 +43,11 @@ export interface NodeOptions {
   psk?: Uint8Array
   /** Bitswap options, merged over `DEFAULTS.bitswap`. */
   bitswap?: BitswapOptions
+  /**
+   * The `/ipfs-estargz/blocks/1.0.0` block exchange (src/ipfs/block-exchange.ts): options, or
+   * `false` to neither serve nor use it (the node then speaks bitswap only). On by default.
+   */
+  exchange?: BlockExchangeOptions | false
   logger: Logger
 }
 
@@ -57,6 +63,11 @@ export interface IpfsNode {
   readonly repo: string
   readonly helia: HeliaNode
   readonly localBlockstore: FsBlockstore
+  /**
+   * Fast block fetches from our own peers (pass it to `IpfsSource`); serves `localBlockstore`.
+   * Not started when disabled: its `get` then answers undefined at once.
+   */
+  readonly exchange: BlockExchange
   readonly peerId: PeerId
   /** Addresses others can dial (with `/p2p/<id>`). */
   multiaddrs: () => Multiaddr[]
@@ -67,8 +78,9 @@ export interface IpfsNode {
 }
 
 /**
- * Opens the repo and starts a light Helia node: TCP + noise + yamux + identify + bitswap, no
- * public bootstrap, no mDNS, no UPnP (npm-stack pitfall 3). The peer key lives in the
+ * Opens the repo and starts a light Helia node: TCP + noise + yamux + identify + bitswap, plus
+ * our block exchange (started after Helia, stopped before it); no public bootstrap, no mDNS, no
+ * UPnP (npm-stack pitfall 3). The peer key lives in the
  * datastore, so the peer id survives restarts.
  */
 export async function createNode (options: NodeOptions): Promise<IpfsNode> {
@@ -77,6 +89,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   const blockstore = new FsBlockstore(join(options.repo, DEFAULTS.blocksDir))
   const datastore = new FsDatastore(join(options.repo, DEFAULTS.datastoreDir))
   let helia: HeliaNode | undefined
+  let exchange: BlockExchange | undefined
   try {
     await blockstore.open()
     await datastore.open()
@@ -89,7 +102,10 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
       services: { identify: identify() }
     }), { ...DEFAULTS.bitswap, ...options.bitswap })
     await helia.start()
+    exchange = new BlockExchange({ libp2p: helia.libp2p, blockstore, logger: options.logger }, options.exchange === false ? {} : options.exchange)
+    if (options.exchange !== false) await exchange.start()
   } catch (err) {
+    await exchange?.stop().catch(() => {})
     await helia?.stop().catch(() => {})
     await blockstore.close().catch(() => {})
     await datastore.close().catch(() => {})
@@ -97,6 +113,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
     throw err
   }
   const h = helia
+  const ex = exchange
   log.info({ peerId: h.libp2p.peerId.toString(), repo: options.repo, listen: h.libp2p.getMultiaddrs().map(String) }, 'ipfs node started')
 
   const dial = async (addr: string | Multiaddr, signal?: AbortSignal): Promise<void> => {
@@ -120,12 +137,14 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
     repo: options.repo,
     helia: h,
     localBlockstore: blockstore,
+    exchange: ex,
     peerId: h.libp2p.peerId,
     multiaddrs: () => h.libp2p.getMultiaddrs(),
     dial,
     stop: async () => {
       stopping ??= (async () => {
         try {
+          await ex.stop().catch(() => {})
           await h.stop()
         } finally {
           // Helia does not close stores it did not open; we opened them.

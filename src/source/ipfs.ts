@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events'
 import type { Helia } from 'helia'
 import { CID } from 'multiformats/cid'
 import { AbortError, ReadTimeoutError } from '../ipfs/errors.js'
+import type { BlockExchange } from '../ipfs/block-exchange.js'
 import { collectBlock, UnixfsFileReader } from '../ipfs/dag-reader.js'
 import type { RangeSource } from './types.js'
 
@@ -31,8 +32,13 @@ export interface BlockFetch {
 export interface IpfsSourceOptions {
   /** Per-read timeout in ms; a read that takes longer fails with ReadTimeoutError. */
   readTimeout?: number
-  /** Never ask peers: a missing block fails the read. */
+  /** Never ask peers (neither the exchange nor bitswap): a missing block fails the read. */
   offline?: boolean
+  /**
+   * Our block exchange (`IpfsNode.exchange`): a block not stored locally is asked of our own
+   * peers over it first, then over bitswap if none has it.
+   */
+  exchange?: Pick<BlockExchange, 'get' | 'peek'>
   /** Called for every block a read uses (network or local), e.g. for metrics. */
   onBlock?: (fetch: BlockFetch) => void
   signal?: AbortSignal
@@ -40,9 +46,10 @@ export interface IpfsSourceOptions {
 
 /**
  * A UnixFS file in IPFS as a {@link RangeSource}. `size()` comes from the root node; each
- * `read` fetches exactly the blocks the range covers (through `helia.blockstore`: the local
- * blockstore first, then peers over bitswap; network blocks are verified against their CID by
- * Helia before they are stored).
+ * `read` fetches exactly the blocks the range covers: the local blockstore first, then our peers
+ * over the block exchange (if given), then peers over bitswap (through `helia.blockstore`).
+ * Network blocks are verified against their CID (by the exchange, or by Helia) before they are
+ * stored.
  */
 export class IpfsSource implements RangeSource {
   private closed = false
@@ -54,19 +61,33 @@ export class IpfsSource implements RangeSource {
     private readonly options: IpfsSourceOptions
   ) {}
 
-  static async open (helia: Pick<Helia, 'blockstore'>, cid: CID | string, options: IpfsSourceOptions = {}): Promise<IpfsSource> {
+  static async open (helia: { blockstore: Pick<Helia['blockstore'], 'get' | 'has'> }, cid: CID | string, options: IpfsSourceOptions = {}): Promise<IpfsSource> {
     const root = typeof cid === 'string' ? CID.parse(cid) : cid
     const counts: FetchStats = { networkBlocks: 0, networkBytes: 0, localBlocks: 0, localBytes: 0 }
+    const count = (c: CID, bytes: Uint8Array, network: boolean): Uint8Array => {
+      if (network) { counts.networkBlocks++; counts.networkBytes += bytes.length } else { counts.localBlocks++; counts.localBytes += bytes.length }
+      options.onBlock?.({ cid: c, bytes: bytes.length, network })
+      return bytes
+    }
+    const exchange = options.offline === true ? undefined : options.exchange
     const getBlock = async (c: CID, signal?: AbortSignal): Promise<Uint8Array> => {
+      if (exchange != null) {
+        // Received a moment ago, still being written: local. (Checked before `has`: the write
+        // may complete meanwhile, and then `has` sees it.)
+        const held = exchange.peek(c)
+        if (held != null) return count(c, held, false)
+        if (!(await helia.blockstore.has(c))) {
+          const fetched = await exchange.get(c, { signal })
+          if (fetched != null) return count(c, fetched, true)
+        }
+      }
       let network = false
       const bytes = await collectBlock(helia.blockstore.get(c, {
         signal,
         offline: options.offline,
         onProgress: (e) => { if (e.type === 'blocks:get:blockstore:put') network = true }
       }))
-      if (network) { counts.networkBlocks++; counts.networkBytes += bytes.length } else { counts.localBlocks++; counts.localBytes += bytes.length }
-      options.onBlock?.({ cid: c, bytes: bytes.length, network })
-      return bytes
+      return count(c, bytes, network)
     }
     const reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, getBlock, { signal }), `opening ${root.toString()}`)
     return new IpfsSource(root, reader, counts, options)

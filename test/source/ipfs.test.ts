@@ -99,6 +99,59 @@ describe('IpfsSource over the network', () => {
   })
 })
 
+describe('IpfsSource with the block exchange', () => {
+  const identified = async (b: Awaited<ReturnType<TempRepos['node']>>): Promise<void> => {
+    for (let i = 0; i < 500 && b.exchange.peers().length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
+  }
+
+  it('reads a layer on another node through the exchange, no bitswap, blocks counted as network', async () => {
+    const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const b = await repos.node()
+    const files = Array.from({ length: 4 }, (_, i) => ({ name: `f-${i}.bin`, data: random(1_200_000 + i * 1000) }))
+    const layer = await importSegments(a.localBlockstore, async (sink) => await buildEstargz(streamOf(makeTar(files)), sink))
+    await b.dial(a.multiaddrs()[0])
+    await identified(b)
+
+    const source = await IpfsSource.open(b.helia, layer.cid, { exchange: b.exchange })
+    const reader = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), await source.size(), { tocDigest: layer.produced.tocDigest })
+    const got = await reader.readFile('f-2.bin')
+    expect(Buffer.compare(Buffer.from(got), files[2].data)).toBe(0)
+
+    const stats = source.stats()
+    const ex = b.exchange.stats()
+    expect(stats.networkBlocks).toBeGreaterThan(2)
+    // every network block came through the exchange: none through bitswap
+    expect(ex.blocksReceived).toBe(stats.networkBlocks)
+    expect(ex.bytesReceived).toBe(stats.networkBytes)
+    expect(ex.requests).toBeLessThanOrEqual(stats.networkBlocks)
+
+    // read again: local now
+    await reader.readFile('f-2.bin')
+    expect(source.stats().networkBlocks).toBe(stats.networkBlocks)
+    expect(b.exchange.stats().requests).toBe(ex.requests)
+  })
+
+  it('falls back to bitswap when no exchange peer has the block, and stays offline when told', async () => {
+    const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const b = await repos.node()
+    const data = random(2 * MiB + 10)
+    const { cid } = await importBytes(a.localBlockstore, data)
+    await b.dial(a.multiaddrs()[0])
+    await identified(b)
+    await a.exchange.stop() // a still speaks bitswap
+
+    const offline = await IpfsSource.open(b.helia, cid, { exchange: b.exchange, offline: true, readTimeout: 2000 }).catch((err: Error) => err)
+    expect(offline).toBeInstanceOf(Error)
+    expect(b.exchange.stats().requests).toBe(0)
+
+    const source = await IpfsSource.open(b.helia, cid, { exchange: b.exchange })
+    const r = await source.read(MiB + 5, 100)
+    expect(Buffer.compare(Buffer.from(r), data.subarray(MiB + 5, MiB + 105))).toBe(0)
+    expect(source.stats().networkBlocks).toBe(2)
+    expect(b.exchange.stats().blocksReceived).toBe(0)
+  })
+})
+
 describe('IpfsSource under an eStargz reader (member-aligned layer on another node)', () => {
   it('opening the layer and reading one file fetches only the tail and that file\'s leaves', async () => {
     const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
