@@ -26,6 +26,15 @@ export class MemoryLru {
 
   set (key: string, value: Uint8Array): void {
     if (value.length > this.maxBytes) return
+    // A view into a bigger buffer (a slice of a coalesced fetch or of inflate's output) would
+    // keep that whole buffer alive while being counted at its own length: 16 MiB of entries
+    // held 53 MB. Keep an exact copy instead.
+    // (Buffer#slice does not copy: copy by hand.)
+    if (value.byteOffset !== 0 || value.byteLength !== value.buffer.byteLength) {
+      const copy = new Uint8Array(value.byteLength)
+      copy.set(value)
+      value = copy
+    }
     const old = this.entries.get(key)
     if (old != null) {
       this.total -= old.length

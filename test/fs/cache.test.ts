@@ -20,6 +20,22 @@ describe('MemoryLru', () => {
     expect(m.has('b')).toBe(false)
     expect(m.bytes).toBe(8)
   })
+
+  it('never keeps a bigger buffer alive behind a small view (what it holds is what it counts)', () => {
+    const m = new MemoryLru(100)
+    const big = new Uint8Array(1 << 20).fill(7)
+    m.set('v', big.subarray(10, 20))
+    const held = m.get('v') as Uint8Array
+    expect(Array.from(held)).toEqual(new Array(10).fill(7))
+    expect(held.buffer.byteLength).toBe(10)
+    const pooled = Buffer.alloc(1 << 16, 9)
+    m.set('b', pooled.subarray(100, 150)) // a Buffer: its slice() would not copy
+    expect((m.get('b') as Uint8Array).buffer.byteLength).toBe(50)
+    expect(Array.from(m.get('b') as Uint8Array)).toEqual(new Array(50).fill(9))
+    const exact = new Uint8Array(5)
+    m.set('e', exact)
+    expect(m.get('e')).toBe(exact) // already exact: no copy
+  })
 })
 
 describe('ChunkCache', () => {
