@@ -29,6 +29,8 @@ export interface Health {
   /** The blob socket the manager reads layers through, once a daemon attached. */
   blobSocket?: string
   mounts: number
+  /** The chunk cache shared by the mounts. */
+  cache?: { diskBytes: number, diskEntries: number, memoryBytes: number, evictions: number, corruptFiles: number }
 }
 
 export interface Attach {

@@ -112,7 +112,7 @@ export class FuseManager {
   }
 
   health (): Health {
-    return { ok: true, pid: process.pid, blobSocket: this.blobs.attached, mounts: this.mounted.size }
+    return { ok: true, pid: process.pid, blobSocket: this.blobs.attached, mounts: this.mounted.size, cache: this.cache?.stats() }
   }
 
   attach (body: Attach): void {
