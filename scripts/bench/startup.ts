@@ -9,7 +9,7 @@
  * Prints pull, run and total seconds (medians) and bytes fetched. Goals: lazy total ≤ 0.25× the
  * full pull's; bytes fetched ≤ 20 % of the image.
  *
- * usage: npx tsx scripts/bench/startup.ts [--runs 3]     (as root; scripts/bench/startup.sh builds first)
+ * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--readahead 262144,1048576]     (as root; scripts/bench/startup.sh builds first)
  */
 import '../../src/polyfill.js'
 import { spawnSync } from 'node:child_process'
@@ -25,8 +25,10 @@ import { debianPythonImage } from '../../test/helpers/images.js'
 import { cliPath } from '../../test/helpers/tools.js'
 import { startRegistry } from '../../test/oci/registry-fixture.js'
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' } } })
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, readahead: { type: 'string', default: '' } } })
 const runs = Number(values.runs)
+/** Extra lazy rows with `[fs] readahead_bytes` set (comma list of byte counts). */
+const readaheads = values.readahead === '' ? [] : values.readahead.split(',').map(Number)
 const WORKLOAD = ['python3', '-c', 'import json, email, http.client, decimal, asyncio, sqlite3; print("ok")']
 
 function cli (args: string[]): string {
@@ -74,18 +76,19 @@ try {
         await c.stop()
       }
     }
-    // lazy from IPFS
-    {
-      const root = join(work, `node-${r}`)
-      const node = await startDaemon({ root, peers: [peer], config: '[fs]\nbackground_fetch = false\n' })
+    // lazy from IPFS (and the same with a readahead window, when asked)
+    for (const ra of [0, ...readaheads]) {
+      const name = ra === 0 ? 'lazy from IPFS (peer over loopback)' : `lazy from IPFS, ${ra >> 10} KiB readahead`
+      const root = join(work, `node-${r}-${ra}`)
+      const node = await startDaemon({ root, peers: [peer], config: `[fs]\nbackground_fetch = false\nreadahead_bytes = ${ra}\n` })
       const c = await startContainerd({ proxyPlugins: { 'ipfs-estargz': node.address } })
       try {
         const t0 = now()
         cli(['pull', `ipfs://${cid}`, '--repo', root, '--address', c.address])
         const t1 = now()
-        await c.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', `ipfs://${cid}`, `lazy-${r}`, ...WORKLOAD], { timeoutMs: 600_000 })
+        await c.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', `ipfs://${cid}`, `lazy-${r}-${ra}`, ...WORKLOAD], { timeoutMs: 600_000 })
         const t2 = now()
-        results.set('lazy from IPFS (peer over loopback)', [...(results.get('lazy from IPFS (peer over loopback)') ?? []), { pull: t1 - t0, run: t2 - t1, fetched: du(join(root, 'blocks')) }])
+        results.set(name, [...(results.get(name) ?? []), { pull: t1 - t0, run: t2 - t1, fetched: du(join(root, 'blocks')) }])
       } finally {
         await c.stop()
         await node.stop()

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { sha256Digest } from '../estargz/index.js'
 import { DEFAULTS } from './config.js'
@@ -51,6 +51,45 @@ export class MemoryLru {
 
   get bytes (): number {
     return this.total
+  }
+}
+
+/**
+ * Open chunk files, most recently used kept: a sequential read through the mount asks for the
+ * same chunk file many times in 128 KiB requests, and open + close around each read cost more
+ * than the read. FileHandle.close() waits for reads in flight, so evicting a handle never makes
+ * a read hit a reused descriptor; a read that starts after the close gets EBADF and reopens.
+ */
+class HandleCache {
+  private readonly open = new Map<string, Promise<FileHandle>>()
+
+  constructor (private readonly max: number) {}
+
+  async get (key: string, path: string): Promise<FileHandle> {
+    let p = this.open.get(key)
+    if (p != null) {
+      this.open.delete(key)
+      this.open.set(key, p)
+      return await p
+    }
+    p = open(path, 'r')
+    this.open.set(key, p)
+    p.catch(() => { if (this.open.get(key) === p) this.open.delete(key) })
+    while (this.open.size > this.max) this.close(this.open.keys().next().value as string)
+    return await p
+  }
+
+  close (key: string): void {
+    const p = this.open.get(key)
+    if (p == null) return
+    this.open.delete(key)
+    p.then(async fh => { await fh.close() }).catch(() => {})
+  }
+
+  async closeAll (): Promise<void> {
+    const all = [...this.open.values()]
+    this.open.clear()
+    await Promise.allSettled(all.map(async p => { await (await p).close() }))
   }
 }
 
@@ -108,6 +147,7 @@ export class ChunkCache {
   /** Entries whose file content is known to match the name. */
   private readonly trusted = new Set<string>()
   private readonly writing = new Map<string, Promise<void>>()
+  private readonly handles = new HandleCache(DEFAULTS.openChunkFiles)
   private diskBytes = 0
   private evictions = 0
   private corruptFiles = 0
@@ -148,9 +188,10 @@ export class ChunkCache {
     this.log.debug({ dir: this.dir, entries: this.index.size, bytes: this.diskBytes }, 'chunk cache opened')
   }
 
-  /** Waits for pending writes. */
+  /** Waits for pending writes, closes the open chunk files. */
   async stop (): Promise<void> {
     await Promise.allSettled([...this.writing.values()])
+    await this.handles.closeAll()
   }
 
   /** True when the chunk is cached (memory or disk). */
@@ -223,10 +264,10 @@ export class ChunkCache {
     this.index.set(hex, size)
   }
 
-  private async readFile (hex: string, offset: number, length: number): Promise<Uint8Array | undefined> {
+  private async readFile (hex: string, offset: number, length: number, retry = true): Promise<Uint8Array | undefined> {
     let fh
     try {
-      fh = await open(this.pathOf(hex), 'r')
+      fh = await this.handles.get(hex, this.pathOf(hex))
     } catch (err) {
       // Evicted (or removed by hand) between the index check and the open: a miss.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
@@ -244,8 +285,10 @@ export class ChunkCache {
         got += bytesRead
       }
       return got === length ? buf : buf.subarray(0, got)
-    } finally {
-      await fh.close()
+    } catch (err) {
+      // The handle was closed under us (evicted from the handle cache): open it again, once.
+      if ((err as NodeJS.ErrnoException).code === 'EBADF' && retry) return await this.readFile(hex, offset, length, false)
+      throw err
     }
   }
 
@@ -276,6 +319,7 @@ export class ChunkCache {
   }
 
   private forget (hex: string): void {
+    this.handles.close(hex)
     const size = this.index.get(hex)
     if (size == null) return
     this.index.delete(hex)

@@ -14,6 +14,8 @@ export const DEFAULTS = {
   memoryCacheBytes: 16 << 20,
   /** Cap of the on-disk chunk cache (LRU eviction by bytes). */
   diskCacheBytes: 20 * 1024 ** 3,
+  /** Chunk files of the disk cache kept open between reads (most recently used). */
+  openChunkFiles: 64,
   /**
    * A chunk file found on disk that this process did not write is hashed once before it is
    * served (it may be left over from an older, crashed or tampered run); afterwards it is

@@ -66,4 +66,28 @@ describe('ChunkCache', () => {
     expect(c2.has(digests[1])).toBe(false)
     expect(Buffer.from(await c2.get(digests[2]) ?? []).equals(chunks[2])).toBe(true)
   })
+
+  it('serves many concurrent range reads right while chunk files are evicted and their handles closed', async () => {
+    const sub = join(dir, 'many')
+    const chunks = Array.from({ length: 150 }, (_, i) => fixtureBytes(100 + i, 3000 + i))
+    const digests = chunks.map(c => sha256Digest(c))
+    // a cap that holds ~100 of them, and more chunks than the open-handle cache (64)
+    const c = new ChunkCache({ logger }, { dir: sub, maxBytes: 100 * 3100, memoryBytes: 0 })
+    await c.start()
+    const reads: Array<Promise<void>> = []
+    for (const [i, chunk] of chunks.entries()) {
+      await c.put(digests[i], chunk)
+      for (let k = Math.max(0, i - 70); k <= i; k += 7) {
+        const off = (k * 13) % 2000
+        reads.push(c.read(digests[k], off, 500).then((got) => {
+          // evicted meanwhile is a miss, never wrong bytes
+          if (got != null) expect(Buffer.from(got).equals(chunks[k].subarray(off, off + 500))).toBe(true)
+        }))
+      }
+    }
+    await Promise.all(reads)
+    expect(c.stats().evictions).toBeGreaterThan(40)
+    for (let k = 149; k > 120; k--) expect(Buffer.from(await c.read(digests[k], 0, 100) ?? []).equals(chunks[k].subarray(0, 100))).toBe(true)
+    await c.stop()
+  })
 })
