@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events'
 import { join } from 'node:path'
 import { withBitswap } from '@helia/bitswap'
-import type { HeliaWithLibp2p } from '@helia/libp2p'
+import { withLibp2pLight, type HeliaWithLibp2p } from '@helia/libp2p'
 import { identify } from '@libp2p/identify'
 import { noise } from '@libp2p/noise'
 import { preSharedKey } from '@libp2p/pnet'
@@ -13,7 +13,6 @@ import { FsDatastore } from 'datastore-fs'
 import { createHeliaLight } from 'helia'
 import type { Logger } from '../logging.js'
 import { BlockExchange, type BlockExchangeOptions } from './block-exchange.js'
-import { withLibp2p } from './libp2p.js'
 import { lockRepo, type RepoLock } from './repo.js'
 import type { PeerId, ServiceMap } from '@libp2p/interface'
 
@@ -94,7 +93,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   try {
     await blockstore.open()
     await datastore.open()
-    helia = withBitswap(withLibp2p(createHeliaLight({ blockstore, datastore }), {
+    helia = withBitswap(withLibp2pLight(createHeliaLight({ blockstore, datastore }), {
       addresses: { listen: [...(options.listen ?? DEFAULTS.listen)] },
       transports: [tcp()],
       connectionEncrypters: [noise()],
