@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
+import { readdirSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -137,8 +138,11 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
     expect(code).not.toBe(0)
     expect(stderr).toMatch(/abort/i)
     expect(cli(['image', 'ls', '--repo', join(dir, 'c')]).stdout).toBe('')
+    const temps = (): string[] => readdirSync(tmpdir()).filter(n => n.startsWith('ipfs-estargz-push-'))
+    const before = temps()
     const missing = cli(['push', `oci:${join(dir, 'nope')}`, '--repo', join(dir, 'c')])
     expect(missing.code).toBe(1)
+    expect(temps()).toEqual(before) // no temp dir left behind by a source that fails to open
     expect(missing.stderr.trim().split('\n')).toHaveLength(1)
     expect(missing.stderr).toMatch(/nope/)
   })

@@ -67,12 +67,19 @@ export function pushCommand (): Command {
 
       const ac = new AbortController()
       const onSignal = (): void => ac.abort()
+      const source = await openImageSource(ref, registryOptions(flags))
+      let repo: Awaited<ReturnType<typeof openRepo>> | undefined
+      try {
+        repo = flags.ipfs ? await openRepo(flags.repo, logger) : undefined
+      } catch (err) {
+        await source.close().catch(() => {})
+        throw err
+      }
+      // Nothing above may leave a temp dir or a signal handler behind (the daemon runs this too).
+      const tmp = await mkdtemp(join(tmpdir(), 'ipfs-estargz-push-'))
       process.once('SIGINT', onSignal)
       process.once('SIGTERM', onSignal)
-      const tmp = await mkdtemp(join(tmpdir(), 'ipfs-estargz-push-'))
-      const source = await openImageSource(ref, registryOptions(flags))
       const publishers: BlobPublisher[] = []
-      const repo = flags.ipfs ? await openRepo(flags.repo, logger) : undefined
       const progress = new LayerProgress()
       let ok = false
       try {
