@@ -11,7 +11,10 @@
  * defaults and with the recommended settings (docs/operations.md: NODE_OPTIONS
  * --max-semi-space-size=2, MALLOC_ARENA_MAX=2; the manager always gets them). Goal: ≤ 250 MB.
  *
- * usage: npx tsx scripts/bench/rss.ts [--background-fetch]     (as root; scripts/bench/rss.sh builds first)
+ * Peaks depend on when V8 collects, so each setting runs `--runs` times (fresh node each time);
+ * the table gives the median run (by total PSS) and the range.
+ *
+ * usage: npx tsx scripts/bench/rss.ts [--runs 3] [--background-fetch]     (as root; scripts/bench/rss.sh builds first)
  */
 import '../../src/polyfill.js'
 import { execFileSync, spawnSync } from 'node:child_process'
@@ -27,7 +30,8 @@ import { debianPythonImage } from '../../test/helpers/images.js'
 import { cliPath } from '../../test/helpers/tools.js'
 import { snapshotsClient } from '../../test/snapshotter/client.js'
 
-const { values } = parseArgs({ options: { 'background-fetch': { type: 'boolean', default: false } } })
+const { values } = parseArgs({ options: { 'background-fetch': { type: 'boolean', default: false }, runs: { type: 'string', default: '3' } } })
+const runs = Number(values.runs)
 
 function cli (args: string[]): string {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
@@ -58,9 +62,11 @@ try {
     { label: 'node defaults', nodeFlags: [] as string[], env: {} as Record<string, string> },
     { label: 'recommended (semi-space 2 MiB, 2 malloc arenas)', nodeFlags: ['--max-semi-space-size=2'], env: { MALLOC_ARENA_MAX: '2' } }
   ]
-  for (const [n, cfg] of configs.entries()) {
-    process.stderr.write(`node B, ${cfg.label}...\n`)
-    samples.push(await measure(cfg.label, join(work, `b${n}`), peer, cfg.nodeFlags, cfg.env))
+  for (let r = 0; r < runs; r++) {
+    for (const [n, cfg] of configs.entries()) {
+      process.stderr.write(`run ${r + 1}: node B, ${cfg.label}...\n`)
+      samples.push(await measure(cfg.label, join(work, `b${r}-${n}`), peer, cfg.nodeFlags, cfg.env))
+    }
   }
 } finally {
   await a.stop()
@@ -70,10 +76,14 @@ try {
 
 const mb = (kb: number): string => (kb / 1024).toFixed(0)
 console.log(`\nMemory serving the debootstrap+python3 image (${layers.length} layers, ${(layers.reduce((s, l) => s + l.size, 0) / 1e6).toFixed(1)} MB compressed), every file read once, background fetch ${values['background-fetch'] === true ? 'on' : 'off'}, blocks from a peer over loopback:\n`)
-console.log('| node B run with | files read in | daemon peak RSS / PSS MB | FUSE manager peak RSS / PSS MB | daemon + manager PSS MB (goal ≤ 250) |')
-console.log('| --- | --- | --- | --- | --- |')
-for (const s of samples) {
-  console.log(`| ${s.label} | ${s.files} files, ${s.seconds.toFixed(1)} s | ${mb(s.daemon.hwm)} / ${mb(s.daemon.pss)} | ${mb(s.manager.hwm)} / ${mb(s.manager.pss)} | ${mb(s.daemon.pss + s.manager.pss)} |`)
+console.log(`median run of ${runs} (by daemon + manager PSS), and the range over the runs\n`)
+console.log('| node B run with | files read in | daemon peak RSS / PSS MB | FUSE manager peak RSS / PSS MB | daemon + manager PSS MB (goal ≤ 250) | range over runs |')
+console.log('| --- | --- | --- | --- | --- | --- |')
+const total = (x: Sample): number => x.daemon.pss + x.manager.pss
+for (const label of [...new Set(samples.map(x => x.label))]) {
+  const runsOf = samples.filter(x => x.label === label).sort((a, b) => total(a) - total(b))
+  const s = runsOf[Math.floor(runsOf.length / 2)]
+  console.log(`| ${s.label} | ${s.files} files, ${s.seconds.toFixed(1)} s | ${mb(s.daemon.hwm)} / ${mb(s.daemon.pss)} | ${mb(s.manager.hwm)} / ${mb(s.manager.pss)} | ${mb(total(s))} | ${mb(total(runsOf[0]))}–${mb(total(runsOf[runsOf.length - 1]))} |`)
 }
 
 async function measure (label: string, root: string, peer: string, nodeFlags: string[], env: Record<string, string>): Promise<Sample> {
