@@ -2,6 +2,7 @@ import { chmod, rm, writeFile } from 'node:fs/promises'
 import { createServer, request, type Server } from 'node:http'
 import { join } from 'node:path'
 import type { Logger } from '../logging.js'
+import { answersOnSocket } from '../unix-http.js'
 import { BLOBS_PREFIX, type BlobReader } from './blob-api.js'
 
 /**
@@ -83,15 +84,7 @@ export class ControlServer {
 
 /** Is a daemon answering on this control socket? */
 export async function daemonAlive (address: string): Promise<boolean> {
-  return await new Promise(resolve => {
-    const req = request({ socketPath: address, path: '/v1/health', method: 'GET', timeout: 2000 }, (res) => {
-      res.resume()
-      resolve(res.statusCode === 200)
-    })
-    req.on('error', () => resolve(false))
-    req.on('timeout', () => { req.destroy(); resolve(false) })
-    req.end()
-  })
+  return await answersOnSocket(address, '/v1/health')
 }
 
 /** Runs a command in the daemon, streaming its output to ours; resolves with its exit code. */

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'node:http'
 import type { RangeSource } from '../source/types.js'
+import { answersOnSocket } from '../unix-http.js'
 import { BlobReadError, BlobSourceUnavailableError } from './errors.js'
 
 /** Blob client defaults, in one place. */
@@ -50,17 +51,7 @@ export class BlobClient {
 
   /** Does the attached daemon answer (its control API's health route)? */
   async alive (): Promise<boolean> {
-    const socket = this.socket
-    if (socket == null) return false
-    return await new Promise(resolve => {
-      const req = request({ socketPath: socket, path: '/v1/health', method: 'GET', timeout: 2_000 }, (res) => {
-        res.resume()
-        resolve(res.statusCode === 200)
-      })
-      req.on('error', () => resolve(false))
-      req.on('timeout', () => { req.destroy(); resolve(false) })
-      req.end()
-    })
+    return this.socket != null && await answersOnSocket(this.socket, '/v1/health')
   }
 
   close (): void {
