@@ -61,7 +61,7 @@ export class IpfsSource implements RangeSource {
     private readonly options: IpfsSourceOptions
   ) {}
 
-  static async open (helia: { blockstore: Pick<Helia['blockstore'], 'get' | 'has'> }, cid: CID | string, options: IpfsSourceOptions = {}): Promise<IpfsSource> {
+  static async open (helia: { blockstore: Pick<Helia['blockstore'], 'get'> }, cid: CID | string, options: IpfsSourceOptions = {}): Promise<IpfsSource> {
     const root = typeof cid === 'string' ? CID.parse(cid) : cid
     const counts: FetchStats = { networkBlocks: 0, networkBytes: 0, localBlocks: 0, localBytes: 0 }
     const count = (c: CID, bytes: Uint8Array, network: boolean): Uint8Array => {
@@ -72,14 +72,19 @@ export class IpfsSource implements RangeSource {
     const exchange = options.offline === true ? undefined : options.exchange
     const getBlock = async (c: CID, signal?: AbortSignal): Promise<Uint8Array> => {
       if (exchange != null) {
-        // Received a moment ago, still being written: local. (Checked before `has`: the write
-        // may complete meanwhile, and then `has` sees it.)
+        // Received a moment ago, still being written: local. (Checked before the blockstore:
+        // the write may complete meanwhile, and then the blockstore has it.)
         const held = exchange.peek(c)
         if (held != null) return count(c, held, false)
-        if (!(await helia.blockstore.has(c))) {
-          const fetched = await exchange.get(c, { signal })
-          if (fetched != null) return count(c, fetched, true)
+        // Local first, in the blockstore's own has + get (a separate `has` here would make it
+        // three file operations per local block on the chunk-fetch path); a miss goes to our peers.
+        try {
+          return count(c, await collectBlock(helia.blockstore.get(c, { signal, offline: true })), false)
+        } catch (err) {
+          if ((err as Error).name !== 'BlockNotFoundWhileOfflineError') throw err
         }
+        const fetched = await exchange.get(c, { signal })
+        if (fetched != null) return count(c, fetched, true)
       }
       let network = false
       const bytes = await collectBlock(helia.blockstore.get(c, {
