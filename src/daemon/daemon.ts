@@ -142,7 +142,6 @@ export class Daemon {
         const { client: fresh } = await ensureFuseManager(this.fuseManagerOptions(), log)
         await fresh.attach({ blobSocket: apiAddressFor(config) })
         await snapshotter.recoverRemote()
-        this.fuseManagerRestarts++
       } catch (err) {
         log.error({ err: (err as Error).message }, 'recovering the FUSE manager failed; retrying')
       } finally {
@@ -152,9 +151,6 @@ export class Daemon {
     this.supervisor = setInterval(() => { void check() }, config.fuseManager.healthCheckIntervalSec * 1000)
     this.supervisor.unref()
   }
-
-  /** How often the FUSE manager had to be started again while this daemon ran. */
-  fuseManagerRestarts = 0
 
   private fuseManagerOptions (): EnsureOptions {
     const { config } = this

@@ -1,4 +1,5 @@
 import { request } from 'node:http'
+import type { ChunkCacheStats } from '../fs/cache.js'
 import { FuseManagerError, FuseManagerUnavailableError } from './errors.js'
 
 /**
@@ -30,7 +31,7 @@ export interface Health {
   blobSocket?: string
   mounts: number
   /** The chunk cache shared by the mounts. */
-  cache?: { diskBytes: number, diskEntries: number, memoryBytes: number, evictions: number, corruptFiles: number }
+  cache?: ChunkCacheStats
 }
 
 export interface Attach {
