@@ -1,4 +1,4 @@
-import { LayerFs, type ChunkCache, type LayerFsOptions, type MountManager } from '../fs/index.js'
+import type { ChunkCache, LayerFsOptions, MountManager } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 import type { Labels, RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../snapshotter/index.js'
 import { LABELS } from '../snapshotter/index.js'
@@ -21,33 +21,19 @@ export type LayerMounterOptions = Omit<LayerFsOptions, 'tocDigest' | 'signal'>
  * (or the descriptor) carry; without one the mount is refused unless the configuration allows it.
  */
 export class LayerMounter implements RemoteLayerMounter {
-  private readonly sources = new Map<string, RangeSource>()
-
   constructor (private readonly components: LayerMounterComponents, private readonly options: LayerMounterOptions = {}) {}
 
   async mount (mountpoint: string, labels: Labels, layer: RemoteLayerRef, signal?: AbortSignal): Promise<RemoteMount> {
     const log = this.components.logger.child({ mountpoint, cid: layer.cid })
     const tocDigest = layer.tocDigest ?? labels[LABELS.tocDigest]
     const source = await this.components.openSource(layer.cid, signal)
-    try {
-      const fs = await LayerFs.open({ source, logger: log, cache: this.components.cache }, { ...this.options, tocDigest, signal })
-      await this.components.mounts.mount(mountpoint, fs)
-      this.sources.set(mountpoint, source)
-      log.info({ tocDigest: fs.estargz.tocDigest, via: layer.via }, 'layer mounted lazily')
-      return { usage: async () => fs.stats().bytesFetched ?? 0 }
-    } catch (err) {
-      await source.close?.().catch(() => {})
-      throw err
-    }
+    const fs = await this.components.mounts.mountLayer(mountpoint, { source, logger: log, cache: this.components.cache }, { ...this.options, tocDigest, signal })
+    log.info({ tocDigest: fs.estargz.tocDigest, via: layer.via }, 'layer mounted lazily')
+    return { usage: async () => fs.stats().bytesFetched ?? 0 }
   }
 
   async unmount (mountpoint: string): Promise<void> {
-    try {
-      await this.components.mounts.unmount(mountpoint)
-    } finally {
-      await this.sources.get(mountpoint)?.close?.().catch(() => {})
-      this.sources.delete(mountpoint)
-    }
+    await this.components.mounts.unmount(mountpoint)
   }
 
   async check (mountpoint: string): Promise<void> {

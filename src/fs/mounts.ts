@@ -5,8 +5,9 @@ import { promisify } from 'node:util'
 import { DEFAULTS } from './config.js'
 import { FuseMount, type FuseMountOptions } from './fuse.js'
 import { MountError } from './errors.js'
-import type { LayerFs } from './layer.js'
+import { LayerFs, type LayerFsComponents, type LayerFsOptions } from './layer.js'
 import type { Logger } from '../logging.js'
+import type { RangeSource } from '../source/types.js'
 
 const run = promisify(execFile)
 
@@ -92,7 +93,7 @@ export interface MountManagerOptions {
   fuse?: FuseMountOptions
 }
 
-interface Active { mount: FuseMount, fs: LayerFs }
+interface Active { mount: FuseMount, fs: LayerFs, source?: RangeSource }
 
 /**
  * Tracks the active layer mounts of a process. `mount` takes ownership of the LayerFs:
@@ -132,7 +133,25 @@ export class MountManager {
     return mount
   }
 
-  /** Unmounts (lazily if files are open) and stops the layer's filesystem. */
+  /**
+   * Opens the eStargz layer in `components.source` (footer, TOC checked against
+   * `options.tocDigest`) and mounts it. Takes the source over: it is closed when the mount fails
+   * (nothing is left mounted then) and at unmount.
+   */
+  async mountLayer (mountpoint: string, components: LayerFsComponents, options: LayerFsOptions = {}): Promise<LayerFs> {
+    try {
+      const fs = await LayerFs.open(components, options)
+      await this.mount(mountpoint, fs)
+      const active = this.active.get(resolve(mountpoint))
+      if (active != null) active.source = components.source
+      return fs
+    } catch (err) {
+      await components.source.close?.().catch(() => {})
+      throw err
+    }
+  }
+
+  /** Unmounts (lazily if files are open) and stops the layer's filesystem (and closes its source, if `mountLayer` made it). */
   async unmount (mountpoint: string): Promise<void> {
     const mp = resolve(mountpoint)
     const a = this.active.get(mp)
@@ -142,6 +161,7 @@ export class MountManager {
     } finally {
       this.active.delete(mp)
       await a.fs.stop()
+      await a.source?.close?.().catch(() => {})
     }
   }
 

@@ -1,7 +1,7 @@
 import { chmod, mkdir, rm } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { dirname, resolve } from 'node:path'
-import { ChunkCache, LayerFs, MountManager } from '../fs/index.js'
+import { ChunkCache, MountManager, type LayerFs } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 import { ReadaheadSource } from '../source/readahead.js'
 import { ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest } from './api.js'
@@ -145,7 +145,7 @@ export class FuseManager {
     const s = body.settings ?? {}
     const log = this.log.child({ mountpoint: mp, cid: body.cid })
     const source = new ReadaheadSource(this.blobs.source(body.cid), { windowBytes: s.readaheadBytes ?? 0 })
-    const fs = await LayerFs.open({ source, logger: log, cache }, {
+    const fs = await mounts.mountLayer(mp, { source, logger: log, cache }, {
       tocDigest: body.tocDigest,
       signal,
       prefetchTimeoutMs: s.prefetchTimeoutMs,
@@ -153,7 +153,6 @@ export class FuseManager {
       fetchTimeoutMs: s.fetchTimeoutMs,
       allowNoVerification: s.allowNoVerification
     })
-    await mounts.mount(mp, fs)
     this.mounted.set(mp, { cid: body.cid, tocDigest: fs.estargz.tocDigest, fs })
     log.info({ tocDigest: fs.estargz.tocDigest }, 'layer mounted lazily')
     return { mounted: true, tocDigest: fs.estargz.tocDigest }

@@ -121,6 +121,34 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(await fuseMountsUnder(join(dir, 'layers'))).toEqual([])
   })
 
+  it('mountLayer owns its source: closed when the mount fails (nothing left mounted) and at unmount', async () => {
+    const m = new MountManager({ logger }, { root: join(dir, 'owned') })
+    await m.start()
+    const tar = join(dir, 'owned.tar')
+    await writeFile(tar, makeTar(layers[0]))
+    const { tocDigest } = await buildEstargzFile(tar, join(dir, 'owned.esgz'))
+    const closing = async (): Promise<{ source: FileSource, closed: () => boolean }> => {
+      const source = await FileSource.open(join(dir, 'owned.esgz'))
+      let closed = false
+      const close = source.close.bind(source)
+      source.close = async () => { closed = true; await close() }
+      return { source, closed: () => closed }
+    }
+    const mnt = join(dir, 'owned', 'l')
+    const bad = await closing()
+    await expect(m.mountLayer(mnt, { source: bad.source, logger }, { tocDigest: 'sha256:' + '0'.repeat(64) })).rejects.toThrow()
+    expect(bad.closed()).toBe(true)
+    expect(await fuseMountsUnder(join(dir, 'owned'))).toEqual([])
+    const good = await closing()
+    await m.mountLayer(mnt, { source: good.source, logger }, { tocDigest, backgroundFetch: false })
+    expect((await readdir(join(mnt, 'a'))).sort()).toEqual(['1', '2'])
+    expect(good.closed()).toBe(false)
+    await m.unmount(mnt)
+    expect(good.closed()).toBe(true)
+    expect(await fuseMountsUnder(join(dir, 'owned'))).toEqual([])
+    await m.stop()
+  })
+
   it('clears a stale mount left by a killed process at start, and mounts over it again', async () => {
     const tar = join(dir, 'stale.tar')
     await writeFile(tar, makeTar([{ name: 'f', data: 'fresh' }]))
