@@ -4,6 +4,7 @@ import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import type { Logger } from '../logging.js'
+import { ByteReader } from '../estargz/byte-reader.js'
 import { collectBlock } from './dag-reader.js'
 import { AbortError, BlockExchangeProtocolError, BlockExchangeTimeoutError, InvalidIpfsOptionError } from './errors.js'
 
@@ -548,86 +549,38 @@ function decodeRequest (body: Uint8Array, maxCids: number, maxCidBytes: number):
 }
 
 /**
- * Length-prefixed frames from a stream: `next(max)` → the frame's bytes, or null at a clean end
- * between frames. A frame longer than `max`, or an end inside a frame, throws. A frame inside
- * one incoming chunk is returned without copying.
+ * Reads length-prefixed frames (varint length, then the bytes) off a stream, over the format
+ * library's exact-length byte reader. `next` resolves null when the stream ends between frames.
  */
 class FrameReader {
-  private readonly it: AsyncIterator<Uint8Array | { subarray: () => Uint8Array }>
-  private parts: Uint8Array[] = []
-  private buffered = 0
-  private ended = false
+  private readonly bytes: ByteReader
 
   constructor (stream: Stream) {
-    this.it = stream[Symbol.asyncIterator]()
+    this.bytes = new ByteReader(chunksOf(stream))
   }
 
   async next (max: number): Promise<Uint8Array | null> {
-    let len: number | undefined
-    let headerBytes = 0
-    for (;;) {
-      const h = this.peekVarint()
-      if (h != null) { [len, headerBytes] = h; break }
-      if (!(await this.pull())) {
-        if (this.buffered === 0) return null
+    let len = 0
+    let mul = 1
+    for (let i = 0; ; i++) {
+      const [b] = await this.bytes.read(1)
+      if (b === undefined) {
+        if (i === 0) return null
         throw new BlockExchangeProtocolError('stream ended inside a frame header')
       }
+      len += (b & 0x7f) * mul
+      if ((b & 0x80) === 0) break
+      mul *= 0x80
+      if (i >= 7) throw new BlockExchangeProtocolError('frame length varint too long')
     }
     if (len > max) throw new BlockExchangeProtocolError(`frame of ${len} bytes exceeds the limit of ${max}`)
-    this.take(headerBytes)
-    while (this.buffered < len) {
-      if (!(await this.pull())) throw new BlockExchangeProtocolError(`stream ended inside a frame (${this.buffered} of ${len} bytes)`)
-    }
-    return this.take(len)
+    const frame = await this.bytes.read(len)
+    if (frame.length < len) throw new BlockExchangeProtocolError(`stream ended inside a frame (${frame.length} of ${len} bytes)`)
+    return frame
   }
+}
 
-  private async pull (): Promise<boolean> {
-    if (this.ended) return false
-    const r = await this.it.next()
-    if (r.done === true) { this.ended = true; return false }
-    const chunk = r.value instanceof Uint8Array ? r.value : r.value.subarray()
-    if (chunk.length > 0) { this.parts.push(chunk); this.buffered += chunk.length }
-    return true
-  }
-
-  /** [value, bytes] of the varint at the head, or undefined if not all there yet. */
-  private peekVarint (): [number, number] | undefined {
-    let value = 0
-    let mul = 1
-    let i = 0
-    for (const p of this.parts) {
-      for (const b of p) {
-        value += (b & 0x7f) * mul
-        i++
-        if ((b & 0x80) === 0) return [value, i]
-        mul *= 0x80
-        if (i >= 8) throw new BlockExchangeProtocolError('frame length varint too long')
-      }
-    }
-    return undefined
-  }
-
-  private take (n: number): Uint8Array {
-    if (n === 0) return new Uint8Array(0)
-    const first = this.parts[0]
-    let out: Uint8Array
-    if (first.length >= n) {
-      out = first.subarray(0, n)
-      if (first.length === n) this.parts.shift()
-      else this.parts[0] = first.subarray(n)
-    } else {
-      out = new Uint8Array(n)
-      let at = 0
-      while (at < n) {
-        const p = this.parts[0]
-        const k = Math.min(p.length, n - at)
-        out.set(p.subarray(0, k), at)
-        at += k
-        if (k === p.length) this.parts.shift()
-        else this.parts[0] = p.subarray(k)
-      }
-    }
-    this.buffered -= n
-    return out
-  }
+/** A libp2p stream's messages as plain byte chunks (they may arrive as Uint8ArrayLists). */
+async function * chunksOf (stream: Stream): AsyncGenerator<Uint8Array> {
+  for await (const c of stream as AsyncIterable<Uint8Array | { subarray: () => Uint8Array }>) yield c instanceof Uint8Array ? c : c.subarray()
 }
