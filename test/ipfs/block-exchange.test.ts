@@ -43,6 +43,17 @@ async function rawBlock (bytes: Uint8Array): Promise<CID> {
   return CID.createV1(raw.code, await sha256.digest(bytes))
 }
 
+/** Node A (listening) holding one 5000-byte block, node B connected to it. */
+async function servingOneBlock (): Promise<{ a: IpfsNode, b: IpfsNode, cid: CID, bytes: Uint8Array }> {
+  const a = await node({ listen: LISTEN })
+  const b = await node()
+  const bytes = random(5000)
+  const cid = await rawBlock(bytes)
+  await a.localBlockstore.put(cid, bytes)
+  await connect(b, a)
+  return { a, b, cid, bytes }
+}
+
 /** A server with its own blockstore, on a node whose built-in exchange is off. */
 async function serverWith (store: ExchangeBlockstore): Promise<IpfsNode> {
   const n = await node({ listen: LISTEN, exchange: false })
@@ -120,12 +131,7 @@ describe('BlockExchange over loopback TCP', () => {
   })
 
   it('closes a stream carrying a malformed or oversized request and keeps serving others', async () => {
-    const a = await node({ listen: LISTEN })
-    const b = await node()
-    const bytes = random(5000)
-    const cid = await rawBlock(bytes)
-    await a.localBlockstore.put(cid, bytes)
-    await connect(b, a)
+    const { a, b, cid, bytes } = await servingOneBlock()
 
     const answers = async (payload: Uint8Array): Promise<{ bytes: number, error?: string }> => {
       const stream = await b.helia.libp2p.dialProtocol(a.peerId, PROTOCOL)
@@ -187,12 +193,7 @@ describe('BlockExchange over loopback TCP', () => {
   })
 
   it('falls back (undefined) without hanging when the peer has stopped', async () => {
-    const a = await node({ listen: LISTEN })
-    const b = await node()
-    const bytes = random(5000)
-    const cid = await rawBlock(bytes)
-    await a.localBlockstore.put(cid, bytes)
-    await connect(b, a)
+    const { a, b, cid } = await servingOneBlock()
     await a.stop()
     const t0 = Date.now()
     expect(await b.exchange.get(cid)).toBeUndefined()
