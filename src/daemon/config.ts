@@ -33,6 +33,8 @@ export const DEFAULTS = {
     fetchTimeoutSec: FS_DEFAULTS.fetchTimeoutMs / 1000,
     /** A small read that misses fetches this much of the layer ahead (0: exactly what is read). */
     readaheadBytes: READAHEAD_DEFAULTS.windowBytes,
+    /** A read first verifies every chunk of the aligned window of this size around it, so a bad chunk fails the window with EIO instead of a short read (0: off). */
+    readWindowBytes: FS_DEFAULTS.readWindowBytes,
     diskCacheBytes: FS_DEFAULTS.diskCacheBytes,
     memoryCacheBytes: FS_DEFAULTS.memoryCacheBytes,
     /** Mount layers whose TOC digest is unknown (chunks are still checked against that TOC). */

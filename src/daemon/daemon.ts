@@ -71,6 +71,7 @@ export class Daemon {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
         backgroundFetch: config.fs.backgroundFetch,
         fetchTimeoutMs: config.fs.fetchTimeoutSec * 1000,
+        readWindowBytes: config.fs.readWindowBytes,
         allowNoVerification: config.fs.allowNoVerification
       }
       // The control API (and with the FUSE manager, the blob API its mounts read through) comes

@@ -17,6 +17,8 @@ export interface ChunkReaderOptions {
   fetchTimeoutMs?: number
   /** Largest compressed span fetched by one coalesced source read. */
   maxCoalesceBytes?: number
+  /** On-demand reads verify every chunk of the aligned window of this size around them (0: off). */
+  readWindowBytes?: number
 }
 
 export interface ReadOptions {
@@ -56,6 +58,7 @@ export class ChunkReader {
   private readonly log: Logger
   private readonly fetchTimeoutMs: number
   private readonly maxCoalesceBytes: number
+  private readonly readWindowBytes: number
   private readonly inflight = new Map<string, Promise<Uint8Array>>()
   private readonly counters: ReaderStats = { bytesFetched: 0, fetches: 0, bytesServed: 0, cacheHits: 0, cacheMisses: 0, verificationFailures: 0, fetchTimeouts: 0, sourceErrors: 0 }
   private foreground = 0
@@ -68,6 +71,7 @@ export class ChunkReader {
     this.log = components.logger
     this.fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULTS.fetchTimeoutMs
     this.maxCoalesceBytes = options.maxCoalesceBytes ?? DEFAULTS.maxCoalesceBytes
+    this.readWindowBytes = options.readWindowBytes ?? DEFAULTS.readWindowBytes
   }
 
   stats (): ReaderStats {
@@ -97,13 +101,17 @@ export class ChunkReader {
       const missing = pieces.filter((_, i) => got[i] == null)
       this.counters.cacheHits += pieces.length - missing.length
       this.counters.cacheMisses += missing.length
-      if (missing.length > 0) {
-        const fetched = this.fetch(node, missing.map(p => p.chunk))
-        await Promise.all(pieces.map(async (p, i) => {
-          if (got[i] != null) return
-          const data = await raceSignal(fetched.get(p.chunk) as Promise<Uint8Array>, options.signal)
-          got[i] = data.subarray(p.from - p.chunk.chunkOffset, p.to - p.chunk.chunkOffset)
-        }))
+      const window = background ? [] : this.windowChunks(node, offset, end, pieces)
+      if (missing.length > 0 || window.length > 0) {
+        const fetched = this.fetch(node, [...missing.map(p => p.chunk), ...window])
+        await Promise.all([
+          ...pieces.map(async (p, i) => {
+            if (got[i] != null) return
+            const data = await raceSignal(fetched.get(p.chunk) as Promise<Uint8Array>, options.signal)
+            got[i] = data.subarray(p.from - p.chunk.chunkOffset, p.to - p.chunk.chunkOffset)
+          }),
+          ...window.map(async c => await raceSignal(fetched.get(c) as Promise<Uint8Array>, options.signal))
+        ])
       }
       let out: Uint8Array
       if (got.length === 1) {
@@ -125,6 +133,21 @@ export class ChunkReader {
         }
       }
     }
+  }
+
+  /**
+   * The chunks of the read window around `[offset, end)` that the read itself does not touch
+   * and the cache does not hold: they must verify too before the read is answered.
+   */
+  private windowChunks (node: LayerNode, offset: number, end: number, pieces: Piece[]): Chunk[] {
+    const w = this.readWindowBytes
+    if (w <= 0) return []
+    const from = Math.floor(offset / w) * w
+    const to = Math.min(node.size, Math.ceil(end / w) * w)
+    const last = pieces[pieces.length - 1].chunk
+    if (from >= pieces[0].chunk.chunkOffset && to <= last.chunkOffset + last.chunkSize) return []
+    const touched = new Set(pieces.map(p => p.chunk))
+    return piecesOf(node, from, to).map(p => p.chunk).filter(c => !touched.has(c) && !this.cache.has(c.digest))
   }
 
   /**

@@ -8,6 +8,16 @@ export const DEFAULTS = {
   fetchTimeoutMs: 30_000,
   /** Adjacent missing chunks of one read are fetched with one source read up to this span. */
   maxCoalesceBytes: 16 << 20,
+  /**
+   * An on-demand read first makes sure every chunk of the aligned window of this size around it
+   * verifies (fetching the missing ones), so a chunk that fails verification fails every read
+   * in its window with EIO. The kernel returns the bytes copied before a failed page as a
+   * short read, and some readers (Node's `fs.promises.readFile` of a file up to 512 KiB, or of
+   * any size with an encoding, which reads in 512 KiB steps) take a short read of a regular
+   * file as its end: without the window they would see a truncated file and no error.
+   * 0: only the chunks a read touches.
+   */
+  readWindowBytes: 512 << 10,
 
   // ---- caches ----
   /** Decompressed, verified chunks kept in memory (LRU by bytes). Small: the kernel page cache (kernel_cache) keeps hot file pages; 64 MiB cost 60 MB more RSS when a whole image is read. */

@@ -24,6 +24,7 @@ export interface LayerFsOptions extends PrefetchOptions {
   allowNoVerification?: boolean
   fetchTimeoutMs?: number
   maxCoalesceBytes?: number
+  readWindowBytes?: number
   opaqueXattrs?: readonly string[]
   blockSize?: number
   signal?: AbortSignal

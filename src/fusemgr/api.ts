@@ -44,6 +44,7 @@ export interface MountSettings {
   prefetchTimeoutMs?: number
   backgroundFetch?: boolean
   fetchTimeoutMs?: number
+  readWindowBytes?: number
   allowNoVerification?: boolean
   /** Readahead window of the layer's source (0: off). */
   readaheadBytes?: number

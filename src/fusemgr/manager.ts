@@ -151,6 +151,7 @@ export class FuseManager {
       prefetchTimeoutMs: s.prefetchTimeoutMs,
       backgroundFetch: s.backgroundFetch,
       fetchTimeoutMs: s.fetchTimeoutMs,
+      readWindowBytes: s.readWindowBytes,
       allowNoVerification: s.allowNoVerification
     })
     this.mounted.set(mp, { cid: body.cid, tocDigest: fs.estargz.tocDigest, fs })
