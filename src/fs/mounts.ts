@@ -125,6 +125,11 @@ export class MountManager {
     try {
       await fs.start()
       await mount.mount()
+      // Until the kernel asks for the root's attributes, the FUSE root inode has the bare
+      // `rootmode` of the mount call (a directory with no permission bits), and an overlay
+      // mounted on it now keeps that mode for its own root: EACCES for every user but root.
+      // An asynchronous stat, answered by this very process, fetches the real attributes.
+      await stat(mp)
     } catch (err) {
       this.active.delete(mp)
       await fs.stop().catch(() => {})

@@ -18,6 +18,9 @@ import { openRepo } from '../repo.js'
 
 const run = promisify(execFile)
 
+/** Options of the mount users see. */
+const USER_MOUNT_OPTIONS = 'ro,nosuid,nodev'
+
 interface MountFlags {
   repo?: string
   layer?: number
@@ -93,9 +96,11 @@ function mountCommand (): Command {
             await mountLayer(i, at)
             dirs.push(at)
           }
-          // overlayfs: lowerdir lists the top layer first. One layer needs no overlay: bind it read-only.
-          if (dirs.length === 1) await run('mount', ['--bind', '-o', 'ro', dirs[0], target])
-          else await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${[...dirs].reverse().join(':')}`, target])
+          // overlayfs: lowerdir lists the top layer first. One layer needs no overlay: bind it.
+          // Users reach this mount: an image's setuid binaries and device nodes stay inert (the
+          // bind's remount to read-only would otherwise drop the FUSE mount's nosuid,nodev).
+          if (dirs.length === 1) await run('mount', ['--bind', '-o', USER_MOUNT_OPTIONS, dirs[0], target])
+          else await run('mount', ['-t', 'overlay', 'overlay', '-o', `${USER_MOUNT_OPTIONS},lowerdir=${[...dirs].reverse().join(':')}`, target])
           overlay = true
         }
         await writeFile(join(state, 'pid'), String(process.pid))
