@@ -1,9 +1,5 @@
-import { createReadStream } from 'node:fs'
 import { mkdtemp, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { pipeline } from 'node:stream/promises'
-import { createWriteStream } from 'node:fs'
-import zlib from 'node:zlib'
 import {
   EstargzReader, Sha256, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION, buildEstargz,
   type BlobSegment, type SegmentKind, type SegmentSink
@@ -12,6 +8,7 @@ import { MediaType, layerCompression, type Descriptor, type ImageSource } from '
 import type { Logger } from '../logging.js'
 import { FileSource } from '../source/file.js'
 import { fanOutSegments, type BlobPublisher } from './publisher.js'
+import { openSourceLayer, type VerifiedLayer } from './source-layer.js'
 
 export interface LayerOptions {
   chunkSize?: number
@@ -37,24 +34,27 @@ export interface ConvertedLayer {
   reused: boolean
 }
 
-async function * counted (stream: AsyncIterable<Uint8Array>, onBytes?: (n: number) => void): AsyncGenerator<Uint8Array> {
-  for await (const chunk of stream) {
-    onBytes?.(chunk.length)
-    yield chunk
-  }
-}
-
-/** Converts one layer to eStargz while every publisher stores it, in one pass over the source. */
-async function convert (source: ImageSource, desc: Descriptor, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer> {
+/**
+ * Converts one layer to eStargz while every publisher stores it, in one pass over the source.
+ * The source layer is verified to its last byte (digest, size, diffID) inside the producer,
+ * before the descriptor is returned: a publisher names a blob only once its producer returns.
+ */
+async function convert (source: ImageSource, desc: Descriptor, sourceDiffID: string | undefined, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer> {
   let built: Awaited<ReturnType<typeof buildEstargz>> | undefined
   const { desc: out, urls } = await fanOutSegments(publishers, async (sink) => {
+    const layer = await openSourceLayer(source, desc, { diffID: sourceDiffID, onCompressed: (chunk) => opts.onBytes?.(chunk.length), signal: opts.signal })
     const digest = new Sha256()
     let size = 0
-    built = await buildEstargz(counted(await source.fetch(desc, opts.signal), opts.onBytes), async (segment) => {
-      digest.update(segment.bytes)
-      size += segment.bytes.length
-      await sink(segment)
-    }, { chunkSize: opts.chunkSize, compressionLevel: opts.compressionLevel, concurrency: opts.concurrency, signal: opts.signal, tmpDir: opts.tmpDir })
+    try {
+      built = await buildEstargz(layer.tar, async (segment) => {
+        digest.update(segment.bytes)
+        size += segment.bytes.length
+        await sink(segment)
+      }, { compression: 'none', chunkSize: opts.chunkSize, compressionLevel: opts.compressionLevel, concurrency: opts.concurrency, signal: opts.signal, tmpDir: opts.tmpDir })
+    } catch (err) {
+      throw await layer.fail(err)
+    }
+    await layer.finish()
     return {
       mediaType: MediaType.OciLayerGzip,
       digest: digest.digest(),
@@ -86,17 +86,34 @@ function segmentsOf (reader: EstargzReader): Array<{ offset: number, kind: Segme
 }
 
 /**
- * Keeps a layer that already is eStargz: spooled to a temp file (verified against its digest
- * while it streams), opened with its annotated TOC digest, then published as it is, cut at its
- * gzip members. Returns undefined when it is not a valid eStargz blob after all.
+ * Keeps a layer that already is eStargz: spooled to a temp file while it is verified (digest,
+ * size, and the config's diffID over the decompressed bytes), opened with its annotated TOC
+ * digest, then published as it is, cut at its gzip members. Returns undefined when it is not a
+ * valid eStargz blob after all.
  */
-async function reuse (source: ImageSource, desc: Descriptor, diffID: string, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer | undefined> {
+async function reuse (source: ImageSource, desc: Descriptor, sourceDiffID: string, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer | undefined> {
   const tocDigest = desc.annotations?.[TOC_DIGEST_ANNOTATION]
   if (tocDigest == null || layerCompression(desc.mediaType) !== 'gzip') return undefined
   const dir = await mkdtemp(join(opts.tmpDir, 'reuse-'))
   try {
     const path = join(dir, 'blob')
-    await pipeline(counted(await source.fetch(desc, opts.signal), opts.onBytes), createWriteStream(path), { signal: opts.signal })
+    const spool = await open(path, 'wx')
+    let verified: VerifiedLayer
+    try {
+      const layer = await openSourceLayer(source, desc, {
+        diffID: sourceDiffID,
+        signal: opts.signal,
+        onCompressed: async (chunk) => {
+          opts.onBytes?.(chunk.length)
+          let done = 0
+          while (done < chunk.length) done += (await spool.write(chunk, done)).bytesWritten
+        }
+      })
+      verified = await layer.finish()
+    } finally {
+      await spool.close()
+    }
+    const { diffID, uncompressedSize } = verified
     const file = await FileSource.open(path)
     let reader: EstargzReader
     try {
@@ -106,11 +123,6 @@ async function reuse (source: ImageSource, desc: Descriptor, diffID: string, pub
       return undefined
     } finally {
       await file.close()
-    }
-    let uncompressedSize = Number(desc.annotations?.[UNCOMPRESSED_SIZE_ANNOTATION] ?? NaN)
-    if (!Number.isSafeInteger(uncompressedSize)) {
-      uncompressedSize = 0
-      for await (const chunk of createReadStream(path).pipe(zlib.createGunzip())) uncompressedSize += (chunk as Buffer).length
     }
     const bounds = segmentsOf(reader)
     const { urls } = await fanOutSegments(publishers, async (sink: SegmentSink) => {
@@ -148,5 +160,5 @@ export async function convertLayer (source: ImageSource, desc: Descriptor, sourc
     const kept = await reuse(source, desc, sourceDiffID, publishers, opts)
     if (kept != null) return kept
   }
-  return await convert(source, desc, publishers, opts)
+  return await convert(source, desc, sourceDiffID, publishers, opts)
 }

@@ -67,10 +67,18 @@ async function * throughNodeStream (source: AsyncIterable<Uint8Array>, transform
   }
 }
 
-/** Undoes gzip or zstd compression of a layer, if any; plain tar passes through. */
-export async function decompressInput (source: AsyncIterable<Uint8Array>): Promise<{ compression: InputCompression, stream: AsyncIterable<Uint8Array> }> {
-  const { head, stream } = await peek(source, 4)
-  const compression = detectCompression(head)
+/**
+ * Undoes gzip or zstd compression of a layer, if any; plain tar passes through. The compression
+ * is told by the first bytes unless the caller knows it.
+ */
+export async function decompressInput (source: AsyncIterable<Uint8Array>, known?: InputCompression): Promise<{ compression: InputCompression, stream: AsyncIterable<Uint8Array> }> {
+  let compression = known
+  let stream = source
+  if (compression == null) {
+    const peeked = await peek(source, 4)
+    compression = detectCompression(peeked.head)
+    stream = peeked.stream
+  }
   if (compression === 'gzip') return { compression, stream: throughNodeStream(stream, zlib.createGunzip(), 'gzip') }
   if (compression === 'zstd') {
     return { compression, stream: nativeZstd != null ? throughNodeStream(stream, nativeZstd(), 'zstd') : zstdDecompress(stream) }

@@ -35,6 +35,27 @@ export interface VerifyReport {
   bytes: number
 }
 
+/**
+ * Where the footer says the TOC member lies: before the footer, and not over the cap on what is
+ * fetched. Shared with the writer, which checks the member it wrote.
+ */
+export function checkTocExtent (tocOffset: number, tocEnd: number, maxTocCompressedSize: number = DEFAULTS.maxTocCompressedSize): void {
+  if (tocOffset >= tocEnd) throw new BadFooterError(`footer points at TOC offset ${tocOffset}, beyond the blob's ${tocEnd} payload bytes`)
+  if (tocEnd - tocOffset > maxTocCompressedSize) throw new TocTooLargeError(`compressed TOC is ${tocEnd - tocOffset} bytes, more than the ${maxTocCompressedSize}-byte cap`)
+}
+
+/**
+ * Every check an open runs on the TOC JSON once its digest is settled: the size cap, the JSON
+ * schema, and the tree it describes (names, links, chunk extents). The writer runs it on the TOC
+ * it is about to write, so a layer that builds is a layer that opens: one definition of a valid
+ * TOC, not two that drift apart.
+ */
+export function checkToc (json: Uint8Array, tocOffset: number, maxTocSize: number = DEFAULTS.maxTocSize): { toc: Toc, tree: LayerTree } {
+  if (json.length > maxTocSize) throw new TocTooLargeError(`TOC is ${json.length} bytes, larger than ${maxTocSize} bytes`)
+  const toc = parseToc(json)
+  return { toc, tree: buildTree(toc, tocOffset) }
+}
+
 /** The TOC member parsed: the JSON bytes and their digest. */
 async function readTocMember (compressed: Uint8Array, maxTocSize: number): Promise<{ json: Uint8Array, digest: string }> {
   // The member holds one tar entry plus padding and the 1024-byte EOF; allow for them.
@@ -84,13 +105,12 @@ export class EstargzReader {
     const tail = await readExactly(read, blobSize - tailLength, tailLength, options.signal, 'footer')
     const { tocOffset, footerSize } = parseFooter(tail)
     const tocEnd = blobSize - footerSize
-    if (tocOffset >= tocEnd) throw new BadFooterError(`footer points at TOC offset ${tocOffset}, beyond the blob's ${tocEnd} payload bytes`)
-    if (tocEnd - tocOffset > maxTocCompressedSize) throw new TocTooLargeError(`compressed TOC is ${tocEnd - tocOffset} bytes, more than the ${maxTocCompressedSize}-byte cap`)
+    checkTocExtent(tocOffset, tocEnd, maxTocCompressedSize)
     const member = await readExactly(read, tocOffset, tocEnd - tocOffset, options.signal, 'TOC')
     const { json, digest } = await readTocMember(member, maxTocSize)
     if (options.tocDigest != null && options.tocDigest !== digest) throw new TocDigestMismatchError(options.tocDigest, digest)
-    const toc = parseToc(json)
-    return new EstargzReader(read, blobSize, toc, digest, tocOffset, footerSize, buildTree(toc, tocOffset))
+    const { toc, tree } = checkToc(json, tocOffset, maxTocSize)
+    return new EstargzReader(read, blobSize, toc, digest, tocOffset, footerSize, tree)
   }
 
   get root (): LayerNode {

@@ -9,8 +9,9 @@ import {
 import { EMPTY_DIGEST, Sha256, sha256Digest } from './digest.js'
 import { AbortError, InvalidOptionError, PrioritizedFileNotFoundError } from './errors.js'
 import { encodeFooter } from './footer.js'
-import { decompressInput, detectCompression } from './input.js'
+import { decompressInput, detectCompression, type InputCompression } from './input.js'
 import { MemberPipeline, type SegmentSink } from './members.js'
+import { checkToc, checkTocExtent } from './reader.js'
 import { assertSafeEntryName, cleanEntryName } from './paths.js'
 import { BLOCK_SIZE, encodeMinimalRegHeader, paddedSize, type TarHeader } from './tar/header.js'
 import { TarFileReader, indexTarFile, type IndexedTarEntry } from './tar/indexed.js'
@@ -33,6 +34,12 @@ export interface WriterOptions {
   concurrency?: number
   /** Where a compressed or streamed input is spooled when prioritized files need random access. */
   tmpDir?: string
+  /**
+   * What the input is compressed with. Default: told by its first bytes. A caller that already
+   * decompressed the layer says `'none'`, so a tar whose first name happens to start with the
+   * gzip magic is not taken for gzip.
+   */
+  compression?: InputCompression
   signal?: AbortSignal
 }
 
@@ -85,9 +92,9 @@ function inputStream (input: TarInput): AsyncIterable<Uint8Array> {
 }
 
 /** Streaming order: the no-prefetch landmark, then the input as it comes. */
-async function * streamedEntries (input: TarInput): AsyncGenerator<SourceEntry> {
+async function * streamedEntries (input: TarInput, compression: InputCompression | undefined): AsyncGenerator<SourceEntry> {
   yield landmark(NO_PREFETCH_LANDMARK)
-  const { stream } = await decompressInput(inputStream(input))
+  const { stream } = await decompressInput(inputStream(input), compression)
   for await (const e of readTarStream(stream)) {
     if (isReserved(e.header.name)) continue
     yield { header: e.header, raw: () => e.raw, data: (maxPiece) => e.data(maxPiece) }
@@ -187,18 +194,22 @@ function resolveOptions (o: WriterOptions): { chunkSize: number, level: number, 
 }
 
 /** Produces a plain tar file for random access: the input itself, or a decompressed spool. */
-async function plainTarFile (input: TarInput, tmpDir: string): Promise<{ path: string, cleanup: () => Promise<void> }> {
+async function plainTarFile (input: TarInput, tmpDir: string, compression: InputCompression | undefined): Promise<{ path: string, cleanup: () => Promise<void> }> {
   if (typeof input === 'string') {
-    const fh = await open(input, 'r')
-    const head = Buffer.alloc(4)
-    try { await fh.read(head, 0, 4, 0) } finally { await fh.close() }
-    if (detectCompression(head) === 'none') return { path: input, cleanup: async () => {} }
+    let known = compression
+    if (known == null) {
+      const fh = await open(input, 'r')
+      const head = Buffer.alloc(4)
+      try { await fh.read(head, 0, 4, 0) } finally { await fh.close() }
+      known = detectCompression(head)
+    }
+    if (known === 'none') return { path: input, cleanup: async () => {} }
   }
   const dir = await mkdtemp(join(tmpDir, 'estargz-spool-'))
   const cleanup = async (): Promise<void> => { await rm(dir, { recursive: true, force: true }) }
   try {
     const path = join(dir, 'layer.tar')
-    const { stream } = await decompressInput(inputStream(input))
+    const { stream } = await decompressInput(inputStream(input), compression)
     await pipeline(stream, createWriteStream(path))
     return { path, cleanup }
   } catch (err) {
@@ -277,10 +288,10 @@ export async function buildEstargz (input: TarInput, sink: SegmentSink, options:
   try {
     let source: AsyncIterable<SourceEntry>
     if (prioritized.length > 0) {
-      spool = await plainTarFile(input, options.tmpDir ?? tmpdir())
+      spool = await plainTarFile(input, options.tmpDir ?? tmpdir(), options.compression)
       source = prioritizedEntries(spool.path, { prioritizedFiles: prioritized, allowPrioritizedNotFound: options.allowPrioritizedNotFound ?? false }, missed)
     } else {
-      source = streamedEntries(input)
+      source = streamedEntries(input, options.compression)
     }
 
     const members = new MemberPipeline(level, concurrency, chunkSize, sink)
@@ -346,6 +357,10 @@ export async function buildEstargz (input: TarInput, sink: SegmentSink, options:
 
     const entries = finalizeEntries(built)
     const tocJson = encodeToc({ version: 1, entries })
+    // Refuse now what every reader would refuse at mount time (a path through a symlink, a
+    // hardlink to nothing, an id the TOC cannot hold, ...): the reader's own checks, on the TOC
+    // bytes it would read, before the TOC and footer go out.
+    checkToc(tocJson, members.offset)
     const tocDigest = sha256Digest(tocJson)
     const tocTar = Buffer.alloc(BLOCK_SIZE + paddedSize(tocJson.length) + 2 * BLOCK_SIZE)
     tocTar.set(encodeMinimalRegHeader(TOC_TAR_NAME, tocJson.length), 0)
@@ -353,6 +368,7 @@ export async function buildEstargz (input: TarInput, sink: SegmentSink, options:
     let tocOffset = -1
     await add('toc', tocTar, (offset) => { tocOffset = offset })
     await members.flush()
+    checkTocExtent(tocOffset, members.offset)
     await members.addRaw('footer', encodeFooter(tocOffset))
     return {
       tocDigest,

@@ -23,6 +23,19 @@ export class DigestMismatchError extends OciError {
   }
 }
 
+/**
+ * A layer's uncompressed bytes do not hash to the `rootfs.diff_ids` entry its image config gives
+ * for it (the layer's digest may well be right: the config and the layer disagree).
+ */
+export class DiffIdMismatchError extends OciError {
+  static readonly code = 'ERR_DIFFID_MISMATCH'
+  readonly code = DiffIdMismatchError.code
+  override readonly name = 'DiffIdMismatchError'
+  constructor (readonly layer: string, readonly expected: string, readonly actual: string, where?: string) {
+    super(`diffID mismatch for layer ${layer}${where != null ? ` in ${where}` : ''}: the config says ${expected}, the uncompressed layer is ${actual}`)
+  }
+}
+
 /** A blob is longer or shorter than its descriptor's `size`. */
 export class SizeMismatchError extends OciError {
   static readonly code = 'ERR_SIZE_MISMATCH'

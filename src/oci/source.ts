@@ -15,6 +15,7 @@ export interface ImageSource {
    * Streams a blob (manifest, index, config or layer). The stream is verified against
    * `desc.digest` and `desc.size` while it flows: it throws `SizeMismatchError` or
    * `DigestMismatchError` (naming the blob) instead of completing when the bytes are wrong.
+   * The hash is only checked at the end: a consumer that stops early has verified nothing.
    */
   fetch: (desc: Descriptor, signal?: AbortSignal) => Promise<AsyncIterable<Uint8Array>>
   /** A whole, verified blob in memory; refuses blobs over `maxBytes` (default 16 MiB). */

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { edgeEntries, fileContents } from '../helpers/fixtures.js'
 import { makeTar } from '../helpers/tar.js'
@@ -81,6 +82,24 @@ describe('ipfs-estargz layer', () => {
     expect(cli(['layer', 'cat', join(dir, 'out.esgz'), 'a']).code).toBe(1)
     expect(cli(['layer', 'build', join(dir, 'in.tar'), join(dir, 'x'), '--level', 'high']).code).toBe(2)
     expect(cli(['layer', 'ls', join(dir, 'missing.esgz')]).stderr).toMatch(/ENOENT/)
+  })
+
+  it('build refuses a layer that would not mount (path through a symlink, hardlink to nothing), leaving no output', () => {
+    const hostile = {
+      'symlink-dir': makeTar([{ name: 'dir/', type: 'dir' }, { name: 'victim', type: 'symlink', linkName: '/dir' }, { name: 'victim/file', data: 'x' }]),
+      'dangling-hardlink': makeTar([{ name: 'link', type: 'hardlink', linkName: 'not/in/layer' }])
+    }
+    for (const [name, tar] of Object.entries(hostile)) {
+      writeFileSync(join(dir, `${name}.tar`), tar)
+      const r = cli(['layer', 'build', join(dir, `${name}.tar`), join(dir, `${name}.esgz`)])
+      expect(r.code, name).toBe(1)
+      expect(r.stderr, name).toMatch(/^ipfs-estargz: malformed TOC: .*\(ERR_MALFORMED_TOC\)\n$/)
+      expect(readdirSync(dir).filter(f => f.includes(`${name}.esgz`)), name).toEqual([])
+      // the same from stdin, gzip-compressed
+      const z = cli(['layer', 'build', '-', join(dir, `${name}.esgz`)], gzipSync(tar))
+      expect(z.code, name).toBe(1)
+      expect(z.stderr, name).toContain('(ERR_MALFORMED_TOC)')
+    }
   })
 
   it('every command has --help', () => {

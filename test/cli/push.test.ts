@@ -1,18 +1,24 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { gunzipSync, gzipSync } from 'node:zlib'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { CID } from 'multiformats/cid'
 import { IndexStore, collectBlock, createNode, walkDag } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
-import { openImageSource, resolveImages, MediaType } from '../../src/oci/index.js'
+import { buildEstargz, TOC_DIGEST_ANNOTATION } from '../../src/estargz/index.js'
+import { openImageSource, parseImageReference, pushImage, resolveImages, MediaType, type RegistryReference } from '../../src/oci/index.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
 import { debianImageNeeds, debianPythonImage, type DebianPythonImage } from '../helpers/images.js'
 import { hasCommand, needs } from '../helpers/env.js'
 import { cliPath, esgzRef } from '../helpers/tools.js'
 import { startRegistry, type TestRegistry } from '../oci/registry-fixture.js'
+import { startFront, type Front } from '../oci/front.js'
+import { blob, jsonBlob, sha256, tagged, writeDockerArchive, writeLayout, writeOciArchive, type Blob, type TestImage } from '../oci/fixtures.js'
+import { makeTar } from '../helpers/tar.js'
+import { zstdRawFrame } from '../helpers/forge.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 28 })
@@ -147,3 +153,181 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
     expect(missing.stderr).toMatch(/nope/)
   })
 })
+
+/**
+ * Hostile sources, built here: every source blob is verified to its last byte (digest, size,
+ * diffID) and the layer checked as a reader would check it before anything is named, whatever
+ * the source type or compression. Each must fail with its code and leave nothing listed.
+ */
+describe('ipfs-estargz push refuses what does not verify, and lists nothing', () => {
+  let dir: string
+  const repo = (): string => join(dir, 'repo')
+  const TAR = makeTar([{ name: 'greeting', data: 'hello\n' }, { name: 'padding.bin', data: Buffer.alloc(3000, 7) }])
+  /** The same tar with `hello` → `jello`: same size, other bytes. */
+  const jello = (b: Uint8Array): Buffer => {
+    const out = Buffer.from(b)
+    out[out.indexOf('hello')] = 0x6a
+    return out
+  }
+
+  beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'push-hostile-')) })
+  afterAll(async () => {
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  /** Blobs of a one-layer image whose config gives `diffId`; the layer's file holds `stored`. */
+  function image (layer: Blob, diffId: string, stored: Uint8Array = layer.bytes): { blobs: Blob[], manifest: Blob } {
+    const config = jsonBlob(MediaType.OciConfig, { architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [diffId] } })
+    const manifest = jsonBlob(MediaType.OciManifest, { schemaVersion: 2, mediaType: MediaType.OciManifest, config: config.descriptor, layers: [layer.descriptor] })
+    return { blobs: [{ descriptor: layer.descriptor, bytes: stored }, config, manifest], manifest }
+  }
+  let n = 0
+  async function layout (img: { blobs: Blob[], manifest: Blob }): Promise<string> {
+    const d = join(dir, `layout-${n++}`)
+    await writeLayout(d, img.blobs, [tagged(img.manifest.descriptor, 'latest')])
+    return `oci:${d}`
+  }
+  async function archive (img: { blobs: Blob[], manifest: Blob }): Promise<string> {
+    const f = join(dir, `archive-${n++}.tar`)
+    await writeOciArchive(f, img.blobs, [tagged(img.manifest.descriptor, 'latest')])
+    return `oci-archive:${f}`
+  }
+  function refused (r: { code: number, stderr: string }, code: string): void {
+    expect(r.code, r.stderr).toBe(1)
+    expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1)
+    expect(r.stderr).toContain(`(${code})`)
+  }
+  // Every refused push went to repo(): not one image may be listed there.
+  afterEach(() => {
+    const ls = cli(['image', 'ls', '--repo', repo()])
+    expect(ls.code, ls.stderr).toBe(0)
+    expect(ls.stdout).toBe('')
+  })
+
+  it('an uncompressed layer with hello → jello (same size), from oci: and oci-archive:', async () => {
+    const layer = blob(MediaType.OciLayer, TAR)
+    const img = image(layer, sha256(TAR), jello(TAR))
+    refused(cli(['push', await layout(img), '--repo', repo(), ...FAST]), 'ERR_DIGEST_MISMATCH')
+    refused(cli(['push', await archive(img), '--repo', repo(), ...FAST]), 'ERR_DIGEST_MISMATCH')
+  })
+
+  it('an uncompressed layer changed only after its end-of-archive marker', async () => {
+    const layer = blob(MediaType.OciLayer, TAR)
+    const stored = Buffer.from(TAR)
+    stored[stored.length - 1] ^= 0x01 // the second zero block: a tar reader never looks at it
+    refused(cli(['push', await layout(image(layer, sha256(TAR), stored)), '--repo', repo(), ...FAST]), 'ERR_DIGEST_MISMATCH')
+  })
+
+  it('a gzip layer with a flipped header byte (mtime, OS), which gzip\'s CRC does not cover', async () => {
+    const gz = gzipSync(TAR)
+    const layer = blob(MediaType.OciLayerGzip, gz)
+    for (const at of [4, 9]) {
+      const stored = Buffer.from(gz)
+      stored[at] ^= 0x01
+      expect(gunzipSync(stored).equals(TAR)).toBe(true) // still decompresses to the same tar
+      refused(cli(['push', await layout(image(layer, sha256(TAR), stored)), '--repo', repo(), ...FAST]), 'ERR_DIGEST_MISMATCH')
+      refused(cli(['push', await archive(image(layer, sha256(TAR), stored)), '--repo', repo(), ...FAST]), 'ERR_DIGEST_MISMATCH')
+    }
+  })
+
+  it('a gzip layer with hello → jello: the digest mismatch is reported, not the CRC error it causes', async () => {
+    const gz = gzipSync(TAR, { level: 0 }) // stored deflate blocks: the text is in the clear
+    const layer = blob(MediaType.OciLayerGzip, gz)
+    refused(cli(['push', await layout(image(layer, sha256(TAR), jello(gz))), '--repo', repo(), ...FAST]), 'ERR_DIGEST_MISMATCH')
+  })
+
+  it('a zstd layer with hello → jello', async () => {
+    const zst = zstdRawFrame(TAR)
+    const layer = blob(MediaType.OciLayerZstd, zst)
+    refused(cli(['push', await layout(image(layer, sha256(TAR), jello(zst))), '--repo', repo(), ...FAST]), 'ERR_DIGEST_MISMATCH')
+  })
+
+  it('a config whose diff_id is not the layer\'s, for plain, gzip and zstd layers and a docker-archive', async () => {
+    const wrong = sha256(jello(TAR))
+    for (const layer of [blob(MediaType.OciLayer, TAR), blob(MediaType.OciLayerGzip, gzipSync(TAR)), blob(MediaType.OciLayerZstd, zstdRawFrame(TAR))]) {
+      refused(cli(['push', await layout(image(layer, wrong)), '--repo', repo(), ...FAST]), 'ERR_DIFFID_MISMATCH')
+    }
+    // docker save with a gzip layer: its digest is computed from the archive, only the diffID can catch it
+    const gz = gzipSync(TAR)
+    const config = jsonBlob(MediaType.DockerConfig, { architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [wrong] } })
+    const f = join(dir, 'docker.tar')
+    await writeDockerArchive(f, [{ image: { layers: [{ ...blob(MediaType.DockerLayerGzip, gz), diffId: wrong, tar: TAR }], config } as unknown as TestImage, tags: ['x/y:1'] }])
+    refused(cli(['push', `docker-archive:${f}`, '--repo', repo(), ...FAST]), 'ERR_DIFFID_MISMATCH')
+  })
+
+  it('an eStargz layer kept as it is, whose diff_id is wrong (and the same layer with the right one is kept)', async () => {
+    const parts: Uint8Array[] = []
+    async function * once (): AsyncGenerator<Uint8Array> { yield TAR }
+    const built = await buildEstargz(once(), async (s) => { parts.push(s.bytes) })
+    const esgz = Buffer.concat(parts)
+    const layer = blob(MediaType.OciLayerGzip, esgz, { annotations: { [TOC_DIGEST_ANNOTATION]: built.tocDigest } })
+    const ok = cli(['push', await layout(image(layer, built.diffID)), '--repo', join(dir, 'other-repo'), '--json', ...FAST])
+    expect(ok.code, ok.stderr).toBe(0)
+    expect((JSON.parse(ok.stdout) as { images: Array<{ layers: Array<{ reused: boolean }> }> }).images[0].layers[0].reused).toBe(true)
+    refused(cli(['push', await layout(image(layer, sha256(TAR))), '--repo', repo(), ...FAST]), 'ERR_DIFFID_MISMATCH')
+    const stored = Buffer.from(esgz)
+    stored[4] ^= 0x01 // the first member's mtime
+    refused(cli(['push', await layout(image(layer, built.diffID, stored)), '--repo', repo(), ...FAST]), 'ERR_DIGEST_MISMATCH')
+  })
+
+  it('writes nothing into --output oci:DIR either', async () => {
+    const out = join(dir, 'out')
+    const layer = blob(MediaType.OciLayer, TAR)
+    refused(cli(['push', await layout(image(layer, sha256(TAR), jello(TAR))), '--repo', repo(), '--output', `oci:${out}`, ...FAST]), 'ERR_DIGEST_MISMATCH')
+    const blobs = await readdir(join(out, 'blobs', 'sha256')).catch(() => [])
+    expect(blobs).toEqual([])
+    const index = await readFile(join(out, 'index.json'), 'utf8').catch(() => undefined)
+    if (index != null) expect((JSON.parse(index) as { manifests: unknown[] }).manifests).toEqual([])
+  })
+
+  it('layers a mount would refuse: a path through a symlink, a hardlink to a file not in the layer, an id the TOC cannot hold', async () => {
+    const hostile = [
+      makeTar([{ name: 'dir/', type: 'dir' }, { name: 'victim', type: 'symlink', linkName: '/dir' }, { name: 'victim/file', data: 'x' }]),
+      makeTar([{ name: 'link', type: 'hardlink', linkName: 'not/in/layer' }]),
+      makeTar([{ name: 'f', data: 'x', pax: { uid: '-1' } }])
+    ]
+    for (const tar of hostile) {
+      const gz = gzipSync(tar)
+      refused(cli(['push', await layout(image(blob(MediaType.OciLayerGzip, gz), sha256(tar))), '--repo', repo(), ...FAST]), 'ERR_MALFORMED_TOC')
+    }
+  })
+
+  describe.skipIf(needs({ registry: hasCommand('docker-registry') }))('from docker://', () => {
+    let registry: TestRegistry
+    let front: Front
+    const layer = blob(MediaType.OciLayer, TAR)
+    beforeAll(async () => {
+      registry = await startRegistry()
+      const img = image(layer, sha256(TAR))
+      await pushImage(parseImageReference(`docker://${registry.host}/test/hostile:1`) as RegistryReference, {
+        blobs: img.blobs.slice(0, 2).map(b => ({ descriptor: b.descriptor, open: async function * () { yield b.bytes } })),
+        manifests: [img.manifest]
+      }, { plainHttp: true, dockerConfig: false })
+      // flips the middle byte of the layer: inside padding.bin, a same-size change of its contents
+      front = await startFront({ upstream: registry.host, tamper: req => req.url?.includes(layer.descriptor.digest) === true })
+    })
+    afterAll(async () => {
+      await front?.stop()
+      await registry?.stop()
+    })
+
+    it('a registry serving a layer with one byte changed', async () => {
+      const r = await cliAsync(['push', `docker://${front.host}/test/hostile:1`, '--plain-http', '--repo', repo(), ...FAST])
+      refused(r, 'ERR_DIGEST_MISMATCH')
+      const good = await cliAsync(['push', `docker://${registry.host}/test/hostile:1`, '--plain-http', '--repo', join(dir, 'other-repo'), ...FAST])
+      expect(good.code, good.stderr).toBe(0)
+    })
+  })
+})
+
+/** The CLI without blocking the event loop (for servers run by the test itself). */
+async function cliAsync (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
+  const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const code = await new Promise<number | null>(resolve => child.on('exit', resolve))
+  return { code: code ?? -1, stdout, stderr }
+}

@@ -4,12 +4,12 @@ import { join } from 'node:path'
 import zlib from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  AbortError, EstargzReader, InvalidOptionError, PrioritizedFileNotFoundError, buildEstargz, buildEstargzFile,
+  AbortError, EstargzReader, InvalidOptionError, MalformedTarError, MalformedTocError, PrioritizedFileNotFoundError, buildEstargz, buildEstargzFile,
   type BlobSegment
 } from '../../src/estargz/index.js'
 import { edgeEntries, fileContents, SMALL_CHUNK } from '../helpers/fixtures.js'
 import { zstdRawFrame } from '../helpers/forge.js'
-import { fixtureBytes, makeTar } from '../helpers/tar.js'
+import { fixtureBytes, makeTar, type FixtureEntry } from '../helpers/tar.js'
 
 async function * chunksOf (data: Buffer, size: number): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size)
@@ -150,5 +150,51 @@ describe('eStargz writer', () => {
     setTimeout(() => ac.abort(), 5)
     await expect(p).rejects.toThrow(AbortError)
     expect(readdirSync(join(dir, 'aborted'))).toEqual([])
+  })
+
+  it('refuses a layer the reader would refuse, with the reader\'s error, before the TOC or footer goes out', async () => {
+    const hostile: Array<[string, FixtureEntry[]]> = [
+      ['a path through a symlink', [{ name: 'dir/', type: 'dir' }, { name: 'victim', type: 'symlink', linkName: '/dir' }, { name: 'victim/file', data: 'x' }]],
+      ['a path through a regular file', [{ name: 'f', data: 'x' }, { name: 'f/g', data: 'y' }]],
+      ['a hardlink to a file not in the layer', [{ name: 'link', type: 'hardlink', linkName: 'not/in/layer' }]],
+      ['a hardlink to a directory', [{ name: 'd/', type: 'dir' }, { name: 'link', type: 'hardlink', linkName: 'd' }]],
+      ['hardlinks to each other', [{ name: 'a', type: 'hardlink', linkName: 'b' }, { name: 'b', type: 'hardlink', linkName: 'a' }]],
+      ['a hardlink without target', [{ name: 'link', type: 'hardlink', linkName: '' }]],
+      ['a symlink without target', [{ name: 'link', type: 'symlink', linkName: '' }]],
+      ['a root that is not a directory', [{ name: './', type: 'symlink', linkName: 'x' }]],
+      ['a negative uid', [{ name: 'f', data: 'x', pax: { uid: '-1' } }]]
+    ]
+    for (const [what, entries] of hostile) {
+      const kinds: string[] = []
+      const err = await buildEstargz(chunksOf(makeTar(entries), 4096), async (s) => { kinds.push(s.kind) }).then(() => undefined, (e: unknown) => e)
+      expect(err, what).toBeInstanceOf(MalformedTocError)
+      expect((err as MalformedTocError).code, what).toBe('ERR_MALFORMED_TOC')
+      expect(kinds.filter(k => k === 'toc' || k === 'footer'), what).toEqual([])
+      const out = join(dir, 'refused.esgz')
+      await expect(buildEstargzFile(chunksOf(makeTar(entries), 4096), out), what).rejects.toThrow(MalformedTocError)
+      expect(readdirSync(dir).filter(n => n.includes('refused')), what).toEqual([])
+    }
+    // an id no TOC can hold is a malformed tar already, as for Go's reader (it was an untyped TypeError)
+    await expect(buildEstargz(chunksOf(makeTar([{ name: 'f', data: 'x', pax: { gid: '1.5' } }]), 4096), async () => {})).rejects.toThrow(MalformedTarError)
+  })
+
+  it('still builds what the reader accepts: symlinked directories used normally, hardlinks to earlier and later files', async () => {
+    const entries: FixtureEntry[] = [
+      { name: 'usr/', type: 'dir' },
+      { name: 'usr/lib/', type: 'dir' },
+      { name: 'usr/lib/libc.so', data: 'elf' },
+      { name: 'lib', type: 'symlink', linkName: 'usr/lib' },
+      { name: 'etc/early', type: 'hardlink', linkName: 'etc/later' },
+      { name: 'etc/later', data: 'conf' },
+      { name: 'etc/again', type: 'hardlink', linkName: 'usr/lib/libc.so' },
+      { name: 'etc/chain', type: 'hardlink', linkName: 'etc/again' }
+    ]
+    const segs: BlobSegment[] = []
+    await buildEstargz(chunksOf(makeTar(entries), 4096), async (s) => { segs.push(s) })
+    const r = await readerFor(Buffer.concat(segs.map(s => s.bytes)))
+    expect(Buffer.from(await r.readFile('lib/libc.so')).toString()).toBe('elf')
+    expect(Buffer.from(await r.readFile('etc/early')).toString()).toBe('conf')
+    expect(Buffer.from(await r.readFile('etc/chain')).toString()).toBe('elf')
+    expect(r.lookup('usr/lib/libc.so')?.numLink).toBe(3)
   })
 })

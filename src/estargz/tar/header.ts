@@ -164,11 +164,17 @@ export function parseHeader (block: Uint8Array, ext: Extensions): TarHeader {
       if (!Number.isFinite(n)) throw new MalformedTarError(`PAX record ${key} is not a number`)
       return n
     }
+    // Ids are integers, as Go's reader (strconv.ParseInt) demands; a fraction cannot reach a TOC.
+    const integer = (): number => {
+      const n = number()
+      if (!Number.isSafeInteger(n)) throw new MalformedTarError(`PAX record ${key} is not an integer`)
+      return n
+    }
     if (key === 'path') name = text()
     else if (key === 'linkpath') linkName = text()
     else if (key === 'size') size = number()
-    else if (key === 'uid') uid = number()
-    else if (key === 'gid') gid = number()
+    else if (key === 'uid') uid = integer()
+    else if (key === 'gid') gid = integer()
     else if (key === 'uname') uname = text()
     else if (key === 'gname') gname = text()
     else if (key === 'mtime') mtime = number()
