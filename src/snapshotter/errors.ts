@@ -42,7 +42,15 @@ export class InvalidArgumentError extends SnapshotterError {
   override readonly name = 'InvalidArgumentError'
 }
 
-/** A List filter that does not parse. */
+/** A List whose matching ran longer than its time budget (it is given up, not left running). */
+export class ListTimeoutError extends SnapshotterError {
+  static readonly code = 'ERR_LIST_TIMEOUT'
+  readonly code = ListTimeoutError.code
+  readonly grpcCode = status.DEADLINE_EXCEEDED
+  override readonly name = 'ListTimeoutError'
+}
+
+/** A List filter that does not parse, or whose regexps compile to too large a program. */
 export class InvalidFilterError extends SnapshotterError {
   static readonly code = 'ERR_INVALID_FILTER'
   readonly code = InvalidFilterError.code

@@ -1,6 +1,6 @@
 export * from './api.js'
 export * from './errors.js'
-export { parseFilter, parseFilters, type Filter, type FieldAdaptor } from './filters.js'
+export { parseFilter, parseFilters, DEFAULTS as FILTER_DEFAULTS, type Filter, type FieldAdaptor, type FilterOptions } from './filters.js'
 export { MetadataStore, adaptInfo, type Kind, type SnapshotInfo, type SnapshotRecord, type Usage } from './metadata.js'
 export { OverlayLayout, diskUsage } from './overlay.js'
 export { LABELS, REMOTE_LABEL_VALUE, resolveRemoteLayer, type RemoteLayerMounter, type RemoteLayerRef, type RemoteMount, type DigestResolver, type RemoteMetrics, type FallbackReason } from './remote.js'

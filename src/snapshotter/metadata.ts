@@ -219,9 +219,14 @@ export class MetadataStore {
 
   /** Every snapshot of the namespace matching the filter, in id order (a consistent snapshot of the table). */
   list (namespace: string, filter: Filter): SnapshotInfo[] {
+    return this.infos(namespace).filter((info) => filter.match(adaptInfo(info)))
+  }
+
+  /** Every snapshot of the namespace, in id order, read in one transaction. */
+  infos (namespace: string): SnapshotInfo[] {
     return this.db.transaction(() => {
       const rows = this.db.prepare(`${SELECT} WHERE s.namespace = ? ORDER BY s.id`).all(namespace) as Row[]
-      return rows.map((r) => this.info(r)).filter((info) => filter.match(adaptInfo(info)))
+      return rows.map((r) => this.info(r))
     })()
   }
 

@@ -116,26 +116,26 @@ export class SnapshotterServer {
     const sn = this.snapshotter
     const list: grpc.handleServerStreamingCall<api.ListSnapshotsRequest, api.ListSnapshotsResponse> = (call) => {
       const ns = this.namespace(call)
-      let infos: SnapshotInfo[]
-      try {
-        infos = sn.list(ns, call.request.filters)
-      } catch (err) {
-        call.emit('error', this.toStatus('List', ns, err))
-        return
-      }
       const batch = this.options.listBatchSize
-      let i = 0
       // honour backpressure and stop as soon as the client goes away
-      const pump = (): void => {
+      const send = (infos: SnapshotInfo[], from = 0): void => {
+        let i = from
         while (i < infos.length) {
           if (call.cancelled) return
           const block = infos.slice(i, i + batch).map(toApiInfo)
           i += batch
-          if (!call.write({ info: block })) { call.once('drain', pump); return }
+          if (!call.write({ info: block })) { call.once('drain', () => { send(infos, i) }); return }
         }
         if (!call.cancelled) call.end()
       }
-      pump()
+      const gone = new AbortController()
+      call.once('cancelled', () => { gone.abort() })
+      Promise.resolve().then(async () => {
+        return await sn.list(ns, call.request.filters, gone.signal)
+      }).then(
+        (infos) => { send(infos) },
+        (err: unknown) => { if (!call.cancelled) call.emit('error', this.toStatus('List', ns, err)) }
+      )
     }
     return {
       Prepare: this.unary<api.PrepareSnapshotRequest, api.PrepareSnapshotResponse>('Prepare', async (r, ns) => ({ mounts: await sn.prepare(ns, r.key, r.parent, r.labels) })),

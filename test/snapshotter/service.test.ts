@@ -9,7 +9,9 @@ import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
 import { SnapshotterServer } from '../../src/snapshotter/service.js'
 import { isRoot, needs } from '../helpers/env.js'
 import { codeOf, errorOf, snapshotsClient } from './client.js'
+import { spawnServer } from './spawn-server.js'
 import type { SnapshotsClient } from './client.js'
+import type { SpawnedServer } from './spawn-server.js'
 import type { Labels, RemoteLayerMounter, RemoteLayerRef } from '../../src/snapshotter/index.js'
 
 describe.skipIf(needs({ root: isRoot }))('Snapshots gRPC service: bad input and consistency', () => {
@@ -244,5 +246,72 @@ describe.skipIf(needs({ root: isRoot }))('SnapshotterServer lifecycle', () => {
       await server.stop()
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+})
+
+describe.skipIf(needs({ root: isRoot }))('List filters cannot stall the server', () => {
+  // the server runs in its own process: if a filter pins its event loop, calls time out instead of hanging the runner
+  let dir: string
+  let server: SpawnedServer | undefined
+  let client: SnapshotsClient
+  let other: SnapshotsClient
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapshotter-redos-'))
+    const socket = join(dir, 'sn.sock')
+    server = await spawnServer(join(dir, 'root'), socket, ['--list-timeout-ms=1000'])
+    client = snapshotsClient(socket, 'testns', { deadlineMs: 5_000 })
+    other = snapshotsClient(socket, 'otherns', { deadlineMs: 5_000 })
+  })
+
+  afterAll(async () => {
+    client?.close()
+    other?.close()
+    await server?.kill('SIGKILL') // a stalled server ignores SIGTERM
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('answers name~=^(a+)+$ against 41-character keys promptly, and serves another call meanwhile', async () => {
+    const matching = 'a'.repeat(41)
+    const hostile = 'a'.repeat(40) + '!' // a backtracking engine tries 2^40 ways to split the a's
+    await client.prepare(matching)
+    await client.prepare(hostile)
+    await other.prepare('k')
+    const t0 = performance.now()
+    const [listed, stat] = await Promise.all([
+      client.list('name~=^(a+)+$'),
+      other.stat('k')
+    ])
+    const ms = performance.now() - t0
+    expect(listed.map((i) => i.name)).toEqual([matching])
+    expect(stat).toMatchObject({ name: 'k', kind: 'ACTIVE' })
+    expect(ms).toBeLessThan(1_000)
+    // and the server still answers afterwards
+    expect((await client.list('name~=/!$/')).map((i) => i.name)).toEqual([hostile])
+  })
+  it('matches a long List in slices: other calls are answered meanwhile, and it gives up at its deadline', async () => {
+    // 4000-character label values and a pattern at the instruction limit: ~20-100 ms per snapshot
+    const chars = 'ab1!-'
+    let seed = 1
+    const text = (): string => Array.from({ length: 4000 }, () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return chars[seed % chars.length] }).join('')
+    await client.prepare('base')
+    await client.commit('base-c', 'base')
+    for (let i = 0; i < 60; i++) await client.view(`heavy-${i}`, 'base-c', { v: text() })
+    const filter = 'labels.v~=(?i)a[\\pL\\pN\\pS\\pP]{120}$'
+    const t0 = performance.now()
+    let listDone = 0
+    const listing = client.list(filter).then((r) => { listDone = performance.now() - t0; return r }, (err: unknown) => { listDone = performance.now() - t0; throw err })
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const s0 = performance.now()
+    expect(await other.stat('k')).toMatchObject({ name: 'k' })
+    const statMs = performance.now() - s0
+    expect(listDone).toBe(0) // the List was still running when Stat was answered
+    expect(statMs).toBeLessThan(1_000)
+    const err = await errorOf(listing)
+    expect(err.code).toBe(status.DEADLINE_EXCEEDED)
+    expect(err.details).toMatch(/List in namespace "testns" gave up after 1000 ms, having matched the filters against \d+ of 63 snapshots/)
+    expect(listDone).toBeLessThan(2_000)
+    // the same filter on fewer snapshots completes, and the server still answers
+    expect((await client.list(`name==heavy-0,${filter}`)).length).toBeLessThanOrEqual(1)
   })
 })
