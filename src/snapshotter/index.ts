@@ -5,4 +5,5 @@ export { MetadataStore, adaptInfo, type Kind, type SnapshotInfo, type SnapshotRe
 export { OverlayLayout, diskUsage } from './overlay.js'
 export { LABELS, REMOTE_LABEL_VALUE, resolveRemoteLayer, type RemoteLayerMounter, type RemoteLayerRef, type RemoteMount, type DigestResolver, type RemoteMetrics, type FallbackReason } from './remote.js'
 export { Snapshotter, DEFAULTS as SNAPSHOTTER_DEFAULTS, type SnapshotterOptions, type SnapshotterComponents } from './snapshotter.js'
+export { DEFAULTS as REQUEST_LIMITS, type Limits } from './validate.js'
 export { SnapshotterServer, DEFAULTS as SERVER_DEFAULTS, loadSnapshotsService, PROTO_DIR, type SnapshotterServerOptions, type SnapshotterServerComponents } from './service.js'

@@ -7,6 +7,7 @@ import { parseFilters } from './filters.js'
 import { adaptInfo, MetadataStore } from './metadata.js'
 import { diskUsage, mountsUnder, mountsUnderSync, OverlayLayout, unmountUnder } from './overlay.js'
 import { LABELS, newRemoteMetrics, REMOTE_LABEL_VALUE, resolveRemoteLayer } from './remote.js'
+import { DEFAULTS as LIMITS } from './validate.js'
 import type { Labels, Mount } from './api.js'
 import type { SnapshotInfo, SnapshotRecord, Usage } from './metadata.js'
 import type { DigestResolver, FallbackReason, RemoteLayerMounter, RemoteMetrics, RemoteMount } from './remote.js'
@@ -18,7 +19,9 @@ export const DEFAULTS = {
   /** stop() unmounts the remote snapshots (start() mounts them again) */
   unmountOnStop: true,
   /** containerd's label limit (key + value bytes) */
-  maxLabelSize: 4096,
+  maxLabelSize: LIMITS.maxLabelSize,
+  /** labels one snapshot may hold (Update adds to the stored ones) */
+  maxLabels: LIMITS.maxLabels,
   /** List matches filters for this long, then lets other calls run before it goes on */
   listSliceMs: 10,
   /** a List still matching after this long fails with DeadlineExceeded */
@@ -77,7 +80,7 @@ export class Snapshotter {
     if (this.db != null) return
     mkdirSync(this.root, { recursive: true, mode: 0o700 })
     this.layout.init()
-    const db = new MetadataStore(join(this.root, 'metadata.db'), { maxLabelSize: this.options.maxLabelSize })
+    const db = new MetadataStore(join(this.root, 'metadata.db'), { maxLabelSize: this.options.maxLabelSize, maxLabels: this.options.maxLabels })
     try {
       const kept = await this.keepHeldMounts(db)
       // other mounts left from the previous run are dead (FUSE server gone) or will be replaced
