@@ -34,7 +34,7 @@ export class FailedPreconditionError extends SnapshotterError {
   override readonly name = 'FailedPreconditionError'
 }
 
-/** Bad request: parent not committed, empty key, oversized label, unknown update field. */
+/** Bad request: parent not committed, unknown update field. */
 export class InvalidArgumentError extends SnapshotterError {
   static readonly code = 'ERR_INVALID_ARGUMENT'
   readonly code = InvalidArgumentError.code
@@ -42,7 +42,47 @@ export class InvalidArgumentError extends SnapshotterError {
   override readonly name = 'InvalidArgumentError'
 }
 
-/** A List filter that does not parse. */
+/** A snapshot key, parent or commit name the service refuses: empty, too long, control characters, "." or ".." components. */
+export class InvalidKeyError extends SnapshotterError {
+  static readonly code = 'ERR_INVALID_KEY'
+  readonly code = InvalidKeyError.code
+  readonly grpcCode = status.INVALID_ARGUMENT
+  override readonly name = 'InvalidKeyError'
+}
+
+/** A label over containerd's size limit (key + value bytes), or more labels than one call or snapshot may carry. */
+export class InvalidLabelError extends SnapshotterError {
+  static readonly code = 'ERR_INVALID_LABEL'
+  readonly code = InvalidLabelError.code
+  readonly grpcCode = status.INVALID_ARGUMENT
+  override readonly name = 'InvalidLabelError'
+}
+
+/** A `containerd-namespace` that is not a containerd identifier. */
+export class InvalidNamespaceError extends SnapshotterError {
+  static readonly code = 'ERR_INVALID_NAMESPACE'
+  readonly code = InvalidNamespaceError.code
+  readonly grpcCode = status.INVALID_ARGUMENT
+  override readonly name = 'InvalidNamespaceError'
+}
+
+/** A request over one of the service's size limits: too many or too long filters, too many Update paths. */
+export class RequestTooLargeError extends SnapshotterError {
+  static readonly code = 'ERR_REQUEST_TOO_LARGE'
+  readonly code = RequestTooLargeError.code
+  readonly grpcCode = status.INVALID_ARGUMENT
+  override readonly name = 'RequestTooLargeError'
+}
+
+/** A List whose matching ran longer than its time budget (it is given up, not left running). */
+export class ListTimeoutError extends SnapshotterError {
+  static readonly code = 'ERR_LIST_TIMEOUT'
+  readonly code = ListTimeoutError.code
+  readonly grpcCode = status.DEADLINE_EXCEEDED
+  override readonly name = 'ListTimeoutError'
+}
+
+/** A List filter that does not parse, or whose regexps compile to too large a program. */
 export class InvalidFilterError extends SnapshotterError {
   static readonly code = 'ERR_INVALID_FILTER'
   readonly code = InvalidFilterError.code

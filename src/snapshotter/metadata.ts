@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3'
 import { nowNs } from './clock.js'
 import { FailedPreconditionError, InvalidArgumentError, SnapshotExistsError, SnapshotNotFoundError } from './errors.js'
+import { DEFAULTS as LIMITS, validateLabels } from './validate.js'
 import type { FieldAdaptor, Filter } from './filters.js'
 import type { Labels } from './api.js'
 
@@ -31,7 +32,9 @@ export interface Usage { size: number, inodes: number }
 
 export const DEFAULTS = {
   /** containerd's `labels.Validate`: len(key) + len(value) must not exceed this many bytes */
-  maxLabelSize: 4096
+  maxLabelSize: LIMITS.maxLabelSize,
+  /** labels one snapshot may hold */
+  maxLabels: LIMITS.maxLabels
 }
 
 const KIND_CODE: Record<Kind, number> = { view: 1, active: 2, committed: 3 }
@@ -84,10 +87,10 @@ const SELECT = `SELECT s.id, s.namespace, s.key, s.kind, s.parent_id, p.key AS p
  */
 export class MetadataStore {
   private readonly db: Database.Database
-  private readonly maxLabelSize: number
+  private readonly limits: typeof DEFAULTS
 
   constructor (path: string, options: Partial<typeof DEFAULTS> = {}) {
-    this.maxLabelSize = options.maxLabelSize ?? DEFAULTS.maxLabelSize
+    this.limits = { ...DEFAULTS, ...options }
     this.db = new Database(path)
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = FULL')
@@ -99,14 +102,9 @@ export class MetadataStore {
     this.db.close()
   }
 
-  /** Throws InvalidArgument for a label over containerd's size limit. */
+  /** InvalidLabelError for a label over containerd's size limit, or more labels than a snapshot may hold. */
   validateLabels (labels: Labels): void {
-    for (const [k, v] of Object.entries(labels)) {
-      const size = Buffer.byteLength(k) + Buffer.byteLength(v)
-      if (size > this.maxLabelSize) {
-        throw new InvalidArgumentError(`label key and value greater than maximum size (${this.maxLabelSize} bytes), key: ${k.slice(0, 10)}: invalid argument`)
-      }
-    }
+    validateLabels(labels, this.limits)
   }
 
   /**
@@ -219,9 +217,14 @@ export class MetadataStore {
 
   /** Every snapshot of the namespace matching the filter, in id order (a consistent snapshot of the table). */
   list (namespace: string, filter: Filter): SnapshotInfo[] {
+    return this.infos(namespace).filter((info) => filter.match(adaptInfo(info)))
+  }
+
+  /** Every snapshot of the namespace, in id order, read in one transaction. */
+  infos (namespace: string): SnapshotInfo[] {
     return this.db.transaction(() => {
       const rows = this.db.prepare(`${SELECT} WHERE s.namespace = ? ORDER BY s.id`).all(namespace) as Row[]
-      return rows.map((r) => this.info(r)).filter((info) => filter.match(adaptInfo(info)))
+      return rows.map((r) => this.info(r))
     })()
   }
 

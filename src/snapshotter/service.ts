@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { NAMESPACE_METADATA_KEY, PROTO_DIR, PROTO_LOADER_OPTIONS } from './api.js'
 import { SnapshotterError } from './errors.js'
+import { DEFAULTS as LIMITS, validateFilters, validateKeyRef, validateLabels, validateNamespace, validateNewKey, validateUpdatePaths } from './validate.js'
 import type * as api from './api.js'
 import type { SnapshotInfo, Snapshotter } from './snapshotter.js'
 import type { Logger } from '../logging.js'
@@ -16,7 +17,14 @@ export const DEFAULTS = {
   /** stop(): how long to wait for in-flight calls before cutting them off */
   shutdownTimeoutMs: 10_000,
   /** namespace used when a call carries no `containerd-namespace` metadata */
-  defaultNamespace: 'default'
+  defaultNamespace: 'default',
+  /**
+   * largest request message gRPC decodes: a Prepare with two keys and `maxLabels` labels of
+   * `maxLabelSize` fits (grpc-js would take 4 MiB)
+   */
+  maxMessageBytes: 2 * 1024 * 1024,
+  /** keys, labels, filters: see validate.ts */
+  ...LIMITS
 }
 
 export interface SnapshotterServerOptions extends Partial<typeof DEFAULTS> {
@@ -64,7 +72,7 @@ export class SnapshotterServer {
   async start (): Promise<void> {
     if (this.server != null) return
     await this.snapshotter.start()
-    const server = new grpc.Server()
+    const server = new grpc.Server({ 'grpc.max_receive_message_length': this.options.maxMessageBytes })
     server.addService(loadSnapshotsService(), this.handlers())
     mkdirSync(dirname(this.address), { recursive: true, mode: 0o710 })
     rmSync(this.address, { force: true }) // a stale socket from a crash gives EADDRINUSE
@@ -93,10 +101,18 @@ export class SnapshotterServer {
     return typeof v === 'string' && v !== '' ? v : this.options.defaultNamespace
   }
 
-  private unary<Req, Res> (name: string, fn: (req: Req, ns: string) => Promise<Res> | Res): Unary<Req, Res> {
+  /**
+   * Every request is checked here, before the snapshotter sees it: `check` validates the fields
+   * the method takes (keys, labels, filters), the namespace is checked for all.
+   */
+  private unary<Req, Res> (name: string, check: (req: Req) => void, fn: (req: Req, ns: string) => Promise<Res> | Res): Unary<Req, Res> {
     return (call, callback) => {
       const ns = this.namespace(call)
-      Promise.resolve().then(async () => await fn(call.request, ns)).then(
+      Promise.resolve().then(async () => {
+        validateNamespace(ns)
+        check(call.request)
+        return await fn(call.request, ns)
+      }).then(
         (res) => { callback(null, res) },
         (err: unknown) => { callback(this.toStatus(name, ns, err)) }
       )
@@ -114,46 +130,61 @@ export class SnapshotterServer {
 
   private handlers (): grpc.UntypedServiceImplementation {
     const sn = this.snapshotter
+    const limits = this.options
+    const newKey = (field: string, key: string): void => { validateNewKey(field, key, limits) }
+    const keyRef = (field: string, key: string): void => { validateKeyRef(field, key, limits) }
+    const labels = (l: api.Labels): void => { validateLabels(l, limits) }
+    const create = (r: api.PrepareSnapshotRequest | api.ViewSnapshotRequest): void => {
+      newKey('key', r.key)
+      if (r.parent !== '') keyRef('parent', r.parent)
+      labels(r.labels)
+    }
     const list: grpc.handleServerStreamingCall<api.ListSnapshotsRequest, api.ListSnapshotsResponse> = (call) => {
       const ns = this.namespace(call)
-      let infos: SnapshotInfo[]
-      try {
-        infos = sn.list(ns, call.request.filters)
-      } catch (err) {
-        call.emit('error', this.toStatus('List', ns, err))
-        return
-      }
       const batch = this.options.listBatchSize
-      let i = 0
       // honour backpressure and stop as soon as the client goes away
-      const pump = (): void => {
+      const send = (infos: SnapshotInfo[], from = 0): void => {
+        let i = from
         while (i < infos.length) {
           if (call.cancelled) return
           const block = infos.slice(i, i + batch).map(toApiInfo)
           i += batch
-          if (!call.write({ info: block })) { call.once('drain', pump); return }
+          if (!call.write({ info: block })) { call.once('drain', () => { send(infos, i) }); return }
         }
         if (!call.cancelled) call.end()
       }
-      pump()
+      const gone = new AbortController()
+      call.once('cancelled', () => { gone.abort() })
+      Promise.resolve().then(async () => {
+        validateNamespace(ns)
+        validateFilters(call.request.filters, limits)
+        return await sn.list(ns, call.request.filters, gone.signal)
+      }).then(
+        (infos) => { send(infos) },
+        (err: unknown) => { if (!call.cancelled) call.emit('error', this.toStatus('List', ns, err)) }
+      )
     }
     return {
-      Prepare: this.unary<api.PrepareSnapshotRequest, api.PrepareSnapshotResponse>('Prepare', async (r, ns) => ({ mounts: await sn.prepare(ns, r.key, r.parent, r.labels) })),
-      View: this.unary<api.ViewSnapshotRequest, api.ViewSnapshotResponse>('View', async (r, ns) => ({ mounts: await sn.view(ns, r.key, r.parent, r.labels) })),
-      Mounts: this.unary<api.MountsRequest, api.MountsResponse>('Mounts', async (r, ns) => ({ mounts: await sn.mounts(ns, r.key) })),
-      Commit: this.unary<api.CommitSnapshotRequest, api.Empty>('Commit', async (r, ns) => { await sn.commit(ns, r.name, r.key, r.labels); return {} }),
-      Remove: this.unary<api.RemoveSnapshotRequest, api.Empty>('Remove', async (r, ns) => { await sn.remove(ns, r.key); return {} }),
-      Stat: this.unary<api.StatSnapshotRequest, api.StatSnapshotResponse>('Stat', (r, ns) => ({ info: toApiInfo(sn.stat(ns, r.key)) })),
-      Update: this.unary<api.UpdateSnapshotRequest, api.UpdateSnapshotResponse>('Update', (r, ns) => {
+      Prepare: this.unary<api.PrepareSnapshotRequest, api.PrepareSnapshotResponse>('Prepare', create, async (r, ns) => ({ mounts: await sn.prepare(ns, r.key, r.parent, r.labels) })),
+      View: this.unary<api.ViewSnapshotRequest, api.ViewSnapshotResponse>('View', create, async (r, ns) => ({ mounts: await sn.view(ns, r.key, r.parent, r.labels) })),
+      Mounts: this.unary<api.MountsRequest, api.MountsResponse>('Mounts', (r) => { keyRef('key', r.key) }, async (r, ns) => ({ mounts: await sn.mounts(ns, r.key) })),
+      Commit: this.unary<api.CommitSnapshotRequest, api.Empty>('Commit', (r) => { newKey('name', r.name); keyRef('key', r.key); labels(r.labels) }, async (r, ns) => { await sn.commit(ns, r.name, r.key, r.labels); return {} }),
+      Remove: this.unary<api.RemoveSnapshotRequest, api.Empty>('Remove', (r) => { keyRef('key', r.key) }, async (r, ns) => { await sn.remove(ns, r.key); return {} }),
+      Stat: this.unary<api.StatSnapshotRequest, api.StatSnapshotResponse>('Stat', (r) => { keyRef('key', r.key) }, (r, ns) => ({ info: toApiInfo(sn.stat(ns, r.key)) })),
+      Update: this.unary<api.UpdateSnapshotRequest, api.UpdateSnapshotResponse>('Update', (r) => {
+        keyRef('name', r.info?.name ?? '')
+        labels(r.info?.labels ?? {})
+        validateUpdatePaths(r.updateMask?.paths ?? [], limits)
+      }, (r, ns) => {
         const info = sn.update(ns, r.info?.name ?? '', r.info?.labels ?? {}, r.updateMask?.paths ?? [])
         return { info: toApiInfo(info) }
       }),
       List: list,
-      Usage: this.unary<api.UsageRequest, api.UsageResponse>('Usage', async (r, ns) => {
+      Usage: this.unary<api.UsageRequest, api.UsageResponse>('Usage', (r) => { keyRef('key', r.key) }, async (r, ns) => {
         const u = await sn.usage(ns, r.key)
         return { size: String(u.size), inodes: String(u.inodes) }
       }),
-      Cleanup: this.unary<api.CleanupRequest, api.Empty>('Cleanup', async () => { await sn.cleanup(); return {} })
+      Cleanup: this.unary<api.CleanupRequest, api.Empty>('Cleanup', () => {}, async () => { await sn.cleanup(); return {} })
     }
   }
 }

@@ -1,11 +1,13 @@
 import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { FailedPreconditionError, NotStartedError, RemountError, SnapshotExistsError, UnavailableError } from './errors.js'
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
+import { FailedPreconditionError, ListTimeoutError, NotStartedError, RemountError, SnapshotExistsError, UnavailableError } from './errors.js'
 import { parseFilters } from './filters.js'
-import { MetadataStore } from './metadata.js'
+import { adaptInfo, MetadataStore } from './metadata.js'
 import { diskUsage, mountsUnder, mountsUnderSync, OverlayLayout, unmountUnder } from './overlay.js'
 import { LABELS, newRemoteMetrics, REMOTE_LABEL_VALUE, resolveRemoteLayer } from './remote.js'
+import { DEFAULTS as LIMITS } from './validate.js'
 import type { Labels, Mount } from './api.js'
 import type { SnapshotInfo, SnapshotRecord, Usage } from './metadata.js'
 import type { DigestResolver, FallbackReason, RemoteLayerMounter, RemoteMetrics, RemoteMount } from './remote.js'
@@ -17,7 +19,13 @@ export const DEFAULTS = {
   /** stop() unmounts the remote snapshots (start() mounts them again) */
   unmountOnStop: true,
   /** containerd's label limit (key + value bytes) */
-  maxLabelSize: 4096,
+  maxLabelSize: LIMITS.maxLabelSize,
+  /** labels one snapshot may hold (Update adds to the stored ones) */
+  maxLabels: LIMITS.maxLabels,
+  /** List matches filters for this long, then lets other calls run before it goes on */
+  listSliceMs: 10,
+  /** a List still matching after this long fails with DeadlineExceeded */
+  listTimeoutMs: 10_000,
   /** a lazy mount that takes longer is aborted (the mounter gets an AbortSignal) and Prepare falls back */
   remoteMountTimeoutMs: 60_000
 }
@@ -72,7 +80,7 @@ export class Snapshotter {
     if (this.db != null) return
     mkdirSync(this.root, { recursive: true, mode: 0o700 })
     this.layout.init()
-    const db = new MetadataStore(join(this.root, 'metadata.db'), { maxLabelSize: this.options.maxLabelSize })
+    const db = new MetadataStore(join(this.root, 'metadata.db'), { maxLabelSize: this.options.maxLabelSize, maxLabels: this.options.maxLabels })
     try {
       const kept = await this.keepHeldMounts(db)
       // other mounts left from the previous run are dead (FUSE server gone) or will be replaced
@@ -151,10 +159,31 @@ export class Snapshotter {
     return this.store.update(namespace, name, labels, fieldpaths)
   }
 
-  /** Snapshots of the namespace matching any of the filters (containerd syntax; none = all). */
-  list (namespace: string, filters: readonly string[] = []): SnapshotInfo[] {
+  /**
+   * Snapshots of the namespace matching any of the filters (containerd syntax; none = all). The
+   * table is read at once (a consistent view); matching, whose cost the caller's filters decide,
+   * runs in slices of `listSliceMs` so other calls are served in between, and gives up after
+   * `listTimeoutMs` or when `signal` aborts (the caller went away).
+   */
+  async list (namespace: string, filters: readonly string[] = [], signal?: AbortSignal): Promise<SnapshotInfo[]> {
     const filter = parseFilters(filters) // InvalidFilterError before touching the store
-    return this.store.list(namespace, filter)
+    const infos = this.store.infos(namespace)
+    if (filters.length === 0) return infos
+    const started = performance.now()
+    let sliceStart = started
+    const out: SnapshotInfo[] = []
+    for (const [i, info] of infos.entries()) {
+      if (performance.now() - sliceStart >= this.options.listSliceMs) {
+        await yieldToEventLoop()
+        signal?.throwIfAborted()
+        if (performance.now() - started > this.options.listTimeoutMs) {
+          throw new ListTimeoutError(`List in namespace ${JSON.stringify(namespace)} gave up after ${this.options.listTimeoutMs} ms, having matched the filters against ${i} of ${infos.length} snapshots: deadline exceeded`)
+        }
+        sliceStart = performance.now()
+      }
+      if (filter.match(adaptInfo(info))) out.push(info)
+    }
+    return out
   }
 
   /** Active: disk usage of the upper dir now; remote: what the mounter reports; else: recorded at commit. */

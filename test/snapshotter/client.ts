@@ -21,7 +21,12 @@ export interface SnapshotsClient {
 
 type RawClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>
 
-export function snapshotsClient (socket: string, namespace = 'default'): SnapshotsClient {
+export interface SnapshotsClientOptions {
+  /** every call fails with DEADLINE_EXCEEDED after this long (a stalled server cannot hang a test) */
+  deadlineMs?: number
+}
+
+export function snapshotsClient (socket: string, namespace = 'default', options: SnapshotsClientOptions = {}): SnapshotsClient {
   const Ctor = grpc.makeGenericClientConstructor(loadSnapshotsService() as grpc.ServiceDefinition<grpc.UntypedServiceImplementation>, 'Snapshots')
   const raw = new Ctor(`unix://${socket}`, grpc.credentials.createInsecure()) as unknown as RawClient
   const md = (): grpc.Metadata => {
@@ -29,13 +34,14 @@ export function snapshotsClient (socket: string, namespace = 'default'): Snapsho
     m.set('containerd-namespace', namespace)
     return m
   }
+  const opts = (): grpc.CallOptions => options.deadlineMs != null ? { deadline: Date.now() + options.deadlineMs } : {}
   const call = async <Req, Res>(method: string, req: Req): Promise<Res> => await new Promise((resolve, reject) => {
     const fn = raw[method]
     if (fn == null) { reject(new Error(`no method ${method}`)); return }
-    fn.call(raw, req, md(), (err: grpc.ServiceError | null, res: Res) => { err != null ? reject(err) : resolve(res) })
+    fn.call(raw, req, md(), opts(), (err: grpc.ServiceError | null, res: Res) => { err != null ? reject(err) : resolve(res) })
   })
   const listStream = (filters: string[]): grpc.ClientReadableStream<api.ListSnapshotsResponse> =>
-    (raw.List as (req: api.ListSnapshotsRequest, md: grpc.Metadata) => grpc.ClientReadableStream<api.ListSnapshotsResponse>).call(raw, { snapshotter: '', filters }, md())
+    (raw.List as (req: api.ListSnapshotsRequest, md: grpc.Metadata, o: grpc.CallOptions) => grpc.ClientReadableStream<api.ListSnapshotsResponse>).call(raw, { snapshotter: '', filters }, md(), opts())
   return {
     prepare: async (key, parent = '', labels = {}) => (await call<api.PrepareSnapshotRequest, api.PrepareSnapshotResponse>('Prepare', { snapshotter: '', key, parent, labels })).mounts,
     view: async (key, parent = '', labels = {}) => (await call<api.ViewSnapshotRequest, api.ViewSnapshotResponse>('View', { snapshotter: '', key, parent, labels })).mounts,

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { FailedPreconditionError, InvalidArgumentError, SnapshotExistsError, SnapshotNotFoundError } from '../../src/snapshotter/errors.js'
+import { FailedPreconditionError, InvalidArgumentError, InvalidLabelError, SnapshotExistsError, SnapshotNotFoundError } from '../../src/snapshotter/errors.js'
 import { parseFilters } from '../../src/snapshotter/filters.js'
 import { MetadataStore } from '../../src/snapshotter/metadata.js'
 
@@ -75,12 +75,24 @@ describe('MetadataStore', () => {
     db.create(NS, 'active', 'ok', '', ok)
     expect(db.get(NS, 'ok').labels).toEqual(ok)
     const big = { k: 'v'.repeat(4096) }
-    expect(() => db.create(NS, 'active', 'big', '', big)).toThrow(InvalidArgumentError)
+    expect(() => db.create(NS, 'active', 'big', '', big)).toThrow(InvalidLabelError)
     expect(() => db.create(NS, 'active', 'big', '', big)).toThrow(/label key and value greater than maximum size \(4096 bytes\), key: k/)
-    expect(() => db.commit(NS, 'c', 'ok', { ['é'.repeat(2048)]: 'x' }, noUsage)).toThrow(InvalidArgumentError) // bytes, not chars
-    expect(() => db.update(NS, 'ok', big, ['labels.k'])).toThrow(InvalidArgumentError)
+    expect(() => db.commit(NS, 'c', 'ok', { ['é'.repeat(2048)]: 'x' }, noUsage)).toThrow(InvalidLabelError) // bytes, not chars
+    expect(() => db.update(NS, 'ok', big, ['labels.k'])).toThrow(InvalidLabelError)
     expect(db.find(NS, 'big')).toBeUndefined()
     expect(db.get(NS, 'ok')).toMatchObject({ kind: 'active', labels: ok })
+  })
+
+  it('caps the labels one snapshot holds, also when Updates add them one by one', () => {
+    const labels = (n: number, from = 0): Record<string, string> => Object.fromEntries(Array.from({ length: n }, (_, i) => [`l${from + i}`, 'v']))
+    expect(() => db.create(NS, 'active', 'many', '', labels(257))).toThrow(/257 labels, more than the maximum of 256/)
+    expect(db.find(NS, 'many')).toBeUndefined()
+    db.create(NS, 'active', 'many', '', labels(256))
+    expect(() => db.update(NS, 'many', { extra: 'v' }, ['labels.extra'])).toThrow(InvalidLabelError)
+    expect(Object.keys(db.get(NS, 'many').labels)).toHaveLength(256)
+    db.update(NS, 'many', {}, ['labels.l0']) // deleting one makes room for one
+    db.update(NS, 'many', { extra: 'v' }, ['labels.extra'])
+    expect(db.get(NS, 'many').labels.extra).toBe('v')
   })
 
   it('rejects bad transitions with the right error and leaves the store unchanged', () => {

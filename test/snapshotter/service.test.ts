@@ -9,7 +9,9 @@ import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
 import { SnapshotterServer } from '../../src/snapshotter/service.js'
 import { isRoot, needs } from '../helpers/env.js'
 import { codeOf, errorOf, snapshotsClient } from './client.js'
+import { spawnServer } from './spawn-server.js'
 import type { SnapshotsClient } from './client.js'
+import type { SpawnedServer } from './spawn-server.js'
 import type { Labels, RemoteLayerMounter, RemoteLayerRef } from '../../src/snapshotter/index.js'
 
 describe.skipIf(needs({ root: isRoot }))('Snapshots gRPC service: bad input and consistency', () => {
@@ -17,6 +19,7 @@ describe.skipIf(needs({ root: isRoot }))('Snapshots gRPC service: bad input and 
   let root: string
   let socket: string
   let server: SnapshotterServer
+  let snapshotter: Snapshotter
   let client: SnapshotsClient
   let other: SnapshotsClient
   let noNamespace: SnapshotsClient
@@ -26,7 +29,8 @@ describe.skipIf(needs({ root: isRoot }))('Snapshots gRPC service: bad input and 
     root = join(dir, 'root')
     socket = join(dir, 'run', 'snapshotter.sock')
     const logger = silentLogger()
-    server = new SnapshotterServer({ snapshotter: new Snapshotter({ logger }, { root }), logger }, { address: socket })
+    snapshotter = new Snapshotter({ logger }, { root })
+    server = new SnapshotterServer({ snapshotter, logger }, { address: socket })
     await server.start()
     client = snapshotsClient(socket, 'testns')
     other = snapshotsClient(socket, 'otherns')
@@ -162,6 +166,78 @@ describe.skipIf(needs({ root: isRoot }))('Snapshots gRPC service: bad input and 
     expect(updated.createdAt).toEqual(info.createdAt)
   })
 
+  it('refuses hostile keys for Prepare, View and Commit with InvalidArgument and creates nothing', async () => {
+    await client.prepare('active')
+    const before = await client.list()
+    const hostile: Array<[string, RegExp]> = [
+      ['x'.repeat(1_000_000), /snapshot (key|name) "x{64}"… is 1000000 bytes, more than 4096/],
+      ['a\0b', /contains control character U\+0000 at offset 1/],
+      ['tab\there', /contains control character U\+0009/],
+      ['del\x7f', /contains control character U\+007F/],
+      ['../../../etc', /has a "\." or "\.\." path component/],
+      ['a/../../b', /path component/],
+      ['./a', /path component/],
+      ['', /must not be empty/]
+    ]
+    for (const [key, message] of hostile) {
+      for (const call of [async () => await client.prepare(key), async () => await client.view(key), async () => { await client.commit(key, 'active') }]) {
+        const err = await errorOf(call())
+        expect(err.code, JSON.stringify(key.slice(0, 20))).toBe(status.INVALID_ARGUMENT)
+        expect(err.details).toMatch(message)
+      }
+    }
+    expect(await client.list()).toEqual(before)
+    expect(dirCount()).toBe(1)
+    // keys as containerd, CRI and containerd's own test suite make them, and one of the maximal size
+    for (const key of ['default/12/sha256:' + 'a'.repeat(64), 'extract-170000 sha256:' + 'b'.repeat(64), '/tmp/snapshot-suite-Overlay/work/preparing', 'a..b/.c', 'k'.repeat(4096), 'é'.repeat(2048)]) {
+      await client.prepare(key)
+      expect((await client.stat(key)).name).toBe(key)
+    }
+    expect(await codeOf(client.prepare('k'.repeat(4097)))).toBe(status.INVALID_ARGUMENT)
+    expect(await codeOf(client.prepare('é'.repeat(2049)))).toBe(status.INVALID_ARGUMENT) // bytes, not characters
+  })
+
+  it('bounds parents, labels, namespaces, filters and update paths, with InvalidArgument', async () => {
+    const long = 'p'.repeat(4097)
+    expect((await errorOf(client.prepare('a', long))).details).toMatch(/snapshot parent "p{64}"… is 4097 bytes/)
+    const labels = (n: number): Labels => Object.fromEntries(Array.from({ length: n }, (_, i) => [`l${i}`, 'v']))
+    expect((await errorOf(client.prepare('a', '', labels(257)))).details).toMatch(/257 labels, more than the maximum of 256/)
+    await client.prepare('a', '', labels(256))
+    expect(await codeOf(client.commit('c', 'a', labels(257)))).toBe(status.INVALID_ARGUMENT)
+    expect(await codeOf(client.update({ name: 'a', labels: labels(257) }))).toBe(status.INVALID_ARGUMENT)
+    expect(await codeOf(client.update({ name: 'a', labels: { extra: 'v' } }, ['labels.extra']))).toBe(status.INVALID_ARGUMENT) // 257 on the snapshot
+    expect((await errorOf(client.update({ name: 'a', labels: {} }, Array.from({ length: 257 }, (_, i) => `labels.l${i}`)))).details).toMatch(/257 update field paths/)
+    expect(Object.keys((await client.stat('a')).labels)).toHaveLength(256)
+    // containerd's labels.Validate message, the key cut to 10 bytes
+    expect((await errorOf(client.prepare('b', '', { ['containerd.io/' + 'x'.repeat(100)]: 'v'.repeat(4000) }))).details)
+      .toBe('label key and value greater than maximum size (4096 bytes), key: containerd: invalid argument')
+    for (const ns of ['a/b', '../x', 'n'.repeat(77), '-x', 'a b']) {
+      const c = snapshotsClient(socket, ns)
+      expect((await errorOf(c.prepare('x'))).details).toMatch(/^namespace .* (must match|greater than maximum length)/)
+      expect(await codeOf(c.list())).toBe(status.INVALID_ARGUMENT)
+      c.close()
+    }
+    expect((await errorOf(client.list(...Array.from({ length: 17 }, () => 'kind==active')))).details).toMatch(/17 filters, more than the maximum of 16/)
+    expect((await errorOf(client.list(`name==${'n'.repeat(8190)}`))).details).toMatch(/filter "name==n+"… is 8196 bytes, more than 8192/)
+    expect((await client.list(`name==${'n'.repeat(8186)}`))).toEqual([])
+    expect(await codeOf(client.list('name~=[ab]{200}'))).toBe(status.INVALID_ARGUMENT)
+    expect(dirCount()).toBe(1)
+  })
+
+  it('refuses a message over 2 MiB before decoding it', async () => {
+    expect(await codeOf(client.prepare('x'.repeat(3 << 20)))).toBe(status.RESOURCE_EXHAUSTED)
+    expect(dirCount()).toBe(0)
+  })
+
+  it('still finds and removes a snapshot stored under a key the rules now refuse', async () => {
+    // made directly, as an older version accepted it over gRPC
+    await snapshotter.prepare('testns', '../legacy\0key', '')
+    expect((await client.stat('../legacy\0key')).name).toBe('../legacy\0key')
+    expect((await client.list('name~=legacy')).map((i) => i.name)).toEqual(['../legacy\0key'])
+    await client.remove('../legacy\0key')
+    expect(await client.list()).toEqual([])
+  })
+
   it('lets exactly one of many concurrent Prepares of one key win', async () => {
     const results = await Promise.all(Array.from({ length: 20 }, async () => await codeOf(client.prepare('race', '', { n: '1' }))))
     expect(results.filter((c) => c === undefined)).toHaveLength(1)
@@ -244,5 +320,72 @@ describe.skipIf(needs({ root: isRoot }))('SnapshotterServer lifecycle', () => {
       await server.stop()
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+})
+
+describe.skipIf(needs({ root: isRoot }))('List filters cannot stall the server', () => {
+  // the server runs in its own process: if a filter pins its event loop, calls time out instead of hanging the runner
+  let dir: string
+  let server: SpawnedServer | undefined
+  let client: SnapshotsClient
+  let other: SnapshotsClient
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapshotter-redos-'))
+    const socket = join(dir, 'sn.sock')
+    server = await spawnServer(join(dir, 'root'), socket, ['--list-timeout-ms=1000'])
+    client = snapshotsClient(socket, 'testns', { deadlineMs: 5_000 })
+    other = snapshotsClient(socket, 'otherns', { deadlineMs: 5_000 })
+  })
+
+  afterAll(async () => {
+    client?.close()
+    other?.close()
+    await server?.kill('SIGKILL') // a stalled server ignores SIGTERM
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('answers name~=^(a+)+$ against 41-character keys promptly, and serves another call meanwhile', async () => {
+    const matching = 'a'.repeat(41)
+    const hostile = 'a'.repeat(40) + '!' // a backtracking engine tries 2^40 ways to split the a's
+    await client.prepare(matching)
+    await client.prepare(hostile)
+    await other.prepare('k')
+    const t0 = performance.now()
+    const [listed, stat] = await Promise.all([
+      client.list('name~=^(a+)+$'),
+      other.stat('k')
+    ])
+    const ms = performance.now() - t0
+    expect(listed.map((i) => i.name)).toEqual([matching])
+    expect(stat).toMatchObject({ name: 'k', kind: 'ACTIVE' })
+    expect(ms).toBeLessThan(1_000)
+    // and the server still answers afterwards
+    expect((await client.list('name~=/!$/')).map((i) => i.name)).toEqual([hostile])
+  })
+  it('matches a long List in slices: other calls are answered meanwhile, and it gives up at its deadline', async () => {
+    // 4000-character label values and a pattern at the instruction limit: ~20-100 ms per snapshot
+    const chars = 'ab1!-'
+    let seed = 1
+    const text = (): string => Array.from({ length: 4000 }, () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return chars[seed % chars.length] }).join('')
+    await client.prepare('base')
+    await client.commit('base-c', 'base')
+    for (let i = 0; i < 60; i++) await client.view(`heavy-${i}`, 'base-c', { v: text() })
+    const filter = 'labels.v~=(?i)a[\\pL\\pN\\pS\\pP]{120}$'
+    const t0 = performance.now()
+    let listDone = 0
+    const listing = client.list(filter).then((r) => { listDone = performance.now() - t0; return r }, (err: unknown) => { listDone = performance.now() - t0; throw err })
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const s0 = performance.now()
+    expect(await other.stat('k')).toMatchObject({ name: 'k' })
+    const statMs = performance.now() - s0
+    expect(listDone).toBe(0) // the List was still running when Stat was answered
+    expect(statMs).toBeLessThan(1_000)
+    const err = await errorOf(listing)
+    expect(err.code).toBe(status.DEADLINE_EXCEEDED)
+    expect(err.details).toMatch(/List in namespace "testns" gave up after 1000 ms, having matched the filters against \d+ of 63 snapshots/)
+    expect(listDone).toBeLessThan(2_000)
+    // the same filter on fewer snapshots completes, and the server still answers
+    expect((await client.list(`name==heavy-0,${filter}`)).length).toBeLessThanOrEqual(1)
   })
 })

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,9 +12,9 @@ import { LABELS, REMOTE_LABEL_VALUE } from '../../src/snapshotter/remote.js'
 import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
 import { SnapshotterServer } from '../../src/snapshotter/service.js'
 import { isRoot, needs } from '../helpers/env.js'
-import { repoRoot } from '../helpers/tools.js'
 import { codeOf, errorOf, snapshotsClient } from './client.js'
 import { HoldingTmpfsMounter, TmpfsMounter } from './fake-mounter.js'
+import { spawnServer } from './spawn-server.js'
 import type { SnapshotsClient } from './client.js'
 import type { Info, Labels, Mount } from '../../src/snapshotter/api.js'
 import type { SnapshotterOptions } from '../../src/snapshotter/snapshotter.js'
@@ -218,24 +218,6 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
   })
 })
 
-/** Starts test/snapshotter/server-entry.ts in its own process (one node process: SIGKILL hits the server itself). */
-async function spawnServer (root: string, socket: string): Promise<{ kill: (sig: NodeJS.Signals) => Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'test', 'snapshotter', 'server-entry.ts'), root, socket, '--fake-mounter'], {
-    cwd: repoRoot,
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let stderr = ''
-  child.stderr.on('data', (b: Buffer) => { stderr += b.toString() })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => { resolve() }))
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (b: Buffer) => { if (b.toString().includes('READY')) resolve() })
-    child.once('exit', (code) => { reject(new Error(`server exited with ${code}: ${stderr}`)) })
-  })
-  return {
-    kill: async (sig) => { child.kill(sig); await exited }
-  }
-}
-
 describe.skipIf(needs({ root: isRoot }))('a mounter whose mounts outlive the snapshotter (the FUSE manager)', () => {
   let dir: string
   let h: Harness | undefined
@@ -305,7 +287,7 @@ describe.skipIf(needs({ root: isRoot }))('crash safety (kill -9)', () => {
   it('keeps every snapshot, label and mount, and leaves nothing half-made', async () => {
     const root = join(dir, 'root')
     const socket = join(dir, 'sn.sock')
-    server = await spawnServer(root, socket)
+    server = await spawnServer(root, socket, ['--fake-mounter'])
     let client = snapshotsClient(socket, 'k8s.io')
     clients.push(client)
 
@@ -334,7 +316,7 @@ describe.skipIf(needs({ root: isRoot }))('crash safety (kill -9)', () => {
     mkdirSync(join(root, 'snapshots', '424242', 'fs'), { recursive: true })
     expect(existsSync(socket)).toBe(true) // stale socket of the killed process
 
-    server = await spawnServer(root, socket)
+    server = await spawnServer(root, socket, ['--fake-mounter'])
     client = snapshotsClient(socket, 'k8s.io')
     clients.push(client)
     expect(statSync(socket).mode & 0o777).toBe(0o660)
