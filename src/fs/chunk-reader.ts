@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events'
 import { ChunkDigestMismatchError, MalformedGzipError, TruncatedBlobError, decodeChunk, type Chunk, type LayerNode } from '../estargz/index.js'
 import { DEFAULTS } from './config.js'
 import { ChunkVerificationError, FetchTimeoutError, FsError, SourceReadError } from './errors.js'
+import { Activity } from './activity.js'
 import type { ChunkCache } from './cache.js'
 import type { Logger } from '../logging.js'
 import type { RangeSource } from '../source/types.js'
@@ -10,6 +11,8 @@ export interface ChunkReaderComponents {
   source: RangeSource
   cache: ChunkCache
   logger: Logger
+  /** On-demand work of the whole process (shared by its layers); one of its own when omitted. */
+  activity?: Activity
 }
 
 export interface ChunkReaderOptions {
@@ -61,14 +64,13 @@ export class ChunkReader {
   private readonly readWindowBytes: number
   private readonly inflight = new Map<string, Promise<Uint8Array>>()
   private readonly counters: ReaderStats = { bytesFetched: 0, fetches: 0, bytesServed: 0, cacheHits: 0, cacheMisses: 0, verificationFailures: 0, fetchTimeouts: 0, sourceErrors: 0 }
-  private foreground = 0
-  private lastForeground = 0
-  private readonly idleWaiters = new Set<() => void>()
+  readonly activity: Activity
 
   constructor (components: ChunkReaderComponents, options: ChunkReaderOptions = {}) {
     this.source = components.source
     this.cache = components.cache
     this.log = components.logger
+    this.activity = components.activity ?? new Activity()
     this.fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULTS.fetchTimeoutMs
     this.maxCoalesceBytes = options.maxCoalesceBytes ?? DEFAULTS.maxCoalesceBytes
     this.readWindowBytes = options.readWindowBytes ?? DEFAULTS.readWindowBytes
@@ -78,23 +80,12 @@ export class ChunkReader {
     return { ...this.counters }
   }
 
-  /** Milliseconds since the last on-demand read ended (0 while one is running). */
-  quietFor (): number {
-    return this.foreground > 0 ? 0 : Date.now() - this.lastForeground
-  }
-
-  /** Resolves when no on-demand read is running. */
-  async whenIdle (): Promise<void> {
-    if (this.foreground === 0) return
-    await new Promise<void>(resolve => this.idleWaiters.add(resolve))
-  }
-
   /** Reads `length` bytes at `offset` of a regular file (fewer at its end). */
   async read (node: LayerNode, offset: number, length: number, options: ReadOptions = {}): Promise<Uint8Array> {
     const end = Math.min(node.size, offset + length)
     if (end <= offset) return new Uint8Array(0)
     const background = options.background === true
-    if (!background) this.foreground++
+    const done = background ? undefined : this.activity.begin()
     try {
       const pieces = piecesOf(node, offset, end)
       const got = await Promise.all(pieces.map(async p => await this.cache.read(p.chunk.digest, p.from - p.chunk.chunkOffset, p.to - p.from)))
@@ -124,14 +115,7 @@ export class ChunkReader {
       this.counters.bytesServed += out.length
       return out
     } finally {
-      if (!background) {
-        this.foreground--
-        this.lastForeground = Date.now()
-        if (this.foreground === 0) {
-          for (const w of this.idleWaiters) w()
-          this.idleWaiters.clear()
-        }
-      }
+      done?.()
     }
   }
 

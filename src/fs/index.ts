@@ -1,5 +1,6 @@
 /** The lazy layer filesystem: verified chunk reads, caches, prefetch, and its FUSE adapter. */
 export { DEFAULTS } from './config.js'
+export { Activity } from './activity.js'
 export * from './errors.js'
 export { ChunkCache, MemoryLru, type ChunkCacheOptions, type ChunkCacheStats } from './cache.js'
 export { ChunkReader, type ChunkReaderOptions, type ReadOptions, type ReaderStats } from './chunk-reader.js'

@@ -1,4 +1,5 @@
 import { EstargzReader, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME, type LayerNode, type NodeType } from '../estargz/index.js'
+import type { Activity } from './activity.js'
 import { ChunkCache } from './cache.js'
 import { ChunkReader, type ReaderStats } from './chunk-reader.js'
 import { DEFAULTS } from './config.js'
@@ -15,6 +16,8 @@ export interface LayerFsComponents {
   logger: Logger
   /** Shared content-addressed chunk cache; a memory-only one when omitted. */
   cache?: ChunkCache
+  /** On-demand work of the process, shared by its layers (background fetches yield to it). */
+  activity?: Activity
 }
 
 export interface LayerFsOptions extends PrefetchOptions {
@@ -120,7 +123,7 @@ export class LayerFs {
     this.log = components.logger
     this.opaqueXattrs = options.opaqueXattrs ?? DEFAULTS.opaqueXattrs
     this.blockSize = options.blockSize ?? DEFAULTS.blockSize
-    this.reader = new ChunkReader({ source: components.source, cache, logger: this.log }, options)
+    this.reader = new ChunkReader({ source: components.source, cache, logger: this.log, ...(components.activity != null ? { activity: components.activity } : {}) }, options)
     this.prefetcher = new Prefetcher({ reader: this.reader, tree: estargz.tree, logger: this.log }, options)
     // Inodes: 1 for the root; TOC entry index + 2 for listed nodes (stable for a given blob);
     // directories only implied by paths are numbered after every entry, in name order.

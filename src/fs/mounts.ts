@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process'
 import { readFile, stat } from 'node:fs/promises'
 import { resolve, sep } from 'node:path'
 import { promisify } from 'node:util'
+import { Activity } from './activity.js'
 import { DEFAULTS } from './config.js'
 import { FuseMount, type FuseMountOptions } from './fuse.js'
 import { MountError } from './errors.js'
@@ -102,6 +103,8 @@ interface Active { mount: FuseMount, fs: LayerFs, source?: RangeSource }
 export class MountManager {
   private readonly log: Logger
   private readonly active = new Map<string, Active>()
+  /** Mounts and on-demand reads of every layer here: the background fetches yield to them. */
+  readonly activity = new Activity()
 
   constructor (components: { logger: Logger }, private readonly options: MountManagerOptions = {}) {
     this.log = components.logger
@@ -144,8 +147,9 @@ export class MountManager {
    * (nothing is left mounted then) and at unmount.
    */
   async mountLayer (mountpoint: string, components: LayerFsComponents, options: LayerFsOptions = {}): Promise<LayerFs> {
+    const done = this.activity.begin()
     try {
-      const fs = await LayerFs.open(components, options)
+      const fs = await LayerFs.open({ activity: this.activity, ...components }, options)
       await this.mount(mountpoint, fs)
       const active = this.active.get(resolve(mountpoint))
       if (active != null) active.source = components.source
@@ -153,6 +157,8 @@ export class MountManager {
     } catch (err) {
       await components.source.close?.().catch(() => {})
       throw err
+    } finally {
+      done()
     }
   }
 

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import { DEFAULTS } from './config.js'
 import type { ChunkReader } from './chunk-reader.js'
 import type { Chunk, LayerNode, LayerTree } from '../estargz/index.js'
@@ -159,7 +158,7 @@ export class Prefetcher {
     const worker = async (): Promise<void> => {
       while (next < steps.length && !this.ac.signal.aborted) {
         const s = steps[next++]
-        if (yieldToReads) await this.yieldToReads()
+        if (yieldToReads) await this.reader.activity.whenQuiet(this.opts.backgroundQuietMs, this.ac.signal)
         if (this.ac.signal.aborted) return
         const byNode = new Map<LayerNode, Chunk[]>()
         for (const it of s) byNode.set(it.node, [...(byNode.get(it.node) ?? []), it.chunk])
@@ -172,16 +171,5 @@ export class Prefetcher {
       }
     }
     await Promise.all(Array.from({ length: Math.min(concurrency, steps.length) }, worker))
-  }
-
-  /** Waits until no on-demand read has run for `backgroundQuietMs`. */
-  private async yieldToReads (): Promise<void> {
-    for (;;) {
-      if (this.ac.signal.aborted) return
-      await this.reader.whenIdle()
-      const quiet = this.reader.quietFor()
-      if (quiet >= this.opts.backgroundQuietMs) return
-      await sleep(this.opts.backgroundQuietMs - quiet, undefined, { signal: this.ac.signal }).catch(() => {})
-    }
   }
 }
