@@ -84,7 +84,7 @@ export class ControlServer {
       server.listen(this.options.address, () => { server.off('error', reject); resolve() })
     })
     await chmod(this.options.address, 0o600)
-    await writeFile(join(this.options.repo, API_FILE), this.options.address)
+    await writeFile(join(this.options.repo, API_FILE), this.options.address, { mode: 0o600 })
     this.server = server
   }
 

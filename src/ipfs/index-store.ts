@@ -1,8 +1,10 @@
+import { closeSync, openSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import type { Helia } from 'helia'
 import { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
+import { PRIVATE } from '../private-files.js'
 import { collectBlock } from './dag-reader.js'
 import { IncompleteImageError, InvalidIpfsOptionError } from './errors.js'
 import { walkDag } from './walk.js'
@@ -55,6 +57,8 @@ export class IndexStore {
 
   private constructor (path: string, private readonly components: IndexStoreComponents) {
     this.log = components.logger.child({ component: 'index-store' })
+    // Created owner-only before SQLite opens it: its -wal and -shm files take the database's mode.
+    closeSync(openSync(path, 'a', PRIVATE.fileMode))
     this.db = new Database(path)
     this.db.pragma('journal_mode = WAL')
     this.db.exec(`
