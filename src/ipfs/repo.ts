@@ -1,4 +1,4 @@
-import { chmod, lstat, mkdir, open, readdir, readFile, rm } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readdir, readFile, readlink, rm, symlink } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { Logger } from '../logging.js'
@@ -101,14 +101,22 @@ function isAlive (pid: number): boolean {
   }
 }
 
+/** The pid a lock names: its symlink target, or the text of a lock file older versions wrote. */
+async function lockOwner (path: string): Promise<number> {
+  const text = await readlink(path).catch(async () => await readFile(path, 'utf8').catch(() => ''))
+  return Number.parseInt(text.trim(), 10)
+}
+
 export interface RepoLock {
   readonly path: string
   release: () => Promise<void>
 }
 
 /**
- * Takes the repo lock: a file holding our pid, created exclusively. A lock left by a process
- * that no longer exists (a crash, SIGKILL) is stale and taken over.
+ * Takes the repo lock: a symlink whose target is our pid, created exclusively. A symlink, not a
+ * file holding the pid: a short link target lives in the inode, so the lock can be taken on a
+ * full disk and a repo stays readable (`image ls`) after a push ran out of space. A lock left by
+ * a process that no longer exists (a crash, SIGKILL) is stale and taken over.
  */
 export async function lockRepo (repo: string): Promise<RepoLock> {
   const dir = resolve(repo)
@@ -117,8 +125,7 @@ export async function lockRepo (repo: string): Promise<RepoLock> {
   for (let attempt = 0; ; attempt++) {
     if (heldHere.has(dir)) throw new RepoLockedError(dir, process.pid)
     try {
-      const fh = await open(path, 'wx')
-      try { await fh.writeFile(`${process.pid}\n`) } finally { await fh.close() }
+      await symlink(String(process.pid), path)
       heldHere.add(dir)
       let released = false
       return {
@@ -132,7 +139,7 @@ export async function lockRepo (repo: string): Promise<RepoLock> {
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      const pid = Number.parseInt((await readFile(path, 'utf8').catch(() => '')).trim(), 10)
+      const pid = await lockOwner(path)
       const stale = !Number.isSafeInteger(pid) || pid <= 0 || (pid !== process.pid && !isAlive(pid)) || pid === process.pid
       if (!stale || attempt > 0) throw new RepoLockedError(dir, Number.isSafeInteger(pid) ? pid : -1)
       await rm(path, { force: true })

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { chmod, lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, mkdtemp, readlink, rm, writeFile } from 'node:fs/promises'
 import { homedir, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -22,6 +22,7 @@ describe('lockRepo', () => {
   it('refuses a second lock in the same process until released', async () => {
     const dir = await tempDir()
     const lock = await lockRepo(dir)
+    expect(await readlink(lock.path)).toBe(String(process.pid)) // a symlink: no data block, works on a full disk
     await expect(lockRepo(dir)).rejects.toMatchObject({ code: 'ERR_REPO_LOCKED', name: 'RepoLockedError', pid: process.pid })
     await lock.release()
     const again = await lockRepo(dir)
