@@ -11,6 +11,31 @@ export interface CommandContext {
   stderr: (text: string) => void
   /** The daemon's repo, when the command runs inside the daemon. */
   repo?: OpenRepo
+  /** Inside the daemon: fires when the client went away (Ctrl-C, kill -9) or the daemon stops. */
+  signal?: AbortSignal
 }
 
 export const commandContext = new AsyncLocalStorage<CommandContext>()
+
+/**
+ * Aborts `ac` when the command is cancelled: on SIGINT/SIGTERM in a CLI process; inside the
+ * daemon, when its client goes away (the daemon's own signals are not the command's to take).
+ * Returns the function that stops listening.
+ */
+export function cancelOn (ac: AbortController): () => void {
+  const abort = (): void => ac.abort()
+  const ctx = commandContext.getStore()
+  if (ctx != null) {
+    const signal = ctx.signal
+    if (signal == null) return () => {}
+    if (signal.aborted) abort()
+    else signal.addEventListener('abort', abort, { once: true })
+    return () => signal.removeEventListener('abort', abort)
+  }
+  process.once('SIGINT', abort)
+  process.once('SIGTERM', abort)
+  return () => {
+    process.off('SIGINT', abort)
+    process.off('SIGTERM', abort)
+  }
+}

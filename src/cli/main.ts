@@ -3,6 +3,8 @@ import { readFile } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
 import { API_FILE, daemonAlive, runInDaemon } from '../daemon/control.js'
 import { resolveRepoPath } from '../ipfs/repo.js'
+import { describeError } from './errors.js'
+import { EXIT_STDOUT_CLOSED, watchStdout } from './output.js'
 import { runCli } from './program.js'
 
 /** Commands that use the repo and so go through a daemon that owns it. */
@@ -28,12 +30,21 @@ async function main (argv: string[]): Promise<number> {
     if (address != null && await daemonAlive(address.trim())) {
       const ac = new AbortController()
       process.once('SIGINT', () => ac.abort())
+      process.once('SIGTERM', () => ac.abort())
       const args = absolutize(argv, process.cwd())
       if (i < 0) args.push('--repo', repo)
-      return await runInDaemon(address.trim(), args, ac.signal)
+      return await runInDaemon(address.trim(), args, { signal: ac.signal, stdoutClosedCode: EXIT_STDOUT_CLOSED })
     }
   }
   return await runCli(argv)
 }
 
-process.exitCode = await main(process.argv.slice(2))
+watchStdout()
+try {
+  process.exitCode = await main(process.argv.slice(2))
+} catch (err) {
+  // One line, never a stack trace (the daemon went away mid-command, ...).
+  process.stderr.write(`ipfs-estargz: ${describeError(err)}\n`)
+  if (process.env.IPFS_ESTARGZ_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack}\n`)
+  process.exitCode = 1
+}

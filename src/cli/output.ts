@@ -1,5 +1,32 @@
 import { commandContext } from './context.js'
 
+/**
+ * Exit code of a command whose stdout reader went away (`ipfs-estargz image ls | head -1`): 128 +
+ * SIGPIPE, what a shell reports for a program a closed pipe killed. The command stops quietly.
+ */
+export const EXIT_STDOUT_CLOSED = 141
+
+/** Our stdout's reader went away (EPIPE): the command stops, nothing is printed. */
+export class StdoutClosedError extends Error {
+  static readonly code = 'ERR_STDOUT_CLOSED'
+  readonly code = StdoutClosedError.code
+  override readonly name = 'StdoutClosedError'
+  constructor () {
+    super('stdout was closed')
+  }
+}
+
+let stdoutClosed = false
+
+/**
+ * Called once at start: an error on stdout (EPIPE when the reader went away) is remembered and
+ * fails the next write with a StdoutClosedError, instead of crashing the process with an
+ * unhandled 'error' event and a stack trace.
+ */
+export function watchStdout (): void {
+  process.stdout.on('error', () => { stdoutClosed = true })
+}
+
 /** Writes to stdout and waits for it to drain, so large outputs (layer cat) keep backpressure. */
 export async function writeStdout (data: Uint8Array | string): Promise<void> {
   const ctx = commandContext.getStore()
@@ -7,12 +34,13 @@ export async function writeStdout (data: Uint8Array | string): Promise<void> {
     await ctx.stdout(data)
     return
   }
+  if (stdoutClosed || process.stdout.destroyed) throw new StdoutClosedError()
   if (process.stdout.write(data)) return
   await new Promise<void>((resolve, reject) => {
     const done = (err?: Error): void => {
       process.stdout.off('drain', done)
       process.stdout.off('error', done)
-      if (err != null) reject(err)
+      if (err != null) reject(new StdoutClosedError())
       else resolve()
     }
     process.stdout.once('drain', done)

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import { commandContext, type CommandContext } from './context.js'
 import { UsageError, describeError } from './errors.js'
+import { EXIT_STDOUT_CLOSED, StdoutClosedError } from './output.js'
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
 
@@ -52,6 +53,7 @@ export async function runCli (argv: string[], ctx?: CommandContext): Promise<num
       return 0
     } catch (err) {
       if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2
+      if (err instanceof StdoutClosedError) return EXIT_STDOUT_CLOSED
       stderr(`ipfs-estargz: ${describeError(err)}\n`)
       if (process.env.IPFS_ESTARGZ_DEBUG === '1' && err instanceof Error) stderr(`${err.stack}\n`)
       return err instanceof UsageError ? 2 : 1

@@ -1,4 +1,3 @@
-import { mkdir } from 'node:fs/promises'
 import { IndexStore, createNode, resolveRepoPath, type IpfsNode } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
 import { commandContext } from './context.js'
@@ -13,7 +12,8 @@ export interface OpenRepo {
 
 /**
  * Opens the repo (`--repo`, else `$IPFS_ESTARGZ_PATH`, else `~/.ipfs-estargz`) with a node that
- * listens nowhere unless asked: a CLI command must not open ports.
+ * listens nowhere unless asked: a CLI command must not open ports. Creating (or tightening) the
+ * repo makes this process's umask 077: whatever the command writes from then on is private.
  */
 export async function openRepo (flag: string | undefined, logger: Logger, options: { listen?: string[], peers?: string[] } = {}): Promise<OpenRepo> {
   const path = resolveRepoPath(flag)
@@ -22,7 +22,6 @@ export async function openRepo (flag: string | undefined, logger: Logger, option
     if (daemonRepo.path !== path) throw new Error(`the daemon serves the repo ${daemonRepo.path}, not ${path}`)
     return { ...daemonRepo, close: async () => {} } // the daemon keeps its repo open
   }
-  await mkdir(path, { recursive: true })
   const node = await createNode({ repo: path, logger, listen: options.listen, peers: options.peers })
   let index: IndexStore
   try {

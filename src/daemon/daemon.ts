@@ -1,10 +1,11 @@
-import { mkdir } from 'node:fs/promises'
+import { chmod, mkdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { OpenRepo } from '../cli/repo.js'
 import { ChunkCache, MountManager } from '../fs/index.js'
 import { IndexStore, createNode } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
+import { PRIVATE, usePrivateUmask } from '../private-files.js'
 import { ensureFuseManager, FuseManagerUnavailableError, type EnsureOptions, type FuseManagerClient } from '../fusemgr/index.js'
 import { Snapshotter, SnapshotterServer, type RemoteLayerMounter } from '../snapshotter/index.js'
 import { IpfsSource } from '../source/ipfs.js'
@@ -20,6 +21,9 @@ export interface DaemonComponents {
   /** Runs a CLI command line for a control-API client, with the daemon's repo. */
   runCommand: (argv: string[], io: Parameters<CommandRunner>[1] & { repo: OpenRepo }) => Promise<number>
 }
+
+/** Mode of the snapshotter socket's folder when we create it (the socket itself is 0660). */
+const SOCKET_DIR_MODE = 0o710
 
 /** The FUSE manager's socket sits in the root unless configured. */
 export function fuseManagerAddressFor (config: DaemonConfig): string {
@@ -59,8 +63,12 @@ export class Daemon {
   async start (): Promise<void> {
     const { config } = this
     const logger = this.components.logger
-    await mkdir(config.root, { recursive: true })
-    await mkdir(dirname(config.address), { recursive: true })
+    // Everything under the root is private (the node's key, blocks, cached file contents); what
+    // others must reach is opened explicitly: the sockets' folder, the sockets, the snapshots' fs.
+    usePrivateUmask()
+    await mkdir(config.root, { recursive: true, mode: PRIVATE.dirMode })
+    const socketDir = dirname(config.address)
+    if (await mkdir(socketDir, { recursive: true }) != null) await chmod(socketDir, SOCKET_DIR_MODE)
     const node = await createNode({ repo: config.root, listen: config.ipfs.listen, peers: config.ipfs.peers, logger })
     const index = IndexStore.open(config.root, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger })
     this.repo = { path: config.root, node, index, close: async () => { index.close(); await node.stop() } }

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { sha256Digest } from '../estargz/index.js'
 import { DEFAULTS } from './config.js'
 import type { Logger } from '../logging.js'
+import { PRIVATE } from '../private-files.js'
 
 /** A byte-capped LRU of buffers; Map insertion order is the recency order. */
 export class MemoryLru {
@@ -166,9 +167,10 @@ export class ChunkCache {
     if (this.started) return
     this.started = true
     if (this.dir == null) return
-    await mkdir(join(this.dir, 'tmp'), { recursive: true })
+    // Cached chunks are image files' contents: owner-only, whatever the umask.
+    await mkdir(join(this.dir, 'tmp'), { recursive: true, mode: PRIVATE.dirMode })
     await rm(join(this.dir, 'tmp'), { recursive: true, force: true })
-    await mkdir(join(this.dir, 'tmp'), { recursive: true })
+    await mkdir(join(this.dir, 'tmp'), { recursive: true, mode: PRIVATE.dirMode })
     const found: Array<{ hex: string, size: number, mtime: number }> = []
     for (const sub of await readdir(this.dir)) {
       if (!/^[0-9a-f]{2}$/.test(sub)) continue
@@ -296,8 +298,8 @@ export class ChunkCache {
     const dir = this.dir ?? ''
     const tmp = join(dir, 'tmp', `${hex}.${randomBytes(4).toString('hex')}`)
     try {
-      await mkdir(join(dir, hex.slice(0, 2)), { recursive: true })
-      const fh = await open(tmp, 'wx')
+      await mkdir(join(dir, hex.slice(0, 2)), { recursive: true, mode: PRIVATE.dirMode })
+      const fh = await open(tmp, 'wx', PRIVATE.fileMode)
       try {
         await fh.writeFile(data)
       } finally {

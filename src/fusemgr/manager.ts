@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { dirname, resolve } from 'node:path'
 import { ChunkCache, MountManager, type LayerFs } from '../fs/index.js'
 import type { Logger } from '../logging.js'
+import { usePrivateUmask } from '../private-files.js'
 import { ReadaheadSource } from '../source/readahead.js'
 import { ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest } from './api.js'
 import { BlobClient } from './blob-source.js'
@@ -71,6 +72,7 @@ export class FuseManager {
 
   async start (): Promise<void> {
     const o = this.options
+    usePrivateUmask() // the chunk cache holds image files' contents
     this.cache = new ChunkCache({ logger: this.log }, { dir: o.cacheDir, maxBytes: o.diskCacheBytes, memoryBytes: o.memoryCacheBytes })
     await this.cache.start()
     this.mounts = new MountManager({ logger: this.log }, { root: o.mountRoot })

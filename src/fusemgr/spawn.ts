@@ -52,7 +52,7 @@ export async function ensureFuseManager (options: EnsureOptions, logger: Logger)
     '--root', options.root, '--socket', options.socket, '--log-level', options.logLevel,
     '--disk-cache-bytes', String(options.diskCacheBytes), '--memory-cache-bytes', String(options.memoryCacheBytes)]
   await mkdir(dirname(options.logFile), { recursive: true })
-  const fd = openSync(options.logFile, 'a')
+  const fd = openSync(options.logFile, 'a', 0o600)
   let child
   try {
     child = spawn(command[0], args, { detached: true, stdio: ['ignore', fd, fd], env: { MALLOC_ARENA_MAX: DEFAULTS.mallocArenaMax, ...process.env } })

@@ -106,3 +106,30 @@ export class BlockExchangeTimeoutError extends IpfsError {
   readonly code = BlockExchangeTimeoutError.code
   override readonly name = 'BlockExchangeTimeoutError'
 }
+
+/**
+ * The disk (or the user's quota) is full: a write under the repo failed with ENOSPC or EDQUOT.
+ * The write's temp file is removed; blocks stored before it stay until a GC.
+ */
+export class NoSpaceError extends IpfsError {
+  static readonly code = 'ERR_NO_SPACE'
+  readonly code = NoSpaceError.code
+  override readonly name = 'NoSpaceError'
+  constructor (readonly path: string, readonly errno: string) {
+    super(`no space left to write ${path} (${errno}): free some space on its filesystem`)
+  }
+}
+
+const SPACE_ERRNOS = ['ENOSPC', 'EDQUOT']
+
+/**
+ * The space error behind `err`, if any: a Node errno, or the text of one that a store wrapped
+ * into its own error (blockstore-fs and datastore-fs keep only `String(err)`), or SQLite's "full".
+ */
+export function spaceErrno (err: unknown): string | undefined {
+  const e = err as { code?: unknown, message?: unknown } | undefined
+  if (typeof e?.code === 'string' && SPACE_ERRNOS.includes(e.code)) return e.code
+  if (e?.code === 'SQLITE_FULL') return 'ENOSPC'
+  const text = typeof e?.message === 'string' ? e.message : String(err)
+  return SPACE_ERRNOS.find(c => text.includes(c))
+}

@@ -1,10 +1,12 @@
+import { closeSync, openSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import type { Helia } from 'helia'
 import { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
+import { PRIVATE } from '../private-files.js'
 import { collectBlock } from './dag-reader.js'
-import { IncompleteImageError, InvalidIpfsOptionError } from './errors.js'
+import { IncompleteImageError, InvalidIpfsOptionError, NoSpaceError, spaceErrno } from './errors.js'
 import { walkDag } from './walk.js'
 
 /** Index store defaults, in one place. */
@@ -53,9 +55,14 @@ export class IndexStore {
   private readonly db: Database.Database
   private readonly log: Logger
 
-  private constructor (path: string, private readonly components: IndexStoreComponents) {
+  private constructor (private readonly path: string, private readonly components: IndexStoreComponents) {
     this.log = components.logger.child({ component: 'index-store' })
+    // Created owner-only before SQLite opens it: its -wal and -shm files take the database's mode.
+    closeSync(openSync(path, 'a', PRIVATE.fileMode))
     this.db = new Database(path)
+    // The repo lock makes this the only connection: exclusive locking keeps the WAL index in
+    // memory instead of a -shm file, which cannot be created on a full disk (reads must work there).
+    this.db.pragma('locking_mode = EXCLUSIVE')
     this.db.pragma('journal_mode = WAL')
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS digests (digest TEXT PRIMARY KEY, cid TEXT NOT NULL);
@@ -104,7 +111,13 @@ export class IndexStore {
         this.db.prepare('INSERT OR REPLACE INTO images (root, name, created, record) VALUES (?, ?, ?, ?)')
           .run(record.root, record.name, record.created, JSON.stringify(record))
       })
-      tx()
+      try {
+        tx()
+      } catch (err) {
+        // SQLite rolled the transaction back: the image is not listed, the file stays readable.
+        const errno = spaceErrno(err)
+        throw errno != null ? new NoSpaceError(this.path, errno) : err
+      }
       this.log.info({ root: record.root, name: record.name, blocks }, 'image listed')
     },
     list: (): ImageRecord[] => {

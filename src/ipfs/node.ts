@@ -8,12 +8,12 @@ import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { FsBlockstore } from 'blockstore-fs'
-import { FsDatastore } from 'datastore-fs'
+import type { FsBlockstore } from 'blockstore-fs'
 import { createHeliaLight } from 'helia'
 import type { Logger } from '../logging.js'
 import { BlockExchange, type BlockExchangeOptions } from './block-exchange.js'
-import { lockRepo, type RepoLock } from './repo.js'
+import { lockRepo, prepareRepo, type RepoLock } from './repo.js'
+import { RepoBlockstore, RepoDatastore } from './stores.js'
 import type { PeerId, ServiceMap } from '@libp2p/interface'
 
 /** Node defaults, in one place. */
@@ -81,13 +81,15 @@ export interface IpfsNode {
  * Opens the repo and starts a light Helia node: TCP + noise + yamux + identify + bitswap, plus
  * our block exchange (started after Helia, stopped before it); no public bootstrap, no mDNS, no
  * UPnP (npm-stack pitfall 3). The peer key lives in the
- * datastore, so the peer id survives restarts.
+ * datastore, so the peer id survives restarts. The repo is private to its user: created 0700,
+ * tightened if others can read it, written under a 077 umask (`prepareRepo`).
  */
 export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   const log = options.logger.child({ component: 'ipfs' })
+  await prepareRepo(options.repo, log)
   const lock: RepoLock = await lockRepo(options.repo)
-  const blockstore = new FsBlockstore(join(options.repo, DEFAULTS.blocksDir))
-  const datastore = new FsDatastore(join(options.repo, DEFAULTS.datastoreDir))
+  const blockstore = new RepoBlockstore(join(options.repo, DEFAULTS.blocksDir))
+  const datastore = new RepoDatastore(join(options.repo, DEFAULTS.datastoreDir), log)
   let helia: HeliaNode | undefined
   let exchange: BlockExchange | undefined
   try {

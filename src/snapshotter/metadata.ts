@@ -1,4 +1,6 @@
+import { closeSync, openSync } from 'node:fs'
 import Database from 'better-sqlite3'
+import { PRIVATE } from '../private-files.js'
 import { nowNs } from './clock.js'
 import { FailedPreconditionError, InvalidArgumentError, SnapshotExistsError, SnapshotNotFoundError } from './errors.js'
 import { DEFAULTS as LIMITS, validateLabels } from './validate.js'
@@ -91,6 +93,8 @@ export class MetadataStore {
 
   constructor (path: string, options: Partial<typeof DEFAULTS> = {}) {
     this.limits = { ...DEFAULTS, ...options }
+    // Created owner-only before SQLite opens it: its -wal and -shm files take the database's mode.
+    closeSync(openSync(path, 'a', PRIVATE.fileMode))
     this.db = new Database(path)
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = FULL')

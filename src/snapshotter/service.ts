@@ -74,7 +74,8 @@ export class SnapshotterServer {
     await this.snapshotter.start()
     const server = new grpc.Server({ 'grpc.max_receive_message_length': this.options.maxMessageBytes })
     server.addService(loadSnapshotsService(), this.handlers())
-    mkdirSync(dirname(this.address), { recursive: true, mode: 0o710 })
+    // chmod: the mode of a new folder is subject to the umask (077 in the daemon)
+    if (mkdirSync(dirname(this.address), { recursive: true, mode: 0o710 }) != null) chmodSync(dirname(this.address), 0o710)
     rmSync(this.address, { force: true }) // a stale socket from a crash gives EADDRINUSE
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(`unix://${this.address}`, grpc.ServerCredentials.createInsecure(), (err) => { err != null ? reject(err) : resolve() })

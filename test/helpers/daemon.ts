@@ -36,9 +36,9 @@ export interface RunningDaemon {
 
 /**
  * Starts `ipfs-estargz daemon` as a separate process (the way users run it) and resolves once
- * it says it is serving. `config` is written as its TOML file.
+ * it says it is serving. `config` is written as its TOML file; `env` is added to ours.
  */
-export async function startDaemon (opts: { root: string, address?: string, listen?: string[], peers?: string[], config?: string, asInstalled?: boolean }): Promise<RunningDaemon> {
+export async function startDaemon (opts: { root: string, address?: string, listen?: string[], peers?: string[], config?: string, asInstalled?: boolean, umask?: number, env?: NodeJS.ProcessEnv }): Promise<RunningDaemon> {
   const address = opts.address ?? join(opts.root, 's.sock')
   const args = [cliPath, 'daemon', '--root', opts.root, '--address', address, '--log-level', process.env.IPFS_ESTARGZ_LOG_LEVEL ?? 'info']
   for (const l of opts.listen ?? []) args.push('--listen', l)
@@ -50,8 +50,10 @@ export async function startDaemon (opts: { root: string, address?: string, liste
   }
   // By default the bin runs as an executable (its shebang's node settings), as `ipfs-estargz
   // daemon` runs for users; `asInstalled: false` runs `node bin/ipfs-estargz.js` (node's defaults).
-  const [cmd, argv] = opts.asInstalled !== false ? [cliPath, args.slice(1)] : [process.execPath, args]
-  const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] })
+  let [cmd, argv] = opts.asInstalled !== false ? [cliPath, args.slice(1)] : [process.execPath, args]
+  // `umask`: started the way a shell with that umask would start it
+  if (opts.umask != null) [cmd, argv] = ['sh', ['-c', `umask ${opts.umask.toString(8)} && exec "$0" "$@"`, cmd, ...argv]]
+  const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env } })
   let log = ''
   proc.stderr?.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-200_000) })
   const exited = new Promise<number | null>(resolve => proc.on('exit', (code) => resolve(code)))

@@ -3,6 +3,7 @@ import { ContainerdClient, pullImage, type PullEvent } from '../../containerd/in
 import { IpfsImageSource } from '../../image/ipfs-image.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { parsePlatform } from '../../oci/index.js'
+import { cancelOn } from '../context.js'
 import { printJson, writeStderr, writeStdout } from '../output.js'
 import { openRepo } from '../repo.js'
 
@@ -45,8 +46,7 @@ export function pullCommand (): Command {
       const repo = await openRepo(flags.repo, logger)
       const client = ContainerdClient.create({ address: flags.address, namespace: flags.namespace })
       const ac = new AbortController()
-      const onSignal = (): void => ac.abort()
-      process.once('SIGINT', onSignal)
+      const stopListening = cancelOn(ac)
       try {
         const source = await IpfsImageSource.open(repo.node.helia, ref, { signal: ac.signal })
         const tty = process.stderr.isTTY
@@ -70,7 +70,7 @@ export function pullCommand (): Command {
         if (flags.json === true) await printJson(result)
         else await writeStdout(`${result.name}\n`)
       } finally {
-        process.off('SIGINT', onSignal)
+        stopListening()
         client.close()
         await repo.close()
       }

@@ -10,6 +10,7 @@ import {
   imageFromSource, openImageSource, openOciLayout, parseImageReference, parsePlatform, pushImage, resolveImages,
   type RegistryClientOptions
 } from '../../oci/index.js'
+import { cancelOn } from '../context.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
 import { printJson, writeStdout } from '../output.js'
 import { LayerProgress } from '../progress.js'
@@ -66,7 +67,6 @@ export function pushCommand (): Command {
       const platform = flags.platform != null ? parsePlatform(flags.platform) : undefined
 
       const ac = new AbortController()
-      const onSignal = (): void => ac.abort()
       const source = await openImageSource(ref, registryOptions(flags))
       let repo: Awaited<ReturnType<typeof openRepo>> | undefined
       try {
@@ -77,8 +77,7 @@ export function pushCommand (): Command {
       }
       // Nothing above may leave a temp dir or a signal handler behind (the daemon runs this too).
       const tmp = await mkdtemp(join(tmpdir(), 'ipfs-estargz-push-'))
-      process.once('SIGINT', onSignal)
-      process.once('SIGTERM', onSignal)
+      const stopListening = cancelOn(ac)
       const publishers: BlobPublisher[] = []
       const progress = new LayerProgress()
       let ok = false
@@ -132,8 +131,7 @@ export function pushCommand (): Command {
         ok = true
       } finally {
         progress.stop()
-        process.off('SIGINT', onSignal)
-        process.off('SIGTERM', onSignal)
+        stopListening()
         if (!ok) for (const p of publishers) await p.abort().catch(() => {})
         await source.close().catch(() => {})
         await repo?.close()

@@ -1,0 +1,162 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startDaemon, type RunningDaemon } from '../helpers/daemon.js'
+import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
+import { cliPath } from '../helpers/tools.js'
+import { allBlobs, makeImage, tagged, writeLayout } from '../oci/fixtures.js'
+import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../oci/registry-fixture.js'
+
+function cli (args: string[]): { code: number, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8' })
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+}
+
+/**
+ * A front for the registry that holds GETs of the given blobs until `open()`: a push from it is
+ * in progress for as long as the test wants, deterministically. It tells when such a GET came and
+ * when the client closed it (the push was cancelled).
+ */
+interface Gate {
+  host: string
+  requested: Promise<void>
+  closedByClient: () => boolean
+  open: () => void
+  close: () => void
+  stop: () => Promise<void>
+}
+
+async function gatedRegistry (upstream: string, held: (path: string) => boolean): Promise<Gate> {
+  let opened = false
+  let waiters: Array<() => void> = []
+  let signalRequested!: () => void
+  let closed = false
+  const gate: Partial<Gate> = {}
+  const reset = (): void => {
+    opened = false
+    closed = false
+    gate.requested = new Promise(resolve => { signalRequested = resolve })
+  }
+  reset()
+  const [host, port] = upstream.split(':')
+  const proxy = (req: IncomingMessage, res: ServerResponse): void => {
+    const up = request({ host, port: Number(port), method: req.method, path: req.url, headers: { ...req.headers, host: upstream } }, ur => {
+      res.writeHead(ur.statusCode ?? 502, ur.headers)
+      ur.pipe(res)
+    })
+    up.on('error', () => res.socket?.destroy())
+    req.pipe(up)
+  }
+  const server: Server = createServer((req, res) => {
+    if (req.method === 'GET' && held(req.url ?? '') && !opened) {
+      signalRequested()
+      let done = false
+      req.socket.once('close', () => { if (!done) closed = true })
+      waiters.push(() => { done = true; if (!req.socket.destroyed) proxy(req, res) })
+      return
+    }
+    proxy(req, res)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  return Object.assign(gate, {
+    host: `127.0.0.1:${(server.address() as { port: number }).port}`,
+    closedByClient: () => closed,
+    open: () => { opened = true; for (const w of waiters) w(); waiters = [] },
+    close: reset,
+    stop: async () => {
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+    }
+  }) as Gate
+}
+
+async function until (what: string, cond: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+const exited = async (child: ChildProcess): Promise<number | null> => await new Promise(resolve => {
+  if (child.exitCode != null || child.signalCode != null) resolve(child.exitCode)
+  else child.once('exit', code => resolve(code))
+})
+
+describe.skipIf(needs({ root: isRoot, fuse: hasFuse, registry: hasCommand(REGISTRY_BIN) }))('commands forwarded to the daemon', () => {
+  let dir: string
+  let registry: TestRegistry
+  let gate: Gate
+  let d: RunningDaemon
+  let ref: string
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'control-test-'))
+    await mkdir(join(dir, 'tmp'))
+    const image = makeImage({ seed: 'cancel', layerSize: 200_000 })
+    await writeLayout(join(dir, 'img'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
+    registry = await startRegistry()
+    const r = cli(['push', `oci:${join(dir, 'img')}`, '--no-ipfs', '--to', `docker://${registry.host}/test/cancel:1`, '--plain-http', '--json'])
+    if (r.code !== 0) throw new Error(r.stderr)
+    const layers = (JSON.parse(r.stdout) as { images: Array<{ layers: Array<{ digest: string }> }> }).images[0].layers.map(l => l.digest)
+    gate = await gatedRegistry(registry.host, path => layers.some(l => path.endsWith(`/blobs/${l}`)))
+    ref = `docker://${gate.host}/test/cancel:1`
+    // the daemon's temp dirs (push makes one) go where the test can see them
+    d = await startDaemon({ root: join(dir, 'root'), env: { TMPDIR: join(dir, 'tmp') }, config: '[fuse_manager]\nenable = false\n' })
+  }, 300_000)
+
+  afterAll(async () => {
+    gate?.open()
+    await d?.stop()
+    await gate?.stop()
+    await registry?.stop()
+    if (dir != null) await rm(dir, { recursive: true, force: true })
+  })
+
+  it('kill -9 of the CLI cancels its push in the daemon: the fetch stops, nothing is listed, no temp dir is left', async () => {
+    const child = spawn(process.execPath, [cliPath, 'push', ref, '--plain-http', '--repo', d.root], { stdio: 'ignore' })
+    await gate.requested
+    expect(d.log()).toContain('running command for a client')
+    child.kill('SIGKILL')
+    await exited(child)
+    await until('the daemon to end the command', () => d.log().includes('command ended'), 20_000).catch(() => {})
+    // were the push still running, it would finish now
+    gate.open()
+    await new Promise(resolve => setTimeout(resolve, 2000))
+    const ls = cli(['image', 'ls', '--repo', d.root])
+    expect(ls.code, ls.stderr).toBe(0)
+    expect(ls.stdout).toBe('')
+    expect(d.log()).toContain('the client went away: cancelling the command')
+    const ended = JSON.parse(d.log().split('\n').find(l => l.includes('command ended')) ?? '{}') as { cancelled?: boolean, exit?: number }
+    expect(ended).toMatchObject({ cancelled: true, exit: 1 })
+    expect(gate.closedByClient()).toBe(true) // the daemon closed its fetch of the layer before the gate opened
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('a closed stdout (`| head`) ends the CLI quietly, forwarded or not', async () => {
+    for (const args of [['id', '--repo', d.root], ['containerd-config']]) {
+      const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      child.stdout?.destroy() // the reader is gone before the first write
+      let stderr = ''
+      child.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
+      const code = await exited(child)
+      expect(stderr, args.join(' ')).toBe('')
+      expect(code, args.join(' ')).toBe(141)
+    }
+  })
+
+  it('a daemon killed mid-command leaves the CLI with one line and a non-zero exit, not a stack trace', async () => {
+    gate.close()
+    const child = spawn(process.execPath, [cliPath, 'push', ref, '--plain-http', '--repo', d.root], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stderr = ''
+    child.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
+    await gate.requested
+    await d.kill()
+    const code = await exited(child)
+    expect(code).toBe(1)
+    expect(stderr.trim().split('\n')).toEqual([expect.stringMatching(/^ipfs-estargz: the daemon closed the connection mid-command \(.+\) \(ERR_DAEMON_DISCONNECTED\)$/)])
+  })
+})
