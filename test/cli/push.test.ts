@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { readdirSync } from 'node:fs'
+import { mkdirSync, readdirSync } from 'node:fs'
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -135,14 +135,20 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
   })
 
   it('Ctrl-C leaves no image listed; bad sources fail with one clear line', async () => {
-    const child = spawn(process.execPath, [cliPath, 'push', `oci:${image.layout}`, '--repo', join(dir, 'c')], { stdio: ['ignore', 'pipe', 'pipe'] })
+    // Its own TMPDIR: the push's temp dir appears right before it listens for Ctrl-C, so the
+    // signal is sent once the push is under way, however loaded the machine is.
+    const tmp = join(dir, 'ctrl-c-tmp')
+    mkdirSync(tmp)
+    const child = spawn(process.execPath, [cliPath, 'push', `oci:${image.layout}`, '--repo', join(dir, 'c')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } })
     let stderr = ''
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-    await new Promise(resolve => setTimeout(resolve, 3000))
+    for (let i = 0; i < 600 && readdirSync(tmp).length === 0; i++) await new Promise(resolve => setTimeout(resolve, 100))
+    await new Promise(resolve => setTimeout(resolve, 500))
     child.kill('SIGINT')
     const code = await new Promise<number | null>(resolve => child.on('exit', resolve))
     expect(code).not.toBe(0)
     expect(stderr).toMatch(/abort/i)
+    expect(readdirSync(tmp), 'the push removed its temp dir').toEqual([])
     expect(cli(['image', 'ls', '--repo', join(dir, 'c')]).stdout).toBe('')
     const temps = (): string[] => readdirSync(tmpdir()).filter(n => n.startsWith('ipfs-estargz-push-'))
     const before = temps()
