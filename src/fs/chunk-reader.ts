@@ -13,6 +13,30 @@ export interface ChunkReaderComponents {
   logger: Logger
   /** On-demand work of the whole process (shared by its layers); one of its own when omitted. */
   activity?: Activity
+  /**
+   * Every chunk of the layer in blob order (the `neighbours` of a read are taken from it);
+   * without it reads fetch no neighbours.
+   */
+  layout?: readonly LaidOutChunk[]
+}
+
+/** A chunk of a layer with the file it belongs to, in blob order. */
+export interface LaidOutChunk { node: LayerNode, chunk: Chunk }
+
+/** The layer's chunks in blob order, each gzip member once. */
+export function chunksInBlobOrder (nodes: Iterable<LayerNode>): LaidOutChunk[] {
+  const seen = new Set<string>()
+  const out: LaidOutChunk[] = []
+  for (const node of nodes) {
+    if (node.type !== 'reg') continue
+    for (const chunk of node.chunks) {
+      const key = `${chunk.offset}+${chunk.innerOffset}`
+      if (seen.has(key)) continue
+      seen.add(key)
+      out.push({ node, chunk })
+    }
+  }
+  return out.sort((a, b) => a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset)
 }
 
 export interface ChunkReaderOptions {
@@ -22,6 +46,8 @@ export interface ChunkReaderOptions {
   maxCoalesceBytes?: number
   /** On-demand reads verify every chunk of the aligned window of this size around them (0: off). */
   readWindowBytes?: number
+  /** A read that misses also fetches the chunks after it in the blob, up to this many compressed bytes (0: off). */
+  neighbourBytes?: number
 }
 
 export interface ReadOptions {
@@ -62,6 +88,8 @@ export class ChunkReader {
   private readonly fetchTimeoutMs: number
   private readonly maxCoalesceBytes: number
   private readonly readWindowBytes: number
+  private readonly neighbourBytes: number
+  private readonly layout: readonly LaidOutChunk[]
   private readonly inflight = new Map<string, Promise<Uint8Array>>()
   private readonly counters: ReaderStats = { bytesFetched: 0, fetches: 0, bytesServed: 0, cacheHits: 0, cacheMisses: 0, verificationFailures: 0, fetchTimeouts: 0, sourceErrors: 0 }
   readonly activity: Activity
@@ -74,6 +102,8 @@ export class ChunkReader {
     this.fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULTS.fetchTimeoutMs
     this.maxCoalesceBytes = options.maxCoalesceBytes ?? DEFAULTS.maxCoalesceBytes
     this.readWindowBytes = options.readWindowBytes ?? DEFAULTS.readWindowBytes
+    this.neighbourBytes = options.neighbourBytes ?? DEFAULTS.neighbourBytes
+    this.layout = components.layout ?? []
   }
 
   stats (): ReaderStats {
@@ -94,7 +124,8 @@ export class ChunkReader {
       this.counters.cacheMisses += missing.length
       const window = background ? [] : this.windowChunks(node, offset, end, pieces)
       if (missing.length > 0 || window.length > 0) {
-        const fetched = this.fetch(node, [...missing.map(p => p.chunk), ...window])
+        const wanted = [...missing.map(p => p.chunk), ...window]
+        const fetched = this.fetch([...wanted.map(chunk => ({ node, chunk })), ...this.neighbours(wanted)])
         await Promise.all([
           ...pieces.map(async (p, i) => {
             if (got[i] != null) return
@@ -135,13 +166,44 @@ export class ChunkReader {
   }
 
   /**
+   * The chunks that follow the last of `wanted` in the blob, up to `neighbourBytes` compressed
+   * bytes, that the cache does not hold: they come in the same source read (chunk ranges touch:
+   * each runs to the next data member), so small files read together — a directory's files are
+   * neighbours in tar order — cost one round trip instead of one each, as the reference's 50 kB
+   * fetch regions do.
+   */
+  private neighbours (wanted: Chunk[]): LaidOutChunk[] {
+    // Only a read that goes to the source brings neighbours: one that joins fetches already
+    // under way (a neighbour of an earlier read) would otherwise start a tiny fetch per file.
+    const fresh = wanted.filter(c => !this.inflight.has(keyOf(c)))
+    if (this.neighbourBytes <= 0 || this.layout.length === 0 || fresh.length === 0) return []
+    const last = Math.max(...fresh.map(c => c.offset))
+    let lo = 0
+    let hi = this.layout.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.layout[mid].chunk.offset <= last) lo = mid + 1
+      else hi = mid
+    }
+    const out: LaidOutChunk[] = []
+    let budget = this.neighbourBytes
+    for (let i = lo; i < this.layout.length; i++) {
+      const it = this.layout[i]
+      budget -= it.chunk.compressedEnd - it.chunk.offset
+      if (budget < 0) break
+      if (!this.cache.has(it.chunk.digest) && !this.inflight.has(keyOf(it.chunk))) out.push(it)
+    }
+    return out
+  }
+
+  /**
    * Makes sure chunks are in the cache (on disk when it has one), fetching the missing ones
    * with coalesced source reads. Used by prefetch; returns the compressed bytes covered.
    */
   async ensureCached (node: LayerNode, chunks: Chunk[]): Promise<void> {
     const missing = chunks.filter(c => !this.cache.has(c.digest))
     if (missing.length === 0) return
-    const fetched = this.fetch(node, missing, true)
+    const fetched = this.fetch(missing.map(chunk => ({ node, chunk })), true)
     await Promise.all(missing.map(async c => await fetched.get(c)))
   }
 
@@ -149,26 +211,26 @@ export class ChunkReader {
    * Starts (or joins) fetches for `chunks` and returns a promise per chunk. Chunks already in
    * flight are joined; the rest are grouped into runs of touching compressed ranges.
    */
-  private fetch (node: LayerNode, chunks: Chunk[], awaitDisk = false): Map<Chunk, Promise<Uint8Array>> {
+  private fetch (items: LaidOutChunk[], awaitDisk = false): Map<Chunk, Promise<Uint8Array>> {
     const out = new Map<Chunk, Promise<Uint8Array>>()
-    const todo: Chunk[] = []
-    for (const c of chunks) {
-      const running = this.inflight.get(keyOf(c))
-      if (running != null) out.set(c, running)
-      else if (!out.has(c)) todo.push(c)
+    const todo: LaidOutChunk[] = []
+    for (const it of items) {
+      const running = this.inflight.get(keyOf(it.chunk))
+      if (running != null) out.set(it.chunk, running)
+      else if (!out.has(it.chunk) && !todo.some(t => t.chunk === it.chunk)) todo.push(it)
     }
-    todo.sort((a, b) => a.offset - b.offset || a.innerOffset - b.innerOffset)
-    let group: Chunk[] = []
+    todo.sort((a, b) => a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset)
+    let group: LaidOutChunk[] = []
     const flush = (): void => {
       if (group.length === 0) return
       const g = group
       group = []
-      const start = g[0].offset
-      const end = Math.max(...g.map(c => c.compressedEnd))
+      const start = g[0].chunk.offset
+      const end = Math.max(...g.map(it => it.chunk.compressedEnd))
       const bytes = this.fetchRange(start, end - start)
       // Attach handlers now so a failing group never becomes an unhandled rejection.
       bytes.catch(() => {})
-      for (const c of g) {
+      for (const { node, chunk: c } of g) {
         const key = keyOf(c)
         const p = this.decode(node, c, bytes, start, awaitDisk).finally(() => this.inflight.delete(key))
         p.catch(() => {})
@@ -176,12 +238,13 @@ export class ChunkReader {
         out.set(c, p)
       }
     }
-    for (const c of todo) {
-      const prev = group[group.length - 1]
+    for (const it of todo) {
+      const c = it.chunk
+      const prev = group[group.length - 1]?.chunk
       const touches = prev != null && (c.offset === prev.offset || c.offset === prev.compressedEnd)
-      const span = prev != null ? Math.max(c.compressedEnd, prev.compressedEnd) - group[0].offset : 0
+      const span = prev != null ? Math.max(c.compressedEnd, prev.compressedEnd) - group[0].chunk.offset : 0
       if (prev != null && (!touches || span > this.maxCoalesceBytes)) flush()
-      group.push(c)
+      group.push(it)
     }
     flush()
     return out

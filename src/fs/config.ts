@@ -18,6 +18,12 @@ export const DEFAULTS = {
    * 0: only the chunks a read touches.
    */
   readWindowBytes: 512 << 10,
+  /**
+   * A read that misses also fetches the chunks after it in blob order up to this many compressed
+   * bytes, in the same source read: small files read together (a directory's, in tar order)
+   * then cost one round trip. 0: off.
+   */
+  neighbourBytes: 0,
 
   // ---- caches ----
   /** Decompressed, verified chunks kept in memory (LRU by bytes). Small: the kernel page cache (kernel_cache) keeps hot file pages; 64 MiB cost 60 MB more RSS when a whole image is read. */

@@ -1,7 +1,7 @@
 import { EstargzReader, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME, type LayerNode, type NodeType } from '../estargz/index.js'
 import type { Activity } from './activity.js'
 import { ChunkCache } from './cache.js'
-import { ChunkReader, type ReaderStats } from './chunk-reader.js'
+import { ChunkReader, chunksInBlobOrder, type ReaderStats } from './chunk-reader.js'
 import { DEFAULTS } from './config.js'
 import {
   FsClosedError, InvalidOperationError, IsADirectoryError, NoEntryError, NoXattrError, NotADirectoryError, ReadOnlyError,
@@ -28,6 +28,7 @@ export interface LayerFsOptions extends PrefetchOptions {
   fetchTimeoutMs?: number
   maxCoalesceBytes?: number
   readWindowBytes?: number
+  neighbourBytes?: number
   opaqueXattrs?: readonly string[]
   blockSize?: number
   signal?: AbortSignal
@@ -123,7 +124,8 @@ export class LayerFs {
     this.log = components.logger
     this.opaqueXattrs = options.opaqueXattrs ?? DEFAULTS.opaqueXattrs
     this.blockSize = options.blockSize ?? DEFAULTS.blockSize
-    this.reader = new ChunkReader({ source: components.source, cache, logger: this.log, ...(components.activity != null ? { activity: components.activity } : {}) }, options)
+    const layout = chunksInBlobOrder(new Set(estargz.tree.byName.values()))
+    this.reader = new ChunkReader({ source: components.source, cache, logger: this.log, layout, ...(components.activity != null ? { activity: components.activity } : {}) }, options)
     this.prefetcher = new Prefetcher({ reader: this.reader, tree: estargz.tree, logger: this.log }, options)
     // Inodes: 1 for the root; TOC entry index + 2 for listed nodes (stable for a given blob);
     // directories only implied by paths are numbered after every entry, in name order.

@@ -1,5 +1,5 @@
 import { DEFAULTS } from './config.js'
-import type { ChunkReader } from './chunk-reader.js'
+import { chunksInBlobOrder, type ChunkReader } from './chunk-reader.js'
 import type { Chunk, LayerNode, LayerTree } from '../estargz/index.js'
 import type { Logger } from '../logging.js'
 
@@ -67,18 +67,7 @@ export class Prefetcher {
     }
     const tree = components.tree
     const limit = tree.noPrefetch ? 0 : tree.prefetchOffset ?? 0
-    const seen = new Set<string>()
-    const items: Item[] = []
-    for (const node of new Set(tree.byName.values())) {
-      if (node.type !== 'reg') continue
-      for (const chunk of node.chunks) {
-        const key = `${chunk.offset}+${chunk.innerOffset}`
-        if (seen.has(key)) continue
-        seen.add(key)
-        items.push({ node, chunk, bytes: 0 })
-      }
-    }
-    items.sort((a, b) => a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset)
+    const items: Item[] = chunksInBlobOrder(new Set(tree.byName.values())).map(it => ({ ...it, bytes: 0 }))
     // Chunks sharing a gzip member (innerOffset) share its bytes: count the member once.
     for (let i = 0; i < items.length; i++) {
       const c = items[i].chunk

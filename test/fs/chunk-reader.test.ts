@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ChunkCache } from '../../src/fs/cache.js'
-import { ChunkReader } from '../../src/fs/chunk-reader.js'
+import { ChunkReader, chunksInBlobOrder } from '../../src/fs/chunk-reader.js'
 import { ChunkVerificationError, FetchTimeoutError } from '../../src/fs/errors.js'
 import { EstargzReader } from '../../src/estargz/index.js'
 import { silentLogger } from '../../src/logging.js'
@@ -24,6 +24,36 @@ async function setup (wrap: (s: RangeSource) => RangeSource = s => s, fetchTimeo
 }
 
 describe('ChunkReader', () => {
+  it('a read that misses brings the next chunks in blob order, up to neighbourBytes, in the same source read', async () => {
+    const files = Array.from({ length: 40 }, (_, i) => ({ name: `d/f${String(i).padStart(2, '0')}`, data: fixtureBytes(100 + i, 1500 + 37 * i) }))
+    const { blob } = await buildBlob(files)
+    const counting = new CountingSource(new MemorySource(blob))
+    const es = await EstargzReader.open(async (o, l) => await counting.read(o, l), blob.length)
+    counting.reset()
+    const layout = chunksInBlobOrder(new Set(es.tree.byName.values()))
+    const nodes = files.map(f => es.lookup(f.name) as NonNullable<ReturnType<EstargzReader['lookup']>>)
+    const reader = new ChunkReader({ source: counting, cache: new ChunkCache({ logger }), logger, layout }, { neighbourBytes: 16 << 10 })
+    const first = await reader.read(nodes[0], 0, 1 << 20)
+    expect(Buffer.from(first).equals(files[0].data)).toBe(true)
+    expect(counting.calls).toBe(1)
+    // The neighbours that fit the budget are cached by that one read.
+    let covered = 0
+    let budget = 16 << 10
+    for (const it of layout.slice(layout.findIndex(it => it.node === nodes[0]) + 1)) {
+      budget -= it.chunk.compressedEnd - it.chunk.offset
+      if (budget < 0) break
+      covered++
+    }
+    expect(covered).toBeGreaterThan(3)
+    for (let i = 1; i <= covered; i++) expect(Buffer.from(await reader.read(nodes[i], 0, 1 << 20)).equals(files[i].data), files[i].name).toBe(true)
+    expect(counting.calls, 'the neighbours came with the first read').toBe(1)
+    expect(Buffer.from(await reader.read(nodes[covered + 1], 0, 1 << 20)).equals(files[covered + 1].data)).toBe(true)
+    expect(counting.calls, 'the next file beyond the budget costs a read of its own').toBe(2)
+    // Each of the two source reads: its own chunk plus at most the neighbour budget.
+    const largest = Math.max(...layout.map(it => it.chunk.compressedEnd - it.chunk.offset))
+    expect(counting.bytes).toBeLessThanOrEqual(2 * ((16 << 10) + largest))
+  })
+
   it('coalesces adjacent chunks of one read into one source read, and serves repeats from cache', async () => {
     let counting: CountingSource | undefined
     const { reader, node } = await setup(s => (counting = new CountingSource(s)))
