@@ -88,8 +88,8 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   const log = options.logger.child({ component: 'ipfs' })
   await prepareRepo(options.repo, log)
   const lock: RepoLock = await lockRepo(options.repo)
-  const blockstore = new RepoBlockstore(join(options.repo, DEFAULTS.blocksDir))
-  const datastore = new RepoDatastore(join(options.repo, DEFAULTS.datastoreDir), log)
+  const blockstore = new RepoBlockstore(join(options.repo, DEFAULTS.blocksDir), log)
+  const datastore = new RepoDatastore(join(options.repo, DEFAULTS.datastoreDir))
   let helia: HeliaNode | undefined
   let exchange: BlockExchange | undefined
   try {
