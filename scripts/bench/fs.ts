@@ -166,14 +166,16 @@ async function main (): Promise<void> {
             for (let i = 0; i < 500 && nodeB.exchange.peers().length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
             if (nodeB.exchange.peers().length === 0) throw new Error('node A never announced the block exchange')
           }
-          const src = await IpfsSource.open(nodeB.helia, cid, useExchange ? { exchange: nodeB.exchange } : {})
+          const src = await IpfsSource.open(nodeB.helia, cid)
           for (const leaf of picks) {
             const t0 = process.hrtime.bigint()
             const bytes = await src.read(leaf * (1 << 20) + 12_345, 4096)
             lat.push(Number(process.hrtime.bigint() - t0) / 1e6)
             if (bytes.length !== 4096) throw new Error('short remote read')
           }
-          if (useExchange && nodeB.exchange.stats().blocksReceived < picks.length) throw new Error('the block exchange row fell back to bitswap')
+          const stages = nodeB.fetchStats()
+          if (useExchange && (stages.exchangeBlocks < picks.length || stages.bitswapBlocks > 0)) throw new Error('the block exchange row fell back to bitswap')
+          if (!useExchange && stages.bitswapBlocks < picks.length) throw new Error('the bitswap row did not use bitswap')
           if (src.stats().networkBlocks < picks.length) throw new Error('remote reads were served locally')
         } finally {
           await nodeB.stop()

@@ -87,4 +87,19 @@ describe('RepoDatastore', () => {
     await expect(ds.get(peer)).rejects.toMatchObject({ name: 'NotFoundError' })
     await ds.close()
   })
+
+  it('a node writes no peer record to disk, even after streams to a peer', async () => {
+    const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const b = await repos.node()
+    await b.dial(a.multiaddrs()[0])
+    for (let i = 0; i < 500 && b.exchange.peers().length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
+    const bytes = random(1000)
+    const cid = await cidOf(bytes)
+    await a.localBlockstore.put(cid, bytes)
+    await collectBlock(b.helia.blockstore.get(cid, { signal: AbortSignal.timeout(5000) }))
+    expect(b.fetchStats().exchangeBlocks).toBe(1)
+    expect((await b.helia.libp2p.peerStore.get(a.peerId)).protocols.length).toBeGreaterThan(0) // in memory
+    expect(await filesUnder(join(a.repo, 'datastore', 'peers'))).toEqual([])
+    expect(await filesUnder(join(b.repo, 'datastore', 'peers'))).toEqual([])
+  })
 })
