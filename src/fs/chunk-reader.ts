@@ -165,7 +165,7 @@ export class ChunkReader {
       group = []
       const start = g[0].offset
       const end = Math.max(...g.map(c => c.compressedEnd))
-      const bytes = this.fetchRange(start, end - start)
+      const bytes = this.fetchRange(start, end - start, awaitDisk)
       // Attach handlers now so a failing group never becomes an unhandled rejection.
       bytes.catch(() => {})
       for (const c of g) {
@@ -207,8 +207,11 @@ export class ChunkReader {
     return data
   }
 
-  /** One source read with the fetch timeout; the source is asked to abort when it fires. */
-  private async fetchRange (offset: number, length: number): Promise<Uint8Array> {
+  /**
+   * One source read with the fetch timeout; the source is asked to abort when it fires. A
+   * background read (prefetch, `ensureCached`) tells the source, which lets on-demand reads go first.
+   */
+  private async fetchRange (offset: number, length: number, background: boolean): Promise<Uint8Array> {
     const ac = new AbortController()
     setMaxListeners(Infinity, ac.signal)
     let timer: NodeJS.Timeout | undefined
@@ -223,7 +226,7 @@ export class ChunkReader {
     this.counters.fetches++
     try {
       // A source that ignores the signal must still not hold the read: race the timer.
-      const bytes = await Promise.race([this.source.read(offset, length, ac.signal), timeout])
+      const bytes = await Promise.race([this.source.read(offset, length, ac.signal, background ? { background } : undefined), timeout])
       this.counters.bytesFetched += bytes.length
       if (bytes.length < length) throw new SourceReadError(`the source returned ${bytes.length} of ${length} bytes at ${offset}`)
       return bytes
