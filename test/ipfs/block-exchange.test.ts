@@ -285,6 +285,27 @@ describe('BlockExchange over loopback TCP', () => {
     expect(same(got, bytes)).toBe(true)
   })
 
+  it('a peer announcing a block over the size limit is dropped at once; the next peer answers', async () => {
+    const bytes = random(4000)
+    const cid = await rawBlock(bytes)
+    const bloated = await node({ listen: LISTEN, exchange: false })
+    // answers every request with a frame header claiming 5 MiB (over the 4 MiB + 1 limit)
+    await bloated.helia.libp2p.handle(PROTOCOL, async (stream) => {
+      for await (const _ of stream) { stream.send(Uint8Array.of(0x80, 0x80, 0xc0, 0x02)); break }
+      await new Promise(resolve => setTimeout(resolve, 3000))
+    })
+    const honest = await node({ listen: LISTEN })
+    await honest.localBlockstore.put(cid, bytes)
+    const b = await node({ exchange: { hedgeDelay: 3000, maxHedgeDelay: 3000 } })
+    await connect(b, bloated)
+    await connect(b, honest)
+    expect(b.exchange.peers()[0].equals(bloated.peerId)).toBe(true)
+    const t0 = Date.now()
+    expect(same(await b.exchange.get(cid), bytes)).toBe(true)
+    expect(Date.now() - t0).toBeLessThan(1500)
+    expect(b.exchange.stats()).toMatchObject({ failedRequests: 1, blocksReceived: 1, hedges: 0 })
+  })
+
   it('reuses a stream for later requests, and replaces one the server closed while idle', async () => {
     const a = await node({ listen: LISTEN })
     const b = await node()

@@ -233,6 +233,26 @@ describe('the gateway stage', () => {
     }
   })
 
+  it('a gateway that sends too much or never answers is given up on (bounded), the next one is asked', async () => {
+    const a = await node()
+    const data = random(3000)
+    const { cid } = await importBytes(a.localBlockstore, data)
+    const huge = createServer((_req, res) => { res.writeHead(200, { 'content-type': 'application/vnd.ipld.raw' }); res.end(Buffer.alloc(5000)) }) // no content-length: chunked
+    const silent = createServer(() => {}) // accepts, never answers
+    for (const srv of [huge, silent]) {
+      await new Promise<void>(resolve => srv.listen(0, '127.0.0.1', resolve))
+      stops.push(async () => { srv.closeAllConnections(); await new Promise(resolve => srv.close(resolve)) })
+    }
+    const url = (srv: Server): string => `http://127.0.0.1:${(srv.address() as { port: number }).port}`
+    const honest = await gateway(a)
+    const b = await node({ gateways: [url(huge), url(silent), honest.url], gateway: { maxBlockSize: 4000, requestTimeout: 300 } })
+    const t0 = Date.now()
+    const got = await collectBlock(b.helia.blockstore.get(cid, { signal: AbortSignal.timeout(5000) }))
+    expect(Buffer.compare(Buffer.from(got), data)).toBe(0)
+    expect(Date.now() - t0).toBeLessThan(2000)
+    expect(b.fetchStats().gatewayBlocks).toBe(1)
+  })
+
   it('refuses a gateway that is not an http(s) base URL', async () => {
     await expect(createNode({ repo: await repos.dir(), logger, gateways: ['ftp://example.org'] })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' })
     await expect(createNode({ repo: await repos.dir(), logger, gateways: ['https://gw.example/?x=1'] })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' })
