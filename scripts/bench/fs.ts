@@ -7,7 +7,9 @@
  *  - first reads of uncached 4 KiB ranges of the layer from another Helia node over loopback
  *    (its blocks on node A, read through an IpfsSource on node B, connected): p50/p99, two rows:
  *    bitswap only, and our block exchange (`/ipfs-estargz/blocks/1.0.0`) first. Each row has a
- *    fresh node B and its own leaves, so nothing it reads is cached.
+ *    fresh node B and its own leaves, so nothing it reads is cached. Beside them, the floor under
+ *    both (1 MiB answers on an open stream of the same libp2p stack, no disk, no hashing) and the
+ *    FUSE manager → daemon hop (the blob API over the control socket, bytes from memory).
  * Readers are separate processes (dd, python3), as containers would be: a process must not
  * make synchronous reads of a FUSE mount it serves itself.
  *
@@ -27,7 +29,11 @@ import { LayerFs } from '../../src/fs/layer.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
-import { createNode, importStream } from '../../src/ipfs/index.js'
+import { createNode, importStream, type IpfsNode } from '../../src/ipfs/index.js'
+import { BlobReader } from '../../src/daemon/blob-api.js'
+import { ControlServer } from '../../src/daemon/control.js'
+import { BlobClient } from '../../src/fusemgr/blob-source.js'
+import { lpStream } from '@libp2p/utils'
 import { createReadStream } from 'node:fs'
 
 const run = promisify(execFile)
@@ -129,6 +135,61 @@ async function fuseRows (dir: string, local: string, tocDigest: string, mounts: 
   ]
 }
 
+/**
+ * What moving a 1 MiB leaf between two of our nodes costs at least: answers of that size on one
+ * open stream of the same libp2p stack, nothing read from disk, nothing hashed.
+ */
+async function transportFloor (nodeA: IpfsNode, repo: string, n: number): Promise<number[]> {
+  const answer = Buffer.concat([Uint8Array.of(1), randomBytes(1 << 20)])
+  await nodeA.helia.libp2p.handle('/ipfs-estargz/bench-floor/1', async (stream) => {
+    const lp = lpStream(stream, { maxBufferSize: 4 << 20 })
+    try { for (;;) { await lp.read(); await lp.write(answer) } } catch {}
+  })
+  const nodeB = await createNode({ repo, logger, exchange: false })
+  const lat: number[] = []
+  try {
+    await nodeB.dial(nodeA.multiaddrs()[0])
+    const lp = lpStream(await nodeB.helia.libp2p.dialProtocol(nodeA.peerId, '/ipfs-estargz/bench-floor/1'), { maxDataLength: 2 << 20, maxBufferSize: 4 << 20 })
+    for (let i = 0; i < n + 5; i++) {
+      const t0 = process.hrtime.bigint()
+      await lp.write(randomBytes(36))
+      if ((await lp.read()).byteLength !== answer.length) throw new Error('short floor answer')
+      if (i >= 5) lat.push(Number(process.hrtime.bigint() - t0) / 1e6)
+    }
+  } finally {
+    await nodeB.stop()
+    await nodeA.helia.libp2p.unhandle('/ipfs-estargz/bench-floor/1')
+  }
+  return lat.sort((a, b) => a - b)
+}
+
+/** The FUSE manager's way to the bytes, alone: BlobClient → daemon blob API, source in memory. */
+async function blobApiHop (dir: string, n: number): Promise<{ small: number[], large: number[] }> {
+  const blob = randomBytes(64 << 20)
+  const blobs = new BlobReader({ logger, openSource: async () => ({ size: async () => blob.length, read: async (o, l) => blob.subarray(o, o + l) }) })
+  const server = new ControlServer({ logger, blobs, run: async () => 0 }, { address: join(dir, 'api.sock'), repo: dir })
+  await server.start()
+  const client = new BlobClient()
+  client.attach(join(dir, 'api.sock'))
+  const source = client.source('bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy')
+  const run = async (len: number): Promise<number[]> => {
+    const lat: number[] = []
+    for (let i = 0; i < n + 5; i++) {
+      const at = Math.floor(Math.random() * (blob.length - len))
+      const t0 = process.hrtime.bigint()
+      if ((await source.read(at, len)).length !== len) throw new Error('short blob API read')
+      if (i >= 5) lat.push(Number(process.hrtime.bigint() - t0) / 1e6)
+    }
+    return lat.sort((a, b) => a - b)
+  }
+  try {
+    return { small: await run(4096), large: await run(1 << 20) }
+  } finally {
+    client.close()
+    await server.stop()
+  }
+}
+
 async function main (): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'ipfs-estargz-bench-fs-'))
   const mounts: FuseMount[] = []
@@ -166,14 +227,16 @@ async function main (): Promise<void> {
             for (let i = 0; i < 500 && nodeB.exchange.peers().length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
             if (nodeB.exchange.peers().length === 0) throw new Error('node A never announced the block exchange')
           }
-          const src = await IpfsSource.open(nodeB.helia, cid, useExchange ? { exchange: nodeB.exchange } : {})
+          const src = await IpfsSource.open(nodeB.helia, cid)
           for (const leaf of picks) {
             const t0 = process.hrtime.bigint()
             const bytes = await src.read(leaf * (1 << 20) + 12_345, 4096)
             lat.push(Number(process.hrtime.bigint() - t0) / 1e6)
             if (bytes.length !== 4096) throw new Error('short remote read')
           }
-          if (useExchange && nodeB.exchange.stats().blocksReceived < picks.length) throw new Error('the block exchange row fell back to bitswap')
+          const stages = nodeB.fetchStats()
+          if (useExchange && (stages.exchangeBlocks < picks.length || stages.bitswapBlocks > 0)) throw new Error('the block exchange row fell back to bitswap')
+          if (!useExchange && stages.bitswapBlocks < picks.length) throw new Error('the bitswap row did not use bitswap')
           if (src.stats().networkBlocks < picks.length) throw new Error('remote reads were served locally')
         } finally {
           await nodeB.stop()
@@ -182,10 +245,14 @@ async function main (): Promise<void> {
       }
       const viaBitswap = await remoteRow('b-bitswap', false, order.slice(0, perRow))
       const viaExchange = await remoteRow('b-exchange', true, order.slice(perRow, 2 * perRow))
+      const floor = await transportFloor(nodeA, join(dir, 'b-floor'), perRow)
       const fmt = (xs: number[]): string => `${pct(xs, 0.5).toFixed(1)} / ${pct(xs, 0.99).toFixed(1)} ms`
+      const hop = await blobApiHop(dir, perRow)
       rows.push(
         [`first read of an uncached 4 KiB range, blocks on a connected Helia peer, bitswap only (${viaBitswap.length} reads): p50 / p99`, fmt(viaBitswap), ''],
-        [`same, block exchange \`/ipfs-estargz/blocks/1.0.0\` first (${viaExchange.length} reads): p50 / p99`, fmt(viaExchange), '']
+        [`same, block exchange \`/ipfs-estargz/blocks/1.0.0\` first (${viaExchange.length} reads): p50 / p99`, fmt(viaExchange), ''],
+        [`floor: a 1 MiB answer on an open libp2p stream (noise, yamux, TCP; no disk, no hashing) (${floor.length}): p50 / p99`, fmt(floor), ''],
+        [`FUSE manager → daemon hop (blob API over the control socket, bytes from memory), 4 KiB / 1 MiB ranges: p50 / p99`, `${fmt(hop.small)}; ${fmt(hop.large)}`, '']
       )
     } finally {
       await nodeA.stop()
@@ -196,7 +263,6 @@ async function main (): Promise<void> {
     for (const r of rows) console.log(`| ${r.join(' | ')} |`)
   } finally {
     for (const m of mounts) await m.unmount().catch(() => {})
-    await new Promise(resolve => setTimeout(resolve, 1500)) // Helia writes its peer record after stop
     if (args.keep !== true) await rm(dir, { recursive: true, force: true })
   }
 }

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
-import type { RangeSource } from '../source/types.js'
+import type { RangeSource, ReadHint } from '../source/types.js'
 
 /** Blob API defaults, in one place. */
 export const DEFAULTS = {
@@ -11,7 +11,10 @@ export const DEFAULTS = {
   maxReadBytes: 64 << 20
 } as const
 
-/** Path prefix: `GET /v1/blobs/<cid>/size` → `{"size":N}`; `GET /v1/blobs/<cid>?offset=N&length=M` → bytes. */
+/**
+ * Path prefix: `GET /v1/blobs/<cid>/size` → `{"size":N}`; `GET /v1/blobs/<cid>?offset=N&length=M`
+ * → bytes; `&priority=background` marks a background read (it waits behind on-demand ones).
+ */
 export const BLOBS_PREFIX = '/v1/blobs/'
 
 export interface BlobReaderComponents {
@@ -37,8 +40,8 @@ export class BlobReader {
     return await (await this.source(cid, signal)).size()
   }
 
-  async read (cid: string, offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
-    return await (await this.source(cid, signal)).read(offset, length, signal)
+  async read (cid: string, offset: number, length: number, signal?: AbortSignal, hint?: ReadHint): Promise<Uint8Array> {
+    return await (await this.source(cid, signal)).read(offset, length, signal, hint)
   }
 
   async close (): Promise<void> {
@@ -91,11 +94,16 @@ export class BlobReader {
     } else if (what === undefined || what === '') {
       const offset = Number(url.searchParams.get('offset'))
       const length = Number(url.searchParams.get('length'))
+      const priority = url.searchParams.get('priority') ?? 'foreground'
       if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > max) {
         fail(400, `offset and length must be integers, 0 ≤ length ≤ ${max}`)
         return
       }
-      job = this.read(cidText, offset, length, ac.signal).then((bytes) => {
+      if (priority !== 'foreground' && priority !== 'background') {
+        fail(400, `priority must be foreground or background, got ${JSON.stringify(priority)}`)
+        return
+      }
+      job = this.read(cidText, offset, length, ac.signal, priority === 'background' ? { background: true } : undefined).then((bytes) => {
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length }).end(bytes)
       })
     } else {

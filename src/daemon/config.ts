@@ -25,7 +25,12 @@ export const DEFAULTS = {
     /** Peers kept connected and redialled. */
     peers: [] as string[],
     /** Seconds between redials of a lost static peer. */
-    redialIntervalSec: 5
+    redialIntervalSec: 5,
+    /**
+     * Trustless-gateway base URLs asked, in order, after bitswap (the last stage of the fetch
+     * path, docs/ipfs.md). None: blocks come from peers only.
+     */
+    gateways: [] as string[]
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,

@@ -69,12 +69,12 @@ export class Daemon {
     await mkdir(config.root, { recursive: true, mode: PRIVATE.dirMode })
     const socketDir = dirname(config.address)
     if (await mkdir(socketDir, { recursive: true }) != null) await chmod(socketDir, SOCKET_DIR_MODE)
-    const node = await createNode({ repo: config.root, listen: config.ipfs.listen, peers: config.ipfs.peers, logger })
+    const node = await createNode({ repo: config.root, listen: config.ipfs.listen, peers: config.ipfs.peers, gateways: config.ipfs.gateways, logger })
     const index = IndexStore.open(config.root, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger })
     this.repo = { path: config.root, node, index, close: async () => { index.close(); await node.stop() } }
     try {
       this.keepPeersConnected()
-      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.helia, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000, exchange: node.exchange })
+      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.helia, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 })
       const settings = {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
         backgroundFetch: config.fs.backgroundFetch,

@@ -211,7 +211,7 @@ export class ChunkReader {
    * Starts (or joins) fetches for `chunks` and returns a promise per chunk. Chunks already in
    * flight are joined; the rest are grouped into runs of touching compressed ranges.
    */
-  private fetch (items: LaidOutChunk[], awaitDisk = false): Map<Chunk, Promise<Uint8Array>> {
+  private fetch (items: LaidOutChunk[], background = false): Map<Chunk, Promise<Uint8Array>> {
     const out = new Map<Chunk, Promise<Uint8Array>>()
     const todo: LaidOutChunk[] = []
     for (const it of items) {
@@ -227,12 +227,12 @@ export class ChunkReader {
       group = []
       const start = g[0].chunk.offset
       const end = Math.max(...g.map(it => it.chunk.compressedEnd))
-      const bytes = this.fetchRange(start, end - start)
+      const bytes = this.fetchRange(start, end - start, background)
       // Attach handlers now so a failing group never becomes an unhandled rejection.
       bytes.catch(() => {})
       for (const { node, chunk: c } of g) {
         const key = keyOf(c)
-        const p = this.decode(node, c, bytes, start, awaitDisk).finally(() => this.inflight.delete(key))
+        const p = this.decode(node, c, bytes, start, background).finally(() => this.inflight.delete(key))
         p.catch(() => {})
         this.inflight.set(key, p)
         out.set(c, p)
@@ -250,7 +250,7 @@ export class ChunkReader {
     return out
   }
 
-  private async decode (node: LayerNode, c: Chunk, bytes: Promise<Uint8Array>, start: number, awaitDisk: boolean): Promise<Uint8Array> {
+  private async decode (node: LayerNode, c: Chunk, bytes: Promise<Uint8Array>, start: number, background: boolean): Promise<Uint8Array> {
     const all = await bytes
     const compressed = all.subarray(c.offset - start, c.compressedEnd - start)
     let data: Uint8Array
@@ -265,13 +265,16 @@ export class ChunkReader {
       throw err
     }
     const stored = this.cache.put(c.digest, data)
-    if (awaitDisk) await stored
+    if (background) await stored // prefetch counts a chunk once it is on disk
     else stored.catch(() => {})
     return data
   }
 
-  /** One source read with the fetch timeout; the source is asked to abort when it fires. */
-  private async fetchRange (offset: number, length: number): Promise<Uint8Array> {
+  /**
+   * One source read with the fetch timeout; the source is asked to abort when it fires. A
+   * background read (prefetch, `ensureCached`) tells the source, which lets on-demand reads go first.
+   */
+  private async fetchRange (offset: number, length: number, background: boolean): Promise<Uint8Array> {
     const ac = new AbortController()
     setMaxListeners(Infinity, ac.signal)
     let timer: NodeJS.Timeout | undefined
@@ -286,7 +289,7 @@ export class ChunkReader {
     this.counters.fetches++
     try {
       // A source that ignores the signal must still not hold the read: race the timer.
-      const bytes = await Promise.race([this.source.read(offset, length, ac.signal), timeout])
+      const bytes = await Promise.race([this.source.read(offset, length, ac.signal, background ? { background } : undefined), timeout])
       this.counters.bytesFetched += bytes.length
       if (bytes.length < length) throw new SourceReadError(`the source returned ${bytes.length} of ${length} bytes at ${offset}`)
       return bytes

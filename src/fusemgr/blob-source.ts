@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'node:http'
-import type { RangeSource } from '../source/types.js'
+import type { RangeSource, ReadHint } from '../source/types.js'
 import { answersOnSocket } from '../unix-http.js'
 import { BlobReadError, BlobSourceUnavailableError } from './errors.js'
 
@@ -10,8 +10,13 @@ export const DEFAULTS = {
   retryIntervalMs: 250,
   /** ...for at most this long (the chunk reader's own fetch timeout usually ends it first). */
   maxWaitMs: 60_000,
-  /** Keep-alive connections to the daemon (one per concurrent chunk fetch). */
-  maxSockets: 16
+  /** Keep-alive connections to the daemon (one per concurrent chunk fetch) for on-demand reads... */
+  maxSockets: 16,
+  /**
+   * ...and, apart, for background reads (prefetch): they never take the sockets on-demand reads
+   * need, so a container's read does not queue in the HTTP agent behind a background fetch.
+   */
+  maxBackgroundSockets: 4
 } as const
 
 export interface BlobClientOptions {
@@ -31,6 +36,7 @@ const AWAY = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE'])
 export class BlobClient {
   private socket?: string
   private agent?: Agent
+  private backgroundAgent?: Agent
   private readonly waiters = new Set<() => void>()
 
   constructor (private readonly options: BlobClientOptions = {}) {}
@@ -43,7 +49,9 @@ export class BlobClient {
   attach (socket: string): void {
     if (socket !== this.socket) {
       this.agent?.destroy()
+      this.backgroundAgent?.destroy()
       this.agent = new Agent({ keepAlive: true, maxSockets: DEFAULTS.maxSockets })
+      this.backgroundAgent = new Agent({ keepAlive: true, maxSockets: DEFAULTS.maxBackgroundSockets })
       this.socket = socket
     }
     for (const wake of this.waiters) wake()
@@ -56,11 +64,16 @@ export class BlobClient {
 
   close (): void {
     this.agent?.destroy()
+    this.backgroundAgent?.destroy()
     this.agent = undefined
+    this.backgroundAgent = undefined
     for (const wake of this.waiters) wake()
   }
 
-  /** A RangeSource for one blob. */
+  /**
+   * A RangeSource for one blob. A background read (`hint.background`) is marked as such
+   * (`priority=background`): the daemon lets on-demand reads go ahead of it.
+   */
   source (cid: string): RangeSource {
     let size: Promise<number> | undefined
     return {
@@ -69,21 +82,23 @@ export class BlobClient {
         size.catch(() => { size = undefined })
         return await size
       },
-      read: async (offset, length, signal) => {
+      read: async (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint) => {
         if (length === 0) return new Uint8Array(0)
-        return await this.get(`/v1/blobs/${cid}?offset=${offset}&length=${length}`, signal)
+        const background = hint?.background === true
+        return await this.get(`/v1/blobs/${cid}?offset=${offset}&length=${length}${background ? '&priority=background' : ''}`, signal, background)
       }
     }
   }
 
-  private async get (path: string, signal?: AbortSignal): Promise<Buffer> {
+  private async get (path: string, signal?: AbortSignal, background = false): Promise<Buffer> {
     const deadline = Date.now() + (this.options.maxWaitMs ?? DEFAULTS.maxWaitMs)
     for (;;) {
       signal?.throwIfAborted()
       const socket = this.socket
-      if (socket != null && this.agent != null) {
+      const agent = background ? this.backgroundAgent : this.agent
+      if (socket != null && agent != null) {
         try {
-          return await once(socket, this.agent, path, signal)
+          return await once(socket, agent, path, signal)
         } catch (err) {
           if (!AWAY.has((err as NodeJS.ErrnoException).code ?? '')) throw err
         }

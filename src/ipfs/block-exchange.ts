@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import type { Logger } from '../logging.js'
-import { ByteReader } from '../estargz/byte-reader.js'
 import { collectBlock } from './dag-reader.js'
-import { AbortError, BlockExchangeProtocolError, BlockExchangeTimeoutError, InvalidIpfsOptionError } from './errors.js'
+import { AbortError, BlockDigestMismatchError, BlockExchangeProtocolError, BlockExchangeTimeoutError, InvalidIpfsOptionError } from './errors.js'
 
 /** The protocol id announced through identify. */
 export const PROTOCOL = '/ipfs-estargz/blocks/1.0.0'
@@ -20,48 +20,56 @@ function keyOf (cid: CID): string {
   return Buffer.from(cid.bytes.buffer, cid.bytes.byteOffset, cid.bytes.byteLength).toString('base64')
 }
 
-/** Response status bytes. */
+/** Response status bytes (the first byte of every response frame). */
 const DONT_HAVE = 0
 const HAVE = 1
 
 /** Block-exchange defaults, in one place. */
 export const DEFAULTS = {
-  /** CIDs in one request; a bigger batch is split into several requests. */
+  /** Server: CIDs accepted in one request. */
   maxCidsPerRequest: 64,
+  /** Client: CIDs in one on-demand request (a bigger batch is split); ≤ maxCidsPerRequest. */
+  requestCids: 16,
+  /** Client: CIDs in one background request: small, so on-demand requests never queue long behind one. */
+  backgroundRequestCids: 4,
+  /**
+   * Client: background requests in flight per peer. They are sent only while no on-demand
+   * request to that peer is in flight: background fetch uses the idle link, never the busy one.
+   */
+  maxBackgroundRequests: 1,
   /** Largest block served or accepted: bitswap's limit (our leaves are ≤ 1 MiB). */
   maxBlockSize: 4 * 1024 * 1024,
   /** Largest CID in a request: a sha2-256 CIDv1 is 36 bytes; this leaves room for others. */
   maxCidBytes: 128,
   /**
-   * A request (or a server waiting for one) fails after this many ms without a frame. It bounds
-   * how long a silent peer delays the bitswap fallback, not the time a big answer may take.
+   * A request (or a server waiting for the first request on a stream, or writing an answer)
+   * fails after this many ms without progress. Bounds a silent peer, not a big answer.
    */
   requestTimeout: 5_000,
   /** Concurrent inbound / outbound streams of this protocol per connection. */
   maxInboundStreams: 64,
   maxOutboundStreams: 64,
-  /** Peers asked, one after the other, before `get` gives up (→ bitswap). */
+  /** Peers asked at most for one block (hedged, see `hedgeDelay`) before `get` gives up (→ bitswap). */
   peersPerBlock: 3,
   /** Idle streams kept open per peer for the next requests. */
-  maxIdleStreams: 4
+  maxIdleStreams: 4,
+  /**
+   * Hedging: a peer that has not answered after this many ms, the next peer is asked too (first
+   * verified answer wins). Used until the peer has answered once; then its observed answer time
+   * (smoothed) plus `max(hedgeMargin, 4 × its variation)` is used, at most `maxHedgeDelay`.
+   * Background requests are not hedged (they move on only on don't-have, failure or timeout).
+   */
+  hedgeDelay: 50,
+  hedgeMargin: 3,
+  maxHedgeDelay: 500
 } as const
 
-export interface BlockExchangeOptions {
-  maxCidsPerRequest?: number
-  maxBlockSize?: number
-  maxCidBytes?: number
-  requestTimeout?: number
-  maxInboundStreams?: number
-  maxOutboundStreams?: number
-  peersPerBlock?: number
-  maxIdleStreams?: number
-}
+export type BlockExchangeOptions = { -readonly [K in keyof typeof DEFAULTS]?: number }
 
-/** What the exchange needs of a blockstore (FsBlockstore fits). */
+/** What the server needs of a blockstore (FsBlockstore fits): the LOCAL one. */
 export interface ExchangeBlockstore {
   /** Throws (or yields nothing) when the block is not there. */
   get: (cid: CID) => Iterable<Uint8Array> | AsyncIterable<Uint8Array>
-  put: (cid: CID, bytes: Uint8Array) => Promise<unknown>
 }
 
 export interface BlockExchangeComponents {
@@ -73,17 +81,20 @@ export interface BlockExchangeComponents {
 
 /** Counters since start (client side, then server side). */
 export interface BlockExchangeStats {
-  /** Requests sent (each one stream, ≤ maxCidsPerRequest CIDs). */
+  /** Requests sent (≤ requestCids CIDs each), and how many were background ones. */
   requests: number
+  backgroundRequests: number
   /** Requests that failed (stream error, timeout, protocol violation, peer gone). */
   failedRequests: number
-  /** Verified blocks received and stored, and their bytes. */
+  /** Verified blocks received, and their bytes. */
   blocksReceived: number
   bytesReceived: number
   /** Don't-have answers received. */
   dontHaves: number
-  /** Blocks whose bytes did not hash to their CID (rejected, not stored; the peer is skipped). */
+  /** Blocks whose bytes did not match their CID (rejected, never used; the peer is skipped). */
   badBlocks: number
+  /** Gets that asked a second (or third) peer because the first was slow: hedges. */
+  hedges: number
   /** Requests answered, blocks (and bytes) served, don't-haves sent. */
   servedRequests: number
   servedBlocks: number
@@ -95,48 +106,71 @@ export interface BlockExchangeStats {
 
 export interface GetOptions {
   signal?: AbortSignal
+  /** A background fetch: waits behind on-demand requests and is not hedged. */
+  background?: boolean
+  /**
+   * Checks a block against its CID, throwing when it does not match (Helia passes its own as
+   * `validateFn`). Without it, sha2-256 CIDs are checked here and others skip the exchange.
+   */
+  validate?: (bytes: Uint8Array) => Promise<void> | void
 }
 
-/** What one peer answered for one CID: the verified bytes, don't-have, or bytes that lied. */
-type Outcome = Uint8Array | undefined | typeof BAD
-const BAD = Symbol('bad block')
+/** What one peer answered for one CID. */
+type Answer = { have: Uint8Array, counted: boolean } | { dontHave: true } | { failed: Error }
 
-interface Waiter {
-  resolve: (o: Outcome) => void
-  reject: (err: Error) => void
-}
-
-/** A stream to a peer with its frame reader (which may hold bytes already read). */
-interface Conn {
-  stream: Stream
-  reader: FrameReader
-}
-
+/** A CID asked of one peer, with everyone waiting for its answer. */
 interface Want {
   cid: CID
-  waiters: Set<Waiter>
+  key: string
+  waiters: Set<(a: Answer) => void>
+}
+
+/** A stream to a peer with its length-prefixed reader/writer (which may hold bytes already read). */
+interface Conn {
+  stream: Stream
+  lp: LengthPrefixedStream<Stream>
+}
+
+/** Everything the client keeps per connected peer. */
+interface PeerState {
+  id: string
+  peer: PeerId
+  /** Smoothed answer time of block requests and its variation (ms), as TCP's RTO estimator. */
+  srtt?: number
+  rttvar: number
+  /** Blocks this peer has delivered (peers that have delivered rank first). */
+  delivered: number
+  /** Wants not sent yet, on-demand and background. */
+  fg: Map<string, Want>
+  bg: Map<string, Want>
+  /** Wants sent, waiting for their answer. */
+  sent: Map<string, Want>
+  fgInFlight: number
+  bgInFlight: number
+  idle: Conn[]
+  scheduled: boolean
 }
 
 /**
  * `/ipfs-estargz/blocks/1.0.0`: fetch blocks from our own peers in one round trip.
  *
  * Bitswap opens a new stream for every message in each direction (want, then block), and every
- * stream opened costs a multistream-select round trip plus a peer-store write on both sides. Here
- * the client writes the CIDs it wants on a stream it keeps open (a few idle streams per peer are
- * pooled), the server answers each CID in order, and the stream waits for the next request.
- * Wire format (lengths are unsigned varints):
+ * stream opened costs a multistream-select round trip. Here the client writes the CIDs it wants
+ * on a stream it keeps open (a few idle streams per peer are pooled), the server answers each
+ * CID in order, and the stream waits for the next request. Frames are unsigned-varint
+ * length-prefixed (`lpStream`):
  *
- *   request  = varint(len) CID-bytes…        (≤ maxCidsPerRequest CIDs back to back; they delimit
- *                                             themselves; len ≤ maxCidsPerRequest × maxCidBytes)
- *   response = one frame per CID, in order:  varint(1 + len) 0x01 block-bytes   (have)
- *                                            varint(1)       0x00               (don't have)
+ *   request  = frame( CID-bytes… )           ≤ maxCidsPerRequest CIDs back to back (they delimit
+ *                                             themselves); ≤ maxCidsPerRequest × maxCidBytes
+ *   response = one frame per CID, in order:  frame( 0x01 block-bytes )   have
+ *                                            frame( 0x00 )               don't have
  *
  * Either side ends the conversation by closing its end. The server reads only the local
- * blockstore. The client verifies every block against its CID (sha2-256 only; other hashes skip
- * the exchange) before storing it, so a lying peer costs a wasted request, never a bad block.
- * Gets for the same peer issued in the same tick go out as one request, so a chunk spanning
- * several leaves costs one round trip. Bitswap stays the fallback (`get` → undefined) and the
- * protocol for other IPFS nodes.
+ * blockstore. `get` asks the best peer first and, if it is slow, the next ones too (hedging);
+ * a don't-have moves on at once; the first answer that verifies against the CID wins, so a lying
+ * peer costs a wasted request, never a bad block. Gets for the same peer issued in the same tick
+ * go out as one request (a chunk spanning several leaves costs one round trip). Background gets
+ * wait behind on-demand ones. Nothing is stored here: the caller (the node's block fetcher) does.
  */
 export class BlockExchange {
   private readonly libp2p: BlockExchangeComponents['libp2p']
@@ -145,18 +179,10 @@ export class BlockExchange {
   private readonly opts: Required<BlockExchangeOptions>
   private readonly counts: BlockExchangeStats = emptyStats()
   /** Connected peers that announced the protocol, by id string. */
-  private readonly peerSet = new Map<string, PeerId>()
+  private readonly peerStates = new Map<string, PeerState>()
   /** Peers that sent bytes that did not match the CID: never asked again. */
   private readonly bad = new Set<string>()
-  /** Per-peer wants collected during this tick, flushed by setImmediate. */
-  private readonly pending = new Map<string, { peer: PeerId, wants: Map<string, Want> }>()
   private readonly streams = new Set<Stream>()
-  /** Verified blocks being written to the blockstore, and those writes. */
-  private readonly storing = new Map<string, Uint8Array>()
-  private readonly puts = new Set<Promise<void>>()
-  /** Streams to each peer waiting for the next request. */
-  private readonly idle = new Map<string, Conn[]>()
-  private lastAnswered: string | undefined
   private topologyId: string | undefined
   private running = false
 
@@ -167,6 +193,9 @@ export class BlockExchange {
     this.opts = { ...DEFAULTS, ...options }
     for (const [k, v] of Object.entries(this.opts)) {
       if (!Number.isInteger(v) || v < 1) throw new InvalidIpfsOptionError(`block exchange: ${k} must be a positive integer, got ${String(v)}`)
+    }
+    if (this.opts.requestCids > this.opts.maxCidsPerRequest || this.opts.backgroundRequestCids > this.opts.maxCidsPerRequest) {
+      throw new InvalidIpfsOptionError('block exchange: requestCids and backgroundRequestCids must not exceed maxCidsPerRequest')
     }
   }
 
@@ -181,18 +210,15 @@ export class BlockExchange {
       maxOutboundStreams: this.opts.maxOutboundStreams
     })
     this.topologyId = await this.libp2p.register(PROTOCOL, {
-      onConnect: (peer) => { this.peerSet.set(peer.toString(), peer) },
-      onDisconnect: (peer) => {
-        this.peerSet.delete(peer.toString())
-        if (this.lastAnswered === peer.toString()) this.lastAnswered = undefined
-      }
+      onConnect: (peer) => { this.addPeer(peer) },
+      onDisconnect: (peer) => { this.peerStates.delete(peer.toString()) }
     })
     this.running = true
     // Peers connected before start were identified already: no onConnect for them.
     await Promise.all(this.libp2p.getConnections().map(async (c) => {
       try {
         const p = await this.libp2p.peerStore.get(c.remotePeer)
-        if (p.protocols.includes(PROTOCOL)) this.peerSet.set(c.remotePeer.toString(), c.remotePeer)
+        if (p.protocols.includes(PROTOCOL)) this.addPeer(c.remotePeer)
       } catch {}
     }))
   }
@@ -204,293 +230,370 @@ export class BlockExchange {
     await this.libp2p.unhandle(PROTOCOL).catch(() => {})
     for (const s of [...this.streams]) s.abort(new AbortError('block exchange stopped'))
     this.streams.clear()
-    this.idle.clear()
-    for (const { wants } of this.pending.values()) {
-      for (const w of wants.values()) for (const waiter of w.waiters) waiter.resolve(undefined)
+    const stopped: Answer = { failed: new AbortError('block exchange stopped') }
+    for (const ps of this.peerStates.values()) {
+      for (const w of [...ps.fg.values(), ...ps.bg.values(), ...ps.sent.values()]) for (const waiter of [...w.waiters]) waiter(stopped)
     }
-    this.pending.clear()
-    this.peerSet.clear()
-    await this.stored()
-  }
-
-  /**
-   * A block received and verified whose write to the blockstore is still under way (callers that
-   * count where blocks come from treat it as local: it does not cross the network again).
-   */
-  peek (cid: CID): Uint8Array | undefined {
-    return this.storing.get(keyOf(cid))
-  }
-
-  /** Resolves when every block received so far is in the local blockstore. */
-  async stored (): Promise<void> {
-    while (this.puts.size > 0) await Promise.all([...this.puts])
+    this.peerStates.clear()
   }
 
   stats (): BlockExchangeStats {
     return { ...this.counts }
   }
 
-  /** Connected peers that speak the protocol (minus the ones that lied), best first. */
+  /**
+   * Connected peers that speak the protocol (minus the ones that lied), best first: peers that
+   * have delivered blocks before the others, each group by observed answer time.
+   */
   peers (): PeerId[] {
-    const list = [...this.peerSet.values()].filter(p => !this.bad.has(p.toString()))
-    const i = list.findIndex(p => p.toString() === this.lastAnswered)
-    if (i > 0) list.unshift(...list.splice(i, 1))
-    return list
+    return this.ranked().map(ps => ps.peer)
   }
 
   /**
-   * The block from a connected peer, verified and stored in the local blockstore (the write
-   * completes in the background: see `stored()`); undefined when no peer asked has it (or
-   * answers), or the CID's hash is not sha2-256 — the caller then falls back to bitswap. Does
-   * not look in the local blockstore first: the caller does.
-   * Rejects only with AbortError, when `signal` fires.
+   * The block from a connected peer, checked against its CID; undefined when no peer asked has
+   * it (or all failed), or the CID cannot be checked — the caller then goes on to bitswap. Does
+   * not look in the local blockstore (the caller does) and stores nothing.
+   *
+   * Asks the best peer; if it has not answered within its hedge delay, the next one too (at most
+   * `peersPerBlock`); a don't-have or a failure asks the next at once. Rejects only with
+   * AbortError, when `signal` fires.
    */
   async get (cid: CID, options: GetOptions = {}): Promise<Uint8Array | undefined> {
     const { signal } = options
     if (signal?.aborted === true) throw new AbortError(`block ${cid.toString()}: aborted`)
-    const storing = this.storing.get(keyOf(cid))
-    if (storing != null) return storing
-    if (!this.running || cid.multihash.code !== sha256.code) return undefined
-    for (const peer of this.peers().slice(0, this.opts.peersPerBlock)) {
-      if (!this.running || this.bad.has(peer.toString())) continue
-      let outcome: Outcome
-      try {
-        outcome = await this.fetchFrom(peer, cid, signal)
-      } catch (err) {
-        if (err instanceof AbortError && isAborted(signal)) throw err
-        this.log.debug({ peer: peer.toString(), cid: cid.toString(), err: (err as Error).message }, 'block exchange request failed')
-        continue
+    const validate = options.validate ?? (cid.multihash.code === sha256.code ? (b: Uint8Array) => { verifySha256(cid, b) } : undefined)
+    if (!this.running || validate == null) return undefined
+    const peers = this.ranked().slice(0, this.opts.peersPerBlock)
+    if (peers.length === 0) return undefined
+    const background = options.background === true
+    return await new Promise<Uint8Array | undefined>((resolve, reject) => {
+      let next = 0
+      let outstanding = 0
+      let done = false
+      let hedge: NodeJS.Timeout | undefined
+      const cancels = new Set<() => void>()
+      const finish = (result: Uint8Array | undefined | Error): void => {
+        if (done) return
+        done = true
+        clearTimeout(hedge)
+        signal?.removeEventListener('abort', onAbort)
+        for (const c of cancels) c()
+        if (result instanceof Error) reject(result)
+        else resolve(result)
       }
-      if (outcome instanceof Uint8Array) return outcome
-    }
-    return undefined
-  }
-
-  /** Queues `cid` for `peer`; every want for a peer in this tick goes out in one request. */
-  private async fetchFrom (peer: PeerId, cid: CID, signal?: AbortSignal): Promise<Outcome> {
-    const key = peer.toString()
-    let batch = this.pending.get(key)
-    if (batch == null) {
-      const b = { peer, wants: new Map<string, Want>() }
-      this.pending.set(key, b)
-      batch = b
-      setImmediate(() => { this.flush(key, b) })
-    }
-    const cidKey = keyOf(cid)
-    let want = batch.wants.get(cidKey)
-    if (want == null) {
-      want = { cid, waiters: new Set() }
-      batch.wants.set(cidKey, want)
-    }
-    const w = want
-    const wants = batch.wants
-    return await new Promise<Outcome>((resolve, reject) => {
-      const onAbort = (): void => {
-        w.waiters.delete(waiter)
-        // Not sent yet and nobody else waits: drop it from the request.
-        if (w.waiters.size === 0 && this.pending.get(key)?.wants === wants) wants.delete(cidKey)
-        reject(new AbortError(`block ${cidKey}: aborted`))
+      const onAbort = (): void => { finish(new AbortError(`block ${cid.toString()}: aborted`)) }
+      const settled = (): void => {
+        outstanding--
+        if (!launch() && outstanding === 0) finish(undefined)
       }
-      const waiter: Waiter = {
-        resolve: (o) => { signal?.removeEventListener('abort', onAbort); resolve(o) },
-        reject: (e) => { signal?.removeEventListener('abort', onAbort); reject(e) }
+      /** Asks the next peer; false when there is none left. */
+      const launch = (): boolean => {
+        if (done || !this.running) return false
+        let ps: PeerState | undefined
+        while (next < peers.length && ps == null) {
+          const p = peers[next++]
+          if (!this.bad.has(p.id) && this.peerStates.get(p.id) === p) ps = p
+        }
+        if (ps == null) return false
+        const peer = ps
+        outstanding++
+        let cancel: (() => void) | undefined
+        const onAnswer = (a: Answer): void => {
+          if (cancel != null) cancels.delete(cancel)
+          if (done) return
+          if (!('have' in a)) { settled(); return }
+          void (async () => {
+            try {
+              await validate(a.have)
+            } catch (err) {
+              if (signal?.aborted === true) { onAbort(); return }
+              this.lied(peer, cid, err as Error)
+              settled()
+              return
+            }
+            if (done) return
+            if (!a.counted) {
+              a.counted = true
+              this.counts.blocksReceived++
+              this.counts.bytesReceived += a.have.length
+              peer.delivered++
+            }
+            finish(a.have)
+          })()
+        }
+        cancel = this.ask(peer, cid, background, onAnswer)
+        cancels.add(cancel)
+        if (!background) {
+          clearTimeout(hedge)
+          hedge = setTimeout(() => {
+            if (done) return
+            if (next < peers.length) this.counts.hedges++
+            launch()
+          }, this.hedgeDelay(peer))
+        }
+        return true
       }
-      w.waiters.add(waiter)
       signal?.addEventListener('abort', onAbort, { once: true })
+      launch()
     })
   }
 
-  private flush (key: string, batch: { peer: PeerId, wants: Map<string, Want> }): void {
-    if (this.pending.get(key) === batch) this.pending.delete(key)
-    const wants = [...batch.wants.values()].filter(w => w.waiters.size > 0)
-    for (let i = 0; i < wants.length; i += this.opts.maxCidsPerRequest) {
-      void this.request(batch.peer, wants.slice(i, i + this.opts.maxCidsPerRequest))
+  private addPeer (peer: PeerId): void {
+    const id = peer.toString()
+    if (this.peerStates.has(id)) return
+    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false })
+  }
+
+  private ranked (): PeerState[] {
+    const list = [...this.peerStates.values()].filter(ps => !this.bad.has(ps.id))
+    return list.sort((a, b) => Number(b.delivered > 0) - Number(a.delivered > 0) || (a.srtt ?? Infinity) - (b.srtt ?? Infinity))
+  }
+
+  private hedgeDelay (ps: PeerState): number {
+    if (ps.srtt == null) return this.opts.hedgeDelay
+    return Math.min(this.opts.maxHedgeDelay, Math.ceil(ps.srtt + Math.max(this.opts.hedgeMargin, 4 * ps.rttvar)))
+  }
+
+  /** One answer time of a block request (ms), folded in as TCP does its round-trip time. */
+  private sample (ps: PeerState, ms: number): void {
+    if (ps.srtt == null) {
+      ps.srtt = ms
+      ps.rttvar = ms / 2
+    } else {
+      ps.rttvar = 0.75 * ps.rttvar + 0.25 * Math.abs(ps.srtt - ms)
+      ps.srtt = 0.875 * ps.srtt + 0.125 * ms
     }
+  }
+
+  private lied (ps: PeerState, cid: CID, err: Error): void {
+    this.counts.badBlocks++
+    this.bad.add(ps.id)
+    this.log.warn({ peer: ps.id, cid: cid.toString(), err: err.message }, 'peer sent a block that does not match its CID; not asking it again')
   }
 
   /**
-   * One request; settles every want (an error rejects the unanswered ones). Uses an idle stream
-   * to the peer if there is one: opening a stream costs a multistream-select round trip and a
-   * peer-store write on each side (FsDatastore: ~4 ms on loopback, more than a 1 MiB block's
-   * transfer). A pooled stream that fails before any answer (the peer closed it while idle) is
-   * replaced by a new one once.
+   * Queues `cid` for a peer (or joins a want for it already queued or sent); `deliver` gets the
+   * answer. Returns a cancel function: a want nobody waits for any more is dropped if not sent.
    */
-  private async request (peer: PeerId, wants: Want[]): Promise<void> {
-    this.counts.requests++
-    const progress = { answered: 0 }
-    let pooled = this.takeIdle(peer)
-    for (;;) {
-      try {
-        await this.attempt(peer, pooled, wants, progress)
-        return
-      } catch (err) {
-        if (pooled != null && progress.answered === 0 && this.running) { pooled = undefined; continue }
-        this.counts.failedRequests++
-        for (const want of wants.slice(progress.answered)) for (const w of want.waiters) w.reject(err as Error)
-        return
-      }
+  private ask (ps: PeerState, cid: CID, background: boolean, deliver: (a: Answer) => void): () => void {
+    const key = keyOf(cid)
+    let want = ps.sent.get(key) ?? ps.fg.get(key) ?? ps.bg.get(key)
+    if (want == null) {
+      want = { cid, key, waiters: new Set() }
+      ;(background ? ps.bg : ps.fg).set(key, want)
+    } else if (!background && ps.bg.get(key) === want) {
+      // wanted on demand now: it goes ahead of the background queue
+      ps.bg.delete(key)
+      ps.fg.set(key, want)
+    }
+    const w = want
+    w.waiters.add(deliver)
+    this.schedule(ps)
+    return () => {
+      w.waiters.delete(deliver)
+      if (w.waiters.size > 0) return
+      if (ps.fg.get(key) === w) ps.fg.delete(key)
+      if (ps.bg.get(key) === w) ps.bg.delete(key)
     }
   }
 
-  private async attempt (peer: PeerId, pooled: Conn | undefined, wants: Want[], progress: { answered: number }): Promise<void> {
-    const controller = new AbortController()
-    setMaxListeners(Infinity, controller.signal)
-    let timer: NodeJS.Timeout | undefined
-    const arm = (): void => {
-      clearTimeout(timer)
-      timer = setTimeout(() => { controller.abort(new BlockExchangeTimeoutError(`no answer from ${peer.toString()} within ${this.opts.requestTimeout} ms`)) }, this.opts.requestTimeout)
+  /** Flushes a peer's queues once the current tick has queued what it will. */
+  private schedule (ps: PeerState): void {
+    if (ps.scheduled) return
+    ps.scheduled = true
+    setImmediate(() => {
+      ps.scheduled = false
+      this.pump(ps)
+    })
+  }
+
+  /** Sends what may go now: every on-demand want; background ones only on an idle link. */
+  private pump (ps: PeerState): void {
+    if (!this.running) return
+    while (ps.fg.size > 0) void this.request(ps, this.take(ps, ps.fg, this.opts.requestCids), false)
+    while (ps.bg.size > 0 && ps.fgInFlight === 0 && ps.bgInFlight < this.opts.maxBackgroundRequests) {
+      void this.request(ps, this.take(ps, ps.bg, this.opts.backgroundRequestCids), true)
     }
-    arm()
+  }
+
+  private take (ps: PeerState, queue: Map<string, Want>, n: number): Want[] {
+    const out: Want[] = []
+    for (const [key, want] of queue) {
+      if (out.length === n) break
+      queue.delete(key)
+      ps.sent.set(key, want)
+      out.push(want)
+    }
+    return out
+  }
+
+  private deliver (ps: PeerState, want: Want, answer: Answer): void {
+    if (ps.sent.get(want.key) === want) ps.sent.delete(want.key)
+    for (const w of [...want.waiters]) w(answer)
+  }
+
+  /**
+   * One request; every want gets an answer (a failure answers the unanswered ones). Uses an idle
+   * stream to the peer if there is one: opening a stream costs a multistream-select round trip.
+   * A pooled stream that fails before any answer (the peer closed it while idle) is replaced by
+   * a new one once.
+   */
+  private async request (ps: PeerState, wants: Want[], background: boolean): Promise<void> {
+    if (background) ps.bgInFlight++
+    else ps.fgInFlight++
+    this.counts.requests++
+    if (background) this.counts.backgroundRequests++
+    const progress = { answered: 0 }
+    let pooled = this.takeIdle(ps)
+    try {
+      for (;;) {
+        try {
+          await this.attempt(ps, pooled, wants, progress)
+          return
+        } catch (err) {
+          if (pooled != null && progress.answered === 0 && this.running) { pooled = undefined; continue }
+          this.counts.failedRequests++
+          this.log.debug({ peer: ps.id, err: (err as Error).message }, 'block exchange request failed')
+          const failed: Answer = { failed: err as Error }
+          for (const want of wants.slice(progress.answered)) this.deliver(ps, want, failed)
+          return
+        }
+      }
+    } finally {
+      if (background) ps.bgInFlight--
+      else ps.fgInFlight--
+      if (ps.fg.size > 0 || ps.bg.size > 0) this.schedule(ps)
+    }
+  }
+
+  private async attempt (ps: PeerState, pooled: Conn | undefined, wants: Want[], progress: { answered: number }): Promise<void> {
+    const deadline = new Deadline(this.opts.requestTimeout, () => new BlockExchangeTimeoutError(`no answer from ${ps.id} within ${this.opts.requestTimeout} ms`))
     let conn = pooled
-    let onAbort: (() => void) | undefined
     try {
       if (conn == null) {
-        const stream = await this.libp2p.dialProtocol(peer, PROTOCOL, { signal: controller.signal })
-        this.track(stream)
-        conn = { stream, reader: new FrameReader(stream) }
+        const stream = await this.libp2p.dialProtocol(ps.peer, PROTOCOL, { signal: deadline.signal })
+        this.track(ps, stream)
+        conn = { stream, lp: lpStream(stream, this.clientFraming()) }
       }
       if (!this.running) throw new AbortError('block exchange stopped')
-      const s = conn.stream
-      onAbort = () => { s.abort(controller.signal.reason as Error) }
-      controller.signal.addEventListener('abort', onAbort, { once: true })
-      s.send(encodeRequest(wants.slice(progress.answered).map(w => w.cid)))
-      for (const want of wants.slice(progress.answered)) {
-        const frame = await conn.reader.next(this.opts.maxBlockSize + 1)
-        if (frame == null) throw new BlockExchangeProtocolError(`${peer.toString()} ended the stream after ${progress.answered} of ${wants.length} answers`)
-        arm()
-        const outcome = await this.check(peer, want.cid, frame)
+      const rest = wants.slice(progress.answered)
+      const sentAt = performance.now()
+      await conn.lp.write(Buffer.concat(rest.map(w => w.cid.bytes)), { signal: deadline.signal })
+      for (const want of rest) {
+        const frame = await conn.lp.read({ signal: deadline.signal })
+        deadline.arm()
+        const status = frame.byteLength > 0 ? frame.get(0) : -1
+        let answer: Answer
+        if (status === DONT_HAVE && frame.byteLength === 1) {
+          this.counts.dontHaves++
+          answer = { dontHave: true }
+        } else if (status === HAVE) {
+          if (want === rest[0]) this.sample(ps, performance.now() - sentAt)
+          answer = { have: frame.subarray(1), counted: false }
+        } else {
+          throw new BlockExchangeProtocolError(`${ps.id} sent status ${status} for ${want.cid.toString()}`)
+        }
         progress.answered++
-        for (const w of want.waiters) w.resolve(outcome)
+        this.deliver(ps, want, answer)
       }
-      controller.signal.removeEventListener('abort', onAbort)
-      this.putIdle(peer, conn)
+      this.putIdle(ps, conn)
     } catch (err) {
-      const e = (controller.signal.aborted ? controller.signal.reason : err) as Error
+      const e = deadline.signal.aborted ? deadline.signal.reason as Error : asProtocolError(err)
       conn?.stream.abort(e)
       throw e
     } finally {
-      clearTimeout(timer)
+      deadline.clear()
     }
   }
 
+  /** Frame limits of the client side: a block and its status byte; unread answers bounded. */
+  private clientFraming (): { maxDataLength: number, maxBufferSize: number } {
+    return { maxDataLength: this.opts.maxBlockSize + 1, maxBufferSize: this.opts.requestCids * (this.opts.maxBlockSize + 16) }
+  }
+
   /** Every open stream of ours (inbound and outbound), aborted at stop. */
-  private track (stream: Stream): void {
+  private track (ps: PeerState | undefined, stream: Stream): void {
     this.streams.add(stream)
     stream.addEventListener('close', () => {
       this.streams.delete(stream)
-      for (const [key, list] of this.idle) {
-        const i = list.findIndex(c => c.stream === stream)
-        if (i >= 0) list.splice(i, 1)
-        if (list.length === 0) this.idle.delete(key)
+      if (ps != null) {
+        const i = ps.idle.findIndex(c => c.stream === stream)
+        if (i >= 0) ps.idle.splice(i, 1)
       }
     }, { once: true })
   }
 
-  private takeIdle (peer: PeerId): Conn | undefined {
-    const list = this.idle.get(peer.toString())
-    while (list != null && list.length > 0) {
-      const c = list.pop() as Conn
-      if (c.stream.status === 'open' && !c.stream.readableEnded) return c
+  private takeIdle (ps: PeerState): Conn | undefined {
+    while (ps.idle.length > 0) {
+      const c = ps.idle.pop() as Conn
+      if (c.stream.status === 'open' && c.stream.remoteWriteStatus === 'writable') return c
       c.stream.abort(new AbortError('stale'))
     }
     return undefined
   }
 
-  private putIdle (peer: PeerId, conn: Conn): void {
-    const key = peer.toString()
-    const list = this.idle.get(key) ?? []
-    if (!this.running || list.length >= this.opts.maxIdleStreams) {
+  private putIdle (ps: PeerState, conn: Conn): void {
+    if (!this.running || this.peerStates.get(ps.id) !== ps || ps.idle.length >= this.opts.maxIdleStreams) {
       // Half-close: the server sees the end and closes its side.
       conn.stream.close().catch(() => {})
       return
     }
-    list.push(conn)
-    this.idle.set(key, list)
-  }
-
-  /** Validates one response frame; a verified block goes to the blockstore. */
-  private async check (peer: PeerId, cid: CID, frame: Uint8Array): Promise<Outcome> {
-    if (frame[0] === DONT_HAVE && frame.length === 1) {
-      this.counts.dontHaves++
-      return undefined
-    }
-    if (frame[0] !== HAVE) throw new BlockExchangeProtocolError(`${peer.toString()} sent status ${frame[0]} for ${cid.toString()}`)
-    const bytes = frame.subarray(1)
-    const digest = createHash('sha256').update(bytes).digest()
-    if (Buffer.compare(digest, cid.multihash.digest) !== 0) {
-      this.counts.badBlocks++
-      this.bad.add(peer.toString())
-      if (this.lastAnswered === peer.toString()) this.lastAnswered = undefined
-      this.log.warn({ peer: peer.toString(), cid: cid.toString() }, 'peer sent a block that does not match its CID; not asking it again')
-      return BAD
-    }
-    // Stored in the background (~1 ms a block off the read path); until then `get` answers
-    // from memory, and `stop` waits for the writes.
-    const key = keyOf(cid)
-    this.storing.set(key, bytes)
-    const put = this.blockstore.put(cid, bytes).then(() => {}, (err: Error) => {
-      // The bytes were verified and handed out: the next read fetches them again.
-      this.log.warn({ cid: cid.toString(), err: err.message }, 'cannot store a fetched block')
-    }).finally(() => {
-      this.storing.delete(key)
-      this.puts.delete(put)
-    })
-    this.puts.add(put)
-    this.counts.blocksReceived++
-    this.counts.bytesReceived += bytes.length
-    this.lastAnswered = peer.toString()
-    return bytes
+    ps.idle.push(conn)
   }
 
   /**
    * Server: answers requests on the stream one after the other, each CID from the local
    * blockstore, until the client ends the stream. The first request must come within
    * `requestTimeout`; later ones may come whenever (the stream's inactivity timeout, 120 s by
-   * default, closes an idle one). A malformed request closes the stream.
+   * default, closes an idle one). A malformed or oversized request closes the stream.
    */
   private async serve (stream: Stream, connection: Connection): Promise<void> {
     const peer = connection.remotePeer.toString()
-    this.track(stream)
-    const signal = AbortSignal.timeout(this.opts.requestTimeout)
-    setMaxListeners(Infinity, signal)
-    const onTimeout = (): void => { stream.abort(new BlockExchangeTimeoutError(`no request from ${peer} within ${this.opts.requestTimeout} ms`)) }
-    signal.addEventListener('abort', onTimeout, { once: true })
+    this.track(undefined, stream)
+    const maxRequest = this.opts.maxCidsPerRequest * this.opts.maxCidBytes
+    const lp = lpStream(stream, { maxDataLength: maxRequest, maxBufferSize: 2 * maxRequest })
+    const deadline = new Deadline(this.opts.requestTimeout, () => new BlockExchangeTimeoutError(`no request from ${peer} within ${this.opts.requestTimeout} ms`))
     try {
-      const reader = new FrameReader(stream)
-      for (;;) {
-        const body = await reader.next(this.opts.maxCidsPerRequest * this.opts.maxCidBytes)
-        signal.removeEventListener('abort', onTimeout)
-        if (body == null) break
-        const cids = decodeRequest(body, this.opts.maxCidsPerRequest, this.opts.maxCidBytes)
+      for (let first = true; ; first = false) {
+        let body
+        try {
+          body = await lp.read(first ? { signal: deadline.signal } : {})
+        } catch (err) {
+          // The client closed its end: the conversation is over.
+          if ((err as Error).name === 'UnexpectedEOFError') break
+          throw err
+        }
+        deadline.clear()
+        const cids = decodeRequest(body.subarray(), this.opts.maxCidsPerRequest, this.opts.maxCidBytes)
         this.counts.servedRequests++
         for (const cid of cids) {
           const bytes = await this.local(cid)
           if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
-          let ok: boolean
+          deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
           if (bytes == null) {
             this.counts.servedDontHaves++
-            ok = stream.send(Uint8Array.of(1, DONT_HAVE))
+            await lp.write(Uint8Array.of(DONT_HAVE), { signal: deadline.signal })
           } else {
             this.counts.servedBlocks++
             this.counts.servedBytes += bytes.length
-            // Header and block as two sends: the block bytes are not copied.
-            stream.send(Buffer.concat([encodeVarint(bytes.length + 1), Uint8Array.of(HAVE)]))
-            ok = stream.send(bytes)
+            await lp.write(Buffer.concat([Uint8Array.of(HAVE), bytes]), { signal: deadline.signal })
           }
-          if (!ok) await stream.onDrain({ signal: AbortSignal.timeout(this.opts.requestTimeout) })
+          deadline.clear()
         }
       }
       // Await the close: libp2p may tear the stream down once this handler returns.
       await stream.close({ signal: AbortSignal.timeout(this.opts.requestTimeout) })
     } catch (err) {
-      signal.removeEventListener('abort', onTimeout)
-      if (err instanceof BlockExchangeProtocolError || err instanceof BlockExchangeTimeoutError) {
+      const e = deadline.signal.aborted ? deadline.signal.reason as Error : asProtocolError(err)
+      if (e instanceof BlockExchangeProtocolError || e instanceof BlockExchangeTimeoutError) {
         this.counts.rejectedRequests++
-        this.log.warn({ peer, err: err.message }, 'block exchange: closing a bad inbound stream')
+        this.log.warn({ peer, err: e.message }, 'block exchange: closing a bad inbound stream')
       } else {
-        this.log.debug({ peer, err: (err as Error).message }, 'block exchange: inbound stream ended')
+        this.log.debug({ peer, err: e.message }, 'block exchange: inbound stream ended')
       }
-      stream.abort(err as Error)
+      stream.abort(e)
+    } finally {
+      deadline.clear()
     }
   }
 
@@ -506,26 +609,55 @@ export class BlockExchange {
   }
 }
 
-const isAborted = (signal?: AbortSignal): boolean => signal?.aborted === true
+/** lpStream's framing errors, as ours: the peer broke the wire format. */
+const FRAMING_ERRORS = new Set(['InvalidDataLengthError', 'InvalidDataLengthLengthError', 'InvalidMessageLengthError', 'StreamBufferError', 'UnexpectedEOFError'])
+
+function asProtocolError (err: unknown): Error {
+  const e = err as Error
+  return FRAMING_ERRORS.has(e.name) ? new BlockExchangeProtocolError(e.message) : e
+}
+
+function verifySha256 (cid: CID, bytes: Uint8Array): void {
+  const digest = createHash('sha256').update(bytes).digest()
+  if (Buffer.compare(digest, cid.multihash.digest) !== 0) throw new BlockDigestMismatchError(cid.toString())
+}
+
+/**
+ * An abort signal that fires `ms` after the last `arm()` (one timer, re-armed per frame, instead
+ * of a new AbortSignal.timeout for each).
+ */
+class Deadline {
+  private readonly controller = new AbortController()
+  private timer: NodeJS.Timeout | undefined
+
+  constructor (private readonly ms: number, private reason: () => Error) {
+    setMaxListeners(Infinity, this.controller.signal)
+    this.arm()
+  }
+
+  get signal (): AbortSignal {
+    return this.controller.signal
+  }
+
+  arm (reason?: () => Error): void {
+    if (reason != null) this.reason = reason
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => { this.controller.abort(this.reason()) }, this.ms)
+  }
+
+  clear (): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+  }
+}
 
 function emptyStats (): BlockExchangeStats {
-  return { requests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0 }
+  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0 }
 }
 
-export function encodeVarint (n: number): Uint8Array {
-  const out: number[] = []
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80)
-    n = Math.floor(n / 0x80)
-  }
-  out.push(n)
-  return Uint8Array.from(out)
-}
-
-/** The request frame: varint(total) then the CIDs' bytes back to back (CIDs delimit themselves). */
+/** A request's body: the CIDs' bytes back to back (CIDs delimit themselves). */
 export function encodeRequest (cids: CID[]): Uint8Array {
-  const body = Buffer.concat(cids.map(c => c.bytes))
-  return Buffer.concat([encodeVarint(body.length), body])
+  return Buffer.concat(cids.map(c => c.bytes))
 }
 
 function decodeRequest (body: Uint8Array, maxCids: number, maxCidBytes: number): CID[] {
@@ -546,41 +678,4 @@ function decodeRequest (body: Uint8Array, maxCids: number, maxCidBytes: number):
   }
   if (cids.length === 0) throw new BlockExchangeProtocolError('empty request')
   return cids
-}
-
-/**
- * Reads length-prefixed frames (varint length, then the bytes) off a stream, over the format
- * library's exact-length byte reader. `next` resolves null when the stream ends between frames.
- */
-class FrameReader {
-  private readonly bytes: ByteReader
-
-  constructor (stream: Stream) {
-    this.bytes = new ByteReader(chunksOf(stream))
-  }
-
-  async next (max: number): Promise<Uint8Array | null> {
-    let len = 0
-    let mul = 1
-    for (let i = 0; ; i++) {
-      const [b] = await this.bytes.read(1)
-      if (b === undefined) {
-        if (i === 0) return null
-        throw new BlockExchangeProtocolError('stream ended inside a frame header')
-      }
-      len += (b & 0x7f) * mul
-      if ((b & 0x80) === 0) break
-      mul *= 0x80
-      if (i >= 7) throw new BlockExchangeProtocolError('frame length varint too long')
-    }
-    if (len > max) throw new BlockExchangeProtocolError(`frame of ${len} bytes exceeds the limit of ${max}`)
-    const frame = await this.bytes.read(len)
-    if (frame.length < len) throw new BlockExchangeProtocolError(`stream ended inside a frame (${frame.length} of ${len} bytes)`)
-    return frame
-  }
-}
-
-/** A libp2p stream's messages as plain byte chunks (they may arrive as Uint8ArrayLists). */
-async function * chunksOf (stream: Stream): AsyncGenerator<Uint8Array> {
-  for await (const c of stream as AsyncIterable<Uint8Array | { subarray: () => Uint8Array }>) yield c instanceof Uint8Array ? c : c.subarray()
 }

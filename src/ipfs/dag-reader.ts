@@ -91,19 +91,20 @@ export class UnixfsFileReader {
     return this.rootNode.size
   }
 
-  async read (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+  /** `getBlock`, when given, fetches this read's blocks (e.g. at another priority). */
+  async read (offset: number, length: number, signal?: AbortSignal, getBlock: BlockGetter = this.getBlock): Promise<Uint8Array> {
     checkAbort(signal)
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new RangeError(`invalid range ${offset}+${length}`)
     const end = Math.min(this.size, offset + length)
     if (end <= offset) return new Uint8Array(0)
     const out = Buffer.allocUnsafe(end - offset)
-    await this.fill(this.rootNode, 0, offset, end, out, signal)
+    await this.fill(this.rootNode, 0, offset, end, out, signal, getBlock)
     checkAbort(signal)
     return out
   }
 
   /** Copies the part of `node` (which starts at file offset `base`) inside [from, to) into out. */
-  private async fill (node: FileNode, base: number, from: number, to: number, out: Uint8Array, signal?: AbortSignal): Promise<void> {
+  private async fill (node: FileNode, base: number, from: number, to: number, out: Uint8Array, signal: AbortSignal | undefined, getBlock: BlockGetter): Promise<void> {
     if (node.data.length > 0) copyOverlap(node.data, base, from, to, out)
     let pos = base + node.data.length
     const jobs: Array<Promise<void>> = []
@@ -114,14 +115,14 @@ export class UnixfsFileReader {
       if (pos <= from || size === 0) continue
       const cid = node.children[i]
       if (cid.code === raw.code) {
-        jobs.push(this.getBlock(cid, signal).then(bytes => {
+        jobs.push(getBlock(cid, signal).then(bytes => {
           if (bytes.length !== size) throw new UnexpectedDagError(`leaf ${cid.toString()} is ${bytes.length} bytes, parent says ${size}`)
           copyOverlap(bytes, start, from, to, out)
         }))
       } else {
-        jobs.push(this.node(cid, signal).then(async child => {
+        jobs.push(this.node(cid, signal, getBlock).then(async child => {
           if (child.size !== size) throw new UnexpectedDagError(`node ${cid.toString()} holds ${child.size} bytes, parent says ${size}`)
-          await this.fill(child, start, from, to, out, signal)
+          await this.fill(child, start, from, to, out, signal, getBlock)
         }))
       }
     }
@@ -131,21 +132,21 @@ export class UnixfsFileReader {
     if (failed != null) throw failed.reason
   }
 
-  private async node (cid: CID, signal?: AbortSignal): Promise<FileNode> {
+  private async node (cid: CID, signal: AbortSignal | undefined, getBlock: BlockGetter): Promise<FileNode> {
     try {
-      return await this.sharedNode(cid, signal)
+      return await this.sharedNode(cid, signal, getBlock)
     } catch (err) {
       // A fetch shared with a reader that gave up fails for that reader only: try once more.
       if (signal?.aborted === true || (err as Error).name !== 'AbortError') throw err
-      return await this.sharedNode(cid, signal)
+      return await this.sharedNode(cid, signal, getBlock)
     }
   }
 
-  private async sharedNode (cid: CID, signal?: AbortSignal): Promise<FileNode> {
+  private async sharedNode (cid: CID, signal: AbortSignal | undefined, getBlock: BlockGetter): Promise<FileNode> {
     const key = cid.toString()
     let p = this.cache.get(key)
     if (p == null) {
-      p = this.getBlock(cid, signal).then(bytes => decodeFileNode(cid, bytes))
+      p = getBlock(cid, signal).then(bytes => decodeFileNode(cid, bytes))
       this.cache.set(key, p)
       p.catch(() => this.cache.delete(key))
       if (this.cache.size > this.cacheEntries) this.cache.delete(this.cache.keys().next().value as string)

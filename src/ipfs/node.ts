@@ -8,10 +8,13 @@ import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import type { FsBlockstore } from 'blockstore-fs'
+import type { BlockBroker, HeliaMixin } from '@helia/interface'
 import { createHeliaLight } from 'helia'
 import type { Logger } from '../logging.js'
 import { BlockExchange, type BlockExchangeOptions } from './block-exchange.js'
+import { InvalidIpfsOptionError } from './errors.js'
+import { BlockFetcher, countingBlockstore, type FetcherOptions, type StageStats } from './fetcher.js'
+import { GatewayClient, type GatewayOptions } from './gateway.js'
 import { lockRepo, prepareRepo, type RepoLock } from './repo.js'
 import { RepoBlockstore, RepoDatastore } from './stores.js'
 import type { PeerId, ServiceMap } from '@libp2p/interface'
@@ -26,6 +29,8 @@ export const DEFAULTS = {
   listen: [] as string[],
   /** Static peers dialled at start. */
   peers: [] as string[],
+  /** Trustless gateways / mirrors, the last stage of the fetch path: none. */
+  gateways: [] as string[],
   /** Bitswap tuning: short debounces, because a FUSE read waits on every block. */
   bitswap: { sendWantlistDebounce: 1 } satisfies BitswapOptions,
   /** Dial timeout for static peers (ms). */
@@ -48,6 +53,14 @@ export interface NodeOptions {
    * `false` to neither serve nor use it (the node then speaks bitswap only). On by default.
    */
   exchange?: BlockExchangeOptions | false
+  /**
+   * Trustless-gateway base URLs (e.g. `https://gw.example`), asked in this order after bitswap
+   * (`GET <url>/ipfs/<cid>?format=raw`). None by default.
+   */
+  gateways?: string[]
+  gateway?: GatewayOptions
+  /** When each stage of the fetch path starts (src/ipfs/fetcher.ts). */
+  fetch?: FetcherOptions
   logger: Logger
 }
 
@@ -56,18 +69,23 @@ export type BitswapOptions = NonNullable<Parameters<typeof withBitswap>[1]>
 export type HeliaNode = HeliaWithLibp2p<ServiceMap>
 
 /**
- * A started Helia node over a persistent repo. `helia.blockstore` fetches missing blocks over
- * bitswap; `localBlockstore` never touches the network.
+ * A started Helia node over a persistent repo. `helia.blockstore.get` is the one fetch path:
+ * the local blockstore, then our block exchange, bitswap, the gateways (src/ipfs/fetcher.ts);
+ * `localBlockstore` never touches the network.
  */
 export interface IpfsNode {
   readonly repo: string
   readonly helia: HeliaNode
-  readonly localBlockstore: FsBlockstore
+  readonly localBlockstore: RepoBlockstore
   /**
-   * Fast block fetches from our own peers (pass it to `IpfsSource`); serves `localBlockstore`.
-   * Not started when disabled: its `get` then answers undefined at once.
+   * Our block exchange (stage 2 of the fetch path, inside `helia.blockstore`); serves
+   * `localBlockstore` to our peers. Not started when disabled: its `get` then answers undefined.
    */
   readonly exchange: BlockExchange
+  /** Blocks read through `helia.blockstore` since start, by stage (local, exchange, bitswap, gateway). */
+  fetchStats: () => StageStats
+  /** Resolves when every fetched block so far is written to the local blockstore. */
+  flush: () => Promise<void>
   readonly peerId: PeerId
   /** Addresses others can dial (with `/p2p/<id>`). */
   multiaddrs: () => Multiaddr[]
@@ -78,8 +96,8 @@ export interface IpfsNode {
 }
 
 /**
- * Opens the repo and starts a light Helia node: TCP + noise + yamux + identify + bitswap, plus
- * our block exchange (started after Helia, stopped before it); no public bootstrap, no mDNS, no
+ * Opens the repo and starts a light Helia node: TCP + noise + yamux + identify, with one block
+ * broker, our `BlockFetcher` (exchange → bitswap → gateways); no public bootstrap, no mDNS, no
  * UPnP (npm-stack pitfall 3). The peer key lives in the
  * datastore, so the peer id survives restarts. The repo is private to its user: created 0700,
  * tightened if others can read it, written under a 077 umask (`prepareRepo`).
@@ -88,24 +106,59 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   const log = options.logger.child({ component: 'ipfs' })
   await prepareRepo(options.repo, log)
   const lock: RepoLock = await lockRepo(options.repo)
-  const blockstore = new RepoBlockstore(join(options.repo, DEFAULTS.blocksDir))
-  const datastore = new RepoDatastore(join(options.repo, DEFAULTS.datastoreDir), log)
+  const blockstore = new RepoBlockstore(join(options.repo, DEFAULTS.blocksDir), log)
+  const datastore = new RepoDatastore(join(options.repo, DEFAULTS.datastoreDir))
   let helia: HeliaNode | undefined
   let exchange: BlockExchange | undefined
+  let fetcher: BlockFetcher | undefined
   try {
+    const gateways = new GatewayClient({ logger: options.logger }, options.gateways ?? DEFAULTS.gateways, options.gateway)
     await blockstore.open()
     await datastore.open()
-    helia = withBitswap(withLibp2pLight(createHeliaLight({ blockstore, datastore }), {
+    helia = withLibp2pLight(createHeliaLight({ blockstore: countingBlockstore(blockstore, () => fetcher), datastore }), {
       addresses: { listen: [...(options.listen ?? DEFAULTS.listen)] },
       transports: [tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       ...(options.psk != null ? { connectionProtector: preSharedKey({ psk: options.psk }) } : {}),
       services: { identify: identify() }
-    }), { ...DEFAULTS.bitswap, ...options.bitswap })
+    })
+    // Helia races all its block brokers at once; to ask in order, the bitswap broker must be a
+    // stage of ours, not a broker of Helia's. withBitswap's mixin makes it: run it against a
+    // view of the node that hands the broker to us instead of adding it.
+    const bitswapMixin = captureMixin((shim) => withBitswap(shim, { ...DEFAULTS.bitswap, ...options.bitswap }))
+    helia.addMixin({
+      name: 'ipfs-estargz-fetch',
+      start: async (h: HeliaNode) => {
+        let bitswap: BlockBroker | undefined
+        // What the mixin and bitswap read of the node (bitswap spreads it: own properties only).
+        const view = {
+          status: h.status,
+          routing: h.routing,
+          blockstore: h.blockstore,
+          logger: h.logger,
+          libp2p: h.libp2p,
+          getHasher: h.getHasher,
+          metrics: (h as { metrics?: unknown }).metrics,
+          hasBlockBroker: () => false,
+          addBlockBroker: (b: BlockBroker) => { bitswap = b }
+        } as unknown as HeliaNode
+        await bitswapMixin.start?.(view)
+        if (bitswap == null) throw new InvalidIpfsOptionError('@helia/bitswap did not create its block broker')
+        exchange = new BlockExchange({ libp2p: h.libp2p, blockstore, logger: options.logger }, options.exchange === false ? {} : options.exchange)
+        if (options.exchange !== false) await exchange.start()
+        fetcher = new BlockFetcher({
+          exchange,
+          bitswap,
+          gateways,
+          store: blockstore,
+          connections: () => h.libp2p.getConnections().length,
+          logger: options.logger
+        }, options.fetch)
+        h.addBlockBroker(fetcher)
+      }
+    } satisfies HeliaMixin<HeliaNode>)
     await helia.start()
-    exchange = new BlockExchange({ libp2p: helia.libp2p, blockstore, logger: options.logger }, options.exchange === false ? {} : options.exchange)
-    if (options.exchange !== false) await exchange.start()
   } catch (err) {
     await exchange?.stop().catch(() => {})
     await helia?.stop().catch(() => {})
@@ -115,7 +168,8 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
     throw err
   }
   const h = helia
-  const ex = exchange
+  const ex = exchange as unknown as BlockExchange
+  const fe = fetcher as unknown as BlockFetcher
   log.info({ peerId: h.libp2p.peerId.toString(), repo: options.repo, listen: h.libp2p.getMultiaddrs().map(String) }, 'ipfs node started')
 
   const dial = async (addr: string | Multiaddr, signal?: AbortSignal): Promise<void> => {
@@ -140,6 +194,8 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
     helia: h,
     localBlockstore: blockstore,
     exchange: ex,
+    fetchStats: () => fe.stats(),
+    flush: async () => { await blockstore.flush() },
     peerId: h.libp2p.peerId,
     multiaddrs: () => h.libp2p.getMultiaddrs(),
     dial,
@@ -159,4 +215,12 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
       await stopping
     }
   }
+}
+
+/** The mixin a Helia extension (`withBitswap`) registers, without registering it. */
+function captureMixin (extend: (helia: HeliaNode) => unknown): HeliaMixin<HeliaNode> {
+  let mixin: HeliaMixin<HeliaNode> | undefined
+  extend({ addMixin: (m: HeliaMixin<HeliaNode>) => { mixin = m } } as unknown as HeliaNode)
+  if (mixin == null) throw new InvalidIpfsOptionError('the Helia extension registered no mixin')
+  return mixin
 }

@@ -2,9 +2,9 @@ import { setMaxListeners } from 'node:events'
 import type { Helia } from 'helia'
 import { CID } from 'multiformats/cid'
 import { AbortError, ReadTimeoutError } from '../ipfs/errors.js'
-import type { BlockExchange } from '../ipfs/block-exchange.js'
 import { collectBlock, UnixfsFileReader } from '../ipfs/dag-reader.js'
-import type { RangeSource } from './types.js'
+import type { FetchOptions } from '../ipfs/fetcher.js'
+import type { RangeSource, ReadHint } from './types.js'
 
 /** IpfsSource defaults, in one place. */
 export const DEFAULTS = {
@@ -32,13 +32,13 @@ export interface BlockFetch {
 export interface IpfsSourceOptions {
   /** Per-read timeout in ms; a read that takes longer fails with ReadTimeoutError. */
   readTimeout?: number
-  /** Never ask peers (neither the exchange nor bitswap): a missing block fails the read. */
+  /** Never ask the network (neither peers nor gateways): a missing block fails the read. */
   offline?: boolean
   /**
-   * Our block exchange (`IpfsNode.exchange`): a block not stored locally is asked of our own
-   * peers over it first, then over bitswap if none has it.
+   * @deprecated Ignored: the exchange is a stage of `helia.blockstore` (src/ipfs/fetcher.ts),
+   * so every read through the node uses it. Kept so older callers still compile.
    */
-  exchange?: Pick<BlockExchange, 'get' | 'peek'>
+  exchange?: unknown
   /** Called for every block a read uses (network or local), e.g. for metrics. */
   onBlock?: (fetch: BlockFetch) => void
   signal?: AbortSignal
@@ -46,10 +46,10 @@ export interface IpfsSourceOptions {
 
 /**
  * A UnixFS file in IPFS as a {@link RangeSource}. `size()` comes from the root node; each
- * `read` fetches exactly the blocks the range covers: the local blockstore first, then our peers
- * over the block exchange (if given), then peers over bitswap (through `helia.blockstore`).
- * Network blocks are verified against their CID (by the exchange, or by Helia) before they are
- * stored.
+ * `read` fetches exactly the blocks the range covers through `helia.blockstore`, which is the
+ * node's one fetch path: the local blockstore, then our peers over the block exchange, bitswap,
+ * the gateways (src/ipfs/fetcher.ts); every network block is checked against its CID before it
+ * is stored or used. A background read (`hint.background`) waits behind on-demand ones.
  */
 export class IpfsSource implements RangeSource {
   private closed = false
@@ -58,44 +58,29 @@ export class IpfsSource implements RangeSource {
     readonly cid: CID,
     private readonly reader: UnixfsFileReader,
     private readonly counts: FetchStats,
-    private readonly options: IpfsSourceOptions
+    private readonly options: IpfsSourceOptions,
+    private readonly getBlock: (c: CID, signal: AbortSignal | undefined, background: boolean) => Promise<Uint8Array>
   ) {}
 
   static async open (helia: { blockstore: Pick<Helia['blockstore'], 'get'> }, cid: CID | string, options: IpfsSourceOptions = {}): Promise<IpfsSource> {
     const root = typeof cid === 'string' ? CID.parse(cid) : cid
     const counts: FetchStats = { networkBlocks: 0, networkBytes: 0, localBlocks: 0, localBytes: 0 }
-    const count = (c: CID, bytes: Uint8Array, network: boolean): Uint8Array => {
+    const getBlock = async (c: CID, signal: AbortSignal | undefined, background: boolean): Promise<Uint8Array> => {
+      let network = false
+      const fetchOptions: FetchOptions & { offline?: boolean } = {
+        signal,
+        offline: options.offline,
+        background,
+        // Helia emits this once a broker delivered the block (not for local hits).
+        onProgress: (e) => { if (e.type === 'blocks:get:blockstore:put') network = true }
+      }
+      const bytes = await collectBlock(helia.blockstore.get(c, fetchOptions))
       if (network) { counts.networkBlocks++; counts.networkBytes += bytes.length } else { counts.localBlocks++; counts.localBytes += bytes.length }
       options.onBlock?.({ cid: c, bytes: bytes.length, network })
       return bytes
     }
-    const exchange = options.offline === true ? undefined : options.exchange
-    const getBlock = async (c: CID, signal?: AbortSignal): Promise<Uint8Array> => {
-      if (exchange != null) {
-        // Received a moment ago, still being written: local. (Checked before the blockstore:
-        // the write may complete meanwhile, and then the blockstore has it.)
-        const held = exchange.peek(c)
-        if (held != null) return count(c, held, false)
-        // Local first, in the blockstore's own has + get (a separate `has` here would make it
-        // three file operations per local block on the chunk-fetch path); a miss goes to our peers.
-        try {
-          return count(c, await collectBlock(helia.blockstore.get(c, { signal, offline: true })), false)
-        } catch (err) {
-          if ((err as Error).name !== 'BlockNotFoundWhileOfflineError') throw err
-        }
-        const fetched = await exchange.get(c, { signal })
-        if (fetched != null) return count(c, fetched, true)
-      }
-      let network = false
-      const bytes = await collectBlock(helia.blockstore.get(c, {
-        signal,
-        offline: options.offline,
-        onProgress: (e) => { if (e.type === 'blocks:get:blockstore:put') network = true }
-      }))
-      return count(c, bytes, network)
-    }
-    const reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, getBlock, { signal }), `opening ${root.toString()}`)
-    return new IpfsSource(root, reader, counts, options)
+    const reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, async (c, s) => await getBlock(c, s, false), { signal }), `opening ${root.toString()}`)
+    return new IpfsSource(root, reader, counts, options, getBlock)
   }
 
   /** Blocks and bytes used so far (the root fetched at open included), by origin. */
@@ -107,9 +92,11 @@ export class IpfsSource implements RangeSource {
     return this.reader.size
   }
 
-  async read (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+  async read (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint): Promise<Uint8Array> {
     if (this.closed) throw new Error('IpfsSource is closed')
-    return await withTimeout(this.options.readTimeout ?? DEFAULTS.readTimeout, signal, async (s) => await this.reader.read(offset, length, s), `reading ${this.cid.toString()} at ${offset}+${length}`)
+    const background = hint?.background === true
+    const read = async (s?: AbortSignal): Promise<Uint8Array> => await this.reader.read(offset, length, s, background ? async (c, bs) => await this.getBlock(c, bs, true) : undefined)
+    return await withTimeout(this.options.readTimeout ?? DEFAULTS.readTimeout, signal, read, `reading ${this.cid.toString()} at ${offset}+${length}`)
   }
 
   async close (): Promise<void> {

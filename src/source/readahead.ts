@@ -1,4 +1,4 @@
-import type { RangeSource } from './types.js'
+import type { RangeSource, ReadHint } from './types.js'
 
 /** Readahead defaults, in one place. */
 export const DEFAULTS = {
@@ -49,9 +49,9 @@ export class ReadaheadSource implements RangeSource {
     return await this.sizeCache
   }
 
-  async read (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+  async read (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint): Promise<Uint8Array> {
     if (signal?.aborted === true) throw abortError()
-    if (length === 0 || this.windowBytes === 0 || length >= this.windowBytes) return await this.inner.read(offset, length, signal)
+    if (length === 0 || this.windowBytes === 0 || length >= this.windowBytes || hint?.background === true) return await this.inner.read(offset, length, signal, hint)
     const size = await this.size()
     if (offset >= size) return new Uint8Array(0)
     const end = Math.min(size, offset + length)

@@ -1,3 +1,12 @@
+/** What a reader tells a source about one read (sources may ignore it). */
+export interface ReadHint {
+  /**
+   * A background read (the layer filesystem's prefetch / background fetch): it may wait behind
+   * on-demand reads. On-demand reads (a container waiting) always go first.
+   */
+  background?: boolean
+}
+
 /**
  * A blob that can be read by byte range: an IPFS file, a local file, a registry blob, a blob
  * inside a CAR file. Every implementation passes the same test suite (test/source/suite.ts).
@@ -7,9 +16,10 @@ export interface RangeSource {
   size: () => Promise<number>
   /**
    * Reads `length` bytes at `offset`. Returns fewer bytes only at the end of the blob, and an
-   * empty array at or past the end. Rejects with an AbortError when `signal` aborts.
+   * empty array at or past the end. Rejects with an AbortError when `signal` aborts. `hint` is
+   * advice: a source that cannot prioritise ignores it.
    */
-  read: (offset: number, length: number, signal?: AbortSignal) => Promise<Uint8Array>
+  read: (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint) => Promise<Uint8Array>
   /** Releases file handles, connections, ... Reads after close fail. */
   close?: () => Promise<void>
 }

@@ -15,12 +15,13 @@ describe('daemon configuration', () => {
   }
 
   it('takes snake_case keys over the defaults and keeps the rest', async () => {
-    const c = await loadConfig(await file('root = "/srv/x"\n[fs]\nbackground_fetch = false\nfetch_timeout_sec = 3\n[ipfs]\npeers = ["/ip4/127.0.0.1/tcp/1/p2p/x"]\n'))
+    const c = await loadConfig(await file('root = "/srv/x"\n[fs]\nbackground_fetch = false\nfetch_timeout_sec = 3\n[ipfs]\npeers = ["/ip4/127.0.0.1/tcp/1/p2p/x"]\ngateways = ["https://gw.example"]\n'))
     expect(c.root).toBe('/srv/x')
     expect(c.fs.backgroundFetch).toBe(false)
     expect(c.fs.fetchTimeoutSec).toBe(3)
     expect(c.fs.prefetchTimeoutSec).toBe(DEFAULTS.fs.prefetchTimeoutSec)
     expect(c.ipfs.peers).toEqual(['/ip4/127.0.0.1/tcp/1/p2p/x'])
+    expect(c.ipfs.gateways).toEqual(['https://gw.example'])
     expect(c.address).toBe(DEFAULTS.address)
   })
 

@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises'
+import { request } from 'node:http'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -54,6 +55,38 @@ describe('BlobClient errors', () => {
       expect((err as BlobReadError).message).toMatch(/no blob/)
       const bad = await client.source('not-a-cid').read(0, 10).catch((e: Error) => e)
       expect((bad as BlobReadError).status).toBe(400)
+    } finally {
+      client.close()
+      await server.stop()
+      await removeDir(dir)
+    }
+  })
+
+  it('a background read reaches the daemon\'s source as one (priority=background); a bad priority is a 400', async () => {
+    const dir = await tempDir('blob-api')
+    const hints: Array<boolean | undefined> = []
+    const blobs = new BlobReader({
+      logger,
+      openSource: async () => ({
+        size: async () => 100,
+        read: async (_o: number, length: number, _s?: AbortSignal, hint?: { background?: boolean }) => { hints.push(hint?.background); return new Uint8Array(length) }
+      })
+    })
+    const server = new ControlServer({ logger, blobs, run: async () => 0 }, { address: join(dir, 'api.sock'), repo: dir })
+    await server.start()
+    const client = new BlobClient()
+    client.attach(join(dir, 'api.sock'))
+    try {
+      const cid = await cidOf(Buffer.from('z'))
+      const source = client.source(cid)
+      await source.read(0, 10)
+      await source.read(10, 10, undefined, { background: true })
+      await source.read(20, 10, undefined, { background: false })
+      expect(hints).toEqual([undefined, true, undefined])
+      const bad = await new Promise<number>((resolve, reject) => {
+        request({ socketPath: join(dir, 'api.sock'), path: `/v1/blobs/${cid}?offset=0&length=1&priority=urgent` }, res => { res.resume(); resolve(res.statusCode ?? 0) }).on('error', reject).end()
+      })
+      expect(bad).toBe(400)
     } finally {
       client.close()
       await server.stop()

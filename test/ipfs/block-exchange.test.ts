@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BlockExchange, encodeRequest, encodeVarint, PROTOCOL, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
+import { BlockExchange, encodeRequest, PROTOCOL, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
 import { importBytes } from '../../src/ipfs/import.js'
 import { createNode, type IpfsNode, type NodeOptions } from '../../src/ipfs/node.js'
@@ -11,7 +11,9 @@ import { TempRepos, leafMap, random } from './helpers.js'
 
 const repos = new TempRepos()
 const started: Array<{ stop: () => Promise<void> }> = []
+const releases: Array<() => void> = []
 afterAll(async () => {
+  for (const r of releases) r()
   for (const s of started.reverse()) await s.stop().catch(() => {})
   await repos.cleanup()
 })
@@ -43,10 +45,12 @@ async function rawBlock (bytes: Uint8Array): Promise<CID> {
   return CID.createV1(raw.code, await sha256.digest(bytes))
 }
 
+const same = (a: Uint8Array | undefined, b: Uint8Array): boolean => a != null && Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0
+
 /** Node A (listening) holding one 5000-byte block, node B connected to it. */
-async function servingOneBlock (): Promise<{ a: IpfsNode, b: IpfsNode, cid: CID, bytes: Uint8Array }> {
+async function servingOneBlock (bOpts: Partial<NodeOptions> = {}): Promise<{ a: IpfsNode, b: IpfsNode, cid: CID, bytes: Uint8Array }> {
   const a = await node({ listen: LISTEN })
-  const b = await node()
+  const b = await node(bOpts)
   const bytes = random(5000)
   const cid = await rawBlock(bytes)
   await a.localBlockstore.put(cid, bytes)
@@ -63,8 +67,25 @@ async function serverWith (store: ExchangeBlockstore): Promise<IpfsNode> {
   return Object.assign(Object.create(n) as IpfsNode, { exchange: ex })
 }
 
+/** A peer that announces the protocol, accepts streams and never answers. */
+async function silentPeer (): Promise<IpfsNode> {
+  const n = await node({ listen: LISTEN, exchange: false })
+  const hold = new Promise<void>(resolve => releases.push(resolve))
+  await n.helia.libp2p.handle(PROTOCOL, async () => { await hold })
+  return n
+}
+
+/** A length-prefixed frame, written by hand: the wire format, independent of our framing code. */
+function frame (body: Uint8Array): Uint8Array {
+  const len: number[] = []
+  let n = body.length
+  while (n >= 0x80) { len.push((n & 0x7f) | 0x80); n >>>= 7 }
+  len.push(n)
+  return Buffer.concat([Uint8Array.from(len), body])
+}
+
 describe('BlockExchange over loopback TCP', () => {
-  it('fetches several leaves in one request, verified, then stored locally', async () => {
+  it('fetches several leaves in one request, each verified; through the node they are stored', async () => {
     const a = await node({ listen: LISTEN })
     const b = await node()
     const data = random(3 * MiB + 100)
@@ -73,14 +94,17 @@ describe('BlockExchange over loopback TCP', () => {
     await connect(b, a)
 
     const got = await Promise.all(leaves.map(async (l) => await b.exchange.get(l.cid)))
-    await b.exchange.stored()
     for (let i = 0; i < leaves.length; i++) {
-      expect(Buffer.compare(Buffer.from(got[i] ?? []), data.subarray(leaves[i].offset, leaves[i].offset + leaves[i].size))).toBe(0)
-      expect(await b.localBlockstore.has(leaves[i].cid)).toBe(true)
+      expect(same(got[i], data.subarray(leaves[i].offset, leaves[i].offset + leaves[i].size))).toBe(true)
+      expect(await b.localBlockstore.has(leaves[i].cid)).toBe(false) // the exchange itself stores nothing
     }
-    const s = b.exchange.stats()
-    expect(s).toMatchObject({ requests: 1, blocksReceived: 4, bytesReceived: data.length, badBlocks: 0, failedRequests: 0 })
+    expect(b.exchange.stats()).toMatchObject({ requests: 1, blocksReceived: 4, bytesReceived: data.length, badBlocks: 0, failedRequests: 0 })
     expect(a.exchange.stats()).toMatchObject({ servedRequests: 1, servedBlocks: 4, servedBytes: data.length })
+
+    // through helia.blockstore (the node's fetch path) the blocks land in the local blockstore
+    await Promise.all(leaves.map(async (l) => await collectBlock(b.helia.blockstore.get(l.cid))))
+    await b.flush()
+    for (const l of leaves) expect(await b.localBlockstore.has(l.cid)).toBe(true)
   })
 
   it('answers undefined promptly for a CID no peer has; the server never fetches it itself', async () => {
@@ -90,7 +114,7 @@ describe('BlockExchange over loopback TCP', () => {
     const bytes = random(1000)
     const onlyOnC = await rawBlock(bytes)
     await c.localBlockstore.put(onlyOnC, bytes)
-    await a.dial(c.multiaddrs()[0]) // a could fetch it from c over bitswap: it must not
+    await a.dial(c.multiaddrs()[0]) // a could fetch it from c: it must not
     await connect(b, a)
 
     const t0 = Date.now()
@@ -103,31 +127,116 @@ describe('BlockExchange over loopback TCP', () => {
     expect(await b.localBlockstore.has(onlyOnC)).toBe(false)
   })
 
-  it('rejects a block that does not match its CID, skips that peer, takes it from the next', async () => {
+  it('a lying peer is rejected at once, nothing it sent is stored, the honest peer answers', async () => {
     const bytes = random(64 * 1024)
     const cid = await rawBlock(bytes)
     const lies = Buffer.from(bytes)
     lies[100] ^= 0xff
-    const liar = await serverWith({
-      get: () => [lies],
-      put: async () => {}
-    })
+    const liar = await serverWith({ get: () => [lies] })
     const honest = await node({ listen: LISTEN })
     await honest.localBlockstore.put(cid, bytes)
-    const b = await node()
-
+    // a long hedge delay: the honest peer is asked because the liar's block failed, not because of time
+    const b = await node({ exchange: { hedgeDelay: 5000, maxHedgeDelay: 5000 } })
     await connect(b, liar)
-    expect(await b.exchange.get(cid)).toBeUndefined()
-    expect(b.exchange.stats()).toMatchObject({ badBlocks: 1, blocksReceived: 0 })
-    expect(await b.localBlockstore.has(cid)).toBe(false)
-    expect(b.exchange.peers()).toEqual([]) // the liar is not asked again
-
     await connect(b, honest)
+    expect(b.exchange.peers()[0].equals(liar.peerId)).toBe(true) // asked first
+
+    const t0 = Date.now()
+    const got = await collectBlock(b.helia.blockstore.get(cid, { signal: AbortSignal.timeout(10_000) }))
+    expect(Date.now() - t0).toBeLessThan(2000)
+    expect(same(got, bytes)).toBe(true)
+    expect(b.exchange.stats()).toMatchObject({ badBlocks: 1, blocksReceived: 1, hedges: 0 })
+    expect(liar.exchange.stats().servedBlocks).toBe(1)
+    expect(b.exchange.peers().map(String)).toEqual([honest.peerId.toString()]) // never asked again
+    await b.flush()
+    expect(same(await collectBlock(b.localBlockstore.get(cid)), bytes)).toBe(true)
+    expect(b.fetchStats()).toMatchObject({ exchangeBlocks: 1, bitswapBlocks: 0 })
+
+    // the liar alone: nothing comes back from the exchange, nothing is stored
+    const other = random(2000)
+    const otherCid = await rawBlock(other)
+    const c = await node()
+    await connect(c, liar)
+    expect(await c.exchange.get(otherCid)).toBeUndefined()
+    expect(c.exchange.stats().badBlocks).toBe(1)
+    expect(await c.localBlockstore.has(otherCid)).toBe(false)
+  })
+
+  it('hedges: a silent peer first, the honest one answers within the hedge delay, not the 5 s timeout', async () => {
+    const silent = await silentPeer()
+    const honest = await node({ listen: LISTEN })
+    const bytes = random(200_000)
+    const cid = await rawBlock(bytes)
+    await honest.localBlockstore.put(cid, bytes)
+    const hedgeDelay = 200
+    const b = await node({ exchange: { hedgeDelay } })
+    await connect(b, silent)
+    await connect(b, honest)
+    expect(b.exchange.peers()[0].equals(silent.peerId)).toBe(true) // asked first
+
+    const t0 = Date.now()
     const got = await b.exchange.get(cid)
-    expect(Buffer.compare(Buffer.from(got ?? []), bytes)).toBe(0)
-    await b.exchange.stored()
-    expect(await b.localBlockstore.has(cid)).toBe(true)
-    expect(liar.exchange.stats().servedRequests).toBe(1)
+    const took = Date.now() - t0
+    expect(same(got, bytes)).toBe(true)
+    expect(took).toBeGreaterThanOrEqual(hedgeDelay - 5)
+    expect(took).toBeLessThan(hedgeDelay + 1500) // the request timeout is 5000
+    expect(b.exchange.stats()).toMatchObject({ hedges: 1, blocksReceived: 1 })
+    // the honest peer delivered: it is asked first from now on, with no hedge needed
+    expect(b.exchange.peers()[0].equals(honest.peerId)).toBe(true)
+    const more = random(1000)
+    const moreCid = await rawBlock(more)
+    await honest.localBlockstore.put(moreCid, more)
+    expect(same(await b.exchange.get(moreCid), more)).toBe(true)
+    expect(b.exchange.stats().hedges).toBe(1)
+  })
+
+  it('a don\'t-have moves on to the next peer at once (no hedge wait)', async () => {
+    const empty = await node({ listen: LISTEN })
+    const honest = await node({ listen: LISTEN })
+    const bytes = random(3000)
+    const cid = await rawBlock(bytes)
+    await honest.localBlockstore.put(cid, bytes)
+    const b = await node({ exchange: { hedgeDelay: 3000, maxHedgeDelay: 3000 } })
+    await connect(b, empty)
+    await connect(b, honest)
+    expect(b.exchange.peers()[0].equals(empty.peerId)).toBe(true)
+
+    const t0 = Date.now()
+    expect(same(await b.exchange.get(cid), bytes)).toBe(true)
+    expect(Date.now() - t0).toBeLessThan(1500)
+    expect(b.exchange.stats()).toMatchObject({ dontHaves: 1, hedges: 0, blocksReceived: 1 })
+  })
+
+  it('background gets wait behind on-demand ones: an on-demand get is answered while a big background fetch runs', async () => {
+    const a = await node({ listen: LISTEN })
+    const b = await node()
+    const count = 48
+    const blocks = Array.from({ length: count }, () => random(MiB))
+    const cids = await Promise.all(blocks.map(rawBlock))
+    for (let i = 0; i < count; i++) await a.localBlockstore.put(cids[i], blocks[i])
+    const urgent = random(MiB)
+    const urgentCid = await rawBlock(urgent)
+    await a.localBlockstore.put(urgentCid, urgent)
+    await connect(b, a)
+
+    let backgroundDone = 0
+    const background = Promise.all(cids.map(async (c, i) => {
+      const got = await b.exchange.get(c, { background: true })
+      expect(same(got, blocks[i])).toBe(true)
+      backgroundDone++
+    }))
+    await new Promise(resolve => setTimeout(resolve, 20)) // the background fetch is under way
+    const doneBefore = backgroundDone
+    expect(same(await b.exchange.get(urgentCid), urgent)).toBe(true)
+    const doneWhenUrgentArrived = backgroundDone
+    await background
+    // background requests are ≤ 4 CIDs, one in flight per peer, none while an on-demand one is:
+    // the on-demand block waited for at most the background request already on the wire
+    expect(doneWhenUrgentArrived - doneBefore).toBeLessThanOrEqual(8)
+    expect(doneWhenUrgentArrived).toBeLessThan(count)
+    const s = b.exchange.stats()
+    expect(s.backgroundRequests).toBeGreaterThanOrEqual(count / 4)
+    expect(s.blocksReceived).toBe(count + 1)
   })
 
   it('closes a stream carrying a malformed or oversized request and keeps serving others', async () => {
@@ -144,20 +253,57 @@ describe('BlockExchange over loopback TCP', () => {
       }
       return { bytes: n }
     }
-    // a length prefix of 10 MB, far over the request cap
-    const oversized = await answers(encodeVarint(10_000_000))
+    // a length prefix of 10 MB (varint 0x80 0xad 0xe2 0x04), far over the request cap
+    const oversized = await answers(Uint8Array.of(0x80, 0xad, 0xe2, 0x04))
     expect(oversized.bytes).toBe(0)
     expect(oversized.error).toBeDefined()
     // bytes that are not CIDs
-    const garbage = await answers(Buffer.concat([encodeVarint(5), Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])]))
+    const garbage = await answers(frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])))
     expect(garbage.bytes).toBe(0)
     // more CIDs than allowed
-    const tooMany = await answers(encodeRequest(Array.from({ length: 65 }, () => cid)))
+    const tooMany = await answers(frame(encodeRequest(Array.from({ length: 65 }, () => cid))))
     expect(tooMany.bytes).toBe(0)
     await until(() => a.exchange.stats().rejectedRequests === 3, 'three rejected requests')
 
+    // the wire format: a hand-made request gets hand-checkable frames back (0x01 + block)
+    const stream = await b.helia.libp2p.dialProtocol(a.peerId, PROTOCOL)
+    const missing = await rawBlock(random(10))
+    stream.send(frame(encodeRequest([cid, missing])))
+    const want = Buffer.concat([frame(Buffer.concat([Uint8Array.of(1), bytes])), frame(Uint8Array.of(0))])
+    const parts: Uint8Array[] = []
+    let n = 0
+    for await (const chunk of stream) {
+      const c = chunk instanceof Uint8Array ? chunk : chunk.subarray()
+      parts.push(c)
+      n += c.byteLength
+      if (n >= want.length) break
+    }
+    expect(Buffer.compare(Buffer.concat(parts), want)).toBe(0)
+    await stream.close()
+
     const got = await b.exchange.get(cid)
-    expect(Buffer.compare(Buffer.from(got ?? []), bytes)).toBe(0)
+    expect(same(got, bytes)).toBe(true)
+  })
+
+  it('a peer announcing a block over the size limit is dropped at once; the next peer answers', async () => {
+    const bytes = random(4000)
+    const cid = await rawBlock(bytes)
+    const bloated = await node({ listen: LISTEN, exchange: false })
+    // answers every request with a frame header claiming 5 MiB (over the 4 MiB + 1 limit)
+    await bloated.helia.libp2p.handle(PROTOCOL, async (stream) => {
+      for await (const _ of stream) { stream.send(Uint8Array.of(0x80, 0x80, 0xc0, 0x02)); break }
+      await new Promise(resolve => setTimeout(resolve, 3000))
+    })
+    const honest = await node({ listen: LISTEN })
+    await honest.localBlockstore.put(cid, bytes)
+    const b = await node({ exchange: { hedgeDelay: 3000, maxHedgeDelay: 3000 } })
+    await connect(b, bloated)
+    await connect(b, honest)
+    expect(b.exchange.peers()[0].equals(bloated.peerId)).toBe(true)
+    const t0 = Date.now()
+    expect(same(await b.exchange.get(cid), bytes)).toBe(true)
+    expect(Date.now() - t0).toBeLessThan(1500)
+    expect(b.exchange.stats()).toMatchObject({ failedRequests: 1, blocksReceived: 1, hedges: 0 })
   })
 
   it('reuses a stream for later requests, and replaces one the server closed while idle', async () => {
@@ -169,8 +315,8 @@ describe('BlockExchange over loopback TCP', () => {
     await connect(b, a)
     const streams = (): number => b.helia.libp2p.getConnections(a.peerId).flatMap(c => c.streams).filter(s => s.protocol === PROTOCOL).length
 
-    expect(Buffer.compare(Buffer.from(await b.exchange.get(cids[0]) ?? []), blocks[0])).toBe(0)
-    expect(Buffer.compare(Buffer.from(await b.exchange.get(cids[1]) ?? []), blocks[1])).toBe(0)
+    expect(same(await b.exchange.get(cids[0]), blocks[0])).toBe(true)
+    expect(same(await b.exchange.get(cids[1]), blocks[1])).toBe(true)
     expect(streams()).toBe(1) // one pooled stream served both
     expect(a.exchange.stats().servedRequests).toBe(2)
 
@@ -178,11 +324,11 @@ describe('BlockExchange over loopback TCP', () => {
     await a.exchange.stop()
     await a.exchange.start()
     await connect(b, a)
-    expect(Buffer.compare(Buffer.from(await b.exchange.get(cids[2]) ?? []), blocks[2])).toBe(0)
+    expect(same(await b.exchange.get(cids[2]), blocks[2])).toBe(true)
     expect(b.exchange.stats().failedRequests).toBe(0)
   })
 
-  it('skips CIDs whose hash is not sha2-256 (bitswap handles those)', async () => {
+  it('skips CIDs it cannot check (not sha2-256, no validator given): bitswap handles those', async () => {
     const a = await node({ listen: LISTEN })
     const b = await node()
     await connect(b, a)
@@ -204,8 +350,7 @@ describe('BlockExchange over loopback TCP', () => {
     const bytes = random(5000)
     const cid = await rawBlock(bytes)
     const slow = await serverWith({
-      get: async function * () { await new Promise(resolve => setTimeout(resolve, 1500)); yield bytes },
-      put: async () => {}
+      get: async function * () { await new Promise(resolve => setTimeout(resolve, 1500)); yield bytes }
     })
     const b = await node()
     await connect(b, slow)
@@ -213,7 +358,7 @@ describe('BlockExchange over loopback TCP', () => {
     await expect(b.exchange.get(cid, { signal: AbortSignal.timeout(100) })).rejects.toMatchObject({ code: 'ABORT_ERR' })
     expect(Date.now() - t0).toBeLessThan(1000)
     // a later get without a deadline still works (and the stopped exchange answers undefined)
-    expect(Buffer.compare(Buffer.from(await b.exchange.get(cid) ?? []), bytes)).toBe(0)
+    expect(same(await b.exchange.get(cid), bytes)).toBe(true)
     await b.exchange.stop()
     expect(await b.exchange.get(cid)).toBeUndefined()
   })

@@ -68,6 +68,7 @@ describe('IpfsSource over the network', () => {
 
     const want = [cid, leaves[2], leaves[3], leaves[4]].map(String)
     expect(fetched.sort()).toEqual([...want].sort())
+    await b.flush() // fetched blocks are written behind the reads
     expect(await localBlocks(b)).toEqual(new Set([cid, leaves[2], leaves[3], leaves[4]].map(mh)))
     const stats = source.stats()
     expect(stats.networkBlocks).toBe(4)
@@ -104,7 +105,7 @@ describe('IpfsSource with the block exchange', () => {
     for (let i = 0; i < 500 && b.exchange.peers().length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
   }
 
-  it('reads a layer on another node through the exchange, no bitswap, blocks counted as network', async () => {
+  it('reads a layer on another node through the exchange (a stage of helia.blockstore), no bitswap, blocks counted as network', async () => {
     const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
     const b = await repos.node()
     const files = Array.from({ length: 4 }, (_, i) => ({ name: `f-${i}.bin`, data: random(1_200_000 + i * 1000) }))
@@ -112,7 +113,7 @@ describe('IpfsSource with the block exchange', () => {
     await b.dial(a.multiaddrs()[0])
     await identified(b)
 
-    const source = await IpfsSource.open(b.helia, layer.cid, { exchange: b.exchange })
+    const source = await IpfsSource.open(b.helia, layer.cid)
     const reader = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), await source.size(), { tocDigest: layer.produced.tocDigest })
     const got = await reader.readFile('f-2.bin')
     expect(Buffer.compare(Buffer.from(got), files[2].data)).toBe(0)
@@ -124,6 +125,7 @@ describe('IpfsSource with the block exchange', () => {
     expect(ex.blocksReceived).toBe(stats.networkBlocks)
     expect(ex.bytesReceived).toBe(stats.networkBytes)
     expect(ex.requests).toBeLessThanOrEqual(stats.networkBlocks)
+    expect(b.fetchStats()).toMatchObject({ exchangeBlocks: stats.networkBlocks, exchangeBytes: stats.networkBytes, bitswapBlocks: 0 })
 
     // read again: local now
     await reader.readFile('f-2.bin')
@@ -140,15 +142,42 @@ describe('IpfsSource with the block exchange', () => {
     await identified(b)
     await a.exchange.stop() // a still speaks bitswap
 
-    const offline = await IpfsSource.open(b.helia, cid, { exchange: b.exchange, offline: true, readTimeout: 2000 }).catch((err: Error) => err)
+    const offline = await IpfsSource.open(b.helia, cid, { offline: true, readTimeout: 2000 }).catch((err: Error) => err)
     expect(offline).toBeInstanceOf(Error)
     expect(b.exchange.stats().requests).toBe(0)
 
-    const source = await IpfsSource.open(b.helia, cid, { exchange: b.exchange })
+    const source = await IpfsSource.open(b.helia, cid)
     const r = await source.read(MiB + 5, 100)
     expect(Buffer.compare(Buffer.from(r), data.subarray(MiB + 5, MiB + 105))).toBe(0)
     expect(source.stats().networkBlocks).toBe(2)
     expect(b.exchange.stats().blocksReceived).toBe(0)
+    expect(b.fetchStats()).toMatchObject({ exchangeBlocks: 0, bitswapBlocks: 2 })
+  })
+
+  it('an on-demand read completes while a large background read of the same file is under way', async () => {
+    const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const b = await repos.node()
+    const data = random(48 * MiB)
+    const { cid } = await importBytes(a.localBlockstore, data)
+    await b.dial(a.multiaddrs()[0])
+    await identified(b)
+    const source = await IpfsSource.open(b.helia, cid)
+
+    let backgroundDone = false
+    const background = source.read(0, 40 * MiB, undefined, { background: true }).then((bytes) => { backgroundDone = true; return bytes })
+    await new Promise(resolve => setTimeout(resolve, 20))
+    const received = b.exchange.stats().blocksReceived
+    const t0 = Date.now()
+    const r = await source.read(44 * MiB + 100, 4096)
+    const took = Date.now() - t0
+    expect(Buffer.compare(Buffer.from(r), data.subarray(44 * MiB + 100, 44 * MiB + 4196))).toBe(0)
+    expect(backgroundDone).toBe(false)
+    // it waited for at most the background request on the wire (≤ 4 leaves), not the 40 MiB
+    expect(b.exchange.stats().blocksReceived - received).toBeLessThanOrEqual(1 + 8)
+    expect(took).toBeLessThan(5000)
+    const all = await background
+    expect(Buffer.compare(Buffer.from(all), data.subarray(0, 40 * MiB))).toBe(0)
+    expect(b.exchange.stats().backgroundRequests).toBeGreaterThanOrEqual(10)
   })
 })
 

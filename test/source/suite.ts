@@ -13,7 +13,7 @@
  * (extra offsets where the source has internal block/leaf edges, to read across).
  *
  * It checks: whole read equals the bytes; ranges at the edges (first byte, last byte, across
- * block boundaries); zero length; offset == size and past the end (empty); length past the end
+ * block boundaries); a background hint; zero length; offset == size and past the end (empty); length past the end
  * (short); many parallel random reads; abort (already-aborted signal, abort mid-read → rejects
  * with an error named AbortError, and the source still works afterwards).
  */
@@ -58,6 +58,12 @@ export function rangeSourceSuite (name: string, makeSource: (data: Uint8Array) =
 
     it('reads the whole blob', async () => {
       await expectRange(0, size)
+    })
+
+    it('reads the same bytes with a background hint (a source may ignore it)', async () => {
+      const at = Math.floor(size / 3)
+      const got = await src().read(at, 100_000, undefined, { background: true })
+      expect(Buffer.compare(Buffer.from(got), data.subarray(at, at + 100_000))).toBe(0)
     })
 
     it('reads the first and the last byte', async () => {

@@ -1,0 +1,231 @@
+import type { BlockBroker, BlockRetrievalOptions } from '@helia/interface'
+import type { CID } from 'multiformats/cid'
+import type { Logger } from '../logging.js'
+import type { BlockExchange } from './block-exchange.js'
+import { collectBlock, verifyBlock } from './dag-reader.js'
+import { AbortError, BlockNotFoundError, InvalidIpfsOptionError } from './errors.js'
+import type { GatewayClient } from './gateway.js'
+
+/** Fetch-path defaults, in one place. */
+export const DEFAULTS = {
+  /**
+   * ms the block exchange has to itself before bitswap is asked too. Bitswap starts at once
+   * when every exchange peer has answered don't-have or failed (or none speaks the exchange);
+   * this bounds how long a slow one delays it. Long enough for a 1 MiB leaf on a slow link.
+   */
+  exchangeBudget: 2_000,
+  /**
+   * ms bitswap has to itself before the gateways are asked too (at once when no peer is
+   * connected: bitswap has nobody to ask). Bitswap never answers "not found": it waits for a
+   * peer that has the block until the read's own deadline.
+   */
+  bitswapBudget: 2_000
+} as const
+
+export type FetcherOptions = { -readonly [K in keyof typeof DEFAULTS]?: number }
+
+/** Blocks (and bytes) read through the node's blockstore, by where they came from. */
+export interface StageStats {
+  /** Reads answered by the local blockstore (or by a block fetched a moment ago, still being written). */
+  localBlocks: number
+  localBytes: number
+  /** Blocks each stage delivered, and their bytes (a block fetched by two reads at once counts once). */
+  exchangeBlocks: number
+  exchangeBytes: number
+  bitswapBlocks: number
+  bitswapBytes: number
+  gatewayBlocks: number
+  gatewayBytes: number
+  /** Fetches that ended without a block (aborted, timed out, nobody had it). */
+  failures: number
+}
+
+/** Options Helia passes through `helia.blockstore.get(cid, options)` to the broker, plus ours. */
+export interface FetchOptions extends BlockRetrievalOptions {
+  /** A background fetch (prefetch): waits behind on-demand reads in the exchange. */
+  background?: boolean
+}
+
+export interface BlockFetcherComponents {
+  /** Our block exchange; asked first. Not started: skipped. */
+  exchange?: Pick<BlockExchange, 'get' | 'isStarted' | 'peers' | 'stop'>
+  /** @helia/bitswap's broker: the protocol every other IPFS node speaks. */
+  bitswap?: BlockBroker & { start?: () => Promise<void> | void, stop?: () => Promise<void> | void }
+  /** Trustless gateways and mirrors; asked last. */
+  gateways?: Pick<GatewayClient, 'get' | 'size'>
+  /** Where a fetched, verified block goes (without waiting for the disk); false if it was there. */
+  store: { putFetched: (cid: CID, bytes: Uint8Array) => boolean }
+  /** Connected peers: none means bitswap cannot help, so the gateways go at once. */
+  connections: () => number
+  logger: Logger
+}
+
+type Stage = 'exchange' | 'bitswap' | 'gateway'
+
+/**
+ * The one fetch path of the node, as Helia's only block broker: `helia.blockstore.get` looks in
+ * the local blockstore (Helia does that before any broker), then `retrieve` here asks, in order,
+ *
+ *   1. our block exchange, peers hedged (src/ipfs/block-exchange.ts),
+ *   2. bitswap, once every exchange peer said don't-have/failed or after `exchangeBudget`,
+ *   3. the configured gateways, after `bitswapBudget` of bitswap (at once with no peers),
+ *
+ * and takes the first block that verifies against its CID; the later stages are not started
+ * once it is there, the running ones are aborted. The block goes to the local blockstore
+ * through `putFetched` (written behind the read) before Helia sees it. Helia races all its
+ * brokers at once; one composite broker is how the order is kept.
+ */
+export class BlockFetcher implements BlockBroker {
+  readonly name = 'ipfs-estargz'
+  private readonly counts: StageStats = { localBlocks: 0, localBytes: 0, exchangeBlocks: 0, exchangeBytes: 0, bitswapBlocks: 0, bitswapBytes: 0, gatewayBlocks: 0, gatewayBytes: 0, failures: 0 }
+  private readonly opts: Required<FetcherOptions>
+  private readonly log: Logger
+
+  constructor (private readonly components: BlockFetcherComponents, options: FetcherOptions = {}) {
+    this.opts = { ...DEFAULTS, ...options }
+    for (const [k, v] of Object.entries(this.opts)) {
+      if (!Number.isInteger(v) || v < 0) throw new InvalidIpfsOptionError(`fetcher: ${k} must be a non-negative integer, got ${String(v)}`)
+    }
+    this.log = components.logger.child({ component: 'fetcher' })
+  }
+
+  stats (): StageStats {
+    return { ...this.counts }
+  }
+
+  /** Counts a block read from the local blockstore (see `CountingBlockstore`). */
+  countLocal (bytes: number): void {
+    this.counts.localBlocks++
+    this.counts.localBytes += bytes
+  }
+
+  async start (): Promise<void> {
+    // bitswap is started by the mixin that created it (src/ipfs/node.ts)
+  }
+
+  /** Helia stops its brokers after libp2p: stop ours (exchange, then bitswap) with it. */
+  async stop (): Promise<void> {
+    await this.components.exchange?.stop().catch(() => {})
+    await this.components.bitswap?.stop?.()
+  }
+
+  async announce (cid: CID, options?: Parameters<NonNullable<BlockBroker['announce']>>[1]): Promise<void> {
+    await this.components.bitswap?.announce?.(cid, options)
+  }
+
+  async retrieve (cid: CID, options: FetchOptions = {}): Promise<Uint8Array> {
+    const outer = options.signal
+    if (isAborted(outer)) throw new AbortError(`block ${cid.toString()}: aborted`)
+    // Helia's check (its hashers), or ours; Helia does not hash again once it was called.
+    const validate = async (bytes: Uint8Array): Promise<void> => {
+      if (options.validateFn != null) await options.validateFn(bytes)
+      else verifyBlock(cid, bytes)
+    }
+    const done = new AbortController()
+    const signal = outer != null ? AbortSignal.any([outer, done.signal]) : done.signal
+    try {
+      const { bytes, stage } = await this.race(cid, { ...options, signal }, validate)
+      // Two reads of one block at once both get here (Helia does not merge them; the exchange and
+      // bitswap do, so the bytes crossed the network once): count the block once.
+      if (this.components.store.putFetched(cid, bytes)) {
+        this.counts[`${stage}Blocks`]++
+        this.counts[`${stage}Bytes`] += bytes.length
+      }
+      return bytes
+    } catch (err) {
+      this.counts.failures++
+      throw isAborted(outer) ? new AbortError(`block ${cid.toString()}: aborted`) : err
+    } finally {
+      done.abort() // stops the stages still running
+    }
+  }
+
+  private async race (cid: CID, options: FetchOptions & { signal: AbortSignal }, validate: (b: Uint8Array) => Promise<void>): Promise<{ bytes: Uint8Array, stage: Stage }> {
+    const { exchange, bitswap, gateways } = this.components
+    const { signal } = options
+    return await new Promise((resolve, reject) => {
+      let running = 0
+      let settled = false
+      const timers: NodeJS.Timeout[] = []
+      const started = new Set<Stage>()
+      const finish = (result: { bytes: Uint8Array, stage: Stage } | Error): void => {
+        if (settled) return
+        settled = true
+        for (const t of timers) clearTimeout(t)
+        signal.removeEventListener('abort', onAbort)
+        if (result instanceof Error) reject(result)
+        else resolve(result)
+      }
+      const onAbort = (): void => { finish(new AbortError(`block ${cid.toString()}: aborted`)) }
+      signal.addEventListener('abort', onAbort, { once: true })
+      const after = (ms: number, fn: () => void): void => { timers.push(setTimeout(fn, ms)) }
+
+      /** A stage ended without a block: start what comes next, or give up if nothing can. */
+      const ended = (stage: Stage, err?: Error): void => {
+        running--
+        if (err != null && !signal.aborted) this.log.debug({ cid: cid.toString(), stage, err: err.message }, 'fetch stage failed')
+        if (stage === 'exchange') startBitswap()
+        else if (stage === 'bitswap') startGateways()
+        if (running === 0 && !settled) finish(new BlockNotFoundError(cid.toString(), 'the local blockstore, nor from any peer or gateway'))
+      }
+      const run = (stage: Stage, fetch: () => Promise<Uint8Array | undefined>): void => {
+        if (settled || started.has(stage)) return
+        started.add(stage)
+        running++
+        fetch().then(
+          (bytes) => { if (bytes != null) { running--; finish({ bytes, stage }) } else ended(stage) },
+          (err: Error) => { ended(stage, err) }
+        )
+      }
+
+      const startGateways = (): void => {
+        if (settled || gateways == null || gateways.size === 0) return
+        run('gateway', async () => await gateways.get(cid, { signal, validate }))
+      }
+      const startBitswap = (): void => {
+        if (settled || started.has('bitswap')) return
+        if (bitswap?.retrieve == null) { startGateways(); return }
+        const retrieve = bitswap.retrieve.bind(bitswap)
+        run('bitswap', async () => {
+          let checked = false
+          const bytes = await retrieve(cid, { ...options, signal, validateFn: async (b: Uint8Array) => { await validate(b); checked = true } })
+          if (!checked) await validate(bytes)
+          return bytes
+        })
+        if (this.components.connections() === 0) startGateways()
+        else after(this.opts.bitswapBudget, startGateways)
+      }
+
+      if (exchange?.isStarted() === true && exchange.peers().length > 0) {
+        run('exchange', async () => await exchange.get(cid, { signal, background: options.background, validate }))
+        after(this.opts.exchangeBudget, startBitswap)
+      } else {
+        startBitswap()
+      }
+      if (running === 0) finish(new BlockNotFoundError(cid.toString(), 'the local blockstore, and no peer or gateway is configured'))
+    })
+  }
+}
+
+const isAborted = (signal?: AbortSignal): boolean => signal?.aborted === true
+
+/**
+ * The local blockstore as Helia sees it: every `get` Helia makes of it is a local hit (Helia asks
+ * the brokers, not the store, for a block it does not have), so it is counted here. Everything
+ * else passes through.
+ */
+export function countingBlockstore<S extends { get: (cid: CID, options?: any) => AsyncIterable<Uint8Array> | Iterable<Uint8Array> }> (store: S, fetcher: () => BlockFetcher | undefined): S {
+  return new Proxy(store, {
+    get (target, prop, receiver) {
+      if (prop === 'get') {
+        return async function * (cid: CID, options?: unknown): AsyncGenerator<Uint8Array> {
+          const bytes = await collectBlock(target.get(cid, options))
+          fetcher()?.countLocal(bytes.length)
+          yield bytes
+        }
+      }
+      const v = Reflect.get(target, prop, receiver)
+      return typeof v === 'function' ? v.bind(target) : v
+    }
+  })
+}

@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest'
+import { ChunkCache } from '../../src/fs/cache.js'
+import { ChunkReader } from '../../src/fs/chunk-reader.js'
+import { EstargzReader } from '../../src/estargz/index.js'
+import { silentLogger } from '../../src/logging.js'
+import { fixtureBytes } from '../helpers/tar.js'
+import { buildBlob, MemorySource } from './unit-helpers.js'
+import type { RangeSource, ReadHint } from '../../src/source/types.js'
+
+const logger = silentLogger()
+
+describe('ChunkReader read priority', () => {
+  it('tells the source which reads are background fetch (ensureCached) and which are on demand', async () => {
+    const data = fixtureBytes(3, 6 * 65536)
+    const { blob } = await buildBlob([{ name: 'f', data }], { chunkSize: 65536 })
+    const base = new MemorySource(blob)
+    const hints: boolean[] = []
+    const source: RangeSource = {
+      size: async () => await base.size(),
+      read: async (o: number, l: number, _s?: AbortSignal, hint?: ReadHint) => { hints.push(hint?.background === true); return await base.read(o, l) }
+    }
+    const es = await EstargzReader.open(async (o, l) => await base.read(o, l), blob.length)
+    const node = es.lookup('f')
+    if (node == null) throw new Error('missing fixture')
+    const reader = new ChunkReader({ source, cache: new ChunkCache({ logger }), logger }, { readWindowBytes: 0 })
+
+    const got = await reader.read(node, 0, 100)
+    expect(Buffer.from(got).equals(data.subarray(0, 100))).toBe(true)
+    expect(hints).toEqual([false])
+    await reader.ensureCached(node, node.chunks.slice(3))
+    expect(hints.slice(1).length).toBeGreaterThan(0)
+    expect(hints.slice(1).every(b => b)).toBe(true)
+  })
+})
