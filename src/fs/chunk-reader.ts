@@ -90,7 +90,8 @@ export class ChunkReader {
   private readonly readWindowBytes: number
   private readonly neighbourBytes: number
   private readonly layout: readonly LaidOutChunk[]
-  private readonly inflight = new Map<string, Promise<Uint8Array>>()
+  /** Chunk fetches under way, and whether each is a background one. */
+  private readonly inflight = new Map<string, { p: Promise<Uint8Array>, background: boolean }>()
   private readonly counters: ReaderStats = { bytesFetched: 0, fetches: 0, bytesServed: 0, cacheHits: 0, cacheMisses: 0, verificationFailures: 0, fetchTimeouts: 0, sourceErrors: 0 }
   readonly activity: Activity
 
@@ -216,7 +217,9 @@ export class ChunkReader {
     const todo: LaidOutChunk[] = []
     for (const it of items) {
       const running = this.inflight.get(keyOf(it.chunk))
-      if (running != null) out.set(it.chunk, running)
+      // An on-demand read does not wait behind a background fetch of its chunk (the source
+      // serves that one last): it fetches the chunk again, ahead of it.
+      if (running != null && (!running.background || background)) out.set(it.chunk, running.p)
       else if (!out.has(it.chunk) && !todo.some(t => t.chunk === it.chunk)) todo.push(it)
     }
     todo.sort((a, b) => a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset)
@@ -232,9 +235,11 @@ export class ChunkReader {
       bytes.catch(() => {})
       for (const { node, chunk: c } of g) {
         const key = keyOf(c)
-        const p = this.decode(node, c, bytes, start, background).finally(() => this.inflight.delete(key))
+        const entry = { p: this.decode(node, c, bytes, start, background), background }
+        const p = entry.p.finally(() => { if (this.inflight.get(key) === entry) this.inflight.delete(key) })
         p.catch(() => {})
-        this.inflight.set(key, p)
+        entry.p = p
+        this.inflight.set(key, entry)
         out.set(c, p)
       }
     }

@@ -34,11 +34,6 @@ export interface IpfsSourceOptions {
   readTimeout?: number
   /** Never ask the network (neither peers nor gateways): a missing block fails the read. */
   offline?: boolean
-  /**
-   * @deprecated Ignored: the exchange is a stage of `helia.blockstore` (src/ipfs/fetcher.ts),
-   * so every read through the node uses it. Kept so older callers still compile.
-   */
-  exchange?: unknown
   /** Called for every block a read uses (network or local), e.g. for metrics. */
   onBlock?: (fetch: BlockFetch) => void
   signal?: AbortSignal

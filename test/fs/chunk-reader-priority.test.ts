@@ -31,4 +31,33 @@ describe('ChunkReader read priority', () => {
     expect(hints.slice(1).length).toBeGreaterThan(0)
     expect(hints.slice(1).every(b => b)).toBe(true)
   })
+
+  it('an on-demand read of a chunk a background fetch is getting does not wait behind it', async () => {
+    const data = fixtureBytes(4, 4 * 65536)
+    const { blob } = await buildBlob([{ name: 'f', data }], { chunkSize: 65536 })
+    const base = new MemorySource(blob)
+    let releaseBackground: () => void = () => {}
+    const held = new Promise<void>(resolve => { releaseBackground = resolve })
+    const source: RangeSource = {
+      size: async () => await base.size(),
+      // The source serves background reads last: here, not until the test lets it.
+      read: async (o: number, l: number, _s?: AbortSignal, hint?: ReadHint) => {
+        if (hint?.background === true) await held
+        return await base.read(o, l)
+      }
+    }
+    const es = await EstargzReader.open(async (o, l) => await base.read(o, l), blob.length)
+    const node = es.lookup('f')
+    if (node == null) throw new Error('missing fixture')
+    const reader = new ChunkReader({ source, cache: new ChunkCache({ logger }), logger }, { readWindowBytes: 0 })
+    const background = reader.ensureCached(node, node.chunks)
+    const got = await Promise.race([
+      reader.read(node, 2 * 65536, 100),
+      new Promise<'stuck'>(resolve => setTimeout(() => resolve('stuck'), 2000))
+    ])
+    expect(got).not.toBe('stuck')
+    expect(Buffer.from(got as Uint8Array).equals(data.subarray(2 * 65536, 2 * 65536 + 100))).toBe(true)
+    releaseBackground()
+    await background
+  })
 })

@@ -64,7 +64,7 @@ function mountCommand (): Command {
         logger,
         mounts,
         cache,
-        openSource: async (cid, signal) => new ReadaheadSource(await IpfsSource.open(repo.node.helia, cid, { signal, exchange: repo.node.exchange }))
+        openSource: async (cid, signal) => new ReadaheadSource(await IpfsSource.open(repo.node.helia, cid, { signal }))
       }, { prefetchTimeoutMs: flags.prefetch ? undefined : 0, backgroundFetch: flags.backgroundFetch })
       let overlay = false
       const stop = async (): Promise<void> => {
