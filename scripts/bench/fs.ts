@@ -22,14 +22,14 @@ import { mkdir, mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
-import { buildEstargzFile } from '../../src/estargz/index.js'
+import { EstargzReader, buildEstargz, buildEstargzFile } from '../../src/estargz/index.js'
 import { ChunkCache } from '../../src/fs/cache.js'
 import { FuseMount } from '../../src/fs/fuse.js'
 import { LayerFs } from '../../src/fs/layer.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
-import { createNode, importStream, type IpfsNode } from '../../src/ipfs/index.js'
+import { createNode, importSegments, importStream, type IpfsNode } from '../../src/ipfs/index.js'
 import { BlobReader } from '../../src/daemon/blob-api.js'
 import { ControlServer } from '../../src/daemon/control.js'
 import { BlobClient } from '../../src/fusemgr/blob-source.js'
@@ -214,7 +214,7 @@ async function main (): Promise<void> {
     const nodeA = await createNode({ repo: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'], logger })
     try {
       const { cid } = await importStream(nodeA.localBlockstore, createReadStream(join(dir, 'layer.esgz'), { highWaterMark: 1 << 20 }))
-      const size = (await (await IpfsSource.open(nodeA.helia, cid, { offline: true })).size())
+      const size = (await (await IpfsSource.open(nodeA.blocks, cid, { offline: true })).size())
       const leaves = Math.floor(size / (1 << 20))
       const perRow = Math.min(Number(args.remote), Math.floor(leaves / 2))
       const order = [...Array(leaves).keys()].sort(() => Math.random() - 0.5)
@@ -227,7 +227,7 @@ async function main (): Promise<void> {
             for (let i = 0; i < 500 && nodeB.exchange.peers().length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
             if (nodeB.exchange.peers().length === 0) throw new Error('node A never announced the block exchange')
           }
-          const src = await IpfsSource.open(nodeB.helia, cid)
+          const src = await IpfsSource.open(nodeB.blocks, cid)
           for (const leaf of picks) {
             const t0 = process.hrtime.bigint()
             const bytes = await src.read(leaf * (1 << 20) + 12_345, 4096)
@@ -243,6 +243,38 @@ async function main (): Promise<void> {
         }
         return lat.sort((a, b) => a - b)
       }
+      // Small files, as a container's start-up reads them: each file's 4 KiB of data is its own
+      // leaf (member-aligned layout), so a first read moves one small block.
+      const smallDir = join(dir, 'small')
+      await mkdir(smallDir)
+      const names = Array.from({ length: 2 * perRow }, (_, i) => `f${String(i).padStart(4, '0')}`)
+      for (const n of names) { const f = await open(join(smallDir, n), 'w'); await f.write(randomBytes(4096)); await f.close() }
+      await run('tar', ['-C', smallDir, '-cf', join(dir, 'small.tar'), ...names])
+      // Imported member-aligned, as push does: each gzip member starts a leaf of its own.
+      const small = await importSegments(nodeA.localBlockstore, async (sink) => await buildEstargz(createReadStream(join(dir, 'small.tar')), sink, { compressionLevel: 1 }))
+      const smallSrc = await IpfsSource.open(nodeA.blocks, small.cid, { offline: true })
+      const smallToc = await EstargzReader.open(async (o, l) => await smallSrc.read(o, l), await smallSrc.size())
+      const ranges = names.map(n => smallToc.lookup(n)?.chunks[0]).map(c => ({ offset: c?.offset ?? 0, length: (c?.compressedEnd ?? 0) - (c?.offset ?? 0) }))
+      const smallRow = async (name: string, picks: Array<{ offset: number, length: number }>): Promise<number[]> => {
+        const nodeB = await createNode({ repo: join(dir, name), logger })
+        const lat: number[] = []
+        try {
+          await nodeB.dial(nodeA.multiaddrs()[0])
+          for (let i = 0; i < 500 && nodeB.exchange.peers().length === 0; i++) await new Promise(resolve => setTimeout(resolve, 10))
+          const src = await IpfsSource.open(nodeB.blocks, small.cid)
+          for (const r of picks) {
+            const t0 = process.hrtime.bigint()
+            const bytes = await src.read(r.offset, r.length)
+            lat.push(Number(process.hrtime.bigint() - t0) / 1e6)
+            if (bytes.length !== r.length) throw new Error('short remote read')
+          }
+          if (nodeB.fetchStats().bitswapBlocks > 0) throw new Error('the small-file row fell back to bitswap')
+        } finally {
+          await nodeB.stop()
+        }
+        return lat.sort((a, b) => a - b)
+      }
+      const viaSmall = await smallRow('b-small', ranges.slice(0, perRow))
       const viaBitswap = await remoteRow('b-bitswap', false, order.slice(0, perRow))
       const viaExchange = await remoteRow('b-exchange', true, order.slice(perRow, 2 * perRow))
       const floor = await transportFloor(nodeA, join(dir, 'b-floor'), perRow)
@@ -251,6 +283,7 @@ async function main (): Promise<void> {
       rows.push(
         [`first read of an uncached 4 KiB range, blocks on a connected Helia peer, bitswap only (${viaBitswap.length} reads): p50 / p99`, fmt(viaBitswap), ''],
         [`same, block exchange \`/ipfs-estargz/blocks/1.0.0\` first (${viaExchange.length} reads): p50 / p99`, fmt(viaExchange), ''],
+        [`first read of an uncached 4 KiB file (its own small leaf), block exchange (${viaSmall.length} reads): p50 / p99`, fmt(viaSmall), ''],
         [`floor: a 1 MiB answer on an open libp2p stream (noise, yamux, TCP; no disk, no hashing) (${floor.length}): p50 / p99`, fmt(floor), ''],
         [`FUSE manager → daemon hop (blob API over the control socket, bytes from memory), 4 KiB / 1 MiB ranges: p50 / p99`, `${fmt(hop.small)}; ${fmt(hop.large)}`, '']
       )

@@ -74,7 +74,7 @@ export class Daemon {
     this.repo = { path: config.root, node, index, close: async () => { index.close(); await node.stop() } }
     try {
       this.keepPeersConnected()
-      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.helia, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 })
+      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 })
       const settings = {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
         backgroundFetch: config.fs.backgroundFetch,

@@ -1,6 +1,6 @@
 import { CID } from 'multiformats/cid'
 import * as dagPb from '@ipld/dag-pb'
-import { collectBlock, listDirectory, resolveBlob, resolvePath, type BlockGetter, type HeliaNode } from '../ipfs/index.js'
+import { collectBlock, listDirectory, resolveBlob, resolvePath, type BlockFetchPath, type BlockGetter } from '../ipfs/index.js'
 import {
   MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageSource, REF_NAME_ANNOTATION
 } from '../oci/index.js'
@@ -35,7 +35,7 @@ export function cidOfDescriptor (desc: Descriptor): CID | undefined {
 export class IpfsImageSource implements ImageSource {
   private constructor (
     readonly name: string,
-    private readonly helia: Pick<HeliaNode, 'blockstore'>,
+    private readonly blocks: BlockFetchPath,
     readonly rootCid: CID,
     private readonly rootDesc: Descriptor,
     /** The layout directory, when the root is one. */
@@ -43,22 +43,22 @@ export class IpfsImageSource implements ImageSource {
     private readonly offline: boolean
   ) {}
 
-  static async open (helia: Pick<HeliaNode, 'blockstore'>, ref: string | CID, options: { tag?: string, offline?: boolean, signal?: AbortSignal } = {}): Promise<IpfsImageSource> {
+  static async open (blocks: BlockFetchPath, ref: string | CID, options: { tag?: string, offline?: boolean, signal?: AbortSignal } = {}): Promise<IpfsImageSource> {
     const cid = typeof ref === 'string' ? parseIpfsRef(ref) : ref
     const name = `ipfs://${cid.toString()}`
     const offline = options.offline ?? false
-    const getBlock: BlockGetter = async (c, signal) => await collectBlock(helia.blockstore.get(c, { signal: signal ?? options.signal, offline }))
+    const getBlock: BlockGetter = async (c, signal) => await collectBlock(blocks.get(c, { signal: signal ?? options.signal, offline }))
     const isDirectory = cid.code === dagPb.code && await listDirectory(getBlock, cid, options.signal).then(() => true, () => false)
     let root: Descriptor
     if (isDirectory) {
       const indexCid = await resolvePath(getBlock, cid, 'index.json', options.signal)
-      const bytes = await readAll(helia, indexCid, offline, options.signal)
+      const bytes = await readAll(blocks, indexCid, offline, options.signal)
       const index = parseIndex(bytes, `index.json of ${name}`)
       const tagged = options.tag != null ? index.manifests.find(m => m.annotations?.[REF_NAME_ANNOTATION] === options.tag) : index.manifests[0]
       if (tagged == null) throw new MalformedManifestError(`${name}: index.json has no image${options.tag != null ? ` tagged ${options.tag}` : ''}`)
       root = tagged
     } else {
-      const bytes = await readAll(helia, cid, offline, options.signal)
+      const bytes = await readAll(blocks, cid, offline, options.signal)
       let doc: unknown
       try { doc = JSON.parse(Buffer.from(bytes).toString('utf8')) } catch { doc = undefined }
       const d = doc as Partial<Descriptor> | undefined
@@ -67,7 +67,7 @@ export class IpfsImageSource implements ImageSource {
       }
       root = d as Descriptor
     }
-    return new IpfsImageSource(name, helia, cid, root, isDirectory ? cid : undefined, offline)
+    return new IpfsImageSource(name, blocks, cid, root, isDirectory ? cid : undefined, offline)
   }
 
   async root (): Promise<Descriptor> {
@@ -79,13 +79,13 @@ export class IpfsImageSource implements ImageSource {
     const fromUrl = cidOfDescriptor(desc)
     if (fromUrl != null) return fromUrl
     if (this.directory == null) throw new MalformedManifestError(`${this.name}: blob ${desc.digest} has no ipfs:// URL`)
-    const getBlock: BlockGetter = async (c, s) => await collectBlock(this.helia.blockstore.get(c, { signal: s ?? signal, offline: this.offline }))
+    const getBlock: BlockGetter = async (c, s) => await collectBlock(this.blocks.get(c, { signal: s ?? signal, offline: this.offline }))
     return await resolveBlob(getBlock, this.directory, desc.digest, signal)
   }
 
   async fetch (desc: Descriptor, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
     const cid = await this.cidOf(desc, signal)
-    const source = await IpfsSource.open(this.helia, cid, { offline: this.offline, signal })
+    const source = await IpfsSource.open(this.blocks, cid, { offline: this.offline, signal })
     async function * chunks (): AsyncGenerator<Uint8Array> {
       try {
         const size = await source.size()
@@ -110,8 +110,8 @@ export class IpfsImageSource implements ImageSource {
   async close (): Promise<void> {}
 }
 
-async function readAll (helia: Pick<HeliaNode, 'blockstore'>, cid: CID, offline: boolean, signal?: AbortSignal): Promise<Uint8Array> {
-  const src = await IpfsSource.open(helia, cid, { offline, signal })
+async function readAll (blocks: BlockFetchPath, cid: CID, offline: boolean, signal?: AbortSignal): Promise<Uint8Array> {
+  const src = await IpfsSource.open(blocks, cid, { offline, signal })
   try {
     const size = await src.size()
     if (size > 16 << 20) throw new MalformedManifestError(`ipfs://${cid.toString()} is ${size} bytes: too large for an index or descriptor`)

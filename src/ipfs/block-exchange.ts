@@ -28,6 +28,12 @@ const HAVE = 1
 export const DEFAULTS = {
   /** Server: CIDs accepted in one request. */
   maxCidsPerRequest: 64,
+  /**
+   * Server: blocks of one request read from disk ahead of the one being sent (the answers stay
+   * in request order). Reading them one after the other put a disk read's latency per block on
+   * the round trip; the window bounds the memory one request holds.
+   */
+  serveReadAhead: 8,
   /** Client: CIDs in one on-demand request (a bigger batch is split); ≤ maxCidsPerRequest. */
   requestCids: 16,
   /** Client: CIDs in one background request: small, so on-demand requests never queue long behind one. */
@@ -566,8 +572,13 @@ export class BlockExchange {
         deadline.clear()
         const cids = decodeRequest(body.subarray(), this.opts.maxCidsPerRequest, this.opts.maxCidBytes)
         this.counts.servedRequests++
-        for (const cid of cids) {
-          const bytes = await this.local(cid)
+        const reads: Array<Promise<Uint8Array | undefined>> = []
+        const readAhead = (upTo: number): void => {
+          for (let j = reads.length; j < Math.min(upTo, cids.length); j++) reads.push(this.local(cids[j]))
+        }
+        for (let i = 0; i < cids.length; i++) {
+          readAhead(i + this.opts.serveReadAhead)
+          const bytes = await reads[i]
           if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
           deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
           if (bytes == null) {

@@ -12,12 +12,14 @@ import type { BlockBroker, HeliaMixin } from '@helia/interface'
 import { createHeliaLight } from 'helia'
 import type { Logger } from '../logging.js'
 import { BlockExchange, type BlockExchangeOptions } from './block-exchange.js'
-import { InvalidIpfsOptionError } from './errors.js'
-import { BlockFetcher, countingBlockstore, type FetcherOptions, type StageStats } from './fetcher.js'
+import { collectBlock } from './dag-reader.js'
+import { BlockNotFoundError, InvalidIpfsOptionError } from './errors.js'
+import { BlockFetcher, countingBlockstore, type FetchOptions, type FetcherOptions, type StageStats } from './fetcher.js'
 import { GatewayClient, type GatewayOptions } from './gateway.js'
 import { lockRepo, prepareRepo, type RepoLock } from './repo.js'
 import { RepoBlockstore, RepoDatastore } from './stores.js'
 import type { PeerId, ServiceMap } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
 
 /** Node defaults, in one place. */
 export const DEFAULTS = {
@@ -66,6 +68,11 @@ export interface NodeOptions {
 
 export type BitswapOptions = NonNullable<Parameters<typeof withBitswap>[1]>
 
+/** What readers need of a blockstore: `get` (Helia's blockstore and `IpfsNode.blocks` fit). */
+export interface BlockFetchPath {
+  get: (cid: CID, options?: FetchOptions & { offline?: boolean }) => AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+}
+
 export type HeliaNode = HeliaWithLibp2p<ServiceMap>
 
 /**
@@ -82,6 +89,15 @@ export interface IpfsNode {
    * `localBlockstore` to our peers. Not started when disabled: its `get` then answers undefined.
    */
   readonly exchange: BlockExchange
+  /**
+   * The same fetch path as `helia.blockstore.get` (local blockstore, then the fetcher's stages),
+   * without Helia's wrapping around it: Helia asks the store `has` before `get`, waits for its
+   * own write of a fetched block and for every broker's announcement, about 1 ms a block on the
+   * read path. A fetched block is announced (to bitswap peers wanting it) after it is returned.
+   * Options: `signal`, `offline`, `background`, and Helia's `onProgress` (the same
+   * `blocks:get:blockstore:put` event for a block that came over the network).
+   */
+  readonly blocks: BlockFetchPath
   /** Blocks read through `helia.blockstore` since start, by stage (local, exchange, bitswap, gateway). */
   fetchStats: () => StageStats
   /** Resolves when every fetched block so far is written to the local blockstore. */
@@ -194,6 +210,26 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
     helia: h,
     localBlockstore: blockstore,
     exchange: ex,
+    blocks: {
+      async * get (cid: CID, options: FetchOptions & { offline?: boolean } = {}): AsyncGenerator<Uint8Array> {
+        let bytes: Uint8Array | undefined
+        try {
+          bytes = await collectBlock(blockstore.get(cid, options))
+        } catch (err) {
+          if ((err as Error).name !== 'NotFoundError') throw err
+        }
+        if (bytes != null) {
+          fe.countLocal(bytes.length)
+          yield bytes
+          return
+        }
+        if (options.offline === true) throw new BlockNotFoundError(cid.toString(), 'the local blockstore (offline)')
+        bytes = await fe.retrieve(cid, options)
+        options.onProgress?.({ type: 'blocks:get:blockstore:put', detail: cid } as never)
+        fe.announce(cid).catch((err: Error) => { log.debug({ cid: cid.toString(), err: err.message }, 'announcing a fetched block failed') })
+        yield bytes
+      }
+    },
     fetchStats: () => fe.stats(),
     flush: async () => { await blockstore.flush() },
     peerId: h.libp2p.peerId,

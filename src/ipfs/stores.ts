@@ -135,19 +135,29 @@ export class RepoBlockstore extends FsBlockstore {
 async function readWhole (path: string): Promise<Uint8Array> {
   const fh = await open(path, 'r')
   try {
+    // Most blocks are small (a file's data, a tar header): one read into a scratch buffer ends
+    // at EOF, so no fstat round trip through the thread pool is needed for them.
+    const first = Buffer.allocUnsafe(FIRST_READ)
+    const { bytesRead } = await fh.read(first, 0, FIRST_READ, 0)
+    if (bytesRead < FIRST_READ) return Uint8Array.prototype.slice.call(first, 0, bytesRead)
     const { size } = await fh.stat()
     const buf = Buffer.allocUnsafe(size)
-    let got = 0
+    first.copy(buf, 0, 0, Math.min(bytesRead, size))
+    let got = Math.min(bytesRead, size)
     while (got < size) {
-      const { bytesRead } = await fh.read(buf, got, size - got, got)
-      if (bytesRead === 0) break
-      got += bytesRead
+      const { bytesRead: n } = await fh.read(buf, got, size - got, got)
+      if (n === 0) break
+      got += n
     }
     return got === size ? buf : buf.subarray(0, got)
   } finally {
-    await fh.close()
+    // Not waited for: the bytes are read; closing is one more thread-pool round trip.
+    fh.close().catch(() => {})
   }
 }
+
+/** Bytes of the first read of a block file (a small block is read whole by it). */
+const FIRST_READ = 64 << 10
 
 /** Datastore keys whose records are a cache: libp2p's peer store (peers' addresses, protocols). */
 const PEERS_PREFIX = '/peers/'

@@ -1,9 +1,9 @@
 import { setMaxListeners } from 'node:events'
-import type { Helia } from 'helia'
 import { CID } from 'multiformats/cid'
 import { AbortError, ReadTimeoutError } from '../ipfs/errors.js'
 import { collectBlock, UnixfsFileReader } from '../ipfs/dag-reader.js'
 import type { FetchOptions } from '../ipfs/fetcher.js'
+import type { BlockFetchPath } from '../ipfs/node.js'
 import type { RangeSource, ReadHint } from './types.js'
 
 /** IpfsSource defaults, in one place. */
@@ -57,7 +57,7 @@ export class IpfsSource implements RangeSource {
     private readonly getBlock: (c: CID, signal: AbortSignal | undefined, background: boolean) => Promise<Uint8Array>
   ) {}
 
-  static async open (helia: { blockstore: Pick<Helia['blockstore'], 'get'> }, cid: CID | string, options: IpfsSourceOptions = {}): Promise<IpfsSource> {
+  static async open (blocks: BlockFetchPath, cid: CID | string, options: IpfsSourceOptions = {}): Promise<IpfsSource> {
     const root = typeof cid === 'string' ? CID.parse(cid) : cid
     const counts: FetchStats = { networkBlocks: 0, networkBytes: 0, localBlocks: 0, localBytes: 0 }
     const getBlock = async (c: CID, signal: AbortSignal | undefined, background: boolean): Promise<Uint8Array> => {
@@ -69,7 +69,7 @@ export class IpfsSource implements RangeSource {
         // Helia emits this once a broker delivered the block (not for local hits).
         onProgress: (e) => { if (e.type === 'blocks:get:blockstore:put') network = true }
       }
-      const bytes = await collectBlock(helia.blockstore.get(c, fetchOptions))
+      const bytes = await collectBlock(blocks.get(c, fetchOptions))
       if (network) { counts.networkBlocks++; counts.networkBytes += bytes.length } else { counts.localBlocks++; counts.localBytes += bytes.length }
       options.onBlock?.({ cid: c, bytes: bytes.length, network })
       return bytes

@@ -76,7 +76,7 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
     const node = await createNode({ repo: join(dir, 'a'), logger: silentLogger() })
     try {
       for (const l of first.images[0].layers) {
-        const src = await IpfsSource.open(node.helia, l.cid, { offline: true })
+        const src = await IpfsSource.open(node.blocks, l.cid, { offline: true })
         const bytes = await src.read(0, await src.size())
         expect(bytes.length).toBe(l.size)
         await writeFile(join(dir, 'layer.esgz'), bytes)

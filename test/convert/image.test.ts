@@ -23,7 +23,7 @@ const logger = silentLogger()
 interface Repo { node: IpfsNode, index: IndexStore, close: () => Promise<void> }
 
 async function readCid (node: IpfsNode, cid: string): Promise<Buffer> {
-  const src = await IpfsSource.open(node.helia, cid, { offline: true })
+  const src = await IpfsSource.open(node.blocks, cid, { offline: true })
   return Buffer.from(await src.read(0, await src.size()))
 }
 
@@ -67,7 +67,7 @@ describe.skipIf(needs({ go: hasCommand('go') }))('convertImage', () => {
     const { repo, root, result } = await push(join(dir, 'r1'), join(dir, 'out1'))
     expect(result.root.mediaType).toBe(MediaType.OciIndex)
     expect(result.images).toHaveLength(2)
-    const source = await IpfsImageSource.open(repo.node.helia, root, { offline: true })
+    const source = await IpfsImageSource.open(repo.node.blocks, root, { offline: true })
     const r = await resolveImages(source)
     expect(r.images.map(i => `${i.platform.os}/${i.platform.architecture}`).sort()).toEqual(['linux/amd64', 'linux/arm64'])
     const all: Descriptor[] = [r.root, ...r.images.flatMap(i => [i.descriptor, i.manifest.config, ...i.layers])]
@@ -91,7 +91,7 @@ describe.skipIf(needs({ go: hasCommand('go') }))('convertImage', () => {
         await writeFile(join(dir, 'layer.esgz'), bytes)
         execFileSync(esgzRef(), ['verify', join(dir, 'layer.esgz'), tocDigest])
         // and our reader reads it lazily from IPFS
-        const src = await IpfsSource.open(repo.node.helia, layer.urls?.[0].slice(7) ?? '', { offline: true })
+        const src = await IpfsSource.open(repo.node.blocks, layer.urls?.[0].slice(7) ?? '', { offline: true })
         const reader = await EstargzReader.open(src.read.bind(src), await src.size(), { tocDigest })
         const orig2 = orig?.layers[i].tar as Uint8Array
         expect(reader.lookup(`dir${i}/file.txt`)?.size).toBeGreaterThan(0)
@@ -104,7 +104,7 @@ describe.skipIf(needs({ go: hasCommand('go') }))('convertImage', () => {
   it('the layout exported from the root CID equals --output oci:DIR byte for byte', async () => {
     const { repo, root } = await push(join(dir, 'r2'), join(dir, 'out2'))
     const out = join(dir, 'out2')
-    const source = await IpfsImageSource.open(repo.node.helia, root, { offline: true })
+    const source = await IpfsImageSource.open(repo.node.blocks, root, { offline: true })
     const { listDirectory, resolvePath, collectBlock } = await import('../../src/ipfs/index.js')
     const getBlock = async (c: import('multiformats/cid').CID): Promise<Uint8Array> => await collectBlock(repo.node.helia.blockstore.get(c, { offline: true }))
     const indexCid = await resolvePath(getBlock, source.rootCid, 'index.json')

@@ -46,7 +46,7 @@ describe('CAR export/import', () => {
     for await (const b of walkDag(root, async (c) => await collectBlock(node.localBlockstore.get(c)))) expect(b.bytes).toBeDefined()
 
     const layerCid = await resolveBlob(async (c) => await collectBlock(node.localBlockstore.get(c)), root, layerDigest)
-    const src = await IpfsSource.open(node.helia, layerCid, { offline: true })
+    const src = await IpfsSource.open(node.blocks, layerCid, { offline: true })
     expect(Buffer.compare(Buffer.from(await src.read(0, blob.length)), blob)).toBe(0)
   })
 

@@ -16,7 +16,7 @@ import { convertImage } from '../../src/convert/index.js'
 import { IpfsPublisher } from '../../src/convert/ipfs-publisher.js'
 import { EstargzReader, TOC_DIGEST_ANNOTATION } from '../../src/estargz/index.js'
 import { IpfsImageSource } from '../../src/image/ipfs-image.js'
-import { IndexStore, collectBlock, createNode, importBytes, type IpfsNode, type NodeOptions } from '../../src/ipfs/index.js'
+import { IndexStore, collectBlock, createNode, importBytes, type BlockFetchPath, type IpfsNode, type NodeOptions } from '../../src/ipfs/index.js'
 import { PROTOCOL } from '../../src/ipfs/block-exchange.js'
 import { silentLogger } from '../../src/logging.js'
 import { openOciLayout, parseManifest, type Descriptor } from '../../src/oci/index.js'
@@ -94,14 +94,14 @@ async function pushImage (on: IpfsNode): Promise<string> {
  * What `pull` and `image inspect` read (index, manifest, config), then what a lazy mount reads
  * (a layer's footer and TOC, one file's chunks), all through `helia` on the reading node.
  */
-async function readImage (helia: Pick<IpfsNode['helia'], 'blockstore'>, root: string): Promise<{ file: Uint8Array, layers: Descriptor[] }> {
-  const image = await IpfsImageSource.open(helia, root, { signal: AbortSignal.timeout(20_000) })
+async function readImage (blocks: BlockFetchPath, root: string): Promise<{ file: Uint8Array, layers: Descriptor[] }> {
+  const image = await IpfsImageSource.open(blocks, root, { signal: AbortSignal.timeout(20_000) })
   const manifestDesc = await image.root()
   const manifest = parseManifest(await image.fetchBytes(manifestDesc), 'manifest')
   await image.fetchBytes(manifest.config)
   const layer = manifest.layers[1]
   const cid = await image.cidOf(layer)
-  const source = await IpfsSource.open(helia, cid, { readTimeout: 20_000 })
+  const source = await IpfsSource.open(blocks, cid, { readTimeout: 20_000 })
   const reader = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), await source.size(), { tocDigest: layer.annotations?.[TOC_DIGEST_ANNOTATION] })
   const file = await reader.readFile('dir1/big.bin')
   return { file, layers: manifest.layers }
@@ -114,7 +114,7 @@ describe('the fetch path: every reader through one composite broker', () => {
     const b = await node()
     await connect(b, a)
 
-    const { file } = await readImage(b.helia, root)
+    const { file } = await readImage(b.helia.blockstore, root)
     expect(file.length).toBe(3 * MiB + 1234)
     expect(file.every(x => x === 2)).toBe(true)
 
@@ -127,10 +127,31 @@ describe('the fetch path: every reader through one composite broker', () => {
 
     // read again: all local now, nothing new from the network
     await b.flush()
-    await readImage(b.helia, root)
+    await readImage(b.helia.blockstore, root)
     const again = b.fetchStats()
     expect(again.exchangeBlocks).toBe(stages.exchangeBlocks)
     expect(again.localBlocks).toBeGreaterThan(stages.localBlocks)
+  })
+
+  it('the node\'s own entry to the same path (node.blocks, without Helia\'s wrapping) takes the same stages', async () => {
+    const a = await node({ listen: LISTEN })
+    const root = await pushImage(a)
+    const b = await node()
+    await connect(b, a)
+    const { file } = await readImage(b.blocks, root)
+    expect(file.length).toBe(3 * MiB + 1234)
+    expect(file.every(x => x === 2)).toBe(true)
+    const stages = b.fetchStats()
+    expect(stages.exchangeBlocks).toBeGreaterThan(5)
+    expect(stages).toMatchObject({ bitswapBlocks: 0, gatewayBlocks: 0, failures: 0 })
+    expect(a.exchange.stats().servedBlocks).toBe(stages.exchangeBlocks)
+    // fetched blocks are stored: read again offline, all local
+    await b.flush()
+    const offline = await collectBlock(b.blocks.get((await IpfsImageSource.open(b.blocks, root)).rootCid, { offline: true }))
+    expect(offline.length).toBeGreaterThan(0)
+    const before = b.fetchStats().exchangeBlocks
+    await readImage(b.blocks, root)
+    expect(b.fetchStats().exchangeBlocks).toBe(before)
   })
 
   it('a stock Helia node (bitswap only) fetches a pushed image from our node, and ours from it', async () => {
@@ -139,7 +160,7 @@ describe('the fetch path: every reader through one composite broker', () => {
     const plain = await plainHelia(LISTEN)
     await plain.libp2p.dial(a.multiaddrs()[0])
 
-    const { file } = await readImage(plain, root)
+    const { file } = await readImage(plain.blockstore, root)
     expect(file.length).toBe(3 * MiB + 1234)
     expect(a.exchange.stats().servedRequests).toBe(0) // it does not speak our protocol
 
@@ -147,7 +168,7 @@ describe('the fetch path: every reader through one composite broker', () => {
     const b = await node()
     await b.dial(plain.libp2p.getMultiaddrs()[0] as never)
     expect(b.exchange.peers()).toEqual([])
-    await readImage(b.helia, root)
+    await readImage(b.helia.blockstore, root)
     expect(b.fetchStats()).toMatchObject({ exchangeBlocks: 0, gatewayBlocks: 0 })
     expect(b.fetchStats().bitswapBlocks).toBeGreaterThan(5)
   })
@@ -219,7 +240,7 @@ describe('the gateway stage', () => {
     const honest = await gateway(a)
     const b = await node({ gateways: [liar.url, honest.url + '/'] })
 
-    const source = await IpfsSource.open(b.helia, cid, { readTimeout: 10_000 })
+    const source = await IpfsSource.open(b.blocks, cid, { readTimeout: 10_000 })
     const got = await source.read(0, data.length)
     expect(Buffer.compare(Buffer.from(got), data)).toBe(0)
     const stages = b.fetchStats()

@@ -16,14 +16,14 @@ const MiB = 1 << 20
 rangeSourceSuite('IpfsSource (local blockstore, 1 MiB leaves)', async (data) => {
   const node = await repos.node()
   const { cid } = await importBytes(node.helia.blockstore, data)
-  const source = await IpfsSource.open(node.helia, cid)
+  const source = await IpfsSource.open(node.blocks, cid)
   return { source, cleanup: async () => { await source.close() } }
 }, { boundaries: [MiB, 2 * MiB, 3 * MiB] })
 
 rangeSourceSuite('IpfsSource (local blockstore, kubo-compatible 256 KiB leaves)', async (data) => {
   const node = await repos.node()
   const { cid } = await importBytes(node.helia.blockstore, data, { kuboCompatible: true })
-  const source = await IpfsSource.open(node.helia, cid)
+  const source = await IpfsSource.open(node.blocks, cid)
   return { source, cleanup: async () => { await source.close() } }
 })
 
@@ -32,7 +32,7 @@ rangeSourceSuite('IpfsSource (remote: blocks on another node, bitswap over loopb
   const b = await repos.node()
   const { cid } = await importBytes(a.helia.blockstore, data)
   await b.dial(a.multiaddrs()[0])
-  const source = await IpfsSource.open(b.helia, cid)
+  const source = await IpfsSource.open(b.blocks, cid)
   return { source, cleanup: async () => { await source.close() } }
 }, { boundaries: [MiB, 2 * MiB, 3 * MiB] })
 
@@ -56,7 +56,7 @@ describe('IpfsSource over the network', () => {
 
     await b.dial(a.multiaddrs()[0])
     const fetched: string[] = []
-    const source = await IpfsSource.open(b.helia, cid, { onBlock: (f) => { if (f.network) fetched.push(f.cid.toString()) } })
+    const source = await IpfsSource.open(b.blocks, cid, { onBlock: (f) => { if (f.network) fetched.push(f.cid.toString()) } })
     expect(await source.size()).toBe(data.length)
     expect(fetched).toEqual([cid.toString()]) // size() needs the root only
 
@@ -86,7 +86,7 @@ describe('IpfsSource over the network', () => {
     const { cid } = await importBytes(a.helia.blockstore, random(3 * MiB))
     // b has the root only (copied by hand) and no connection to a
     await b.localBlockstore.put(cid, await collectBlock(a.localBlockstore.get(cid)))
-    const source = await IpfsSource.open(b.helia, cid, { readTimeout: 500 })
+    const source = await IpfsSource.open(b.blocks, cid, { readTimeout: 500 })
     await expect(source.read(MiB, 10)).rejects.toMatchObject({ code: 'ERR_READ_TIMEOUT', name: 'ReadTimeoutError' })
   })
 
@@ -95,7 +95,7 @@ describe('IpfsSource over the network', () => {
     const b = await repos.node()
     const { cid } = await importBytes(a.helia.blockstore, random(2 * MiB))
     await b.localBlockstore.put(cid, await collectBlock(a.localBlockstore.get(cid)))
-    const source = await IpfsSource.open(b.helia, cid, { offline: true })
+    const source = await IpfsSource.open(b.blocks, cid, { offline: true })
     await expect(source.read(0, 10)).rejects.toThrow()
   })
 })
@@ -113,7 +113,7 @@ describe('IpfsSource with the block exchange', () => {
     await b.dial(a.multiaddrs()[0])
     await identified(b)
 
-    const source = await IpfsSource.open(b.helia, layer.cid)
+    const source = await IpfsSource.open(b.blocks, layer.cid)
     const reader = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), await source.size(), { tocDigest: layer.produced.tocDigest })
     const got = await reader.readFile('f-2.bin')
     expect(Buffer.compare(Buffer.from(got), files[2].data)).toBe(0)
@@ -142,11 +142,11 @@ describe('IpfsSource with the block exchange', () => {
     await identified(b)
     await a.exchange.stop() // a still speaks bitswap
 
-    const offline = await IpfsSource.open(b.helia, cid, { offline: true, readTimeout: 2000 }).catch((err: Error) => err)
+    const offline = await IpfsSource.open(b.blocks, cid, { offline: true, readTimeout: 2000 }).catch((err: Error) => err)
     expect(offline).toBeInstanceOf(Error)
     expect(b.exchange.stats().requests).toBe(0)
 
-    const source = await IpfsSource.open(b.helia, cid)
+    const source = await IpfsSource.open(b.blocks, cid)
     const r = await source.read(MiB + 5, 100)
     expect(Buffer.compare(Buffer.from(r), data.subarray(MiB + 5, MiB + 105))).toBe(0)
     expect(source.stats().networkBlocks).toBe(2)
@@ -161,7 +161,7 @@ describe('IpfsSource with the block exchange', () => {
     const { cid } = await importBytes(a.localBlockstore, data)
     await b.dial(a.multiaddrs()[0])
     await identified(b)
-    const source = await IpfsSource.open(b.helia, cid)
+    const source = await IpfsSource.open(b.blocks, cid)
 
     let backgroundDone = false
     const background = source.read(0, 40 * MiB, undefined, { background: true }).then((bytes) => { backgroundDone = true; return bytes })
@@ -190,7 +190,7 @@ describe('IpfsSource under an eStargz reader (member-aligned layer on another no
     const layer = await importSegments(a.helia.blockstore, async (sink) => await buildEstargz(streamOf(tar), sink))
     await b.dial(a.multiaddrs()[0])
 
-    const source = await IpfsSource.open(b.helia, layer.cid)
+    const source = await IpfsSource.open(b.blocks, layer.cid)
     const reader = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), await source.size(), { tocDigest: layer.produced.tocDigest })
     const afterOpen = source.stats().networkBytes
     // footer + TOC leaves + the root: a small fraction of the layer

@@ -20,7 +20,7 @@ function inspectCommand (): Command {
     .action(async (ref: string, flags: Flags) => {
       const repo = await openRepo(flags.repo, createLogger(flags.logLevel))
       try {
-        const source = await IpfsImageSource.open(repo.node.helia, ref, { offline: flags.offline })
+        const source = await IpfsImageSource.open(repo.node.blocks, ref, { offline: flags.offline })
         const r = await resolveImages(source)
         const images = []
         for (const img of r.images) {

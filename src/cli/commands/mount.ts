@@ -64,7 +64,7 @@ function mountCommand (): Command {
         logger,
         mounts,
         cache,
-        openSource: async (cid, signal) => new ReadaheadSource(await IpfsSource.open(repo.node.helia, cid, { signal }))
+        openSource: async (cid, signal) => new ReadaheadSource(await IpfsSource.open(repo.node.blocks, cid, { signal }))
       }, { prefetchTimeoutMs: flags.prefetch ? undefined : 0, backgroundFetch: flags.backgroundFetch })
       let overlay = false
       const stop = async (): Promise<void> => {
@@ -75,7 +75,7 @@ function mountCommand (): Command {
         await repo.close()
       }
       try {
-        const source = await IpfsImageSource.open(repo.node.helia, ref)
+        const source = await IpfsImageSource.open(repo.node.blocks, ref)
         const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined) })
         const image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform() })).images[0]
         const layers = image.layers

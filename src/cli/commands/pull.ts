@@ -48,7 +48,7 @@ export function pullCommand (): Command {
       const ac = new AbortController()
       const stopListening = cancelOn(ac)
       try {
-        const source = await IpfsImageSource.open(repo.node.helia, ref, { signal: ac.signal })
+        const source = await IpfsImageSource.open(repo.node.blocks, ref, { signal: ac.signal })
         const tty = process.stderr.isTTY
         const result = await pullImage({
           client,
