@@ -126,7 +126,10 @@ export class ChunkReader {
       const window = background ? [] : this.windowChunks(node, offset, end, pieces)
       if (missing.length > 0 || window.length > 0) {
         const wanted = [...missing.map(p => p.chunk), ...window]
-        const fetched = this.fetch([...wanted.map(chunk => ({ node, chunk })), ...this.neighbours(wanted)])
+        const neighbours = this.neighbours(wanted)
+        const fetched = this.fetch(wanted.map(chunk => ({ node, chunk })))
+        // A source read of their own, started with this one: the read waits for its own bytes only.
+        if (neighbours.length > 0) this.fetch(neighbours)
         await Promise.all([
           ...pieces.map(async (p, i) => {
             if (got[i] != null) return

@@ -50,6 +50,8 @@ function keyOf (cid: CID): string {
 export class RepoBlockstore extends FsBlockstore {
   private readonly sharding: NextToLast
   private readonly pending = new Map<string, { bytes: Uint8Array, write: Promise<void> }>()
+  private readonly queue: Array<{ cid: CID, bytes: Uint8Array, k: string, done: () => void }> = []
+  private writers = 0
 
   constructor (location: string, private readonly log?: Logger) {
     const sharding = new NextToLast()
@@ -70,12 +72,32 @@ export class RepoBlockstore extends FsBlockstore {
   putFetched (cid: CID, bytes: Uint8Array): boolean {
     const k = keyOf(cid)
     if (this.pending.has(k)) return false
-    // Started on the next turn of the event loop: the reader waiting for these bytes goes first.
-    const write = new Promise<void>(resolve => setImmediate(resolve)).then(async () => { await this.write(cid, bytes) }).then(() => {}, (err: Error) => {
-      this.log?.warn({ cid: cid.toString(), err: err.message }, 'cannot store a fetched block')
-    }).finally(() => { this.pending.delete(k) })
+    let done: () => void = () => {}
+    const write = new Promise<void>(resolve => { done = resolve })
     this.pending.set(k, { bytes, write })
+    this.queue.push({ cid, bytes, k, done })
+    this.pump()
     return true
+  }
+
+  /**
+   * Writes queued blocks, `WRITE_BEHIND_CONCURRENCY` at a time: each write is several
+   * thread-pool operations (open, write, close, rename), and libuv's pool (4 threads) is what
+   * the next reads' lookups wait on; a burst of writes all at once delayed them by milliseconds.
+   */
+  private pump (): void {
+    while (this.writers < WRITE_BEHIND_CONCURRENCY && this.queue.length > 0) {
+      const job = this.queue.shift() as (typeof this.queue)[number]
+      this.writers++
+      this.write(job.cid, job.bytes).then(() => {}, (err: Error) => {
+        this.log?.warn({ cid: job.cid.toString(), err: err.message }, 'cannot store a fetched block')
+      }).finally(() => {
+        this.writers--
+        this.pending.delete(job.k)
+        job.done()
+        this.pump()
+      })
+    }
   }
 
   /** Blocks fetched but not yet on disk. */
@@ -155,6 +177,9 @@ async function readWhole (path: string): Promise<Uint8Array> {
     fh.close().catch(() => {})
   }
 }
+
+/** Fetched blocks written to disk at once (see `RepoBlockstore.pump`). */
+const WRITE_BEHIND_CONCURRENCY = 1
 
 /** Bytes of the first read of a block file (a small block is read whole by it). */
 const FIRST_READ = 64 << 10
