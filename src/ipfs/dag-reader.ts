@@ -87,6 +87,17 @@ export class UnixfsFileReader {
     return new UnixfsFileReader(root, getBlock, node, options.nodeCacheEntries ?? DEFAULTS.nodeCacheEntries)
   }
 
+  /**
+   * Fetches the root's interior children (one level: a member-aligned layer up to 1024 × 1024
+   * leaves), all at once, into the node cache. Each one otherwise costs a first read under it a
+   * second round trip (interior node, then leaf); they are small (≈ 45 bytes a link). Errors
+   * are left to the read that needs the node.
+   */
+  async prefetchInterior (signal?: AbortSignal): Promise<void> {
+    const interior = this.rootNode.children.filter(c => c.code !== raw.code)
+    await Promise.allSettled(interior.map(async c => await this.node(c, signal, this.getBlock)))
+  }
+
   get size (): number {
     return this.rootNode.size
   }

@@ -34,6 +34,8 @@ export interface IpfsSourceOptions {
   readTimeout?: number
   /** Never ask the network (neither peers nor gateways): a missing block fails the read. */
   offline?: boolean
+  /** Fetch the DAG's interior nodes under the root at open, in the background (default true). */
+  prefetchInterior?: boolean
   /** Called for every block a read uses (network or local), e.g. for metrics. */
   onBlock?: (fetch: BlockFetch) => void
   signal?: AbortSignal
@@ -75,6 +77,8 @@ export class IpfsSource implements RangeSource {
       return bytes
     }
     const reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, async (c, s) => await getBlock(c, s, false), { signal }), `opening ${root.toString()}`)
+    // The interior nodes of a layer's DAG come at once, beside the first reads (not awaited).
+    if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal)
     return new IpfsSource(root, reader, counts, options, getBlock)
   }
 

@@ -45,6 +45,28 @@ async function localBlocks (node: Awaited<ReturnType<TempRepos['node']>>): Promi
 const mh = (cid: CID): string => Buffer.from(cid.multihash.bytes).toString('hex')
 
 describe('IpfsSource over the network', () => {
+  it('fetches the root\'s interior nodes at open, so a first read under any of them costs one block', async () => {
+    const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const b = await repos.node()
+    // 2500 members of 100 bytes: 2500 leaves, so the root links 3 interior nodes of ≤ 1024 leaves.
+    const members = Array.from({ length: 2500 }, () => random(100))
+    const { cid } = await importSegments(a.localBlockstore, async (sink) => {
+      let offset = 0
+      for (const bytes of members) { await sink({ kind: 'data', offset, bytes }); offset += bytes.length }
+    })
+    const root = dagPb.decode(await collectBlock(a.localBlockstore.get(cid)))
+    expect(root.Links.length).toBe(3)
+    await b.dial(a.multiaddrs()[0])
+    const fetched = new Set<string>()
+    const source = await IpfsSource.open(b.blocks, cid, { onBlock: (f) => { if (f.network) fetched.add(f.cid.toString()) } })
+    for (let i = 0; i < 200 && fetched.size < 4; i++) await new Promise(resolve => setTimeout(resolve, 10))
+    expect([...fetched].sort()).toEqual([cid, ...root.Links.map(l => l.Hash)].map(String).sort())
+    const before = fetched.size
+    const at = 2100 * 100
+    expect(Buffer.from(await source.read(at, 100)).equals(members[2100])).toBe(true)
+    expect(fetched.size - before, 'one leaf, its interior node already there').toBe(1)
+  })
+
   it('fetches only the blocks a range needs from the peer', async () => {
     const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
     const b = await repos.node()
