@@ -93,9 +93,9 @@ export class UnixfsFileReader {
    * second round trip (interior node, then leaf); they are small (≈ 45 bytes a link). Errors
    * are left to the read that needs the node.
    */
-  async prefetchInterior (signal?: AbortSignal): Promise<void> {
+  async prefetchInterior (signal?: AbortSignal, getBlock: BlockGetter = this.getBlock): Promise<void> {
     const interior = this.rootNode.children.filter(c => c.code !== raw.code)
-    await Promise.allSettled(interior.map(async c => await this.node(c, signal, this.getBlock)))
+    await Promise.allSettled(interior.map(async c => await this.node(c, signal, getBlock)))
   }
 
   get size (): number {

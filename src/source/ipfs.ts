@@ -77,8 +77,9 @@ export class IpfsSource implements RangeSource {
       return bytes
     }
     const reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, async (c, s) => await getBlock(c, s, false), { signal }), `opening ${root.toString()}`)
-    // The interior nodes of a layer's DAG come at once, beside the first reads (not awaited).
-    if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal)
+    // The interior nodes of a layer's DAG come at once, behind the first reads (background
+    // priority: the footer and TOC a mount is waiting for go first), not awaited.
+    if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal, async (c, s) => await getBlock(c, s, true))
     return new IpfsSource(root, reader, counts, options, getBlock)
   }
 
