@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import { hostPlatform, resolveImages } from '../oci/index.js'
 import { silentLogger, type Logger } from '../logging.js'
-import { BadImageError, DiffIdMismatchError, isAlreadyExists, isNotFound } from './errors.js'
+import { BadImageError, DiffIdMismatchError, NotLazyError, isAlreadyExists, isNotFound } from './errors.js'
 import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from './labels.js'
+import { LABELS as REMOTE_LABELS, type WarmLayer } from '../snapshotter/remote.js'
 import type { ContainerdDescriptor, Labels, Mount } from './api.js'
 import type { ContainerdClient } from './client.js'
 import type { Descriptor, ImageSource, Platform, ResolvedImage } from '../oci/index.js'
@@ -35,7 +36,7 @@ export interface PullLayerContext {
 export type PullEvent =
   | { type: 'resolved', name: string, manifest: string, layers: number, platform: Platform }
   | { type: 'content', kind: 'index' | 'manifest' | 'config' | 'layer', digest: string, size: number, written: number, existed: boolean }
-  | { type: 'layer', index: number, total: number, digest: string, chainId: string, state: 'exists' | 'lazy' | 'applying' | 'applied' }
+  | { type: 'layer', index: number, total: number, digest: string, chainId: string, state: 'exists' | 'lazy' | 'applying' | 'applied', fallbackReason?: string }
   | { type: 'done', name: string, chainId: string, bytesWritten: number }
 
 export interface PullOptions {
@@ -61,6 +62,17 @@ export interface PullOptions {
    */
   labelsFor?: (layer: PullLayerContext) => Labels
   onProgress?: (event: PullEvent) => void
+  /**
+   * Fail (NotLazyError) as soon as a layer is not mounted lazily, instead of downloading and
+   * applying it; nothing of the pull is kept (no image record, the lease is deleted).
+   */
+  requireLazy?: boolean
+  /**
+   * Opens the layers (footer and TOC) in the snapshotter's mounter ahead of the Prepares, all at
+   * once: called before the first Prepare with every layer whose snapshot does not exist yet, not
+   * awaited (each mount waits for its own layer).
+   */
+  warm?: (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
   signal?: AbortSignal
   logger?: Logger
 }
@@ -75,6 +87,8 @@ export interface PulledLayer {
   lazy: boolean
   /** the snapshot existed before this pull (nothing was done) */
   existed: boolean
+  /** why the layer was downloaded and applied instead of mounted lazily (the snapshotter's reason when it gives one) */
+  fallbackReason?: string
   /** bytes of this layer written to the content store */
   bytesWritten: number
 }
@@ -214,14 +228,55 @@ async function unpack (
 ): Promise<PulledLayer[]> {
   const { source, signal } = options
   const sn = client.snapshots(options.snapshotter)
-  const urlsOf: Array<string | undefined> = []
-  for (const l of image.layers) {
-    let url = l.urls?.find(u => u.startsWith('ipfs://'))
-    if (url == null && source.cidOf != null) {
-      try { url = `ipfs://${(await source.cidOf(l, signal)).toString()}` } catch (err) { logger.debug({ err, layer: l.digest }, 'no CID for layer') }
+  const started = performance.now()
+  const urlsOf: Array<string | undefined> = await Promise.all(image.layers.map(async (l) => {
+    const url = l.urls?.find(u => u.startsWith('ipfs://'))
+    if (url != null || source.cidOf == null) return url
+    try {
+      return `ipfs://${(await source.cidOf(l, signal)).toString()}`
+    } catch (err) {
+      logger.debug({ err, layer: l.digest }, 'no CID for layer')
+      return undefined
     }
-    urlsOf.push(url)
+  }))
+  // Every layer to be prepared is opened in the mounter now, all at once: containerd's Prepares
+  // come one after the other, and each then finds its footer and TOC ready.
+  let warming: Promise<void> | undefined
+  const warmAc = new AbortController()
+  const onAbort = (): void => warmAc.abort()
+  if (options.lazy && options.warm != null) {
+    const exists = await Promise.all(chain.map(async (c) => await sn.stat(c, { signal }).then(() => true, () => false)))
+    const wanted: WarmLayer[] = []
+    image.layers.forEach((l, i) => {
+      const cid = urlsOf[i]?.slice('ipfs://'.length)
+      const tocDigest = l.annotations?.[LABELS.tocDigest]
+      if (!exists[i] && cid != null && tocDigest != null) wanted.push({ cid, tocDigest })
+    })
+    if (wanted.length > 0) {
+      signal?.addEventListener('abort', onAbort, { once: true })
+      const t = performance.now()
+      warming = options.warm(wanted, warmAc.signal).then(
+        () => { logger.debug({ layers: wanted.length, ms: Math.round(performance.now() - t) }, 'layers opened ahead') },
+        (err: Error) => { logger.debug({ err: err.message }, 'opening layers ahead failed') })
+    }
   }
+  logger.debug({ ms: Math.round(performance.now() - started), warming: warming != null }, 'layers resolved')
+  try {
+    return await unpackLayers(client, options, image, diffIds, chain, urlsOf, logger, emit)
+  } finally {
+    // the warm calls have ended by now unless a Prepare never came (a failure): stop them
+    warmAc.abort()
+    signal?.removeEventListener('abort', onAbort)
+    await warming
+  }
+}
+
+async function unpackLayers (
+  client: ContainerdClient, options: PullOptions, image: ResolvedImage, diffIds: string[], chain: string[],
+  urlsOf: Array<string | undefined>, logger: Logger, emit: (e: PullEvent) => void
+): Promise<PulledLayer[]> {
+  const { source, signal } = options
+  const sn = client.snapshots(options.snapshotter)
 
   const out: PulledLayer[] = []
   const total = image.layers.length
@@ -248,6 +303,7 @@ async function unpack (
 
     let key = ''
     let mounts: Mount[] | undefined
+    const preparing = performance.now()
     for (let attempt = 1; attempt <= DEFAULTS.prepareAttempts && mounts == null && !layer.lazy; attempt++) {
       key = unpackKey(chainId)
       try {
@@ -264,13 +320,19 @@ async function unpack (
         }
       }
     }
+    logger.debug({ layer: desc.digest, lazy: layer.lazy, ms: Math.round(performance.now() - preparing) }, 'layer prepared')
     if (layer.lazy) {
       emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'lazy' })
       continue
     }
     if (mounts == null) throw new BadImageError(`could not prepare an extraction snapshot for layer ${desc.digest} (${chainId}) after ${DEFAULTS.prepareAttempts} attempts`)
+    layer.fallbackReason = await fallbackReasonOf(sn, key, options, signal)
+    if (options.requireLazy === true) {
+      await sn.remove(key).catch(() => {})
+      throw new NotLazyError(desc.digest, i, layer.fallbackReason)
+    }
 
-    emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'applying' })
+    emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'applying', fallbackReason: layer.fallbackReason })
     try {
       const res = await client.content.write(await source.fetch(desc, signal), { expected: { digest: desc.digest, size: desc.size }, signal })
       layer.bytesWritten = res.written
@@ -289,7 +351,23 @@ async function unpack (
       await sn.remove(key).catch(() => {})
       throw err
     }
-    emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'applied' })
+    emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'applied', fallbackReason: layer.fallbackReason })
   }
   return out
+}
+
+/**
+ * Why the snapshotter returned a normal snapshot instead of a lazy one: ours says it in a label
+ * of the active snapshot (containerd's Stat shows the snapshotter's labels); another snapshotter,
+ * or a pull with lazy layers off, is named instead.
+ */
+async function fallbackReasonOf (sn: ReturnType<ContainerdClient['snapshots']>, key: string, options: PullOptions, signal?: AbortSignal): Promise<string> {
+  if (!options.lazy) return 'lazy layers are off for this pull'
+  try {
+    const reason = (await sn.stat(key, { signal })).labels[REMOTE_LABELS.fallbackReason]
+    if (reason != null && reason !== '') return reason
+  } catch (err) {
+    if (!isNotFound(err)) throw err
+  }
+  return `the snapshotter ${JSON.stringify(options.snapshotter)} returned a normal snapshot (it gave no reason)`
 }
