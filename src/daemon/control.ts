@@ -22,8 +22,19 @@ export const DEFAULTS = {
    * At stop, commands still running are cancelled; this long they may take to clean up (remove
    * temp dirs, stop writing) before the daemon closes the repo under them.
    */
-  stopWaitMs: 10_000
+  stopWaitMs: 10_000,
+  /** The CLI gives a daemon this long to answer its health route before calling it unreachable. */
+  healthTimeoutMs: 2_000
 } as const
+
+/**
+ * The control socket of a daemon started with the default addresses (`api.sock` next to the
+ * default snapshotter socket): where the CLI looks for a daemon when no repo is named.
+ */
+export const DEFAULT_API_ADDRESS = '/run/ipfs-estargz/api.sock'
+
+/** Environment variable naming a daemon's control socket (like Kubo's `IPFS_PATH` names the repo). */
+export const API_ENV = 'IPFS_ESTARGZ_API'
 
 /** Options whose value is a secret: never logged. */
 const SECRET_OPTIONS = new Set(['--creds'])
@@ -54,7 +65,8 @@ export class ControlServer {
     await rm(this.options.address, { force: true })
     const server = createServer((req, res) => {
       if (req.method === 'GET' && req.url === '/v1/health') {
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')
+        const health: DaemonHealth = { ok: true, root: this.options.repo }
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(health))
         return
       }
       if (this.components.blobs != null && req.url?.startsWith(BLOBS_PREFIX) === true) {
@@ -158,6 +170,52 @@ export class ControlServer {
 /** Is a daemon answering on this control socket? */
 export async function daemonAlive (address: string): Promise<boolean> {
   return await answersOnSocket(address, '/v1/health')
+}
+
+/** What a daemon's health route answers: its root is the repo it serves. */
+export interface DaemonHealth {
+  ok: true
+  root: string
+}
+
+export type DaemonProbe =
+  | { state: 'up', root: string }
+  /** No socket there: no daemon was started with this address (or it stopped cleanly). */
+  | { state: 'absent' }
+  /** A socket, but no daemon answers (it died: kill -9, a crash; or it hangs), or we may not connect. */
+  | { state: 'down', why: string }
+
+/** Asks the daemon on a control socket who it is. */
+export async function probeDaemon (address: string, timeoutMs: number = DEFAULTS.healthTimeoutMs): Promise<DaemonProbe> {
+  return await new Promise(resolve => {
+    const req = request({ socketPath: address, path: '/v1/health', method: 'GET', agent: false }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (s: string) => { if (text.length < 65536) text += s })
+      res.on('error', (err) => resolve({ state: 'down', why: err.message }))
+      res.on('end', () => {
+        clearTimeout(timer)
+        let root: unknown
+        try { root = (JSON.parse(text) as Partial<DaemonHealth>).root } catch {}
+        if (res.statusCode === 200 && typeof root === 'string' && root !== '') resolve({ state: 'up', root })
+        else resolve({ state: 'down', why: `its health route answered HTTP ${String(res.statusCode)} without a root` })
+      })
+    })
+    const timer = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })), timeoutMs)
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer)
+      if (err.code === 'ENOENT') resolve({ state: 'absent' })
+      else resolve({ state: 'down', why: err.code === 'ECONNREFUSED' ? 'nothing listens on the socket: the daemon died?' : err.message })
+    })
+    req.end()
+  })
+}
+
+/** A daemon the CLI was pointed at (or whose socket it found) does not answer: it never falls back to another repo. */
+export class DaemonUnreachableError extends Error {
+  static readonly code = 'ERR_DAEMON_UNREACHABLE'
+  readonly code = DaemonUnreachableError.code
+  override readonly name = 'DaemonUnreachableError'
 }
 
 /** The daemon went away (killed, crashed, stopped) before the command it ran for us ended. */
