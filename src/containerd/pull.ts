@@ -143,7 +143,69 @@ export async function pullImage (options: PullOptions): Promise<PullResult> {
   }
   const chain = chainIds(diffIds)
   emit({ type: 'resolved', name: options.name, manifest: image.descriptor.digest, layers: image.layers.length, platform: image.platform })
+  // The layers' CIDs, and (inside the daemon) their footers and TOCs opened in the mounter, all at
+  // once and while the documents go to containerd: its Prepares come one after the other.
+  const urls = layerUrls(source, image, signal, logger)
+  const warming = startWarming(base.snapshots(snapshotter), options, image, chain, urls, logger)
+  try {
+    return await pullResolved(base, options, resolution, image, diffIds, chain, await urls, logger, emit)
+  } finally {
+    await warming.stop()
+  }
+}
 
+/** `ipfs://<cid>` of every layer, when the descriptor or the source knows it. */
+async function layerUrls (source: PullSource, image: ResolvedImage, signal: AbortSignal | undefined, logger: Logger): Promise<Array<string | undefined>> {
+  return await Promise.all(image.layers.map(async (l) => {
+    const url = l.urls?.find(u => u.startsWith('ipfs://'))
+    if (url != null || source.cidOf == null) return url
+    try {
+      return `ipfs://${(await source.cidOf(l, signal)).toString()}`
+    } catch (err) {
+      logger.debug({ err, layer: l.digest }, 'no CID for layer')
+      return undefined
+    }
+  }))
+}
+
+/**
+ * Has the mounter open every layer whose snapshot does not exist yet (footer and TOC), without
+ * waiting: each mount waits for its own layer. `stop()` ends the calls still running (they are
+ * useless once the pull ended) and waits for them.
+ */
+function startWarming (sn: ReturnType<ContainerdClient['snapshots']>, options: PullOptions, image: ResolvedImage, chain: string[], urls: Promise<Array<string | undefined>>, logger: Logger): { stop: () => Promise<void> } {
+  const warm = options.warm
+  if (!options.lazy || warm == null) return { stop: async () => {} }
+  const ac = new AbortController()
+  const onAbort = (): void => ac.abort()
+  options.signal?.addEventListener('abort', onAbort, { once: true })
+  const started = performance.now()
+  const done = (async () => {
+    const [urlsOf, exists] = await Promise.all([urls, Promise.all(chain.map(async (c) => await sn.stat(c, { signal: ac.signal }).then(() => true, () => false)))])
+    const wanted: WarmLayer[] = []
+    image.layers.forEach((l, i) => {
+      const cid = urlsOf[i]?.slice('ipfs://'.length)
+      const tocDigest = l.annotations?.[LABELS.tocDigest]
+      if (!exists[i] && cid != null && tocDigest != null) wanted.push({ cid, tocDigest, size: l.size })
+    })
+    if (wanted.length === 0 || ac.signal.aborted) return
+    await warm(wanted, ac.signal)
+    logger.debug({ layers: wanted.length, ms: Math.round(performance.now() - started) }, 'layers opened ahead')
+  })().catch((err: Error) => { logger.debug({ err: err.message }, 'opening layers ahead failed') })
+  return {
+    stop: async () => {
+      ac.abort()
+      options.signal?.removeEventListener('abort', onAbort)
+      await done
+    }
+  }
+}
+
+async function pullResolved (
+  base: ContainerdClient, options: PullOptions, resolution: Awaited<ReturnType<typeof resolveImages>>, image: ResolvedImage,
+  diffIds: string[], chain: string[], urlsOf: Array<string | undefined>, logger: Logger, emit: (e: PullEvent) => void
+): Promise<PullResult> {
+  const { snapshotter, signal } = options
   const lease = await base.leases.create({ labels: { 'ipfs-estargz/pull': options.name }, expireMs: DEFAULTS.leaseExpireMs, signal })
   const client = base.withLease(lease.id)
   logger.debug({ lease: lease.id, snapshotter }, 'pull started')
@@ -158,16 +220,15 @@ export async function pullImage (options: PullOptions): Promise<PullResult> {
       bytesWritten += res.written
       emit({ type: 'content', kind, digest: desc.digest, size: desc.size, written: res.written, existed: res.existed })
     }
-    await writeDoc('config', image.manifest.config, image.configBytes, {})
-    await writeDoc('manifest', image.descriptor, image.manifestBytes, childGcLabels([image.manifest.config, ...image.layers]))
-    // indexes deepest first; each references only the children this pull selected
+    // each references only the children this pull selected
     const selected = new Set([image.descriptor.digest, ...resolution.indexes.map(i => i.descriptor.digest)])
-    for (const idx of [...resolution.indexes].reverse()) {
-      const children = idx.index.manifests.filter(m => selected.has(m.digest))
-      await writeDoc('index', idx.descriptor, idx.bytes, childGcLabels(children))
-    }
+    await Promise.all([
+      writeDoc('config', image.manifest.config, image.configBytes, {}),
+      writeDoc('manifest', image.descriptor, image.manifestBytes, childGcLabels([image.manifest.config, ...image.layers])),
+      ...resolution.indexes.map(async (idx) => { await writeDoc('index', idx.descriptor, idx.bytes, childGcLabels(idx.index.manifests.filter(m => selected.has(m.digest)))) })
+    ])
 
-    const layers = await unpack(client, options, image, diffIds, chain, logger, emit)
+    const layers = await unpackLayers(client, options, image, diffIds, chain, urlsOf, logger, emit)
     for (const l of layers) bytesWritten += l.bytesWritten
 
     const top = chain[chain.length - 1] ?? ''
@@ -220,55 +281,6 @@ function prepareLabels (options: PullOptions, image: ResolvedImage, ctx: PullLay
     if (DEFAULTS.prefetchBytes > 0) labels['containerd.io/snapshot/remote/stargz.prefetch'] = String(DEFAULTS.prefetchBytes)
   }
   return { ...labels, ...options.labelsFor?.(ctx) }
-}
-
-async function unpack (
-  client: ContainerdClient, options: PullOptions, image: ResolvedImage, diffIds: string[], chain: string[],
-  logger: Logger, emit: (e: PullEvent) => void
-): Promise<PulledLayer[]> {
-  const { source, signal } = options
-  const sn = client.snapshots(options.snapshotter)
-  const started = performance.now()
-  const urlsOf: Array<string | undefined> = await Promise.all(image.layers.map(async (l) => {
-    const url = l.urls?.find(u => u.startsWith('ipfs://'))
-    if (url != null || source.cidOf == null) return url
-    try {
-      return `ipfs://${(await source.cidOf(l, signal)).toString()}`
-    } catch (err) {
-      logger.debug({ err, layer: l.digest }, 'no CID for layer')
-      return undefined
-    }
-  }))
-  // Every layer to be prepared is opened in the mounter now, all at once: containerd's Prepares
-  // come one after the other, and each then finds its footer and TOC ready.
-  let warming: Promise<void> | undefined
-  const warmAc = new AbortController()
-  const onAbort = (): void => warmAc.abort()
-  if (options.lazy && options.warm != null) {
-    const exists = await Promise.all(chain.map(async (c) => await sn.stat(c, { signal }).then(() => true, () => false)))
-    const wanted: WarmLayer[] = []
-    image.layers.forEach((l, i) => {
-      const cid = urlsOf[i]?.slice('ipfs://'.length)
-      const tocDigest = l.annotations?.[LABELS.tocDigest]
-      if (!exists[i] && cid != null && tocDigest != null) wanted.push({ cid, tocDigest })
-    })
-    if (wanted.length > 0) {
-      signal?.addEventListener('abort', onAbort, { once: true })
-      const t = performance.now()
-      warming = options.warm(wanted, warmAc.signal).then(
-        () => { logger.debug({ layers: wanted.length, ms: Math.round(performance.now() - t) }, 'layers opened ahead') },
-        (err: Error) => { logger.debug({ err: err.message }, 'opening layers ahead failed') })
-    }
-  }
-  logger.debug({ ms: Math.round(performance.now() - started), warming: warming != null }, 'layers resolved')
-  try {
-    return await unpackLayers(client, options, image, diffIds, chain, urlsOf, logger, emit)
-  } finally {
-    // the warm calls have ended by now unless a Prepare never came (a failure): stop them
-    warmAc.abort()
-    signal?.removeEventListener('abort', onAbort)
-    await warming
-  }
 }
 
 async function unpackLayers (

@@ -50,6 +50,8 @@ export interface RemoteMount {
 export interface WarmLayer {
   cid: string
   tocDigest: string
+  /** The blob's size from its (verified) descriptor: spares asking for it. A wrong one only fails the warm. */
+  size?: number
 }
 
 /**
