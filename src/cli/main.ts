@@ -1,11 +1,10 @@
 import '../polyfill.js'
 import { readFile } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
-import { API_ENV, API_FILE, DEFAULT_API_ADDRESS, DaemonUnreachableError, daemonAlive, probeDaemon, runInDaemon } from '../daemon/control.js'
+import { API_ENV, API_FILE, DEFAULT_API_ADDRESS, DaemonUnreachableError, daemonAlive, probeDaemon, runInDaemon } from '../daemon/control-client.js'
 import { DEFAULTS as REPO_DEFAULTS } from '../ipfs/repo.js'
 import { describeError } from './errors.js'
 import { EXIT_STDOUT_CLOSED, watchStdout } from './output.js'
-import { runCli } from './program.js'
 
 /** Commands that use the repo and so go through a daemon that owns it. */
 const FORWARDED = new Set(['push', 'image', 'pull', 'id'])
@@ -72,6 +71,8 @@ async function main (argv: string[]): Promise<number> {
       return await runInDaemon(daemon.address, args, { signal: ac.signal, stdoutClosedCode: EXIT_STDOUT_CLOSED })
     }
   }
+  // loaded only here: a forwarded command needs none of the commands
+  const { runCli } = await import('./program.js')
   return await runCli(argv)
 }
 
