@@ -262,7 +262,10 @@ export class FuseManager {
   /** `size`, when the caller knows it, spares asking the daemon (nothing is trusted for it: the footer and the TOC digest are checked). */
   private sourceOf (cid: string, s: MountSettings, size?: number): ReadaheadSource {
     const blob = this.blobs.source(cid)
-    return new ReadaheadSource(size == null ? blob : { ...blob, size: async () => size }, { windowBytes: s.readaheadBytes ?? 0 })
+    const sized: RangeSource = size == null
+      ? blob
+      : { size: async () => size, read: async (o, l, sig) => await blob.read(o, l, sig), close: async () => { await blob.close?.() } }
+    return new ReadaheadSource(sized, { windowBytes: s.readaheadBytes ?? 0 })
   }
 
   private layerOptions (s: MountSettings): { prefetchTimeoutMs?: number, backgroundFetch?: boolean, fetchTimeoutMs?: number, readWindowBytes?: number, allowNoVerification?: boolean } {

@@ -23,7 +23,7 @@ export const LABELS = {
   fallbackReason: 'ipfs-estargz/fallback-reason'
 } as const
 
-/** Longest message kept in the fallback-reason label (containerd's label limit is 4096 bytes with the key). */
+/** Longest message (bytes) kept in the fallback-reason label (containerd's label limit is 4096 bytes with the key). */
 export const MAX_FALLBACK_MESSAGE = 1024
 
 /** Value of {@link LABELS.remote} (the one stargz-snapshotter writes). */

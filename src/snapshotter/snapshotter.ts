@@ -327,7 +327,8 @@ export class Snapshotter {
    * a new one (a new id) and the old one is removed (or left to cleanup while still mounted).
    */
   private async markFallback (rec: SnapshotRecord, labels: Labels, why: Fallback): Promise<SnapshotRecord> {
-    const message = why.message.length > MAX_FALLBACK_MESSAGE ? `${why.message.slice(0, MAX_FALLBACK_MESSAGE - 1)}…` : why.message
+    // bytes, as containerd counts the label limit (a cut character becomes U+FFFD)
+    const message = Buffer.byteLength(why.message) > MAX_FALLBACK_MESSAGE ? `${Buffer.from(why.message).subarray(0, MAX_FALLBACK_MESSAGE - 3).toString('utf8')}…` : why.message
     const label = { [LABELS.fallbackReason]: `${why.reason}: ${message}` }
     if (!why.clean) {
       this.logger.warn({ key: rec.name, id: rec.id }, 'the snapshot gets a new directory: a lazy mount may still land on the old one')

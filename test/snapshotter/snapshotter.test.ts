@@ -166,6 +166,18 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
     expect(info.labels[LABELS.fallbackReason]).toBe('mount-failed: lazy mount of bafybroken failed: cannot fetch bafybroken')
   })
 
+  it('a long failure message is cut to fit containerd\'s label limit', async () => {
+    const mounter = new TmpfsMounter()
+    const cid = 'bafy' + 'x'.repeat(3000)
+    mounter.failCids.add(cid)
+    h = await startHarness(dir, mounter)
+    await h.client.prepare('extract-long', '', lazyLabels('sha256:long', cid))
+    const label = (await h.client.stat('extract-long')).labels[LABELS.fallbackReason] ?? ''
+    expect(label.startsWith(`mount-failed: lazy mount of ${cid.slice(0, 900)}`)).toBe(true)
+    expect(label.endsWith('…')).toBe(true)
+    expect(Buffer.byteLength(label)).toBeLessThanOrEqual('mount-failed: '.length + 1024)
+  })
+
   it('a mount that times out and lands later: the fallback is cancelled in the mounter first, so its directory stays an ordinary writable one', async () => {
     const mounter = new LateTmpfsMounter()
     mounter.slowCids.add('bafyslow')
