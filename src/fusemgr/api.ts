@@ -75,11 +75,6 @@ export interface MountReply {
 export interface WarmRequest {
   cid: string
   tocDigest: string
-  /**
-   * The blob's size, when the caller knows it (a pull: the layer descriptor), which spares a
-   * round trip. Nothing is trusted for it: a wrong size fails the footer or the TOC digest.
-   */
-  size?: number
   /** The settings the mount will carry (an opened layer is only used by a mount with equal settings). */
   settings?: MountSettings
 }

@@ -164,14 +164,12 @@ export class FuseManager {
    */
   async warm (body: WarmRequest, signal: AbortSignal): Promise<WarmReply> {
     if (typeof body?.cid !== 'string' || typeof body.tocDigest !== 'string') throw new HttpError(400, 'warm needs { cid, tocDigest }')
-    const size = body.size
-    if (size != null && (!Number.isSafeInteger(size) || size < 0)) throw new HttpError(400, 'warm: size must be a byte count')
     const { mounts, cache } = this.ready()
     const s = body.settings ?? {}
     const log = this.log.child({ cid: body.cid })
     const started = performance.now()
     const { opened, started: isNew } = this.warmed.warm(warmKey(body.cid, body.tocDigest, s), async () => {
-      const { source, opened: reads } = traced(this.sourceOf(body.cid, s, size))
+      const { source, opened: reads } = traced(this.sourceOf(body.cid, s))
       const fs = await mounts.openLayer({ source, logger: log, cache }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal })
       log.debug({ tocDigest: fs.estargz.tocDigest, tocMs: Math.round(performance.now() - started), reads: reads() }, 'layer opened ahead of its mount')
       return { fs, source }
@@ -259,13 +257,8 @@ export class FuseManager {
     return { mounted: true, tocDigest: fs.estargz.tocDigest, warm, timings }
   }
 
-  /** `size`, when the caller knows it, spares asking the daemon (nothing is trusted for it: the footer and the TOC digest are checked). */
-  private sourceOf (cid: string, s: MountSettings, size?: number): ReadaheadSource {
-    const blob = this.blobs.source(cid)
-    const sized: RangeSource = size == null
-      ? blob
-      : { size: async () => size, read: async (o, l, sig) => await blob.read(o, l, sig), close: async () => { await blob.close?.() } }
-    return new ReadaheadSource(sized, { windowBytes: s.readaheadBytes ?? 0 })
+  private sourceOf (cid: string, s: MountSettings): ReadaheadSource {
+    return new ReadaheadSource(this.blobs.source(cid), { windowBytes: s.readaheadBytes ?? 0 })
   }
 
   private layerOptions (s: MountSettings): { prefetchTimeoutMs?: number, backgroundFetch?: boolean, fetchTimeoutMs?: number, readWindowBytes?: number, allowNoVerification?: boolean } {

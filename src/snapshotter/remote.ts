@@ -50,8 +50,6 @@ export interface RemoteMount {
 export interface WarmLayer {
   cid: string
   tocDigest: string
-  /** The blob's size from its (verified) descriptor: spares asking for it. A wrong one only fails the warm. */
-  size?: number
 }
 
 /**
