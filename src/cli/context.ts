@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { OpenRepo } from './repo.js'
+import type { WarmLayer } from '../snapshotter/remote.js'
 
 /**
  * Where a command runs. In a plain CLI process: stdout/stderr and a repo the command opens
@@ -13,6 +14,11 @@ export interface CommandContext {
   repo?: OpenRepo
   /** Inside the daemon: fires when the client went away (Ctrl-C, kill -9) or the daemon stops. */
   signal?: AbortSignal
+  /**
+   * Inside a daemon whose lazy mounts can be prepared ahead: opens these layers (footer and TOC)
+   * at once, so each Prepare of the pull finds its layer ready.
+   */
+  warmLayers?: (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
 }
 
 export const commandContext = new AsyncLocalStorage<CommandContext>()

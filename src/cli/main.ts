@@ -1,11 +1,10 @@
 import '../polyfill.js'
 import { readFile } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
-import { API_FILE, daemonAlive, runInDaemon } from '../daemon/control.js'
-import { resolveRepoPath } from '../ipfs/repo.js'
+import { API_ENV, API_FILE, DEFAULT_API_ADDRESS, DaemonUnreachableError, daemonAlive, probeDaemon, runInDaemon } from '../daemon/control-client.js'
+import { DEFAULTS as REPO_DEFAULTS } from '../ipfs/repo.js'
 import { describeError } from './errors.js'
 import { EXIT_STDOUT_CLOSED, watchStdout } from './output.js'
-import { runCli } from './program.js'
 
 /** Commands that use the repo and so go through a daemon that owns it. */
 const FORWARDED = new Set(['push', 'image', 'pull', 'id'])
@@ -18,24 +17,62 @@ function absolutize (argv: string[], cwd: string): string[] {
     const m = /^(oci|oci-archive|docker-archive):(.+)$/.exec(a)
     if (m != null) return `${m[1]}:${abs(m[2])}`
     if (i > 0 && pathOpts.has(argv[i - 1])) return abs(a)
+    const eq = a.indexOf('=')
+    if (eq > 0 && pathOpts.has(a.slice(0, eq))) return `${a.slice(0, eq + 1)}${abs(a.slice(eq + 1))}`
     return a
   })
 }
 
+/** `--repo DIR` or `--repo=DIR` of a command line. */
+function repoFlag (argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--repo') return argv[i + 1]
+    if (argv[i].startsWith('--repo=')) return argv[i].slice('--repo='.length)
+  }
+  return undefined
+}
+
+/**
+ * Which daemon a repo command runs in, if any. A named repo (`--repo`, else
+ * `$IPFS_ESTARGZ_PATH`) is used through its daemon while one owns it (`<repo>/api`), else opened
+ * here. With no repo named, the daemon is the one on `$IPFS_ESTARGZ_API`, else on the default
+ * control socket; a daemon found there is used with its own root, and a socket whose daemon does
+ * not answer is an error: the command never silently runs on another repo instead. Only when
+ * no daemon socket exists at all does the CLI open `~/.ipfs-estargz` itself.
+ */
+async function daemonFor (argv: string[]): Promise<{ address: string, repo?: string } | undefined> {
+  const named = repoFlag(argv) ?? (process.env[REPO_DEFAULTS.envVar] !== '' ? process.env[REPO_DEFAULTS.envVar] : undefined)
+  if (named != null && named !== '') {
+    const repo = resolve(named)
+    const address = (await readFile(join(repo, API_FILE), 'utf8').catch(() => undefined))?.trim()
+    if (address == null || !await daemonAlive(address)) return undefined
+    return { address, repo }
+  }
+  const fromEnv = process.env[API_ENV]
+  const address = fromEnv != null && fromEnv !== '' ? resolve(fromEnv) : DEFAULT_API_ADDRESS
+  const probe = await probeDaemon(address)
+  if (probe.state === 'up') return { address, repo: probe.root }
+  const where = address === DEFAULT_API_ADDRESS ? `the default daemon socket ${address}` : `$${API_ENV} (${address})`
+  const hint = `start the daemon, or name a repo to use without one (--repo DIR or $${REPO_DEFAULTS.envVar})`
+  if (probe.state === 'down') throw new DaemonUnreachableError(`no daemon answers on ${where}: ${probe.why}; ${hint}`)
+  if (address !== DEFAULT_API_ADDRESS) throw new DaemonUnreachableError(`no daemon socket at ${where}; ${hint}`)
+  return undefined
+}
+
 async function main (argv: string[]): Promise<number> {
   if (FORWARDED.has(argv[0]) && !argv.includes('--help') && !argv.includes('-h')) {
-    const i = argv.indexOf('--repo')
-    const repo = resolveRepoPath(i >= 0 ? argv[i + 1] : undefined)
-    const address = await readFile(join(repo, API_FILE), 'utf8').catch(() => undefined)
-    if (address != null && await daemonAlive(address.trim())) {
+    const daemon = await daemonFor(argv)
+    if (daemon != null) {
       const ac = new AbortController()
       process.once('SIGINT', () => ac.abort())
       process.once('SIGTERM', () => ac.abort())
       const args = absolutize(argv, process.cwd())
-      if (i < 0) args.push('--repo', repo)
-      return await runInDaemon(address.trim(), args, { signal: ac.signal, stdoutClosedCode: EXIT_STDOUT_CLOSED })
+      if (repoFlag(argv) == null && daemon.repo != null) args.push('--repo', daemon.repo)
+      return await runInDaemon(daemon.address, args, { signal: ac.signal, stdoutClosedCode: EXIT_STDOUT_CLOSED })
     }
   }
+  // loaded only here: a forwarded command needs none of the commands
+  const { runCli } = await import('./program.js')
   return await runCli(argv)
 }
 

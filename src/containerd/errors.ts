@@ -80,6 +80,16 @@ export class BadImageError extends ContainerdError {
   override readonly name = 'BadImageError'
 }
 
+/** A pull that must be lazy (`requireLazy`) met a layer the snapshotter did not mount lazily. */
+export class NotLazyError extends ContainerdError {
+  static readonly code = 'ERR_LAYER_NOT_LAZY'
+  readonly code = NotLazyError.code
+  override readonly name = 'NotLazyError'
+  constructor (readonly layer: string, readonly index: number, readonly reason: string) {
+    super(`layer ${index + 1} (${layer}) was not mounted lazily: ${reason}`)
+  }
+}
+
 /** containerd's differ computed another diffID than the image config's `rootfs.diff_ids`. */
 export class DiffIdMismatchError extends ContainerdError {
   static readonly code = 'ERR_DIFF_ID_MISMATCH'

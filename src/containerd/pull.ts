@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import { hostPlatform, resolveImages } from '../oci/index.js'
 import { silentLogger, type Logger } from '../logging.js'
-import { BadImageError, DiffIdMismatchError, isAlreadyExists, isNotFound } from './errors.js'
+import { BadImageError, DiffIdMismatchError, NotLazyError, isAlreadyExists, isNotFound } from './errors.js'
 import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from './labels.js'
+import { LABELS as REMOTE_LABELS, type WarmLayer } from '../snapshotter/remote.js'
 import type { ContainerdDescriptor, Labels, Mount } from './api.js'
 import type { ContainerdClient } from './client.js'
 import type { Descriptor, ImageSource, Platform, ResolvedImage } from '../oci/index.js'
@@ -35,7 +36,7 @@ export interface PullLayerContext {
 export type PullEvent =
   | { type: 'resolved', name: string, manifest: string, layers: number, platform: Platform }
   | { type: 'content', kind: 'index' | 'manifest' | 'config' | 'layer', digest: string, size: number, written: number, existed: boolean }
-  | { type: 'layer', index: number, total: number, digest: string, chainId: string, state: 'exists' | 'lazy' | 'applying' | 'applied' }
+  | { type: 'layer', index: number, total: number, digest: string, chainId: string, state: 'exists' | 'lazy' | 'applying' | 'applied', fallbackReason?: string }
   | { type: 'done', name: string, chainId: string, bytesWritten: number }
 
 export interface PullOptions {
@@ -61,6 +62,17 @@ export interface PullOptions {
    */
   labelsFor?: (layer: PullLayerContext) => Labels
   onProgress?: (event: PullEvent) => void
+  /**
+   * Fail (NotLazyError) as soon as a layer is not mounted lazily, instead of downloading and
+   * applying it; nothing of the pull is kept (no image record, the lease is deleted).
+   */
+  requireLazy?: boolean
+  /**
+   * Opens the layers (footer and TOC) in the snapshotter's mounter ahead of the Prepares, all at
+   * once: called before the first Prepare with every layer whose snapshot does not exist yet, not
+   * awaited (each mount waits for its own layer).
+   */
+  warm?: (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
   signal?: AbortSignal
   logger?: Logger
 }
@@ -75,6 +87,8 @@ export interface PulledLayer {
   lazy: boolean
   /** the snapshot existed before this pull (nothing was done) */
   existed: boolean
+  /** why the layer was downloaded and applied instead of mounted lazily (the snapshotter's reason when it gives one) */
+  fallbackReason?: string
   /** bytes of this layer written to the content store */
   bytesWritten: number
 }
@@ -129,7 +143,69 @@ export async function pullImage (options: PullOptions): Promise<PullResult> {
   }
   const chain = chainIds(diffIds)
   emit({ type: 'resolved', name: options.name, manifest: image.descriptor.digest, layers: image.layers.length, platform: image.platform })
+  // The layers' CIDs, and (inside the daemon) their footers and TOCs opened in the mounter, all at
+  // once and while the documents go to containerd: its Prepares come one after the other.
+  const urls = layerUrls(source, image, signal, logger)
+  const warming = startWarming(base.snapshots(snapshotter), options, image, chain, urls, logger)
+  try {
+    return await pullResolved(base, options, resolution, image, diffIds, chain, await urls, logger, emit)
+  } finally {
+    await warming.stop()
+  }
+}
 
+/** `ipfs://<cid>` of every layer, when the descriptor or the source knows it. */
+async function layerUrls (source: PullSource, image: ResolvedImage, signal: AbortSignal | undefined, logger: Logger): Promise<Array<string | undefined>> {
+  return await Promise.all(image.layers.map(async (l) => {
+    const url = l.urls?.find(u => u.startsWith('ipfs://'))
+    if (url != null || source.cidOf == null) return url
+    try {
+      return `ipfs://${(await source.cidOf(l, signal)).toString()}`
+    } catch (err) {
+      logger.debug({ err, layer: l.digest }, 'no CID for layer')
+      return undefined
+    }
+  }))
+}
+
+/**
+ * Has the mounter open every layer whose snapshot does not exist yet (footer and TOC), without
+ * waiting: each mount waits for its own layer. `stop()` ends the calls still running (they are
+ * useless once the pull ended) and waits for them.
+ */
+function startWarming (sn: ReturnType<ContainerdClient['snapshots']>, options: PullOptions, image: ResolvedImage, chain: string[], urls: Promise<Array<string | undefined>>, logger: Logger): { stop: () => Promise<void> } {
+  const warm = options.warm
+  if (!options.lazy || warm == null) return { stop: async () => {} }
+  const ac = new AbortController()
+  const onAbort = (): void => ac.abort()
+  options.signal?.addEventListener('abort', onAbort, { once: true })
+  const started = performance.now()
+  const done = (async () => {
+    const [urlsOf, exists] = await Promise.all([urls, Promise.all(chain.map(async (c) => await sn.stat(c, { signal: ac.signal }).then(() => true, () => false)))])
+    const wanted: WarmLayer[] = []
+    image.layers.forEach((l, i) => {
+      const cid = urlsOf[i]?.slice('ipfs://'.length)
+      const tocDigest = l.annotations?.[LABELS.tocDigest]
+      if (!exists[i] && cid != null && tocDigest != null) wanted.push({ cid, tocDigest })
+    })
+    if (wanted.length === 0 || ac.signal.aborted) return
+    await warm(wanted, ac.signal)
+    logger.debug({ layers: wanted.length, ms: Math.round(performance.now() - started) }, 'layers opened ahead')
+  })().catch((err: Error) => { logger.debug({ err: err.message }, 'opening layers ahead failed') })
+  return {
+    stop: async () => {
+      ac.abort()
+      options.signal?.removeEventListener('abort', onAbort)
+      await done
+    }
+  }
+}
+
+async function pullResolved (
+  base: ContainerdClient, options: PullOptions, resolution: Awaited<ReturnType<typeof resolveImages>>, image: ResolvedImage,
+  diffIds: string[], chain: string[], urlsOf: Array<string | undefined>, logger: Logger, emit: (e: PullEvent) => void
+): Promise<PullResult> {
+  const { snapshotter, signal } = options
   const lease = await base.leases.create({ labels: { 'ipfs-estargz/pull': options.name }, expireMs: DEFAULTS.leaseExpireMs, signal })
   const client = base.withLease(lease.id)
   logger.debug({ lease: lease.id, snapshotter }, 'pull started')
@@ -144,16 +220,15 @@ export async function pullImage (options: PullOptions): Promise<PullResult> {
       bytesWritten += res.written
       emit({ type: 'content', kind, digest: desc.digest, size: desc.size, written: res.written, existed: res.existed })
     }
-    await writeDoc('config', image.manifest.config, image.configBytes, {})
-    await writeDoc('manifest', image.descriptor, image.manifestBytes, childGcLabels([image.manifest.config, ...image.layers]))
-    // indexes deepest first; each references only the children this pull selected
+    // each references only the children this pull selected
     const selected = new Set([image.descriptor.digest, ...resolution.indexes.map(i => i.descriptor.digest)])
-    for (const idx of [...resolution.indexes].reverse()) {
-      const children = idx.index.manifests.filter(m => selected.has(m.digest))
-      await writeDoc('index', idx.descriptor, idx.bytes, childGcLabels(children))
-    }
+    await Promise.all([
+      writeDoc('config', image.manifest.config, image.configBytes, {}),
+      writeDoc('manifest', image.descriptor, image.manifestBytes, childGcLabels([image.manifest.config, ...image.layers])),
+      ...resolution.indexes.map(async (idx) => { await writeDoc('index', idx.descriptor, idx.bytes, childGcLabels(idx.index.manifests.filter(m => selected.has(m.digest)))) })
+    ])
 
-    const layers = await unpack(client, options, image, diffIds, chain, logger, emit)
+    const layers = await unpackLayers(client, options, image, diffIds, chain, urlsOf, logger, emit)
     for (const l of layers) bytesWritten += l.bytesWritten
 
     const top = chain[chain.length - 1] ?? ''
@@ -208,20 +283,12 @@ function prepareLabels (options: PullOptions, image: ResolvedImage, ctx: PullLay
   return { ...labels, ...options.labelsFor?.(ctx) }
 }
 
-async function unpack (
+async function unpackLayers (
   client: ContainerdClient, options: PullOptions, image: ResolvedImage, diffIds: string[], chain: string[],
-  logger: Logger, emit: (e: PullEvent) => void
+  urlsOf: Array<string | undefined>, logger: Logger, emit: (e: PullEvent) => void
 ): Promise<PulledLayer[]> {
   const { source, signal } = options
   const sn = client.snapshots(options.snapshotter)
-  const urlsOf: Array<string | undefined> = []
-  for (const l of image.layers) {
-    let url = l.urls?.find(u => u.startsWith('ipfs://'))
-    if (url == null && source.cidOf != null) {
-      try { url = `ipfs://${(await source.cidOf(l, signal)).toString()}` } catch (err) { logger.debug({ err, layer: l.digest }, 'no CID for layer') }
-    }
-    urlsOf.push(url)
-  }
 
   const out: PulledLayer[] = []
   const total = image.layers.length
@@ -248,6 +315,7 @@ async function unpack (
 
     let key = ''
     let mounts: Mount[] | undefined
+    const preparing = performance.now()
     for (let attempt = 1; attempt <= DEFAULTS.prepareAttempts && mounts == null && !layer.lazy; attempt++) {
       key = unpackKey(chainId)
       try {
@@ -264,13 +332,19 @@ async function unpack (
         }
       }
     }
+    logger.debug({ layer: desc.digest, lazy: layer.lazy, ms: Math.round(performance.now() - preparing) }, 'layer prepared')
     if (layer.lazy) {
       emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'lazy' })
       continue
     }
     if (mounts == null) throw new BadImageError(`could not prepare an extraction snapshot for layer ${desc.digest} (${chainId}) after ${DEFAULTS.prepareAttempts} attempts`)
+    layer.fallbackReason = await fallbackReasonOf(sn, key, options, signal)
+    if (options.requireLazy === true) {
+      await sn.remove(key).catch(() => {})
+      throw new NotLazyError(desc.digest, i, layer.fallbackReason)
+    }
 
-    emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'applying' })
+    emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'applying', fallbackReason: layer.fallbackReason })
     try {
       const res = await client.content.write(await source.fetch(desc, signal), { expected: { digest: desc.digest, size: desc.size }, signal })
       layer.bytesWritten = res.written
@@ -289,7 +363,23 @@ async function unpack (
       await sn.remove(key).catch(() => {})
       throw err
     }
-    emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'applied' })
+    emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'applied', fallbackReason: layer.fallbackReason })
   }
   return out
+}
+
+/**
+ * Why the snapshotter returned a normal snapshot instead of a lazy one: ours says it in a label
+ * of the active snapshot (containerd's Stat shows the snapshotter's labels); another snapshotter,
+ * or a pull with lazy layers off, is named instead.
+ */
+async function fallbackReasonOf (sn: ReturnType<ContainerdClient['snapshots']>, key: string, options: PullOptions, signal?: AbortSignal): Promise<string> {
+  if (!options.lazy) return 'lazy layers are off for this pull'
+  try {
+    const reason = (await sn.stat(key, { signal })).labels[REMOTE_LABELS.fallbackReason]
+    if (reason != null && reason !== '') return reason
+  } catch (err) {
+    if (!isNotFound(err)) throw err
+  }
+  return `the snapshotter ${JSON.stringify(options.snapshotter)} returned a normal snapshot (it gave no reason)`
 }

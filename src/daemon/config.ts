@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { parse as parseToml } from 'smol-toml'
 import { DEFAULTS as FS_DEFAULTS } from '../fs/index.js'
+import { CLIENT_DEFAULTS as FUSE_MANAGER_CLIENT_DEFAULTS } from '../fusemgr/index.js'
 import { DEFAULTS as READAHEAD_DEFAULTS } from '../source/readahead.js'
 
 /**
@@ -55,7 +56,15 @@ export const DEFAULTS = {
     /** Its API socket. Empty: `fuse-manager.sock` in the root. */
     address: '',
     /** Seconds between health checks; a manager found dead is started again and the remote snapshots mounted again. */
-    healthCheckIntervalSec: 5
+    healthCheckIntervalSec: 5,
+    /** A health check not answered within this many seconds counts as failed (the manager is not restarted for it). */
+    healthCheckTimeoutSec: 5,
+    /**
+     * Every call to the manager but a mount (bounded by `[snapshotter] remote_mount_timeout_sec`)
+     * fails after this many seconds: unmount, check, the mount list, attach. An unmount waits
+     * for a mount in progress there to be cancelled, up to `[fs] prefetch_timeout_sec` and an unmount.
+     */
+    callTimeoutSec: FUSE_MANAGER_CLIENT_DEFAULTS.callTimeoutMs / 1000
   },
   snapshotter: {
     /** Start even when a remote snapshot cannot be mounted again (it answers Unavailable). */

@@ -1,9 +1,11 @@
 import { chmod, rm, writeFile } from 'node:fs/promises'
-import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import type { Logger } from '../logging.js'
-import { answersOnSocket } from '../unix-http.js'
 import { BLOBS_PREFIX, type BlobReader } from './blob-api.js'
+import { API_FILE, type DaemonHealth } from './control-client.js'
+
+export * from './control-client.js'
 
 /**
  * The control API: a unix socket on which the daemon runs CLI commands for clients, with its
@@ -37,9 +39,6 @@ function loggable (argv: string[]): string[] {
   })
 }
 
-/** File in the repo naming the control socket, so `--repo DIR` finds a running daemon. */
-export const API_FILE = 'api'
-
 export class ControlServer {
   private server?: Server
   /** Commands run so far: numbers them in the log. */
@@ -54,7 +53,8 @@ export class ControlServer {
     await rm(this.options.address, { force: true })
     const server = createServer((req, res) => {
       if (req.method === 'GET' && req.url === '/v1/health') {
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')
+        const health: DaemonHealth = { ok: true, root: this.options.repo }
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(health))
         return
       }
       if (this.components.blobs != null && req.url?.startsWith(BLOBS_PREFIX) === true) {
@@ -155,107 +155,3 @@ export class ControlServer {
   }
 }
 
-/** Is a daemon answering on this control socket? */
-export async function daemonAlive (address: string): Promise<boolean> {
-  return await answersOnSocket(address, '/v1/health')
-}
-
-/** The daemon went away (killed, crashed, stopped) before the command it ran for us ended. */
-export class DaemonDisconnectedError extends Error {
-  static readonly code = 'ERR_DAEMON_DISCONNECTED'
-  readonly code = DaemonDisconnectedError.code
-  override readonly name = 'DaemonDisconnectedError'
-  constructor (why: string) {
-    super(`the daemon closed the connection mid-command (${why})`)
-  }
-}
-
-/** The daemon answered something that is not the control protocol. */
-export class ControlProtocolError extends Error {
-  static readonly code = 'ERR_CONTROL_PROTOCOL'
-  readonly code = ControlProtocolError.code
-  override readonly name = 'ControlProtocolError'
-}
-
-/** We cancelled the command (Ctrl-C): the daemon stops it when it sees us go. */
-export class CommandCancelledError extends Error {
-  static readonly code = 'ABORT_ERR'
-  readonly code = CommandCancelledError.code
-  override readonly name = 'AbortError'
-  constructor () {
-    super('cancelled: the daemon stops the command')
-  }
-}
-
-export interface RunInDaemonOptions {
-  signal?: AbortSignal
-  /** Exit code to end with when our stdout's reader went away (`| head`): we stop quietly. */
-  stdoutClosedCode: number
-}
-
-/**
- * Runs a command in the daemon, streaming its output to ours; resolves with its exit code. Every
- * failure of the connection rejects with a typed error (never an unhandled stream error); when
- * our stdout's reader goes away we hang up, which cancels the command in the daemon.
- */
-export async function runInDaemon (address: string, argv: string[], options: RunInDaemonOptions): Promise<number> {
-  const { signal } = options
-  return await new Promise((resolve, reject) => {
-    let settled = false
-    const finish = (err: Error | undefined, code = 1): void => {
-      if (settled) return
-      settled = true
-      process.stdout.off('error', onStdoutError)
-      signal?.removeEventListener('abort', onAbort)
-      if (err != null) reject(err)
-      else resolve(code)
-    }
-    const onStdoutError = (): void => {
-      req.destroy()
-      finish(undefined, options.stdoutClosedCode)
-    }
-    const onAbort = (): void => {
-      req.destroy()
-      finish(new CommandCancelledError())
-    }
-    const req = request({ socketPath: address, path: '/v1/run', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
-      if (res.statusCode !== 200) {
-        res.resume()
-        finish(new ControlProtocolError(`daemon refused the command (HTTP ${String(res.statusCode)})`))
-        return
-      }
-      let buf = ''
-      let code: number | undefined
-      res.setEncoding('utf8')
-      res.on('data', (s: string) => {
-        buf += s
-        let i: number
-        while ((i = buf.indexOf('\n')) >= 0) {
-          let msg: { out?: string, err?: string, exit?: number }
-          try {
-            msg = JSON.parse(buf.slice(0, i)) as typeof msg
-          } catch {
-            req.destroy()
-            finish(new ControlProtocolError(`the daemon sent a line that is not JSON: ${JSON.stringify(buf.slice(0, Math.min(i, 80)))}`))
-            return
-          }
-          buf = buf.slice(i + 1)
-          if (msg.out != null && !process.stdout.destroyed) process.stdout.write(Buffer.from(msg.out, 'base64'))
-          if (msg.err != null) process.stderr.write(msg.err)
-          if (msg.exit != null) code = msg.exit
-        }
-      })
-      res.on('error', (err) => { finish(new DaemonDisconnectedError(err.message)) })
-      // 'close' comes after 'end' too: only the exit line says the command ended
-      res.on('close', () => {
-        if (code != null) finish(undefined, code)
-        else finish(new DaemonDisconnectedError('no exit code'))
-      })
-    })
-    process.stdout.on('error', onStdoutError)
-    if (signal?.aborted === true) onAbort()
-    else signal?.addEventListener('abort', onAbort, { once: true })
-    req.on('error', (err) => { finish(new DaemonDisconnectedError(err.message)) })
-    req.end(JSON.stringify({ argv }))
-  })
-}

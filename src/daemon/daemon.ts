@@ -7,7 +7,7 @@ import { IndexStore, createNode } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
 import { PRIVATE, usePrivateUmask } from '../private-files.js'
 import { ensureFuseManager, FuseManagerUnavailableError, type EnsureOptions, type FuseManagerClient } from '../fusemgr/index.js'
-import { Snapshotter, SnapshotterServer, type RemoteLayerMounter } from '../snapshotter/index.js'
+import { Snapshotter, SnapshotterServer, type RemoteLayerMounter, type WarmLayer } from '../snapshotter/index.js'
 import { IpfsSource } from '../source/ipfs.js'
 import { ReadaheadSource } from '../source/readahead.js'
 import { BlobReader } from './blob-api.js'
@@ -18,9 +18,14 @@ import { ManagedLayerMounter } from './managed-mounter.js'
 
 export interface DaemonComponents {
   logger: Logger
-  /** Runs a CLI command line for a control-API client, with the daemon's repo. */
-  runCommand: (argv: string[], io: Parameters<CommandRunner>[1] & { repo: OpenRepo }) => Promise<number>
+  /**
+   * Runs a CLI command line for a control-API client, with the daemon's repo and (when the
+   * remote mounter can) a way to open layers ahead of the Prepares a pull is about to send.
+   */
+  runCommand: (argv: string[], io: Parameters<CommandRunner>[1] & { repo: OpenRepo, warmLayers?: WarmLayers }) => Promise<number>
 }
+
+export type WarmLayers = (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
 
 /** Mode of the snapshotter socket's folder when we create it (the socket itself is 0660). */
 const SOCKET_DIR_MODE = 0o710
@@ -85,15 +90,19 @@ export class Daemon {
       // The control API (and with the FUSE manager, the blob API its mounts read through) comes
       // first: remounting remote snapshots below may already need it.
       const repo = this.repo
+      let mounter: RemoteLayerMounter | undefined
+      const warmLayers: WarmLayers = async (layers, signal) => { await mounter?.warm?.(layers, signal) }
       this.blobs = config.fuseManager.enable ? new BlobReader({ logger, openSource }) : undefined
-      this.control = new ControlServer({ logger, blobs: this.blobs, run: async (argv, io) => await this.components.runCommand(argv, { ...io, repo }) }, { address: apiAddressFor(config), repo: config.root })
+      this.control = new ControlServer({ logger, blobs: this.blobs, run: async (argv, io) => await this.components.runCommand(argv, { ...io, repo, ...(mounter?.warm != null ? { warmLayers } : {}) }) }, { address: apiAddressFor(config), repo: config.root })
       await this.control.start()
       const snapshotRoot = join(config.root, 'snapshotter')
-      let mounter: RemoteLayerMounter
       if (config.fuseManager.enable) {
         const { client } = await ensureFuseManager(this.fuseManagerOptions(), logger)
         await client.attach({ blobSocket: apiAddressFor(config) })
-        mounter = new ManagedLayerMounter({ client, logger }, { ...settings, readaheadBytes: config.fs.readaheadBytes })
+        mounter = new ManagedLayerMounter({ client, logger }, {
+          settings: { ...settings, readaheadBytes: config.fs.readaheadBytes },
+          warmTimeoutMs: config.snapshotter.remoteMountTimeoutSec * 1000
+        })
         this.managerClient = client
       } else {
         this.cache = new ChunkCache({ logger }, { dir: join(config.root, 'cache', 'chunks'), maxBytes: config.fs.diskCacheBytes, memoryBytes: config.fs.memoryCacheBytes })
@@ -139,7 +148,7 @@ export class Daemon {
       busy = true
       try {
         try {
-          await client.health(AbortSignal.timeout(5_000))
+          await client.health(AbortSignal.timeout(config.fuseManager.healthCheckTimeoutSec * 1000))
           return
         } catch (err) {
           if (!(err instanceof FuseManagerUnavailableError)) {
@@ -169,7 +178,8 @@ export class Daemon {
       logFile: join(config.root, 'fuse-manager.log'),
       logLevel: config.logLevel,
       diskCacheBytes: config.fs.diskCacheBytes,
-      memoryCacheBytes: config.fs.memoryCacheBytes
+      memoryCacheBytes: config.fs.memoryCacheBytes,
+      client: { callTimeoutMs: config.fuseManager.callTimeoutSec * 1000, mountTimeoutMs: config.snapshotter.remoteMountTimeoutSec * 1000 }
     }
   }
 

@@ -126,13 +126,16 @@ export class MountManager {
     const mount = new FuseMount({ fs, logger: this.log }, mp, { ...this.options.fuse, ...options })
     this.active.set(mp, { mount, fs })
     try {
+      const t0 = performance.now()
       await fs.start()
+      const t1 = performance.now()
       await mount.mount()
       // Until the kernel asks for the root's attributes, the FUSE root inode has the bare
       // `rootmode` of the mount call (a directory with no permission bits), and an overlay
       // mounted on it now keeps that mode for its own root: EACCES for every user but root.
       // An asynchronous stat, answered by this very process, fetches the real attributes.
       await stat(mp)
+      this.log.debug({ mountpoint: mp, prefetchMs: Math.round(t1 - t0), fuseMs: Math.round(performance.now() - t1) }, 'layer mount steps')
     } catch (err) {
       this.active.delete(mp)
       await fs.stop().catch(() => {})
@@ -143,17 +146,36 @@ export class MountManager {
 
   /**
    * Opens the eStargz layer in `components.source` (footer, TOC checked against
-   * `options.tocDigest`) and mounts it. Takes the source over: it is closed when the mount fails
-   * (nothing is left mounted then) and at unmount.
+   * `options.tocDigest`), or takes `opened` (from `openLayer` over the same source), and mounts
+   * it. Takes the source over: it is closed when the mount fails (nothing is left mounted then)
+   * and at unmount.
    */
-  async mountLayer (mountpoint: string, components: LayerFsComponents, options: LayerFsOptions = {}): Promise<LayerFs> {
+  async mountLayer (mountpoint: string, components: LayerFsComponents, options: LayerFsOptions = {}, opened?: LayerFs): Promise<LayerFs> {
     const done = this.activity.begin()
     try {
-      const fs = await LayerFs.open({ activity: this.activity, ...components }, options)
+      const fs = opened ?? await LayerFs.open({ activity: this.activity, ...components }, options)
       await this.mount(mountpoint, fs)
       const active = this.active.get(resolve(mountpoint))
       if (active != null) active.source = components.source
       return fs
+    } catch (err) {
+      await components.source.close?.().catch(() => {})
+      throw err
+    } finally {
+      done()
+    }
+  }
+
+  /**
+   * Opens a layer as `mountLayer` does (footer, TOC checked against `options.tocDigest`) without
+   * mounting it, for a mount known to come: `mountLayer(mp, components, options, fs)` then
+   * mounts it with the same `components` (and takes the source over). The source is closed when
+   * the open fails; otherwise it stays the caller's until that mount (`fs.stop()` if none comes).
+   */
+  async openLayer (components: LayerFsComponents, options: LayerFsOptions = {}): Promise<LayerFs> {
+    const done = this.activity.begin()
+    try {
+      return await LayerFs.open({ activity: this.activity, ...components }, options)
     } catch (err) {
       await components.source.close?.().catch(() => {})
       throw err

@@ -1,6 +1,6 @@
-import { request } from 'node:http'
+import { Agent, request } from 'node:http'
 import type { ChunkCacheStats } from '../fs/cache.js'
-import { FuseManagerError, FuseManagerUnavailableError } from './errors.js'
+import { FuseManagerCancelledError, FuseManagerError, FuseManagerTimeoutError, FuseManagerUnavailableError } from './errors.js'
 
 /**
  * The FUSE manager's API: HTTP/1.1 with JSON bodies over a unix socket (root only, 0600), so
@@ -8,8 +8,10 @@ import { FuseManagerError, FuseManagerUnavailableError } from './errors.js'
  *
  *   GET  /v1/health              → Health
  *   POST /v1/attach   Attach     → the daemon whose blob API serves the layers' bytes
- *   POST /v1/mount    MountRequest → MountReply (idempotent: a live mount of the same CID is kept)
- *   POST /v1/unmount  { mountpoint }
+ *   POST /v1/warm     WarmRequest  → WarmReply: opens a layer (footer + TOC) for a mount to come
+ *   POST /v1/mount    MountRequest → MountReply (idempotent: a live mount of the same CID is kept;
+ *                     cancelled when the caller hangs up: nothing stays mounted)
+ *   POST /v1/unmount  { mountpoint } (also cancels a mount in progress there, and answers once it is gone)
  *   POST /v1/check    { mountpoint } → 200 when mounted and answering
  *   GET  /v1/mounts              → MountInfo[]
  *   POST /v1/shutdown            → unmounts everything and exits
@@ -17,6 +19,7 @@ import { FuseManagerError, FuseManagerUnavailableError } from './errors.js'
 export const ROUTES = {
   health: '/v1/health',
   attach: '/v1/attach',
+  warm: '/v1/warm',
   mount: '/v1/mount',
   unmount: '/v1/unmount',
   check: '/v1/check',
@@ -32,6 +35,7 @@ export interface Health {
   mounts: number
   /** The chunk cache shared by the mounts. */
   cache?: ChunkCacheStats
+  warm?: WarmStats
 }
 
 export interface Attach {
@@ -61,6 +65,36 @@ export interface MountReply {
   /** false: the layer was already mounted there by this manager and kept as it was. */
   mounted: boolean
   tocDigest: string
+  /** The layer was opened ahead by a warm call (its footer and TOC were ready). */
+  warm?: boolean
+  /** Milliseconds per step of a new mount: TOC (0 when warm), prefetch + FUSE mount, in all. */
+  timings?: { tocMs: number, mountMs: number, totalMs: number }
+}
+
+/** A layer a mount will soon ask for: its footer and TOC are read and verified now. */
+export interface WarmRequest {
+  cid: string
+  tocDigest: string
+  /** The settings the mount will carry (an opened layer is only used by a mount with equal settings). */
+  settings?: MountSettings
+}
+
+export interface WarmReply {
+  /** false: it was already open or being opened (by an earlier warm call). */
+  opened: boolean
+  tocDigest: string
+}
+
+/** The warm cache's counters, in Health. */
+export interface WarmStats {
+  /** Layers open and waiting for their mount. */
+  ready: number
+  /** Mounts that found their layer opened ahead. */
+  hits: number
+  /** New mounts that had to read the footer and TOC themselves. */
+  misses: number
+  /** Opened layers dropped unused (TTL or cache full). */
+  expired: number
 }
 
 export interface MountInfo {
@@ -77,13 +111,31 @@ export interface ErrorBody {
   code: string
 }
 
+/** Client defaults, in one place. */
+export const DEFAULTS = {
+  /**
+   * Every call but mount and warm. The manager answers them from memory, or (unmount) once a
+   * mount in progress at that mountpoint is cancelled: up to its prefetch timeout plus an unmount.
+   */
+  callTimeoutMs: 30_000,
+  /** A mount or warm whose caller passes no signal (the snapshotter passes its mount timeout). */
+  mountTimeoutMs: 60_000
+} as const
+
 export interface FuseManagerClientOptions {
-  /** Per-call timeout in ms (mounts wait for prefetch, so they get the caller's signal instead). */
-  timeoutMs?: number
+  callTimeoutMs?: number
+  mountTimeoutMs?: number
 }
 
-/** The daemon's side of the API. Every method throws FuseManagerUnavailableError when nothing listens. */
+/**
+ * The daemon's side of the API. Every method throws FuseManagerUnavailableError when nothing
+ * listens, and FuseManagerTimeoutError when no answer came in time. Every call is bounded by our
+ * own timeout or the caller's signal, never by a socket timeout of Node's (its global agent cuts
+ * a socket after 5 s): requests go through an agent of this client that sets none.
+ */
 export class FuseManagerClient {
+  private readonly agent = new Agent({ keepAlive: false })
+
   constructor (readonly socket: string, private readonly options: FuseManagerClientOptions = {}) {}
 
   async health (signal?: AbortSignal): Promise<Health> {
@@ -94,12 +146,19 @@ export class FuseManagerClient {
     await this.call('POST', ROUTES.attach, body)
   }
 
+  /** Bounded by `signal` alone when given (no timeout of ours cuts a mount shorter), else by `mountTimeoutMs`. */
   async mount (body: MountRequest, signal?: AbortSignal): Promise<MountReply> {
-    return await this.call<MountReply>('POST', ROUTES.mount, body, signal, 0)
+    return await this.call<MountReply>('POST', ROUTES.mount, body, signal, signal != null ? 0 : this.mountTimeoutMs)
   }
 
-  async unmount (mountpoint: string): Promise<void> {
-    await this.call('POST', ROUTES.unmount, { mountpoint })
+  /** Opens a layer ahead of its mount; bounded as `mount`. */
+  async warm (body: WarmRequest, signal?: AbortSignal): Promise<WarmReply> {
+    return await this.call<WarmReply>('POST', ROUTES.warm, body, signal, signal != null ? 0 : this.mountTimeoutMs)
+  }
+
+  /** Unmounts, or cancels a mount in progress there; resolves once nothing is (or will be) mounted there. */
+  async unmount (mountpoint: string, signal?: AbortSignal): Promise<void> {
+    await this.call('POST', ROUTES.unmount, { mountpoint }, signal)
   }
 
   async check (mountpoint: string): Promise<void> {
@@ -114,41 +173,60 @@ export class FuseManagerClient {
     await this.call('POST', ROUTES.shutdown, {})
   }
 
-  private async call<T = unknown> (method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal, timeoutMs = this.options.timeoutMs ?? 30_000): Promise<T> {
+  private get mountTimeoutMs (): number {
+    return this.options.mountTimeoutMs ?? DEFAULTS.mountTimeoutMs
+  }
+
+  /** `timeoutMs` 0: only `signal` bounds the call. */
+  private async call<T = unknown> (method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal, timeoutMs = this.options.callTimeoutMs ?? DEFAULTS.callTimeoutMs): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
+    const cancelled = (): FuseManagerCancelledError => {
+      const reason = signal?.reason as Error | undefined
+      return new FuseManagerCancelledError(`${method} ${path}: cancelled by the caller${reason?.message != null ? ` (${reason.message})` : ''}`)
+    }
+    if (signal?.aborted === true) throw cancelled()
     return await new Promise<T>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      const onAbort = (): void => { req.destroy(cancelled()) }
+      const settle = (fn: () => void): void => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        fn()
+      }
       const req = request({
         socketPath: this.socket,
+        agent: this.agent,
         path,
         method,
-        headers: payload != null ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
-        ...(timeoutMs > 0 ? { timeout: timeoutMs } : {}),
-        signal
+        headers: payload != null ? { 'content-type': 'application/json', 'content-length': payload.length } : {}
       }, (res) => {
         const chunks: Buffer[] = []
         res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('error', reject)
+        res.on('error', (err) => settle(() => reject(err)))
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8')
           let parsed: unknown
           try {
             parsed = text === '' ? undefined : JSON.parse(text)
           } catch {
-            reject(new FuseManagerError(`${method} ${path}: the FUSE manager answered HTTP ${String(res.statusCode)} with a body that is not JSON`))
+            settle(() => reject(new FuseManagerError(`${method} ${path}: the FUSE manager answered HTTP ${String(res.statusCode)} with a body that is not JSON`)))
             return
           }
           if (res.statusCode != null && res.statusCode >= 200 && res.statusCode < 300) {
-            resolve(parsed as T)
+            settle(() => resolve(parsed as T))
             return
           }
           const e = parsed as Partial<ErrorBody> | undefined
-          reject(new FuseManagerError(e?.error ?? `${method} ${path}: HTTP ${String(res.statusCode)}`, e?.code))
+          settle(() => reject(new FuseManagerError(e?.error ?? `${method} ${path}: HTTP ${String(res.statusCode)}`, e?.code)))
         })
       })
-      req.on('timeout', () => req.destroy(new FuseManagerError(`${method} ${path}: no answer from the FUSE manager within ${timeoutMs} ms`)))
+      if (timeoutMs > 0) timer = setTimeout(() => req.destroy(new FuseManagerTimeoutError(`${method} ${path}: no answer from the FUSE manager within ${timeoutMs} ms`)), timeoutMs)
+      signal?.addEventListener('abort', onAbort, { once: true })
       req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new FuseManagerUnavailableError(this.socket))
-        else reject(err)
+        settle(() => {
+          if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new FuseManagerUnavailableError(this.socket))
+          else reject(err)
+        })
       })
       req.end(payload)
     })

@@ -22,6 +22,20 @@ export class FuseManagerUnavailableError extends FuseManagerError {
   }
 }
 
+/** No answer within the call's timeout (the connection is closed, so the manager cancels the call). */
+export class FuseManagerTimeoutError extends FuseManagerError {
+  static override readonly code = 'ERR_FUSE_MANAGER_TIMEOUT'
+  override readonly code = FuseManagerTimeoutError.code
+  override readonly name = 'FuseManagerTimeoutError'
+}
+
+/** The caller's signal ended the call (the connection is closed, so the manager cancels the call). */
+export class FuseManagerCancelledError extends FuseManagerError {
+  static override readonly code = 'ERR_FUSE_MANAGER_CANCELLED'
+  override readonly code = FuseManagerCancelledError.code
+  override readonly name = 'FuseManagerCancelledError'
+}
+
 /** The manager process did not come up. */
 export class FuseManagerStartError extends FuseManagerError {
   static override readonly code = 'ERR_FUSE_MANAGER_START'

@@ -1,5 +1,6 @@
-export { FuseManagerClient, ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings } from './api.js'
+export { FuseManagerClient, ROUTES, DEFAULTS as CLIENT_DEFAULTS, type Attach, type FuseManagerClientOptions, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type WarmReply, type WarmRequest, type WarmStats } from './api.js'
 export { BlobClient } from './blob-source.js'
 export { FuseManager, DEFAULTS, type FuseManagerOptions } from './manager.js'
-export { ensureFuseManager, type EnsureOptions } from './spawn.js'
+export { ensureFuseManager, DEFAULTS as SPAWN_DEFAULTS, type EnsureOptions } from './spawn.js'
+export { WarmCache, warmKey, type Opened, type WarmCacheOptions } from './warm.js'
 export * from './errors.js'

@@ -5,15 +5,30 @@ import { ChunkCache, MountManager, type LayerFs } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 import { usePrivateUmask } from '../private-files.js'
 import { ReadaheadSource } from '../source/readahead.js'
-import { ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest } from './api.js'
+import type { RangeSource } from '../source/types.js'
+import { ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type WarmReply, type WarmRequest } from './api.js'
 import { BlobClient } from './blob-source.js'
+import { WarmCache, warmKey, type Opened } from './warm.js'
 
 /** FUSE manager defaults, in one place. */
 export const DEFAULTS = {
   /** With no mounts and no daemon answering for this long, the manager exits by itself. */
   idleExitMs: 60_000,
-  /** How often that is checked. */
-  idleCheckMs: 5_000
+  /** How often that is checked (and layers opened ahead that no mount took are released). */
+  idleCheckMs: 5_000,
+  /** Layers opened ahead of their mounts (`POST /v1/warm`) kept at most... */
+  warmMaxLayers: 64,
+  /** ...and for at most this long each, waiting for their mount. */
+  warmTtlMs: 60_000,
+  /**
+   * Receiving a request's headers and body may take this long (Node's server defaults, spelled
+   * out). Answers take as long as their work: a mount is bounded by the daemon, which hangs up
+   * when it stops waiting (the mount is then cancelled).
+   */
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 10_000,
+  /** An idle keep-alive connection is closed after this long. */
+  keepAliveTimeoutMs: 5_000
 } as const
 
 export interface FuseManagerOptions {
@@ -27,9 +42,19 @@ export interface FuseManagerOptions {
   memoryCacheBytes?: number
   idleExitMs?: number
   idleCheckMs?: number
+  warmMaxLayers?: number
+  warmTtlMs?: number
 }
 
 interface Mounted { cid: string, tocDigest: string, fs: LayerFs }
+
+/** A mount in progress: `ac` cancels it (its caller hung up, or an unmount of its mountpoint came). */
+interface Pending { cid: string, job: Promise<MountReply>, ac: AbortController }
+
+class CancelledError extends Error {
+  readonly status = 499
+  readonly code = 'ERR_MOUNT_CANCELLED'
+}
 
 class HttpError extends Error {
   constructor (readonly status: number, message: string, readonly code = 'ERR_FUSE_MANAGER') {
@@ -50,7 +75,8 @@ export class FuseManager {
   private readonly log: Logger
   private readonly blobs = new BlobClient()
   private readonly mounted = new Map<string, Mounted>()
-  private readonly pending = new Map<string, Promise<MountReply>>()
+  private readonly pending = new Map<string, Pending>()
+  private readonly warmed: WarmCache
   private cache?: ChunkCache
   private mounts?: MountManager
   private server?: Server
@@ -62,6 +88,7 @@ export class FuseManager {
 
   constructor (components: { logger: Logger }, private readonly options: FuseManagerOptions) {
     this.log = components.logger.child({ component: 'fuse-manager' })
+    this.warmed = new WarmCache({ logger: this.log }, { maxLayers: options.warmMaxLayers ?? DEFAULTS.warmMaxLayers, ttlMs: options.warmTtlMs ?? DEFAULTS.warmTtlMs })
     this.exited = new Promise(resolve => { this.signalExit = resolve })
   }
 
@@ -79,7 +106,12 @@ export class FuseManager {
     await this.mounts.start()
     await mkdir(dirname(o.socket), { recursive: true })
     await rm(o.socket, { force: true })
-    const server = createServer((req, res) => { this.route(req, res) })
+    const server = createServer({
+      headersTimeout: DEFAULTS.headersTimeoutMs,
+      requestTimeout: DEFAULTS.requestTimeoutMs,
+      keepAliveTimeout: DEFAULTS.keepAliveTimeoutMs
+    }, (req, res) => { this.route(req, res) })
+    server.setTimeout(0) // no socket inactivity timeout: a mount's answer may take long
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(o.socket, () => { server.off('error', reject); resolve() })
@@ -103,6 +135,9 @@ export class FuseManager {
         await new Promise<void>(resolve => server.close(() => resolve()))
         await rm(this.options.socket, { force: true })
       }
+      for (const p of this.pending.values()) p.ac.abort()
+      await Promise.allSettled([...this.pending.values()].map(async p => await p.job))
+      await this.warmed.clear()
       await this.mounts?.stop()
       this.mounted.clear()
       this.blobs.close()
@@ -114,7 +149,7 @@ export class FuseManager {
   }
 
   health (): Health {
-    return { ok: true, pid: process.pid, blobSocket: this.blobs.attached, mounts: this.mounted.size, cache: this.cache?.stats() }
+    return { ok: true, pid: process.pid, blobSocket: this.blobs.attached, mounts: this.mounted.size, cache: this.cache?.stats(), warm: this.warmed.stats() }
   }
 
   attach (body: Attach): void {
@@ -123,50 +158,132 @@ export class FuseManager {
     this.log.info({ blobSocket: body.blobSocket }, 'daemon attached')
   }
 
+  /**
+   * Opens a layer a mount will soon ask for (footer and TOC, verified against `tocDigest`) and
+   * keeps it ready: the mount of the same CID, TOC digest and settings takes it.
+   */
+  async warm (body: WarmRequest, signal: AbortSignal): Promise<WarmReply> {
+    if (typeof body?.cid !== 'string' || typeof body.tocDigest !== 'string') throw new HttpError(400, 'warm needs { cid, tocDigest }')
+    const { mounts, cache } = this.ready()
+    const s = body.settings ?? {}
+    const log = this.log.child({ cid: body.cid })
+    const started = performance.now()
+    const { opened, started: isNew } = this.warmed.warm(warmKey(body.cid, body.tocDigest, s), async () => {
+      const { source, opened: reads } = traced(this.sourceOf(body.cid, s))
+      const fs = await mounts.openLayer({ source, logger: log, cache }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal })
+      log.debug({ tocDigest: fs.estargz.tocDigest, tocMs: Math.round(performance.now() - started), reads: reads() }, 'layer opened ahead of its mount')
+      return { fs, source }
+    })
+    const fs = (await opened).fs
+    return { opened: isNew, tocDigest: fs.estargz.tocDigest }
+  }
+
   async mount (body: MountRequest, signal: AbortSignal): Promise<MountReply> {
     if (typeof body?.mountpoint !== 'string' || typeof body.cid !== 'string') throw new HttpError(400, 'mount needs { mountpoint, cid }')
+    if (signal.aborted) throw new CancelledError('the caller hung up before the mount started')
     const mp = resolve(body.mountpoint)
     const busy = this.pending.get(mp)
-    if (busy != null) return await busy // the same layer asked twice (a retried call)
+    if (busy != null) return await busy.job // the same layer asked twice (a retried call)
     const live = this.mounted.get(mp)
     if (live != null) {
       if (live.cid !== body.cid) throw new HttpError(409, `${mp} already holds layer ${live.cid}, not ${body.cid}`, 'ERR_MOUNT_CONFLICT')
       return { mounted: false, tocDigest: live.tocDigest }
     }
-    const job = this.mountNew(mp, body, signal)
-    this.pending.set(mp, job)
+    const ac = new AbortController()
+    const cancel = (): void => ac.abort()
+    signal.addEventListener('abort', cancel, { once: true })
+    const job = this.mountNew(mp, body, ac.signal)
+    this.pending.set(mp, { cid: body.cid, job, ac })
     try {
       return await job
     } finally {
+      signal.removeEventListener('abort', cancel)
       this.pending.delete(mp)
     }
   }
 
+  /**
+   * A new mount. Cancelled (`signal`) at any step, it leaves nothing mounted: a FUSE mount that
+   * completes after the cancel is unmounted before the job ends, so whoever waits for the job
+   * (the caller's unmount) knows the mountpoint is free for good.
+   */
   private async mountNew (mp: string, body: MountRequest, signal: AbortSignal): Promise<MountReply> {
     const { mounts, cache } = this.ready()
     const s = body.settings ?? {}
     const log = this.log.child({ mountpoint: mp, cid: body.cid })
-    const source = new ReadaheadSource(this.blobs.source(body.cid), { windowBytes: s.readaheadBytes ?? 0 })
-    const fs = await mounts.mountLayer(mp, { source, logger: log, cache }, {
-      tocDigest: body.tocDigest,
-      signal,
+    const t0 = performance.now()
+    const ahead = body.tocDigest != null ? this.warmed.take(warmKey(body.cid, body.tocDigest, s)) : undefined
+    let opened: Opened | undefined
+    if (ahead != null) {
+      try {
+        opened = await untilAborted(ahead, signal)
+      } catch (err) {
+        if (signal.aborted) {
+          void ahead.then(async o => { await o.fs.stop(); await o.source.close?.() }, () => {})
+          throw new CancelledError(`mount of ${body.cid} at ${mp} cancelled`)
+        }
+        log.debug({ err: (err as Error).message }, 'opening the layer ahead failed; opening it again')
+      }
+    }
+    const warm = opened != null
+    if (opened == null) {
+      const { source, opened: reads } = traced(this.sourceOf(body.cid, s))
+      opened = { fs: await mounts.openLayer({ source, logger: log, cache }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal }), source }
+      log.debug({ tocMs: Math.round(performance.now() - t0), reads: reads() }, 'layer opened (footer and TOC)')
+    }
+    const t1 = performance.now()
+    const { fs, source } = opened
+    if (signal.aborted) {
+      await fs.stop().catch(() => {})
+      await source.close?.().catch(() => {})
+      throw new CancelledError(`mount of ${body.cid} at ${mp} cancelled`)
+    }
+    // a cancel during the prefetch ends it early; the FUSE mount that follows is undone below
+    const stopEarly = (): void => { void fs.stop() }
+    signal.addEventListener('abort', stopEarly, { once: true })
+    try {
+      await mounts.mountLayer(mp, { source, logger: log, cache }, this.layerOptions(s), fs)
+    } finally {
+      signal.removeEventListener('abort', stopEarly)
+    }
+    if (signal.aborted) {
+      await mounts.unmount(mp)
+      log.info('mount cancelled by the daemon after the FUSE mount: unmounted')
+      throw new CancelledError(`mount of ${body.cid} at ${mp} cancelled`)
+    }
+    this.mounted.set(mp, { cid: body.cid, tocDigest: fs.estargz.tocDigest, fs })
+    const timings = { tocMs: Math.round(t1 - t0), mountMs: Math.round(performance.now() - t1), totalMs: Math.round(performance.now() - t0) }
+    log.info({ tocDigest: fs.estargz.tocDigest, warm, ...timings }, 'layer mounted lazily')
+    return { mounted: true, tocDigest: fs.estargz.tocDigest, warm, timings }
+  }
+
+  private sourceOf (cid: string, s: MountSettings): ReadaheadSource {
+    return new ReadaheadSource(this.blobs.source(cid), { windowBytes: s.readaheadBytes ?? 0 })
+  }
+
+  private layerOptions (s: MountSettings): { prefetchTimeoutMs?: number, backgroundFetch?: boolean, fetchTimeoutMs?: number, readWindowBytes?: number, allowNoVerification?: boolean } {
+    return {
       prefetchTimeoutMs: s.prefetchTimeoutMs,
       backgroundFetch: s.backgroundFetch,
       fetchTimeoutMs: s.fetchTimeoutMs,
       readWindowBytes: s.readWindowBytes,
       allowNoVerification: s.allowNoVerification
-    })
-    this.mounted.set(mp, { cid: body.cid, tocDigest: fs.estargz.tocDigest, fs })
-    log.info({ tocDigest: fs.estargz.tocDigest }, 'layer mounted lazily')
-    return { mounted: true, tocDigest: fs.estargz.tocDigest }
+    }
   }
 
+  /** Cancels a mount in progress there (waiting until it is undone), then unmounts what is mounted. */
   async unmount (mountpoint: string): Promise<void> {
     if (typeof mountpoint !== 'string') throw new HttpError(400, 'unmount needs { mountpoint }')
     const mp = resolve(mountpoint)
-    this.mounted.delete(mp)
+    const busy = this.pending.get(mp)
+    if (busy != null) {
+      busy.ac.abort()
+      await busy.job.catch(() => {})
+      this.log.info({ mountpoint: mp, cid: busy.cid }, 'mount in progress cancelled by an unmount')
+    }
+    const was = this.mounted.delete(mp)
     await this.ready().mounts.unmount(mp)
-    this.log.info({ mountpoint: mp }, 'layer unmounted')
+    if (was) this.log.info({ mountpoint: mp }, 'layer unmounted')
   }
 
   check (mountpoint: string): void {
@@ -185,6 +302,7 @@ export class FuseManager {
 
   /** No mounts and no daemon for a while: nothing will ever ask us for anything again. */
   private checkIdle (): void {
+    this.warmed.sweep()
     if (this.mounted.size > 0 || this.pending.size > 0) {
       this.idleSince = Date.now()
       return
@@ -213,6 +331,7 @@ export class FuseManager {
         case `GET ${ROUTES.mounts}`: return this.list()
         case `POST ${ROUTES.attach}`: this.attach(b as unknown as Attach); return {}
         case `POST ${ROUTES.mount}`: return await this.mount(b as unknown as MountRequest, ac.signal)
+        case `POST ${ROUTES.warm}`: return await this.warm(b as unknown as WarmRequest, ac.signal)
         case `POST ${ROUTES.unmount}`: await this.unmount(b?.mountpoint as string); return {}
         case `POST ${ROUTES.check}`: this.check(b?.mountpoint as string); return {}
         case `POST ${ROUTES.shutdown}`:
@@ -232,9 +351,44 @@ export class FuseManager {
         return
       }
       handle(body).then((out) => reply(200, out), (err: Error & { code?: string, status?: number }) => {
-        if (!(err instanceof HttpError)) this.log.warn({ url: req.url, err: err.message }, 'call failed')
-        reply(err instanceof HttpError ? err.status : 500, { error: err.message, code: err.code ?? 'ERR_FUSE_MANAGER' })
+        const known = err instanceof HttpError || err instanceof CancelledError
+        if (!known) this.log.warn({ url: req.url, err: err.message }, 'call failed')
+        reply(known ? err.status as number : 500, { error: err.message, code: err.code ?? 'ERR_FUSE_MANAGER' })
       })
     })
   }
+}
+
+/** `p`, or a rejection as soon as `signal` aborts (`p` goes on). */
+async function untilAborted<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted()
+  return await new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
+}
+
+/**
+ * Times the reads of a layer's open (size, footer, TOC) for the log, as `what ms`, until
+ * `opened()` returns them; later reads (chunks) are not recorded.
+ */
+function traced (inner: RangeSource): { source: RangeSource, opened: () => string[] } {
+  const reads: string[] = []
+  let recording = true
+  const time = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    if (!recording) return await fn()
+    const t = performance.now()
+    try {
+      return await fn()
+    } finally {
+      if (reads.length < 16) reads.push(`${what} ${Math.round(performance.now() - t)}ms`)
+    }
+  }
+  const source: RangeSource = {
+    size: async () => await time('size', async () => await inner.size()),
+    read: async (offset, length, signal) => await time(`${length}B@${offset}`, async () => await inner.read(offset, length, signal)),
+    close: async () => { await inner.close?.() }
+  }
+  return { source, opened: () => { recording = false; return reads } }
 }

@@ -4,13 +4,19 @@ import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../logging.js'
-import { FuseManagerClient } from './api.js'
+import { FuseManagerClient, type FuseManagerClientOptions } from './api.js'
 import { FuseManagerStartError, FuseManagerUnavailableError } from './errors.js'
 
 /** Spawn defaults, in one place. */
 export const DEFAULTS = {
   /** How long a new manager may take to answer its socket. */
   startTimeoutMs: 20_000,
+  /** A running manager must answer its health route within this long to be used. */
+  healthTimeoutMs: 5_000,
+  /** While a new manager starts, each health probe waits this long... */
+  startProbeTimeoutMs: 2_000,
+  /** ...and the next one comes this much later. */
+  startProbeIntervalMs: 100,
   /**
    * V8 flags for the manager: its garbage is chunk-sized buffers, and a 2 MiB semi-space (V8's
    * default is 16) keeps its RSS down at no measurable cost in read time (docs/benchmarks.md).
@@ -32,6 +38,8 @@ export interface EnsureOptions {
   /** argv that runs our CLI; default: this process's node, its flags and its script. */
   command?: string[]
   startTimeoutMs?: number
+  /** Timeouts of the client returned. */
+  client?: FuseManagerClientOptions
 }
 
 /**
@@ -39,9 +47,9 @@ export interface EnsureOptions {
  * manager runs detached, in its own session, so it outlives the daemon (which is the point).
  */
 export async function ensureFuseManager (options: EnsureOptions, logger: Logger): Promise<{ client: FuseManagerClient, started: boolean, pid: number }> {
-  const client = new FuseManagerClient(options.socket)
+  const client = new FuseManagerClient(options.socket, options.client)
   try {
-    const h = await client.health(AbortSignal.timeout(5_000))
+    const h = await client.health(AbortSignal.timeout(DEFAULTS.healthTimeoutMs))
     logger.info({ pid: h.pid, mounts: h.mounts, socket: options.socket }, 'found a running FUSE manager')
     return { client, started: false, pid: h.pid }
   } catch (err) {
@@ -66,11 +74,11 @@ export async function ensureFuseManager (options: EnsureOptions, logger: Logger)
   const deadline = Date.now() + (options.startTimeoutMs ?? DEFAULTS.startTimeoutMs)
   while (Date.now() < deadline && exit == null) {
     try {
-      const h = await client.health(AbortSignal.timeout(2_000))
+      const h = await client.health(AbortSignal.timeout(DEFAULTS.startProbeTimeoutMs))
       logger.info({ pid: h.pid, socket: options.socket, log: options.logFile }, 'started the FUSE manager')
       return { client, started: true, pid: h.pid }
     } catch {
-      await sleep(100)
+      await sleep(DEFAULTS.startProbeIntervalMs)
     }
   }
   if (exit == null) child.kill('SIGKILL')

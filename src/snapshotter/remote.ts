@@ -15,8 +15,16 @@ export const LABELS = {
   /** TOC digest of the eStargz layer */
   tocDigest: 'containerd.io/snapshot/stargz/toc.digest',
   /** ours: the CID the layer was mounted from, so a restart does not depend on the digest index */
-  cid: 'ipfs-estargz/layer.cid'
+  cid: 'ipfs-estargz/layer.cid',
+  /**
+   * ours: on the active snapshot a Prepare with a target ref returns instead of a remote one,
+   * why it is not lazy (`<reason>: <message>`), for the puller to read with Stat
+   */
+  fallbackReason: 'ipfs-estargz/fallback-reason'
 } as const
+
+/** Longest message (bytes) kept in the fallback-reason label (containerd's label limit is 4096 bytes with the key). */
+export const MAX_FALLBACK_MESSAGE = 1024
 
 /** Value of {@link LABELS.remote} (the one stargz-snapshotter writes). */
 export const REMOTE_LABEL_VALUE = 'remote snapshot'
@@ -38,15 +46,30 @@ export interface RemoteMount {
   usage?: () => Promise<number>
 }
 
+/** A layer a pull is about to Prepare: enough to open it (footer and TOC) ahead. */
+export interface WarmLayer {
+  cid: string
+  tocDigest: string
+}
+
 /**
  * Mounts a layer lazily at a directory (implemented with FUSE by the fs module). The snapshotter
  * calls `mount` on Prepare and on restart, `unmount` on Remove/stop, and `check` (when present)
  * before returning mounts that stack on the layer. `mount` must reject promptly once `signal`
- * aborts (the snapshotter's mount timeout) and leave nothing mounted when it rejects.
+ * aborts (the snapshotter's mount timeout). After a failed mount the snapshotter calls
+ * `unmount` of that mountpoint: it must resolve only once nothing is mounted there and nothing
+ * will be (a mount still in progress elsewhere, e.g. in the FUSE manager, is cancelled first),
+ * and succeed when nothing was mounted.
  */
 export interface RemoteLayerMounter {
   mount (mountpoint: string, labels: Labels, layer: RemoteLayerRef, signal?: AbortSignal): Promise<RemoteMount>
   unmount (mountpoint: string): Promise<void>
+  /**
+   * Opens these layers (footer and TOC) ahead of the Prepares a pull is about to send, all at
+   * once, so each mount finds its TOC ready. Resolves when all are open or failed; a failure only
+   * means the mount reads the TOC itself.
+   */
+  warm?: (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
   /** throws when the mount is not healthy; the snapshotter then answers Unavailable */
   check?: (mountpoint: string) => Promise<void>
   /**
@@ -61,8 +84,11 @@ export interface RemoteLayerMounter {
 /** Maps a compressed layer digest to the CID that holds it (our digest→CID index). */
 export type DigestResolver = (digest: string) => string | undefined | Promise<string | undefined>
 
-/** Why a Prepare with a target ref did not become a remote snapshot. */
-export type FallbackReason = 'no-mounter' | 'no-remote-layer' | 'mount-failed'
+/**
+ * Why a Prepare with a target ref did not become a remote snapshot: no mounter configured; the
+ * labels name no IPFS layer; the mount failed; the mount took longer than the mount timeout.
+ */
+export type FallbackReason = 'no-mounter' | 'no-remote-layer' | 'mount-failed' | 'mount-timeout'
 
 /** Counters of the remote path, for /metrics and `stats`. */
 export interface RemoteMetrics {
@@ -77,7 +103,7 @@ export interface RemoteMetrics {
 }
 
 export function newRemoteMetrics (): RemoteMetrics {
-  return { prepared: 0, fallbacks: { 'no-mounter': 0, 'no-remote-layer': 0, 'mount-failed': 0 }, remounted: 0, remountFailures: 0 }
+  return { prepared: 0, fallbacks: { 'no-mounter': 0, 'no-remote-layer': 0, 'mount-failed': 0, 'mount-timeout': 0 }, remounted: 0, remountFailures: 0 }
 }
 
 /**

@@ -6,7 +6,7 @@ import { FailedPreconditionError, ListTimeoutError, NotStartedError, RemountErro
 import { parseFilters } from './filters.js'
 import { adaptInfo, MetadataStore } from './metadata.js'
 import { diskUsage, mountsUnder, mountsUnderSync, OverlayLayout, unmountUnder } from './overlay.js'
-import { LABELS, newRemoteMetrics, REMOTE_LABEL_VALUE, resolveRemoteLayer } from './remote.js'
+import { LABELS, MAX_FALLBACK_MESSAGE, newRemoteMetrics, REMOTE_LABEL_VALUE, resolveRemoteLayer } from './remote.js'
 import { DEFAULTS as LIMITS } from './validate.js'
 import type { Labels, Mount } from './api.js'
 import type { SnapshotInfo, SnapshotRecord, Usage } from './metadata.js'
@@ -44,6 +44,13 @@ export interface SnapshotterComponents {
 }
 
 export type { SnapshotInfo, Usage }
+
+/** Why a Prepare is not a remote snapshot, and whether its directory can be handed out as it is. */
+interface Fallback {
+  reason: FallbackReason
+  message: string
+  clean: boolean
+}
 
 /**
  * containerd's overlayfs snapshotter semantics plus stargz-snapshotter's remote snapshot
@@ -120,11 +127,12 @@ export class Snapshotter {
   }
 
   async prepare (namespace: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
-    const rec = await this.create(namespace, 'active', key, parent, labels)
+    let rec = await this.create(namespace, 'active', key, parent, labels)
     const target = labels[LABELS.targetRef]
     if (target != null && target !== '') {
-      const done = await this.tryRemote(rec, target, labels)
-      if (done) throw new SnapshotExistsError(`target snapshot ${JSON.stringify(target)}: already exists`)
+      const outcome = await this.tryRemote(rec, target, labels)
+      if (outcome === true) throw new SnapshotExistsError(`target snapshot ${JSON.stringify(target)}: already exists`)
+      rec = await this.markFallback(rec, labels, outcome)
     }
     return this.mountsOf(rec)
   }
@@ -245,31 +253,34 @@ export class Snapshotter {
 
   /**
    * The remote snapshot protocol: mount the layer at the new snapshot's `fs` and commit it as
-   * `target`. Returns false (after logging and counting why) when the caller should get a normal
-   * active snapshot instead.
+   * `target`. Returns true when done, else (after logging and counting) why the caller gets a
+   * normal active snapshot instead, and whether its directory is still safe to hand out.
    */
-  private async tryRemote (rec: SnapshotRecord, target: string, labels: Labels): Promise<boolean> {
+  private async tryRemote (rec: SnapshotRecord, target: string, labels: Labels): Promise<true | Fallback> {
     const log = this.logger.child({ key: rec.name, target, namespace: rec.namespace })
-    const fallback = (reason: FallbackReason, err?: unknown): false => {
+    const fallback = (reason: FallbackReason, message: string, clean = true): Fallback => {
       this.metrics.fallbacks[reason]++
-      log.info({ 'remote-snapshot-prepared': 'false', reason, ...(err != null ? { err: (err as Error).message } : {}) }, 'falling back to a normal snapshot')
-      return false
+      log.warn({ 'remote-snapshot-prepared': 'false', reason, err: message }, 'falling back to a normal snapshot: the layer is downloaded and unpacked')
+      return { reason, message, clean }
     }
-    if (this.mounter == null) return fallback('no-mounter')
+    if (this.mounter == null) return fallback('no-mounter', 'no remote layer mounter is configured')
     let layer
     try {
       layer = await resolveRemoteLayer(labels, this.resolveDigest)
     } catch (err) {
-      return fallback('no-remote-layer', err)
+      return fallback('no-remote-layer', `resolving the layer's CID failed: ${(err as Error).message}`)
     }
-    if (layer == null) return fallback('no-remote-layer')
+    if (layer == null) return fallback('no-remote-layer', 'the labels name no IPFS layer (no ipfs:// url, and the layer digest is not in the digest index)')
     const mountpoint = this.layout.upperPath(rec.id)
+    const signal = AbortSignal.timeout(this.options.remoteMountTimeoutMs)
+    const started = performance.now()
     let handle: RemoteMount
     try {
-      handle = await this.mounter.mount(mountpoint, labels, layer, AbortSignal.timeout(this.options.remoteMountTimeoutMs))
+      handle = await this.mounter.mount(mountpoint, labels, layer, signal)
     } catch (err) {
-      await unmountUnder(mountpoint).catch(() => {})
-      return fallback('mount-failed', err)
+      const clean = await this.undoFailedMount(mountpoint, log)
+      if (signal.aborted) return fallback('mount-timeout', `no lazy mount of ${layer.cid} within ${this.options.remoteMountTimeoutMs} ms`, clean)
+      return fallback('mount-failed', `lazy mount of ${layer.cid} failed: ${(err as Error).message}`, clean)
     }
     try {
       this.remote.set(rec.id, handle)
@@ -287,8 +298,54 @@ export class Snapshotter {
       throw err
     }
     this.metrics.prepared++
-    log.info({ 'remote-snapshot-prepared': 'true', cid: layer.cid, via: layer.via }, 'remote snapshot prepared')
+    log.info({ 'remote-snapshot-prepared': 'true', cid: layer.cid, via: layer.via, ms: Math.round(performance.now() - started) }, 'remote snapshot prepared')
     return true
+  }
+
+  /**
+   * After a failed (or timed out) mount: nothing may be mounted on the directory, now or later,
+   * before it becomes an ordinary snapshot that containerd writes the layer into. The mounter's
+   * `unmount` cancels a mount still in progress (the FUSE manager finishes one the daemon gave up
+   * on) and answers once it is undone. False when that cannot be confirmed.
+   */
+  private async undoFailedMount (mountpoint: string, log: Logger): Promise<boolean> {
+    let clean = true
+    try {
+      await this.mounter?.unmount(mountpoint)
+    } catch (err) {
+      log.warn({ mountpoint, err: (err as Error).message }, 'could not confirm that the failed lazy mount is undone')
+      clean = false
+    }
+    const stuck = await unmountUnder(mountpoint).catch(() => [mountpoint])
+    if (stuck.length > 0 || (await mountsUnder(mountpoint)).length > 0) clean = false
+    return clean
+  }
+
+  /**
+   * The active snapshot a fallback returns: labelled with why (containerd's Stat shows it to the
+   * puller). A directory a mount may still land on is never handed out: the snapshot then gets
+   * a new one (a new id) and the old one is removed (or left to cleanup while still mounted).
+   */
+  private async markFallback (rec: SnapshotRecord, labels: Labels, why: Fallback): Promise<SnapshotRecord> {
+    // bytes, as containerd counts the label limit (a cut character becomes U+FFFD)
+    const message = Buffer.byteLength(why.message) > MAX_FALLBACK_MESSAGE ? `${Buffer.from(why.message).subarray(0, MAX_FALLBACK_MESSAGE - 3).toString('utf8')}…` : why.message
+    const label = { [LABELS.fallbackReason]: `${why.reason}: ${message}` }
+    if (!why.clean) {
+      this.logger.warn({ key: rec.name, id: rec.id }, 'the snapshot gets a new directory: a lazy mount may still land on the old one')
+      this.store.remove(rec.namespace, rec.name)
+      await this.removeDir(rec.id)
+      try {
+        return await this.create(rec.namespace, 'active', rec.name, rec.parent, { ...labels, ...label })
+      } catch {
+        return await this.create(rec.namespace, 'active', rec.name, rec.parent, labels) // no room for one more label
+      }
+    }
+    try {
+      this.store.update(rec.namespace, rec.name, label, [`labels.${LABELS.fallbackReason}`])
+    } catch (err) {
+      this.logger.debug({ key: rec.name, err: (err as Error).message }, 'no room for the fallback-reason label')
+    }
+    return rec
   }
 
   private async removeDir (id: string): Promise<void> {

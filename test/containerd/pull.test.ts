@@ -103,7 +103,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
     const img = resolved.images[0]
     const chain = chainIds(img.config.rootfs.diff_ids)
     expect(res.layers.map(l => l.chainId)).toEqual(chain)
-    expect(res.layers.every(l => !l.lazy && !l.existed)).toBe(true)
+    expect(res.layers.every(l => !l.lazy && !l.existed && l.fallbackReason === 'lazy layers are off for this pull')).toBe(true)
     expect(res.chainId).toBe(chain[chain.length - 1])
     const docs = img.manifestBytes.length + img.configBytes.length + resolved.indexes.reduce((n, i) => n + i.bytes.length, 0)
     expect(res.bytesWritten).toBe(docs + img.layers.reduce((n, l) => n + l.size, 0))
@@ -190,9 +190,15 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
     mounter.failCids = new Set([(await source.cidOf(top)).toString()])
     const client = c.client.withNamespace('fallback')
     try {
-      const res = await pullImage({ client, source, name: `ipfs://${rootCid}`, snapshotter: 'ipfs-estargz', lazy: true })
+      const events: PullEvent[] = []
+      const res = await pullImage({ client, source, name: `ipfs://${rootCid}`, snapshotter: 'ipfs-estargz', lazy: true, onProgress: (e) => events.push(e) })
       expect(res.layers.map(l => l.lazy)).toEqual(img.layers.map((_, i) => i < img.layers.length - 1))
       expect(res.layers[res.layers.length - 1].bytesWritten).toBe(top.size)
+      // the snapshotter's reason, read through containerd's Stat of the extraction snapshot
+      const topCid = (await source.cidOf(top)).toString()
+      const reason = `mount-failed: lazy mount of ${topCid} failed: cannot fetch ${topCid}`
+      expect(res.layers.map(l => l.fallbackReason)).toEqual(img.layers.map((_, i) => i < img.layers.length - 1 ? undefined : reason))
+      expect(events).toContainEqual(expect.objectContaining({ type: 'layer', state: 'applying', index: img.layers.length - 1, fallbackReason: reason }))
       expect((await client.content.info(top.digest)).labels[LABELS.uncompressed]).toBe(img.config.rootfs.diff_ids[img.layers.length - 1])
     } finally {
       mounter.failCids = new Set()

@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigError, DEFAULTS, loadConfig } from '../../src/daemon/config.js'
+import { DEFAULT_API_ADDRESS } from '../../src/daemon/control.js'
+import { apiAddressFor } from '../../src/daemon/daemon.js'
 
 describe('daemon configuration', () => {
   let dir: string
@@ -23,6 +25,17 @@ describe('daemon configuration', () => {
     expect(c.ipfs.peers).toEqual(['/ip4/127.0.0.1/tcp/1/p2p/x'])
     expect(c.ipfs.gateways).toEqual(['https://gw.example'])
     expect(c.address).toBe(DEFAULTS.address)
+  })
+
+  it('the CLI looks for a daemon without a named repo where a daemon with the default addresses listens', () => {
+    expect(apiAddressFor(DEFAULTS)).toBe(DEFAULT_API_ADDRESS)
+  })
+
+  it('every timeout of the FUSE manager calls is a setting', async () => {
+    const c = await loadConfig(await file('[fuse_manager]\ncall_timeout_sec = 45\nhealth_check_timeout_sec = 2\n[snapshotter]\nremote_mount_timeout_sec = 120\n'))
+    expect(c.fuseManager).toMatchObject({ callTimeoutSec: 45, healthCheckTimeoutSec: 2 })
+    expect(c.snapshotter.remoteMountTimeoutSec).toBe(120)
+    expect(DEFAULTS.fuseManager).toMatchObject({ callTimeoutSec: 30, healthCheckTimeoutSec: 5 })
   })
 
   it('refuses unknown keys, wrong types, bad TOML and a missing explicit file, naming the problem', async () => {

@@ -7,9 +7,9 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BlobReader } from '../../src/daemon/blob-api.js'
 import { ControlServer } from '../../src/daemon/control.js'
-import { buildEstargzFile } from '../../src/estargz/index.js'
+import { EstargzReader, buildEstargzFile } from '../../src/estargz/index.js'
 import { fuseMountsUnder } from '../../src/fs/mounts.js'
-import { FuseManager, FuseManagerClient, FuseManagerError } from '../../src/fusemgr/index.js'
+import { FuseManager, FuseManagerCancelledError, FuseManagerClient, FuseManagerError } from '../../src/fusemgr/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import type { RangeSource } from '../../src/source/types.js'
@@ -26,12 +26,23 @@ const FILES = {
   'usr/never.bin': fixtureBytes(9, 2 * SMALL_CHUNK + 77)
 }
 
+/** Files of a layer whose mount prefetches usr/big.bin; each seed gives other chunks (the chunk cache is shared). */
+const slowFiles = (seed: number): Record<string, Buffer> => ({
+  'etc/hello.txt': Buffer.from(`hello from slow layer ${seed}\n`),
+  'usr/big.bin': fixtureBytes(seed, 5 * SMALL_CHUNK + 99)
+})
+
+interface SlowLayer { cid: string, toc: string, tocOffset: number, files: Record<string, Buffer> }
+
 async function cidOf (bytes: Uint8Array): Promise<string> {
   return CID.createV1(raw.code, await sha256.digest(bytes)).toString()
 }
 
+/** Reads of one blob the stand-in daemon holds back for `ms` (a slow peer). */
+interface Stall { cid?: string, ms: number, when: (offset: number, length: number) => boolean, held?: number }
+
 /** A daemon stand-in: the real control server with the real blob API, over local blob files. */
-async function startBlobApi (address: string, repo: string, blobs: Map<string, string>, counter: { bytes: number }): Promise<ControlServer> {
+async function startBlobApi (address: string, repo: string, blobs: Map<string, string>, counter: { bytes: number, reads?: Array<{ cid: string, offset: number }> }, stall?: Stall): Promise<ControlServer> {
   const reader = new BlobReader({
     logger,
     openSource: async (cid) => {
@@ -40,7 +51,16 @@ async function startBlobApi (address: string, repo: string, blobs: Map<string, s
       const src = await FileSource.open(path)
       const counted: RangeSource = {
         size: async () => await src.size(),
-        read: async (o, l, s) => { const b = await src.read(o, l, s); counter.bytes += b.length; return b },
+        read: async (o, l, s) => {
+          counter.reads?.push({ cid, offset: o })
+          if (stall?.cid === cid && stall.when(o, l)) {
+            stall.held = (stall.held ?? 0) + 1
+            await new Promise(resolve => setTimeout(resolve, stall.ms))
+          }
+          const b = await src.read(o, l, s)
+          counter.bytes += b.length
+          return b
+        },
         close: async () => { await src.close() }
       }
       return counted
@@ -66,8 +86,11 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
   let otherCid: string
   let tocDigest: string
   let otherToc: string
+  // layers whose mounts prefetch usr/big.bin (before `.prefetch.landmark`): reads they can stall
+  const slow: SlowLayer[] = []
+  const stall: Stall = { ms: 0, when: () => false }
   const blobs = new Map<string, string>()
-  const fetched = { bytes: 0 }
+  const fetched: { bytes: number, reads: Array<{ cid: string, offset: number }> } = { bytes: 0, reads: [] }
 
   beforeAll(async () => {
     dir = await tempDir('fusemgr')
@@ -83,9 +106,20 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     otherToc = (await buildEstargzFile(tar2, blob2)).tocDigest
     otherCid = await cidOf(await readFile(blob2))
     blobs.set(otherCid, blob2)
+    for (const seed of [17, 18, 19]) {
+      const files = slowFiles(seed)
+      const slowTar = join(dir, `slow${seed}.tar`)
+      await writeFile(slowTar, makeTar(Object.entries(files).map(([name, data]) => ({ name, data }))))
+      const slowBlob = join(dir, `slow${seed}.esgz`)
+      const toc = (await buildEstargzFile(slowTar, slowBlob, { chunkSize: SMALL_CHUNK, prioritizedFiles: ['usr/big.bin'] })).tocDigest
+      const bytes = await readFile(slowBlob)
+      const layer = { cid: await cidOf(bytes), toc, tocOffset: (await EstargzReader.open(async (o, l) => bytes.subarray(o, o + l), bytes.length)).tocOffset, files }
+      blobs.set(layer.cid, slowBlob)
+      slow.push(layer)
+    }
     apiSocket = join(dir, 'api.sock')
-    api = await startBlobApi(apiSocket, dir, blobs, fetched)
-    manager = new FuseManager({ logger }, { socket: join(dir, 'fm.sock'), mountRoot: join(dir, 'mnt'), cacheDir: join(dir, 'cache'), idleExitMs: 3_600_000 })
+    api = await startBlobApi(apiSocket, dir, blobs, fetched, stall)
+    manager = new FuseManager({ logger }, { socket: join(dir, 'fm.sock'), mountRoot: join(dir, 'mnt'), cacheDir: join(dir, 'cache'), idleExitMs: 3_600_000, warmTtlMs: 1_000 })
     await manager.start()
     client = new FuseManagerClient(join(dir, 'fm.sock'))
   })
@@ -103,7 +137,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await client.attach({ blobSocket: apiSocket })
     await mkdir(mp('a'), { recursive: true })
     const reply = await client.mount({ mountpoint: mp('a'), cid, tocDigest, settings: { backgroundFetch: false } })
-    expect(reply).toEqual({ mounted: true, tocDigest })
+    expect(reply).toMatchObject({ mounted: true, tocDigest, warm: false })
     expect((await fuseMountsUnder(join(dir, 'mnt'))).map(m => m.mountpoint)).toEqual([mp('a')])
     expect(await readMounted(join(mp('a'), 'etc/hello.txt'))).toEqual(FILES['etc/hello.txt'])
     expect(await readMounted(join(mp('a'), 'usr/big.bin'))).toEqual(FILES['usr/big.bin'])
@@ -132,7 +166,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(settled).toBe(false)
     // cached files keep reading meanwhile
     expect(await readMounted(join(mp('a'), 'etc/hello.txt'))).toEqual(FILES['etc/hello.txt'])
-    api = await startBlobApi(apiSocket, dir, blobs, fetched)
+    api = await startBlobApi(apiSocket, dir, blobs, fetched, stall)
     await client.attach({ blobSocket: apiSocket })
     expect(await pending).toEqual(FILES['usr/late.bin'])
   })
@@ -147,7 +181,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect((err as NodeJS.ErrnoException).code).toBe('ETIMEDOUT') // the layer fs's errno for a fetch timeout
     expect(Date.now() - t0).toBeLessThan(10_000)
     expect(await readMounted(join(mp('b'), 'etc/hello.txt'))).toEqual(FILES['etc/hello.txt'])
-    api = await startBlobApi(apiSocket, dir, blobs, fetched)
+    api = await startBlobApi(apiSocket, dir, blobs, fetched, stall)
     expect(await readMounted(join(mp('b'), 'usr/never.bin'))).toEqual(FILES['usr/never.bin'])
     await client.unmount(mp('b'))
   })
@@ -181,6 +215,91 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect((await call('POST', '/v1/attach', '{}')).status).toBe(400)
     expect((await call('GET', '/v1/nope', '')).status).toBe(404)
     expect((await client.health()).mounts).toBe(1)
+  })
+
+  const fuseAt = async (mountpoint: string): Promise<string[]> => (await fuseMountsUnder(mountpoint)).map(m => m.mountpoint)
+
+  it('a mount slower than 5 s (its TOC comes after 6 s) succeeds: no socket timeout of Node\'s cuts it', async () => {
+    await mkdir(mp('e'), { recursive: true })
+    Object.assign(stall, { cid: slow[0].cid, ms: 6_000, when: (o: number) => o >= slow[0].tocOffset && o < slow[0].tocOffset + 1 })
+    try {
+      const started = Date.now()
+      const reply = await new FuseManagerClient(join(dir, 'fm.sock')).mount({ mountpoint: mp('e'), cid: slow[0].cid, tocDigest: slow[0].toc, settings: { backgroundFetch: false } }, AbortSignal.timeout(20_000))
+      expect(reply).toMatchObject({ mounted: true, tocDigest: slow[0].toc })
+      expect(Date.now() - started).toBeGreaterThanOrEqual(6_000)
+    } finally {
+      stall.cid = undefined
+    }
+    expect(await readMounted(join(mp('e'), 'etc/hello.txt'))).toEqual(slow[0].files['etc/hello.txt'])
+    await client.unmount(mp('e'))
+    expect(await fuseAt(mp('e'))).toEqual([])
+  }, 30_000)
+
+  it('a mount whose caller hangs up during the prefetch is cancelled: the FUSE mount that completes afterwards is undone at once', async () => {
+    await mkdir(mp('f'), { recursive: true })
+    Object.assign(stall, { cid: slow[1].cid, ms: 1_500, when: (o: number) => o < slow[1].tocOffset, held: 0 })
+    try {
+      const err = await client.mount({ mountpoint: mp('f'), cid: slow[1].cid, tocDigest: slow[1].toc, settings: { backgroundFetch: false } }, AbortSignal.timeout(300)).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(FuseManagerCancelledError)
+      expect(stall.held).toBeGreaterThan(0) // it was cancelled in the prefetch, after the TOC
+      // longer than the stall: the prefetch ended, the mount would have landed by now
+      await new Promise(resolve => setTimeout(resolve, 2_500))
+      expect(await fuseAt(mp('f'))).toEqual([])
+      expect((await client.mounts()).map(m => m.mountpoint)).not.toContain(mp('f'))
+    } finally {
+      stall.cid = undefined
+    }
+  }, 30_000)
+
+  it('unmount of a mountpoint whose mount is in progress cancels it and answers once nothing is, or will be, mounted there', async () => {
+    await mkdir(mp('g'), { recursive: true })
+    Object.assign(stall, { cid: slow[2].cid, ms: 1_500, when: (o: number) => o < slow[2].tocOffset, held: 0 })
+    try {
+      const mounting = client.mount({ mountpoint: mp('g'), cid: slow[2].cid, tocDigest: slow[2].toc, settings: { backgroundFetch: false } }).catch((e: unknown) => e)
+      await new Promise(resolve => setTimeout(resolve, 300))
+      expect(stall.held).toBeGreaterThan(0) // in the prefetch
+      await client.unmount(mp('g'))
+      expect(await fuseAt(mp('g'))).toEqual([])
+      const err = await mounting
+      expect((err as FuseManagerError).remoteCode).toBe('ERR_MOUNT_CANCELLED')
+      await new Promise(resolve => setTimeout(resolve, 2_000))
+      expect(await fuseAt(mp('g'))).toEqual([])
+    } finally {
+      stall.cid = undefined
+    }
+  }, 30_000)
+
+  it('warm opens a layer ahead (footer and TOC, verified); the mount of the same layer takes it and reads no TOC again', async () => {
+    const settings = { backgroundFetch: false }
+    const tocReads = (): number => fetched.reads.filter(r => r.cid === slow[0].cid && r.offset >= slow[0].tocOffset).length
+    const before = (await client.health()).warm ?? { hits: 0 }
+    const first = await client.warm({ cid: slow[0].cid, tocDigest: slow[0].toc, settings })
+    expect(first).toEqual({ opened: true, tocDigest: slow[0].toc })
+    expect(await client.warm({ cid: slow[0].cid, tocDigest: slow[0].toc, settings })).toEqual({ opened: false, tocDigest: slow[0].toc })
+    const afterWarm = tocReads()
+    expect(afterWarm).toBeGreaterThan(0)
+    await mkdir(mp('h'), { recursive: true })
+    const reply = await client.mount({ mountpoint: mp('h'), cid: slow[0].cid, tocDigest: slow[0].toc, settings })
+    expect(reply).toMatchObject({ mounted: true, warm: true, timings: { tocMs: expect.any(Number) } })
+    expect(tocReads()).toBe(afterWarm)
+    expect((await client.health()).warm?.hits).toBe(before.hits + 1)
+    expect(await readMounted(join(mp('h'), 'usr/big.bin'))).toEqual(slow[0].files['usr/big.bin'])
+    await client.unmount(mp('h'))
+  })
+
+  it('a warm nobody mounts is released after its time; a warm with the wrong TOC digest fails with the reason', async () => {
+    const settings = { backgroundFetch: false }
+    expect(await client.warm({ cid: slow[0].cid, tocDigest: slow[0].toc, settings })).toMatchObject({ opened: true })
+    await new Promise(resolve => setTimeout(resolve, 1_500)) // warmTtlMs is 1 s here
+    await mkdir(mp('i'), { recursive: true })
+    const reply = await client.mount({ mountpoint: mp('i'), cid: slow[0].cid, tocDigest: slow[0].toc, settings })
+    expect(reply).toMatchObject({ mounted: true, warm: false })
+    expect((await client.health()).warm).toMatchObject({ ready: 0, expired: expect.any(Number) })
+    expect((await client.health()).warm?.expired).toBeGreaterThanOrEqual(1)
+    await client.unmount(mp('i'))
+    const bad = await client.warm({ cid: slow[0].cid, tocDigest: 'sha256:' + '0'.repeat(64) }).catch((e: Error) => e)
+    expect((bad as Error).message).toMatch(/TOC|digest/i)
+    expect((await client.health()).warm?.ready).toBe(0)
   })
 
   it('unmount detaches the layer; shutdown unmounts everything and removes the socket', async () => {

@@ -13,7 +13,7 @@ import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
 import { SnapshotterServer } from '../../src/snapshotter/service.js'
 import { isRoot, needs } from '../helpers/env.js'
 import { codeOf, errorOf, snapshotsClient } from './client.js'
-import { HoldingTmpfsMounter, TmpfsMounter } from './fake-mounter.js'
+import { HoldingTmpfsMounter, LateTmpfsMounter, TmpfsMounter } from './fake-mounter.js'
 import { spawnServer } from './spawn-server.js'
 import type { SnapshotsClient } from './client.js'
 import type { Info, Labels, Mount } from '../../src/snapshotter/api.js'
@@ -162,7 +162,62 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
     await h.client.commit('sha256:x', 'extract-x', { [LABELS.targetRef]: 'sha256:x' })
     expect(h.snapshotter.metrics.fallbacks['mount-failed']).toBe(1)
     const line = h.logs.find((l) => l.includes('"remote-snapshot-prepared":"false"')) ?? ''
-    expect(JSON.parse(line)).toMatchObject({ reason: 'mount-failed', err: 'cannot fetch bafybroken', target: 'sha256:x' })
+    expect(JSON.parse(line)).toMatchObject({ level: 40, reason: 'mount-failed', err: 'lazy mount of bafybroken failed: cannot fetch bafybroken', target: 'sha256:x' })
+    expect(info.labels[LABELS.fallbackReason]).toBe('mount-failed: lazy mount of bafybroken failed: cannot fetch bafybroken')
+  })
+
+  it('a long failure message is cut to fit containerd\'s label limit', async () => {
+    const mounter = new TmpfsMounter()
+    const cid = 'bafy' + 'x'.repeat(3000)
+    mounter.failCids.add(cid)
+    h = await startHarness(dir, mounter)
+    await h.client.prepare('extract-long', '', lazyLabels('sha256:long', cid))
+    const label = (await h.client.stat('extract-long')).labels[LABELS.fallbackReason] ?? ''
+    expect(label.startsWith(`mount-failed: lazy mount of ${cid.slice(0, 900)}`)).toBe(true)
+    expect(label.endsWith('…')).toBe(true)
+    expect(Buffer.byteLength(label)).toBeLessThanOrEqual('mount-failed: '.length + 1024)
+  })
+
+  it('a mount that times out and lands later: the fallback is cancelled in the mounter first, so its directory stays an ordinary writable one', async () => {
+    const mounter = new LateTmpfsMounter()
+    mounter.slowCids.add('bafyslow')
+    h = await startHarness(dir, mounter, { remoteMountTimeoutMs: 200 })
+    const started = Date.now()
+    const mounts = await h.client.prepare('extract-slow', '', lazyLabels('sha256:slow', 'bafyslow'))
+    // answered once the mounter confirmed the cancel, not when the late mount would have landed
+    expect(Date.now() - started).toBeLessThan(mounter.delayMs + 500)
+    expect(mounts[0]).toMatchObject({ type: 'bind', options: ['rw', 'rbind'] })
+    const upper = mounts[0]?.source ?? ''
+    const info = await h.client.stat('extract-slow')
+    expect(info.labels[LABELS.fallbackReason]).toBe('mount-timeout: no lazy mount of bafyslow within 200 ms')
+    expect(h.snapshotter.metrics.fallbacks['mount-timeout']).toBe(1)
+    const line = JSON.parse(h.logs.find((l) => l.includes('"remote-snapshot-prepared":"false"')) ?? '{}') as Record<string, unknown>
+    expect(line).toMatchObject({ level: 40, reason: 'mount-timeout', target: 'sha256:slow' })
+    // wait longer than the late mount would take: nothing lands on the directory
+    await new Promise(resolve => setTimeout(resolve, mounter.delayMs + 300))
+    await mounter.settle()
+    expect(mounter.landedLate).toEqual([])
+    expect(await mountsUnder(upper)).toEqual([])
+    writeFileSync(join(upper, 'pulled'), 'the slow way') // containerd applies the layer here
+    await h.client.commit('sha256:slow', 'extract-slow', { [LABELS.targetRef]: 'sha256:slow' })
+    expect((await h.client.stat('sha256:slow')).labels[LABELS.fallbackReason]).toBeUndefined()
+  })
+
+  it('a failed mount the mounter cannot confirm undone: the snapshot gets a new directory, the old one may take the late mount', async () => {
+    const mounter = new LateTmpfsMounter()
+    mounter.slowCids.add('bafystuck')
+    mounter.confirm = false
+    h = await startHarness(dir, mounter, { remoteMountTimeoutMs: 200 })
+    const mounts = await h.client.prepare('extract-stuck', '', lazyLabels('sha256:stuck', 'bafystuck'))
+    const tried = mounter.calls.find(c => c.op === 'mount')?.mountpoint ?? ''
+    const upper = mounts[0]?.source ?? ''
+    expect(upper).not.toBe(tried)
+    expect((await h.client.stat('extract-stuck')).labels[LABELS.fallbackReason]).toMatch(/^mount-timeout: /)
+    await new Promise(resolve => setTimeout(resolve, mounter.delayMs + 300))
+    await mounter.settle()
+    expect(await mountsUnder(upper)).toEqual([])
+    writeFileSync(join(upper, 'pulled'), 'the slow way')
+    await h.client.commit('sha256:stuck', 'extract-stuck', { [LABELS.targetRef]: 'sha256:stuck' })
   })
 
   it('commits a target once when two Prepares race for it', async () => {

@@ -42,7 +42,7 @@ export function daemonCommand (runCli: RunCli): Command {
       const logger = createLogger(config.logLevel as LogLevel)
       const d = new Daemon({
         logger,
-        runCommand: async (argv, io) => await runCli(argv, { stdout: io.stdout, stderr: io.stderr, repo: io.repo, signal: io.signal })
+        runCommand: async (argv, io) => await runCli(argv, { stdout: io.stdout, stderr: io.stderr, repo: io.repo, signal: io.signal, ...(io.warmLayers != null ? { warmLayers: io.warmLayers } : {}) })
       }, config)
       await d.start()
       process.stderr.write(`ipfs-estargz daemon: snapshotter on ${config.address}, control API on ${apiAddressFor(config)}, repo ${config.root}\n`)

@@ -3,7 +3,7 @@ import { ContainerdClient, pullImage, type PullEvent } from '../../containerd/in
 import { IpfsImageSource } from '../../image/ipfs-image.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { parsePlatform } from '../../oci/index.js'
-import { cancelOn } from '../context.js'
+import { cancelOn, commandContext } from '../context.js'
 import { printJson, writeStderr, writeStdout } from '../output.js'
 import { openRepo } from '../repo.js'
 
@@ -15,16 +15,23 @@ interface PullFlags {
   snapshotter: string
   platform?: string
   lazy: boolean
+  requireLazy?: boolean
   json?: boolean
   logLevel: LogLevel
 }
 
-/** One line per step on a terminal; nothing on a pipe (or inside the daemon, where stderr is the caller's). */
-function progress (e: PullEvent): string | undefined {
-  switch (e.type) {
-    case 'layer': return `${e.digest.slice(7, 19)}  ${e.state}`
-    case 'done': return 'done'
-    default: return undefined
+/**
+ * One line per layer on stderr, always: whether it is lazy, or fell back to a download (and
+ * why). A terminal also gets the steps in between.
+ */
+function progress (e: PullEvent, tty: boolean): string | undefined {
+  if (e.type !== 'layer') return tty && e.type === 'done' ? 'done' : undefined
+  const head = `layer ${e.index + 1}/${e.total} ${e.digest.slice(7, 19)}`
+  switch (e.state) {
+    case 'lazy': return `${head}: lazy`
+    case 'exists': return `${head}: already unpacked`
+    case 'applying': return `${head}: fell back to download + apply: ${e.fallbackReason ?? 'no reason given'}`
+    case 'applied': return tty ? `${head}: applied` : undefined
   }
 }
 
@@ -39,6 +46,7 @@ export function pullCommand (): Command {
     .option('--snapshotter <name>', 'snapshotter to unpack into', 'ipfs-estargz')
     .option('--platform <os/arch>', 'image of a multi-platform index (default: this machine\'s)')
     .option('--no-lazy', 'download and apply every layer (a full pull), even with a lazy snapshotter')
+    .option('--require-lazy', 'fail (ERR_LAYER_NOT_LAZY) as soon as a layer cannot be mounted lazily, instead of downloading it')
     .option('--json', 'print the result as JSON')
     .addOption(new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
     .action(async (ref: string, flags: PullFlags) => {
@@ -50,6 +58,8 @@ export function pullCommand (): Command {
       try {
         const source = await IpfsImageSource.open(repo.node.blocks, ref, { signal: ac.signal })
         const tty = process.stderr.isTTY
+        // inside the daemon: the FUSE manager opens every layer at once, before the Prepares
+        const warm = commandContext.getStore()?.warmLayers
         const result = await pullImage({
           client,
           source,
@@ -58,10 +68,12 @@ export function pullCommand (): Command {
           platform: flags.platform != null ? parsePlatform(flags.platform) : undefined,
           namespace: flags.namespace,
           lazy: flags.lazy,
+          requireLazy: flags.requireLazy === true,
+          ...(warm != null ? { warm } : {}),
           signal: ac.signal,
           logger,
           onProgress: (e) => {
-            const line = tty ? progress(e) : undefined
+            const line = progress(e, tty)
             if (line != null) writeStderr(`${line}\n`)
           }
         })
