@@ -41,6 +41,8 @@ export const DEFAULTS = {
     readaheadBytes: READAHEAD_DEFAULTS.windowBytes,
     /** A read first verifies every chunk of the aligned window of this size around it, so a bad chunk fails the window with EIO instead of a short read (0: off). */
     readWindowBytes: FS_DEFAULTS.readWindowBytes,
+    /** A read that misses also fetches the next chunks in blob order up to this many compressed bytes (0: off). */
+    neighbourBytes: FS_DEFAULTS.neighbourBytes,
     diskCacheBytes: FS_DEFAULTS.diskCacheBytes,
     memoryCacheBytes: FS_DEFAULTS.memoryCacheBytes,
     /** Mount layers whose TOC digest is unknown (chunks are still checked against that TOC). */

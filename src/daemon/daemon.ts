@@ -85,6 +85,7 @@ export class Daemon {
         backgroundFetch: config.fs.backgroundFetch,
         fetchTimeoutMs: config.fs.fetchTimeoutSec * 1000,
         readWindowBytes: config.fs.readWindowBytes,
+        neighbourBytes: config.fs.neighbourBytes,
         allowNoVerification: config.fs.allowNoVerification
       }
       // The control API (and with the FUSE manager, the blob API its mounts read through) comes

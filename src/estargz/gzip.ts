@@ -30,6 +30,28 @@ export async function gzipMember (data: Uint8Array, level: number): Promise<Uint
 }
 
 /**
+ * Chunks up to this size (compressed and decompressed) are inflated in one synchronous call: a
+ * small file's chunk costs well under a millisecond of CPU, while a stream through libuv's thread
+ * pool waits behind whatever else is queued there (disk cache writes) on every first read.
+ */
+const SYNC_INFLATE_MAX = 128 << 10
+/** What a synchronous inflate may produce beyond the bytes wanted (the tar headers after a file's data). */
+const SYNC_INFLATE_SLACK = 64 << 10
+
+/**
+ * The whole decompressed range in one synchronous call, or undefined when it is not that simple
+ * (more output than expected, truncated or invalid data): the streaming path then decides.
+ */
+function inflateSmall (compressed: Uint8Array, want: number): Buffer | undefined {
+  try {
+    const out = zlib.gunzipSync(compressed, { maxOutputLength: want + SYNC_INFLATE_SLACK })
+    return out.length >= want ? out : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
  * Decompresses gzip data (one or more members) and returns `length` bytes starting `skip` bytes
  * into the decompressed stream. Stops inflating as soon as it has them, so a chunk read never
  * inflates the rest of a shared member, and a member that decompresses to far more than
@@ -38,6 +60,10 @@ export async function gzipMember (data: Uint8Array, level: number): Promise<Uint
 export async function inflateRange (compressed: Uint8Array, skip: number, length: number): Promise<Uint8Array> {
   const want = skip + length
   if (length === 0) return new Uint8Array(0)
+  if (want <= SYNC_INFLATE_MAX && compressed.length <= SYNC_INFLATE_MAX) {
+    const out = inflateSmall(compressed, want)
+    if (out != null) return out.subarray(skip, want)
+  }
   return await new Promise<Uint8Array>((resolve, reject) => {
     const gunzip = zlib.createGunzip({ chunkSize: Math.min(Math.max(want, 16 * 1024), 4 << 20) })
     const parts: Buffer[] = []

@@ -49,6 +49,7 @@ export interface MountSettings {
   backgroundFetch?: boolean
   fetchTimeoutMs?: number
   readWindowBytes?: number
+  neighbourBytes?: number
   allowNoVerification?: boolean
   /** Readahead window of the layer's source (0: off). */
   readaheadBytes?: number

@@ -261,12 +261,13 @@ export class FuseManager {
     return new ReadaheadSource(this.blobs.source(cid), { windowBytes: s.readaheadBytes ?? 0 })
   }
 
-  private layerOptions (s: MountSettings): { prefetchTimeoutMs?: number, backgroundFetch?: boolean, fetchTimeoutMs?: number, readWindowBytes?: number, allowNoVerification?: boolean } {
+  private layerOptions (s: MountSettings): { prefetchTimeoutMs?: number, backgroundFetch?: boolean, fetchTimeoutMs?: number, readWindowBytes?: number, neighbourBytes?: number, allowNoVerification?: boolean } {
     return {
       prefetchTimeoutMs: s.prefetchTimeoutMs,
       backgroundFetch: s.backgroundFetch,
       fetchTimeoutMs: s.fetchTimeoutMs,
       readWindowBytes: s.readWindowBytes,
+      neighbourBytes: s.neighbourBytes,
       allowNoVerification: s.allowNoVerification
     }
   }
