@@ -16,7 +16,7 @@
  * default ../shared/ref-stack) with a work folder its setup.sh prepared (`--ref-work DIR`); the
  * pyapp image comes from there. Without them only the debian rows are measured.
  *
- * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--images pyapp,debian] [--ref-stack DIR] [--ref-work DIR]
+ * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--images pyapp,debian] [--ref-stack DIR] [--ref-work DIR] [--skip-reference]
  *        (as root; scripts/bench/startup.sh builds first)
  */
 import '../../src/polyfill.js'
@@ -39,7 +39,9 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     images: { type: 'string', default: 'pyapp,debian' },
     'ref-stack': { type: 'string', default: resolve(repoRoot, '..', 'shared', 'ref-stack') },
-    'ref-work': { type: 'string', default: '/work/refstack' }
+    'ref-work': { type: 'string', default: '/work/refstack' },
+    /** Only our rows for the pyapp image (when iterating on our side). */
+    'skip-reference': { type: 'boolean', default: false }
   }
 })
 const runs = Number(values.runs)
@@ -171,7 +173,7 @@ try {
       console.error(`no reference stack at ${refStack} with a work folder ${refWork} (run its setup.sh ${refWork}); skipping the pyapp rows`)
     } else {
       const rows: Rows = new Map()
-      await referenceRows(rows)
+      if (values['skip-reference'] !== true) await referenceRows(rows)
       await ourRows(rows, join(work, 'pyapp'), layout, ['python3', '/app/app.py'])
       print('Reference stack image: Debian minbase + python3 + app; workload: python3 /app/app.py', rows, await imageBytes(layout))
     }
