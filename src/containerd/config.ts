@@ -3,7 +3,7 @@
  * `ipfs-estargz containerd-config` and docs/containerd.md.
  */
 export const DEFAULTS = {
-  /** snapshotter name in containerd's config (DESIGN: Names) */
+  /** snapshotter name in containerd's config (`proxy_plugins.<name>`, `--snapshotter <name>`) */
   name: 'ipfs-estargz',
   /** the daemon's snapshotter socket */
   address: '/run/ipfs-estargz/snapshotter.sock',

@@ -28,7 +28,7 @@ export function cidOfDescriptor (desc: Descriptor): CID | undefined {
 
 /**
  * An image published in IPFS, opened by its root CID, as an {@link ImageSource}: either our OCI
- * layout directory (DESIGN decision 2) or a reference descriptor JSON (the handle nerdctl and
+ * layout directory or a reference descriptor JSON (the handle nerdctl and
  * `ctr-remote --ipfs` use). Every blob is fetched through the Helia node (local blockstore,
  * then peers) and verified against its digest.
  */

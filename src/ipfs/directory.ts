@@ -13,7 +13,7 @@ import type { WritableStorage } from 'ipfs-unixfs-importer'
 /** The blockstore operation publishing needs: store new nodes. */
 export type DirectoryBlockstore = WritableStorage
 
-/** An OCI image layout to publish as a UnixFS directory (DESIGN decision 2). */
+/** An OCI image layout to publish as a UnixFS directory (the image root, docs/ipfs.md). */
 export interface LayoutInput {
   /** The `oci-layout` file (bytes, or the CID of an imported copy). */
   ociLayout: Uint8Array | CID

@@ -7,7 +7,7 @@ import { AbortError, InvalidIpfsOptionError, UnexpectedDagError } from './errors
 
 /** Import defaults, in one place. */
 export const DEFAULTS = {
-  /** Largest leaf of the member-aligned and plain layouts (DESIGN decision 1). */
+  /** Largest leaf of the member-aligned and plain layouts. */
   maxLeafSize: 1 << 20,
   /** Links per interior node, as @helia/unixfs 8. */
   maxChildrenPerNode: 1024,
@@ -171,7 +171,7 @@ class Channel<T> implements AsyncIterable<T> {
 }
 
 /**
- * Member-aligned import (DESIGN decision 1) of a blob whose gzip members arrive one by one, as
+ * Member-aligned import (docs/ipfs.md) of a blob whose gzip members arrive one by one, as
  * the eStargz writer produces them: every member starts a new raw leaf (a member over 1 MiB is
  * cut into 1 MiB leaves from its start), so the TOC and footer get leaves of their own and a
  * data member's leaves hold only its bytes — identical file contents give identical leaf CIDs

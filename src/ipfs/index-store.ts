@@ -23,7 +23,7 @@ export interface ImageRecord {
   name: string
   /** ISO 8601 time it was added. */
   created: string
-  /** CID of the reference descriptor JSON (DESIGN decision 2), if published. */
+  /** CID of the reference descriptor JSON (the image root's other form, see docs/ipfs.md), if published. */
   descriptor?: string
   /** Total bytes of the blobs it references. */
   size?: number
@@ -46,7 +46,7 @@ export interface DigestMapping {
 }
 
 /**
- * The digest→CID index (DESIGN decision 5: lets the snapshotter mount lazily from labels that
+ * The digest→CID index (lets the snapshotter mount lazily from labels that
  * carry only a layer digest) and the list of images, in one SQLite file under the repo. An image
  * is listed only once every block it references is stored locally and its root is pinned, so an
  * interrupted push or import never shows up.

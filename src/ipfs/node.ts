@@ -114,7 +114,7 @@ export interface IpfsNode {
 /**
  * Opens the repo and starts a light Helia node: TCP + noise + yamux + identify, with one block
  * broker, our `BlockFetcher` (exchange → bitswap → gateways); no public bootstrap, no mDNS, no
- * UPnP (npm-stack pitfall 3). The peer key lives in the
+ * UPnP (Helia's full default config would reach the public network). The peer key lives in the
  * datastore, so the peer id survives restarts. The repo is private to its user: created 0700,
  * tightened if others can read it, written under a 077 umask (`prepareRepo`).
  */

@@ -33,8 +33,8 @@ export class OverlayLayout {
 
   /**
    * Owner of a snapshot's root. Asynchronous on purpose: a remote snapshot's `fs` is a FUSE mount
-   * served by this very process, and a synchronous stat of it would deadlock the event loop
-   * (npm-stack pitfall 9).
+   * served by this very process, and a synchronous stat of it would deadlock: the FUSE callbacks
+   * need the event loop the synchronous call blocks.
    */
   async ownerOf (id: string): Promise<{ uid: number, gid: number }> {
     const st = await stat(this.upperPath(id))

@@ -108,7 +108,7 @@ export function newRemoteMetrics (): RemoteMetrics {
 
 /**
  * Finds the IPFS layer a Prepare's labels name: first `ipfs://<cid>` in the urls label, else the
- * layer digest through the digest→CID index (decision 5: plain CRI sends no urls).
+ * layer digest through the digest→CID index (plain CRI sends no urls label).
  */
 export async function resolveRemoteLayer (labels: Labels, resolveDigest?: DigestResolver): Promise<RemoteLayerRef | undefined> {
   const digest = labels[LABELS.criLayerDigest] ?? labels[LABELS.stargzDigest]

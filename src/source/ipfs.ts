@@ -117,7 +117,7 @@ async function withTimeout<T> (timeout: number, signal: AbortSignal | undefined,
   const timer = timeout > 0 ? AbortSignal.timeout(timeout) : undefined
   const signals = [signal, timer].filter((s): s is AbortSignal => s != null)
   const combined = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
-  // One signal goes to every block of a read (pitfall 10).
+  // One signal goes to every block of a read: without this Node warns of a listener leak past 10.
   if (combined != null) setMaxListeners(Infinity, combined)
   try {
     return await fn(combined)
