@@ -4,11 +4,11 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startDaemon, type RunningDaemon } from '../helpers/daemon.js'
+import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { cliPath } from '../helpers/tools.js'
-import { allBlobs, makeImage, tagged, writeLayout } from '../oci/fixtures.js'
-import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../oci/registry-fixture.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
+import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
+import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../scripts/fixtures/registry.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8' })

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { LayerFs } from '../../src/fs/layer.js'
 import { silentLogger } from '../../src/logging.js'
-import { fixtureBytes } from '../helpers/tar.js'
+import { fixtureBytes } from '../../scripts/fixtures/tar.js'
 import { CountingSource, HangingSource } from './helpers.js'
 import { buildBlob, MemorySource } from './unit-helpers.js'
 

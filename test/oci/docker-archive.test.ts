@@ -7,7 +7,9 @@ import { ImageNotFoundError, MalformedLayoutError } from '../../src/oci/errors.j
 import { MediaType } from '../../src/oci/media-types.js'
 import { openImageSource } from '../../src/oci/open.js'
 import { resolveImages } from '../../src/oci/resolve.js'
-import { makeImage, makeTar, sha256, writeDockerArchive, writeTarFile } from './fixtures.js'
+import { makeImage, writeDockerArchive, writeTarFile } from '../../scripts/fixtures/oci-image.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 describe('docker-archive source', () => {
   let tmp: string

@@ -7,7 +7,8 @@ import { openOciArchive, openOciLayout } from '../../src/oci/layout-source.js'
 import { MediaType } from '../../src/oci/media-types.js'
 import { openImageSource } from '../../src/oci/open.js'
 import type { ImageSource } from '../../src/oci/source.js'
-import { allBlobs, makeImage, makeMultiPlatform, sha256, tagged, writeLayout, writeOciArchive } from './fixtures.js'
+import { allBlobs, makeImage, makeMultiPlatform, tagged, writeLayout, writeOciArchive } from '../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 async function bytesOf (src: ImageSource, d: Parameters<ImageSource['fetch']>[0]): Promise<Buffer> {
   const parts: Uint8Array[] = []

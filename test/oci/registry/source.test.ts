@@ -5,9 +5,10 @@ import { imageFromSource, pushImage } from '../../../src/oci/registry/push.js'
 import { RegistrySource } from '../../../src/oci/registry/source.js'
 import { resolveImages } from '../../../src/oci/resolve.js'
 import { hasCommand, needs } from '../../helpers/env.js'
-import { makeMultiPlatform, sha256 } from '../fixtures.js'
+import { makeMultiPlatform } from '../../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../../scripts/fixtures/digest.js'
 import { startFront, type Front } from '../front.js'
-import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../registry-fixture.js'
+import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../../scripts/fixtures/registry.js'
 
 const ref = (s: string): RegistryReference => parseImageReference(s) as RegistryReference
 
