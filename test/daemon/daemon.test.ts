@@ -111,7 +111,10 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     }
     const mounts = await client.prepare('fallback-1', '', labels)
     expect(mounts[0].type).toBe('bind')
-    expect((await client.stat('fallback-1')).kind).toBeDefined()
+    const info = await client.stat('fallback-1')
+    expect(info.kind).toBe('ACTIVE')
+    // the mount gave up after the fetch timeout (3 s), before the mount timeout (10 s)
+    expect(info.labels['ipfs-estargz/fallback-reason']).toMatch(/^mount-failed: /)
     expect(b.log()).toMatch(/remote-snapshot-prepared/)
     await client.remove('fallback-1')
   }, 120_000)

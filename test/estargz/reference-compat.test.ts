@@ -159,9 +159,9 @@ describe.skipIf(skip)('eStargz compatibility with containerd/stargz-snapshotter 
     const copy = r2.lookup('elsewhere/copy.bin')
     expect(copy?.chunks.length).toBe(6)
     for (const c of copy?.chunks ?? []) {
-      const mine = members.get(c.digest)
-      expect(mine, 'chunk present in the first layer').toBeDefined()
-      expect(blob2.subarray(c.offset, c.offset + (mine as Buffer).length).equals(mine as Buffer)).toBe(true)
+      const mine = members.get(c.digest) ?? Buffer.alloc(0)
+      expect(mine.length, 'chunk present in the first layer').toBeGreaterThan(0)
+      expect(blob2.subarray(c.offset, c.offset + mine.length).equals(mine)).toBe(true)
     }
   })
 })

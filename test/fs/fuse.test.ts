@@ -142,7 +142,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const probe = await LayerFs.open({ source: probeSource, logger }, { tocDigest: built.tocDigest })
     const chunk = probe.estargz.lookup('a/big.bin')?.chunks[2]
     await probeSource.close()
-    expect(chunk).toBeDefined()
+    expect(chunk).toMatchObject({ chunkOffset: 2 * SMALL_CHUNK, chunkSize: SMALL_CHUNK })
     const c = chunk as NonNullable<typeof chunk>
     let corrupting: CorruptingSource | undefined
     const { mnt, fs } = await mountBlob(built, 'corrupt', {}, s => (corrupting = new CorruptingSource(s, c.offset + 12, c.offset + 40)))

@@ -11,7 +11,7 @@ import { IpfsSource } from '../../src/source/ipfs.js'
 import { MemStore, random, streamOf, TempRepos } from './helpers.js'
 import { makeTar } from '../../scripts/fixtures/tar.js'
 import { CID } from 'multiformats/cid'
-import { sha256 } from '../../scripts/fixtures/digest.js'
+import { sha256, sha256Bytes } from '../../scripts/fixtures/digest.js'
 
 const repos = new TempRepos()
 afterAll(async () => { await repos.cleanup() })
@@ -44,7 +44,14 @@ describe('CAR export/import', () => {
     const imported = await importCar(node.localBlockstore, car)
     expect(imported.roots.map(String)).toEqual([root.toString()])
     expect(imported.blocks).toBe(exported.blocks)
-    for await (const b of walkDag(root, async (c) => await collectBlock(node.localBlockstore.get(c)))) expect(b.bytes).toBeDefined()
+    // every block of the DAG is in the other node's store, and hashes to its CID
+    let walked = 0
+    for await (const b of walkDag(root, async (c) => await collectBlock(node.localBlockstore.get(c)))) {
+      expect(b.cid.multihash.code).toBe(0x12) // sha2-256
+      expect(sha256Bytes(b.bytes ?? new Uint8Array())).toEqual(Buffer.from(b.cid.multihash.digest))
+      walked++
+    }
+    expect(walked).toBe(exported.blocks)
 
     const layerCid = await resolveBlob(async (c) => await collectBlock(node.localBlockstore.get(c)), root, layerDigest)
     const src = await IpfsSource.open(node.blocks, layerCid, { offline: true })
