@@ -98,10 +98,7 @@ export const SUITE_TESTS = {
   abortPrefetch: 'an abort during the prefetch rejects promptly; after unmount nothing is, or will be, mounted there'
 } as const
 
-interface Layer { cid: string, size: number, tocDigest: string, tocOffset: number, files: Record<string, Buffer> }
-
-/** Reads of one layer held back (a slow peer): `when` picks them, `ms` long, or until their signal aborts. */
-interface Hold { cid?: string, ms: number, when: (offset: number) => boolean, held: number }
+export interface Layer { cid: string, size: number, tocDigest: string, tocOffset: number, files: Record<string, Buffer> }
 
 /** What a mount of `path` looks like in /proc/self/mountinfo (the last mount there), or undefined. */
 export async function mountAt (path: string): Promise<{ id: string, options: string[], fstype: string, source: string } | undefined> {
@@ -122,26 +119,95 @@ export async function cat (path: string): Promise<Buffer> {
   return (await run('cat', [path], { encoding: 'buffer', maxBuffer: 1 << 26 })).stdout
 }
 
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+export const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
-async function buildLayer (dir: string, name: string, files: Record<string, Buffer>, node: IpfsNode, prioritized?: string[]): Promise<Layer> {
-  const entries: FixtureEntry[] = Object.entries(files).map(([n, data]) => ({ name: n, data }))
-  await writeFile(join(dir, `${name}.tar`), makeTar(entries))
-  const out = join(dir, `${name}.esgz`)
-  const { tocDigest } = await buildEstargzFile(join(dir, `${name}.tar`), out, { chunkSize: SMALL_CHUNK, ...(prioritized != null ? { prioritizedFiles: prioritized } : {}) })
-  const bytes = await readFile(out)
-  const { tocOffset } = await EstargzReader.open(async (o, l) => bytes.subarray(o, o + l), bytes.length)
-  const { cid } = await importBytes(node.helia.blockstore, bytes)
-  return { cid: cid.toString(), size: bytes.length, tocDigest, tocOffset, files }
+/**
+ * eStargz layers in a Helia node, opened by CID as the daemon opens them (an IpfsSource; offline,
+ * so an unknown CID fails at once with BlockNotFoundError). `hold` holds chosen reads of one
+ * layer back (a slow peer): those `when` picks wait `ms`, or until their signal aborts.
+ */
+export class LayerStore {
+  readonly hold: { cid?: string, ms: number, when: (offset: number) => boolean, held: number } = { ms: 0, when: () => false, held: 0 }
+  private n = 0
+
+  private constructor (readonly dir: string, private readonly repos: TempRepos, private readonly node: IpfsNode) {}
+
+  static async create (): Promise<LayerStore> {
+    const repos = new TempRepos()
+    return new LayerStore(await tempDir('layer-store'), repos, await repos.node())
+  }
+
+  /** Builds a layer of `files` (64 KiB chunks; `prioritized` files are prefetched at mount, before the TOC in the blob). */
+  async add (files: Record<string, Buffer>, prioritized?: string[]): Promise<Layer> {
+    const name = `layer${this.n++}`
+    const entries: FixtureEntry[] = Object.entries(files).map(([n, data]) => ({ name: n, data }))
+    await writeFile(join(this.dir, `${name}.tar`), makeTar(entries))
+    const out = join(this.dir, `${name}.esgz`)
+    const { tocDigest } = await buildEstargzFile(join(this.dir, `${name}.tar`), out, { chunkSize: SMALL_CHUNK, ...(prioritized != null ? { prioritizedFiles: prioritized } : {}) })
+    const bytes = await readFile(out)
+    const { tocOffset } = await EstargzReader.open(async (o, l) => bytes.subarray(o, o + l), bytes.length)
+    return { cid: await this.addBytes(bytes), size: bytes.length, tocDigest, tocOffset, files }
+  }
+
+  /** Stores any bytes; returns their CID. */
+  async addBytes (bytes: Uint8Array): Promise<string> {
+    return (await importBytes(this.node.helia.blockstore, bytes)).cid.toString()
+  }
+
+  /** The daemon's `openSource`. */
+  readonly openSource = async (cid: string, signal?: AbortSignal): Promise<RangeSource> => {
+    const inner = await IpfsSource.open(this.node.blocks, cid, { offline: true, signal })
+    const hold = this.hold
+    return {
+      size: async () => await inner.size(),
+      read: async (offset, length, s, hint) => {
+        if (hold.cid === cid && hold.when(offset)) {
+          hold.held++
+          await new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(resolve, hold.ms)
+            s?.addEventListener('abort', () => { clearTimeout(timer); reject(s.reason) }, { once: true })
+          })
+        }
+        return await inner.read(offset, length, s, hint)
+      },
+      close: async () => { await inner.close() }
+    }
+  }
+
+  /** Holds the reads of `l` that `when` picks back for `ms` from now on (until `release`). */
+  holdReads (l: Layer, when: (offset: number) => boolean, ms: number): void {
+    Object.assign(this.hold, { cid: l.cid, ms, when, held: 0 })
+  }
+
+  release (): void {
+    this.hold.cid = undefined
+  }
+
+  async close (): Promise<void> {
+    this.release()
+    await this.repos.cleanup()
+    await removeDir(this.dir)
+  }
+}
+
+/** The layer as the snapshotter resolves it; `tocDigest` null: the ref carries none. */
+export const ref = (l: Layer, tocDigest: string | null = l.tocDigest): RemoteLayerRef => ({ cid: l.cid, ...(tocDigest != null ? { tocDigest } : {}), via: 'urls' })
+
+/** The error `p` rejects with; throws when it resolves. */
+export async function failure (p: Promise<unknown>): Promise<unknown> {
+  return await p.then(() => { throw new Error('the mount succeeded') }, (e: unknown) => e)
+}
+
+/** Every file of `l` reads byte for byte with `cat` under `at`. */
+export async function expectReads (at: string, l: Layer): Promise<void> {
+  for (const [n, data] of Object.entries(l.files)) expect((await cat(join(at, n))).equals(data), n).toBe(true)
 }
 
 export function layerMounterSuite (name: string, makeFixture: (env: LayerMounterEnv) => Promise<LayerMounterFixture>, options: LayerMounterSuiteOptions = {}): void {
   describe.skipIf(options.skip === true)(`layer mounter suite: ${name}`, () => {
-    const repos = new TempRepos()
-    const hold: Hold = { ms: 0, when: () => false, held: 0 }
     const used = new Set<string>()
     let dir: string
-    let node: IpfsNode
+    let store: LayerStore
     let fixture: LayerMounterFixture | undefined
     let main: Layer
     let other: Layer
@@ -155,23 +221,17 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
     }
     const mounter = (): RemoteLayerMounter => fx().mounter
     const codeOf = (err: unknown): string | undefined => fx().codeOf?.(err) ?? (err as { code?: string }).code
-    /** The layer as the snapshotter resolves it; `tocDigest` null: the ref carries none. */
-    const ref = (l: Layer, tocDigest: string | null = l.tocDigest): RemoteLayerRef => ({ cid: l.cid, ...(tocDigest != null ? { tocDigest } : {}), via: 'urls' })
     const mp = async (n: string): Promise<string> => {
       const p = join(dir, 'mnt', n)
       await mkdir(p, { recursive: true })
       used.add(p)
       return p
     }
-    const failure = async (p: Promise<unknown>): Promise<unknown> => await p.then(() => { throw new Error('the mount succeeded') }, (e: unknown) => e)
     /** Nothing is mounted at `at`: not in mountinfo, not in the mounter's view. */
     const expectFree = async (at: string): Promise<void> => {
       expect(await mountAt(at), `a mount at ${at}`).toBeUndefined()
       if (mounter().check != null) await expect(mounter().check?.(at)).rejects.toThrow()
       if (mounter().held != null) expect(await mounter().held?.()).not.toContain(resolve(at))
-    }
-    const expectReads = async (at: string, l: Layer): Promise<void> => {
-      for (const [n, data] of Object.entries(l.files)) expect((await cat(join(at, n))).equals(data), n).toBe(true)
     }
     const test = (key: keyof typeof SUITE_TESTS, fn: () => Promise<void>, timeout?: number): void => {
       const title = SUITE_TESTS[key]
@@ -182,49 +242,29 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
 
     beforeAll(async () => {
       dir = await tempDir('layer-mounter-suite')
-      node = await repos.node()
-      main = await buildLayer(dir, 'main', {
+      store = await LayerStore.create()
+      main = await store.add({
         'etc/hello.txt': Buffer.from(`hello from ${name}\n`),
         'usr/big.bin': fixtureBytes(31, 9 * SMALL_CHUNK + 321),
         'usr/empty': Buffer.alloc(0)
-      }, node)
-      other = await buildLayer(dir, 'other', { 'other.txt': Buffer.from('another layer\n') }, node)
+      })
+      other = await store.add({ 'other.txt': Buffer.from('another layer\n') })
       for (const seed of [41, 42]) {
-        slow.push(await buildLayer(dir, `slow${seed}`, {
-          'etc/hello.txt': Buffer.from(`slow layer ${seed}\n`),
-          'usr/big.bin': fixtureBytes(seed, 5 * SMALL_CHUNK + 99)
-        }, node, ['usr/big.bin']))
+        slow.push(await store.add({ 'etc/hello.txt': Buffer.from(`slow layer ${seed}\n`), 'usr/big.bin': fixtureBytes(seed, 5 * SMALL_CHUNK + 99) }, ['usr/big.bin']))
       }
-      notEstargz = (await importBytes(node.helia.blockstore, fixtureBytes(51, 100_000))).cid.toString()
-      const openSource = async (cid: string, signal?: AbortSignal): Promise<RangeSource> => {
-        const inner = await IpfsSource.open(node.blocks, cid, { offline: true, signal })
-        return {
-          size: async () => await inner.size(),
-          read: async (offset, length, s, hint) => {
-            if (hold.cid === cid && hold.when(offset)) {
-              hold.held++
-              await new Promise<void>((resolve, reject) => {
-                const timer = setTimeout(resolve, hold.ms)
-                s?.addEventListener('abort', () => { clearTimeout(timer); reject(s.reason) }, { once: true })
-              })
-            }
-            return await inner.read(offset, length, s, hint)
-          },
-          close: async () => { await inner.close() }
-        }
-      }
-      fixture = await makeFixture({ dir: join(dir, 'fixture'), openSource, settings: { backgroundFetch: false, prefetchTimeoutMs: 20_000, fetchTimeoutMs: 10_000 } })
+      notEstargz = await store.addBytes(fixtureBytes(51, 100_000))
+      fixture = await makeFixture({ dir: join(dir, 'fixture'), openSource: store.openSource, settings: { backgroundFetch: false, prefetchTimeoutMs: 20_000, fetchTimeoutMs: 10_000 } })
     }, 60_000)
 
     afterAll(async () => {
-      hold.cid = undefined
+      store?.release()
       for (const p of used) await fixture?.mounter.unmount(p).catch(() => {})
       await fixture?.cleanup()
       if (dir != null) {
         await unmountUnder(dir)
         await removeDir(dir)
       }
-      await repos.cleanup()
+      await store?.close()
     }, 60_000)
 
     test('mount', async () => {
@@ -310,7 +350,7 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
 
     test('occupied', async () => {
       const at = await mp('occupied')
-      await mounter().mount(at, {}, ref(main))
+      const first = await mounter().mount(at, {}, ref(main))
       const before = await mountAt(at)
       const err = await failure(mounter().mount(at, {}, ref(other)))
       expect(codeOf(err)).toBe(fx().conflictCode)
@@ -320,7 +360,7 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
       const again = fx().sameLayerAgain
       if (again === 'kept') {
         const handle = await mounter().mount(at, {}, ref(main))
-        expect(await handle.usage?.()).toBeGreaterThan(0) // the same mount, with what it fetched
+        expect(await handle.usage?.()).toBe(await first.usage?.()) // the same mount, with what it fetched
       } else {
         expect(codeOf(await failure(mounter().mount(at, {}, ref(main))))).toBe(again)
       }
@@ -351,14 +391,14 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
     /** Mounts `l` at `at` with reads picked by `when` held back 2.5 s; aborts after 300 ms. */
     const abortWhileHeld = async (at: string, l: Layer, when: (offset: number) => boolean): Promise<void> => {
       const ms = 2_500
-      Object.assign(hold, { cid: l.cid, ms, when, held: 0 })
+      store.holdReads(l, when, ms)
       try {
         const ac = new AbortController()
         const started = Date.now()
         setTimeout(() => ac.abort(), 300)
         const err = await failure(mounter().mount(at, {}, ref(l), ac.signal))
         const took = Date.now() - started
-        expect(hold.held, 'a read was held back').toBeGreaterThan(0)
+        expect(store.hold.held, 'a read was held back').toBeGreaterThan(0)
         expect(err).toBeInstanceOf(Error)
         expect(took, 'rejected promptly after the abort').toBeLessThan(1_500)
         await mounter().unmount(at)
@@ -367,7 +407,7 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
         await sleep(ms + 700 - (Date.now() - started))
         await expectFree(at)
       } finally {
-        hold.cid = undefined
+        store.release()
       }
     }
 
