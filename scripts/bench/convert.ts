@@ -17,8 +17,8 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import { createGunzip } from 'node:zlib'
-import { debianPythonImage } from '../../test/helpers/images.js'
-import { cacheDir, cliPath, esgzRef, repoRoot } from '../../test/helpers/tools.js'
+import { debianPythonImage } from '../fixtures/debian-image.js'
+import { cacheDir, cliPath, esgzRef, repoRoot } from '../fixtures/tools.js'
 
 const MB = 1e6
 /** Below this the input says little about sustained throughput; concatenate more layers. */

@@ -21,8 +21,8 @@ import { createGunzip } from 'node:zlib'
 import { CID } from 'multiformats/cid'
 import { collectBlock, createNode, walkDag } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
-import { debianPythonImage } from '../../test/helpers/images.js'
-import { cliPath, esgzRef } from '../../test/helpers/tools.js'
+import { debianPythonImage } from '../fixtures/debian-image.js'
+import { cliPath, esgzRef } from '../fixtures/tools.js'
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, level: { type: 'string', default: '9' } } })
 const runs = Number(values.runs)

@@ -19,17 +19,17 @@
  */
 import '../../src/polyfill.js'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { FuseManagerClient } from '../../src/fusemgr/index.js'
 import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
-import { startDaemon } from '../../test/helpers/daemon.js'
-import { debianPythonImage } from '../../test/helpers/images.js'
-import { cliPath } from '../../test/helpers/tools.js'
-import { snapshotsClient } from '../../test/snapshotter/client.js'
+import { startDaemon } from '../fixtures/daemon.js'
+import { debianPythonImage } from '../fixtures/debian-image.js'
+import { cliPath } from '../fixtures/tools.js'
+import { snapshotsClient } from '../fixtures/snapshots-client.js'
+import { chainIds } from '../fixtures/digest.js'
 
 const { values } = parseArgs({ options: { 'background-fetch': { type: 'boolean', default: false }, runs: { type: 'string', default: '3' } } })
 const runs = Number(values.runs)
@@ -91,9 +91,8 @@ async function measure (label: string, root: string, peer: string, asInstalled: 
   const b = await startDaemon({ root, peers: [peer], config: `[fs]\nbackground_fetch = ${String(values['background-fetch'])}\n`, asInstalled })
   try {
     const client = snapshotsClient(b.address)
-    const chain: string[] = []
+    const chain = chainIds(layers.map(l => l.diffID))
     for (const [i, l] of layers.entries()) {
-      chain.push(i === 0 ? l.diffID : 'sha256:' + createHash('sha256').update(`${chain[i - 1]} ${l.diffID}`).digest('hex'))
       const err = await client.prepare(`extract-${i}`, i === 0 ? '' : chain[i - 1], {
         'containerd.io/snapshot.ref': chain[i],
         'containerd.io/snapshot/remote/urls': `ipfs://${l.cid}`,

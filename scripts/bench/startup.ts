@@ -28,11 +28,11 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { imageFromSource, openOciLayout, parseImageReference, pushImage, resolveImages, type RegistryReference } from '../../src/oci/index.js'
 import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
-import { startContainerd } from '../../test/helpers/containerd.js'
-import { startDaemon } from '../../test/helpers/daemon.js'
-import { debianPythonImage } from '../../test/helpers/images.js'
-import { cliPath, repoRoot } from '../../test/helpers/tools.js'
-import { startRegistry } from '../../test/oci/registry-fixture.js'
+import { startContainerd } from '../fixtures/containerd.js'
+import { startDaemon } from '../fixtures/daemon.js'
+import { debianPythonImage } from '../fixtures/debian-image.js'
+import { cliPath, repoRoot } from '../fixtures/tools.js'
+import { startRegistry } from '../fixtures/registry.js'
 
 const { values } = parseArgs({
   options: {

@@ -26,8 +26,31 @@ export class LayerMounter implements RemoteLayerMounter {
   async mount (mountpoint: string, labels: Labels, layer: RemoteLayerRef, signal?: AbortSignal): Promise<RemoteMount> {
     const log = this.components.logger.child({ mountpoint, cid: layer.cid })
     const tocDigest = layer.tocDigest ?? labels[LABELS.tocDigest]
+    const { mounts, cache } = this.components
     const source = await this.components.openSource(layer.cid, signal)
-    const fs = await this.components.mounts.mountLayer(mountpoint, { source, logger: log, cache: this.components.cache }, { ...this.options, tocDigest, signal })
+    const components = { source, logger: log, cache }
+    const options = { ...this.options, tocDigest, signal }
+    const opened = await mounts.openLayer(components, options) // the signal ends the footer and TOC reads
+    if (signal?.aborted === true) {
+      await opened.stop()
+      await source.close?.().catch(() => {})
+      signal.throwIfAborted()
+    }
+    // The prefetch and the FUSE mount take no signal: an abort stops the prefetch early, and the
+    // mount that follows is undone before we reject, so nothing stays mounted after a rejection.
+    const stopEarly = (): void => { void opened.stop() }
+    signal?.addEventListener('abort', stopEarly, { once: true })
+    let fs
+    try {
+      fs = await mounts.mountLayer(mountpoint, components, options, opened)
+    } finally {
+      signal?.removeEventListener('abort', stopEarly)
+    }
+    if (signal?.aborted === true) {
+      await mounts.unmount(mountpoint)
+      log.info('mount aborted by the caller after the FUSE mount: unmounted')
+      signal.throwIfAborted()
+    }
     log.info({ tocDigest: fs.estargz.tocDigest, via: layer.via }, 'layer mounted lazily')
     return { usage: async () => fs.stats().bytesFetched ?? 0 }
   }

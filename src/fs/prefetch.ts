@@ -86,13 +86,19 @@ export class Prefetcher {
       work.catch(() => {})
       let timer: NodeJS.Timeout | undefined
       const timedOut = new Promise<'timeout'>(resolve => { timer = setTimeout(() => resolve('timeout'), this.opts.prefetchTimeoutMs) })
+      // stop() (a cancelled mount) ends the wait at once: the reads in flight may take long
+      let onStop: (() => void) | undefined
+      const stopped = new Promise<'stopped'>(resolve => { onStop = () => resolve('stopped') })
+      this.ac.signal.addEventListener('abort', onStop as () => void, { once: true })
       try {
-        const r = await Promise.race([work.then(() => 'done' as const, (err: Error) => err), timedOut])
+        const r = this.ac.signal.aborted ? 'stopped' : await Promise.race([work.then(() => 'done' as const, (err: Error) => err), timedOut, stopped])
         if (r === 'timeout') this.log.warn({ timeoutMs: this.opts.prefetchTimeoutMs }, 'prefetch did not finish in time; mounting anyway')
+        else if (r === 'stopped') this.log.debug('prefetch stopped')
         else if (r instanceof Error) this.log.warn({ err: r.message }, 'prefetch failed; mounting anyway')
         else this.log.debug({ bytes: this.status.prioritizedBytes }, 'prefetch done')
       } finally {
         clearTimeout(timer)
+        this.ac.signal.removeEventListener('abort', onStop as () => void)
       }
     }
     if (this.opts.backgroundFetch && !this.status.complete) {

@@ -5,8 +5,8 @@ import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { edgeEntries, fileContents } from '../helpers/fixtures.js'
-import { makeTar } from '../helpers/tar.js'
-import { cliPath } from '../helpers/tools.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
 
 function cli (args: string[], input?: Buffer): { code: number, stdout: Buffer, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { input, maxBuffer: 1 << 28 })

@@ -7,9 +7,10 @@ import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MediaType } from '../../src/oci/index.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { makeTar, type FixtureEntry } from '../helpers/tar.js'
-import { cliPath } from '../helpers/tools.js'
-import { blob, jsonBlob, sha256, tagged, writeLayout } from '../oci/fixtures.js'
+import { makeTar, type FixtureEntry } from '../../scripts/fixtures/tar.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
+import { blob, jsonBlob, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 /**
  * `ipfs-estargz mount` as a user runs it, against hostile image content: a setuid-root binary

@@ -1,5 +1,4 @@
 import { spawnSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { openSync, writeSync, closeSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -8,13 +7,16 @@ import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MediaType } from '../../src/oci/media-types.js'
 import { hasCommand, isRoot, needs } from '../helpers/env.js'
-import { cliPath } from '../helpers/tools.js'
-import { blob, jsonBlob, makeTar, sha256, tagged, writeLayout } from '../oci/fixtures.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
+import { blob, jsonBlob, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
+import { sha256Bytes } from '../../scripts/fixtures/digest.js'
 
 /** Incompressible bytes, the same for the same seed. */
 function noise (seed: string, n: number): Buffer {
   const out = Buffer.alloc(n)
-  for (let off = 0, i = 0; off < n; off += 32, i++) createHash('sha256').update(`${seed}:${i}`).digest().copy(out, off)
+  for (let off = 0, i = 0; off < n; off += 32, i++) sha256Bytes(`${seed}:${i}`).copy(out, off)
   return out
 }
 

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
-import { startDaemon } from '../helpers/daemon.js'
+import { startDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { cliPath } from '../helpers/tools.js'
-import { allBlobs, makeImage, tagged, writeLayout } from '../oci/fixtures.js'
-import { snapshotsClient } from '../snapshotter/client.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
+import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
+import { snapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 
 /** The CLI run as from a shell with umask 022 (the usual default: files 0644, folders 0755). */
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {

@@ -1,11 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError } from '../../src/containerd/errors.js'
 import { ContainerdClient } from '../../src/containerd/client.js'
-import { containerdNeeds, startContainerd, type PrivateContainerd } from '../helpers/containerd.js'
+import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { needs } from '../helpers/env.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
-const sha256 = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 async function * chunked (data: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size)

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { LABELS, MAX_LABEL_SIZE, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from '../../src/containerd/labels.js'
 import { MediaType } from '../../src/oci/index.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 const d = (n: number): string => `sha256:${String(n).repeat(64).slice(0, 64)}`
 
@@ -29,8 +29,8 @@ describe('containerd labels', () => {
 
   it('computes OCI chainIDs', () => {
     const [a, b, c] = [d(1), d(2), d(3)]
-    const ab = `sha256:${createHash('sha256').update(`${a} ${b}`).digest('hex')}`
-    const abc = `sha256:${createHash('sha256').update(`${ab} ${c}`).digest('hex')}`
+    const ab = sha256(`${a} ${b}`)
+    const abc = sha256(`${ab} ${c}`)
     expect(chainIds([a, b, c])).toEqual([a, ab, abc])
     expect(chainIds([])).toEqual([])
   })

@@ -13,10 +13,10 @@ import { Snapshotter, SnapshotterServer, type RemoteLayerMounter, type RemoteLay
 import { LayerMounter } from '../../src/daemon/layer-mounter.js'
 import { ChunkCache, MountManager } from '../../src/fs/index.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
-import { containerdNeeds, startContainerd, type PrivateContainerd } from '../helpers/containerd.js'
+import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { hasFuse, needs } from '../helpers/env.js'
-import { debianImageNeeds, debianPythonImage } from '../helpers/images.js'
-import { cliPath } from '../helpers/tools.js'
+import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
 import type { Labels } from '../../src/snapshotter/api.js'
 
 /**

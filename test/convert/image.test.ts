@@ -1,5 +1,4 @@
 import { execFileSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,9 +13,10 @@ import { IndexStore, createNode, type IpfsNode } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { MediaType, openOciLayout, parsePlatform, resolveImages, type Descriptor } from '../../src/oci/index.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
-import { allBlobs, blob, makeImage, makeMultiPlatform, tagged, writeLayout } from '../oci/fixtures.js'
-import { esgzRef } from '../helpers/tools.js'
+import { allBlobs, blob, makeImage, makeMultiPlatform, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
+import { esgzRef } from '../../scripts/fixtures/tools.js'
 import { hasCommand, needs } from '../helpers/env.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 const logger = silentLogger()
 
@@ -82,9 +82,9 @@ describe.skipIf(needs({ go: hasCommand('go') }))('convertImage', () => {
       for (const [i, layer] of img.layers.entries()) {
         expect(layer.mediaType).toBe(MediaType.OciLayerGzip)
         const bytes = await readCid(repo.node, layer.urls?.[0].slice(7) ?? '')
-        expect('sha256:' + createHash('sha256').update(bytes).digest('hex')).toBe(layer.digest)
+        expect(sha256(bytes)).toBe(layer.digest)
         // diff_ids are the real DiffIDs of the new layers
-        expect(img.config.rootfs.diff_ids[i]).toBe('sha256:' + createHash('sha256').update(gunzipSync(bytes)).digest('hex'))
+        expect(img.config.rootfs.diff_ids[i]).toBe(sha256(gunzipSync(bytes)))
         expect(Number(layer.annotations?.[UNCOMPRESSED_SIZE_ANNOTATION])).toBe(gunzipSync(bytes).length)
         // the reference accepts each layer with its annotated TOC digest
         const tocDigest = layer.annotations?.[TOC_DIGEST_ANNOTATION] as string
@@ -137,7 +137,7 @@ describe.skipIf(needs({ go: hasCommand('go') }))('convertImage', () => {
     const notTar = blob(MediaType.OciLayerGzip, Buffer.from('not a tar at all, not gzip either'.repeat(30)))
     const manifest = { ...img.manifest.json, layers: [img.layers[0].descriptor, notTar.descriptor] }
     const config = { ...img.config.json, rootfs: { type: 'layers', diff_ids: [img.layers[0].diffId, 'sha256:' + '1'.repeat(64)] } }
-    const { jsonBlob } = await import('../oci/fixtures.js')
+    const { jsonBlob } = await import('../../scripts/fixtures/oci-image.js')
     const c = jsonBlob(MediaType.OciConfig, config)
     const m = jsonBlob(MediaType.OciManifest, { ...manifest, config: c.descriptor })
     await writeLayout(join(dir, 'bad'), [img.layers[0], notTar, c, m], [tagged(m.descriptor, 'latest')])

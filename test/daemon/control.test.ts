@@ -1,14 +1,18 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startDaemon, type RunningDaemon } from '../helpers/daemon.js'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from '../../src/cli/program.js'
+import { API_FILE, ControlServer, probeDaemon, type CommandRunner } from '../../src/daemon/control.js'
+import { silentLogger } from '../../src/logging.js'
+import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { cliPath } from '../helpers/tools.js'
-import { allBlobs, makeImage, tagged, writeLayout } from '../oci/fixtures.js'
-import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../oci/registry-fixture.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
+import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
+import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../scripts/fixtures/registry.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8' })
@@ -158,5 +162,125 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, registry: hasCommand(REGIST
     const code = await exited(child)
     expect(code).toBe(1)
     expect(stderr.trim().split('\n')).toEqual([expect.stringMatching(/^ipfs-estargz: the daemon closed the connection mid-command \(.+\) \(ERR_DAEMON_DISCONNECTED\)$/)])
+  })
+})
+
+/** POSTs (or sends `method`) to the control socket; the answer's status and NDJSON lines (or raw body). */
+async function call (socket: string, path: string, body?: string, method = body != null ? 'POST' : 'GET'): Promise<{ status: number, body: string, lines: Array<{ out?: string, err?: string, exit?: number }> }> {
+  return await new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, path, method, headers: { 'content-type': 'application/json' } }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (s: string) => { text += s })
+      res.on('end', () => {
+        const lines = res.headers['content-type'] === 'application/x-ndjson' ? text.split('\n').filter(l => l !== '').map(l => JSON.parse(l) as { out?: string, err?: string, exit?: number }) : []
+        resolve({ status: res.statusCode ?? 0, body: text, lines })
+      })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+describe('ControlServer (in process)', () => {
+  let dir: string | undefined
+  let server: ControlServer | undefined
+  let ran: string[][] = []
+
+  afterEach(async () => {
+    await server?.stop()
+    if (dir != null) await rm(dir, { recursive: true, force: true })
+    server = undefined
+    dir = undefined
+    ran = []
+  })
+
+  async function start (run: CommandRunner): Promise<string> {
+    dir = await mkdtemp(join(tmpdir(), 'control-unit-'))
+    const address = join(dir, 'api.sock')
+    server = new ControlServer({ logger: silentLogger(), run: async (argv, io) => { ran.push(argv); return await run(argv, io) } }, { address, repo: dir })
+    await server.start()
+    return address
+  }
+
+  it('answers its health route with the repo, on a 0600 socket the repo\'s api file names; stop removes both', async () => {
+    const address = await start(async () => 0)
+    const health = await call(address, '/v1/health')
+    expect(health.status).toBe(200)
+    expect(JSON.parse(health.body)).toEqual({ ok: true, root: dir })
+    expect(await probeDaemon(address)).toEqual({ state: 'up', root: dir })
+    expect((await stat(address)).mode & 0o777).toBe(0o600)
+    const apiFile = join(dir as string, API_FILE)
+    expect(await readFile(apiFile, 'utf8')).toBe(address)
+    expect((await stat(apiFile)).mode & 0o777).toBe(0o600)
+    await server?.stop()
+    expect(existsSync(address)).toBe(false)
+    expect(existsSync(apiFile)).toBe(false)
+    expect(await probeDaemon(address)).toEqual({ state: 'absent' })
+  })
+
+  it('refuses a body that is not JSON or whose argv is not a list of strings with 400, running nothing', async () => {
+    const address = await start(async () => 0)
+    for (const body of ['{"argv": [', 'null', '{"argv": "id"}', '{"argv": ["id", 3]}', '{}']) {
+      const r = await call(address, '/v1/run', body)
+      expect(r.status, body).toBe(400)
+      expect(typeof (JSON.parse(r.body) as { error?: unknown }).error, body).toBe('string')
+    }
+    expect(ran).toEqual([])
+  })
+
+  it('answers 404 for unknown routes and methods, and for blobs when it serves none', async () => {
+    const address = await start(async () => 0)
+    for (const [method, path] of [['GET', '/v1/run'], ['POST', '/v1/nothing'], ['GET', '/'], ['POST', '/v1/health'], ['GET', '/v1/blobs/bafkqaaa/size']]) {
+      expect((await call(address, path, method === 'POST' ? '{"argv":[]}' : undefined, method)).status, `${method} ${path}`).toBe(404)
+    }
+    expect(ran).toEqual([])
+  })
+
+  it('an unknown command ends with the CLI\'s usage error and exit 2; a command that throws, with its message and exit 1', async () => {
+    const address = await start(async (argv, io) => {
+      if (argv[0] === 'explode') throw new Error('the command broke')
+      return await runCli(argv, { stdout: io.stdout, stderr: io.stderr, signal: io.signal })
+    })
+    const unknown = await call(address, '/v1/run', JSON.stringify({ argv: ['no-such-command'] }))
+    expect(unknown.status).toBe(200)
+    expect(unknown.lines.at(-1)).toEqual({ exit: 2 })
+    expect(unknown.lines.filter(l => l.err != null).map(l => l.err).join('')).toMatch(/unknown command 'no-such-command'/)
+    const broken = await call(address, '/v1/run', JSON.stringify({ argv: ['explode'] }))
+    expect(broken.lines).toEqual([{ err: 'the command broke\n' }, { exit: 1 }])
+  })
+
+  it('streams stdout as base64 lines that decode to the bytes written, then the exit code', async () => {
+    const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+    const address = await start(async (_argv, io) => {
+      await io.stdout(bytes.subarray(0, 100))
+      io.stderr('halfway\n')
+      await io.stdout(bytes.subarray(100))
+      await io.stdout('text too')
+      return 7
+    })
+    const r = await call(address, '/v1/run', JSON.stringify({ argv: ['anything'] }))
+    expect(r.lines.at(-1)).toEqual({ exit: 7 })
+    expect(Buffer.concat(r.lines.filter(l => l.out != null).map(l => Buffer.from(l.out as string, 'base64')))).toEqual(Buffer.concat([bytes, Buffer.from('text too')]))
+    expect(r.lines.filter(l => l.err != null)).toEqual([{ err: 'halfway\n' }])
+  })
+
+  it('stop cancels a running command (its signal fires) and waits for it to end', async () => {
+    let cleanedUp = false
+    let started: () => void = () => {}
+    const running = new Promise<void>(resolve => { started = resolve })
+    const address = await start(async (_argv, io) => {
+      started()
+      await new Promise(resolve => io.signal.addEventListener('abort', resolve, { once: true }))
+      await new Promise(resolve => setTimeout(resolve, 200)) // cleaning up takes a while
+      cleanedUp = true
+      return 1
+    })
+    const pending = call(address, '/v1/run', JSON.stringify({ argv: ['long'] })).catch((e: Error) => e)
+    await running
+    await server?.stop()
+    expect(cleanedUp).toBe(true)
+    await pending // the connection was closed under it: whatever it got, it did not hang
   })
 })

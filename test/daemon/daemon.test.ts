@@ -8,11 +8,12 @@ import type * as grpc from '@grpc/grpc-js'
 import { FuseManagerClient, type Health } from '../../src/fusemgr/index.js'
 import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
 import { CONFORMANCE_CASES, conformanceAvailable, runConformance } from '../helpers/conformance.js'
-import { startDaemon, type RunningDaemon } from '../helpers/daemon.js'
+import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { cliPath } from '../helpers/tools.js'
-import { makeImage, tagged, writeLayout, allBlobs } from '../oci/fixtures.js'
-import { snapshotsClient, type SnapshotsClient } from '../snapshotter/client.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
+import { makeImage, tagged, writeLayout, allBlobs } from '../../scripts/fixtures/oci-image.js'
+import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
+import { chainIds } from '../../scripts/fixtures/digest.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
@@ -51,9 +52,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const pushed = cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'a'), '--json', '--chunk-size', '65536'])
     if (pushed.code !== 0) throw new Error(pushed.stderr)
     layers = (JSON.parse(pushed.stdout) as { images: Array<{ layers: typeof layers }> }).images[0].layers
-    const { createHash } = await import('node:crypto')
-    chain = []
-    for (const l of layers) chain.push(chain.length === 0 ? l.diffID : 'sha256:' + createHash('sha256').update(`${chain[chain.length - 1]} ${l.diffID}`).digest('hex'))
+    chain = chainIds(layers.map(l => l.diffID))
     const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
     b = await startDaemon({ root: join(dir, 'b'), peers: [peer], config: '[fs]\nfetch_timeout_sec = 3\n[snapshotter]\nremote_mount_timeout_sec = 10\n' })
     client = snapshotsClient(b.address)
@@ -112,7 +111,10 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     }
     const mounts = await client.prepare('fallback-1', '', labels)
     expect(mounts[0].type).toBe('bind')
-    expect((await client.stat('fallback-1')).kind).toBeDefined()
+    const info = await client.stat('fallback-1')
+    expect(info.kind).toBe('ACTIVE')
+    // the mount gave up after the fetch timeout (3 s), before the mount timeout (10 s)
+    expect(info.labels['ipfs-estargz/fallback-reason']).toMatch(/^mount-failed: /)
     expect(b.log()).toMatch(/remote-snapshot-prepared/)
     await client.remove('fallback-1')
   }, 120_000)

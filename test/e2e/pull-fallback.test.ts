@@ -7,11 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FuseManagerClient } from '../../src/fusemgr/index.js'
 import { parseMountInfo } from '../../src/fs/mounts.js'
 import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
-import { containerdNeeds, startContainerd, type PrivateContainerd } from '../helpers/containerd.js'
-import { startDaemon, type RunningDaemon } from '../helpers/daemon.js'
+import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
+import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
-import { cliPath } from '../helpers/tools.js'
-import { allBlobs, makeImage, tagged, writeLayout } from '../oci/fixtures.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
+import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 
 interface Run { code: number, stdout: string, stderr: string }
 

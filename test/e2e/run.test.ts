@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
-import { containerdNeeds, startContainerd, type PrivateContainerd } from '../helpers/containerd.js'
-import { startDaemon, type RunningDaemon } from '../helpers/daemon.js'
+import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
+import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
-import { debianImageNeeds, debianPythonImage } from '../helpers/images.js'
-import { cliPath } from '../helpers/tools.js'
+import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })

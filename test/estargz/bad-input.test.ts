@@ -9,7 +9,7 @@ import {
   UnsupportedTarEntryError, buildEstargz, buildEstargzFile, EstargzError
 } from '../../src/estargz/index.js'
 import { footer51, forgeToc, readTocJson, tocOffsetOf } from '../helpers/forge.js'
-import { fixtureBytes, makeTar } from '../helpers/tar.js'
+import { fixtureBytes, makeTar } from '../../scripts/fixtures/tar.js'
 
 const CHUNK = 16 * 1024
 const open = async (blob: Buffer, tocDigest?: string): Promise<EstargzReader> =>

@@ -2,8 +2,9 @@ import { describe, expect, it } from 'vitest'
 import {
   EntryNotFoundError, EstargzReader, LinkLoopError, NotARegularFileError, buildEstargz, type RangeRead
 } from '../../src/estargz/index.js'
-import { digestOf, handmadeBlob } from '../helpers/forge.js'
-import { fixtureBytes, makeTar, type FixtureEntry } from '../helpers/tar.js'
+import { handmadeBlob } from '../helpers/forge.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
+import { fixtureBytes, makeTar, type FixtureEntry } from '../../scripts/fixtures/tar.js'
 
 const readOf = (blob: Buffer): RangeRead => async (off, len) => blob.subarray(off, off + len)
 
@@ -93,6 +94,6 @@ describe('eStargz reader', () => {
       expect(Buffer.from(await r.readFile('big', off, len)).equals(data.subarray(off, off + len)), `${off}+${len}`).toBe(true)
     }
     expect(reads).toBe(1 + 2 + 6 + 1 + 0 + 30)
-    expect(digestOf(await r.readFile('big'))).toBe(r.lookup('big')?.digest)
+    expect(sha256(await r.readFile('big'))).toBe(r.lookup('big')?.digest)
   })
 })

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildEstargzFile, EstargzReader } from '../../src/estargz/index.js'
 import { FileSource } from '../../src/source/file.js'
 import { SMALL_CHUNK, writeFixtureTars, type FixtureTar } from '../helpers/fixtures.js'
-import { esgzRef } from '../helpers/tools.js'
+import { esgzRef } from '../../scripts/fixtures/tools.js'
 import { diffTrees, walkTree } from '../helpers/tree.js'
 import { hasCommand, isRoot, needs } from '../helpers/env.js'
 
@@ -149,7 +149,7 @@ describe.skipIf(skip)('eStargz compatibility with containerd/stargz-snapshotter 
     }
     // the same content in another layer, with other neighbours and headers, compresses identically
     const other = join(dir, 'other.tar')
-    const { makeTar, fixtureBytes } = await import('../helpers/tar.js')
+    const { makeTar, fixtureBytes } = await import('../../scripts/fixtures/tar.js')
     writeFileSync(other, makeTar([{ name: 'elsewhere/', type: 'dir' }, { name: 'elsewhere/copy.bin', data: fixtureBytes(4, 5 * SMALL_CHUNK + 12345), mtime: 1234567890, uid: 5 }, { name: 'zzz', data: 'x' }]))
     await buildEstargzFile(other, join(dir, 'other.esgz'), { chunkSize: SMALL_CHUNK })
     const src2 = await FileSource.open(join(dir, 'other.esgz'))
@@ -159,9 +159,9 @@ describe.skipIf(skip)('eStargz compatibility with containerd/stargz-snapshotter 
     const copy = r2.lookup('elsewhere/copy.bin')
     expect(copy?.chunks.length).toBe(6)
     for (const c of copy?.chunks ?? []) {
-      const mine = members.get(c.digest)
-      expect(mine, 'chunk present in the first layer').toBeDefined()
-      expect(blob2.subarray(c.offset, c.offset + (mine as Buffer).length).equals(mine as Buffer)).toBe(true)
+      const mine = members.get(c.digest) ?? Buffer.alloc(0)
+      expect(mine.length, 'chunk present in the first layer').toBeGreaterThan(0)
+      expect(blob2.subarray(c.offset, c.offset + mine.length).equals(mine)).toBe(true)
     }
   })
 })

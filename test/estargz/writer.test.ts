@@ -9,7 +9,8 @@ import {
 } from '../../src/estargz/index.js'
 import { edgeEntries, fileContents, SMALL_CHUNK } from '../helpers/fixtures.js'
 import { zstdRawFrame } from '../helpers/forge.js'
-import { fixtureBytes, makeTar, type FixtureEntry } from '../helpers/tar.js'
+import { fixtureBytes, makeTar, type FixtureEntry } from '../../scripts/fixtures/tar.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 async function * chunksOf (data: Buffer, size: number): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size)
@@ -58,8 +59,7 @@ describe('eStargz writer', () => {
     expect(r.size).toBe(blob.length)
     const plain = zlib.gunzipSync(blob)
     expect(r.uncompressedSize).toBe(plain.length)
-    const { createHash } = await import('node:crypto')
-    expect(r.diffID).toBe('sha256:' + createHash('sha256').update(plain).digest('hex'))
+    expect(r.diffID).toBe(sha256(plain))
     const reader = await readerFor(blob)
     expect(reader.tocDigest).toBe(r.tocDigest)
     expect(reader.tocOffset).toBe(r.tocOffset)

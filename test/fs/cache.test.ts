@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { sha256Digest } from '../../src/estargz/index.js'
 import { ChunkCache, MemoryLru } from '../../src/fs/cache.js'
 import { silentLogger } from '../../src/logging.js'
-import { fixtureBytes } from '../helpers/tar.js'
+import { fixtureBytes } from '../../scripts/fixtures/tar.js'
 import { removeDir, tempDir } from './helpers.js'
 
 const logger = silentLogger()

@@ -3,7 +3,7 @@ import { ChunkCache } from '../../src/fs/cache.js'
 import { ChunkReader } from '../../src/fs/chunk-reader.js'
 import { EstargzReader } from '../../src/estargz/index.js'
 import { silentLogger } from '../../src/logging.js'
-import { fixtureBytes } from '../helpers/tar.js'
+import { fixtureBytes } from '../../scripts/fixtures/tar.js'
 import { buildBlob, MemorySource } from './unit-helpers.js'
 import type { RangeSource, ReadHint } from '../../src/source/types.js'
 

@@ -11,7 +11,7 @@ import { LayerFs } from '../../src/fs/layer.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
-import { debianImageNeeds, debianPythonImage } from '../helpers/images.js'
+import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
 import { diffTrees, hardlinkGroups } from '../helpers/tree.js'
 import { extractTar, impliedDirs, overlayForm, removeDir, tempDir, walk } from './helpers.js'
 

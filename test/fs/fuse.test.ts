@@ -10,7 +10,7 @@ import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { SMALL_CHUNK, writeFixtureTars, type FixtureTar } from '../helpers/fixtures.js'
-import { esgzRef } from '../helpers/tools.js'
+import { esgzRef } from '../../scripts/fixtures/tools.js'
 import { diffTrees, hardlinkGroups } from '../helpers/tree.js'
 import { CorruptingSource, CountingSource, HangingSource, extractTar, impliedDirs, overlayForm, removeDir, run, tempDir, walk } from './helpers.js'
 import type { RangeSource } from '../../src/source/types.js'
@@ -142,7 +142,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const probe = await LayerFs.open({ source: probeSource, logger }, { tocDigest: built.tocDigest })
     const chunk = probe.estargz.lookup('a/big.bin')?.chunks[2]
     await probeSource.close()
-    expect(chunk).toBeDefined()
+    expect(chunk).toMatchObject({ chunkOffset: 2 * SMALL_CHUNK, chunkSize: SMALL_CHUNK })
     const c = chunk as NonNullable<typeof chunk>
     let corrupting: CorruptingSource | undefined
     const { mnt, fs } = await mountBlob(built, 'corrupt', {}, s => (corrupting = new CorruptingSource(s, c.offset + 12, c.offset + 40)))

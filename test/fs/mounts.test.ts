@@ -8,7 +8,7 @@ import { MountManager, fuseMountsUnder, parseMountInfo } from '../../src/fs/moun
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { makeTar, type FixtureEntry } from '../helpers/tar.js'
+import { makeTar, type FixtureEntry } from '../../scripts/fixtures/tar.js'
 import { diffTrees } from '../helpers/tree.js'
 import { extractTar, removeDir, run, tempDir, walk } from './helpers.js'
 import type { PathInfo } from '../helpers/tree.js'

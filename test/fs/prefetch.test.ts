@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { LayerFs } from '../../src/fs/layer.js'
 import { silentLogger } from '../../src/logging.js'
-import { fixtureBytes } from '../helpers/tar.js'
+import { fixtureBytes } from '../../scripts/fixtures/tar.js'
 import { CountingSource, HangingSource } from './helpers.js'
 import { buildBlob, MemorySource } from './unit-helpers.js'
 
@@ -45,5 +45,20 @@ describe('Prefetcher', () => {
     await fs.start()
     expect(fs.stats().prefetch.prioritizedDone).toBe(false)
     await fs.stop()
+  })
+
+  it('stop() during the prefetch ends the mount\'s wait at once (a cancelled mount), not at the prefetch timeout', async () => {
+    const { blob, tocDigest } = await buildBlob(entries, { chunkSize: 65536, prioritizedFiles: ['boot/init'] })
+    const hanging = new HangingSource(new MemorySource(blob), 0, 1 << 30)
+    const fs = await LayerFs.open({ source: hanging, logger }, { tocDigest, backgroundFetch: false, prefetchTimeoutMs: 10_000, fetchTimeoutMs: 20_000 })
+    hanging.armed = true
+    const started = Date.now()
+    const starting = fs.start()
+    await new Promise(resolve => setTimeout(resolve, 100))
+    expect(hanging.hung).toBeGreaterThan(0)
+    await fs.stop()
+    await starting
+    expect(Date.now() - started).toBeLessThan(1_000)
+    expect(fs.stats().prefetch.prioritizedDone).toBe(false)
   })
 })

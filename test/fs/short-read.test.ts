@@ -10,7 +10,7 @@ import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { SMALL_CHUNK } from '../helpers/fixtures.js'
-import { fixtureBytes, makeTar } from '../helpers/tar.js'
+import { fixtureBytes, makeTar } from '../../scripts/fixtures/tar.js'
 import { removeDir, run, tempDir } from './helpers.js'
 
 /**

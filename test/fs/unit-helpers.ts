@@ -1,5 +1,5 @@
 import { buildEstargz } from '../../src/estargz/index.js'
-import { makeTar, type FixtureEntry } from '../helpers/tar.js'
+import { makeTar, type FixtureEntry } from '../../scripts/fixtures/tar.js'
 import type { RangeSource } from '../../src/source/types.js'
 
 /** A blob in memory as a RangeSource. */

@@ -15,7 +15,7 @@ import { FileSource } from '../../src/source/file.js'
 import type { RangeSource } from '../../src/source/types.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { SMALL_CHUNK } from '../helpers/fixtures.js'
-import { fixtureBytes, makeTar } from '../helpers/tar.js'
+import { fixtureBytes, makeTar } from '../../scripts/fixtures/tar.js'
 import { removeDir, tempDir } from '../fs/helpers.js'
 
 const logger = silentLogger()

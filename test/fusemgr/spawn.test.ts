@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { ensureFuseManager, FuseManagerStartError } from '../../src/fusemgr/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { cliPath } from '../helpers/tools.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
 import { removeDir, tempDir } from '../fs/helpers.js'
 
 const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }

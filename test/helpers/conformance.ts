@@ -2,7 +2,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { hasCommand } from './env.js'
-import { cacheDir, repoRoot } from './tools.js'
+import { cacheDir, repoRoot } from '../../scripts/fixtures/tools.js'
 
 /** containerd's own snapshotter suite (../shared/conformance), built once and cached. */
 export function conformanceBinary (): string {

@@ -1,11 +1,11 @@
-import { execFileSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
-
 /**
  * Guards for tests that need root, /dev/fuse, containerd, ... Locally a missing prerequisite
  * skips the test with the reason; under CI (`CI=true`) it fails instead, so a CI machine that
- * lost a package can never pass by skipping.
+ * lost a package can never pass by skipping. The probes live with the fixtures (the benchmarks
+ * use them too) and are re-exported here for the tests.
  */
+export { hasCommand, hasFuse, isRoot } from '../../scripts/fixtures/env.js'
+
 export const inCI = process.env.CI === 'true' || process.env.CI === '1'
 
 export function missing (checks: Record<string, () => boolean>): string | undefined {
@@ -15,19 +15,6 @@ export function missing (checks: Record<string, () => boolean>): string | undefi
     if (!good) return what
   }
   return undefined
-}
-
-export const isRoot = (): boolean => process.getuid?.() === 0
-export const hasFuse = (): boolean => existsSync('/dev/fuse')
-export function hasCommand (cmd: string): () => boolean {
-  return () => {
-    try {
-      execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' })
-      return true
-    } catch {
-      return false
-    }
-  }
 }
 
 /**

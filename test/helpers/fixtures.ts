@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process'
 import { lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fixtureBytes, makeTar, type FixtureEntry } from './tar.js'
-import { esgzRef } from './tools.js'
+import { fixtureBytes, makeTar, type FixtureEntry } from '../../scripts/fixtures/tar.js'
+import { esgzRef } from '../../scripts/fixtures/tools.js'
 
 export const SMALL_CHUNK = 64 * 1024
 

@@ -1,6 +1,6 @@
 import zlib from 'node:zlib'
-import { createHash } from 'node:crypto'
-import { makeTar } from './tar.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 /**
  * Hand-made eStargz blobs for reader and bad-input tests, built with zlib and plain JSON — not
@@ -29,13 +29,9 @@ export function tocMember (toc: TocJson | string): Buffer {
   return zlib.gzipSync(makeTar([{ name: 'stargz.index.json', data: json, mode: 0, mtime: 0 }]))
 }
 
-export function digestOf (data: Uint8Array | string): string {
-  return 'sha256:' + createHash('sha256').update(data).digest('hex')
-}
-
 /** The TOC digest of what {@link tocMember} stores. */
 export function tocDigestOf (toc: TocJson | string): string {
-  return digestOf(typeof toc === 'string' ? toc : JSON.stringify(toc, null, '\t'))
+  return sha256(typeof toc === 'string' ? toc : JSON.stringify(toc, null, '\t'))
 }
 
 export function tocOffsetOf (blob: Buffer): number {
@@ -65,7 +61,7 @@ export function handmadeBlob (groups: Array<Array<{ name: string, data: Buffer }
     const member = zlib.gzipSync(Buffer.concat(group.map(f => f.data)))
     let inner = 0
     for (const f of group) {
-      entries.push({ name: f.name, type: 'reg', size: f.data.length, offset, ...(inner > 0 ? { innerOffset: inner } : {}), digest: digestOf(f.data), ...(opts.noChunkDigest === true ? {} : { chunkDigest: digestOf(f.data) }), ...opts.extraKeys })
+      entries.push({ name: f.name, type: 'reg', size: f.data.length, offset, ...(inner > 0 ? { innerOffset: inner } : {}), digest: sha256(f.data), ...(opts.noChunkDigest === true ? {} : { chunkDigest: sha256(f.data) }), ...opts.extraKeys })
       inner += f.data.length
     }
     parts.push(member)

@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { createHash } from 'node:crypto'
 import { lstat, readFile, readdir, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { sha256Hex } from '../../scripts/fixtures/digest.js'
 
 /** What a tree-walk records of one path: everything a layer must preserve. */
 export interface PathInfo {
@@ -79,7 +79,7 @@ export async function walkTree (root: string, { xattrs = true } = {}): Promise<M
     }
     if (info.type === 'file') {
       info.size = st.size
-      info.sha256 = createHash('sha256').update(await readFile(abs)).digest('hex')
+      info.sha256 = sha256Hex(await readFile(abs))
     }
     if (info.type === 'symlink') info.target = await readlink(abs)
     if (info.type === 'char' || info.type === 'block') info.rdev = st.rdev

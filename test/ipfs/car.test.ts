@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -9,8 +8,10 @@ import { publishLayout, resolveBlob } from '../../src/ipfs/directory.js'
 import { importSegments } from '../../src/ipfs/import.js'
 import { walkDag } from '../../src/ipfs/walk.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
-import { makeTar, MemStore, random, streamOf, TempRepos } from './helpers.js'
+import { MemStore, random, streamOf, TempRepos } from './helpers.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
 import { CID } from 'multiformats/cid'
+import { sha256, sha256Bytes } from '../../scripts/fixtures/digest.js'
 
 const repos = new TempRepos()
 afterAll(async () => { await repos.cleanup() })
@@ -20,7 +21,7 @@ async function image (store: MemStore): Promise<{ root: CID, layerDigest: string
   const tar = makeTar([{ name: 'f1', data: random(2_500_000) }, { name: 'f2', data: random(1000) }])
   const layer = await importSegments(store, async (sink) => await buildEstargz(streamOf(tar), async (s) => { parts.push(Uint8Array.prototype.slice.call(s.bytes)); await sink(s) }))
   const blob = Buffer.concat(parts)
-  const layerDigest = `sha256:${createHash('sha256').update(blob).digest('hex')}`
+  const layerDigest = sha256(blob)
   const { cid: root } = await publishLayout(store, store.getBlock, { ociLayout: Buffer.from('{"imageLayoutVersion":"1.0.0"}'), index: Buffer.from('{}'), blobs: [{ digest: layerDigest, cid: layer.cid }] })
   return { root, layerDigest, blob }
 }
@@ -43,7 +44,14 @@ describe('CAR export/import', () => {
     const imported = await importCar(node.localBlockstore, car)
     expect(imported.roots.map(String)).toEqual([root.toString()])
     expect(imported.blocks).toBe(exported.blocks)
-    for await (const b of walkDag(root, async (c) => await collectBlock(node.localBlockstore.get(c)))) expect(b.bytes).toBeDefined()
+    // every block of the DAG is in the other node's store, and hashes to its CID
+    let walked = 0
+    for await (const b of walkDag(root, async (c) => await collectBlock(node.localBlockstore.get(c)))) {
+      expect(b.cid.multihash.code).toBe(0x12) // sha2-256
+      expect(sha256Bytes(b.bytes ?? new Uint8Array())).toEqual(Buffer.from(b.cid.multihash.digest))
+      walked++
+    }
+    expect(walked).toBe(exported.blocks)
 
     const layerCid = await resolveBlob(async (c) => await collectBlock(node.localBlockstore.get(c)), root, layerDigest)
     const src = await IpfsSource.open(node.blocks, layerCid, { offline: true })

@@ -21,7 +21,7 @@ import { PROTOCOL } from '../../src/ipfs/block-exchange.js'
 import { silentLogger } from '../../src/logging.js'
 import { openOciLayout, parseManifest, type Descriptor } from '../../src/oci/index.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
-import { allBlobs, makeImage, tagged, writeLayout } from '../oci/fixtures.js'
+import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { TempRepos, random } from './helpers.js'
 
 const logger = silentLogger()

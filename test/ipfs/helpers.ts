@@ -2,21 +2,10 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BLOCK_SIZE, encodeMinimalRegHeader, paddedSize } from '../../src/estargz/tar/header.js'
 import type { CID } from 'multiformats/cid'
 import { decodeFileNode } from '../../src/ipfs/dag-reader.js'
 import { createNode, type IpfsNode } from '../../src/ipfs/node.js'
 import { silentLogger } from '../../src/logging.js'
-
-/** A plain tar of regular files, in memory. */
-export function makeTar (files: Array<{ name: string, data: Uint8Array }>): Uint8Array {
-  const parts: Uint8Array[] = []
-  for (const f of files) {
-    parts.push(encodeMinimalRegHeader(f.name, f.data.length), f.data, new Uint8Array(paddedSize(f.data.length) - f.data.length))
-  }
-  parts.push(new Uint8Array(2 * BLOCK_SIZE))
-  return Buffer.concat(parts)
-}
 
 export async function * streamOf (bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   yield bytes

@@ -6,7 +6,8 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { buildEstargz, type BlobSegment, type SegmentSink } from '../../src/estargz/index.js'
 import { UnixfsFileReader } from '../../src/ipfs/dag-reader.js'
 import { importBytes, importSegments, importStream, type ImportProgress } from '../../src/ipfs/import.js'
-import { leafMap, makeTar, MemStore, random, streamOf, TempRepos } from './helpers.js'
+import { leafMap, MemStore, random, streamOf, TempRepos } from './helpers.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
 import type { CID } from 'multiformats/cid'
 
 const MiB = 1 << 20

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import { decode } from '@ipld/dag-pb'
 import type { CID } from 'multiformats/cid'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -8,11 +7,11 @@ import { importBytes } from '../../src/ipfs/import.js'
 import { IndexStore } from '../../src/ipfs/index-store.js'
 import { silentLogger } from '../../src/logging.js'
 import { random, TempRepos } from './helpers.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 const repos = new TempRepos()
 afterAll(async () => { await repos.cleanup() })
 
-const digestOf = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 describe('IndexStore', () => {
   it('maps digests to CIDs, persistently', async () => {
@@ -21,13 +20,13 @@ describe('IndexStore', () => {
     const store = IndexStore.open(repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger: silentLogger() })
     const blob = random(1000)
     const { cid } = await importBytes(node.helia.blockstore, blob)
-    store.digests.put(digestOf(blob), cid)
-    expect(store.digests.get(digestOf(blob))?.equals(cid)).toBe(true)
-    expect(store.digests.get(digestOf(random(3)))).toBeUndefined()
+    store.digests.put(sha256(blob), cid)
+    expect(store.digests.get(sha256(blob))?.equals(cid)).toBe(true)
+    expect(store.digests.get(sha256(random(3)))).toBeUndefined()
     expect(() => { store.digests.put('nope', cid) }).toThrow(expect.objectContaining({ code: 'ERR_INVALID_OPTION' }))
     store.close()
     const reopened = IndexStore.open(repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger: silentLogger() })
-    expect(reopened.digests.get(digestOf(blob))?.equals(cid)).toBe(true)
+    expect(reopened.digests.get(sha256(blob))?.equals(cid)).toBe(true)
     reopened.close()
   })
 
@@ -39,7 +38,7 @@ describe('IndexStore', () => {
       const layer = random(3 << 20)
       const layerCid = (await importBytes(node.helia.blockstore, layer)).cid
       const get = async (c: CID): Promise<Uint8Array> => await collectBlock(node.localBlockstore.get(c))
-      const { cid: root } = await publishLayout(node.helia.blockstore, get, { ociLayout: Buffer.from('{}'), index: Buffer.from('{}'), blobs: [{ digest: digestOf(layer), cid: layerCid }] })
+      const { cid: root } = await publishLayout(node.helia.blockstore, get, { ociLayout: Buffer.from('{}'), index: Buffer.from('{}'), blobs: [{ digest: sha256(layer), cid: layerCid }] })
 
       // remove one leaf of the layer: the image is incomplete and must not be listed
       const leaf = decode(await get(layerCid)).Links[1].Hash
@@ -51,10 +50,10 @@ describe('IndexStore', () => {
       expect(await node.helia.pins.isPinned(root)).toBe(false)
 
       await node.localBlockstore.put(leaf, leafBytes)
-      await store.images.add(record, { digests: [{ digest: digestOf(layer), cid: layerCid }] })
+      await store.images.add(record, { digests: [{ digest: sha256(layer), cid: layerCid }] })
       expect(store.images.list()).toEqual([record])
       expect(store.images.get(root.toString())).toEqual(record)
-      expect(store.digests.get(digestOf(layer))?.equals(layerCid)).toBe(true)
+      expect(store.digests.get(sha256(layer))?.equals(layerCid)).toBe(true)
       expect(await node.helia.pins.isPinned(root)).toBe(true)
       // GC keeps pinned blocks
       await node.helia.gc()

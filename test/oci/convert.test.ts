@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest'
 import { describeJson, indexToOci, manifestToOci } from '../../src/oci/convert.js'
 import { MediaType } from '../../src/oci/media-types.js'
 import { parseIndex, parseManifest } from '../../src/oci/validate.js'
-import { makeImage, makeMultiPlatform, sha256 } from './fixtures.js'
+import { makeImage, makeMultiPlatform } from '../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 describe('Docker → OCI document conversion', () => {
   it('converts a Docker manifest, keeping digests, sizes and annotations', () => {

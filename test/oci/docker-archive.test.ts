@@ -3,11 +3,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDockerArchive } from '../../src/oci/docker-archive.js'
-import { ImageNotFoundError, MalformedLayoutError } from '../../src/oci/errors.js'
+import { BlobNotFoundError, ImageNotFoundError, MalformedLayoutError } from '../../src/oci/errors.js'
 import { MediaType } from '../../src/oci/media-types.js'
 import { openImageSource } from '../../src/oci/open.js'
 import { resolveImages } from '../../src/oci/resolve.js'
-import { makeImage, makeTar, sha256, writeDockerArchive, writeTarFile } from './fixtures.js'
+import { makeImage, writeDockerArchive, writeTarFile } from '../../scripts/fixtures/oci-image.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
+import { imageSourceSuite, tamperInPlace } from './image-source-suite.js'
 
 describe('docker-archive source', () => {
   let tmp: string
@@ -134,3 +137,24 @@ describe('docker-archive written by Docker 25+ (layers in blobs/, symlinked lega
     await src.close()
   })
 })
+
+imageSourceSuite('docker-archive', async (image) => {
+  const dir = await mkdtemp(join(tmpdir(), 'docker-archive-suite-'))
+  const good = join(dir, 'good.tar')
+  const tampered = join(dir, 'tampered.tar')
+  await writeDockerArchive(good, [{ image, tags: ['suite/image:1'] }])
+  await writeDockerArchive(tampered, [{ image, tags: ['suite/image:1'] }])
+  const victim = image.layers[1]
+  return {
+    open: async () => await openImageSource(`docker-archive:${good}`),
+    // the source digests its layers when it opens the archive: the bytes change after that
+    openTampered: async () => {
+      const source = await openImageSource(`docker-archive:${tampered}`)
+      await tamperInPlace(tampered, victim.bytes)
+      return { source, desc: victim.descriptor }
+    },
+    notFoundCode: BlobNotFoundError.code,
+    files: [dir],
+    cleanup: async () => { await rm(dir, { recursive: true, force: true }) }
+  }
+}, { docker: true })

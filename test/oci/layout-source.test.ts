@@ -2,12 +2,14 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ImageNotFoundError, MalformedIndexError, MalformedLayoutError } from '../../src/oci/errors.js'
+import { BlobNotFoundError, ImageNotFoundError, MalformedIndexError, MalformedLayoutError } from '../../src/oci/errors.js'
 import { openOciArchive, openOciLayout } from '../../src/oci/layout-source.js'
 import { MediaType } from '../../src/oci/media-types.js'
 import { openImageSource } from '../../src/oci/open.js'
 import type { ImageSource } from '../../src/oci/source.js'
-import { allBlobs, makeImage, makeMultiPlatform, sha256, tagged, writeLayout, writeOciArchive } from './fixtures.js'
+import { allBlobs, makeImage, makeMultiPlatform, tagged, writeLayout, writeOciArchive } from '../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
+import { flipped, imageSourceSuite } from './image-source-suite.js'
 
 async function bytesOf (src: ImageSource, d: Parameters<ImageSource['fetch']>[0]): Promise<Buffer> {
   const parts: Uint8Array[] = []
@@ -143,3 +145,24 @@ describe('OCI layout and oci-archive sources', () => {
     })
   })
 })
+
+for (const kind of ['oci', 'oci-archive'] as const) {
+  imageSourceSuite(kind === 'oci' ? 'OCI layout dir' : 'oci-archive', async (image) => {
+    const dir = await mkdtemp(join(tmpdir(), 'oci-suite-'))
+    const blobs = allBlobs(image)
+    const victim = image.layers[1]
+    const entries = [tagged(image.manifest.descriptor, 'latest')]
+    const write = kind === 'oci' ? writeLayout : writeOciArchive
+    await write(join(dir, 'good'), blobs, entries)
+    await write(join(dir, 'tampered'), blobs.map(b => b === victim ? { ...b, bytes: flipped(b.bytes) } : b), entries)
+    const { mediaType, digest, size } = image.manifest.descriptor
+    return {
+      open: async () => await openImageSource(`${kind}:${join(dir, 'good')}:latest`),
+      openTampered: async () => ({ source: await openImageSource(`${kind}:${join(dir, 'tampered')}:latest`), desc: victim.descriptor }),
+      notFoundCode: BlobNotFoundError.code,
+      root: { mediaType, digest, size },
+      files: [dir],
+      cleanup: async () => { await rm(dir, { recursive: true, force: true }) }
+    }
+  })
+}

@@ -6,7 +6,8 @@ import { DigestMismatchError } from '../../src/oci/errors.js'
 import { openOciLayout } from '../../src/oci/layout-source.js'
 import { OciLayoutWriter } from '../../src/oci/layout-writer.js'
 import { resolveImages } from '../../src/oci/resolve.js'
-import { allBlobs, makeImage, makeMultiPlatform, sha256 } from './fixtures.js'
+import { allBlobs, makeImage, makeMultiPlatform } from '../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 async function * slowly (b: Uint8Array, corruptAt?: number): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < b.length; i += 100) {

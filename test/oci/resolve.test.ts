@@ -7,7 +7,7 @@ import { openOciLayout } from '../../src/oci/layout-source.js'
 import { MediaType } from '../../src/oci/media-types.js'
 import { parsePlatform } from '../../src/oci/platform.js'
 import { resolveImages } from '../../src/oci/resolve.js'
-import { allBlobs, jsonBlob, makeImage, makeMultiPlatform, tagged, writeLayout } from './fixtures.js'
+import { allBlobs, jsonBlob, makeImage, makeMultiPlatform, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 
 describe('resolveImages', () => {
   let tmp: string

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { TarArchive } from '../../src/oci/tar-archive.js'
-import { makeTar } from './fixtures.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
 
 describe('TarArchive', () => {
   let tmp: string

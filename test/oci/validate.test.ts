@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { MalformedConfigError, MalformedIndexError, MalformedManifestError, UnknownMediaTypeError } from '../../src/oci/errors.js'
 import { MediaType } from '../../src/oci/media-types.js'
 import { parseConfig, parseIndex, parseManifest } from '../../src/oci/validate.js'
-import { makeImage, makeMultiPlatform } from './fixtures.js'
+import { makeImage, makeMultiPlatform } from '../../scripts/fixtures/oci-image.js'
 
 const j = (v: unknown): Uint8Array => Buffer.from(JSON.stringify(v))
 const BLOB = 'sha256:' + 'b'.repeat(64)

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { repoRoot } from '../helpers/tools.js'
+import { repoRoot } from '../../scripts/fixtures/tools.js'
 
 export interface SpawnedServer {
   pid: number

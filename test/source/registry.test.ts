@@ -12,9 +12,10 @@ import { Repository } from '../../src/oci/registry/repository.js'
 import { RegistryBlobSource } from '../../src/source/registry.js'
 import { rangeSourceSuite } from './suite.js'
 import { hasCommand, needs } from '../helpers/env.js'
-import { jsonBlob, makeImage, sha256 } from '../oci/fixtures.js'
+import { jsonBlob, makeImage } from '../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 import { startFront, type Front } from '../oci/front.js'
-import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../oci/registry-fixture.js'
+import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../scripts/fixtures/registry.js'
 
 const CREDS = { username: 'alice', password: 's3cret' }
 

@@ -11,9 +11,10 @@ import { parseImageReference, type RegistryReference } from '../../../src/oci/re
 import { pushImage, type PushImage } from '../../../src/oci/registry/push.js'
 import { resolveImages } from '../../../src/oci/resolve.js'
 import { hasCommand, needs } from '../../helpers/env.js'
-import { makeImage, sha256, type TestImage } from '../fixtures.js'
+import { makeImage, type TestImage } from '../../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../../scripts/fixtures/digest.js'
 import { startFront, type Front, type FrontOptions } from '../front.js'
-import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../registry-fixture.js'
+import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../../scripts/fixtures/registry.js'
 
 const CREDS = { username: 'alice', password: 's3cret' }
 

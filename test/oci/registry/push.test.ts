@@ -10,8 +10,9 @@ import { imageFromSource, pushImage } from '../../../src/oci/registry/push.js'
 import { resolveImages } from '../../../src/oci/resolve.js'
 import type { ImageSource } from '../../../src/oci/source.js'
 import { hasCommand, needs } from '../../helpers/env.js'
-import { allBlobs, makeImage, makeMultiPlatform, sha256, tagged, writeDockerArchive, writeLayout, writeOciArchive } from '../fixtures.js'
-import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../registry-fixture.js'
+import { allBlobs, makeImage, makeMultiPlatform, tagged, writeDockerArchive, writeLayout, writeOciArchive } from '../../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../../scripts/fixtures/digest.js'
+import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../../scripts/fixtures/registry.js'
 
 const ref = (s: string): RegistryReference => parseImageReference(s) as RegistryReference
 

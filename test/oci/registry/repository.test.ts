@@ -3,9 +3,10 @@ import { RegistryClient } from '../../../src/oci/registry/client.js'
 import { Repository } from '../../../src/oci/registry/repository.js'
 import { MediaType } from '../../../src/oci/media-types.js'
 import { hasCommand, needs } from '../../helpers/env.js'
-import { blob, makeImage, sha256 } from '../fixtures.js'
+import { blob, makeImage } from '../../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../../scripts/fixtures/digest.js'
 import { startFront, type Front } from '../front.js'
-import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../registry-fixture.js'
+import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../../scripts/fixtures/registry.js'
 
 async function * chunks (b: Uint8Array, n = 1000): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < b.length; i += n) yield b.subarray(i, i + n)

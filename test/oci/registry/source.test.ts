@@ -1,13 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { RegistryNotFoundError } from '../../../src/oci/errors.js'
 import { MediaType } from '../../../src/oci/media-types.js'
 import { parseImageReference, type RegistryReference } from '../../../src/oci/reference.js'
 import { imageFromSource, pushImage } from '../../../src/oci/registry/push.js'
 import { RegistrySource } from '../../../src/oci/registry/source.js'
 import { resolveImages } from '../../../src/oci/resolve.js'
 import { hasCommand, needs } from '../../helpers/env.js'
-import { makeMultiPlatform, sha256 } from '../fixtures.js'
+import { makeMultiPlatform } from '../../../scripts/fixtures/oci-image.js'
+import { sha256 } from '../../../scripts/fixtures/digest.js'
 import { startFront, type Front } from '../front.js'
-import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../registry-fixture.js'
+import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../../scripts/fixtures/registry.js'
+import { imageSourceSuite } from '../image-source-suite.js'
 
 const ref = (s: string): RegistryReference => parseImageReference(s) as RegistryReference
 
@@ -52,3 +55,34 @@ describe.skipIf(needs({ 'docker-registry': hasCommand(REGISTRY_BIN) }))('Registr
     expect(err.message).toContain('test/list')
   })
 })
+
+imageSourceSuite('registry (docker://)', async (image) => {
+  const registry = await startRegistry()
+  const victim = image.layers[1]
+  let front: Front | undefined
+  try {
+    const opts = { plainHttp: true, dockerConfig: false } as const
+    await pushImage(ref(`docker://${registry.host}/suite/image:1`), {
+      blobs: [...image.layers, image.config].map(b => ({ descriptor: b.descriptor, open: async function * () { yield b.bytes } })),
+      manifests: [image.manifest]
+    }, opts)
+    // the registry checks what it stores: the corrupt bytes come from a front that flips one
+    front = await startFront({ upstream: registry.host, tamper: req => req.method === 'GET' && req.url?.endsWith(`/blobs/${victim.descriptor.digest}`) === true })
+    const tamperedHost = front.host
+    const { mediaType, digest, size } = image.manifest.descriptor
+    return {
+      open: async () => RegistrySource.open(ref(`docker://${registry.host}/suite/image:1`), opts),
+      openTampered: async () => ({ source: RegistrySource.open(ref(`docker://${tamperedHost}/suite/image:1`), opts), desc: victim.descriptor }),
+      notFoundCode: RegistryNotFoundError.code,
+      root: { mediaType, digest, size },
+      cleanup: async () => {
+        await front?.stop()
+        await registry.stop()
+      }
+    }
+  } catch (err) {
+    await front?.stop()
+    await registry.stop()
+    throw err
+  }
+}, { skip: needs({ 'docker-registry': hasCommand(REGISTRY_BIN) }) })
