@@ -12,8 +12,8 @@
  * Ours: `ipfs-estargz pull --require-lazy` on a node whose blocks are on a second node over
  * loopback libp2p, then `ctr run` on the lazily mounted layers. A fallback fails the run.
  *
- * The reference stack is a set of scripts kept beside this repository (`--ref-stack DIR`,
- * default ../shared/ref-stack) with a work folder its setup.sh prepared (`--ref-work DIR`); the
+ * The reference stack is a set of scripts among the reference sources (`--ref-stack DIR`,
+ * default `ref-stack` in scripts/fixtures/tools.ts' referenceDir) with a work folder its setup.sh prepared (`--ref-work DIR`); the
  * pyapp image comes from there. Without them only the debian rows are measured.
  *
  * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--images pyapp,debian] [--ref-stack DIR] [--ref-work DIR] [--skip-reference]
@@ -24,21 +24,21 @@ import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { imageFromSource, openOciLayout, parseImageReference, pushImage, resolveImages, type RegistryReference } from '../../src/oci/index.js'
 import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
 import { startContainerd } from '../fixtures/containerd.js'
 import { startDaemon } from '../fixtures/daemon.js'
 import { debianPythonImage } from '../fixtures/debian-image.js'
-import { cliPath, repoRoot } from '../fixtures/tools.js'
+import { cliPath, referenceDir } from '../fixtures/tools.js'
 import { startRegistry } from '../fixtures/registry.js'
 
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
     images: { type: 'string', default: 'pyapp,debian' },
-    'ref-stack': { type: 'string', default: resolve(repoRoot, '..', 'shared', 'ref-stack') },
+    'ref-stack': { type: 'string', default: join(referenceDir, 'ref-stack') },
     'ref-work': { type: 'string', default: '/work/refstack' },
     /** Only our rows for the pyapp image (when iterating on our side). */
     'skip-reference': { type: 'boolean', default: false }

@@ -2,14 +2,14 @@ import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { hasCommand } from './env.js'
-import { cacheDir, repoRoot } from '../../scripts/fixtures/tools.js'
+import { cacheDir, referenceDir } from '../../scripts/fixtures/tools.js'
 
-/** containerd's own snapshotter suite (../shared/conformance), built once and cached. */
+/** containerd's own snapshotter test suite, built from the reference sources once and cached. */
 export function conformanceBinary (): string {
   const bin = join(cacheDir, 'bin', 'snapshotter-conformance.test')
   if (!existsSync(bin)) {
     mkdirSync(join(cacheDir, 'bin'), { recursive: true })
-    execFileSync('bash', [join(repoRoot, '..', 'shared', 'conformance', 'build.sh'), join(cacheDir, 'bin')], {
+    execFileSync('bash', [join(referenceDir, 'conformance', 'build.sh'), join(cacheDir, 'bin')], {
       stdio: ['ignore', 'ignore', 'inherit'],
       env: { ...process.env, SKIP_APT: '1' }
     })
