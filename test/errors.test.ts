@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest'
+import { AbortError, InvalidOptionError, IpfsEstargzError, isAbortError } from '../src/errors.js'
+import * as estargz from '../src/estargz/errors.js'
+
+/** Every module that defines errors, by where it lives. */
+const MODULES: Record<string, Record<string, unknown>> = {
+  'src/errors.ts': await import('../src/errors.js'),
+  'src/estargz/errors.ts': estargz
+}
+
+/** The abstract bases: the only error classes without a code of their own. */
+const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError])
+
+describe('IpfsEstargzError', () => {
+  it('takes code from the class\'s static code and name from the class', () => {
+    const err = new estargz.TocDigestMismatchError('sha256:aa', 'sha256:bb')
+    expect(err.code).toBe('ERR_TOC_DIGEST_MISMATCH')
+    expect(err.code).toBe(estargz.TocDigestMismatchError.code)
+    expect(err.name).toBe('TocDigestMismatchError')
+    expect(err.message).toBe('TOC digest mismatch: expected sha256:aa, got sha256:bb')
+    expect(err.expected).toBe('sha256:aa')
+    expect(String(err)).toBe('TocDigestMismatchError: TOC digest mismatch: expected sha256:aa, got sha256:bb')
+    expect(err.stack).toMatch(/^TocDigestMismatchError: TOC digest mismatch/)
+    const plain = new estargz.MalformedTocError('bad TOC')
+    expect(plain).toMatchObject({ code: 'ERR_MALFORMED_TOC', name: 'MalformedTocError', message: 'bad TOC' })
+  })
+
+  it('keeps the cause, with the default constructor and with one that has fields', () => {
+    const cause = new Error('inner')
+    expect(new estargz.MalformedGzipError('outer', { cause }).cause).toBe(cause)
+    expect(new estargz.EntryNotFoundError('a/b', { cause }).cause).toBe(cause)
+    expect(new AbortError(undefined, { cause }).cause).toBe(cause)
+    expect(new estargz.MalformedGzipError('no cause')).not.toHaveProperty('cause')
+  })
+
+  it('is the root of every module\'s base: instanceof works along the chain', () => {
+    const err = new estargz.ChunkDigestMismatchError('f', 0, 'sha256:aa', 'sha256:bb')
+    expect(err).toBeInstanceOf(estargz.ChunkDigestMismatchError)
+    expect(err).toBeInstanceOf(estargz.EstargzError)
+    expect(err).toBeInstanceOf(IpfsEstargzError)
+    expect(err).toBeInstanceOf(Error)
+    expect(err).not.toBeInstanceOf(estargz.TocDigestMismatchError)
+    // the shared errors belong to no module
+    expect(new AbortError()).not.toBeInstanceOf(estargz.EstargzError)
+    expect(new InvalidOptionError('x')).toBeInstanceOf(IpfsEstargzError)
+  })
+
+  it('refuses a class that declares no code (a bug, not an error with an undefined code)', () => {
+    class NoCodeError extends IpfsEstargzError {}
+    expect(() => new NoCodeError('x')).toThrow(TypeError)
+    expect(() => new NoCodeError('x')).toThrow(/NoCodeError declares no static code/)
+  })
+})
+
+describe('AbortError', () => {
+  it('has the code and name Node gives its own aborts', () => {
+    expect(new AbortError()).toMatchObject({ code: 'ABORT_ERR', name: 'AbortError', message: 'the operation was aborted' })
+    const ac = new AbortController()
+    ac.abort()
+    let node: unknown
+    try { ac.signal.throwIfAborted() } catch (err) { node = err }
+    expect(node).not.toBeInstanceOf(AbortError) // a DOMException: not ours, known by its name
+    expect(isAbortError(node)).toBe(true)
+    expect(isAbortError(new AbortError())).toBe(true)
+    expect(isAbortError(new estargz.TruncatedBlobError('x'))).toBe(false)
+    expect(isAbortError(undefined)).toBe(false)
+    expect(isAbortError('AbortError')).toBe(false)
+  })
+})
+
+describe('our error classes', () => {
+  const classes = new Map<Function, string[]>()
+  for (const [file, mod] of Object.entries(MODULES)) {
+    for (const [name, value] of Object.entries(mod)) {
+      if (typeof value === 'function' && (value === IpfsEstargzError || value.prototype instanceof IpfsEstargzError)) {
+        classes.set(value, [...(classes.get(value) ?? []), `${file}: ${name}`])
+      }
+    }
+  }
+
+  it('are named as they are exported', () => {
+    for (const [cls, exports] of classes) {
+      for (const e of exports) expect(`${e.split(': ')[0]}: ${cls.name}`).toBe(e)
+    }
+  })
+
+  it('each have a code of their own, unless an abstract base; no two share one', () => {
+    const owner = new Map<string, string>()
+    for (const [cls, exports] of classes) {
+      const code = Object.hasOwn(cls, 'code') ? (cls as unknown as { code: unknown }).code : undefined
+      if (BASES.has(cls)) {
+        expect(code, `${cls.name} is a base`).toBe(undefined)
+        continue
+      }
+      expect(code, `${exports[0]} has a code`).toMatch(/^(ERR_[A-Z0-9_]+|ABORT_ERR)$/)
+      expect(owner.get(code as string), `${code as string} belongs to one class`).toBe(undefined)
+      owner.set(code as string, cls.name)
+    }
+    expect(owner.size).toBeGreaterThan(10)
+  })
+})
