@@ -1,17 +1,19 @@
 import { describe, expect, it } from 'vitest'
 import { AbortError, InvalidOptionError, IpfsEstargzError, isAbortError } from '../src/errors.js'
 import * as estargz from '../src/estargz/errors.js'
+import * as fs from '../src/fs/errors.js'
 import * as oci from '../src/oci/errors.js'
 
 /** Every module that defines errors, by where it lives. */
 const MODULES: Record<string, Record<string, unknown>> = {
   'src/errors.ts': await import('../src/errors.js'),
   'src/estargz/errors.ts': estargz,
-  'src/oci/errors.ts': oci
+  'src/oci/errors.ts': oci,
+  'src/fs/errors.ts': fs
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
-const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError])
+const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError])
 
 describe('IpfsEstargzError', () => {
   it('takes code from the class\'s static code and name from the class', () => {
