@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { AbortError, InvalidOptionError, IpfsEstargzError, isAbortError } from '../src/errors.js'
 import * as estargz from '../src/estargz/errors.js'
 import * as fs from '../src/fs/errors.js'
+import * as ipfs from '../src/ipfs/errors.js'
 import * as oci from '../src/oci/errors.js'
 
 /** Every module that defines errors, by where it lives. */
@@ -9,11 +10,12 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/errors.ts': await import('../src/errors.js'),
   'src/estargz/errors.ts': estargz,
   'src/oci/errors.ts': oci,
-  'src/fs/errors.ts': fs
+  'src/fs/errors.ts': fs,
+  'src/ipfs/errors.ts': ipfs
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
-const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError])
+const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError])
 
 describe('IpfsEstargzError', () => {
   it('takes code from the class\'s static code and name from the class', () => {
