@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest'
 import { AbortError, InvalidOptionError, IpfsEstargzError, isAbortError } from '../src/errors.js'
 import * as estargz from '../src/estargz/errors.js'
 import * as fs from '../src/fs/errors.js'
+import * as image from '../src/image/errors.js'
 import * as ipfs from '../src/ipfs/errors.js'
 import * as oci from '../src/oci/errors.js'
+import * as source from '../src/source/errors.js'
 
 /** Every module that defines errors, by where it lives. */
 const MODULES: Record<string, Record<string, unknown>> = {
@@ -11,7 +13,9 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/estargz/errors.ts': estargz,
   'src/oci/errors.ts': oci,
   'src/fs/errors.ts': fs,
-  'src/ipfs/errors.ts': ipfs
+  'src/ipfs/errors.ts': ipfs,
+  'src/source/errors.ts': source,
+  'src/image/errors.ts': image
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
@@ -103,5 +107,28 @@ describe('our error classes', () => {
       owner.set(code as string, cls.name)
     }
     expect(owner.size).toBeGreaterThan(10)
+  })
+})
+
+describe('errors once built inline keep their codes, now with classes', () => {
+  it('a bad IPFS reference', async () => {
+    const { parseIpfsRef } = await import('../src/image/ipfs-image.js')
+    expect(() => parseIpfsRef('ipfs://not-a-cid')).toThrow(image.InvalidIpfsReferenceError)
+    expect(() => parseIpfsRef('ipfs://not-a-cid')).toThrow(expect.objectContaining({ code: 'ERR_BAD_IPFS_REF', ref: 'ipfs://not-a-cid' }))
+  })
+
+  it('a file source that is not a file', async () => {
+    const { FileSource } = await import('../src/source/file.js')
+    await expect(FileSource.open(import.meta.dirname)).rejects.toThrow(source.NotAFileError)
+    await expect(FileSource.open(import.meta.dirname)).rejects.toMatchObject({ code: 'ERR_NOT_A_FILE', path: import.meta.dirname })
+  })
+
+  it('an aborted readahead read', async () => {
+    const { ReadaheadSource } = await import('../src/source/readahead.js')
+    const inner = { size: async () => 10, read: async () => new Uint8Array(1) }
+    const ac = new AbortController()
+    ac.abort()
+    await expect(new ReadaheadSource(inner, { windowBytes: 4 }).read(0, 1, ac.signal)).rejects.toThrow(AbortError)
+    await expect(new ReadaheadSource(inner, { windowBytes: 4 }).read(0, 1, ac.signal)).rejects.toMatchObject({ code: 'ABORT_ERR', name: 'AbortError' })
   })
 })
