@@ -5,6 +5,7 @@ import * as fs from '../src/fs/errors.js'
 import * as image from '../src/image/errors.js'
 import * as ipfs from '../src/ipfs/errors.js'
 import * as oci from '../src/oci/errors.js'
+import * as snapshotter from '../src/snapshotter/errors.js'
 import * as source from '../src/source/errors.js'
 
 /** Every module that defines errors, by where it lives. */
@@ -15,11 +16,12 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/fs/errors.ts': fs,
   'src/ipfs/errors.ts': ipfs,
   'src/source/errors.ts': source,
-  'src/image/errors.ts': image
+  'src/image/errors.ts': image,
+  'src/snapshotter/errors.ts': snapshotter
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
-const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError])
+const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError, snapshotter.SnapshotterError])
 
 describe('IpfsEstargzError', () => {
   it('takes code from the class\'s static code and name from the class', () => {
