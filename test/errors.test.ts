@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { AbortError, InvalidOptionError, IpfsEstargzError, isAbortError } from '../src/errors.js'
+import * as containerd from '../src/containerd/errors.js'
 import * as estargz from '../src/estargz/errors.js'
 import * as fs from '../src/fs/errors.js'
 import * as image from '../src/image/errors.js'
@@ -17,11 +18,13 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/ipfs/errors.ts': ipfs,
   'src/source/errors.ts': source,
   'src/image/errors.ts': image,
-  'src/snapshotter/errors.ts': snapshotter
+  'src/snapshotter/errors.ts': snapshotter,
+  'src/containerd/errors.ts': containerd
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
-const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError, snapshotter.SnapshotterError])
+const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError, snapshotter.SnapshotterError,
+  containerd.ContainerdError, containerd.ContainerdCallError])
 
 describe('IpfsEstargzError', () => {
   it('takes code from the class\'s static code and name from the class', () => {
