@@ -3,6 +3,7 @@ import { AbortError, InvalidOptionError, IpfsEstargzError, isAbortError } from '
 import * as containerd from '../src/containerd/errors.js'
 import * as estargz from '../src/estargz/errors.js'
 import * as fs from '../src/fs/errors.js'
+import * as fusemgr from '../src/fusemgr/errors.js'
 import * as image from '../src/image/errors.js'
 import * as ipfs from '../src/ipfs/errors.js'
 import * as oci from '../src/oci/errors.js'
@@ -19,12 +20,14 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/source/errors.ts': source,
   'src/image/errors.ts': image,
   'src/snapshotter/errors.ts': snapshotter,
-  'src/containerd/errors.ts': containerd
+  'src/containerd/errors.ts': containerd,
+  'src/fusemgr/errors.ts': fusemgr
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
 const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError, snapshotter.SnapshotterError,
-  containerd.ContainerdError, containerd.ContainerdCallError])
+  containerd.ContainerdError, containerd.ContainerdCallError,
+  fusemgr.FusemgrError, fusemgr.CallRefusedError])
 
 describe('IpfsEstargzError', () => {
   it('takes code from the class\'s static code and name from the class', () => {

@@ -1,5 +1,6 @@
 import { writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -90,6 +91,30 @@ describe('BlobClient errors', () => {
     } finally {
       client.close()
       await server.stop()
+      await removeDir(dir)
+    }
+  })
+
+  it('an answer cut mid-way is read again, as from a daemon that went away', async () => {
+    const dir = await tempDir('blob-cut')
+    const sock = join(dir, 'api.sock')
+    let calls = 0
+    // answers 10 bytes, but the first time sends 5 and closes the connection
+    const server = createServer((c) => {
+      c.once('data', () => {
+        calls++
+        c.end(`HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n${calls === 1 ? 'abcde' : 'abcdefghij'}`)
+      })
+    })
+    await new Promise<void>(resolve => server.listen(sock, resolve))
+    const client = new BlobClient({ maxWaitMs: 5_000, retryIntervalMs: 50 })
+    client.attach(sock)
+    try {
+      expect(Buffer.from(await client.source(await cidOf(Buffer.from('z'))).read(0, 10))).toEqual(Buffer.from('abcdefghij'))
+      expect(calls).toBe(2)
+    } finally {
+      client.close()
+      await new Promise(resolve => server.close(resolve))
       await removeDir(dir)
     }
   })
