@@ -1,6 +1,11 @@
+import { readdir, readFile } from 'node:fs/promises'
+import { basename, join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { AbortError, InvalidOptionError, IpfsEstargzError, isAbortError } from '../src/errors.js'
+import * as cli from '../src/cli/errors.js'
 import * as containerd from '../src/containerd/errors.js'
+import * as convert from '../src/convert/errors.js'
+import * as daemon from '../src/daemon/errors.js'
 import * as estargz from '../src/estargz/errors.js'
 import * as fs from '../src/fs/errors.js'
 import * as fusemgr from '../src/fusemgr/errors.js'
@@ -21,13 +26,16 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/image/errors.ts': image,
   'src/snapshotter/errors.ts': snapshotter,
   'src/containerd/errors.ts': containerd,
-  'src/fusemgr/errors.ts': fusemgr
+  'src/fusemgr/errors.ts': fusemgr,
+  'src/convert/errors.ts': convert,
+  'src/daemon/errors.ts': daemon,
+  'src/cli/errors.ts': cli
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
 const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError, snapshotter.SnapshotterError,
   containerd.ContainerdError, containerd.ContainerdCallError,
-  fusemgr.FusemgrError, fusemgr.CallRefusedError])
+  fusemgr.FusemgrError, fusemgr.CallRefusedError, daemon.DaemonError, cli.CliError])
 
 describe('IpfsEstargzError', () => {
   it('takes code from the class\'s static code and name from the class', () => {
@@ -96,6 +104,20 @@ describe('our error classes', () => {
     }
   }
 
+  it('come from every errors module of src, and from nowhere else', async () => {
+    const src = join(import.meta.dirname, '../src')
+    const files = (await readdir(src, { recursive: true })).filter(f => f.endsWith('.ts')).sort()
+    expect(files.filter(f => basename(f) === 'errors.ts').map(f => `src/${f}`)).toEqual(Object.keys(MODULES).sort())
+    const elsewhere: string[] = []
+    for (const f of files.filter(f => basename(f) !== 'errors.ts')) {
+      const text = await readFile(join(src, f), 'utf8')
+      for (const m of text.matchAll(/class (\w+) extends (\w*Error)\b/g)) elsewhere.push(`${f}: ${m[1]}`)
+      if (text.includes('Object.assign(new')) elsewhere.push(`${f}: Object.assign(new ...)`)
+    }
+    // the one exception: a stand-in for interface-store's NotFoundError, which Helia knows by name
+    expect(elsewhere).toEqual(['ipfs/stores.ts: NotFoundError'])
+  })
+
   it('are named as they are exported', () => {
     for (const [cls, exports] of classes) {
       for (const e of exports) expect(`${e.split(': ')[0]}: ${cls.name}`).toBe(e)
@@ -129,6 +151,33 @@ describe('errors once built inline keep their codes, now with classes', () => {
     const { FileSource } = await import('../src/source/file.js')
     await expect(FileSource.open(import.meta.dirname)).rejects.toThrow(source.NotAFileError)
     await expect(FileSource.open(import.meta.dirname)).rejects.toMatchObject({ code: 'ERR_NOT_A_FILE', path: import.meta.dirname })
+  })
+
+  it('a daemon whose health route does not answer in time is down, with the reason', async () => {
+    const { probeDaemon } = await import('../src/daemon/control-client.js')
+    const { createServer } = await import('node:net')
+    const { mkdtemp, rm } = await import('node:fs/promises')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const dir = await mkdtemp(join(tmpdir(), 'probe-'))
+    const silent = createServer(() => {}) // accepts, never answers
+    await new Promise<void>(resolve => silent.listen(join(dir, 'api.sock'), resolve))
+    try {
+      expect(await probeDaemon(join(dir, 'api.sock'), 200)).toEqual({ state: 'down', why: 'no answer within 200 ms' })
+      expect(await probeDaemon(join(dir, 'none.sock'), 200)).toEqual({ state: 'absent' })
+    } finally {
+      silent.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('a forwarded command the CLI cancels (Ctrl-C) ends with the shared AbortError', async () => {
+    const { runInDaemon } = await import('../src/daemon/control-client.js')
+    const ac = new AbortController()
+    ac.abort()
+    const err = await runInDaemon('/nonexistent/api.sock', ['id'], { signal: ac.signal, stdoutClosedCode: 141 }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(AbortError)
+    expect(err).toMatchObject({ code: 'ABORT_ERR', name: 'AbortError', message: 'cancelled: the daemon stops the command' })
   })
 
   it('an aborted readahead read', async () => {

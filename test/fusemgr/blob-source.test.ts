@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest'
 import { BlobReader } from '../../src/daemon/blob-api.js'
 import { ControlServer } from '../../src/daemon/control.js'
 import { BlobClient, BlobReadError, BlobSourceUnavailableError } from '../../src/fusemgr/index.js'
+import { ReadTimeoutError } from '../../src/ipfs/errors.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { removeDir, tempDir } from '../fs/helpers.js'
@@ -88,6 +89,32 @@ describe('BlobClient errors', () => {
         request({ socketPath: join(dir, 'api.sock'), path: `/v1/blobs/${cid}?offset=0&length=1&priority=urgent` }, res => { res.resume(); resolve(res.statusCode ?? 0) }).on('error', reject).end()
       })
       expect(bad).toBe(400)
+    } finally {
+      client.close()
+      await server.stop()
+      await removeDir(dir)
+    }
+  })
+
+  it('a read that times out in the daemon is a 504 with its code; any other failure a 502', async () => {
+    const dir = await tempDir('blob-api')
+    const blobs = new BlobReader({
+      logger,
+      openSource: async () => ({
+        size: async () => 100,
+        read: async (offset: number) => { throw offset === 0 ? new ReadTimeoutError('block: no answer within 5 ms') : new Error('disk on fire') }
+      })
+    })
+    const server = new ControlServer({ logger, blobs, run: async () => 0 }, { address: join(dir, 'api.sock'), repo: dir })
+    await server.start()
+    const client = new BlobClient()
+    client.attach(join(dir, 'api.sock'))
+    try {
+      const source = client.source(await cidOf(Buffer.from('t')))
+      const timedOut = await source.read(0, 10).catch((e: Error) => e)
+      expect(timedOut).toBeInstanceOf(BlobReadError)
+      expect(timedOut).toMatchObject({ status: 504, message: 'daemon blob API: block: no answer within 5 ms (ERR_READ_TIMEOUT)' })
+      expect(await source.read(10, 10).catch((e: Error) => e)).toMatchObject({ status: 502, message: 'daemon blob API: disk on fire' })
     } finally {
       client.close()
       await server.stop()
