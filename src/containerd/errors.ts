@@ -61,6 +61,7 @@ interface GrpcLikeError { code?: unknown, details?: unknown, message?: unknown }
 export function fromGrpcError (err: unknown, method: string, what: string, address?: string): Error {
   if (err instanceof ContainerdError) return err
   const e = (err ?? {}) as GrpcLikeError
+  // @grpc/grpc-js's errors carry the numeric status as `code`: not ours, so known by it
   if (typeof e.code !== 'number') return err instanceof Error ? err : new Error(String(err))
   const code = e.code as status
   const details = typeof e.details === 'string' && e.details !== '' ? e.details : String(e.message ?? 'no details')

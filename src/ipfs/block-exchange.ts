@@ -620,7 +620,7 @@ export class BlockExchange {
   }
 }
 
-/** lpStream's framing errors, as ours: the peer broke the wire format. */
+/** lpStream's framing errors (it-length-prefixed's, known by name), as ours: the peer broke the wire format. */
 const FRAMING_ERRORS = new Set(['InvalidDataLengthError', 'InvalidDataLengthLengthError', 'InvalidMessageLengthError', 'StreamBufferError', 'UnexpectedEOFError'])
 
 function asProtocolError (err: unknown): Error {
