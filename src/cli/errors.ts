@@ -1,7 +1,17 @@
+import { IpfsEstargzError } from '../errors.js'
+
+/** Errors of the command line itself (the pattern is in src/errors.ts). */
+export abstract class CliError extends IpfsEstargzError {}
+
 /** A mistake in how a command was called (exit code 2, like commander's own usage errors). */
-export class UsageError extends Error {
-  readonly code = 'ERR_USAGE'
-  override readonly name = 'UsageError'
+export class UsageError extends CliError { static readonly code = 'ERR_USAGE' }
+
+/** Our stdout's reader went away (EPIPE): the command stops, nothing is printed. */
+export class StdoutClosedError extends CliError {
+  static readonly code = 'ERR_STDOUT_CLOSED'
+  constructor (options?: ErrorOptions) {
+    super('stdout was closed', options)
+  }
 }
 
 /** Parses a non-negative integer option (`--chunk-size 4194304`, `--offset 0`). */
@@ -19,7 +29,7 @@ export function describeError (err: unknown): string {
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code
     const msg = err.message.split('\n')[0]
-    return typeof code === 'string' && code !== 'ERR_USAGE' && !msg.includes(code) ? `${msg} (${code})` : msg
+    return typeof code === 'string' && !(err instanceof UsageError) && !msg.includes(code) ? `${msg} (${code})` : msg
   }
   return String(err)
 }

@@ -1,20 +1,11 @@
 import { commandContext } from './context.js'
+import { StdoutClosedError } from './errors.js'
 
 /**
  * Exit code of a command whose stdout reader went away (`ipfs-estargz image ls | head -1`): 128 +
  * SIGPIPE, what a shell reports for a program a closed pipe killed. The command stops quietly.
  */
 export const EXIT_STDOUT_CLOSED = 141
-
-/** Our stdout's reader went away (EPIPE): the command stops, nothing is printed. */
-export class StdoutClosedError extends Error {
-  static readonly code = 'ERR_STDOUT_CLOSED'
-  readonly code = StdoutClosedError.code
-  override readonly name = 'StdoutClosedError'
-  constructor () {
-    super('stdout was closed')
-  }
-}
 
 let stdoutClosed = false
 

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import { commandContext, type CommandContext } from './context.js'
-import { UsageError, describeError } from './errors.js'
-import { EXIT_STDOUT_CLOSED, StdoutClosedError } from './output.js'
+import { StdoutClosedError, UsageError, describeError } from './errors.js'
+import { EXIT_STDOUT_CLOSED } from './output.js'
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
 

@@ -1,102 +1,54 @@
 import { status } from '@grpc/grpc-js'
+import { IpfsEstargzError } from '../errors.js'
 
 /**
- * One error class per failure, each with a stable `code`. Errors from containerd's API are
- * mapped from the gRPC status containerd's errdefs produce (NotFound, AlreadyExists, ...), so a
- * caller can branch on the class instead of parsing messages. Messages name the call and the
- * object involved.
+ * Errors of the containerd client, one class per failure (the pattern is in src/errors.ts).
+ * Errors from containerd's API are mapped from the gRPC status containerd's errdefs produce
+ * (NotFound, AlreadyExists, ...), so a caller can branch on the class instead of parsing
+ * messages. Messages name the call and the object involved. A layer whose applied diff is not
+ * the config's diffID fails with oci's DiffIdMismatchError, as it does when we hash the layer.
  */
-export abstract class ContainerdError extends Error {
-  abstract readonly code: string
-}
+export abstract class ContainerdError extends IpfsEstargzError {}
 
 /** A failed call to containerd; `grpcCode` is the status containerd answered with. */
 export abstract class ContainerdCallError extends ContainerdError {
-  constructor (message: string, readonly grpcCode: status, readonly method: string) {
-    super(message)
+  constructor (message: string, readonly grpcCode: status, readonly method: string, options?: ErrorOptions) {
+    super(message, options)
   }
 }
 
 /** The object (image, blob, snapshot, lease, ingest ref) does not exist. */
-export class NotFoundError extends ContainerdCallError {
-  static readonly code = 'ERR_CONTAINERD_NOT_FOUND'
-  readonly code = NotFoundError.code
-  override readonly name = 'NotFoundError'
-}
+export class NotFoundError extends ContainerdCallError { static readonly code = 'ERR_CONTAINERD_NOT_FOUND' }
 
 /** The object already exists (for Prepare with a target ref: a remote snapshot was committed). */
-export class AlreadyExistsError extends ContainerdCallError {
-  static readonly code = 'ERR_CONTAINERD_ALREADY_EXISTS'
-  readonly code = AlreadyExistsError.code
-  override readonly name = 'AlreadyExistsError'
-}
+export class AlreadyExistsError extends ContainerdCallError { static readonly code = 'ERR_CONTAINERD_ALREADY_EXISTS' }
 
 /** containerd refused the request's arguments (bad digest, bad label, wrong size or digest at commit). */
-export class InvalidArgumentError extends ContainerdCallError {
-  static readonly code = 'ERR_CONTAINERD_INVALID_ARGUMENT'
-  readonly code = InvalidArgumentError.code
-  override readonly name = 'InvalidArgumentError'
-}
+export class InvalidArgumentError extends ContainerdCallError { static readonly code = 'ERR_CONTAINERD_INVALID_ARGUMENT' }
 
 /** The object is not in a state that allows the call (commit of a committed snapshot, ...). */
-export class FailedPreconditionError extends ContainerdCallError {
-  static readonly code = 'ERR_CONTAINERD_FAILED_PRECONDITION'
-  readonly code = FailedPreconditionError.code
-  override readonly name = 'FailedPreconditionError'
-}
+export class FailedPreconditionError extends ContainerdCallError { static readonly code = 'ERR_CONTAINERD_FAILED_PRECONDITION' }
 
 /** containerd (or the proxy snapshotter behind it) cannot be reached or is not ready. */
-export class UnavailableError extends ContainerdCallError {
-  static readonly code = 'ERR_CONTAINERD_UNAVAILABLE'
-  readonly code = UnavailableError.code
-  override readonly name = 'UnavailableError'
-}
+export class UnavailableError extends ContainerdCallError { static readonly code = 'ERR_CONTAINERD_UNAVAILABLE' }
 
 /** The service or method does not exist in this containerd (plugin disabled, too old). */
-export class UnimplementedError extends ContainerdCallError {
-  static readonly code = 'ERR_CONTAINERD_UNIMPLEMENTED'
-  readonly code = UnimplementedError.code
-  override readonly name = 'UnimplementedError'
-}
+export class UnimplementedError extends ContainerdCallError { static readonly code = 'ERR_CONTAINERD_UNIMPLEMENTED' }
 
 /** The call was cancelled by our signal or timed out. */
-export class CancelledError extends ContainerdCallError {
-  static readonly code = 'ERR_CONTAINERD_CANCELLED'
-  readonly code = CancelledError.code
-  override readonly name = 'CancelledError'
-}
+export class CancelledError extends ContainerdCallError { static readonly code = 'ERR_CONTAINERD_CANCELLED' }
 
 /** Any other status containerd answered with (Unknown, Internal, DataLoss, OutOfRange, ...). */
-export class ContainerdInternalError extends ContainerdCallError {
-  static readonly code = 'ERR_CONTAINERD_CALL_FAILED'
-  readonly code = ContainerdInternalError.code
-  override readonly name = 'ContainerdInternalError'
-}
+export class ContainerdInternalError extends ContainerdCallError { static readonly code = 'ERR_CONTAINERD_CALL_FAILED' }
 
 /** The image's documents do not allow an unpack (layer/diff_ids count, media type, ...). */
-export class BadImageError extends ContainerdError {
-  static readonly code = 'ERR_CONTAINERD_BAD_IMAGE'
-  readonly code = BadImageError.code
-  override readonly name = 'BadImageError'
-}
+export class BadImageError extends ContainerdError { static readonly code = 'ERR_CONTAINERD_BAD_IMAGE' }
 
 /** A pull that must be lazy (`requireLazy`) met a layer the snapshotter did not mount lazily. */
 export class NotLazyError extends ContainerdError {
   static readonly code = 'ERR_LAYER_NOT_LAZY'
-  readonly code = NotLazyError.code
-  override readonly name = 'NotLazyError'
-  constructor (readonly layer: string, readonly index: number, readonly reason: string) {
-    super(`layer ${index + 1} (${layer}) was not mounted lazily: ${reason}`)
-  }
-}
-
-/** containerd's differ computed another diffID than the image config's `rootfs.diff_ids`. */
-export class DiffIdMismatchError extends ContainerdError {
-  static readonly code = 'ERR_DIFF_ID_MISMATCH'
-  readonly code = DiffIdMismatchError.code
-  override readonly name = 'DiffIdMismatchError'
-  constructor (readonly layer: string, readonly expected: string, readonly actual: string) {
-    super(`layer ${layer}: containerd computed diffID ${actual}, the image config says ${expected}`)
+  constructor (readonly layer: string, readonly index: number, readonly reason: string, options?: ErrorOptions) {
+    super(`layer ${index + 1} (${layer}) was not mounted lazily: ${reason}`, options)
   }
 }
 
@@ -109,6 +61,7 @@ interface GrpcLikeError { code?: unknown, details?: unknown, message?: unknown }
 export function fromGrpcError (err: unknown, method: string, what: string, address?: string): Error {
   if (err instanceof ContainerdError) return err
   const e = (err ?? {}) as GrpcLikeError
+  // @grpc/grpc-js's errors carry the numeric status as `code`: not ours, so known by it
   if (typeof e.code !== 'number') return err instanceof Error ? err : new Error(String(err))
   const code = e.code as status
   const details = typeof e.details === 'string' && e.details !== '' ? e.details : String(e.message ?? 'no details')

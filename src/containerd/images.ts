@@ -1,5 +1,6 @@
 import { fromTimestamp, fromWireDescriptor, toWireDescriptor, type ContainerdDescriptor, type Empty, type Labels, type WireDescriptor, type WireTimestamp } from './api.js'
 import type { CallContext, CallOptions, Rpc } from './rpc.js'
+import { isAlreadyExists } from './errors.js'
 
 /** An image record: a name pointing at a root descriptor (index or manifest) in the content store. */
 export interface ImageRecord {
@@ -59,7 +60,7 @@ export class ImagesClient {
     try {
       return await this.create(image, options)
     } catch (err) {
-      if ((err as { code?: string }).code !== 'ERR_CONTAINERD_ALREADY_EXISTS') throw err
+      if (!isAlreadyExists(err)) throw err
       return await this.update(image, ['target', 'labels'], options)
     }
   }

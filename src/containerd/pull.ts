@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
-import { hostPlatform, resolveImages } from '../oci/index.js'
+import { DiffIdMismatchError, hostPlatform, resolveImages } from '../oci/index.js'
 import { silentLogger, type Logger } from '../logging.js'
-import { BadImageError, DiffIdMismatchError, NotLazyError, isAlreadyExists, isNotFound } from './errors.js'
+import { BadImageError, NotLazyError, isAlreadyExists, isNotFound } from './errors.js'
 import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from './labels.js'
 import { LABELS as REMOTE_LABELS, type WarmLayer } from '../snapshotter/remote.js'
 import type { ContainerdDescriptor, Labels, Mount } from './api.js'
@@ -350,7 +350,7 @@ async function unpackLayers (
       layer.bytesWritten = res.written
       emit({ type: 'content', kind: 'layer', digest: desc.digest, size: desc.size, written: res.written, existed: res.existed })
       const applied = await client.diff.apply(plain(desc), mounts, { signal })
-      if (applied.digest !== diffIds[i]) throw new DiffIdMismatchError(desc.digest, diffIds[i], applied.digest)
+      if (applied.digest !== diffIds[i]) throw new DiffIdMismatchError(desc.digest, diffIds[i], applied.digest, "containerd's applied diff")
       try {
         await sn.commit(chainId, key, labels, { signal })
       } catch (err) {

@@ -2,7 +2,7 @@ import { resolve } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { NAMESPACE_METADATA_KEY, PROTO_DIR, PROTO_LOADER_OPTIONS } from '../snapshotter/api.js'
-import { CancelledError, fromGrpcError } from './errors.js'
+import { CancelledError, ContainerdInternalError, fromGrpcError } from './errors.js'
 
 /** gRPC metadata keys containerd reads (namespaces.GRPCHeader, leases.GRPCHeader). */
 export const NAMESPACE_HEADER = NAMESPACE_METADATA_KEY
@@ -135,7 +135,7 @@ export class Rpc {
       receive: async (): Promise<Res> => {
         let r: IteratorResult<unknown>
         try { r = await reader.next() } catch (err) { throw map(err) }
-        if (r.done === true) throw map(Object.assign(new Error('stream ended without an answer'), { code: grpc.status.INTERNAL }))
+        if (r.done === true) throw map(new ContainerdInternalError(`${name} ${what}: stream ended without an answer (gRPC status INTERNAL)`, grpc.status.INTERNAL, name))
         return r.value as Res
       },
       close: () => {

@@ -113,7 +113,7 @@ export async function openSourceLayer (source: ImageSource, desc: Descriptor, op
   const fail = async (err: unknown): Promise<unknown> => {
     try {
       if (raw.error != null) return raw.error
-      const fromInput = err instanceof EstargzError && err.code !== 'ABORT_ERR' && signal?.aborted !== true
+      const fromInput = err instanceof EstargzError && signal?.aborted !== true
       if (!fromInput) return err
       await raw.drain()
       return err

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { CID } from 'multiformats/cid'
+import { ReadTimeoutError } from '../ipfs/errors.js'
 import type { Logger } from '../logging.js'
 import type { RangeSource, ReadHint } from '../source/types.js'
 
@@ -113,7 +114,7 @@ export class BlobReader {
     job.catch((err: Error & { code?: string }) => {
       if (ac.signal.aborted) return
       this.log.debug({ cid: cidText, err: err.message }, 'blob request failed')
-      const status = err.name === 'ReadTimeoutError' ? 504 : 502
+      const status = err instanceof ReadTimeoutError ? 504 : 502
       fail(status, `${err.message}${err.code != null ? ` (${err.code})` : ''}`)
     })
   }

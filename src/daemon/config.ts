@@ -3,6 +3,7 @@ import { parse as parseToml } from 'smol-toml'
 import { DEFAULTS as FS_DEFAULTS } from '../fs/index.js'
 import { CLIENT_DEFAULTS as FUSE_MANAGER_CLIENT_DEFAULTS } from '../fusemgr/index.js'
 import { DEFAULTS as READAHEAD_DEFAULTS } from '../source/readahead.js'
+import { ConfigError } from './errors.js'
 
 /**
  * Every setting of the daemon with its default, in one place (docs/configuration.md lists them).
@@ -78,12 +79,6 @@ export const DEFAULTS = {
 
 export type DaemonConfig = typeof DEFAULTS
 
-export class ConfigError extends Error {
-  static readonly code = 'ERR_CONFIG'
-  readonly code = ConfigError.code
-  override readonly name = 'ConfigError'
-}
-
 const camel = (s: string): string => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
 
 /** Merges a parsed TOML table into defaults, refusing unknown keys and wrong types. */
@@ -115,6 +110,7 @@ export async function loadConfig (file: string | undefined): Promise<DaemonConfi
   try {
     text = await readFile(path, 'utf8')
   } catch (err) {
+    // Node's errno: no config file at the default path is no config
     if (file == null && (err as NodeJS.ErrnoException).code === 'ENOENT') return structuredClone(DEFAULTS)
     throw new ConfigError(`cannot read config ${path}: ${(err as Error).message}`)
   }

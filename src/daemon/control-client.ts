@@ -1,5 +1,7 @@
 import { request } from 'node:http'
+import { AbortError } from '../errors.js'
 import { answersOnSocket } from '../unix-http.js'
+import { ControlProtocolError, DaemonDisconnectedError, DaemonHealthTimeoutError } from './errors.js'
 
 /**
  * The CLI's side of the control API (src/daemon/control.ts): finding a daemon and running a
@@ -58,48 +60,15 @@ export async function probeDaemon (address: string, timeoutMs: number = CLIENT_D
         else resolve({ state: 'down', why: `its health route answered HTTP ${String(res.statusCode)} without a root` })
       })
     })
-    const timer = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })), timeoutMs)
+    const timer = setTimeout(() => req.destroy(new DaemonHealthTimeoutError(`no answer within ${timeoutMs} ms`)), timeoutMs)
     req.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer)
+      // Node's errno: no socket there, or nothing listens on it
       if (err.code === 'ENOENT') resolve({ state: 'absent' })
       else resolve({ state: 'down', why: err.code === 'ECONNREFUSED' ? 'nothing listens on the socket: the daemon died?' : err.message })
     })
     req.end()
   })
-}
-
-/** A daemon the CLI was pointed at (or whose socket it found) does not answer: it never falls back to another repo. */
-export class DaemonUnreachableError extends Error {
-  static readonly code = 'ERR_DAEMON_UNREACHABLE'
-  readonly code = DaemonUnreachableError.code
-  override readonly name = 'DaemonUnreachableError'
-}
-
-/** The daemon went away (killed, crashed, stopped) before the command it ran for us ended. */
-export class DaemonDisconnectedError extends Error {
-  static readonly code = 'ERR_DAEMON_DISCONNECTED'
-  readonly code = DaemonDisconnectedError.code
-  override readonly name = 'DaemonDisconnectedError'
-  constructor (why: string) {
-    super(`the daemon closed the connection mid-command (${why})`)
-  }
-}
-
-/** The daemon answered something that is not the control protocol. */
-export class ControlProtocolError extends Error {
-  static readonly code = 'ERR_CONTROL_PROTOCOL'
-  readonly code = ControlProtocolError.code
-  override readonly name = 'ControlProtocolError'
-}
-
-/** We cancelled the command (Ctrl-C): the daemon stops it when it sees us go. */
-export class CommandCancelledError extends Error {
-  static readonly code = 'ABORT_ERR'
-  readonly code = CommandCancelledError.code
-  override readonly name = 'AbortError'
-  constructor () {
-    super('cancelled: the daemon stops the command')
-  }
 }
 
 export interface RunInDaemonOptions {
@@ -131,7 +100,7 @@ export async function runInDaemon (address: string, argv: string[], options: Run
     }
     const onAbort = (): void => {
       req.destroy()
-      finish(new CommandCancelledError())
+      finish(new AbortError('cancelled: the daemon stops the command'))
     }
     const req = request({ socketPath: address, path: '/v1/run', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
       if (res.statusCode !== 200) {

@@ -86,6 +86,7 @@ export async function inflateRange (compressed: Uint8Array, skip: number, length
       got += b.length
       if (got >= want) finish()
     })
+    // zlib's errors are Node's, known by their code: Z_BUF_ERROR is input that ends early
     gunzip.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'Z_BUF_ERROR') finish(new TruncatedBlobError(`compressed data ends after ${got} of ${want} decompressed bytes`))
       else finish(new MalformedGzipError(`invalid gzip data: ${err.message}`))
@@ -113,7 +114,7 @@ export async function * gunzipStream (compressed: Uint8Array, maxOutput: number,
       yield chunk
     }
   } catch (err) {
-    const e = err as NodeJS.ErrnoException
+    const e = err as NodeJS.ErrnoException // zlib's (Node's) codes, as above
     if (e.code === 'Z_BUF_ERROR') throw new TruncatedBlobError(`compressed data ends early: ${e.message}`)
     if (e.code?.startsWith('Z_') === true) throw new MalformedGzipError(`invalid gzip data: ${e.message}`)
     throw err

@@ -61,7 +61,7 @@ async function * throughNodeStream (source: AsyncIterable<Uint8Array>, transform
   try {
     for await (const chunk of out) yield chunk
   } catch (err) {
-    const e = err as NodeJS.ErrnoException
+    const e = err as NodeJS.ErrnoException // Node's zlib and zstd errors, known by their code
     if (e.code?.startsWith('Z_') === true || e.code?.startsWith('ERR_ZSTD') === true) throw new MalformedGzipError(`invalid ${what} input: ${e.message}`)
     throw err
   }

@@ -271,7 +271,7 @@ export class ChunkCache {
     try {
       fh = await this.handles.get(hex, this.pathOf(hex))
     } catch (err) {
-      // Evicted (or removed by hand) between the index check and the open: a miss.
+      // Evicted (or removed by hand) between the index check and the open: a miss (Node's errno).
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         this.forget(hex)
         return undefined
@@ -288,7 +288,7 @@ export class ChunkCache {
       }
       return got === length ? buf : buf.subarray(0, got)
     } catch (err) {
-      // The handle was closed under us (evicted from the handle cache): open it again, once.
+      // The handle was closed under us (evicted from the handle cache; Node's errno): open it again, once.
       if ((err as NodeJS.ErrnoException).code === 'EBADF' && retry) return await this.readFile(hex, offset, length, false)
       throw err
     }

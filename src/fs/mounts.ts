@@ -47,7 +47,7 @@ export async function fuseMountsUnder (root: string): Promise<MountInfo[]> {
     .sort((a, b) => b.mountpoint.length - a.mountpoint.length)
 }
 
-/** True when the mount's server is gone (the kernel answers ENOTCONN) or does not answer. */
+/** True when the mount's server is gone (the kernel answers ENOTCONN, Node's errno) or does not answer. */
 async function isStale (mountpoint: string, timeoutMs: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined
   try {

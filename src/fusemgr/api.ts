@@ -210,7 +210,7 @@ export class FuseManagerClient {
           try {
             parsed = text === '' ? undefined : JSON.parse(text)
           } catch {
-            settle(() => reject(new FuseManagerError(`${method} ${path}: the FUSE manager answered HTTP ${String(res.statusCode)} with a body that is not JSON`)))
+            settle(() => reject(new FuseManagerError(`${method} ${path}: the FUSE manager answered HTTP ${String(res.statusCode)} with a body that is not JSON`, { status: res.statusCode })))
             return
           }
           if (res.statusCode != null && res.statusCode >= 200 && res.statusCode < 300) {
@@ -218,13 +218,14 @@ export class FuseManagerClient {
             return
           }
           const e = parsed as Partial<ErrorBody> | undefined
-          settle(() => reject(new FuseManagerError(e?.error ?? `${method} ${path}: HTTP ${String(res.statusCode)}`, e?.code)))
+          settle(() => reject(new FuseManagerError(e?.error ?? `${method} ${path}: HTTP ${String(res.statusCode)}`, { remoteCode: e?.code, status: res.statusCode })))
         })
       })
       if (timeoutMs > 0) timer = setTimeout(() => req.destroy(new FuseManagerTimeoutError(`${method} ${path}: no answer from the FUSE manager within ${timeoutMs} ms`)), timeoutMs)
       signal?.addEventListener('abort', onAbort, { once: true })
       req.on('error', (err: NodeJS.ErrnoException) => {
         settle(() => {
+          // Node's errno: no socket there, or nothing listens on it
           if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new FuseManagerUnavailableError(this.socket))
           else reject(err)
         })

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'node:http'
 import type { RangeSource, ReadHint } from '../source/types.js'
 import { answersOnSocket } from '../unix-http.js'
-import { BlobReadError, BlobSourceUnavailableError } from './errors.js'
+import { BlobAnswerCutError, BlobReadError, BlobSourceUnavailableError } from './errors.js'
 
 /** Blob client defaults, in one place. */
 export const DEFAULTS = {
@@ -24,7 +24,7 @@ export interface BlobClientOptions {
   maxWaitMs?: number
 }
 
-/** Connection errors that mean "no daemon right now": wait for one instead of failing. */
+/** Connection errors (Node's, so known by their errno) that mean "no daemon right now": wait for one instead of failing. */
 const AWAY = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE'])
 
 /**
@@ -100,7 +100,7 @@ export class BlobClient {
         try {
           return await once(socket, agent, path, signal)
         } catch (err) {
-          if (!AWAY.has((err as NodeJS.ErrnoException).code ?? '')) throw err
+          if (!(err instanceof BlobAnswerCutError) && !AWAY.has((err as NodeJS.ErrnoException).code ?? '')) throw err
         }
       }
       if (Date.now() >= deadline) {
@@ -138,7 +138,7 @@ async function once (socketPath: string, agent: Agent, path: string, signal?: Ab
         const body = Buffer.concat(chunks)
         if (res.statusCode === 200) {
           const expected = Number(res.headers['content-length'] ?? body.length)
-          if (body.length !== expected) reject(Object.assign(new Error('the daemon closed the connection mid-answer'), { code: 'ECONNRESET' }))
+          if (body.length !== expected) reject(new BlobAnswerCutError('the daemon closed the connection mid-answer'))
           else resolve(body)
           return
         }

@@ -8,6 +8,7 @@ import { ReadaheadSource } from '../source/readahead.js'
 import type { RangeSource } from '../source/types.js'
 import { ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type WarmReply, type WarmRequest } from './api.js'
 import { BlobClient } from './blob-source.js'
+import { BadRequestError, CallRefusedError, FuseManagerError, MountCancelledError, MountConflictError, NotMountedError } from './errors.js'
 import { WarmCache, warmKey, type Opened } from './warm.js'
 
 /** FUSE manager defaults, in one place. */
@@ -51,16 +52,8 @@ interface Mounted { cid: string, tocDigest: string, fs: LayerFs }
 /** A mount in progress: `ac` cancels it (its caller hung up, or an unmount of its mountpoint came). */
 interface Pending { cid: string, job: Promise<MountReply>, ac: AbortController }
 
-class CancelledError extends Error {
-  readonly status = 499
-  readonly code = 'ERR_MOUNT_CANCELLED'
-}
-
-class HttpError extends Error {
-  constructor (readonly status: number, message: string, readonly code = 'ERR_FUSE_MANAGER') {
-    super(message)
-  }
-}
+/** A call the manager refuses that has no error of its own: answered with `status` and the code ERR_FUSE_MANAGER. */
+const refused = (status: number, message: string): FuseManagerError => new FuseManagerError(message, { status })
 
 /**
  * Holds the lazy layer mounts in a process of their own, so they outlive the daemon: a FUSE
@@ -153,7 +146,7 @@ export class FuseManager {
   }
 
   attach (body: Attach): void {
-    if (typeof body?.blobSocket !== 'string' || body.blobSocket === '') throw new HttpError(400, 'attach needs { blobSocket }')
+    if (typeof body?.blobSocket !== 'string' || body.blobSocket === '') throw refused(400, 'attach needs { blobSocket }')
     this.blobs.attach(body.blobSocket)
     this.log.info({ blobSocket: body.blobSocket }, 'daemon attached')
   }
@@ -163,7 +156,7 @@ export class FuseManager {
    * keeps it ready: the mount of the same CID, TOC digest and settings takes it.
    */
   async warm (body: WarmRequest, signal: AbortSignal): Promise<WarmReply> {
-    if (typeof body?.cid !== 'string' || typeof body.tocDigest !== 'string') throw new HttpError(400, 'warm needs { cid, tocDigest }')
+    if (typeof body?.cid !== 'string' || typeof body.tocDigest !== 'string') throw refused(400, 'warm needs { cid, tocDigest }')
     const { mounts, cache } = this.ready()
     const s = body.settings ?? {}
     const log = this.log.child({ cid: body.cid })
@@ -179,14 +172,14 @@ export class FuseManager {
   }
 
   async mount (body: MountRequest, signal: AbortSignal): Promise<MountReply> {
-    if (typeof body?.mountpoint !== 'string' || typeof body.cid !== 'string') throw new HttpError(400, 'mount needs { mountpoint, cid }')
-    if (signal.aborted) throw new CancelledError('the caller hung up before the mount started')
+    if (typeof body?.mountpoint !== 'string' || typeof body.cid !== 'string') throw refused(400, 'mount needs { mountpoint, cid }')
+    if (signal.aborted) throw new MountCancelledError('the caller hung up before the mount started')
     const mp = resolve(body.mountpoint)
     const busy = this.pending.get(mp)
     if (busy != null) return await busy.job // the same layer asked twice (a retried call)
     const live = this.mounted.get(mp)
     if (live != null) {
-      if (live.cid !== body.cid) throw new HttpError(409, `${mp} already holds layer ${live.cid}, not ${body.cid}`, 'ERR_MOUNT_CONFLICT')
+      if (live.cid !== body.cid) throw new MountConflictError(`${mp} already holds layer ${live.cid}, not ${body.cid}`)
       return { mounted: false, tocDigest: live.tocDigest }
     }
     const ac = new AbortController()
@@ -220,7 +213,7 @@ export class FuseManager {
       } catch (err) {
         if (signal.aborted) {
           void ahead.then(async o => { await o.fs.stop(); await o.source.close?.() }, () => {})
-          throw new CancelledError(`mount of ${body.cid} at ${mp} cancelled`)
+          throw new MountCancelledError(`mount of ${body.cid} at ${mp} cancelled`)
         }
         log.debug({ err: (err as Error).message }, 'opening the layer ahead failed; opening it again')
       }
@@ -236,7 +229,7 @@ export class FuseManager {
     if (signal.aborted) {
       await fs.stop().catch(() => {})
       await source.close?.().catch(() => {})
-      throw new CancelledError(`mount of ${body.cid} at ${mp} cancelled`)
+      throw new MountCancelledError(`mount of ${body.cid} at ${mp} cancelled`)
     }
     // a cancel during the prefetch ends it early; the FUSE mount that follows is undone below
     const stopEarly = (): void => { void fs.stop() }
@@ -249,7 +242,7 @@ export class FuseManager {
     if (signal.aborted) {
       await mounts.unmount(mp)
       log.info('mount cancelled by the daemon after the FUSE mount: unmounted')
-      throw new CancelledError(`mount of ${body.cid} at ${mp} cancelled`)
+      throw new MountCancelledError(`mount of ${body.cid} at ${mp} cancelled`)
     }
     this.mounted.set(mp, { cid: body.cid, tocDigest: fs.estargz.tocDigest, fs })
     const timings = { tocMs: Math.round(t1 - t0), mountMs: Math.round(performance.now() - t1), totalMs: Math.round(performance.now() - t0) }
@@ -274,7 +267,7 @@ export class FuseManager {
 
   /** Cancels a mount in progress there (waiting until it is undone), then unmounts what is mounted. */
   async unmount (mountpoint: string): Promise<void> {
-    if (typeof mountpoint !== 'string') throw new HttpError(400, 'unmount needs { mountpoint }')
+    if (typeof mountpoint !== 'string') throw refused(400, 'unmount needs { mountpoint }')
     const mp = resolve(mountpoint)
     const busy = this.pending.get(mp)
     if (busy != null) {
@@ -288,8 +281,8 @@ export class FuseManager {
   }
 
   check (mountpoint: string): void {
-    if (typeof mountpoint !== 'string') throw new HttpError(400, 'check needs { mountpoint }')
-    if (!this.mounted.has(resolve(mountpoint))) throw new HttpError(404, `no lazy layer is mounted at ${mountpoint}`, 'ERR_NOT_MOUNTED')
+    if (typeof mountpoint !== 'string') throw refused(400, 'check needs { mountpoint }')
+    if (!this.mounted.has(resolve(mountpoint))) throw new NotMountedError(`no lazy layer is mounted at ${mountpoint}`)
   }
 
   list (): MountInfo[] {
@@ -297,7 +290,7 @@ export class FuseManager {
   }
 
   private ready (): { mounts: MountManager, cache: ChunkCache } {
-    if (this.mounts == null || this.cache == null || this.stopping != null) throw new HttpError(503, 'the FUSE manager is not running')
+    if (this.mounts == null || this.cache == null || this.stopping != null) throw refused(503, 'the FUSE manager is not running')
     return { mounts: this.mounts, cache: this.cache }
   }
 
@@ -338,23 +331,26 @@ export class FuseManager {
         case `POST ${ROUTES.shutdown}`:
           setImmediate(() => { void this.stop() })
           return {}
-        default: throw new HttpError(404, `no route ${key}`)
+        default: throw refused(404, `no route ${key}`)
       }
     }
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
-      let body: unknown
-      try {
-        body = chunks.length === 0 ? undefined : JSON.parse(Buffer.concat(chunks).toString('utf8'))
-      } catch {
-        reply(400, { error: 'body is not JSON', code: 'ERR_BAD_REQUEST' })
-        return
+      const call = async (): Promise<unknown> => {
+        let body: unknown
+        try {
+          body = chunks.length === 0 ? undefined : JSON.parse(Buffer.concat(chunks).toString('utf8'))
+        } catch {
+          throw new BadRequestError('body is not JSON')
+        }
+        return await handle(body)
       }
-      handle(body).then((out) => reply(200, out), (err: Error & { code?: string, status?: number }) => {
-        const known = err instanceof HttpError || err instanceof CancelledError
-        if (!known) this.log.warn({ url: req.url, err: err.message }, 'call failed')
-        reply(known ? err.status as number : 500, { error: err.message, code: err.code ?? 'ERR_FUSE_MANAGER' })
+      call().then((out) => reply(200, out), (err: Error & { code?: string }) => {
+        const status = err instanceof CallRefusedError || err instanceof FuseManagerError ? err.status ?? 500 : 500
+        if (status === 500) this.log.warn({ url: req.url, err: err.message }, 'call failed')
+        // any error's code goes to the client (ours, or Node's errno), else the manager's own
+        reply(status, { error: err.message, code: err.code ?? FuseManagerError.code })
       })
     })
   }

@@ -5,14 +5,15 @@ import {
   MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageSource, REF_NAME_ANNOTATION
 } from '../oci/index.js'
 import { IpfsSource } from '../source/ipfs.js'
+import { InvalidIpfsReferenceError } from './errors.js'
 
 /** Parses `ipfs://CID`, `/ipfs/CID` or a bare CID. */
 export function parseIpfsRef (ref: string): CID {
   const bare = ref.replace(/^ipfs:\/\//, '').replace(/^\/ipfs\//, '').replace(/\/+$/, '')
   try {
     return CID.parse(bare)
-  } catch {
-    throw Object.assign(new Error(`not an IPFS reference: ${JSON.stringify(ref)} (want ipfs://CID, /ipfs/CID or a CID)`), { code: 'ERR_BAD_IPFS_REF' })
+  } catch (err) {
+    throw new InvalidIpfsReferenceError(ref, { cause: err })
   }
 }
 

@@ -6,7 +6,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import type { Logger } from '../logging.js'
 import { collectBlock } from './dag-reader.js'
-import { AbortError, BlockDigestMismatchError, BlockExchangeProtocolError, BlockExchangeTimeoutError, InvalidIpfsOptionError } from './errors.js'
+import { AbortError, BlockDigestMismatchError, BlockExchangeProtocolError, BlockExchangeTimeoutError, InvalidOptionError } from './errors.js'
 
 /** The protocol id announced through identify. */
 export const PROTOCOL = '/ipfs-estargz/blocks/1.0.0'
@@ -198,10 +198,10 @@ export class BlockExchange {
     this.log = components.logger.child({ component: 'block-exchange' })
     this.opts = { ...DEFAULTS, ...options }
     for (const [k, v] of Object.entries(this.opts)) {
-      if (!Number.isInteger(v) || v < 1) throw new InvalidIpfsOptionError(`block exchange: ${k} must be a positive integer, got ${String(v)}`)
+      if (!Number.isInteger(v) || v < 1) throw new InvalidOptionError(`block exchange: ${k} must be a positive integer, got ${String(v)}`)
     }
     if (this.opts.requestCids > this.opts.maxCidsPerRequest || this.opts.backgroundRequestCids > this.opts.maxCidsPerRequest) {
-      throw new InvalidIpfsOptionError('block exchange: requestCids and backgroundRequestCids must not exceed maxCidsPerRequest')
+      throw new InvalidOptionError('block exchange: requestCids and backgroundRequestCids must not exceed maxCidsPerRequest')
     }
   }
 
@@ -565,7 +565,7 @@ export class BlockExchange {
         try {
           body = await lp.read(first ? { signal: deadline.signal } : {})
         } catch (err) {
-          // The client closed its end: the conversation is over.
+          // The client closed its end: the conversation is over (it-length-prefixed's error, known by name).
           if ((err as Error).name === 'UnexpectedEOFError') break
           throw err
         }
@@ -620,7 +620,7 @@ export class BlockExchange {
   }
 }
 
-/** lpStream's framing errors, as ours: the peer broke the wire format. */
+/** lpStream's framing errors (it-length-prefixed's, known by name), as ours: the peer broke the wire format. */
 const FRAMING_ERRORS = new Set(['InvalidDataLengthError', 'InvalidDataLengthLengthError', 'InvalidMessageLengthError', 'StreamBufferError', 'UnexpectedEOFError'])
 
 function asProtocolError (err: unknown): Error {

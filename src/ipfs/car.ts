@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises'
 import { CarBlockIterator, CarWriter } from '@ipld/car'
 import type { CID } from 'multiformats/cid'
 import { checkAbort, verifyBlock, type BlockGetter } from './dag-reader.js'
+import { isAbortError } from '../errors.js'
 import { InvalidCarError, IpfsError } from './errors.js'
 import { walkDag } from './walk.js'
 
@@ -106,7 +107,7 @@ export async function importCar (blockstore: CarBlockstore, input: string | Asyn
     return { roots, blocks, bytes }
   } catch (err) {
     for (const cid of added) await blockstore.delete(cid).catch(() => {})
-    if (err instanceof IpfsError || (err as Error).name === 'AbortError') throw err
+    if (err instanceof IpfsError || isAbortError(err)) throw err
     throw new InvalidCarError(`${what}: ${(err as Error).message}`)
   }
 }

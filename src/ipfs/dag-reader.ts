@@ -5,6 +5,7 @@ import * as raw from 'multiformats/codecs/raw'
 import { identity } from 'multiformats/hashes/identity'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { createHash } from 'node:crypto'
+import { isAbortError } from '../errors.js'
 import { AbortError, BlockDigestMismatchError, UnexpectedDagError } from './errors.js'
 
 /** Fetches one block's bytes. Implementations decide where from (blockstore, peers, a CAR). */
@@ -148,7 +149,7 @@ export class UnixfsFileReader {
       return await this.sharedNode(cid, signal, getBlock)
     } catch (err) {
       // A fetch shared with a reader that gave up fails for that reader only: try once more.
-      if (signal?.aborted === true || (err as Error).name !== 'AbortError') throw err
+      if (signal?.aborted === true || !isAbortError(err)) throw err
       return await this.sharedNode(cid, signal, getBlock)
     }
   }

@@ -6,7 +6,7 @@ import * as raw from 'multiformats/codecs/raw'
 import { create as createDigest } from 'multiformats/hashes/digest'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { checkAbort, type BlockGetter } from './dag-reader.js'
-import { InvalidIpfsOptionError, PathNotFoundError, UnexpectedDagError } from './errors.js'
+import { InvalidOptionError, PathNotFoundError, UnexpectedDagError } from './errors.js'
 import { importBytes } from './import.js'
 import type { WritableStorage } from 'ipfs-unixfs-importer'
 
@@ -37,7 +37,7 @@ const DIGEST = /^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/
 /** `sha256:<hex>` → [`sha256`, `<hex>`], or a typed error for anything else. */
 export function splitDigest (digest: string): [string, string] {
   const m = DIGEST.exec(digest)
-  if (m == null) throw new InvalidIpfsOptionError(`not an OCI digest: ${JSON.stringify(digest)}`)
+  if (m == null) throw new InvalidOptionError(`not an OCI digest: ${JSON.stringify(digest)}`)
   return [m[1], m[2]]
 }
 
@@ -52,7 +52,7 @@ async function tsizeOf (cid: CID, getBlock: BlockGetter): Promise<number> {
 async function putDirectory (blockstore: DirectoryBlockstore, entries: DirEntry[]): Promise<DirEntry & { blocks: number }> {
   const names = new Set<string>()
   for (const e of entries) {
-    if (names.has(e.name)) throw new InvalidIpfsOptionError(`duplicate directory entry ${JSON.stringify(e.name)}`)
+    if (names.has(e.name)) throw new InvalidOptionError(`duplicate directory entry ${JSON.stringify(e.name)}`)
     names.add(e.name)
   }
   const node = dagPb.prepare({
@@ -90,7 +90,7 @@ export async function publishLayout (blockstore: DirectoryBlockstore, getBlock: 
     let m = byAlg.get(alg)
     if (m == null) { m = new Map(); byAlg.set(alg, m) }
     const prev = m.get(hex)
-    if (prev != null && !prev.equals(b.cid)) throw new InvalidIpfsOptionError(`blob ${b.digest} given twice with different CIDs`)
+    if (prev != null && !prev.equals(b.cid)) throw new InvalidOptionError(`blob ${b.digest} given twice with different CIDs`)
     m.set(hex, b.cid)
   }
   const algDirs: DirEntry[] = []

@@ -3,7 +3,7 @@ import type { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
 import type { BlockExchange } from './block-exchange.js'
 import { collectBlock, verifyBlock } from './dag-reader.js'
-import { AbortError, BlockNotFoundError, InvalidIpfsOptionError } from './errors.js'
+import { AbortError, BlockNotFoundError, InvalidOptionError } from './errors.js'
 import type { GatewayClient } from './gateway.js'
 
 /** Fetch-path defaults, in one place. */
@@ -84,7 +84,7 @@ export class BlockFetcher implements BlockBroker {
   constructor (private readonly components: BlockFetcherComponents, options: FetcherOptions = {}) {
     this.opts = { ...DEFAULTS, ...options }
     for (const [k, v] of Object.entries(this.opts)) {
-      if (!Number.isInteger(v) || v < 0) throw new InvalidIpfsOptionError(`fetcher: ${k} must be a non-negative integer, got ${String(v)}`)
+      if (!Number.isInteger(v) || v < 0) throw new InvalidOptionError(`fetcher: ${k} must be a non-negative integer, got ${String(v)}`)
     }
     this.log = components.logger.child({ component: 'fetcher' })
   }

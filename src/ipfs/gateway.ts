@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events'
 import type { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
-import { AbortError, InvalidIpfsOptionError } from './errors.js'
+import { AbortError, InvalidOptionError } from './errors.js'
 
 /** Gateway-stage defaults, in one place. */
 export const DEFAULTS = {
@@ -38,17 +38,17 @@ export class GatewayClient {
     this.log = components.logger.child({ component: 'gateway' })
     this.opts = { ...DEFAULTS, ...options }
     for (const [k, v] of Object.entries(this.opts)) {
-      if (!Number.isInteger(v) || v < 1) throw new InvalidIpfsOptionError(`gateway: ${k} must be a positive integer, got ${String(v)}`)
+      if (!Number.isInteger(v) || v < 1) throw new InvalidOptionError(`gateway: ${k} must be a positive integer, got ${String(v)}`)
     }
     this.bases = gateways.map((g) => {
       let url: URL
       try {
         url = new URL(g)
       } catch {
-        throw new InvalidIpfsOptionError(`gateway ${JSON.stringify(g)} is not a URL`)
+        throw new InvalidOptionError(`gateway ${JSON.stringify(g)} is not a URL`)
       }
-      if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new InvalidIpfsOptionError(`gateway ${g}: only http and https URLs`)
-      if (url.search !== '' || url.hash !== '') throw new InvalidIpfsOptionError(`gateway ${g}: give a base URL, without query or fragment`)
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new InvalidOptionError(`gateway ${g}: only http and https URLs`)
+      if (url.search !== '' || url.hash !== '') throw new InvalidOptionError(`gateway ${g}: give a base URL, without query or fragment`)
       return url.toString().replace(/\/+$/, '')
     })
   }

@@ -3,7 +3,7 @@ import { fixedSize, type Chunker } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
 import type { CID } from 'multiformats/cid'
 import type { BlobSegment, SegmentSink } from '../estargz/index.js'
-import { AbortError, InvalidIpfsOptionError, UnexpectedDagError } from './errors.js'
+import { AbortError, InvalidOptionError, UnexpectedDagError } from './errors.js'
 
 /** Import defaults, in one place. */
 export const DEFAULTS = {
@@ -188,7 +188,7 @@ export async function importSegments<T> (
   const channel = new Channel<Uint8Array>(DEFAULTS.queueDepth)
   let expected = 0
   const sink: SegmentSink = async (segment: BlobSegment) => {
-    if (segment.offset !== expected) throw new InvalidIpfsOptionError(`segment at offset ${segment.offset}, expected ${expected}: segments must arrive in order`)
+    if (segment.offset !== expected) throw new InvalidOptionError(`segment at offset ${segment.offset}, expected ${expected}: segments must arrive in order`)
     expected += segment.bytes.length
     if (segment.bytes.length === 0) return
     // Copy: the producer may reuse its buffer once the sink returns.

@@ -6,7 +6,7 @@ import { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
 import { PRIVATE } from '../private-files.js'
 import { collectBlock } from './dag-reader.js'
-import { IncompleteImageError, InvalidIpfsOptionError, NoSpaceError, spaceErrno } from './errors.js'
+import { IncompleteImageError, InvalidOptionError, NoSpaceError, spaceErrno } from './errors.js'
 import { walkDag } from './walk.js'
 
 /** Index store defaults, in one place. */
@@ -142,7 +142,7 @@ export class IndexStore {
   private putDigests (mappings: DigestMapping[]): void {
     const stmt = this.db.prepare('INSERT OR REPLACE INTO digests (digest, cid) VALUES (?, ?)')
     for (const m of mappings) {
-      if (!/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(m.digest)) throw new InvalidIpfsOptionError(`not an OCI digest: ${JSON.stringify(m.digest)}`)
+      if (!/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(m.digest)) throw new InvalidOptionError(`not an OCI digest: ${JSON.stringify(m.digest)}`)
       stmt.run(m.digest, m.cid.toString())
     }
   }

@@ -13,7 +13,7 @@ import { createHeliaLight } from 'helia'
 import type { Logger } from '../logging.js'
 import { BlockExchange, type BlockExchangeOptions } from './block-exchange.js'
 import { collectBlock } from './dag-reader.js'
-import { BlockNotFoundError, InvalidIpfsOptionError } from './errors.js'
+import { BlockNotFoundError, InvalidOptionError } from './errors.js'
 import { BlockFetcher, countingBlockstore, type FetchOptions, type FetcherOptions, type StageStats } from './fetcher.js'
 import { GatewayClient, type GatewayOptions } from './gateway.js'
 import { lockRepo, prepareRepo, type RepoLock } from './repo.js'
@@ -160,7 +160,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
           addBlockBroker: (b: BlockBroker) => { bitswap = b }
         } as unknown as HeliaNode
         await bitswapMixin.start?.(view)
-        if (bitswap == null) throw new InvalidIpfsOptionError('@helia/bitswap did not create its block broker')
+        if (bitswap == null) throw new InvalidOptionError('@helia/bitswap did not create its block broker')
         exchange = new BlockExchange({ libp2p: h.libp2p, blockstore, logger: options.logger }, options.exchange === false ? {} : options.exchange)
         if (options.exchange !== false) await exchange.start()
         fetcher = new BlockFetcher({
@@ -216,6 +216,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
         try {
           bytes = await collectBlock(blockstore.get(cid, options))
         } catch (err) {
+          // a missing block: the blockstore's NotFoundError is interface-store's (ours in stores.ts copies it), known by name
           if ((err as Error).name !== 'NotFoundError') throw err
         }
         if (bytes != null) {
@@ -257,6 +258,6 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
 function captureMixin (extend: (helia: HeliaNode) => unknown): HeliaMixin<HeliaNode> {
   let mixin: HeliaMixin<HeliaNode> | undefined
   extend({ addMixin: (m: HeliaMixin<HeliaNode>) => { mixin = m } } as unknown as HeliaNode)
-  if (mixin == null) throw new InvalidIpfsOptionError('the Helia extension registered no mixin')
+  if (mixin == null) throw new InvalidOptionError('the Helia extension registered no mixin')
   return mixin
 }

@@ -97,7 +97,7 @@ function isAlive (pid: number): boolean {
     process.kill(pid, 0)
     return true
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
+    return (err as NodeJS.ErrnoException).code === 'EPERM' // Node's errno: alive, but not ours to signal
   }
 }
 
@@ -138,7 +138,7 @@ export async function lockRepo (repo: string): Promise<RepoLock> {
         }
       }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err // Node's errno: the lock file is there
       const pid = await lockOwner(path)
       const stale = !Number.isSafeInteger(pid) || pid <= 0 || (pid !== process.pid && !isAlive(pid)) || pid === process.pid
       if (!stale || attempt > 0) throw new RepoLockedError(dir, Number.isSafeInteger(pid) ? pid : -1)

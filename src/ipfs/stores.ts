@@ -22,7 +22,8 @@ async function failedPut (err: unknown, file: string): Promise<never> {
 
 /**
  * A missing block, named as interface-store's error: Helia, bitswap and unixfs test
- * `err.name === 'NotFoundError'`.
+ * `err.name === 'NotFoundError'`. It stands in for that library's class (not one of ours, so not
+ * on our base, and with that class's code), which is no direct dependency of ours to import.
  */
 class NotFoundError extends Error {
   override readonly name = 'NotFoundError'

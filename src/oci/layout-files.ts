@@ -26,6 +26,7 @@ export function cleanLayoutPath (path: string, where: string): string {
   return p.split('/').filter(c => c !== '' && c !== '.').join('/')
 }
 
+/** Node's errno for a path that is not there (so known by its code). */
 const isNotFound = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR'
 
 /** A directory on disk. */

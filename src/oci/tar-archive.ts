@@ -2,6 +2,7 @@
  * Random access to the members of an (uncompressed) tar file: the archive is indexed once, then
  * members are read by offset, so an oci-archive or docker-archive is never extracted to disk.
  */
+import { MalformedTarError } from '../estargz/errors.js'
 import { indexTarFile, TarFileReader, type IndexedTarEntry } from '../estargz/tar/indexed.js'
 import { ClosedError, MalformedLayoutError } from './errors.js'
 import { cleanLayoutPath, type LayoutFiles } from './layout-files.js'
@@ -18,7 +19,7 @@ export class TarArchive implements LayoutFiles {
     try {
       list = await indexTarFile(path)
     } catch (err) {
-      if ((err as { code?: string }).code === 'ERR_MALFORMED_TAR') throw new MalformedLayoutError(`${path} is not a valid tar archive: ${(err as Error).message}`)
+      if (err instanceof MalformedTarError) throw new MalformedLayoutError(`${path} is not a valid tar archive: ${(err as Error).message}`)
       throw err
     }
     const entries = new Map<string, IndexedTarEntry>()

@@ -1,4 +1,5 @@
 import { RE2JS } from 're2js'
+import { RegexpSyntaxError } from './errors.js'
 
 /**
  * containerd matches `~=` filters with Go's `regexp`, which is RE2: linear time, no
@@ -18,11 +19,6 @@ export interface CompiledRegexp {
   readonly instructions: number
 }
 
-/** The pattern does not compile, or its program is over the allowed size. */
-export class RegexpSyntaxError extends Error {
-  override readonly name = 'RegexpSyntaxError'
-}
-
 /** Instructions every RE2 program has besides the pattern's own (fail, match, start). */
 const PROGRAM_OVERHEAD = 3
 /** Patterns estimated at up to this many times the limit are compiled and then measured exactly. */
@@ -39,7 +35,7 @@ export function compileRegexp (pattern: string, maxInstructions: number): Compil
   try {
     re = RE2JS.compile(pattern)
   } catch (err) {
-    throw new RegexpSyntaxError((err as Error).message)
+    throw new RegexpSyntaxError((err as Error).message, { cause: err })
   }
   const instructions = re.re2().numberOfInstructions() as number
   if (instructions > maxInstructions) throw tooLarge(String(instructions), maxInstructions)

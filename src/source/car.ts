@@ -37,7 +37,7 @@ export class CarSource implements RangeSource {
       roots = await indexer.getRoots()
       for await (const b of indexer) index.set(b.cid.toString(), { offset: b.blockOffset, length: b.blockLength })
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err // Node's errno: no such file, not a bad CAR
       throw new InvalidCarError(`${path}: not a valid CAR file (${(err as Error).message})`)
     }
     const root = options.root != null ? (typeof options.root === 'string' ? CID.parse(options.root) : options.root) : roots[0]

@@ -1,4 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises'
+import { NotAFileError } from './errors.js'
 import type { RangeSource } from './types.js'
 
 /** A local file as a {@link RangeSource}. */
@@ -9,7 +10,7 @@ export class FileSource implements RangeSource {
     const fh = await open(path, 'r')
     try {
       const st = await fh.stat()
-      if (!st.isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: 'ERR_NOT_A_FILE' })
+      if (!st.isFile()) throw new NotAFileError(path)
       return new FileSource(fh, st.size)
     } catch (err) {
       await fh.close()

@@ -1,3 +1,4 @@
+import { AbortError } from '../errors.js'
 import type { RangeSource, ReadHint } from './types.js'
 
 /** Readahead defaults, in one place. */
@@ -19,10 +20,6 @@ export interface ReadaheadOptions {
 }
 
 interface Window { start: number, bytes: Uint8Array }
-
-function abortError (): Error {
-  return Object.assign(new Error('the read was aborted'), { name: 'AbortError', code: 'ABORT_ERR' })
-}
 
 /**
  * Reads ahead of small reads: a miss fetches a whole window from its offset, and later reads
@@ -50,7 +47,7 @@ export class ReadaheadSource implements RangeSource {
   }
 
   async read (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint): Promise<Uint8Array> {
-    if (signal?.aborted === true) throw abortError()
+    if (signal?.aborted === true) throw new AbortError('the read was aborted')
     if (length === 0 || this.windowBytes === 0 || length >= this.windowBytes || hint?.background === true) return await this.inner.read(offset, length, signal, hint)
     const size = await this.size()
     if (offset >= size) return new Uint8Array(0)
@@ -95,7 +92,7 @@ export class ReadaheadSource implements RangeSource {
 async function raceAbort<T> (p: Promise<T>, signal?: AbortSignal): Promise<T> {
   if (signal == null) return await p
   return await new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortError())
+    const onAbort = (): void => reject(new AbortError('the read was aborted'))
     signal.addEventListener('abort', onAbort, { once: true })
     p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
   })

@@ -1,5 +1,6 @@
 import { writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -8,6 +9,7 @@ import { describe, expect, it } from 'vitest'
 import { BlobReader } from '../../src/daemon/blob-api.js'
 import { ControlServer } from '../../src/daemon/control.js'
 import { BlobClient, BlobReadError, BlobSourceUnavailableError } from '../../src/fusemgr/index.js'
+import { ReadTimeoutError } from '../../src/ipfs/errors.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { removeDir, tempDir } from '../fs/helpers.js'
@@ -90,6 +92,56 @@ describe('BlobClient errors', () => {
     } finally {
       client.close()
       await server.stop()
+      await removeDir(dir)
+    }
+  })
+
+  it('a read that times out in the daemon is a 504 with its code; any other failure a 502', async () => {
+    const dir = await tempDir('blob-api')
+    const blobs = new BlobReader({
+      logger,
+      openSource: async () => ({
+        size: async () => 100,
+        read: async (offset: number) => { throw offset === 0 ? new ReadTimeoutError('block: no answer within 5 ms') : new Error('disk on fire') }
+      })
+    })
+    const server = new ControlServer({ logger, blobs, run: async () => 0 }, { address: join(dir, 'api.sock'), repo: dir })
+    await server.start()
+    const client = new BlobClient()
+    client.attach(join(dir, 'api.sock'))
+    try {
+      const source = client.source(await cidOf(Buffer.from('t')))
+      const timedOut = await source.read(0, 10).catch((e: Error) => e)
+      expect(timedOut).toBeInstanceOf(BlobReadError)
+      expect(timedOut).toMatchObject({ status: 504, message: 'daemon blob API: block: no answer within 5 ms (ERR_READ_TIMEOUT)' })
+      expect(await source.read(10, 10).catch((e: Error) => e)).toMatchObject({ status: 502, message: 'daemon blob API: disk on fire' })
+    } finally {
+      client.close()
+      await server.stop()
+      await removeDir(dir)
+    }
+  })
+
+  it('an answer cut mid-way is read again, as from a daemon that went away', async () => {
+    const dir = await tempDir('blob-cut')
+    const sock = join(dir, 'api.sock')
+    let calls = 0
+    // answers 10 bytes, but the first time sends 5 and closes the connection
+    const server = createServer((c) => {
+      c.once('data', () => {
+        calls++
+        c.end(`HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n${calls === 1 ? 'abcde' : 'abcdefghij'}`)
+      })
+    })
+    await new Promise<void>(resolve => server.listen(sock, resolve))
+    const client = new BlobClient({ maxWaitMs: 5_000, retryIntervalMs: 50 })
+    client.attach(sock)
+    try {
+      expect(Buffer.from(await client.source(await cidOf(Buffer.from('z'))).read(0, 10))).toEqual(Buffer.from('abcdefghij'))
+      expect(calls).toBe(2)
+    } finally {
+      client.close()
+      await new Promise(resolve => server.close(resolve))
       await removeDir(dir)
     }
   })

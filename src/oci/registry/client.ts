@@ -4,6 +4,7 @@
  * leak to another origin; typed errors naming the repository and digest.
  */
 import type { Logger } from 'pino'
+import { isAbortError } from '../../errors.js'
 import { silentLogger } from '../../logging.js'
 import {
   RegistryConnectionError, RegistryDeniedError, RegistryError, RegistryNotFoundError, RegistryProtocolError,
@@ -58,7 +59,7 @@ export interface RequestOptions {
 const RETRY_STATUSES = new Set([429, 500, 502, 503, 504])
 
 function isAbort (err: unknown, signal?: AbortSignal): boolean {
-  return signal?.aborted === true || (err as Error)?.name === 'AbortError'
+  return signal?.aborted === true || isAbortError(err)
 }
 
 function describeNetworkError (err: unknown): string {

@@ -5,6 +5,7 @@
 import type { Logger } from 'pino'
 import { silentLogger } from '../../logging.js'
 import { verifyStream } from '../digest.js'
+import { DigestMismatchError, SizeMismatchError } from '../errors.js'
 import { isForeignLayer, isManifestMediaType } from '../media-types.js'
 import { formatImageReference, type RegistryReference } from '../reference.js'
 import type { Resolution } from '../resolve.js'
@@ -81,7 +82,7 @@ export async function pushImage (ref: RegistryReference, image: PushImage, optio
         await repo.uploadBlob(d, () => verifyStream(b.open(), d, 'push source'), options)
         break
       } catch (err) {
-        if (attempt >= DEFAULTS.uploadAttempts || options.signal?.aborted === true || (err as { code?: string }).code === 'ERR_DIGEST_MISMATCH' || (err as { code?: string }).code === 'ERR_SIZE_MISMATCH') throw err
+        if (attempt >= DEFAULTS.uploadAttempts || options.signal?.aborted === true || err instanceof DigestMismatchError || err instanceof SizeMismatchError) throw err
         log.warn({ digest: d.digest, err: (err as Error).message }, 'blob upload failed, restarting it')
       }
     }

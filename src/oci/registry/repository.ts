@@ -2,6 +2,7 @@
  * The Distribution API v2 operations on one repository: manifests by tag or digest, blobs
  * (whole, by range, resumable streams), blob uploads (monolithic or chunked).
  */
+import { isAbortError } from '../../errors.js'
 import { digestOf, parseDigest } from '../digest.js'
 import { BlobTooLargeError, DigestMismatchError, RegistryConnectionError, RegistryError, RegistryProtocolError, UnknownMediaTypeError } from '../errors.js'
 import { isManifestOrIndexMediaType, MANIFEST_ACCEPT } from '../media-types.js'
@@ -25,7 +26,7 @@ export interface FetchedManifest {
 }
 
 function isAbort (err: unknown, signal?: AbortSignal): boolean {
-  return signal?.aborted === true || (err as Error)?.name === 'AbortError'
+  return signal?.aborted === true || isAbortError(err)
 }
 
 /** A response body, refusing more than `max` bytes (a hostile registry could send gigabytes). */
