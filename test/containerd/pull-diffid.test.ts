@@ -1,13 +1,11 @@
-import { createHash } from 'node:crypto'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { NotFoundError, pullImage } from '../../src/containerd/index.js'
 import { DiffIdMismatchError, MediaType, hostPlatform, type Descriptor, type ImageSource } from '../../src/oci/index.js'
-import { containerdNeeds, startContainerd, type PrivateContainerd } from '../helpers/containerd.js'
+import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { needs } from '../helpers/env.js'
-import { makeTar } from '../helpers/tar.js'
-
-const sha256 = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
+import { makeTar } from '../../scripts/fixtures/tar.js'
+import { sha256 } from '../../scripts/fixtures/digest.js'
 
 /** A one-layer image held in memory: its config lists `diffId` for the layer, right or not. */
 function oneLayerImage (layer: Buffer, diffId: string): ImageSource {
