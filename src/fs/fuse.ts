@@ -1,4 +1,5 @@
 import Fuse, { type FuseOps, type FuseStat, type Signal } from 'fuse-native'
+import { execFile } from 'node:child_process'
 import { constants as fsConstants } from 'node:fs'
 import { constants } from 'node:os'
 import { DEFAULTS } from './config.js'
@@ -25,6 +26,16 @@ export interface FuseMountComponents {
 }
 
 const { ERANGE, EROFS } = constants.errno
+
+/**
+ * fuse-native unmounts (at close, and before a forced mount) by running `fusermount -uz "<mnt>"`
+ * through a shell, with the path only JSON-quoted: `$(…)` or backquotes in a mountpoint's name
+ * would run. Its callers look the static up at call time, so this replacement, which passes the
+ * path as one argument with no shell, is the one they use.
+ */
+Fuse.unmount = (mnt: string, cb: (err: Error | null) => void): void => {
+  execFile('fusermount', ['-uz', mnt], err => { cb(err) })
+}
 
 /**
  * fuse-native 2.2.6 exposes no `use_ino` (without it libfuse invents inode numbers, so

@@ -201,6 +201,18 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect((await readFile(join(mnt, 'a/big.bin'))).equals(expectedBytes)).toBe(true)
   })
 
+  it('mounts and unmounts a mountpoint whose name holds shell syntax, running none of it', async () => {
+    const tar = tars.find(t => t.name === 'edge')?.path as string
+    const marker = join(dir, 'injected')
+    const name = `$(touch ${marker})\`touch ${marker}\`"; touch ${marker}; "`
+    const { mnt, mount } = await mountBlob(await buildOurs(tar, join(dir, 'shell.esgz')), name)
+    expect((await readdir(join(mnt, 'a'))).length).toBeGreaterThan(0)
+    await mount.unmount()
+    expect(mount.mounted).toBe(false)
+    expect((await fuseMountsUnder(mnt)).length).toBe(0)
+    await expect(readFile(marker)).rejects.toMatchObject({ code: 'ENOENT' })
+  })
+
   it('unmounts without hanging while a file is still open', async () => {
     const tar = tars.find(t => t.name === 'edge')?.path as string
     const { mnt, mount } = await mountBlob(await buildOurs(tar, join(dir, 'open.esgz')), 'open')
