@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
-import type { OpenRepo } from './repo.js'
+import type { OpenRepo } from '../ipfs/index.js'
 import type { WarmLayer } from '../snapshotter/remote.js'
 
 /**

@@ -10,6 +10,7 @@ export { BlockFetcher, DEFAULTS as FETCH_DEFAULTS, type FetcherOptions, type Fet
 export { GatewayClient, DEFAULTS as GATEWAY_DEFAULTS, type GatewayOptions } from './gateway.js'
 export { importSegments, importBytes, importStream, type ImportOptions, type ImportResult, type ImportProgress } from './import.js'
 export { publishLayout, listDirectory, resolvePath, resolveBlob, splitDigest, type LayoutInput, type DirEntry } from './directory.js'
+export { openRepo, type OpenRepo } from './open-repo.js'
 export { IndexStore, type ImageRecord, type DigestMapping, type IndexStoreComponents } from './index-store.js'
 export { exportCar, importCar, type CarStats, type CarBlockstore } from './car.js'
 export { UnixfsFileReader, collectBlock, verifyBlock, type BlockGetter } from './dag-reader.js'

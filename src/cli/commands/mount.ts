@@ -14,7 +14,7 @@ import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource } from '../../source/ipfs.js'
 import { ReadaheadSource } from '../../source/readahead.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
-import { openRepo } from '../repo.js'
+import { openCommandRepo } from '../repo.js'
 
 const run = promisify(execFile)
 
@@ -53,7 +53,7 @@ function mountCommand (): Command {
     .action(async (ref: string, mountpoint: string, flags: MountFlags) => {
       const logger = createLogger(flags.logLevel)
       const target = resolve(mountpoint)
-      const repo = await openRepo(flags.repo, logger, { peers: flags.peer })
+      const repo = await openCommandRepo(flags.repo, logger, { peers: flags.peer })
       const state = stateDir(repo.path, target)
       await mkdir(state, { recursive: true })
       const mounts = new MountManager({ logger }, { root: state })

@@ -14,7 +14,7 @@ import { cancelOn } from '../context.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
 import { printJson, writeStdout } from '../output.js'
 import { LayerProgress } from '../progress.js'
-import { openRepo } from '../repo.js'
+import { openCommandRepo } from '../repo.js'
 
 interface PushFlags {
   repo?: string
@@ -68,9 +68,9 @@ export function pushCommand (): Command {
 
       const ac = new AbortController()
       const source = await openImageSource(ref, registryOptions(flags))
-      let repo: Awaited<ReturnType<typeof openRepo>> | undefined
+      let repo: Awaited<ReturnType<typeof openCommandRepo>> | undefined
       try {
-        repo = flags.ipfs ? await openRepo(flags.repo, logger) : undefined
+        repo = flags.ipfs ? await openCommandRepo(flags.repo, logger) : undefined
       } catch (err) {
         await source.close().catch(() => {})
         throw err
