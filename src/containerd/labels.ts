@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto'
 import { isConfigMediaType, isLayerMediaType, isManifestMediaType } from '../oci/index.js'
-import type { Labels } from './api.js'
+import type { Labels } from '../wire/index.js'
 
 export const LABELS = {
   /** content: GC reference to a child blob (prefix; containerd's images.ChildGCLabels) */

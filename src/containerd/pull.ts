@@ -5,7 +5,7 @@ import { silentLogger, type Logger } from '../logging.js'
 import { BadImageError, NotLazyError, isAlreadyExists, isNotFound } from './errors.js'
 import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from './labels.js'
 import { LABELS as REMOTE_LABELS, type WarmLayer } from '../snapshotter/remote.js'
-import type { ContainerdDescriptor, Labels, Mount } from './api.js'
+import type { ContainerdDescriptor, Labels, Mount } from '../wire/index.js'
 import type { ContainerdClient } from './client.js'
 import type { Descriptor, ImageSource, Platform, ResolvedImage } from '../oci/index.js'
 

@@ -3,7 +3,7 @@ import { chmodSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readFileSync
 import { lstat, readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import type { Mount } from './api.js'
+import type { Mount } from '../wire/index.js'
 import type { Kind } from './metadata.js'
 
 const execFileP = promisify(execFile)

@@ -1,4 +1,4 @@
-import type { Labels } from './api.js'
+import type { Labels } from '../wire/index.js'
 
 /** Labels of the remote (lazy) snapshot protocol (reference/stargz-snapshotter.md §3.2–3.3). */
 export const LABELS = {

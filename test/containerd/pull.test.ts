@@ -17,7 +17,7 @@ import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../
 import { hasFuse, needs } from '../helpers/env.js'
 import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
-import type { Labels } from '../../src/snapshotter/api.js'
+import type { Labels } from '../../src/wire/index.js'
 
 /**
  * Stands in for the FUSE mounter: records every Prepare's labels and "mounts" by doing nothing

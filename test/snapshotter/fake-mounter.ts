@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import type { Labels } from '../../src/snapshotter/api.js'
+import type { Labels } from '../../src/wire/index.js'
 import type { RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../../src/snapshotter/remote.js'
 
 const run = promisify(execFile)

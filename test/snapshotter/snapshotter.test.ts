@@ -16,7 +16,7 @@ import { codeOf, errorOf, snapshotsClient } from '../../scripts/fixtures/snapsho
 import { HoldingTmpfsMounter, LateTmpfsMounter, TmpfsMounter } from './fake-mounter.js'
 import { spawnServer } from './spawn-server.js'
 import type { SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
-import type { Info, Labels, Mount } from '../../src/snapshotter/api.js'
+import type { Info, Labels, Mount } from '../../src/wire/index.js'
 import type { SnapshotterOptions } from '../../src/snapshotter/snapshotter.js'
 
 const run = promisify(execFile)
