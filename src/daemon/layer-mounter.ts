@@ -1,8 +1,7 @@
 import type { ChunkCache, LayerFsOptions, MountManager } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 import type { RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../snapshotter/index.js'
-import type { Labels } from '../wire/index.js'
-import { LABELS } from '../snapshotter/index.js'
+import { LABELS, type Labels } from '../wire/index.js'
 import type { RangeSource } from '../source/types.js'
 
 export interface LayerMounterComponents {

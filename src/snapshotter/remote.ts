@@ -1,33 +1,4 @@
-import type { Labels } from '../wire/index.js'
-
-/** Labels of the remote (lazy) snapshot protocol (reference/stargz-snapshotter.md §3.2–3.3). */
-export const LABELS = {
-  /** set by containerd's unpacker: the chainID to commit the prepared layer as */
-  targetRef: 'containerd.io/snapshot.ref',
-  /** marks a committed snapshot whose `fs` is a lazy mount */
-  remote: 'containerd.io/snapshot/remote',
-  /** comma list of the layer descriptor's urls (`ipfs://<cid>`) */
-  urls: 'containerd.io/snapshot/remote/urls',
-  /** compressed layer digest, sent by plain CRI */
-  criLayerDigest: 'containerd.io/snapshot/cri.layer-digest',
-  /** layer digest, sent by ctr-remote / nerdctl style handlers */
-  stargzDigest: 'containerd.io/snapshot/remote/stargz.digest',
-  /** TOC digest of the eStargz layer */
-  tocDigest: 'containerd.io/snapshot/stargz/toc.digest',
-  /** ours: the CID the layer was mounted from, so a restart does not depend on the digest index */
-  cid: 'ipfs-estargz/layer.cid',
-  /**
-   * ours: on the active snapshot a Prepare with a target ref returns instead of a remote one,
-   * why it is not lazy (`<reason>: <message>`), for the puller to read with Stat
-   */
-  fallbackReason: 'ipfs-estargz/fallback-reason'
-} as const
-
-/** Longest message (bytes) kept in the fallback-reason label (containerd's label limit is 4096 bytes with the key). */
-export const MAX_FALLBACK_MESSAGE = 1024
-
-/** Value of {@link LABELS.remote} (the one stargz-snapshotter writes). */
-export const REMOTE_LABEL_VALUE = 'remote snapshot'
+import { LABELS, type Labels } from '../wire/index.js'
 
 /** The layer a Prepare names, once resolved to IPFS. */
 export interface RemoteLayerRef {
@@ -116,7 +87,7 @@ export async function resolveRemoteLayer (labels: Labels, resolveDigest?: Digest
   const extra = { ...(digest != null ? { digest } : {}), ...(tocDigest != null ? { tocDigest } : {}) }
   const stored = labels[LABELS.cid]
   if (stored != null && stored !== '') return { cid: stored, ...extra, via: 'stored' }
-  for (const url of (labels[LABELS.urls] ?? '').split(',')) {
+  for (const url of (labels[LABELS.remoteUrls] ?? '').split(',')) {
     const m = /^ipfs:\/\/([A-Za-z0-9]+)\/?$/.exec(url.trim())
     if (m?.[1] != null) return { cid: m[1], ...extra, via: 'urls' }
   }

@@ -6,9 +6,9 @@ import { FailedPreconditionError, ListTimeoutError, NotStartedError, RemountErro
 import { parseFilters } from './filters.js'
 import { adaptInfo, MetadataStore } from './metadata.js'
 import { diskUsage, mountsUnder, mountsUnderSync, OverlayLayout, unmountUnder } from './overlay.js'
-import { LABELS, MAX_FALLBACK_MESSAGE, newRemoteMetrics, REMOTE_LABEL_VALUE, resolveRemoteLayer } from './remote.js'
+import { newRemoteMetrics, resolveRemoteLayer } from './remote.js'
 import { DEFAULTS as LIMITS } from './validate.js'
-import type { Labels, Mount } from '../wire/index.js'
+import { LABELS, MAX_FALLBACK_MESSAGE, REMOTE_LABEL_VALUE, type Labels, type Mount } from '../wire/index.js'
 import type { SnapshotInfo, SnapshotRecord, Usage } from './metadata.js'
 import type { DigestResolver, FallbackReason, RemoteLayerMounter, RemoteMetrics, RemoteMount } from './remote.js'
 import type { Logger } from '../logging.js'
@@ -128,7 +128,7 @@ export class Snapshotter {
 
   async prepare (namespace: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
     let rec = await this.create(namespace, 'active', key, parent, labels)
-    const target = labels[LABELS.targetRef]
+    const target = labels[LABELS.snapshotRef]
     if (target != null && target !== '') {
       const outcome = await this.tryRemote(rec, target, labels)
       if (outcome === true) throw new SnapshotExistsError(`target snapshot ${JSON.stringify(target)}: already exists`)

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { LABELS, chainIds, pullImage, type PullEvent } from '../../src/containerd/index.js'
+import { pullImage, type PullEvent } from '../../src/containerd/index.js'
 import { IpfsImageSource } from '../../src/image/ipfs-image.js'
 import { createNode, type IpfsNode } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
@@ -17,7 +17,7 @@ import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../
 import { hasFuse, needs } from '../helpers/env.js'
 import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
-import type { Labels } from '../../src/wire/index.js'
+import { LABELS, chainIds, type Labels } from '../../src/wire/index.js'
 
 /**
  * Stands in for the FUSE mounter: records every Prepare's labels and "mounts" by doing nothing

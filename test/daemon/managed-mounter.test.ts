@@ -10,7 +10,7 @@ import {
   FuseManagerUnavailableError, type MountSettings
 } from '../../src/fusemgr/index.js'
 import { silentLogger, type Logger } from '../../src/logging.js'
-import { LABELS, REMOTE_LABEL_VALUE } from '../../src/snapshotter/remote.js'
+import { LABELS, REMOTE_LABEL_VALUE } from '../../src/wire/index.js'
 import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
 import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
 import type { RangeSource } from '../../src/source/types.js'
@@ -259,7 +259,7 @@ describe.skipIf(skip)('ManagedLayerMounter over a real FUSE manager', () => {
   it('as the snapshotter\'s mounter: a Prepare mounts and commits the layer; a bad TOC falls back with mount-failed and the manager\'s reason, a mount held back past the timeout with mount-timeout, neither leaving a mount; a restarted snapshotter keeps the held mount', async () => {
     const root = join(dir, 'snapshotter')
     const options = { root, remoteMountTimeoutMs: 1_000, unmountOnStop: false }
-    const labels = (l: Layer, target: string, tocDigest = l.tocDigest): Record<string, string> => ({ [LABELS.targetRef]: target, [LABELS.urls]: `ipfs://${l.cid}`, [LABELS.tocDigest]: tocDigest })
+    const labels = (l: Layer, target: string, tocDigest = l.tocDigest): Record<string, string> => ({ [LABELS.snapshotRef]: target, [LABELS.remoteUrls]: `ipfs://${l.cid}`, [LABELS.tocDigest]: tocDigest })
     const sn = new Snapshotter({ logger, mounter: stack.another(logger) }, options)
     await sn.start()
     try {
