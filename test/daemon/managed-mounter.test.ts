@@ -12,7 +12,7 @@ import {
 import { silentLogger, type Logger } from '../../src/logging.js'
 import { LABELS, REMOTE_LABEL_VALUE } from '../../src/wire/index.js'
 import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
-import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
+import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import type { RangeSource } from '../../src/source/types.js'
 import { fixtureBytes } from '../../scripts/fixtures/tar.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
