@@ -1,19 +1,17 @@
 import { chmod, mkdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ChunkCache, MountManager } from '../fs/index.js'
+import { ChunkCache, LayerMounter, MountManager, type RemoteLayerMounter, type WarmLayer } from '../fs/index.js'
 import { openRepo, type OpenRepo } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
 import { PRIVATE, usePrivateUmask } from '../private-files.js'
-import { ensureFuseManager, FuseManagerUnavailableError, type EnsureOptions, type FuseManagerClient } from '../fusemgr/index.js'
-import { Snapshotter, SnapshotterServer, type RemoteLayerMounter, type WarmLayer } from '../snapshotter/index.js'
+import { ensureFuseManager, FuseManagerUnavailableError, ManagedLayerMounter, type EnsureOptions, type FuseManagerClient } from '../fusemgr/index.js'
+import { Snapshotter, SnapshotterServer } from '../snapshotter/index.js'
 import { IpfsSource } from '../source/ipfs.js'
 import { ReadaheadSource } from '../source/readahead.js'
 import { BlobReader } from './blob-api.js'
 import type { DaemonConfig } from './config.js'
 import { ControlServer, type CommandRunner } from './control.js'
-import { LayerMounter } from './layer-mounter.js'
-import { ManagedLayerMounter } from './managed-mounter.js'
 
 export interface DaemonComponents {
   logger: Logger

@@ -6,12 +6,12 @@ import { FailedPreconditionError, ListTimeoutError, NotStartedError, RemountErro
 import { parseFilters } from './filters.js'
 import { adaptInfo, MetadataStore } from './metadata.js'
 import { diskUsage, OverlayLayout } from './overlay.js'
-import { mountsUnder, mountsUnderSync, unmountUnder } from '../fs/index.js'
 import { newRemoteMetrics, resolveRemoteLayer } from './remote.js'
 import { DEFAULTS as LIMITS } from './validate.js'
 import { LABELS, MAX_FALLBACK_MESSAGE, REMOTE_LABEL_VALUE, type Labels, type Mount } from '../wire/index.js'
 import type { SnapshotInfo, SnapshotRecord, Usage } from './metadata.js'
-import type { DigestResolver, FallbackReason, RemoteLayerMounter, RemoteMetrics, RemoteMount } from './remote.js'
+import type { DigestResolver, FallbackReason, RemoteMetrics } from './remote.js'
+import { mountsUnder, mountsUnderSync, unmountUnder, type RemoteLayerMounter, type RemoteMount } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 
 export const DEFAULTS = {

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Labels } from '../../src/wire/index.js'
-import type { RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../../src/snapshotter/remote.js'
+import type { RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../../src/fs/layer-mounter.js'
 
 const run = promisify(execFile)
 

@@ -12,7 +12,7 @@ import { codeOf, errorOf, snapshotsClient } from '../../scripts/fixtures/snapsho
 import { spawnServer } from './spawn-server.js'
 import type { SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import type { SpawnedServer } from './spawn-server.js'
-import type { RemoteLayerMounter, RemoteLayerRef } from '../../src/snapshotter/index.js'
+import type { RemoteLayerMounter, RemoteLayerRef } from '../../src/fs/index.js'
 import type { Labels } from '../../src/wire/index.js'
 
 describe.skipIf(needs({ root: isRoot }))('Snapshots gRPC service: bad input and consistency', () => {

@@ -4,7 +4,7 @@ import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BlobReader } from '../../src/daemon/blob-api.js'
 import { ControlServer } from '../../src/daemon/control.js'
-import { ManagedLayerMounter } from '../../src/daemon/managed-mounter.js'
+import { ManagedLayerMounter } from '../../src/fusemgr/managed-mounter.js'
 import {
   ensureFuseManager, FuseManager, FuseManagerCancelledError, FuseManagerClient, FuseManagerError,
   FuseManagerUnavailableError, type MountSettings
@@ -19,7 +19,7 @@ import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { SMALL_CHUNK } from '../helpers/fixtures.js'
 import { removeDir, tempDir } from '../fs/helpers.js'
-import { cat, expectReads, failure, LayerStore, layerMounterSuite, mountAt, ref, sleep, type Layer } from './layer-mounter-suite.js'
+import { cat, expectReads, failure, LayerStore, layerMounterSuite, mountAt, ref, sleep, type Layer } from '../fs/layer-mounter-suite.js'
 
 /**
  * The daemon's mounter when the lazy mounts live in the FUSE manager: every call is a request to
