@@ -1,5 +1,5 @@
 import type { Logger } from '../logging.js'
-import type { RangeSource } from '../source/types.js'
+import type { RangeSource } from '../source/index.js'
 import { LABELS, type Labels } from '../wire/index.js'
 import type { ChunkCache } from './cache.js'
 import type { LayerFsOptions } from './layer.js'

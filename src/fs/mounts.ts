@@ -7,7 +7,7 @@ import { MountError } from './errors.js'
 import { fuseMountsUnder, lazyUnmount } from './mountinfo.js'
 import { LayerFs, type LayerFsComponents, type LayerFsOptions } from './layer.js'
 import type { Logger } from '../logging.js'
-import type { RangeSource } from '../source/types.js'
+import type { RangeSource } from '../source/index.js'
 
 /** True when the mount's server is gone (the kernel answers ENOTCONN, Node's errno) or does not answer. */
 async function isStale (mountpoint: string, timeoutMs: number): Promise<boolean> {

@@ -13,5 +13,5 @@ export { publishLayout, listDirectory, resolvePath, resolveBlob, splitDigest, ty
 export { openRepo, type OpenRepo } from './open-repo.js'
 export { IndexStore, type ImageRecord, type DigestMapping, type IndexStoreComponents } from './index-store.js'
 export { exportCar, importCar, type CarStats, type CarBlockstore } from './car.js'
-export { UnixfsFileReader, collectBlock, verifyBlock, type BlockGetter } from './dag-reader.js'
+export { UnixfsFileReader, collectBlock, verifyBlock, checkAbort, type BlockGetter } from './dag-reader.js'
 export { walkDag, blockLinks } from './walk.js'

@@ -5,7 +5,7 @@
  * the snapshotter, the layer mounters and their tests all spell them from here.
  */
 import { createHash } from 'node:crypto'
-import { isConfigMediaType, isLayerMediaType, isManifestMediaType } from '../oci/index.js'
+import { isConfigMediaType, isLayerMediaType, isManifestMediaType } from '../oci/media-types.js'
 import type { Labels } from './messages.js'
 
 export const LABELS = {

@@ -1,6 +1,7 @@
+import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
 import type * as grpc from '@grpc/grpc-js'
-import * as protoLoader from '@grpc/proto-loader'
+import type * as ProtoLoader from '@grpc/proto-loader'
 
 /** Directory holding our .proto files (`containerd/...`): this file is two levels below the package root in src/ and in dist/. */
 export const PROTO_DIR = join(resolve(import.meta.dirname, '..', '..'), 'proto')
@@ -31,8 +32,13 @@ export const NAMESPACE_HEADER = 'containerd-namespace'
 /** gRPC metadata key carrying the lease that protects what a call creates (containerd's leases.GRPCHeader). */
 export const LEASE_HEADER = 'containerd-lease'
 
-/** Loads these services' definitions from our .proto files, in one pass. */
+/**
+ * Loads these services' definitions from our .proto files, in one pass. The loader (and
+ * protobufjs under it) is required here, on first use, not when this module is imported: the
+ * processes that only read label keys from this module (the FUSE manager) never load it.
+ */
 export function loadServices<N extends ServiceName> (names: readonly N[]): Record<N, grpc.ServiceDefinition> {
+  const protoLoader = createRequire(import.meta.url)('@grpc/proto-loader') as typeof ProtoLoader
   const def = protoLoader.loadSync(names.map(n => SERVICES[n][0]), { ...PROTO_LOADER_OPTIONS, includeDirs: [PROTO_DIR] })
   const out: Partial<Record<N, grpc.ServiceDefinition>> = {}
   for (const name of names) {

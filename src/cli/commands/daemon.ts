@@ -1,7 +1,6 @@
 import { Command, Option } from 'commander'
 import { containerdConfigSnippet } from '../../containerd/index.js'
-import { DEFAULTS, loadConfig, type DaemonConfig } from '../../daemon/config.js'
-import { Daemon, apiAddressFor } from '../../daemon/daemon.js'
+import { DEFAULTS, Daemon, apiAddressFor, loadConfig, type DaemonConfig } from '../../daemon/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import type { CommandContext } from '../context.js'
 import { printJson, writeStdout } from '../output.js'

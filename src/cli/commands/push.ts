@@ -2,9 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Command, Option } from 'commander'
-import { convertImage, type BlobPublisher } from '../../convert/index.js'
-import { IpfsPublisher } from '../../convert/ipfs-publisher.js'
-import { LayoutPublisher } from '../../convert/layout-publisher.js'
+import { convertImage, IpfsPublisher, LayoutPublisher, type BlobPublisher } from '../../convert/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import {
   imageFromSource, openImageSource, openOciLayout, parseImageReference, parsePlatform, pushImage, resolveImages,
