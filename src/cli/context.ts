@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
-import type { OpenRepo } from './repo.js'
-import type { WarmLayer } from '../snapshotter/remote.js'
+import type { OpenRepo } from '../ipfs/index.js'
+import type { WarmLayer } from '../fs/index.js'
 
 /**
  * Where a command runs. In a plain CLI process: stdout/stderr and a repo the command opens

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { fromTimestamp, type Empty, type Labels, type WireTimestamp } from './api.js'
+import { fromTimestamp, type Empty, type Labels, type Timestamp } from '../wire/index.js'
 import { isAlreadyExists, isNotFound } from './errors.js'
 import type { CallContext, CallOptions, Rpc } from './rpc.js'
 
@@ -44,8 +44,8 @@ export interface WriteResult {
   existed: boolean
 }
 
-interface WireInfo { digest: string, size: string, createdAt: WireTimestamp | null, updatedAt: WireTimestamp | null, labels: Labels }
-interface WireStatus { ref: string, offset: string, total: string, expected: string, startedAt: WireTimestamp | null, updatedAt: WireTimestamp | null }
+interface WireInfo { digest: string, size: string, createdAt: Timestamp | null, updatedAt: Timestamp | null, labels: Labels }
+interface WireStatus { ref: string, offset: string, total: string, expected: string, startedAt: Timestamp | null, updatedAt: Timestamp | null }
 type WriteAction = 'STAT' | 'WRITE' | 'COMMIT'
 interface WireWriteRequest { action: WriteAction, ref: string, total?: string, expected?: string, offset?: string, data?: Uint8Array, labels?: Labels }
 interface WireWriteResponse { action: WriteAction, offset: string, total: string, digest: string }

@@ -1,4 +1,4 @@
-import { fromWireDescriptor, toWireDescriptor, type ContainerdDescriptor, type Mount, type WireDescriptor } from './api.js'
+import { fromWireDescriptor, toWireDescriptor, type ContainerdDescriptor, type Mount, type WireDescriptor } from '../wire/index.js'
 import type { CallContext, CallOptions, Rpc } from './rpc.js'
 
 /** containerd.services.diff.v1.Diff: unpacks layer blobs from the content store onto mounts. */

@@ -1,4 +1,4 @@
-import { fromTimestamp, fromWireDescriptor, toWireDescriptor, type ContainerdDescriptor, type Empty, type Labels, type WireDescriptor, type WireTimestamp } from './api.js'
+import { fromTimestamp, fromWireDescriptor, toWireDescriptor, type ContainerdDescriptor, type Empty, type Labels, type WireDescriptor, type Timestamp } from '../wire/index.js'
 import type { CallContext, CallOptions, Rpc } from './rpc.js'
 import { isAlreadyExists } from './errors.js'
 
@@ -11,7 +11,7 @@ export interface ImageRecord {
   updatedAt?: Date
 }
 
-interface WireImage { name: string, labels: Labels, target: WireDescriptor | null, createdAt?: WireTimestamp | null, updatedAt?: WireTimestamp | null }
+interface WireImage { name: string, labels: Labels, target: WireDescriptor | null, createdAt?: Timestamp | null, updatedAt?: Timestamp | null }
 
 function toWire (img: ImageRecord): WireImage {
   return { name: img.name, labels: img.labels, target: toWireDescriptor(img.target) }

@@ -3,7 +3,6 @@
  * the image pull from IPFS into containerd that `ipfs-estargz pull` runs.
  */
 export * from './errors.js'
-export type { ContainerdDescriptor, Labels, Mount } from './api.js'
 export { ContainerdClient, DEFAULTS as CLIENT_DEFAULTS, type ContainerdClientOptions } from './client.js'
 export { ContentClient, DEFAULTS as CONTENT_DEFAULTS, type ContentInfo, type WriteStatus, type WriteOptions, type WriteResult } from './content.js'
 export { ImagesClient, type ImageRecord } from './images.js'
@@ -11,7 +10,6 @@ export { LeasesClient, LEASE_EXPIRE_LABEL, DEFAULTS as LEASE_DEFAULTS, type Leas
 export { DiffClient } from './diff.js'
 export { SnapshotsClient, type SnapshotInfo, type SnapshotKind } from './snapshots.js'
 export { NamespacesClient, type Namespace } from './namespaces.js'
-export { NAMESPACE_HEADER, LEASE_HEADER, PROTO_DIR, type CallContext, type CallOptions } from './rpc.js'
-export { LABELS, MAX_LABEL_SIZE, chainIds, childGcLabels, inheritedLabels, commaListWithinLimit } from './labels.js'
+export type { CallContext, CallOptions } from './rpc.js'
 export { pullImage, DEFAULTS as PULL_DEFAULTS, type PullOptions, type PullResult, type PulledLayer, type PullEvent, type PullLayerContext, type PullSource } from './pull.js'
 export { containerdConfigSnippet, DEFAULTS as CONFIG_DEFAULTS, type ContainerdConfigOptions } from './config.js'

@@ -1,4 +1,4 @@
-import { fromTimestamp, type Empty, type Labels, type WireTimestamp } from './api.js'
+import { fromTimestamp, type Empty, type Labels, type Timestamp } from '../wire/index.js'
 import type { CallContext, CallOptions, Rpc } from './rpc.js'
 
 export const DEFAULTS = {
@@ -21,7 +21,7 @@ export interface LeaseResource {
   type: string
 }
 
-interface WireLease { id: string, createdAt: WireTimestamp | null, labels: Labels }
+interface WireLease { id: string, createdAt: Timestamp | null, labels: Labels }
 
 function fromWire (l: WireLease | null | undefined): Lease {
   return { id: l?.id ?? '', createdAt: fromTimestamp(l?.createdAt), labels: l?.labels ?? {} }

@@ -1,4 +1,4 @@
-import type { Empty, Labels } from './api.js'
+import type { Empty, Labels } from '../wire/index.js'
 import type { CallContext, CallOptions, Rpc } from './rpc.js'
 
 export interface Namespace {

@@ -3,9 +3,8 @@ import { setMaxListeners } from 'node:events'
 import { DiffIdMismatchError, hostPlatform, resolveImages } from '../oci/index.js'
 import { silentLogger, type Logger } from '../logging.js'
 import { BadImageError, NotLazyError, isAlreadyExists, isNotFound } from './errors.js'
-import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from './labels.js'
-import { LABELS as REMOTE_LABELS, type WarmLayer } from '../snapshotter/remote.js'
-import type { ContainerdDescriptor, Labels, Mount } from './api.js'
+import type { WarmLayer } from '../fs/index.js'
+import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels, type ContainerdDescriptor, type Labels, type Mount } from '../wire/index.js'
 import type { ContainerdClient } from './client.js'
 import type { Descriptor, ImageSource, Platform, ResolvedImage } from '../oci/index.js'
 
@@ -376,7 +375,7 @@ async function unpackLayers (
 async function fallbackReasonOf (sn: ReturnType<ContainerdClient['snapshots']>, key: string, options: PullOptions, signal?: AbortSignal): Promise<string> {
   if (!options.lazy) return 'lazy layers are off for this pull'
   try {
-    const reason = (await sn.stat(key, { signal })).labels[REMOTE_LABELS.fallbackReason]
+    const reason = (await sn.stat(key, { signal })).labels[LABELS.fallbackReason]
     if (reason != null && reason !== '') return reason
   } catch (err) {
     if (!isNotFound(err)) throw err

@@ -1,41 +1,13 @@
 import { resolve } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import * as protoLoader from '@grpc/proto-loader'
-import { NAMESPACE_METADATA_KEY, PROTO_DIR, PROTO_LOADER_OPTIONS } from '../snapshotter/api.js'
 import { CancelledError, ContainerdInternalError, fromGrpcError } from './errors.js'
-
-/** gRPC metadata keys containerd reads (namespaces.GRPCHeader, leases.GRPCHeader). */
-export const NAMESPACE_HEADER = NAMESPACE_METADATA_KEY
-export const LEASE_HEADER = 'containerd-lease'
-
-export { PROTO_DIR }
-
-/** containerd services this client speaks, by short name → (proto file, fully-qualified service). */
-export const SERVICES = {
-  content: ['containerd/services/content/v1/content.proto', 'containerd.services.content.v1.Content'],
-  images: ['containerd/services/images/v1/images.proto', 'containerd.services.images.v1.Images'],
-  leases: ['containerd/services/leases/v1/leases.proto', 'containerd.services.leases.v1.Leases'],
-  diff: ['containerd/services/diff/v1/diff.proto', 'containerd.services.diff.v1.Diff'],
-  snapshots: ['containerd/services/snapshots/v1/snapshots.proto', 'containerd.services.snapshots.v1.Snapshots'],
-  namespaces: ['containerd/services/namespaces/v1/namespace.proto', 'containerd.services.namespaces.v1.Namespaces']
-} as const
-
-export type ServiceName = keyof typeof SERVICES
+import { LEASE_HEADER, NAMESPACE_HEADER, SERVICES, loadServices, type ServiceName } from '../wire/index.js'
 
 let definitions: Record<ServiceName, grpc.ServiceDefinition> | undefined
 
-/** Loads (once) the service definitions from the .proto files. */
-export function loadServices (): Record<ServiceName, grpc.ServiceDefinition> {
-  if (definitions != null) return definitions
-  const files = Object.values(SERVICES).map(([file]) => file)
-  const def = protoLoader.loadSync(files, { ...PROTO_LOADER_OPTIONS, includeDirs: [PROTO_DIR] })
-  const out: Partial<Record<ServiceName, grpc.ServiceDefinition>> = {}
-  for (const [name, [, fqn]] of Object.entries(SERVICES) as Array<[ServiceName, readonly [string, string]]>) {
-    const svc = def[fqn]
-    if (svc == null || 'format' in svc) throw new Error(`${fqn} missing from the proto files in ${PROTO_DIR}`)
-    out[name] = svc as grpc.ServiceDefinition
-  }
-  definitions = out as Record<ServiceName, grpc.ServiceDefinition>
+/** Loads (once) the definitions of every service this client speaks. */
+function services (): Record<ServiceName, grpc.ServiceDefinition> {
+  definitions ??= loadServices(Object.keys(SERVICES) as ServiceName[])
   return definitions
 }
 
@@ -56,7 +28,7 @@ export interface CallOptions {
  */
 export class Rpc {
   readonly client: grpc.Client
-  private readonly services = loadServices()
+  private readonly services = services()
 
   constructor (readonly address: string) {
     const target = address.startsWith('unix:') ? address : `unix://${resolve(address)}`

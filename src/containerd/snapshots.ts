@@ -1,4 +1,4 @@
-import { fromTimestamp, type Empty, type Labels, type Mount, type WireTimestamp } from './api.js'
+import { fromTimestamp, type Empty, type Labels, type Mount, type Timestamp } from '../wire/index.js'
 import type { CallContext, CallOptions, Rpc } from './rpc.js'
 
 export type SnapshotKind = 'view' | 'active' | 'committed' | 'unknown'
@@ -12,7 +12,7 @@ export interface SnapshotInfo {
   labels: Labels
 }
 
-interface WireInfo { name: string, parent: string, kind: string, createdAt: WireTimestamp | null, updatedAt: WireTimestamp | null, labels: Labels }
+interface WireInfo { name: string, parent: string, kind: string, createdAt: Timestamp | null, updatedAt: Timestamp | null, labels: Labels }
 
 function fromWire (i: WireInfo | null | undefined): SnapshotInfo {
   const kind = (i?.kind ?? 'UNKNOWN').toLowerCase()

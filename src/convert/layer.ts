@@ -6,7 +6,7 @@ import {
 } from '../estargz/index.js'
 import { MediaType, layerCompression, type Descriptor, type ImageSource } from '../oci/index.js'
 import type { Logger } from '../logging.js'
-import { FileSource } from '../source/file.js'
+import { FileSource } from '../source/index.js'
 import { fanOutSegments, type BlobPublisher } from './publisher.js'
 import { openSourceLayer, type VerifiedLayer } from './source-layer.js'
 

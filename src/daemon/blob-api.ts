@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { CID } from 'multiformats/cid'
-import { ReadTimeoutError } from '../ipfs/errors.js'
+import { ReadTimeoutError } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
-import type { RangeSource, ReadHint } from '../source/types.js'
+import type { RangeSource, ReadHint } from '../source/index.js'
 
 /** Blob API defaults, in one place. */
 export const DEFAULTS = {

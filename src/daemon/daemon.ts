@@ -1,20 +1,16 @@
 import { chmod, mkdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
-import type { OpenRepo } from '../cli/repo.js'
-import { ChunkCache, MountManager } from '../fs/index.js'
-import { IndexStore, createNode } from '../ipfs/index.js'
+import { ChunkCache, LayerMounter, MountManager, type RemoteLayerMounter, type WarmLayer } from '../fs/index.js'
+import { openRepo, type OpenRepo } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
 import { PRIVATE, usePrivateUmask } from '../private-files.js'
-import { ensureFuseManager, FuseManagerUnavailableError, type EnsureOptions, type FuseManagerClient } from '../fusemgr/index.js'
-import { Snapshotter, SnapshotterServer, type RemoteLayerMounter, type WarmLayer } from '../snapshotter/index.js'
-import { IpfsSource } from '../source/ipfs.js'
-import { ReadaheadSource } from '../source/readahead.js'
+import { ensureFuseManager, FuseManagerUnavailableError, ManagedLayerMounter, type EnsureOptions, type FuseManagerClient } from '../fusemgr/index.js'
+import { Snapshotter, SnapshotterServer } from '../snapshotter/index.js'
+import { IpfsSource, ReadaheadSource } from '../source/index.js'
 import { BlobReader } from './blob-api.js'
 import type { DaemonConfig } from './config.js'
 import { ControlServer, type CommandRunner } from './control.js'
-import { LayerMounter } from './layer-mounter.js'
-import { ManagedLayerMounter } from './managed-mounter.js'
 
 export interface DaemonComponents {
   logger: Logger
@@ -74,9 +70,8 @@ export class Daemon {
     await mkdir(config.root, { recursive: true, mode: PRIVATE.dirMode })
     const socketDir = dirname(config.address)
     if (await mkdir(socketDir, { recursive: true }) != null) await chmod(socketDir, SOCKET_DIR_MODE)
-    const node = await createNode({ repo: config.root, listen: config.ipfs.listen, peers: config.ipfs.peers, gateways: config.ipfs.gateways, logger })
-    const index = IndexStore.open(config.root, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger })
-    this.repo = { path: config.root, node, index, close: async () => { index.close(); await node.stop() } }
+    this.repo = await openRepo({ logger }, { repo: config.root, listen: config.ipfs.listen, peers: config.ipfs.peers, gateways: config.ipfs.gateways })
+    const { node, index } = this.repo
     try {
       this.keepPeersConnected()
       const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 })

@@ -5,7 +5,7 @@ import { ChunkVerificationError, FetchTimeoutError, FsError, SourceReadError } f
 import { Activity } from './activity.js'
 import type { ChunkCache } from './cache.js'
 import type { Logger } from '../logging.js'
-import type { RangeSource } from '../source/types.js'
+import type { RangeSource } from '../source/index.js'
 
 export interface ChunkReaderComponents {
   source: RangeSource

@@ -7,4 +7,6 @@ export { ChunkReader, type ChunkReaderOptions, type ReadOptions, type ReaderStat
 export { Prefetcher, type PrefetchOptions, type PrefetchStatus } from './prefetch.js'
 export { LayerFs, makedev, type LayerFsComponents, type LayerFsOptions, type LayerFsStats, type Entry, type Attr, type DirEntry, type StatFs } from './layer.js'
 export { FuseMount, type FuseMountOptions } from './fuse.js'
-export { MountManager, clearStaleMounts, fuseMountsUnder, parseMountInfo, lazyUnmount, type MountInfo, type MountManagerOptions } from './mounts.js'
+export { LayerMounter, type LayerMounterComponents, type LayerMounterOptions, type RemoteLayerMounter, type RemoteLayerRef, type RemoteMount, type WarmLayer } from './layer-mounter.js'
+export { MountManager, clearStaleMounts, type MountManagerOptions } from './mounts.js'
+export { parseMountInfo, mountsUnder, mountsUnderSync, fuseMountsUnder, lazyUnmount, unmountUnder, type MountInfo } from './mountinfo.js'

@@ -9,7 +9,7 @@ import {
 } from './errors.js'
 import { Prefetcher, type PrefetchOptions, type PrefetchStatus } from './prefetch.js'
 import type { Logger } from '../logging.js'
-import type { RangeSource } from '../source/types.js'
+import type { RangeSource } from '../source/index.js'
 
 export interface LayerFsComponents {
   source: RangeSource

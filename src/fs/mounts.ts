@@ -1,51 +1,13 @@
-import { execFile } from 'node:child_process'
-import { readFile, stat } from 'node:fs/promises'
-import { resolve, sep } from 'node:path'
-import { promisify } from 'node:util'
+import { stat } from 'node:fs/promises'
+import { resolve } from 'node:path'
 import { Activity } from './activity.js'
 import { DEFAULTS } from './config.js'
 import { FuseMount, type FuseMountOptions } from './fuse.js'
 import { MountError } from './errors.js'
+import { fuseMountsUnder, lazyUnmount } from './mountinfo.js'
 import { LayerFs, type LayerFsComponents, type LayerFsOptions } from './layer.js'
 import type { Logger } from '../logging.js'
-import type { RangeSource } from '../source/types.js'
-
-const run = promisify(execFile)
-
-export interface MountInfo {
-  mountpoint: string
-  /** `fuse`, `fuse.<subtype>`, ... */
-  fstype: string
-  /** The fsname given at mount time. */
-  source: string
-}
-
-/** `\040`-style octal escapes of /proc/self/mountinfo. */
-function unescape (s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))
-}
-
-/** Parses mountinfo text: every mount, in mount order. */
-export function parseMountInfo (text: string): MountInfo[] {
-  const out: MountInfo[] = []
-  for (const line of text.split('\n')) {
-    if (line === '') continue
-    const fields = line.split(' ')
-    const dash = fields.indexOf('-', 6)
-    if (dash < 0 || fields.length < dash + 3) continue
-    out.push({ mountpoint: unescape(fields[4]), fstype: fields[dash + 1], source: unescape(fields[dash + 2]) })
-  }
-  return out
-}
-
-/** FUSE mounts at or below `root` (deepest first, so nested mounts go before their parents). */
-export async function fuseMountsUnder (root: string): Promise<MountInfo[]> {
-  const base = resolve(root)
-  const all = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'))
-  return all
-    .filter(m => (m.fstype === 'fuse' || m.fstype.startsWith('fuse.')) && (m.mountpoint === base || m.mountpoint.startsWith(base + sep)))
-    .sort((a, b) => b.mountpoint.length - a.mountpoint.length)
-}
+import type { RangeSource } from '../source/index.js'
 
 /** True when the mount's server is gone (the kernel answers ENOTCONN, Node's errno) or does not answer. */
 async function isStale (mountpoint: string, timeoutMs: number): Promise<boolean> {
@@ -57,15 +19,6 @@ async function isStale (mountpoint: string, timeoutMs: number): Promise<boolean>
     ])
   } finally {
     clearTimeout(timer)
-  }
-}
-
-/** Detaches a mount lazily (never blocks on open files or a dead server). */
-export async function lazyUnmount (mountpoint: string): Promise<void> {
-  try {
-    await run('fusermount', ['-uz', mountpoint])
-  } catch {
-    await run('umount', ['-l', mountpoint])
   }
 }
 

@@ -1,5 +1,5 @@
 import { Agent, request } from 'node:http'
-import type { ChunkCacheStats } from '../fs/cache.js'
+import type { ChunkCacheStats } from '../fs/index.js'
 import { FuseManagerCancelledError, FuseManagerError, FuseManagerTimeoutError, FuseManagerUnavailableError } from './errors.js'
 
 /**

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'node:http'
-import type { RangeSource, ReadHint } from '../source/types.js'
+import type { RangeSource, ReadHint } from '../source/index.js'
 import { answersOnSocket } from '../unix-http.js'
 import { BlobAnswerCutError, BlobReadError, BlobSourceUnavailableError } from './errors.js'
 

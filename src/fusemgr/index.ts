@@ -2,5 +2,6 @@ export { FuseManagerClient, ROUTES, DEFAULTS as CLIENT_DEFAULTS, type Attach, ty
 export { BlobClient } from './blob-source.js'
 export { FuseManager, DEFAULTS, type FuseManagerOptions } from './manager.js'
 export { ensureFuseManager, DEFAULTS as SPAWN_DEFAULTS, type EnsureOptions } from './spawn.js'
+export { ManagedLayerMounter, type ManagedLayerMounterOptions } from './managed-mounter.js'
 export { WarmCache, warmKey, type Opened, type WarmCacheOptions } from './warm.js'
 export * from './errors.js'

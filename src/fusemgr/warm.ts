@@ -1,6 +1,6 @@
 import type { LayerFs } from '../fs/index.js'
 import type { Logger } from '../logging.js'
-import type { RangeSource } from '../source/types.js'
+import type { RangeSource } from '../source/index.js'
 import type { MountSettings, WarmStats } from './api.js'
 
 /** A layer opened ahead of its mount: its footer and TOC are read and verified. */

@@ -4,7 +4,7 @@ import { collectBlock, listDirectory, resolveBlob, resolvePath, type BlockFetchP
 import {
   MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageSource, REF_NAME_ANNOTATION
 } from '../oci/index.js'
-import { IpfsSource } from '../source/ipfs.js'
+import { IpfsSource } from '../source/index.js'
 import { InvalidIpfsReferenceError } from './errors.js'
 
 /** Parses `ipfs://CID`, `/ipfs/CID` or a bare CID. */

@@ -2,8 +2,7 @@
  * Random access to the members of an (uncompressed) tar file: the archive is indexed once, then
  * members are read by offset, so an oci-archive or docker-archive is never extracted to disk.
  */
-import { MalformedTarError } from '../estargz/errors.js'
-import { indexTarFile, TarFileReader, type IndexedTarEntry } from '../estargz/tar/indexed.js'
+import { MalformedTarError, indexTarFile, TarFileReader, type IndexedTarEntry } from '../estargz/index.js'
 import { ClosedError, MalformedLayoutError } from './errors.js'
 import { cleanLayoutPath, type LayoutFiles } from './layout-files.js'
 

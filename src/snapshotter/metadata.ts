@@ -5,7 +5,7 @@ import { nowNs } from './clock.js'
 import { FailedPreconditionError, InvalidArgumentError, SnapshotExistsError, SnapshotNotFoundError } from './errors.js'
 import { DEFAULTS as LIMITS, validateLabels } from './validate.js'
 import type { FieldAdaptor, Filter } from './filters.js'
-import type { Labels } from './api.js'
+import type { Labels } from '../wire/index.js'
 
 export type Kind = 'view' | 'active' | 'committed'
 

@@ -1,12 +1,8 @@
-import { execFile } from 'node:child_process'
-import { chmodSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs'
-import { lstat, readdir, readFile, stat } from 'node:fs/promises'
+import { chmodSync, existsSync, lchownSync, mkdirSync, mkdtempSync } from 'node:fs'
+import { lstat, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
-import type { Mount } from './api.js'
+import type { Mount } from '../wire/index.js'
 import type { Kind } from './metadata.js'
-
-const execFileP = promisify(execFile)
 
 /**
  * On-disk layout and mount options of containerd's overlayfs snapshotter
@@ -102,40 +98,4 @@ export async function diskUsage (dir: string): Promise<{ size: number, inodes: n
   }
   await walk(dir)
   return { size: Number(size), inodes: seen.size }
-}
-
-/** Mount points at or below `dir` (from /proc/self/mountinfo), deepest first. */
-export async function mountsUnder (dir: string): Promise<string[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8')
-  return parseMountsUnder(text, dir)
-}
-
-/** Synchronous variant, for checks inside a transaction. */
-export function mountsUnderSync (dir: string): string[] {
-  return parseMountsUnder(readFileSync('/proc/self/mountinfo', 'utf8'), dir)
-}
-
-function parseMountsUnder (text: string, dir: string): string[] {
-  const out: string[] = []
-  for (const line of text.split('\n')) {
-    const mp = line.split(' ')[4]
-    if (mp == null) continue
-    const p = mp.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))
-    if (p === dir || p.startsWith(dir + '/')) out.push(p)
-  }
-  return out.sort((a, b) => b.length - a.length)
-}
-
-/** Lazily unmounts everything at or below `dir` (dead FUSE mounts after a crash included), except `keep`. */
-export async function unmountUnder (dir: string, keep: ReadonlySet<string> = new Set()): Promise<string[]> {
-  const failed: string[] = []
-  for (const mp of await mountsUnder(dir)) {
-    if (keep.has(mp)) continue
-    try {
-      await execFileP('umount', ['-l', mp])
-    } catch {
-      failed.push(mp)
-    }
-  }
-  return failed
 }

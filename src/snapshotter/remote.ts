@@ -1,85 +1,5 @@
-import type { Labels } from './api.js'
-
-/** Labels of the remote (lazy) snapshot protocol (reference/stargz-snapshotter.md §3.2–3.3). */
-export const LABELS = {
-  /** set by containerd's unpacker: the chainID to commit the prepared layer as */
-  targetRef: 'containerd.io/snapshot.ref',
-  /** marks a committed snapshot whose `fs` is a lazy mount */
-  remote: 'containerd.io/snapshot/remote',
-  /** comma list of the layer descriptor's urls (`ipfs://<cid>`) */
-  urls: 'containerd.io/snapshot/remote/urls',
-  /** compressed layer digest, sent by plain CRI */
-  criLayerDigest: 'containerd.io/snapshot/cri.layer-digest',
-  /** layer digest, sent by ctr-remote / nerdctl style handlers */
-  stargzDigest: 'containerd.io/snapshot/remote/stargz.digest',
-  /** TOC digest of the eStargz layer */
-  tocDigest: 'containerd.io/snapshot/stargz/toc.digest',
-  /** ours: the CID the layer was mounted from, so a restart does not depend on the digest index */
-  cid: 'ipfs-estargz/layer.cid',
-  /**
-   * ours: on the active snapshot a Prepare with a target ref returns instead of a remote one,
-   * why it is not lazy (`<reason>: <message>`), for the puller to read with Stat
-   */
-  fallbackReason: 'ipfs-estargz/fallback-reason'
-} as const
-
-/** Longest message (bytes) kept in the fallback-reason label (containerd's label limit is 4096 bytes with the key). */
-export const MAX_FALLBACK_MESSAGE = 1024
-
-/** Value of {@link LABELS.remote} (the one stargz-snapshotter writes). */
-export const REMOTE_LABEL_VALUE = 'remote snapshot'
-
-/** The layer a Prepare names, once resolved to IPFS. */
-export interface RemoteLayerRef {
-  cid: string
-  /** compressed layer digest when the labels carry one */
-  digest?: string
-  /** TOC digest to verify against, when the labels carry one */
-  tocDigest?: string
-  /** how the CID was found */
-  via: 'urls' | 'digest-index' | 'stored'
-}
-
-/** Handle of one lazy mount. */
-export interface RemoteMount {
-  /** bytes this layer occupies locally (fetched/cached); reported by `Usage` */
-  usage?: () => Promise<number>
-}
-
-/** A layer a pull is about to Prepare: enough to open it (footer and TOC) ahead. */
-export interface WarmLayer {
-  cid: string
-  tocDigest: string
-}
-
-/**
- * Mounts a layer lazily at a directory (implemented with FUSE by the fs module). The snapshotter
- * calls `mount` on Prepare and on restart, `unmount` on Remove/stop, and `check` (when present)
- * before returning mounts that stack on the layer. `mount` must reject promptly once `signal`
- * aborts (the snapshotter's mount timeout). After a failed mount the snapshotter calls
- * `unmount` of that mountpoint: it must resolve only once nothing is mounted there and nothing
- * will be (a mount still in progress elsewhere, e.g. in the FUSE manager, is cancelled first),
- * and succeed when nothing was mounted.
- */
-export interface RemoteLayerMounter {
-  mount (mountpoint: string, labels: Labels, layer: RemoteLayerRef, signal?: AbortSignal): Promise<RemoteMount>
-  unmount (mountpoint: string): Promise<void>
-  /**
-   * Opens these layers (footer and TOC) ahead of the Prepares a pull is about to send, all at
-   * once, so each mount finds its TOC ready. Resolves when all are open or failed; a failure only
-   * means the mount reads the TOC itself.
-   */
-  warm?: (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
-  /** throws when the mount is not healthy; the snapshotter then answers Unavailable */
-  check?: (mountpoint: string) => Promise<void>
-  /**
-   * Mounts this mounter still serves from before the snapshotter (re)started: a mounter whose
-   * mounts live in another process (the FUSE manager) keeps them across a daemon restart, so
-   * containers on them keep working. start() keeps those that belong to remote snapshots
-   * (their `mount` must then succeed without remounting) and unmounts the rest.
-   */
-  held?: () => Promise<string[]>
-}
+import type { RemoteLayerRef } from '../fs/index.js'
+import { LABELS, type Labels } from '../wire/index.js'
 
 /** Maps a compressed layer digest to the CID that holds it (our digest→CID index). */
 export type DigestResolver = (digest: string) => string | undefined | Promise<string | undefined>
@@ -116,7 +36,7 @@ export async function resolveRemoteLayer (labels: Labels, resolveDigest?: Digest
   const extra = { ...(digest != null ? { digest } : {}), ...(tocDigest != null ? { tocDigest } : {}) }
   const stored = labels[LABELS.cid]
   if (stored != null && stored !== '') return { cid: stored, ...extra, via: 'stored' }
-  for (const url of (labels[LABELS.urls] ?? '').split(',')) {
+  for (const url of (labels[LABELS.remoteUrls] ?? '').split(',')) {
     const m = /^ipfs:\/\/([A-Za-z0-9]+)\/?$/.exec(url.trim())
     if (m?.[1] != null) return { cid: m[1], ...extra, via: 'urls' }
   }

@@ -1,13 +1,12 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import * as protoLoader from '@grpc/proto-loader'
-import { NAMESPACE_METADATA_KEY, PROTO_DIR, PROTO_LOADER_OPTIONS } from './api.js'
 import { SnapshotterError } from './errors.js'
 import { DEFAULTS as LIMITS, validateFilters, validateKeyRef, validateLabels, validateNamespace, validateNewKey, validateUpdatePaths } from './validate.js'
-import type * as api from './api.js'
 import type { SnapshotInfo, Snapshotter } from './snapshotter.js'
 import type { Logger } from '../logging.js'
+import { NAMESPACE_HEADER, loadServices } from '../wire/index.js'
+import type * as api from '../wire/index.js'
 
 export const DEFAULTS = {
   /** socket file mode: owner and group only */
@@ -37,17 +36,6 @@ export interface SnapshotterServerComponents {
   logger: Logger
 }
 
-export { PROTO_DIR }
-export const SNAPSHOTS_PROTO = 'containerd/services/snapshots/v1/snapshots.proto'
-
-/** Loads the Snapshots service definition (also used by test clients). */
-export function loadSnapshotsService (): grpc.ServiceDefinition {
-  const def = protoLoader.loadSync(SNAPSHOTS_PROTO, { ...PROTO_LOADER_OPTIONS, includeDirs: [PROTO_DIR] })
-  const svc = def['containerd.services.snapshots.v1.Snapshots']
-  if (svc == null || !('Prepare' in svc)) throw new Error('containerd.services.snapshots.v1.Snapshots missing from the proto files')
-  return svc as grpc.ServiceDefinition
-}
-
 type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>
 
 /**
@@ -73,7 +61,7 @@ export class SnapshotterServer {
     if (this.server != null) return
     await this.snapshotter.start()
     const server = new grpc.Server({ 'grpc.max_receive_message_length': this.options.maxMessageBytes })
-    server.addService(loadSnapshotsService(), this.handlers())
+    server.addService(loadServices(['snapshots']).snapshots, this.handlers())
     // chmod: the mode of a new folder is subject to the umask (077 in the daemon)
     if (mkdirSync(dirname(this.address), { recursive: true, mode: 0o710 }) != null) chmodSync(dirname(this.address), 0o710)
     rmSync(this.address, { force: true }) // a stale socket from a crash gives EADDRINUSE
@@ -98,7 +86,7 @@ export class SnapshotterServer {
   }
 
   private namespace (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>): string {
-    const v = call.metadata.get(NAMESPACE_METADATA_KEY)[0]
+    const v = call.metadata.get(NAMESPACE_HEADER)[0]
     return typeof v === 'string' && v !== '' ? v : this.options.defaultNamespace
   }
 

@@ -5,12 +5,13 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { FailedPreconditionError, ListTimeoutError, NotStartedError, RemountError, SnapshotExistsError, UnavailableError } from './errors.js'
 import { parseFilters } from './filters.js'
 import { adaptInfo, MetadataStore } from './metadata.js'
-import { diskUsage, mountsUnder, mountsUnderSync, OverlayLayout, unmountUnder } from './overlay.js'
-import { LABELS, MAX_FALLBACK_MESSAGE, newRemoteMetrics, REMOTE_LABEL_VALUE, resolveRemoteLayer } from './remote.js'
+import { diskUsage, OverlayLayout } from './overlay.js'
+import { newRemoteMetrics, resolveRemoteLayer } from './remote.js'
 import { DEFAULTS as LIMITS } from './validate.js'
-import type { Labels, Mount } from './api.js'
+import { LABELS, MAX_FALLBACK_MESSAGE, REMOTE_LABEL_VALUE, type Labels, type Mount } from '../wire/index.js'
 import type { SnapshotInfo, SnapshotRecord, Usage } from './metadata.js'
-import type { DigestResolver, FallbackReason, RemoteLayerMounter, RemoteMetrics, RemoteMount } from './remote.js'
+import type { DigestResolver, FallbackReason, RemoteMetrics } from './remote.js'
+import { mountsUnder, mountsUnderSync, unmountUnder, type RemoteLayerMounter, type RemoteMount } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 
 export const DEFAULTS = {
@@ -128,7 +129,7 @@ export class Snapshotter {
 
   async prepare (namespace: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
     let rec = await this.create(namespace, 'active', key, parent, labels)
-    const target = labels[LABELS.targetRef]
+    const target = labels[LABELS.snapshotRef]
     if (target != null && target !== '') {
       const outcome = await this.tryRemote(rec, target, labels)
       if (outcome === true) throw new SnapshotExistsError(`target snapshot ${JSON.stringify(target)}: already exists`)

@@ -1,5 +1,5 @@
 import { InvalidKeyError, InvalidLabelError, InvalidNamespaceError, RequestTooLargeError } from './errors.js'
-import type { Labels } from './api.js'
+import type { Labels } from '../wire/index.js'
 
 /**
  * What the gRPC service accepts from a caller, checked before anything is looked up or created.

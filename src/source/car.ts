@@ -2,8 +2,7 @@ import { createReadStream } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { CarIndexer } from '@ipld/car'
 import { CID } from 'multiformats/cid'
-import { BlockNotFoundError, InvalidCarError } from '../ipfs/errors.js'
-import { checkAbort, UnixfsFileReader, verifyBlock } from '../ipfs/dag-reader.js'
+import { BlockNotFoundError, InvalidCarError, checkAbort, UnixfsFileReader, verifyBlock } from '../ipfs/index.js'
 import type { RangeSource } from './types.js'
 
 export interface CarSourceOptions {

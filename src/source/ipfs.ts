@@ -1,9 +1,6 @@
 import { setMaxListeners } from 'node:events'
 import { CID } from 'multiformats/cid'
-import { AbortError, ReadTimeoutError } from '../ipfs/errors.js'
-import { collectBlock, UnixfsFileReader } from '../ipfs/dag-reader.js'
-import type { FetchOptions } from '../ipfs/fetcher.js'
-import type { BlockFetchPath } from '../ipfs/node.js'
+import { AbortError, ReadTimeoutError, collectBlock, UnixfsFileReader, type BlockFetchPath, type FetchOptions } from '../ipfs/index.js'
 import type { RangeSource, ReadHint } from './types.js'
 
 /** IpfsSource defaults, in one place. */

@@ -2,9 +2,7 @@
  * A registry blob as a {@link RangeSource}: size by HEAD, reads by HTTP Range requests (redirects
  * followed, re-authentication on 401 and retries handled by the registry client).
  */
-import { ClosedError, RegistryNotFoundError, RegistryProtocolError } from '../oci/errors.js'
-import type { RegistryClient } from '../oci/registry/client.js'
-import { Repository } from '../oci/registry/repository.js'
+import { ClosedError, RegistryNotFoundError, RegistryProtocolError, Repository, type RegistryClient } from '../oci/index.js'
 import type { RangeSource } from './types.js'
 
 export interface RegistryBlobSourceOptions {

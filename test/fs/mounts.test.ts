@@ -4,7 +4,8 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildEstargzFile } from '../../src/estargz/index.js'
 import { LayerFs } from '../../src/fs/layer.js'
-import { MountManager, fuseMountsUnder, parseMountInfo } from '../../src/fs/mounts.js'
+import { MountManager } from '../../src/fs/mounts.js'
+import { fuseMountsUnder } from '../../src/fs/mountinfo.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
@@ -14,16 +15,6 @@ import { extractTar, removeDir, run, tempDir, walk } from './helpers.js'
 import type { PathInfo } from '../helpers/tree.js'
 
 const logger = silentLogger()
-
-describe('parseMountInfo', () => {
-  it('parses fields and octal escapes', () => {
-    const text = '42 27 0:39 / /tmp/a\\040b ro,nosuid - fuse ipfs-estargz ro,user_id=0\n36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw\n'
-    expect(parseMountInfo(text)).toEqual([
-      { mountpoint: '/tmp/a b', fstype: 'fuse', source: 'ipfs-estargz' },
-      { mountpoint: '/mnt2', fstype: 'ext3', source: '/dev/root' }
-    ])
-  })
-})
 
 /** Three layers: lower, middle (whiteouts, opaque dir), upper (re-adds, deletes a dir). */
 const layers: FixtureEntry[][] = [

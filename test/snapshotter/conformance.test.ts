@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../src/logging.js'
 import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
 import { SnapshotterServer } from '../../src/snapshotter/service.js'
-import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
+import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { isRoot, needs } from '../helpers/env.js'
 import { CONFORMANCE_CASES, conformanceAvailable, runConformance } from '../helpers/conformance.js'
 

@@ -2,8 +2,8 @@ import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import type { Labels } from '../../src/snapshotter/api.js'
-import type { RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../../src/snapshotter/remote.js'
+import type { Labels } from '../../src/wire/index.js'
+import type { RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../../src/fs/layer-mounter.js'
 
 const run = promisify(execFile)
 

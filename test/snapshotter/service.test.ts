@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { status } from '@grpc/grpc-js'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../src/logging.js'
-import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
+import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
 import { SnapshotterServer } from '../../src/snapshotter/service.js'
 import { isRoot, needs } from '../helpers/env.js'
@@ -12,7 +12,8 @@ import { codeOf, errorOf, snapshotsClient } from '../../scripts/fixtures/snapsho
 import { spawnServer } from './spawn-server.js'
 import type { SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import type { SpawnedServer } from './spawn-server.js'
-import type { Labels, RemoteLayerMounter, RemoteLayerRef } from '../../src/snapshotter/index.js'
+import type { RemoteLayerMounter, RemoteLayerRef } from '../../src/fs/index.js'
+import type { Labels } from '../../src/wire/index.js'
 
 describe.skipIf(needs({ root: isRoot }))('Snapshots gRPC service: bad input and consistency', () => {
   let dir: string

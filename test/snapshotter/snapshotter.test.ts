@@ -7,8 +7,7 @@ import { status } from '@grpc/grpc-js'
 import pino from 'pino'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../src/logging.js'
-import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
-import { LABELS, REMOTE_LABEL_VALUE } from '../../src/snapshotter/remote.js'
+import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
 import { SnapshotterServer } from '../../src/snapshotter/service.js'
 import { isRoot, needs } from '../helpers/env.js'
@@ -16,15 +15,15 @@ import { codeOf, errorOf, snapshotsClient } from '../../scripts/fixtures/snapsho
 import { HoldingTmpfsMounter, LateTmpfsMounter, TmpfsMounter } from './fake-mounter.js'
 import { spawnServer } from './spawn-server.js'
 import type { SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
-import type { Info, Labels, Mount } from '../../src/snapshotter/api.js'
+import { LABELS, REMOTE_LABEL_VALUE, type Info, type Labels, type Mount } from '../../src/wire/index.js'
 import type { SnapshotterOptions } from '../../src/snapshotter/snapshotter.js'
 
 const run = promisify(execFile)
 
 /** What containerd's unpacker sends when it prepares layer `n` of an image published to IPFS. */
 const lazyLabels = (chainId: string, cid: string): Labels => ({
-  [LABELS.targetRef]: chainId,
-  [LABELS.urls]: `ipfs://${cid}`,
+  [LABELS.snapshotRef]: chainId,
+  [LABELS.remoteUrls]: `ipfs://${cid}`,
   [LABELS.tocDigest]: 'sha256:' + 'e'.repeat(64),
   'containerd.io/snapshot/cri.image-ref': 'localhost/img:latest'
 })
@@ -138,7 +137,7 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
 
   it('resolves CRI\'s layer-digest label through the digest index, and falls back when it cannot', async () => {
     h = await startHarness(dir, new TmpfsMounter(), {}, { 'sha256:known': 'bafyknown' })
-    const cri = (ref: string, digest: string): Labels => ({ [LABELS.targetRef]: ref, [LABELS.criLayerDigest]: digest })
+    const cri = (ref: string, digest: string): Labels => ({ [LABELS.snapshotRef]: ref, [LABELS.criLayerDigest]: digest })
     expect(await codeOf(h.client.prepare('extract-a', '', cri('sha256:c1', 'sha256:known')))).toBe(status.ALREADY_EXISTS)
     expect((await h.client.stat('sha256:c1')).labels[LABELS.cid]).toBe('bafyknown')
     const mounts = await h.client.prepare('extract-b', '', cri('sha256:c2', 'sha256:unknown'))
@@ -159,7 +158,7 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
     expect(await codeOf(h.client.stat('sha256:x'))).toBe(status.NOT_FOUND)
     // containerd now unpacks into it and commits it as usual
     writeFileSync(join(mounts[0]?.source ?? '', 'pulled'), 'the slow way')
-    await h.client.commit('sha256:x', 'extract-x', { [LABELS.targetRef]: 'sha256:x' })
+    await h.client.commit('sha256:x', 'extract-x', { [LABELS.snapshotRef]: 'sha256:x' })
     expect(h.snapshotter.metrics.fallbacks['mount-failed']).toBe(1)
     const line = h.logs.find((l) => l.includes('"remote-snapshot-prepared":"false"')) ?? ''
     expect(JSON.parse(line)).toMatchObject({ level: 40, reason: 'mount-failed', err: 'lazy mount of bafybroken failed: cannot fetch bafybroken', target: 'sha256:x' })
@@ -199,7 +198,7 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
     expect(mounter.landedLate).toEqual([])
     expect(await mountsUnder(upper)).toEqual([])
     writeFileSync(join(upper, 'pulled'), 'the slow way') // containerd applies the layer here
-    await h.client.commit('sha256:slow', 'extract-slow', { [LABELS.targetRef]: 'sha256:slow' })
+    await h.client.commit('sha256:slow', 'extract-slow', { [LABELS.snapshotRef]: 'sha256:slow' })
     expect((await h.client.stat('sha256:slow')).labels[LABELS.fallbackReason]).toBeUndefined()
   })
 
@@ -217,7 +216,7 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
     await mounter.settle()
     expect(await mountsUnder(upper)).toEqual([])
     writeFileSync(join(upper, 'pulled'), 'the slow way')
-    await h.client.commit('sha256:stuck', 'extract-stuck', { [LABELS.targetRef]: 'sha256:stuck' })
+    await h.client.commit('sha256:stuck', 'extract-stuck', { [LABELS.snapshotRef]: 'sha256:stuck' })
   })
 
   it('commits a target once when two Prepares race for it', async () => {
@@ -350,10 +349,10 @@ describe.skipIf(needs({ root: isRoot }))('crash safety (kill -9)', () => {
     expect(await codeOf(client.prepare('extract-1', '', lazyLabels('sha256:k1', 'bafykill1')))).toBe(status.ALREADY_EXISTS)
     let parent = 'sha256:k1'
     for (const n of [2, 3]) {
-      const m = await client.prepare(`extract-${n}`, parent, { [LABELS.targetRef]: `sha256:k${n}` })
+      const m = await client.prepare(`extract-${n}`, parent, { [LABELS.snapshotRef]: `sha256:k${n}` })
       const id = idFromMounts(m)
       writeFileSync(join(root, 'snapshots', id, 'fs', `file${n}`), `layer ${n}`)
-      await client.commit(`sha256:k${n}`, `extract-${n}`, { [LABELS.targetRef]: `sha256:k${n}`, 'containerd.io/gc.root': `r${n}` })
+      await client.commit(`sha256:k${n}`, `extract-${n}`, { [LABELS.snapshotRef]: `sha256:k${n}`, 'containerd.io/gc.root': `r${n}` })
       parent = `sha256:k${n}`
     }
     const rootfs = await client.prepare('rootfs', 'sha256:k3', { 'containerd.io/gc.ref.content': 'x' })

@@ -1,11 +1,10 @@
 import { Command, Option } from 'commander'
 import { containerdConfigSnippet } from '../../containerd/index.js'
-import { DEFAULTS, loadConfig, type DaemonConfig } from '../../daemon/config.js'
-import { Daemon, apiAddressFor } from '../../daemon/daemon.js'
+import { DEFAULTS, Daemon, apiAddressFor, loadConfig, type DaemonConfig } from '../../daemon/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import type { CommandContext } from '../context.js'
 import { printJson, writeStdout } from '../output.js'
-import { openRepo } from '../repo.js'
+import { openCommandRepo } from '../repo.js'
 
 type RunCli = (argv: string[], ctx?: CommandContext) => Promise<number>
 
@@ -61,7 +60,7 @@ export function idCommand (): Command {
     .description('print the node\'s peer id and the multiaddrs peers can dial (the running daemon\'s, when one owns the repo)')
     .option('--repo <dir>', 'repo (or daemon root)')
     .action(async (flags: { repo?: string }) => {
-      const repo = await openRepo(flags.repo, createLogger('warn'))
+      const repo = await openCommandRepo(flags.repo, createLogger('warn'))
       try {
         await printJson({ id: repo.node.peerId.toString(), addresses: repo.node.multiaddrs().map(String) })
       } finally {

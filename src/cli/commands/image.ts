@@ -1,10 +1,10 @@
 import { Command, Option } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
-import { IpfsImageSource } from '../../image/ipfs-image.js'
+import { IpfsImageSource } from '../../image/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { resolveImages } from '../../oci/index.js'
 import { printJson } from '../output.js'
-import { openRepo } from '../repo.js'
+import { openCommandRepo } from '../repo.js'
 
 interface Flags { repo?: string, logLevel: LogLevel, offline?: boolean }
 
@@ -18,7 +18,7 @@ function inspectCommand (): Command {
     .option('--offline', 'only use blocks already in the repo')
     .addOption(logLevel())
     .action(async (ref: string, flags: Flags) => {
-      const repo = await openRepo(flags.repo, createLogger(flags.logLevel))
+      const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
       try {
         const source = await IpfsImageSource.open(repo.node.blocks, ref, { offline: flags.offline })
         const r = await resolveImages(source)
@@ -50,7 +50,7 @@ function lsCommand (): Command {
     .option('--repo <dir>', 'repo of the embedded node')
     .addOption(logLevel())
     .action(async (flags: Flags) => {
-      const repo = await openRepo(flags.repo, createLogger(flags.logLevel))
+      const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
       try {
         for (const img of repo.index.images.list()) await printJson(img)
       } finally {

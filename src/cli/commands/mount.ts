@@ -5,16 +5,14 @@ import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { Command, Option } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
-import { ChunkCache, MountManager, lazyUnmount } from '../../fs/index.js'
-import { LayerMounter } from '../../daemon/layer-mounter.js'
-import { IpfsImageSource } from '../../image/ipfs-image.js'
+import { ChunkCache, LayerMounter, MountManager, lazyUnmount } from '../../fs/index.js'
+import { IpfsImageSource } from '../../image/index.js'
 import { resolveRepoPath } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
-import { IpfsSource } from '../../source/ipfs.js'
-import { ReadaheadSource } from '../../source/readahead.js'
+import { IpfsSource, ReadaheadSource } from '../../source/index.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
-import { openRepo } from '../repo.js'
+import { openCommandRepo } from '../repo.js'
 
 const run = promisify(execFile)
 
@@ -53,7 +51,7 @@ function mountCommand (): Command {
     .action(async (ref: string, mountpoint: string, flags: MountFlags) => {
       const logger = createLogger(flags.logLevel)
       const target = resolve(mountpoint)
-      const repo = await openRepo(flags.repo, logger, { peers: flags.peer })
+      const repo = await openCommandRepo(flags.repo, logger, { peers: flags.peer })
       const state = stateDir(repo.path, target)
       await mkdir(state, { recursive: true })
       const mounts = new MountManager({ logger }, { root: state })

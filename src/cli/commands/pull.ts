@@ -1,11 +1,11 @@
 import { Command, Option } from 'commander'
 import { ContainerdClient, pullImage, type PullEvent } from '../../containerd/index.js'
-import { IpfsImageSource } from '../../image/ipfs-image.js'
+import { IpfsImageSource } from '../../image/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { parsePlatform } from '../../oci/index.js'
 import { cancelOn, commandContext } from '../context.js'
 import { printJson, writeStderr, writeStdout } from '../output.js'
-import { openRepo } from '../repo.js'
+import { openCommandRepo } from '../repo.js'
 
 interface PullFlags {
   repo?: string
@@ -51,7 +51,7 @@ export function pullCommand (): Command {
     .addOption(new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
     .action(async (ref: string, flags: PullFlags) => {
       const logger = createLogger(flags.logLevel)
-      const repo = await openRepo(flags.repo, logger)
+      const repo = await openCommandRepo(flags.repo, logger)
       const client = ContainerdClient.create({ address: flags.address, namespace: flags.namespace })
       const ac = new AbortController()
       const stopListening = cancelOn(ac)

@@ -2,9 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Command, Option } from 'commander'
-import { convertImage, type BlobPublisher } from '../../convert/index.js'
-import { IpfsPublisher } from '../../convert/ipfs-publisher.js'
-import { LayoutPublisher } from '../../convert/layout-publisher.js'
+import { convertImage, IpfsPublisher, LayoutPublisher, type BlobPublisher } from '../../convert/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import {
   imageFromSource, openImageSource, openOciLayout, parseImageReference, parsePlatform, pushImage, resolveImages,
@@ -14,7 +12,7 @@ import { cancelOn } from '../context.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
 import { printJson, writeStdout } from '../output.js'
 import { LayerProgress } from '../progress.js'
-import { openRepo } from '../repo.js'
+import { openCommandRepo } from '../repo.js'
 
 interface PushFlags {
   repo?: string
@@ -68,9 +66,9 @@ export function pushCommand (): Command {
 
       const ac = new AbortController()
       const source = await openImageSource(ref, registryOptions(flags))
-      let repo: Awaited<ReturnType<typeof openRepo>> | undefined
+      let repo: Awaited<ReturnType<typeof openCommandRepo>> | undefined
       try {
-        repo = flags.ipfs ? await openRepo(flags.repo, logger) : undefined
+        repo = flags.ipfs ? await openCommandRepo(flags.repo, logger) : undefined
       } catch (err) {
         await source.close().catch(() => {})
         throw err

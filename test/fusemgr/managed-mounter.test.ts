@@ -4,22 +4,22 @@ import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BlobReader } from '../../src/daemon/blob-api.js'
 import { ControlServer } from '../../src/daemon/control.js'
-import { ManagedLayerMounter } from '../../src/daemon/managed-mounter.js'
+import { ManagedLayerMounter } from '../../src/fusemgr/managed-mounter.js'
 import {
   ensureFuseManager, FuseManager, FuseManagerCancelledError, FuseManagerClient, FuseManagerError,
   FuseManagerUnavailableError, type MountSettings
 } from '../../src/fusemgr/index.js'
 import { silentLogger, type Logger } from '../../src/logging.js'
-import { LABELS, REMOTE_LABEL_VALUE } from '../../src/snapshotter/remote.js'
+import { LABELS, REMOTE_LABEL_VALUE } from '../../src/wire/index.js'
 import { Snapshotter } from '../../src/snapshotter/snapshotter.js'
-import { mountsUnder, unmountUnder } from '../../src/snapshotter/overlay.js'
+import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import type { RangeSource } from '../../src/source/types.js'
 import { fixtureBytes } from '../../scripts/fixtures/tar.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { SMALL_CHUNK } from '../helpers/fixtures.js'
 import { removeDir, tempDir } from '../fs/helpers.js'
-import { cat, expectReads, failure, LayerStore, layerMounterSuite, mountAt, ref, sleep, type Layer } from './layer-mounter-suite.js'
+import { cat, expectReads, failure, LayerStore, layerMounterSuite, mountAt, ref, sleep, type Layer } from '../fs/layer-mounter-suite.js'
 
 /**
  * The daemon's mounter when the lazy mounts live in the FUSE manager: every call is a request to
@@ -259,7 +259,7 @@ describe.skipIf(skip)('ManagedLayerMounter over a real FUSE manager', () => {
   it('as the snapshotter\'s mounter: a Prepare mounts and commits the layer; a bad TOC falls back with mount-failed and the manager\'s reason, a mount held back past the timeout with mount-timeout, neither leaving a mount; a restarted snapshotter keeps the held mount', async () => {
     const root = join(dir, 'snapshotter')
     const options = { root, remoteMountTimeoutMs: 1_000, unmountOnStop: false }
-    const labels = (l: Layer, target: string, tocDigest = l.tocDigest): Record<string, string> => ({ [LABELS.targetRef]: target, [LABELS.urls]: `ipfs://${l.cid}`, [LABELS.tocDigest]: tocDigest })
+    const labels = (l: Layer, target: string, tocDigest = l.tocDigest): Record<string, string> => ({ [LABELS.snapshotRef]: target, [LABELS.remoteUrls]: `ipfs://${l.cid}`, [LABELS.tocDigest]: tocDigest })
     const sn = new Snapshotter({ logger, mounter: stack.another(logger) }, options)
     await sn.start()
     try {

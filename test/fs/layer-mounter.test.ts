@@ -1,6 +1,5 @@
 import { join } from 'node:path'
-import { LayerMounter } from '../../src/daemon/layer-mounter.js'
-import { ChunkCache, MountManager } from '../../src/fs/index.js'
+import { ChunkCache, LayerMounter, MountManager } from '../../src/fs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { layerMounterSuite } from './layer-mounter-suite.js'

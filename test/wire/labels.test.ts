@@ -1,11 +1,35 @@
 import { describe, expect, it } from 'vitest'
-import { LABELS, MAX_LABEL_SIZE, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from '../../src/containerd/labels.js'
+import { LABELS, MAX_LABEL_SIZE, REMOTE_LABEL_VALUE, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from '../../src/wire/labels.js'
 import { MediaType } from '../../src/oci/index.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 
 const d = (n: number): string => `sha256:${String(n).repeat(64).slice(0, 64)}`
 
 describe('containerd labels', () => {
+  it('spells every key as containerd, stargz-snapshotter and snapshots written before expect it', () => {
+    expect(LABELS).toEqual({
+      gcRefContent: 'containerd.io/gc.ref.content.',
+      gcRefSnapshot: 'containerd.io/gc.ref.snapshot.',
+      gcRoot: 'containerd.io/gc.root',
+      uncompressed: 'containerd.io/uncompressed',
+      snapshotRef: 'containerd.io/snapshot.ref',
+      inheritedPrefix: 'containerd.io/snapshot/',
+      remote: 'containerd.io/snapshot/remote',
+      remoteUrls: 'containerd.io/snapshot/remote/urls',
+      tocDigest: 'containerd.io/snapshot/stargz/toc.digest',
+      criImageRef: 'containerd.io/snapshot/cri.image-ref',
+      criLayerDigest: 'containerd.io/snapshot/cri.layer-digest',
+      criManifestDigest: 'containerd.io/snapshot/cri.manifest-digest',
+      criImageLayers: 'containerd.io/snapshot/cri.image-layers',
+      stargzReference: 'containerd.io/snapshot/remote/stargz.reference',
+      stargzDigest: 'containerd.io/snapshot/remote/stargz.digest',
+      stargzLayers: 'containerd.io/snapshot/remote/stargz.layers',
+      cid: 'ipfs-estargz/layer.cid',
+      fallbackReason: 'ipfs-estargz/fallback-reason'
+    })
+    expect(REMOTE_LABEL_VALUE).toBe('remote snapshot')
+  })
+
   it('numbers child GC labels as containerd SetChildrenMappedLabels does', () => {
     expect(childGcLabels([
       { mediaType: MediaType.OciConfig, digest: d(1) },

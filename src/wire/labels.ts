@@ -1,11 +1,12 @@
 /**
- * Labels containerd's pull sets on content and snapshots, and those the remote (lazy) snapshot
- * protocol reads on Prepare (reference/stargz-snapshotter.md §3.2). Written here once so the
- * pull and its tests agree on every spelling.
+ * Every label we read or write on containerd's content and snapshots, in one table: those
+ * containerd's pull sets, those the remote (lazy) snapshot protocol reads on Prepare (the keys
+ * stargz-snapshotter reads, so a puller written for it works with us), and our own. The pull,
+ * the snapshotter, the layer mounters and their tests all spell them from here.
  */
 import { createHash } from 'node:crypto'
-import { isConfigMediaType, isLayerMediaType, isManifestMediaType } from '../oci/index.js'
-import type { Labels } from './api.js'
+import { isConfigMediaType, isLayerMediaType, isManifestMediaType } from '../oci/media-types.js'
+import type { Labels } from './messages.js'
 
 export const LABELS = {
   /** content: GC reference to a child blob (prefix; containerd's images.ChildGCLabels) */
@@ -20,16 +21,35 @@ export const LABELS = {
   snapshotRef: 'containerd.io/snapshot.ref',
   /** descriptor annotations with this prefix are copied onto snapshots (snapshots.FilterInheritedLabels) */
   inheritedPrefix: 'containerd.io/snapshot/',
+  /** marks a committed snapshot whose `fs` is a lazy mount (value {@link REMOTE_LABEL_VALUE}) */
+  remote: 'containerd.io/snapshot/remote',
+  /** comma list of the layer descriptor's urls (`ipfs://<cid>`); `.<i>` suffixed: one url each */
   remoteUrls: 'containerd.io/snapshot/remote/urls',
+  /** TOC digest of the eStargz layer */
   tocDigest: 'containerd.io/snapshot/stargz/toc.digest',
   criImageRef: 'containerd.io/snapshot/cri.image-ref',
+  /** compressed layer digest, sent by plain CRI */
   criLayerDigest: 'containerd.io/snapshot/cri.layer-digest',
   criManifestDigest: 'containerd.io/snapshot/cri.manifest-digest',
   criImageLayers: 'containerd.io/snapshot/cri.image-layers',
   stargzReference: 'containerd.io/snapshot/remote/stargz.reference',
+  /** layer digest, sent by ctr-remote / nerdctl style handlers */
   stargzDigest: 'containerd.io/snapshot/remote/stargz.digest',
-  stargzLayers: 'containerd.io/snapshot/remote/stargz.layers'
+  stargzLayers: 'containerd.io/snapshot/remote/stargz.layers',
+  /** ours: the CID the layer was mounted from, so a restart does not depend on the digest index */
+  cid: 'ipfs-estargz/layer.cid',
+  /**
+   * ours: on the active snapshot a Prepare with a target ref returns instead of a remote one,
+   * why it is not lazy (`<reason>: <message>`), for the puller to read with Stat
+   */
+  fallbackReason: 'ipfs-estargz/fallback-reason'
 } as const
+
+/** Value of {@link LABELS.remote} (the one stargz-snapshotter writes). */
+export const REMOTE_LABEL_VALUE = 'remote snapshot'
+
+/** Longest message (bytes) kept in {@link LABELS.fallbackReason} (containerd's label limit is 4096 bytes with the key). */
+export const MAX_FALLBACK_MESSAGE = 1024
 
 /** containerd refuses a label whose key + value exceed this many bytes (labels.Validate). */
 export const MAX_LABEL_SIZE = 4096

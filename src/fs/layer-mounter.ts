@@ -1,8 +1,61 @@
-import type { ChunkCache, LayerFsOptions, MountManager } from '../fs/index.js'
 import type { Logger } from '../logging.js'
-import type { Labels, RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../snapshotter/index.js'
-import { LABELS } from '../snapshotter/index.js'
-import type { RangeSource } from '../source/types.js'
+import type { RangeSource } from '../source/index.js'
+import { LABELS, type Labels } from '../wire/index.js'
+import type { ChunkCache } from './cache.js'
+import type { LayerFsOptions } from './layer.js'
+import type { MountManager } from './mounts.js'
+
+/** The layer a Prepare names, once resolved to IPFS. */
+export interface RemoteLayerRef {
+  cid: string
+  /** compressed layer digest when the labels carry one */
+  digest?: string
+  /** TOC digest to verify against, when the labels carry one */
+  tocDigest?: string
+  /** how the CID was found */
+  via: 'urls' | 'digest-index' | 'stored'
+}
+
+/** Handle of one lazy mount. */
+export interface RemoteMount {
+  /** bytes this layer occupies locally (fetched/cached); reported by `Usage` */
+  usage?: () => Promise<number>
+}
+
+/** A layer a pull is about to Prepare: enough to open it (footer and TOC) ahead. */
+export interface WarmLayer {
+  cid: string
+  tocDigest: string
+}
+
+/**
+ * Mounts a layer lazily at a directory: {@link LayerMounter} in this process, the FUSE manager's
+ * mounter through that process. The snapshotter calls `mount` on Prepare and on restart,
+ * `unmount` on Remove/stop, and `check` (when present) before returning mounts that stack on the
+ * layer. `mount` must reject promptly once `signal` aborts (the snapshotter's mount timeout). After a failed mount the snapshotter calls
+ * `unmount` of that mountpoint: it must resolve only once nothing is mounted there and nothing
+ * will be (a mount still in progress elsewhere, e.g. in the FUSE manager, is cancelled first),
+ * and succeed when nothing was mounted.
+ */
+export interface RemoteLayerMounter {
+  mount (mountpoint: string, labels: Labels, layer: RemoteLayerRef, signal?: AbortSignal): Promise<RemoteMount>
+  unmount (mountpoint: string): Promise<void>
+  /**
+   * Opens these layers (footer and TOC) ahead of the Prepares a pull is about to send, all at
+   * once, so each mount finds its TOC ready. Resolves when all are open or failed; a failure only
+   * means the mount reads the TOC itself.
+   */
+  warm?: (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
+  /** throws when the mount is not healthy; the snapshotter then answers Unavailable */
+  check?: (mountpoint: string) => Promise<void>
+  /**
+   * Mounts this mounter still serves from before the snapshotter (re)started: a mounter whose
+   * mounts live in another process (the FUSE manager) keeps them across a daemon restart, so
+   * containers on them keep working. start() keeps those that belong to remote snapshots
+   * (their `mount` must then succeed without remounting) and unmounts the rest.
+   */
+  held?: () => Promise<string[]>
+}
 
 export interface LayerMounterComponents {
   logger: Logger

@@ -1,22 +1,10 @@
 /**
- * TypeScript shapes of the `containerd.services.snapshots.v1` messages as @grpc/proto-loader
- * hands them over with {@link PROTO_LOADER_OPTIONS} (camelCase fields, enums as their names,
- * int64 as decimal strings, defaults filled in).
+ * containerd's messages as @grpc/proto-loader hands them over with {@link PROTO_LOADER_OPTIONS}
+ * (camelCase fields, enums as their names, int64 as decimal strings, defaults filled in): those
+ * of the Snapshots service we serve and the ones our containerd client sends and reads; and the
+ * plain shapes (numbers and Dates) the client turns them into.
  */
-
-import { join, resolve } from 'node:path'
-
-/** Directory holding our .proto files (`containerd/...`): this file is two levels below the package root in src/ and in dist/. */
-export const PROTO_DIR = join(resolve(import.meta.dirname, '..', '..'), 'proto')
-
-/** proto-loader options every gRPC service and client of ours uses (the snapshotter's and the containerd client's). */
-export const PROTO_LOADER_OPTIONS = {
-  keepCase: false,
-  longs: String,
-  enums: String,
-  defaults: true,
-  oneofs: true
-} as const
+import type { PROTO_LOADER_OPTIONS } from './proto.js'
 
 export type KindName = 'UNKNOWN' | 'VIEW' | 'ACTIVE' | 'COMMITTED'
 
@@ -98,8 +86,34 @@ export interface CleanupRequest { snapshotter: string }
 /** google.protobuf.Empty */
 export type Empty = Record<string, never>
 
-/** Fully-qualified service name, for clients and tests. */
-export const SERVICE_NAME = 'containerd.services.snapshots.v1.Snapshots'
+/** containerd.types.Descriptor on the wire (no urls/platform: containerd does not carry them here) */
+export interface WireDescriptor {
+  mediaType: string
+  digest: string
+  size: string | number
+  annotations: Labels
+}
 
-/** gRPC metadata key carrying the containerd namespace. */
-export const NAMESPACE_METADATA_KEY = 'containerd-namespace'
+/** A blob descriptor as containerd's API carries it. */
+export interface ContainerdDescriptor {
+  mediaType: string
+  digest: string
+  size: number
+  annotations?: Labels
+}
+
+export function toWireDescriptor (d: ContainerdDescriptor): WireDescriptor {
+  return { mediaType: d.mediaType, digest: d.digest, size: String(d.size), annotations: d.annotations ?? {} }
+}
+
+export function fromWireDescriptor (d: WireDescriptor | null | undefined): ContainerdDescriptor {
+  if (d == null) return { mediaType: '', digest: '', size: 0 }
+  const out: ContainerdDescriptor = { mediaType: d.mediaType, digest: d.digest, size: Number(d.size) }
+  if (Object.keys(d.annotations ?? {}).length > 0) out.annotations = d.annotations
+  return out
+}
+
+export function fromTimestamp (t: Timestamp | null | undefined): Date {
+  if (t == null) return new Date(0)
+  return new Date(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6))
+}

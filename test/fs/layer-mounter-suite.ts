@@ -1,5 +1,5 @@
 /**
- * The shared layer mounter test suite (RemoteLayerMounter, src/snapshotter/remote.ts): every
+ * The shared layer mounter test suite (RemoteLayerMounter, src/fs/layer-mounter.ts): every
  * mounter the snapshotter can use runs it, on real FUSE mounts read with `cat`.
  *
  *   import { layerMounterSuite } from './layer-mounter-suite.js'
@@ -33,14 +33,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildEstargzFile, EstargzReader } from '../../src/estargz/index.js'
 import { importBytes } from '../../src/ipfs/import.js'
 import type { IpfsNode } from '../../src/ipfs/node.js'
-import { unmountUnder } from '../../src/snapshotter/overlay.js'
-import { LABELS, type RemoteLayerMounter, type RemoteLayerRef } from '../../src/snapshotter/remote.js'
+import { unmountUnder } from '../../src/fs/mountinfo.js'
+import type { RemoteLayerMounter, RemoteLayerRef } from '../../src/fs/layer-mounter.js'
+import { LABELS } from '../../src/wire/index.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
 import type { RangeSource } from '../../src/source/types.js'
 import { fixtureBytes, makeTar, type FixtureEntry } from '../../scripts/fixtures/tar.js'
 import { SMALL_CHUNK } from '../helpers/fixtures.js'
 import { MemStore, TempRepos } from '../ipfs/helpers.js'
-import { removeDir, tempDir } from '../fs/helpers.js'
+import { removeDir, tempDir } from './helpers.js'
 
 const run = promisify(execFile)
 

@@ -1,7 +1,7 @@
-import type { FuseManagerClient, MountSettings } from '../fusemgr/index.js'
+import type { RemoteLayerMounter, RemoteLayerRef, RemoteMount, WarmLayer } from '../fs/index.js'
 import type { Logger } from '../logging.js'
-import type { Labels, RemoteLayerMounter, RemoteLayerRef, RemoteMount, WarmLayer } from '../snapshotter/index.js'
-import { LABELS } from '../snapshotter/index.js'
+import { LABELS, type Labels } from '../wire/index.js'
+import type { FuseManagerClient, MountSettings } from './api.js'
 
 export interface ManagedLayerMounterOptions {
   /** Per-mount settings from the daemon's configuration. */

@@ -1,0 +1,8 @@
+/**
+ * The daemon: one process with the Helia node over its root, the containerd snapshotter, the
+ * FUSE manager it starts and watches (or the lazy mounts itself), and the control API; and its
+ * configuration.
+ */
+export * from './errors.js'
+export { Daemon, apiAddressFor, fuseManagerAddressFor, type DaemonComponents, type WarmLayers } from './daemon.js'
+export { DEFAULTS, loadConfig, type DaemonConfig } from './config.js'
