@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto'
 import { isAbortError } from '../errors.js'
 import { AbortError, BlockDigestMismatchError, UnexpectedDagError } from './errors.js'
 
-/** Fetches one block's bytes. Implementations decide where from (blockstore, peers, a CAR). */
+/** Fetches one block's bytes. Implementations decide where from (blockstore, peers). */
 export type BlockGetter = (cid: CID, signal?: AbortSignal) => Promise<Uint8Array>
 
 /** Dag reader defaults. */

@@ -1,6 +1,6 @@
 /**
  * The IPFS side: the embedded Helia node, member-aligned import, the OCI-layout directory,
- * CAR import/export, the digest→CID index and image list.
+ * the digest→CID index and image list.
  */
 export * from './errors.js'
 export { resolveRepoPath, lockRepo, type RepoLock } from './repo.js'
@@ -11,6 +11,5 @@ export { GatewayClient, DEFAULTS as GATEWAY_DEFAULTS, type GatewayOptions } from
 export { importSegments, importBytes, importStream, type ImportOptions, type ImportResult, type ImportProgress } from './import.js'
 export { publishLayout, listDirectory, resolvePath, resolveBlob, splitDigest, type LayoutInput, type DirEntry } from './directory.js'
 export { IndexStore, type ImageRecord, type DigestMapping, type IndexStoreComponents } from './index-store.js'
-export { exportCar, importCar, type CarStats, type CarBlockstore } from './car.js'
 export { UnixfsFileReader, collectBlock, verifyBlock, type BlockGetter } from './dag-reader.js'
 export { walkDag, blockLinks } from './walk.js'

@@ -22,4 +22,3 @@ export { Repository, DEFAULTS as REPOSITORY_DEFAULTS, type FetchedManifest } fro
 export { RegistrySource } from './registry/source.js'
 export { pushImage, imageFromSource, DEFAULTS as PUSH_DEFAULTS, type PushBlob, type PushManifest, type PushImage, type PushOptions, type PushResult } from './registry/push.js'
 export { parseChallenge, loadDockerCredentials, dockerConfigPath, type Credentials, type Challenge } from './registry/auth.js'
-export { manifestToOci, indexToOci, encodeJson, describeJson } from './convert.js'

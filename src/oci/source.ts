@@ -39,8 +39,3 @@ export async function collectBlob (source: ImageSource, desc: Descriptor, option
   verifyBytes(out, desc, source.name) // already verified by fetch; cheap belt and braces
   return out
 }
-
-/** Descriptor for bytes held in memory (synthesized documents). */
-export function describeBytes (mediaType: string, digest: string, bytes: Uint8Array): Descriptor {
-  return { mediaType, digest, size: bytes.length }
-}
