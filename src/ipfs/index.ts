@@ -9,7 +9,7 @@ export { createNode, DEFAULTS as NODE_DEFAULTS, type BlockFetchPath, type IpfsNo
 export { BlockFetcher, DEFAULTS as FETCH_DEFAULTS, type FetcherOptions, type FetchOptions, type StageStats } from './fetcher.js'
 export { GatewayClient, DEFAULTS as GATEWAY_DEFAULTS, type GatewayOptions } from './gateway.js'
 export { importSegments, importBytes, importStream, type ImportOptions, type ImportResult, type ImportProgress } from './import.js'
-export { publishLayout, listDirectory, resolvePath, resolveBlob, splitDigest, type LayoutInput, type DirEntry } from './directory.js'
+export { publishLayout, resolvePath, resolveBlob, unixfsOf, type LayoutInput } from './directory.js'
 export { IndexStore, type ImageRecord, type DigestMapping, type IndexStoreComponents } from './index-store.js'
 export { UnixfsFileReader, collectBlock, verifyBlock, type BlockGetter } from './dag-reader.js'
 export { walkDag, blockLinks } from './walk.js'
