@@ -13,5 +13,5 @@ export { SnapshotsClient, type SnapshotInfo, type SnapshotKind } from './snapsho
 export { NamespacesClient, type Namespace } from './namespaces.js'
 export { NAMESPACE_HEADER, LEASE_HEADER, PROTO_DIR, type CallContext, type CallOptions } from './rpc.js'
 export { LABELS, MAX_LABEL_SIZE, chainIds, childGcLabels, inheritedLabels, commaListWithinLimit } from './labels.js'
-export { pullImage, DEFAULTS as PULL_DEFAULTS, type PullOptions, type PullResult, type PulledLayer, type PullEvent, type PullLayerContext, type PullSource } from './pull.js'
+export { pullImage, DEFAULTS as PULL_DEFAULTS, type PullOptions, type PullResult, type PulledLayer, type PullEvent, type PullLayerContext, type PullReader } from './pull.js'
 export { containerdConfigSnippet, DEFAULTS as CONFIG_DEFAULTS, type ContainerdConfigOptions } from './config.js'

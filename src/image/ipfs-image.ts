@@ -2,7 +2,7 @@ import { CID } from 'multiformats/cid'
 import * as dagPb from '@ipld/dag-pb'
 import { collectBlock, resolveBlob, resolvePath, unixfsOf, UnixfsFileReader, type BlockFetchPath, type BlockGetter } from '../ipfs/index.js'
 import {
-  MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageSource, REF_NAME_ANNOTATION
+  MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageReader, REF_NAME_ANNOTATION
 } from '../oci/index.js'
 import { InvalidIpfsReferenceError } from './errors.js'
 
@@ -27,12 +27,12 @@ export function cidOfDescriptor (desc: Descriptor): CID | undefined {
 }
 
 /**
- * An image published in IPFS, opened by its root CID, as an {@link ImageSource}: either our OCI
+ * An image published in IPFS, opened by its root CID, as an {@link ImageReader}: either our OCI
  * layout directory or a reference descriptor JSON (the handle nerdctl and
  * `ctr-remote --ipfs` use). Every blob is fetched through the Helia node (local blockstore,
  * then peers) and verified against its digest.
  */
-export class IpfsImageSource implements ImageSource {
+export class IpfsImageReader implements ImageReader {
   private constructor (
     readonly name: string,
     private readonly blocks: BlockFetchPath,
@@ -43,7 +43,7 @@ export class IpfsImageSource implements ImageSource {
     private readonly offline: boolean
   ) {}
 
-  static async open (blocks: BlockFetchPath, ref: string | CID, options: { tag?: string, offline?: boolean, signal?: AbortSignal } = {}): Promise<IpfsImageSource> {
+  static async open (blocks: BlockFetchPath, ref: string | CID, options: { tag?: string, offline?: boolean, signal?: AbortSignal } = {}): Promise<IpfsImageReader> {
     const cid = typeof ref === 'string' ? parseIpfsRef(ref) : ref
     const name = `ipfs://${cid.toString()}`
     const offline = options.offline ?? false
@@ -67,7 +67,7 @@ export class IpfsImageSource implements ImageSource {
       }
       root = d as Descriptor
     }
-    return new IpfsImageSource(name, blocks, cid, root, isDirectory ? cid : undefined, offline)
+    return new IpfsImageReader(name, blocks, cid, root, isDirectory ? cid : undefined, offline)
   }
 
   async root (): Promise<Descriptor> {

@@ -12,4 +12,4 @@ export { importSegments, importBytes, importStream, type ImportOptions, type Imp
 export { publishLayout, resolvePath, resolveBlob, unixfsOf, type LayoutInput } from './directory.js'
 export { IndexStore, type ImageRecord, type DigestMapping, type IndexStoreComponents } from './index-store.js'
 export { UnixfsFileReader, collectBlock, verifyBlock, type BlockGetter } from './dag-reader.js'
-export { walkDag, blockLinks } from './walk.js'
+export { walkDag } from './walk.js'
