@@ -51,6 +51,14 @@ export class IncompleteImageError extends IpfsError {
   }
 }
 
+/** A reference that is not `ipfs://CID`, `/ipfs/CID` or a bare CID. */
+export class InvalidIpfsReferenceError extends IpfsError {
+  static readonly code = 'ERR_BAD_IPFS_REF'
+  constructor (readonly ref: string, options?: ErrorOptions) {
+    super(`not an IPFS reference: ${JSON.stringify(ref)} (want ipfs://CID, /ipfs/CID or a CID)`, options)
+  }
+}
+
 /** A read took longer than its per-read timeout. */
 export class ReadTimeoutError extends IpfsError { static readonly code = 'ERR_READ_TIMEOUT' }
 

@@ -1,6 +1,6 @@
 /**
- * The IPFS side: the embedded Helia node, member-aligned import, the OCI-layout directory,
- * the digest→CID index and image list.
+ * The IPFS side: the embedded Helia node, member-aligned import, the OCI-layout directory, an
+ * image in IPFS as an ImageReader, the digest→CID index and image list.
  */
 export * from './errors.js'
 export { resolveRepoPath, lockRepo, type RepoLock } from './repo.js'
@@ -10,6 +10,7 @@ export { BlockFetcher, DEFAULTS as FETCH_DEFAULTS, type FetcherOptions, type Fet
 export { GatewayClient, DEFAULTS as GATEWAY_DEFAULTS, type GatewayOptions } from './gateway.js'
 export { importSegments, importBytes, importStream, type ImportOptions, type ImportResult, type ImportProgress } from './import.js'
 export { publishLayout, resolvePath, resolveBlob, unixfsOf, type LayoutInput } from './directory.js'
+export { IpfsImageReader, parseIpfsRef, cidOfDescriptor } from './image-reader.js'
 export { IndexStore, type ImageRecord, type DigestMapping, type IndexStoreComponents } from './index-store.js'
 export { UnixfsFileReader, collectBlock, verifyBlock, type BlockGetter } from './dag-reader.js'
 export { walkDag } from './walk.js'

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
-import { IpfsImageReader } from '../../image/ipfs-image.js'
+import { IpfsImageReader } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { resolveImages } from '../../oci/index.js'
 import { printJson } from '../output.js'

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander'
 import { ContainerdClient, pullImage, type PullEvent } from '../../containerd/index.js'
-import { IpfsImageReader } from '../../image/ipfs-image.js'
+import { IpfsImageReader } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { parsePlatform } from '../../oci/index.js'
 import { cancelOn, commandContext } from '../context.js'

@@ -1,10 +1,12 @@
 import { CID } from 'multiformats/cid'
 import * as dagPb from '@ipld/dag-pb'
-import { collectBlock, resolveBlob, resolvePath, unixfsOf, UnixfsFileReader, type BlockFetchPath, type BlockGetter } from '../ipfs/index.js'
 import {
   MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageReader, REF_NAME_ANNOTATION
 } from '../oci/index.js'
+import { collectBlock, UnixfsFileReader, type BlockGetter } from './dag-reader.js'
+import { resolveBlob, resolvePath, unixfsOf } from './directory.js'
 import { InvalidIpfsReferenceError } from './errors.js'
+import type { BlockFetchPath } from './node.js'
 
 /** Parses `ipfs://CID`, `/ipfs/CID` or a bare CID. */
 export function parseIpfsRef (ref: string): CID {

@@ -4,7 +4,7 @@
  */
 import { CID } from 'multiformats/cid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { IpfsImageReader, cidOfDescriptor, parseIpfsRef } from '../../src/image/ipfs-image.js'
+import { IpfsImageReader, cidOfDescriptor, parseIpfsRef } from '../../src/ipfs/image-reader.js'
 import { BlockNotFoundError, PathNotFoundError } from '../../src/ipfs/errors.js'
 import { importBytes, publishLayout, type IpfsNode } from '../../src/ipfs/index.js'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
@@ -13,7 +13,7 @@ import { MediaType } from '../../src/oci/media-types.js'
 import { REF_NAME_ANNOTATION, type Descriptor, type Manifest } from '../../src/oci/types.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 import { allBlobs, blob, jsonBlob, makeImage, tagged, type Blob, type TestImage } from '../../scripts/fixtures/oci-image.js'
-import { leafMap, MemStore, TempRepos } from '../ipfs/helpers.js'
+import { leafMap, MemStore, TempRepos } from './helpers.js'
 import { flipped, imageReaderSuite } from '../oci/image-reader-suite.js'
 
 const OCI_LAYOUT = Buffer.from('{"imageLayoutVersion":"1.0.0"}')
@@ -53,7 +53,7 @@ imageReaderSuite('IPFS (IpfsImageReader)', async (image: TestImage) => {
   }
 }, {
   knownFailures: {
-    cap: 'IpfsImageReader.fetchBytes throws MalformedManifestError for a blob over the cap, not BlobTooLargeError (src/image/ipfs-image.ts)'
+    cap: 'IpfsImageReader.fetchBytes throws MalformedManifestError for a blob over the cap, not BlobTooLargeError (src/ipfs/image-reader.ts)'
   }
 })
 
