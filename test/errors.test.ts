@@ -9,7 +9,6 @@ import * as daemon from '../src/daemon/errors.js'
 import * as estargz from '../src/estargz/errors.js'
 import * as fs from '../src/fs/errors.js'
 import * as fusemgr from '../src/fusemgr/errors.js'
-import * as image from '../src/image/errors.js'
 import * as ipfs from '../src/ipfs/errors.js'
 import * as oci from '../src/oci/errors.js'
 import * as snapshotter from '../src/snapshotter/errors.js'
@@ -23,7 +22,6 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/fs/errors.ts': fs,
   'src/ipfs/errors.ts': ipfs,
   'src/source/errors.ts': source,
-  'src/image/errors.ts': image,
   'src/snapshotter/errors.ts': snapshotter,
   'src/containerd/errors.ts': containerd,
   'src/fusemgr/errors.ts': fusemgr,
@@ -142,8 +140,8 @@ describe('our error classes', () => {
 
 describe('errors once built inline keep their codes, now with classes', () => {
   it('a bad IPFS reference', async () => {
-    const { parseIpfsRef } = await import('../src/image/ipfs-image.js')
-    expect(() => parseIpfsRef('ipfs://not-a-cid')).toThrow(image.InvalidIpfsReferenceError)
+    const { parseIpfsRef } = await import('../src/ipfs/image-reader.js')
+    expect(() => parseIpfsRef('ipfs://not-a-cid')).toThrow(ipfs.InvalidIpfsReferenceError)
     expect(() => parseIpfsRef('ipfs://not-a-cid')).toThrow(expect.objectContaining({ code: 'ERR_BAD_IPFS_REF', ref: 'ipfs://not-a-cid' }))
   })
 

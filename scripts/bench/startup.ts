@@ -26,7 +26,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { imageFromSource, openOciLayout, parseImageReference, pushImage, resolveImages, type RegistryReference } from '../../src/oci/index.js'
+import { imageFromReader, openOciLayout, parseImageReference, pushImage, resolveImages, type RegistryReference } from '../../src/oci/index.js'
 import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { startContainerd } from '../fixtures/containerd.js'
 import { startDaemon } from '../fixtures/daemon.js'
@@ -121,7 +121,7 @@ async function fullPullRows (rows: Rows, layout: string, workload: string[]): Pr
     const src = await openOciLayout(layout)
     const res = await resolveImages(src)
     const ref = parseImageReference(`docker://${registry.host}/bench/image:latest`) as RegistryReference
-    await pushImage(ref, imageFromSource(src, res), { plainHttp: true })
+    await pushImage(ref, imageFromReader(src, res), { plainHttp: true })
     await src.close()
     const bytes = res.images[0].layers.reduce((n, l) => n + l.size, 0)
     for (let r = 0; r < runs; r++) {

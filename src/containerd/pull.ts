@@ -6,7 +6,7 @@ import { BadImageError, NotLazyError, isAlreadyExists, isNotFound } from './erro
 import type { WarmLayer } from '../fs/index.js'
 import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels, type ContainerdDescriptor, type Labels, type Mount } from '../wire/index.js'
 import type { ContainerdClient } from './client.js'
-import type { Descriptor, ImageSource, Platform, ResolvedImage } from '../oci/index.js'
+import type { Descriptor, ImageReader, Platform, ResolvedImage } from '../oci/index.js'
 
 export const DEFAULTS = {
   /** the pull's lease expires by itself if we crash before deleting it */
@@ -17,8 +17,8 @@ export const DEFAULTS = {
   prefetchBytes: 0
 }
 
-/** A source that can name a blob's CID (IpfsImageSource); others give no `remote/urls` label. */
-export type PullSource = ImageSource & {
+/** A reader that can name a blob's CID (IpfsImageReader); others give no `remote/urls` label. */
+export type PullReader = ImageReader & {
   cidOf?: (desc: Descriptor, signal?: AbortSignal) => Promise<{ toString: () => string }>
 }
 
@@ -40,7 +40,7 @@ export type PullEvent =
 
 export interface PullOptions {
   client: ContainerdClient
-  source: PullSource
+  source: PullReader
   /** image record name (`ipfs://CID` for the CLI) */
   name: string
   /** snapshotter to unpack into: `ipfs-estargz` for lazy layers, `overlayfs` for a full pull */
@@ -154,7 +154,7 @@ export async function pullImage (options: PullOptions): Promise<PullResult> {
 }
 
 /** `ipfs://<cid>` of every layer, when the descriptor or the source knows it. */
-async function layerUrls (source: PullSource, image: ResolvedImage, signal: AbortSignal | undefined, logger: Logger): Promise<Array<string | undefined>> {
+async function layerUrls (source: PullReader, image: ResolvedImage, signal: AbortSignal | undefined, logger: Logger): Promise<Array<string | undefined>> {
   return await Promise.all(image.layers.map(async (l) => {
     const url = l.urls?.find(u => u.startsWith('ipfs://'))
     if (url != null || source.cidOf == null) return url

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { sha256Digest } from '../estargz/index.js'
 import {
-  MediaType, REF_NAME_ANNOTATION, resolveImages, type Descriptor, type ImageSource, type Index, type Manifest, type Platform
+  MediaType, REF_NAME_ANNOTATION, resolveImages, type Descriptor, type ImageReader, type Index, type Manifest, type Platform
 } from '../oci/index.js'
 import type { Logger } from '../logging.js'
 import { ConversionError } from './errors.js'
@@ -89,7 +89,7 @@ function limiter (limit: number): <T>(task: () => Promise<T>) => Promise<T> {
  * platforms share it), configs with rewritten `diff_ids`, OCI manifests, and an OCI index when
  * the source had one. Docker media types become OCI ones; history, labels and annotations stay.
  */
-export async function convertImage (source: ImageSource, publishers: BlobPublisher[], options: ConvertOptions): Promise<ConversionResult> {
+export async function convertImage (source: ImageReader, publishers: BlobPublisher[], options: ConvertOptions): Promise<ConversionResult> {
   // One failing layer stops the others: nothing keeps running after this function returns.
   const ac = new AbortController()
   const onAbort = (): void => ac.abort(options.signal?.reason)
@@ -106,7 +106,7 @@ export async function convertImage (source: ImageSource, publishers: BlobPublish
   }
 }
 
-async function convert (source: ImageSource, publishers: BlobPublisher[], options: ConvertOptions, running: Set<Promise<unknown>>): Promise<ConversionResult> {
+async function convert (source: ImageReader, publishers: BlobPublisher[], options: ConvertOptions, running: Set<Promise<unknown>>): Promise<ConversionResult> {
   const { signal, logger } = options
   const tag = options.tag ?? DEFAULTS.tag
   const resolution = await resolveImages(source, { platform: options.platform, signal })

@@ -4,7 +4,7 @@ import {
   EstargzReader, Sha256, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION, buildEstargz,
   type BlobSegment, type SegmentKind, type SegmentSink
 } from '../estargz/index.js'
-import { MediaType, layerCompression, type Descriptor, type ImageSource } from '../oci/index.js'
+import { MediaType, layerCompression, type Descriptor, type ImageReader } from '../oci/index.js'
 import type { Logger } from '../logging.js'
 import { FileSource } from '../source/index.js'
 import { fanOutSegments, type BlobPublisher } from './publisher.js'
@@ -39,7 +39,7 @@ export interface ConvertedLayer {
  * The source layer is verified to its last byte (digest, size, diffID) inside the producer,
  * before the descriptor is returned: a publisher names a blob only once its producer returns.
  */
-async function convert (source: ImageSource, desc: Descriptor, sourceDiffID: string | undefined, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer> {
+async function convert (source: ImageReader, desc: Descriptor, sourceDiffID: string | undefined, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer> {
   let built: Awaited<ReturnType<typeof buildEstargz>> | undefined
   const { desc: out, urls } = await fanOutSegments(publishers, async (sink) => {
     const layer = await openSourceLayer(source, desc, { diffID: sourceDiffID, onCompressed: (chunk) => opts.onBytes?.(chunk.length), signal: opts.signal })
@@ -91,7 +91,7 @@ function segmentsOf (reader: EstargzReader): Array<{ offset: number, kind: Segme
  * digest, then published as it is, cut at its gzip members. Returns undefined when it is not a
  * valid eStargz blob after all.
  */
-async function reuse (source: ImageSource, desc: Descriptor, sourceDiffID: string, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer | undefined> {
+async function reuse (source: ImageReader, desc: Descriptor, sourceDiffID: string, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer | undefined> {
   const tocDigest = desc.annotations?.[TOC_DIGEST_ANNOTATION]
   if (tocDigest == null || layerCompression(desc.mediaType) !== 'gzip') return undefined
   const dir = await mkdtemp(join(opts.tmpDir, 'reuse-'))
@@ -155,7 +155,7 @@ async function reuse (source: ImageSource, desc: Descriptor, sourceDiffID: strin
 }
 
 /** Converts a layer to eStargz (or keeps it, when it already is) and publishes it. */
-export async function convertLayer (source: ImageSource, desc: Descriptor, sourceDiffID: string | undefined, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer> {
+export async function convertLayer (source: ImageReader, desc: Descriptor, sourceDiffID: string | undefined, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer> {
   if (sourceDiffID != null) {
     const kept = await reuse(source, desc, sourceDiffID, publishers, opts)
     if (kept != null) return kept

@@ -1,5 +1,5 @@
 import { EstargzError, decompressInput, type InputCompression } from '../estargz/index.js'
-import { DiffIdMismatchError, Digester, parseDigest, type Descriptor, type ImageSource } from '../oci/index.js'
+import { DiffIdMismatchError, Digester, parseDigest, type Descriptor, type ImageReader } from '../oci/index.js'
 
 export interface SourceLayerOptions {
   /** The layer's `rootfs.diff_ids` entry: `finish` fails unless the uncompressed bytes hash to it. */
@@ -90,7 +90,7 @@ class Tap {
 }
 
 /** Opens a layer of `source` for reading as a tar; see {@link SourceLayer}. */
-export async function openSourceLayer (source: ImageSource, desc: Descriptor, options: SourceLayerOptions = {}): Promise<SourceLayer> {
+export async function openSourceLayer (source: ImageReader, desc: Descriptor, options: SourceLayerOptions = {}): Promise<SourceLayer> {
   const { signal } = options
   // fetch verifies digest and size, but only once its stream is read to the end.
   const raw = new Tap((await source.fetch(desc, signal))[Symbol.asyncIterator](), options.onCompressed ?? (() => {}))

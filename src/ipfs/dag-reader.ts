@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto'
 import { isAbortError } from '../errors.js'
 import { AbortError, BlockDigestMismatchError, UnexpectedDagError } from './errors.js'
 
-/** Fetches one block's bytes. Implementations decide where from (blockstore, peers, a CAR). */
+/** Fetches one block's bytes. Implementations decide where from (blockstore, peers). */
 export type BlockGetter = (cid: CID, signal?: AbortSignal) => Promise<Uint8Array>
 
 /** Dag reader defaults. */
@@ -84,7 +84,7 @@ export class UnixfsFileReader {
 
   /** Fetches and decodes the root only. */
   static async open (root: CID, getBlock: BlockGetter, options: { signal?: AbortSignal, nodeCacheEntries?: number } = {}): Promise<UnixfsFileReader> {
-    const node = decodeFileNode(root, await getBlock(root, options.signal))
+    const node = decodeFileNode(root, await abortable(getBlock(root, options.signal), options.signal))
     return new UnixfsFileReader(root, getBlock, node, options.nodeCacheEntries ?? DEFAULTS.nodeCacheEntries)
   }
 
@@ -110,7 +110,7 @@ export class UnixfsFileReader {
     const end = Math.min(this.size, offset + length)
     if (end <= offset) return new Uint8Array(0)
     const out = Buffer.allocUnsafe(end - offset)
-    await this.fill(this.rootNode, 0, offset, end, out, signal, getBlock)
+    await abortable(this.fill(this.rootNode, 0, offset, end, out, signal, getBlock), signal)
     checkAbort(signal)
     return out
   }
@@ -174,6 +174,19 @@ export class UnixfsFileReader {
 /** Throws our typed AbortError (name `AbortError`) when the signal has fired. */
 export function checkAbort (signal?: AbortSignal): void {
   if (signal?.aborted === true) throw new AbortError()
+}
+
+/**
+ * `work`, failing with our AbortError when `signal` fired: a block store or peer may reject with
+ * its own abort error (a DOMException, the signal's reason) instead.
+ */
+async function abortable<T> (work: Promise<T>, signal?: AbortSignal): Promise<T> {
+  try {
+    return await work
+  } catch (err) {
+    checkAbort(signal)
+    throw err
+  }
 }
 
 function copyOverlap (bytes: Uint8Array, start: number, from: number, to: number, out: Uint8Array): void {

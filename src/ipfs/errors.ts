@@ -16,9 +16,6 @@ export class RepoLockedError extends IpfsError {
   }
 }
 
-/** A CAR file is malformed, truncated, or holds a block whose bytes do not match its CID. */
-export class InvalidCarError extends IpfsError { static readonly code = 'ERR_INVALID_CAR' }
-
 /** A block's bytes do not hash to its CID. */
 export class BlockDigestMismatchError extends IpfsError {
   static readonly code = 'ERR_BLOCK_DIGEST_MISMATCH'
@@ -27,7 +24,7 @@ export class BlockDigestMismatchError extends IpfsError {
   }
 }
 
-/** A block the operation needs is not available (not local, or not in the CAR). */
+/** A block the operation needs is not available (not local, and no peer or gateway has it). */
 export class BlockNotFoundError extends IpfsError {
   static readonly code = 'ERR_BLOCK_NOT_FOUND'
   constructor (readonly cid: string, where = 'the blockstore', options?: ErrorOptions) {
@@ -51,6 +48,14 @@ export class IncompleteImageError extends IpfsError {
   static readonly code = 'ERR_INCOMPLETE_IMAGE'
   constructor (readonly root: string, readonly missing: string, options?: ErrorOptions) {
     super(`image ${root} is incomplete: block ${missing} is not stored locally`, options)
+  }
+}
+
+/** A reference that is not `ipfs://CID`, `/ipfs/CID` or a bare CID. */
+export class InvalidIpfsReferenceError extends IpfsError {
+  static readonly code = 'ERR_BAD_IPFS_REF'
+  constructor (readonly ref: string, options?: ErrorOptions) {
+    super(`not an IPFS reference: ${JSON.stringify(ref)} (want ipfs://CID, /ipfs/CID or a CID)`, options)
   }
 }
 

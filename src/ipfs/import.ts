@@ -1,4 +1,5 @@
-import { importer, type ImporterOptions, type WritableStorage } from 'ipfs-unixfs-importer'
+import { unixfs, type AddFileOptions } from '@helia/unixfs'
+import type { WritableStorage } from 'ipfs-unixfs-importer'
 import { fixedSize, type Chunker } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
 import type { CID } from 'multiformats/cid'
@@ -52,7 +53,7 @@ function memberChunker (max: number): Chunker {
   }
 }
 
-function importerOptions (chunker: Chunker, maxChildrenPerNode: number): ImporterOptions {
+function importerOptions (chunker: Chunker, maxChildrenPerNode: number): AddFileOptions {
   return {
     cidVersion: 1,
     rawLeaves: true,
@@ -70,6 +71,9 @@ class Counter implements WritableStorage {
   bytes = 0
   leaves = 0
   constructor (private readonly inner: WritableStorage, private readonly options: ImportOptions) {}
+  // @helia/unixfs takes a whole blockstore; adding a file only writes to it.
+  get = async function * (): AsyncGenerator<Uint8Array> { throw new InvalidOptionError('an import only writes') }
+  has = async (): Promise<boolean> => { throw new InvalidOptionError('an import only writes') }
   put: WritableStorage['put'] = async (cid, bytes, opts) => {
     if (this.options.signal?.aborted === true) throw new AbortError('import aborted')
     const r = await this.inner.put(cid, bytes, opts)
@@ -83,15 +87,13 @@ class Counter implements WritableStorage {
   }
 }
 
-async function run (content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, blockstore: WritableStorage, opts: ImporterOptions, options: ImportOptions): Promise<ImportResult> {
+async function run (content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, blockstore: WritableStorage, opts: AddFileOptions, options: ImportOptions): Promise<ImportResult> {
   const counter = new Counter(blockstore, options)
-  let last: { cid: CID } | undefined
-  for await (const entry of importer([{ content }], counter, opts)) last = entry
-  if (last == null) throw new UnexpectedDagError('the importer produced no root')
-  return { cid: last.cid, size: counter.bytes, blocks: counter.blocks }
+  const cid = await unixfs({ blockstore: counter }).addByteStream(content, opts)
+  return { cid, size: counter.bytes, blocks: counter.blocks }
 }
 
-function plainOptions (options: ImportOptions): ImporterOptions {
+function plainOptions (options: ImportOptions): AddFileOptions {
   return options.kuboCompatible === true
     ? importerOptions(fixedSize({ chunkSize: DEFAULTS.kubo.chunkSize }), DEFAULTS.kubo.maxChildrenPerNode)
     : importerOptions(fixedSize({ chunkSize: DEFAULTS.maxLeafSize }), DEFAULTS.maxChildrenPerNode)

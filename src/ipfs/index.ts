@@ -1,6 +1,6 @@
 /**
- * The IPFS side: the embedded Helia node, member-aligned import, the OCI-layout directory,
- * CAR import/export, the digest→CID index and image list.
+ * The IPFS side: the embedded Helia node, member-aligned import, the OCI-layout directory, an
+ * image in IPFS as an ImageReader, the digest→CID index and image list.
  */
 export * from './errors.js'
 export { resolveRepoPath, lockRepo, type RepoLock } from './repo.js'
@@ -9,9 +9,9 @@ export { createNode, DEFAULTS as NODE_DEFAULTS, type BlockFetchPath, type IpfsNo
 export { BlockFetcher, DEFAULTS as FETCH_DEFAULTS, type FetcherOptions, type FetchOptions, type StageStats } from './fetcher.js'
 export { GatewayClient, DEFAULTS as GATEWAY_DEFAULTS, type GatewayOptions } from './gateway.js'
 export { importSegments, importBytes, importStream, type ImportOptions, type ImportResult, type ImportProgress } from './import.js'
-export { publishLayout, listDirectory, resolvePath, resolveBlob, splitDigest, type LayoutInput, type DirEntry } from './directory.js'
+export { publishLayout, resolvePath, resolveBlob, unixfsOf, type LayoutInput } from './directory.js'
 export { openRepo, type OpenRepo } from './open-repo.js'
+export { IpfsImageReader, parseIpfsRef, cidOfDescriptor } from './image-reader.js'
 export { IndexStore, type ImageRecord, type DigestMapping, type IndexStoreComponents } from './index-store.js'
-export { exportCar, importCar, type CarStats, type CarBlockstore } from './car.js'
-export { UnixfsFileReader, collectBlock, verifyBlock, checkAbort, type BlockGetter } from './dag-reader.js'
-export { walkDag, blockLinks } from './walk.js'
+export { UnixfsFileReader, collectBlock, verifyBlock, type BlockGetter } from './dag-reader.js'
+export { walkDag } from './walk.js'

@@ -5,7 +5,7 @@ import { checkAbort, type BlockGetter } from './dag-reader.js'
 import { UnexpectedDagError } from './errors.js'
 
 /** The links of a block (dag-pb links; raw blocks have none). */
-export function blockLinks (cid: CID, bytes: Uint8Array): CID[] {
+function blockLinks (cid: CID, bytes: Uint8Array): CID[] {
   if (cid.code === raw.code) return []
   if (cid.code === dagPb.code) return dagPb.decode(bytes).Links.map(l => l.Hash)
   throw new UnexpectedDagError(`${cid.toString()}: codec 0x${cid.code.toString(16)} is not supported (only dag-pb and raw)`)

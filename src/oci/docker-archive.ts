@@ -6,7 +6,7 @@
 import { stat } from 'node:fs/promises'
 import { Digester, digestOf } from './digest.js'
 import { DigestMismatchError, ImageNotFoundError, MalformedLayoutError } from './errors.js'
-import { FilesSource } from './files-source.js'
+import { FilesReader } from './files-reader.js'
 import type { LayoutFiles } from './layout-files.js'
 import { MediaType } from './media-types.js'
 import { TarArchive } from './tar-archive.js'
@@ -47,7 +47,7 @@ function layerMediaType (head: Uint8Array): string {
   return MediaType.DockerLayer
 }
 
-export class DockerArchiveSource extends FilesSource {
+export class DockerArchiveReader extends FilesReader {
   private readonly paths = new Map<string, string>()
   private rootDesc!: Descriptor
 
@@ -55,12 +55,12 @@ export class DockerArchiveSource extends FilesSource {
     super(name, files)
   }
 
-  static async open (file: string, select: { tag?: string, index?: number } = {}): Promise<DockerArchiveSource> {
+  static async open (file: string, select: { tag?: string, index?: number } = {}): Promise<DockerArchiveReader> {
     const st = await stat(file).catch(() => undefined)
     const name = `docker-archive:${file}${select.tag != null ? `:${select.tag}` : select.index != null ? `:@${select.index}` : ''}`
     if (st == null || !st.isFile()) throw new MalformedLayoutError(`${name}: not a file`)
     const files = await TarArchive.open(file)
-    const src = new DockerArchiveSource(name, files)
+    const src = new DockerArchiveReader(name, files)
     try {
       await src.load(select)
       return src
@@ -144,6 +144,6 @@ export class DockerArchiveSource extends FilesSource {
 }
 
 /** Opens `docker-archive:FILE`. */
-export async function openDockerArchive (file: string, select?: { tag?: string, index?: number }): Promise<DockerArchiveSource> {
-  return await DockerArchiveSource.open(file, select)
+export async function openDockerArchive (file: string, select?: { tag?: string, index?: number }): Promise<DockerArchiveReader> {
+  return await DockerArchiveReader.open(file, select)
 }

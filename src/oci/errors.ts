@@ -58,7 +58,7 @@ export class MalformedConfigError extends OciError { static readonly code = 'ERR
 /** An OCI layout or archive that lacks `oci-layout`/`index.json`, or a docker-archive without a valid manifest.json. */
 export class MalformedLayoutError extends OciError { static readonly code = 'ERR_MALFORMED_LAYOUT' }
 
-/** A blob a descriptor points to is not in the source. */
+/** A blob a descriptor points to is not in the image being read. */
 export class BlobNotFoundError extends OciError {
   static readonly code = 'ERR_BLOB_NOT_FOUND'
   constructor (readonly blob: string, where: string, options?: ErrorOptions) {
@@ -81,7 +81,7 @@ export class InvalidPlatformError extends OciError { static readonly code = 'ERR
 /** A blob bigger than the cap for blobs read into memory (manifests, configs). */
 export class BlobTooLargeError extends OciError { static readonly code = 'ERR_BLOB_TOO_LARGE' }
 
-/** A source or sink used after `close()`. */
+/** An image reader or sink used after `close()`. */
 export class ClosedError extends OciError { static readonly code = 'ERR_CLOSED' }
 
 /** Base of the registry failures: carries the HTTP status (0 for connection failures). */

@@ -1,6 +1,6 @@
 /**
  * Read access to the files of an image on disk, whether a directory or a tar archive, so the
- * OCI layout and docker-archive sources are written once for both.
+ * OCI layout and docker-archive readers are written once for both.
  */
 import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'

@@ -1,6 +1,5 @@
 /**
- * Media types of OCI and Docker (v2 schema 2) images, their classification and the Docker → OCI
- * mapping used when an image is converted.
+ * Media types of OCI and Docker (v2 schema 2) images and their classification.
  */
 export const MediaType = {
   OciIndex: 'application/vnd.oci.image.index.v1+json',
@@ -20,8 +19,6 @@ export const MediaType = {
   DockerLayerGzip: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
   DockerForeignLayer: 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip'
 } as const
-
-export type KnownMediaType = typeof MediaType[keyof typeof MediaType]
 
 /** How a layer's bytes are compressed. */
 export type LayerCompression = 'none' | 'gzip' | 'zstd'
@@ -66,10 +63,6 @@ export function isLayerMediaType (mt: string): boolean {
   return LAYER_TYPES.has(mt)
 }
 
-export function isDockerMediaType (mt: string): boolean {
-  return mt.startsWith('application/vnd.docker.')
-}
-
 /** Foreign (Docker) and non-distributable (OCI) layers: their blobs may live only at their `urls`. */
 export function isForeignLayer (mt: string): boolean {
   return LAYER_TYPES.get(mt)?.foreign === true
@@ -78,23 +71,4 @@ export function isForeignLayer (mt: string): boolean {
 /** Compression of a known layer media type, `undefined` for anything else. */
 export function layerCompression (mt: string): LayerCompression | undefined {
   return LAYER_TYPES.get(mt)?.compression
-}
-
-const DOCKER_TO_OCI = new Map<string, string>([
-  [MediaType.DockerManifestList, MediaType.OciIndex],
-  [MediaType.DockerManifest, MediaType.OciManifest],
-  [MediaType.DockerConfig, MediaType.OciConfig],
-  [MediaType.DockerLayer, MediaType.OciLayer],
-  [MediaType.DockerLayerGzip, MediaType.OciLayerGzip],
-  [MediaType.DockerForeignLayer, MediaType.OciLayerNonDistributableGzip]
-])
-
-/** The OCI media type for a Docker one; OCI and unknown types are returned unchanged. */
-export function dockerToOciMediaType (mt: string): string {
-  return DOCKER_TO_OCI.get(mt) ?? mt
-}
-
-/** The OCI layer media type for a compression (what a converter writes). */
-export function ociLayerMediaType (compression: LayerCompression): string {
-  return compression === 'gzip' ? MediaType.OciLayerGzip : compression === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayer
 }

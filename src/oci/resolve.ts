@@ -4,7 +4,7 @@
 import { ImageNotFoundError, PlatformNotFoundError, UnknownMediaTypeError } from './errors.js'
 import { isConfigMediaType, isIndexMediaType, isLayerMediaType, isManifestMediaType } from './media-types.js'
 import { formatPlatform, platformMatches } from './platform.js'
-import type { ImageSource } from './source.js'
+import type { ImageReader } from './image-reader.js'
 import type { Descriptor, ImageConfig, Index, Manifest, Platform } from './types.js'
 import { configPlatform, parseConfig, parseIndex, parseManifest } from './validate.js'
 
@@ -50,32 +50,32 @@ function isAttestation (d: Descriptor): boolean {
 
 const MAX_DEPTH = 4
 
-async function resolveManifest (source: ImageSource, desc: Descriptor, signal?: AbortSignal): Promise<ResolvedImage> {
-  const manifestBytes = await source.fetchBytes(desc, { signal })
+async function resolveManifest (reader: ImageReader, desc: Descriptor, signal?: AbortSignal): Promise<ResolvedImage> {
+  const manifestBytes = await reader.fetchBytes(desc, { signal })
   const manifest = parseManifest(manifestBytes, desc.digest, desc.mediaType)
   if (!isConfigMediaType(manifest.config.mediaType)) throw new UnknownMediaTypeError(manifest.config.digest, manifest.config.mediaType, `config (in manifest ${desc.digest})`)
   for (const l of manifest.layers) {
     if (!isLayerMediaType(l.mediaType)) throw new UnknownMediaTypeError(l.digest, l.mediaType, `layer (in manifest ${desc.digest})`)
   }
-  const configBytes = await source.fetchBytes(manifest.config, { signal })
+  const configBytes = await reader.fetchBytes(manifest.config, { signal })
   const config = parseConfig(configBytes, manifest.config.digest)
   return { descriptor: desc, manifest, manifestBytes, config, configBytes, layers: manifest.layers, platform: desc.platform ?? configPlatform(config) }
 }
 
 /**
- * Resolves the images under `source.root()`. With `platform`, exactly the matching image is
+ * Resolves the images under `reader.root()`. With `platform`, exactly the matching image is
  * returned (the first match, as containerd does) or {@link PlatformNotFoundError} lists the
  * platforms available. Unknown media types raise {@link UnknownMediaTypeError} naming the blob.
  */
-export async function resolveImages (source: ImageSource, options: ResolveOptions = {}): Promise<Resolution> {
-  const root = await source.root(options.signal)
+export async function resolveImages (reader: ImageReader, options: ResolveOptions = {}): Promise<Resolution> {
+  const root = await reader.root(options.signal)
   const out: Resolution = { root, indexes: [], images: [] }
   const seen: string[] = []
 
   const walk = async (desc: Descriptor, depth: number): Promise<void> => {
     if (isIndexMediaType(desc.mediaType)) {
-      if (depth > MAX_DEPTH) throw new ImageNotFoundError(`index ${desc.digest} in ${source.name} nests more than ${MAX_DEPTH} levels deep`)
-      const bytes = await source.fetchBytes(desc, { signal: options.signal })
+      if (depth > MAX_DEPTH) throw new ImageNotFoundError(`index ${desc.digest} in ${reader.name} nests more than ${MAX_DEPTH} levels deep`)
+      const bytes = await reader.fetchBytes(desc, { signal: options.signal })
       const index = parseIndex(bytes, desc.digest, desc.mediaType)
       out.indexes.push({ descriptor: desc, index, bytes })
       for (const m of index.manifests) {
@@ -86,7 +86,7 @@ export async function resolveImages (source: ImageSource, options: ResolveOption
             seen.push(formatPlatform(m.platform))
             if (!platformMatches(m.platform, options.platform)) continue
           }
-          const img = await resolveManifest(source, m, options.signal)
+          const img = await resolveManifest(reader, m, options.signal)
           if (options.platform != null && m.platform == null) {
             seen.push(formatPlatform(img.platform))
             if (!platformMatches(img.platform, options.platform)) continue
@@ -101,7 +101,7 @@ export async function resolveImages (source: ImageSource, options: ResolveOption
         }
       }
     } else if (isManifestMediaType(desc.mediaType)) {
-      const img = await resolveManifest(source, desc, options.signal)
+      const img = await resolveManifest(reader, desc, options.signal)
       seen.push(formatPlatform(img.platform))
       if (options.platform == null || platformMatches(img.platform, options.platform)) out.images.push(img)
     } else {
@@ -112,9 +112,9 @@ export async function resolveImages (source: ImageSource, options: ResolveOption
   await walk(root, 0)
   if (out.images.length === 0) {
     if (options.platform != null) {
-      throw new PlatformNotFoundError(`no image for platform ${formatPlatform(options.platform)} in ${source.name} (available: ${seen.length > 0 ? [...new Set(seen)].join(', ') : 'none'})`)
+      throw new PlatformNotFoundError(`no image for platform ${formatPlatform(options.platform)} in ${reader.name} (available: ${seen.length > 0 ? [...new Set(seen)].join(', ') : 'none'})`)
     }
-    throw new ImageNotFoundError(`no image manifests in ${source.name}`)
+    throw new ImageNotFoundError(`no image manifests in ${reader.name}`)
   }
   return out
 }

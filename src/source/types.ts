@@ -8,8 +8,8 @@ export interface ReadHint {
 }
 
 /**
- * A blob that can be read by byte range: an IPFS file, a local file, a registry blob, a blob
- * inside a CAR file. Every implementation passes the same test suite (test/source/suite.ts).
+ * A blob that can be read by byte range: an IPFS file, a local file, a blob the daemon serves to
+ * the FUSE manager. Every implementation passes the same test suite (test/source/suite.ts).
  */
 export interface RangeSource {
   /** Size of the blob in bytes. */

@@ -9,7 +9,7 @@ import type { CID } from 'multiformats/cid'
 import { IndexStore, collectBlock, createNode, walkDag } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { buildEstargz, TOC_DIGEST_ANNOTATION } from '../../src/estargz/index.js'
-import { openImageSource, parseImageReference, pushImage, resolveImages, MediaType, type RegistryReference } from '../../src/oci/index.js'
+import { openImageReader, parseImageReference, pushImage, resolveImages, MediaType, type RegistryReference } from '../../src/oci/index.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
 import { debianImageNeeds, debianPythonImage, type DebianPythonImage } from '../../scripts/fixtures/debian-image.js'
 import { hasCommand, needs } from '../helpers/env.js'
@@ -125,7 +125,7 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
     const out = join(dir, 'layout')
     const r = cli(['push', `oci:${image.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--to', `docker://${registry.host}/test/debian:esgz`, '--plain-http', ...FAST])
     expect(r.code, r.stderr).toBe(0)
-    const src = await openImageSource(`docker://${registry.host}/test/debian:esgz`, { plainHttp: true })
+    const src = await openImageReader(`docker://${registry.host}/test/debian:esgz`, { plainHttp: true })
     try {
       const res = await resolveImages(src)
       expect(res.images[0].manifest.mediaType).toBe(MediaType.OciManifest)

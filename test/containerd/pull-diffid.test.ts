@@ -1,14 +1,14 @@
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { NotFoundError, pullImage } from '../../src/containerd/index.js'
-import { DiffIdMismatchError, MediaType, hostPlatform, type Descriptor, type ImageSource } from '../../src/oci/index.js'
+import { DiffIdMismatchError, MediaType, hostPlatform, type Descriptor, type ImageReader } from '../../src/oci/index.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { needs } from '../helpers/env.js'
 import { makeTar } from '../../scripts/fixtures/tar.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 
 /** A one-layer image held in memory: its config lists `diffId` for the layer, right or not. */
-function oneLayerImage (layer: Buffer, diffId: string): ImageSource {
+function oneLayerImage (layer: Buffer, diffId: string): ImageReader {
   const blobs = new Map<string, Uint8Array>()
   const put = (mediaType: string, bytes: Uint8Array): Descriptor => {
     blobs.set(sha256(bytes), bytes)

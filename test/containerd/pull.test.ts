@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { pullImage, type PullEvent } from '../../src/containerd/index.js'
-import { IpfsImageSource } from '../../src/image/ipfs-image.js'
+import { IpfsImageReader } from '../../src/ipfs/index.js'
 import { createNode, type IpfsNode } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { resolveImages, parseConfig } from '../../src/oci/index.js'
@@ -93,7 +93,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
 
   it('pulls with overlayfs (full path), and ctr runs python3 from it', async () => {
     const c = ctrd as PrivateContainerd
-    const source = await IpfsImageSource.open((node as IpfsNode).blocks, rootCid, { offline: true })
+    const source = await IpfsImageReader.open((node as IpfsNode).blocks, rootCid, { offline: true })
     const name = `ipfs://${rootCid}`
     const events: PullEvent[] = []
     const res = await pullImage({ client: c.client, source, name, snapshotter: 'overlayfs', lazy: false, onProgress: (e) => events.push(e) })
@@ -136,7 +136,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
 
   it('lazy pull: Prepare carries the remote-snapshot labels, AlreadyExists makes the layer lazy, no layer is downloaded', async () => {
     const c = ctrd as PrivateContainerd
-    const source = await IpfsImageSource.open((node as IpfsNode).blocks, rootCid, { offline: true })
+    const source = await IpfsImageReader.open((node as IpfsNode).blocks, rootCid, { offline: true })
     const name = `ipfs://${rootCid}`
     const resolved = await resolveImages(source)
     const img = resolved.images[0]
@@ -183,7 +183,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
 
   it('lazy pull falls back to download + apply for a layer the snapshotter cannot mount', async () => {
     const c = ctrd as PrivateContainerd
-    const source = await IpfsImageSource.open((node as IpfsNode).blocks, rootCid, { offline: true })
+    const source = await IpfsImageReader.open((node as IpfsNode).blocks, rootCid, { offline: true })
     const img = (await resolveImages(source)).images[0]
     const top = img.layers[img.layers.length - 1]
     mounter.failCids = new Set([(await source.cidOf(top)).toString()])
@@ -206,7 +206,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
 
   it('a cancelled pull leaves no image, no lease and no extraction snapshot behind', async () => {
     const c = ctrd as PrivateContainerd
-    const source = await IpfsImageSource.open((node as IpfsNode).blocks, rootCid, { offline: true })
+    const source = await IpfsImageReader.open((node as IpfsNode).blocks, rootCid, { offline: true })
     const client = c.client.withNamespace('cancel')
     const ac = new AbortController()
     const err = await pullImage({
@@ -229,7 +229,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
 
   it('lazy pull through the real FUSE snapshotter: ctr runs python3 on lazily mounted layers', async () => {
     const c = ctrd as PrivateContainerd
-    const source = await IpfsImageSource.open((node as IpfsNode).blocks, rootCid, { offline: true })
+    const source = await IpfsImageReader.open((node as IpfsNode).blocks, rootCid, { offline: true })
     const name = `ipfs://${rootCid}`
     const img = (await resolveImages(source)).images[0]
     const imageBytes = img.layers.reduce((n, l) => n + l.size, 0)

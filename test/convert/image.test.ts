@@ -8,7 +8,7 @@ import { convertImage } from '../../src/convert/index.js'
 import { IpfsPublisher } from '../../src/convert/ipfs-publisher.js'
 import { LayoutPublisher } from '../../src/convert/layout-publisher.js'
 import { EstargzReader, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from '../../src/estargz/index.js'
-import { IpfsImageSource } from '../../src/image/ipfs-image.js'
+import { IpfsImageReader } from '../../src/ipfs/image-reader.js'
 import { IndexStore, createNode, type IpfsNode } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { MediaType, openOciLayout, parsePlatform, resolveImages, type Descriptor } from '../../src/oci/index.js'
@@ -67,7 +67,7 @@ describe.skipIf(needs({ go: hasCommand('go') }))('convertImage', () => {
     const { repo, root, result } = await push(join(dir, 'r1'), join(dir, 'out1'))
     expect(result.root.mediaType).toBe(MediaType.OciIndex)
     expect(result.images).toHaveLength(2)
-    const source = await IpfsImageSource.open(repo.node.blocks, root, { offline: true })
+    const source = await IpfsImageReader.open(repo.node.blocks, root, { offline: true })
     const r = await resolveImages(source)
     expect(r.images.map(i => `${i.platform.os}/${i.platform.architecture}`).sort()).toEqual(['linux/amd64', 'linux/arm64'])
     const all: Descriptor[] = [r.root, ...r.images.flatMap(i => [i.descriptor, i.manifest.config, ...i.layers])]
@@ -104,15 +104,21 @@ describe.skipIf(needs({ go: hasCommand('go') }))('convertImage', () => {
   it('the layout exported from the root CID equals --output oci:DIR byte for byte', async () => {
     const { repo, root } = await push(join(dir, 'r2'), join(dir, 'out2'))
     const out = join(dir, 'out2')
-    const source = await IpfsImageSource.open(repo.node.blocks, root, { offline: true })
-    const { listDirectory, resolvePath, collectBlock } = await import('../../src/ipfs/index.js')
+    const source = await IpfsImageReader.open(repo.node.blocks, root, { offline: true })
+    const { resolvePath, collectBlock } = await import('../../src/ipfs/index.js')
+    const { unixfs } = await import('@helia/unixfs')
+    const listDirectory = async (cid: import('multiformats/cid').CID): Promise<Array<{ name: string, cid: import('multiformats/cid').CID }>> => {
+      const entries = []
+      for await (const e of unixfs(repo.node.helia).ls(cid, { offline: true })) entries.push(e)
+      return entries
+    }
     const getBlock = async (c: import('multiformats/cid').CID): Promise<Uint8Array> => await collectBlock(repo.node.helia.blockstore.get(c, { offline: true }))
     const indexCid = await resolvePath(getBlock, source.rootCid, 'index.json')
     expect((await readCid(repo.node, indexCid.toString())).equals(await readFile(join(out, 'index.json')))).toBe(true)
     const blobsCid = await resolvePath(getBlock, source.rootCid, 'blobs/sha256')
-    const names = (await listDirectory(getBlock, blobsCid)).map(e => e.name).sort()
+    const names = (await listDirectory(blobsCid)).map(e => e.name).sort()
     expect(names).toEqual((await readdir(join(out, 'blobs', 'sha256'))).sort())
-    for (const e of await listDirectory(getBlock, blobsCid)) {
+    for (const e of await listDirectory(blobsCid)) {
       expect((await readCid(repo.node, e.cid.toString())).equals(await readFile(join(out, 'blobs', 'sha256', e.name))), e.name).toBe(true)
     }
     expect((await readCid(repo.node, (await resolvePath(getBlock, source.rootCid, 'oci-layout')).toString())).equals(await readFile(join(out, 'oci-layout')))).toBe(true)

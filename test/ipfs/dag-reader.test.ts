@@ -69,4 +69,25 @@ describe('UnixfsFileReader', () => {
     // the same store serves the file: what was refused is the DAG's kind, not a missing block
     expect((await UnixfsFileReader.open(cid, dirStore.getBlock)).size).toBe(data.length)
   })
+
+  it('an aborted read or open fails with our AbortError, whatever error the block getter threw', async () => {
+    const { store, cid } = await deepFile()
+    // a getter that rejects the way blockstores and fetch do: with the signal's reason (a DOMException)
+    const getter = async (c: CID, signal?: AbortSignal): Promise<Uint8Array> => {
+      await new Promise(resolve => setTimeout(resolve, 20))
+      signal?.throwIfAborted()
+      return await store.getBlock(c)
+    }
+    const reader = await UnixfsFileReader.open(cid, getter)
+    const ac = new AbortController()
+    const read = reader.read(0, 60_000, ac.signal)
+    ac.abort()
+    await expect(read).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' })
+    const opening = new AbortController()
+    const open = UnixfsFileReader.open(cid, getter, { signal: opening.signal })
+    opening.abort()
+    await expect(open).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' })
+    // the reader still serves reads that were not aborted
+    expect((await reader.read(0, 10)).length).toBe(10)
+  })
 })

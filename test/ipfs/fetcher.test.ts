@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { convertImage } from '../../src/convert/index.js'
 import { IpfsPublisher } from '../../src/convert/ipfs-publisher.js'
 import { EstargzReader, TOC_DIGEST_ANNOTATION } from '../../src/estargz/index.js'
-import { IpfsImageSource } from '../../src/image/ipfs-image.js'
+import { IpfsImageReader } from '../../src/ipfs/image-reader.js'
 import { IndexStore, collectBlock, createNode, importBytes, type BlockFetchPath, type IpfsNode, type NodeOptions } from '../../src/ipfs/index.js'
 import { PROTOCOL } from '../../src/ipfs/block-exchange.js'
 import { silentLogger } from '../../src/logging.js'
@@ -95,7 +95,7 @@ async function pushImage (on: IpfsNode): Promise<string> {
  * (a layer's footer and TOC, one file's chunks), all through `helia` on the reading node.
  */
 async function readImage (blocks: BlockFetchPath, root: string): Promise<{ file: Uint8Array, layers: Descriptor[] }> {
-  const image = await IpfsImageSource.open(blocks, root, { signal: AbortSignal.timeout(20_000) })
+  const image = await IpfsImageReader.open(blocks, root, { signal: AbortSignal.timeout(20_000) })
   const manifestDesc = await image.root()
   const manifest = parseManifest(await image.fetchBytes(manifestDesc), 'manifest')
   await image.fetchBytes(manifest.config)
@@ -147,7 +147,7 @@ describe('the fetch path: every reader through one composite broker', () => {
     expect(a.exchange.stats().servedBlocks).toBe(stages.exchangeBlocks)
     // fetched blocks are stored: read again offline, all local
     await b.flush()
-    const offline = await collectBlock(b.blocks.get((await IpfsImageSource.open(b.blocks, root)).rootCid, { offline: true }))
+    const offline = await collectBlock(b.blocks.get((await IpfsImageReader.open(b.blocks, root)).rootCid, { offline: true }))
     expect(offline.length).toBeGreaterThan(0)
     const before = b.fetchStats().exchangeBlocks
     await readImage(b.blocks, root)

@@ -5,14 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDockerArchive } from '../../src/oci/docker-archive.js'
 import { BlobNotFoundError, ImageNotFoundError, MalformedLayoutError } from '../../src/oci/errors.js'
 import { MediaType } from '../../src/oci/media-types.js'
-import { openImageSource } from '../../src/oci/open.js'
+import { openImageReader } from '../../src/oci/open.js'
 import { resolveImages } from '../../src/oci/resolve.js'
 import { makeImage, writeDockerArchive, writeTarFile } from '../../scripts/fixtures/oci-image.js'
 import { makeTar } from '../../scripts/fixtures/tar.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
-import { imageSourceSuite, tamperInPlace } from './image-source-suite.js'
+import { imageReaderSuite, tamperInPlace } from './image-reader-suite.js'
 
-describe('docker-archive source', () => {
+describe('docker-archive reader', () => {
   let tmp: string
   const a = makeImage({ docker: true, seed: 'a', layerCount: 3 })
   const b = makeImage({ docker: true, seed: 'b' })
@@ -22,7 +22,7 @@ describe('docker-archive source', () => {
   it('presents a docker save archive as a Docker v2 schema 2 image', async () => {
     const file = join(tmp, 'one.tar')
     await writeDockerArchive(file, [{ image: a, tags: ['example/a:1'] }])
-    const src = await openImageSource(`docker-archive:${file}`)
+    const src = await openImageReader(`docker-archive:${file}`)
     try {
       const r = await resolveImages(src)
       expect(r.root.mediaType).toBe(MediaType.DockerManifest)
@@ -50,13 +50,13 @@ describe('docker-archive source', () => {
   it('selects among several images by tag or index, and lists tags otherwise', async () => {
     const file = join(tmp, 'two.tar')
     await writeDockerArchive(file, [{ image: a, tags: ['example/a:1'] }, { image: b, tags: ['example/b:latest'] }])
-    const byTag = await openImageSource(`docker-archive:${file}:example/b`)
+    const byTag = await openImageReader(`docker-archive:${file}:example/b`)
     expect((await resolveImages(byTag)).images[0].config.config?.Labels).toEqual({ seed: 'b' })
     await byTag.close()
-    const byIndex = await openImageSource(`docker-archive:${file}:@0`)
+    const byIndex = await openImageReader(`docker-archive:${file}:@0`)
     expect((await resolveImages(byIndex)).images[0].config.config?.Labels).toEqual({ seed: 'a' })
     await byIndex.close()
-    const err = await openImageSource(`docker-archive:${file}`).catch(e => e)
+    const err = await openImageReader(`docker-archive:${file}`).catch(e => e)
     expect(err).toBeInstanceOf(ImageNotFoundError)
     expect(err.message).toContain('example/a:1, example/b:latest')
   })
@@ -138,7 +138,7 @@ describe('docker-archive written by Docker 25+ (layers in blobs/, symlinked lega
   })
 })
 
-imageSourceSuite('docker-archive', async (image) => {
+imageReaderSuite('docker-archive', async (image) => {
   const dir = await mkdtemp(join(tmpdir(), 'docker-archive-suite-'))
   const good = join(dir, 'good.tar')
   const tampered = join(dir, 'tampered.tar')
@@ -146,12 +146,12 @@ imageSourceSuite('docker-archive', async (image) => {
   await writeDockerArchive(tampered, [{ image, tags: ['suite/image:1'] }])
   const victim = image.layers[1]
   return {
-    open: async () => await openImageSource(`docker-archive:${good}`),
-    // the source digests its layers when it opens the archive: the bytes change after that
+    open: async () => await openImageReader(`docker-archive:${good}`),
+    // the reader digests its layers when it opens the archive: the bytes change after that
     openTampered: async () => {
-      const source = await openImageSource(`docker-archive:${tampered}`)
+      const reader = await openImageReader(`docker-archive:${tampered}`)
       await tamperInPlace(tampered, victim.bytes)
-      return { source, desc: victim.descriptor }
+      return { reader, desc: victim.descriptor }
     },
     notFoundCode: BlobNotFoundError.code,
     files: [dir],

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import {
-  dockerToOciMediaType, isConfigMediaType, isForeignLayer, isIndexMediaType, isLayerMediaType, isManifestMediaType,
-  layerCompression, MANIFEST_ACCEPT, MediaType, ociLayerMediaType
+  isConfigMediaType, isForeignLayer, isIndexMediaType, isLayerMediaType, isManifestMediaType,
+  layerCompression, MANIFEST_ACCEPT, MediaType
 } from '../../src/oci/media-types.js'
 
 describe('media types', () => {
@@ -23,17 +23,6 @@ describe('media types', () => {
     expect(isForeignLayer(MediaType.DockerForeignLayer)).toBe(true)
     expect(isForeignLayer(MediaType.OciLayerNonDistributableGzip)).toBe(true)
     expect(isForeignLayer(MediaType.OciLayerGzip)).toBe(false)
-    expect(ociLayerMediaType('gzip')).toBe(MediaType.OciLayerGzip)
-  })
-
-  it('maps Docker media types to OCI', () => {
-    expect(dockerToOciMediaType(MediaType.DockerManifestList)).toBe(MediaType.OciIndex)
-    expect(dockerToOciMediaType(MediaType.DockerManifest)).toBe(MediaType.OciManifest)
-    expect(dockerToOciMediaType(MediaType.DockerConfig)).toBe(MediaType.OciConfig)
-    expect(dockerToOciMediaType(MediaType.DockerLayerGzip)).toBe(MediaType.OciLayerGzip)
-    expect(dockerToOciMediaType(MediaType.DockerLayer)).toBe(MediaType.OciLayer)
-    expect(dockerToOciMediaType(MediaType.DockerForeignLayer)).toBe(MediaType.OciLayerNonDistributableGzip)
-    expect(dockerToOciMediaType(MediaType.OciLayerZstd)).toBe(MediaType.OciLayerZstd)
   })
 
   it('accepts every manifest type on registry requests', () => {

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
-import { IpfsImageSource } from '../../image/index.js'
+import { IpfsImageReader } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { resolveImages } from '../../oci/index.js'
 import { printJson } from '../output.js'
@@ -20,7 +20,7 @@ function inspectCommand (): Command {
     .action(async (ref: string, flags: Flags) => {
       const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
       try {
-        const source = await IpfsImageSource.open(repo.node.blocks, ref, { offline: flags.offline })
+        const source = await IpfsImageReader.open(repo.node.blocks, ref, { offline: flags.offline })
         const r = await resolveImages(source)
         const images = []
         for (const img of r.images) {

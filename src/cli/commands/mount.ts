@@ -6,8 +6,7 @@ import { promisify } from 'node:util'
 import { Command, Option } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
 import { ChunkCache, LayerMounter, MountManager, lazyUnmount } from '../../fs/index.js'
-import { IpfsImageSource } from '../../image/index.js'
-import { resolveRepoPath } from '../../ipfs/index.js'
+import { IpfsImageReader, resolveRepoPath } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource, ReadaheadSource } from '../../source/index.js'
@@ -73,7 +72,7 @@ function mountCommand (): Command {
         await repo.close()
       }
       try {
-        const source = await IpfsImageSource.open(repo.node.blocks, ref)
+        const source = await IpfsImageReader.open(repo.node.blocks, ref)
         const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined) })
         const image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform() })).images[0]
         const layers = image.layers

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander'
 import { ContainerdClient, pullImage, type PullEvent } from '../../containerd/index.js'
-import { IpfsImageSource } from '../../image/index.js'
+import { IpfsImageReader } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { parsePlatform } from '../../oci/index.js'
 import { cancelOn, commandContext } from '../context.js'
@@ -56,7 +56,7 @@ export function pullCommand (): Command {
       const ac = new AbortController()
       const stopListening = cancelOn(ac)
       try {
-        const source = await IpfsImageSource.open(repo.node.blocks, ref, { signal: ac.signal })
+        const source = await IpfsImageReader.open(repo.node.blocks, ref, { signal: ac.signal })
         const tty = process.stderr.isTTY
         // inside the daemon: the FUSE manager opens every layer at once, before the Prepares
         const warm = commandContext.getStore()?.warmLayers

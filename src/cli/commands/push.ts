@@ -5,7 +5,7 @@ import { Command, Option } from 'commander'
 import { convertImage, IpfsPublisher, LayoutPublisher, type BlobPublisher } from '../../convert/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import {
-  imageFromSource, openImageSource, openOciLayout, parseImageReference, parsePlatform, pushImage, resolveImages,
+  imageFromReader, openImageReader, openOciLayout, parseImageReference, parsePlatform, pushImage, resolveImages,
   type RegistryClientOptions
 } from '../../oci/index.js'
 import { cancelOn } from '../context.js'
@@ -65,7 +65,7 @@ export function pushCommand (): Command {
       const platform = flags.platform != null ? parsePlatform(flags.platform) : undefined
 
       const ac = new AbortController()
-      const source = await openImageSource(ref, registryOptions(flags))
+      const source = await openImageReader(ref, registryOptions(flags))
       let repo: Awaited<ReturnType<typeof openCommandRepo>> | undefined
       try {
         repo = flags.ipfs ? await openCommandRepo(flags.repo, logger) : undefined
@@ -93,7 +93,7 @@ export function pushCommand (): Command {
           const converted = await openOciLayout(layoutDir)
           try {
             const r = await resolveImages(converted, { signal: ac.signal })
-            await pushImage(target, imageFromSource(converted, r), { ...registryOptions(flags), signal: ac.signal, logger })
+            await pushImage(target, imageFromReader(converted, r), { ...registryOptions(flags), signal: ac.signal, logger })
           } finally {
             await converted.close()
           }

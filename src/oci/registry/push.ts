@@ -9,7 +9,7 @@ import { DigestMismatchError, SizeMismatchError } from '../errors.js'
 import { isForeignLayer, isManifestMediaType } from '../media-types.js'
 import { formatImageReference, type RegistryReference } from '../reference.js'
 import type { Resolution } from '../resolve.js'
-import type { ImageSource } from '../source.js'
+import type { ImageReader } from '../image-reader.js'
 import type { Descriptor } from '../types.js'
 import { RegistryClient, type RegistryClientOptions } from './client.js'
 import { Repository } from './repository.js'
@@ -115,16 +115,16 @@ export async function pushImage (ref: RegistryReference, image: PushImage, optio
 }
 
 /**
- * What `pushImage` needs to copy a resolved image unchanged from `source` (blobs streamed from
+ * What `pushImage` needs to copy a resolved image unchanged from `reader` (blobs streamed from
  * it, manifest bytes as they are). When a platform filter dropped some manifests of an index,
  * only the selected manifest is pushed and becomes the root.
  */
-export function imageFromSource (source: ImageSource, r: Resolution): PushImage {
+export function imageFromReader (reader: ImageReader, r: Resolution): PushImage {
   const blobs: PushBlob[] = []
   for (const img of r.images) {
     for (const d of [img.manifest.config, ...img.layers]) {
       if (isForeignLayer(d.mediaType) && (d.urls?.length ?? 0) > 0) continue // not distributable
-      blobs.push({ descriptor: d, open: () => fetchLazily(source, d) })
+      blobs.push({ descriptor: d, open: () => fetchLazily(reader, d) })
     }
   }
   const manifests: PushManifest[] = r.images.map(i => ({ descriptor: i.descriptor, bytes: i.manifestBytes }))
@@ -133,11 +133,11 @@ export function imageFromSource (source: ImageSource, r: Resolution): PushImage 
   if (r.indexes.length > 0 && complete) {
     for (const x of [...r.indexes].reverse()) manifests.push({ descriptor: x.descriptor, bytes: x.bytes })
   } else if (r.images.length > 1) {
-    throw new TypeError('imageFromSource: a platform filter selected several manifests of an index; push them one by one')
+    throw new TypeError('imageFromReader: a platform filter selected several manifests of an index; push them one by one')
   }
   return { blobs, manifests }
 }
 
-async function * fetchLazily (source: ImageSource, d: Descriptor): AsyncGenerator<Uint8Array> {
-  yield * await source.fetch(d)
+async function * fetchLazily (reader: ImageReader, d: Descriptor): AsyncGenerator<Uint8Array> {
+  yield * await reader.fetch(d)
 }

@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { openImageSource, type OpenSourceOptions } from '../../../src/oci/open.js'
+import { openImageReader, type OpenReaderOptions } from '../../../src/oci/open.js'
 import { parseImageReference, type RegistryReference } from '../../../src/oci/reference.js'
 import { pushImage, type PushImage } from '../../../src/oci/registry/push.js'
 import { resolveImages } from '../../../src/oci/resolve.js'
@@ -25,8 +25,8 @@ function toPush (img: TestImage): PushImage {
   }
 }
 
-async function pullAll (reference: string, options: OpenSourceOptions): Promise<string[]> {
-  const src = await openImageSource(reference, { plainHttp: true, dockerConfig: false, retryDelayMs: 5, ...options })
+async function pullAll (reference: string, options: OpenReaderOptions): Promise<string[]> {
+  const src = await openImageReader(reference, { plainHttp: true, dockerConfig: false, retryDelayMs: 5, ...options })
   try {
     const r = await resolveImages(src)
     const out: string[] = []
@@ -109,7 +109,7 @@ describe.skipIf(needs({ 'docker-registry': hasCommand(REGISTRY_BIN) }))('Registr
 
     it('re-authenticates when a token expires', async () => {
       const f = await withFront({ auth: 'bearer' })
-      const src = await openImageSource(`docker://${f.host}/test/img:1`, { plainHttp: true, credentials: CREDS, dockerConfig: false })
+      const src = await openImageReader(`docker://${f.host}/test/img:1`, { plainHttp: true, credentials: CREDS, dockerConfig: false })
       const r = await resolveImages(src)
       const before = f.tokensIssued
       f.expireTokens()

@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MediaType } from '../../../src/oci/media-types.js'
-import { openImageSource } from '../../../src/oci/open.js'
+import { openImageReader } from '../../../src/oci/open.js'
 import { parsePlatform } from '../../../src/oci/platform.js'
 import { parseImageReference, type RegistryReference } from '../../../src/oci/reference.js'
-import { imageFromSource, pushImage } from '../../../src/oci/registry/push.js'
+import { imageFromReader, pushImage } from '../../../src/oci/registry/push.js'
 import { resolveImages } from '../../../src/oci/resolve.js'
-import type { ImageSource } from '../../../src/oci/source.js'
+import type { ImageReader } from '../../../src/oci/image-reader.js'
 import { hasCommand, needs } from '../../helpers/env.js'
 import { allBlobs, makeImage, makeMultiPlatform, tagged, writeDockerArchive, writeLayout, writeOciArchive } from '../../../scripts/fixtures/oci-image.js'
 import { sha256 } from '../../../scripts/fixtures/digest.js'
@@ -17,15 +17,15 @@ import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../../scripts
 const ref = (s: string): RegistryReference => parseImageReference(s) as RegistryReference
 
 async function copy (from: string, to: string, opts: { platform?: string, monolithicMaxBytes?: number, chunkBytes?: number } = {}): Promise<{ pushed: string, uploaded: string[], skipped: string[] }> {
-  const src = await openImageSource(from)
+  const src = await openImageReader(from)
   try {
     const r = await resolveImages(src, { platform: opts.platform != null ? parsePlatform(opts.platform) : undefined })
-    const res = await pushImage(ref(to), imageFromSource(src, r), { plainHttp: true, dockerConfig: false, ...opts })
+    const res = await pushImage(ref(to), imageFromReader(src, r), { plainHttp: true, dockerConfig: false, ...opts })
     return { pushed: res.digest, uploaded: res.uploaded, skipped: res.skipped }
   } finally { await src.close() }
 }
 
-async function readAll (src: ImageSource): Promise<Map<string, string>> {
+async function readAll (src: ImageReader): Promise<Map<string, string>> {
   const r = await resolveImages(src)
   const seen = new Map<string, string>()
   for (const img of r.images) {
@@ -56,7 +56,7 @@ describe.skipIf(needs({ 'docker-registry': hasCommand(REGISTRY_BIN) }))('pushIma
     const out = await copy(`oci:${join(tmp, 'layout')}:latest`, `docker://${reg.host}/test/multi:v1`)
     expect(out.pushed).toBe(multi.index.descriptor.digest)
     expect(out.uploaded).toHaveLength(2 + 3 + 2) // layers + configs
-    const src = await openImageSource(`docker://${reg.host}/test/multi:v1`, { plainHttp: true, dockerConfig: false })
+    const src = await openImageReader(`docker://${reg.host}/test/multi:v1`, { plainHttp: true, dockerConfig: false })
     const root = await src.root()
     expect(root).toMatchObject({ mediaType: MediaType.OciIndex, digest: multi.index.descriptor.digest, size: multi.index.descriptor.size })
     const r = await resolveImages(src)
@@ -77,7 +77,7 @@ describe.skipIf(needs({ 'docker-registry': hasCommand(REGISTRY_BIN) }))('pushIma
   it('pushes one platform of an oci-archive with chunked uploads', async () => {
     const out = await copy(`oci-archive:${join(tmp, 'multi.tar')}:latest`, `docker://${reg.host}/test/arm:v1`, { platform: 'linux/arm64', monolithicMaxBytes: 100, chunkBytes: 64 })
     expect(out.pushed).toBe(multi.images[1].manifest.descriptor.digest)
-    const src = await openImageSource(`docker://${reg.host}/test/arm:v1`, { plainHttp: true, dockerConfig: false })
+    const src = await openImageReader(`docker://${reg.host}/test/arm:v1`, { plainHttp: true, dockerConfig: false })
     const root = await src.root()
     expect(root.mediaType).toBe(MediaType.OciManifest)
     for (const [want, got] of await readAll(src)) expect(got).toBe(want)
@@ -86,7 +86,7 @@ describe.skipIf(needs({ 'docker-registry': hasCommand(REGISTRY_BIN) }))('pushIma
 
   it('pushes a docker-archive as Docker v2 schema 2 and reads it back by digest', async () => {
     const out = await copy(`docker-archive:${join(tmp, 'docker.tar')}`, `docker://${reg.host}/test/docker:1`)
-    const src = await openImageSource(`docker://${reg.host}/test/docker@${out.pushed}`, { plainHttp: true, dockerConfig: false })
+    const src = await openImageReader(`docker://${reg.host}/test/docker@${out.pushed}`, { plainHttp: true, dockerConfig: false })
     const r = await resolveImages(src)
     expect(r.root.mediaType).toBe(MediaType.DockerManifest)
     expect(r.images[0].manifest.config.mediaType).toBe(MediaType.DockerConfig)
@@ -105,7 +105,7 @@ describe.skipIf(needs({ 'docker-registry': hasCommand(REGISTRY_BIN) }))('pushIma
     }, { plainHttp: true, dockerConfig: false }).catch(e => e)
     expect(err).toMatchObject({ code: 'ERR_DIGEST_MISMATCH', message: expect.stringContaining(bad.digest) })
     // nothing was tagged
-    const src = await openImageSource(`docker://${reg.host}/test/bad:1`, { plainHttp: true, dockerConfig: false, retries: 0 })
+    const src = await openImageReader(`docker://${reg.host}/test/bad:1`, { plainHttp: true, dockerConfig: false, retries: 0 })
     await expect(src.root()).rejects.toMatchObject({ code: 'ERR_REGISTRY_NOT_FOUND' })
   })
 })

@@ -1,10 +1,10 @@
 /**
- * `docker://HOST/REPO[:TAG|@DIGEST]` as an {@link ImageSource}.
+ * `docker://HOST/REPO[:TAG|@DIGEST]` as an {@link ImageReader}.
  */
 import { verifyStream } from '../digest.js'
 import { isManifestOrIndexMediaType } from '../media-types.js'
 import { formatImageReference, type RegistryReference } from '../reference.js'
-import { collectBlob, type ImageSource } from '../source.js'
+import { collectBlob, type ImageReader } from '../image-reader.js'
 import type { Descriptor } from '../types.js'
 import { RegistryClient, type RegistryClientOptions } from './client.js'
 import { Repository } from './repository.js'
@@ -13,7 +13,7 @@ async function * once (bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   yield bytes
 }
 
-export class RegistrySource implements ImageSource {
+export class RegistryImageReader implements ImageReader {
   readonly name: string
   readonly repository: Repository
   private rootDesc?: Descriptor
@@ -25,8 +25,8 @@ export class RegistrySource implements ImageSource {
     this.repository = new Repository(client, reference.repository)
   }
 
-  static open (reference: RegistryReference, options: RegistryClientOptions = {}): RegistrySource {
-    return new RegistrySource(reference, new RegistryClient(reference.registry, options))
+  static open (reference: RegistryReference, options: RegistryClientOptions = {}): RegistryImageReader {
+    return new RegistryImageReader(reference, new RegistryClient(reference.registry, options))
   }
 
   async root (signal?: AbortSignal): Promise<Descriptor> {

@@ -1,11 +1,12 @@
 import { CID } from 'multiformats/cid'
 import * as dagPb from '@ipld/dag-pb'
-import { collectBlock, listDirectory, resolveBlob, resolvePath, type BlockFetchPath, type BlockGetter } from '../ipfs/index.js'
 import {
-  MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageSource, REF_NAME_ANNOTATION
+  MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageReader, REF_NAME_ANNOTATION
 } from '../oci/index.js'
-import { IpfsSource } from '../source/index.js'
+import { collectBlock, UnixfsFileReader, type BlockGetter } from './dag-reader.js'
+import { resolveBlob, resolvePath, unixfsOf } from './directory.js'
 import { InvalidIpfsReferenceError } from './errors.js'
+import type { BlockFetchPath } from './node.js'
 
 /** Parses `ipfs://CID`, `/ipfs/CID` or a bare CID. */
 export function parseIpfsRef (ref: string): CID {
@@ -28,12 +29,12 @@ export function cidOfDescriptor (desc: Descriptor): CID | undefined {
 }
 
 /**
- * An image published in IPFS, opened by its root CID, as an {@link ImageSource}: either our OCI
+ * An image published in IPFS, opened by its root CID, as an {@link ImageReader}: either our OCI
  * layout directory or a reference descriptor JSON (the handle nerdctl and
  * `ctr-remote --ipfs` use). Every blob is fetched through the Helia node (local blockstore,
  * then peers) and verified against its digest.
  */
-export class IpfsImageSource implements ImageSource {
+export class IpfsImageReader implements ImageReader {
   private constructor (
     readonly name: string,
     private readonly blocks: BlockFetchPath,
@@ -44,22 +45,22 @@ export class IpfsImageSource implements ImageSource {
     private readonly offline: boolean
   ) {}
 
-  static async open (blocks: BlockFetchPath, ref: string | CID, options: { tag?: string, offline?: boolean, signal?: AbortSignal } = {}): Promise<IpfsImageSource> {
+  static async open (blocks: BlockFetchPath, ref: string | CID, options: { tag?: string, offline?: boolean, signal?: AbortSignal } = {}): Promise<IpfsImageReader> {
     const cid = typeof ref === 'string' ? parseIpfsRef(ref) : ref
     const name = `ipfs://${cid.toString()}`
     const offline = options.offline ?? false
     const getBlock: BlockGetter = async (c, signal) => await collectBlock(blocks.get(c, { signal: signal ?? options.signal, offline }))
-    const isDirectory = cid.code === dagPb.code && await listDirectory(getBlock, cid, options.signal).then(() => true, () => false)
+    const isDirectory = cid.code === dagPb.code && await unixfsOf(getBlock).stat(cid, { signal: options.signal }).then(s => s.type === 'directory', () => false)
     let root: Descriptor
     if (isDirectory) {
       const indexCid = await resolvePath(getBlock, cid, 'index.json', options.signal)
-      const bytes = await readAll(blocks, indexCid, offline, options.signal)
+      const bytes = await readAll(getBlock, indexCid, options.signal)
       const index = parseIndex(bytes, `index.json of ${name}`)
       const tagged = options.tag != null ? index.manifests.find(m => m.annotations?.[REF_NAME_ANNOTATION] === options.tag) : index.manifests[0]
       if (tagged == null) throw new MalformedManifestError(`${name}: index.json has no image${options.tag != null ? ` tagged ${options.tag}` : ''}`)
       root = tagged
     } else {
-      const bytes = await readAll(blocks, cid, offline, options.signal)
+      const bytes = await readAll(getBlock, cid, options.signal)
       let doc: unknown
       try { doc = JSON.parse(Buffer.from(bytes).toString('utf8')) } catch { doc = undefined }
       const d = doc as Partial<Descriptor> | undefined
@@ -68,7 +69,7 @@ export class IpfsImageSource implements ImageSource {
       }
       root = d as Descriptor
     }
-    return new IpfsImageSource(name, blocks, cid, root, isDirectory ? cid : undefined, offline)
+    return new IpfsImageReader(name, blocks, cid, root, isDirectory ? cid : undefined, offline)
   }
 
   async root (): Promise<Descriptor> {
@@ -84,16 +85,16 @@ export class IpfsImageSource implements ImageSource {
     return await resolveBlob(getBlock, this.directory, desc.digest, signal)
   }
 
+  /**
+   * Streams a blob 1 MiB at a time through the range reader, so memory stays bounded whatever
+   * the blob's size (@helia/unixfs `cat` asks for every leaf under a node at once).
+   */
   async fetch (desc: Descriptor, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
     const cid = await this.cidOf(desc, signal)
-    const source = await IpfsSource.open(this.blocks, cid, { offline: this.offline, signal })
+    const getBlock: BlockGetter = async (c, s) => await collectBlock(this.blocks.get(c, { signal: s ?? signal, offline: this.offline }))
+    const reader = await UnixfsFileReader.open(cid, getBlock, { signal })
     async function * chunks (): AsyncGenerator<Uint8Array> {
-      try {
-        const size = await source.size()
-        for (let at = 0; at < size; at += 1 << 20) yield await source.read(at, Math.min(1 << 20, size - at), signal)
-      } finally {
-        await source.close?.()
-      }
+      for (let at = 0; at < reader.size; at += 1 << 20) yield await reader.read(at, Math.min(1 << 20, reader.size - at), signal)
     }
     return verifyStream(chunks(), desc, this.name)
   }
@@ -111,13 +112,8 @@ export class IpfsImageSource implements ImageSource {
   async close (): Promise<void> {}
 }
 
-async function readAll (blocks: BlockFetchPath, cid: CID, offline: boolean, signal?: AbortSignal): Promise<Uint8Array> {
-  const src = await IpfsSource.open(blocks, cid, { offline, signal })
-  try {
-    const size = await src.size()
-    if (size > 16 << 20) throw new MalformedManifestError(`ipfs://${cid.toString()} is ${size} bytes: too large for an index or descriptor`)
-    return await src.read(0, size, signal)
-  } finally {
-    await src.close?.()
-  }
+async function readAll (getBlock: BlockGetter, cid: CID, signal?: AbortSignal): Promise<Uint8Array> {
+  const reader = await UnixfsFileReader.open(cid, getBlock, { signal })
+  if (reader.size > 16 << 20) throw new MalformedManifestError(`ipfs://${cid.toString()} is ${reader.size} bytes: too large for an index or descriptor`)
+  return await reader.read(0, reader.size, signal)
 }

@@ -5,7 +5,7 @@
 import { stat } from 'node:fs/promises'
 import { digestOf, parseDigest } from './digest.js'
 import { ImageNotFoundError, MalformedIndexError, MalformedLayoutError } from './errors.js'
-import { FilesSource } from './files-source.js'
+import { FilesReader } from './files-reader.js'
 import { DirFiles, type LayoutFiles } from './layout-files.js'
 import { MediaType } from './media-types.js'
 import { TarArchive } from './tar-archive.js'
@@ -14,7 +14,7 @@ import { parseIndex } from './validate.js'
 
 const utf8 = new TextDecoder()
 
-export class OciLayoutSource extends FilesSource {
+export class OciLayoutReader extends FilesReader {
   private rootDesc?: Descriptor
 
   private constructor (name: string, files: LayoutFiles, private readonly index: Index, private readonly indexBytes: Uint8Array, private readonly tag?: string) {
@@ -22,7 +22,7 @@ export class OciLayoutSource extends FilesSource {
   }
 
   /** Opens the layout held by `files`: checks oci-layout and parses index.json. */
-  static async fromFiles (name: string, files: LayoutFiles, tag?: string): Promise<OciLayoutSource> {
+  static async fromFiles (name: string, files: LayoutFiles, tag?: string): Promise<OciLayoutReader> {
     try {
       const layout = await files.read('oci-layout')
       if (layout == null) throw new MalformedLayoutError(`${name}: oci-layout file is missing (not an OCI image layout)`)
@@ -33,7 +33,7 @@ export class OciLayoutSource extends FilesSource {
       const bytes = await files.read('index.json')
       if (bytes == null) throw new MalformedIndexError(`${name}: index.json is missing`)
       const index = parseIndex(bytes, `index.json of ${name}`)
-      return new OciLayoutSource(name, files, index, bytes, tag)
+      return new OciLayoutReader(name, files, index, bytes, tag)
     } catch (err) {
       await files.close()
       throw err
@@ -81,15 +81,15 @@ export class OciLayoutSource extends FilesSource {
 }
 
 /** Opens `oci:DIR[:TAG]`. */
-export async function openOciLayout (dir: string, tag?: string): Promise<OciLayoutSource> {
+export async function openOciLayout (dir: string, tag?: string): Promise<OciLayoutReader> {
   const st = await stat(dir).catch(() => undefined)
   if (st == null || !st.isDirectory()) throw new MalformedLayoutError(`oci:${dir}: not a directory`)
-  return await OciLayoutSource.fromFiles(`oci:${dir}${tag != null ? `:${tag}` : ''}`, new DirFiles(dir), tag)
+  return await OciLayoutReader.fromFiles(`oci:${dir}${tag != null ? `:${tag}` : ''}`, new DirFiles(dir), tag)
 }
 
 /** Opens `oci-archive:FILE[:TAG]` without extracting it. */
-export async function openOciArchive (file: string, tag?: string): Promise<OciLayoutSource> {
+export async function openOciArchive (file: string, tag?: string): Promise<OciLayoutReader> {
   const st = await stat(file).catch(() => undefined)
   if (st == null || !st.isFile()) throw new MalformedLayoutError(`oci-archive:${file}: not a file`)
-  return await OciLayoutSource.fromFiles(`oci-archive:${file}${tag != null ? `:${tag}` : ''}`, await TarArchive.open(file), tag)
+  return await OciLayoutReader.fromFiles(`oci-archive:${file}${tag != null ? `:${tag}` : ''}`, await TarArchive.open(file), tag)
 }

@@ -1,10 +1,10 @@
 /**
- * IpfsImageSource: an image published in IPFS (our OCI layout directory, or a reference
+ * IpfsImageReader: an image published in IPFS (our OCI layout directory, or a reference
  * descriptor JSON) read through a real Helia node's block path, offline.
  */
 import { CID } from 'multiformats/cid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { IpfsImageSource, cidOfDescriptor, parseIpfsRef } from '../../src/image/ipfs-image.js'
+import { IpfsImageReader, cidOfDescriptor, parseIpfsRef } from '../../src/ipfs/image-reader.js'
 import { BlockNotFoundError, PathNotFoundError } from '../../src/ipfs/errors.js'
 import { importBytes, publishLayout, type IpfsNode } from '../../src/ipfs/index.js'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
@@ -13,8 +13,8 @@ import { MediaType } from '../../src/oci/media-types.js'
 import { REF_NAME_ANNOTATION, type Descriptor, type Manifest } from '../../src/oci/types.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 import { allBlobs, blob, jsonBlob, makeImage, tagged, type Blob, type TestImage } from '../../scripts/fixtures/oci-image.js'
-import { leafMap, MemStore, TempRepos } from '../ipfs/helpers.js'
-import { flipped, imageSourceSuite } from '../oci/image-source-suite.js'
+import { leafMap, MemStore, TempRepos } from './helpers.js'
+import { flipped, imageReaderSuite } from '../oci/image-reader-suite.js'
 
 const OCI_LAYOUT = Buffer.from('{"imageLayoutVersion":"1.0.0"}')
 
@@ -36,7 +36,7 @@ async function publish (node: IpfsNode, blobs: Blob[], entries: Descriptor[], st
 const repos = new TempRepos()
 afterAll(async () => { await repos.cleanup() })
 
-imageSourceSuite('IPFS (IpfsImageSource)', async (image: TestImage) => {
+imageReaderSuite('IPFS (IpfsImageReader)', async (image: TestImage) => {
   const node = await repos.node()
   const blobs = allBlobs(image)
   const entries = [tagged(image.manifest.descriptor, 'latest')]
@@ -45,19 +45,19 @@ imageSourceSuite('IPFS (IpfsImageSource)', async (image: TestImage) => {
   const bad = await publish(node, blobs, entries, new Map([[victim.descriptor.digest, flipped(victim.bytes)]]))
   const { mediaType, digest, size } = image.manifest.descriptor
   return {
-    open: async () => await IpfsImageSource.open(node.blocks, good.root, { offline: true }),
-    openTampered: async () => ({ source: await IpfsImageSource.open(node.blocks, bad.root, { offline: true }), desc: victim.descriptor }),
+    open: async () => await IpfsImageReader.open(node.blocks, good.root, { offline: true }),
+    openTampered: async () => ({ reader: await IpfsImageReader.open(node.blocks, bad.root, { offline: true }), desc: victim.descriptor }),
     notFoundCode: PathNotFoundError.code,
     root: { mediaType, digest, size },
     cleanup: async () => await node.stop()
   }
 }, {
   knownFailures: {
-    cap: 'IpfsImageSource.fetchBytes throws MalformedManifestError for a blob over the cap, not BlobTooLargeError (src/image/ipfs-image.ts)'
+    cap: 'IpfsImageReader.fetchBytes throws MalformedManifestError for a blob over the cap, not BlobTooLargeError (src/ipfs/image-reader.ts)'
   }
 })
 
-describe('IpfsImageSource', () => {
+describe('IpfsImageReader', () => {
   let node: IpfsNode
   const a = makeImage({ seed: 'ipfs a', layerSize: 1_500_000, noise: true })
   const b = makeImage({ seed: 'ipfs b', layerCount: 1 })
@@ -68,7 +68,7 @@ describe('IpfsImageSource', () => {
     layout = await publish(node, [...allBlobs(a), ...allBlobs(b)], [tagged(a.manifest.descriptor, 'a'), tagged(b.manifest.descriptor, 'b')])
   })
 
-  const open = async (ref: string | CID, options: { tag?: string } = {}): Promise<IpfsImageSource> => await IpfsImageSource.open(node.blocks, ref, { offline: true, ...options })
+  const open = async (ref: string | CID, options: { tag?: string } = {}): Promise<IpfsImageReader> => await IpfsImageReader.open(node.blocks, ref, { offline: true, ...options })
 
   it('opens a layout directory by ipfs://CID, /ipfs/CID or the bare CID; refuses anything else with ERR_BAD_IPFS_REF', async () => {
     const cid = layout.root.toString()

@@ -1,25 +1,25 @@
 /**
- * Shared part of the sources that read an image from files (OCI layout dir, oci-archive,
+ * Shared part of the readers that take an image from files (OCI layout dir, oci-archive,
  * docker-archive): blobs by path, synthesized documents from memory, verification on the way.
  */
 import { verifyStream } from './digest.js'
 import { BlobNotFoundError, SizeMismatchError } from './errors.js'
 import type { LayoutFiles } from './layout-files.js'
-import { collectBlob, type ImageSource } from './source.js'
+import { collectBlob, type ImageReader } from './image-reader.js'
 import type { Descriptor } from './types.js'
 
 async function * once (bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   yield bytes
 }
 
-export abstract class FilesSource implements ImageSource {
+export abstract class FilesReader implements ImageReader {
   /** Blobs that exist only in memory (index.json as a root, a docker-archive's manifest). */
   protected readonly memory = new Map<string, Uint8Array>()
 
   constructor (readonly name: string, protected readonly files: LayoutFiles) {}
 
   abstract root (signal?: AbortSignal): Promise<Descriptor>
-  /** Path of a blob in `files`, or `undefined` if the source has no such blob. */
+  /** Path of a blob in `files`, or `undefined` if the image has no such blob. */
   protected abstract blobPath (digest: string): string | undefined
 
   async fetch (desc: Descriptor, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {

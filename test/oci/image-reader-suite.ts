@@ -1,15 +1,15 @@
 /**
- * The shared ImageSource test suite (src/oci/source.ts): every implementation runs it.
+ * The shared ImageReader test suite (src/oci/image-reader.ts): every implementation runs it.
  *
- *   import { imageSourceSuite } from '../oci/image-source-suite.js'
- *   imageSourceSuite('OCI layout dir', async (image) => {
- *     // store `image` wherever the source reads from
+ *   import { imageReaderSuite } from '../oci/image-reader-suite.js'
+ *   imageReaderSuite('OCI layout dir', async (image) => {
+ *     // store `image` wherever the reader reads from
  *     return { open: async () => await openOciLayout(dir), openTampered, notFoundCode, cleanup }
  *   })
  *
  * The suite makes the image (`makeImage`: two layers with a 1 MiB incompressible file each, plain
  * tar layers with `{ docker: true }`) and calls `makeFixture(image)` once (beforeAll); `cleanup`
- * runs in afterAll. Every test opens its own source and closes it.
+ * runs in afterAll. Every test opens its own reader and closes it.
  *
  * It checks: root leads to the image (its manifest names the image's config and layers); every
  * blob streams and reads whole with the same bytes; fetchBytes refuses a blob over `maxBytes`
@@ -17,35 +17,35 @@
  * with SizeMismatchError, and stored bytes that do not hash to the digest fail with
  * DigestMismatchError naming the blob, in both cases without the stream ever completing; an
  * unknown blob fails with the implementation's typed error; an aborted signal rejects with an
- * AbortError; close releases the files the source read (no descriptor left open) and may be
+ * AbortError; close releases the files the reader read (no descriptor left open) and may be
  * called twice.
  */
 import { open, readdir, readFile, readlink } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BlobTooLargeError, DigestMismatchError, SizeMismatchError } from '../../src/oci/errors.js'
-import type { ImageSource } from '../../src/oci/source.js'
+import type { ImageReader } from '../../src/oci/image-reader.js'
 import type { Descriptor, Manifest } from '../../src/oci/types.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 import { makeImage, type TestImage } from '../../scripts/fixtures/oci-image.js'
 
-export interface ImageSourceFixture {
-  /** Opens a new source on the image. */
-  open: () => Promise<ImageSource>
+export interface ImageReaderFixture {
+  /** Opens a new reader on the image. */
+  open: () => Promise<ImageReader>
   /**
-   * Opens a source on which `desc` (a blob of the image, at least 1 MiB) is stored with other
+   * Opens a reader on which `desc` (a blob of the image, at least 1 MiB) is stored with other
    * bytes of the same length.
    */
-  openTampered: () => Promise<{ source: ImageSource, desc: Descriptor }>
-  /** The `code` of the error fetching a blob the source does not have. */
+  openTampered: () => Promise<{ reader: ImageReader, desc: Descriptor }>
+  /** The `code` of the error fetching a blob the reader does not have. */
   notFoundCode: string
-  /** The root descriptor exactly, when the source does not synthesize its own (docker-archive does). */
+  /** The root descriptor exactly, when the reader does not synthesize its own (docker-archive does). */
   root?: Descriptor
-  /** Files or directories the source reads: none may be open once it is closed. */
+  /** Files or directories the reader reads: none may be open once it is closed. */
   files?: string[]
   cleanup: () => Promise<void>
 }
 
-export interface ImageSourceSuiteOptions {
+export interface ImageReaderSuiteOptions {
   /** Plain tar layers and Docker media types (what docker-archive holds). */
   docker?: boolean
   /**
@@ -112,18 +112,18 @@ export const SUITE_TESTS = {
   close: 'close releases the files it read (a stream abandoned half way too), and may be called twice'
 } as const
 
-export function imageSourceSuite (name: string, makeFixture: (image: TestImage) => Promise<ImageSourceFixture>, options: ImageSourceSuiteOptions = {}): void {
-  describe.skipIf(options.skip === true)(`ImageSource suite: ${name}`, () => {
+export function imageReaderSuite (name: string, makeFixture: (image: TestImage) => Promise<ImageReaderFixture>, options: ImageReaderSuiteOptions = {}): void {
+  describe.skipIf(options.skip === true)(`ImageReader suite: ${name}`, () => {
     const image = makeImage({ seed: `suite ${name}`, layerSize: 1 << 20, noise: true, docker: options.docker })
     const blobs = [image.config, ...image.layers]
     const layer = image.layers[1]
-    let fixture: ImageSourceFixture | undefined
-    const fx = (): ImageSourceFixture => {
+    let fixture: ImageReaderFixture | undefined
+    const fx = (): ImageReaderFixture => {
       if (fixture == null) throw new Error('makeFixture failed')
       return fixture
     }
-    /** Runs `fn` on a new source and closes it. */
-    const withSource = async <T>(fn: (s: ImageSource) => Promise<T>): Promise<T> => {
+    /** Runs `fn` on a new reader and closes it. */
+    const withReader = async <T>(fn: (s: ImageReader) => Promise<T>): Promise<T> => {
       const s = await fx().open()
       try {
         return await fn(s)
@@ -142,7 +142,7 @@ export function imageSourceSuite (name: string, makeFixture: (image: TestImage) 
     afterAll(async () => { await fixture?.cleanup() })
 
     test('root', async () => {
-      await withSource(async (s) => {
+      await withReader(async (s) => {
         expect(s.name).not.toBe('')
         const root = await s.root()
         if (fx().root != null) expect(root).toMatchObject(fx().root as Descriptor)
@@ -155,7 +155,7 @@ export function imageSourceSuite (name: string, makeFixture: (image: TestImage) 
     })
 
     test('fetch', async () => {
-      await withSource(async (s) => {
+      await withReader(async (s) => {
         for (const b of blobs) {
           const got = await drain(async () => await s.fetch(b.descriptor))
           expect(got.completed, b.descriptor.digest).toBe(true)
@@ -166,7 +166,7 @@ export function imageSourceSuite (name: string, makeFixture: (image: TestImage) 
     })
 
     test('cap', async () => {
-      await withSource(async (s) => {
+      await withReader(async (s) => {
         const d = layer.descriptor
         expect(Buffer.from(await s.fetchBytes(d, { maxBytes: d.size })).equals(layer.bytes)).toBe(true)
         await expect(s.fetchBytes(d, { maxBytes: d.size - 1 })).rejects.toBeInstanceOf(BlobTooLargeError)
@@ -177,7 +177,7 @@ export function imageSourceSuite (name: string, makeFixture: (image: TestImage) 
     })
 
     test('size', async () => {
-      await withSource(async (s) => {
+      await withReader(async (s) => {
         for (const size of [layer.descriptor.size - 1, layer.descriptor.size + 1]) {
           const got = await drain(async () => await s.fetch({ ...layer.descriptor, size }))
           expect(got.completed, `size ${size}`).toBe(false)
@@ -188,22 +188,22 @@ export function imageSourceSuite (name: string, makeFixture: (image: TestImage) 
     })
 
     test('digest', async () => {
-      const { source, desc } = await fx().openTampered()
+      const { reader, desc } = await fx().openTampered()
       try {
-        const got = await drain(async () => await source.fetch(desc))
+        const got = await drain(async () => await reader.fetch(desc))
         expect(got.completed).toBe(false)
         if (got.completed) return
         expect(got.error).toBeInstanceOf(DigestMismatchError)
         expect(got.error).toMatchObject({ code: 'ERR_DIGEST_MISMATCH', blob: desc.digest })
         expect((got.error as Error).message).toContain(desc.digest)
-        await expect(source.fetchBytes(desc)).rejects.toBeInstanceOf(DigestMismatchError)
+        await expect(reader.fetchBytes(desc)).rejects.toBeInstanceOf(DigestMismatchError)
       } finally {
-        await source.close()
+        await reader.close()
       }
     })
 
     test('notFound', async () => {
-      await withSource(async (s) => {
+      await withReader(async (s) => {
         const missing = { mediaType: layer.descriptor.mediaType, digest: sha256('not stored anywhere'), size: 19 }
         const got = await drain(async () => await s.fetch(missing))
         expect(got.completed).toBe(false)
@@ -212,13 +212,13 @@ export function imageSourceSuite (name: string, makeFixture: (image: TestImage) 
     })
 
     test('abort', async () => {
-      await withSource(async (s) => {
+      await withReader(async (s) => {
         const ac = new AbortController()
         ac.abort()
         const got = await drain(async () => await s.fetch(layer.descriptor, ac.signal))
         expect(got.completed).toBe(false)
         if (!got.completed) expect(got.error).toMatchObject({ name: 'AbortError' })
-        // the source still serves others
+        // the reader still serves others
         expect(Buffer.from(await s.fetchBytes(layer.descriptor)).equals(layer.bytes)).toBe(true)
       })
     })

@@ -3,15 +3,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BlobNotFoundError, ImageNotFoundError, MalformedIndexError, MalformedLayoutError } from '../../src/oci/errors.js'
-import { openOciArchive, openOciLayout } from '../../src/oci/layout-source.js'
+import { openOciArchive, openOciLayout } from '../../src/oci/layout-reader.js'
 import { MediaType } from '../../src/oci/media-types.js'
-import { openImageSource } from '../../src/oci/open.js'
-import type { ImageSource } from '../../src/oci/source.js'
+import { openImageReader } from '../../src/oci/open.js'
+import type { ImageReader } from '../../src/oci/image-reader.js'
 import { allBlobs, makeImage, makeMultiPlatform, tagged, writeLayout, writeOciArchive } from '../../scripts/fixtures/oci-image.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
-import { flipped, imageSourceSuite } from './image-source-suite.js'
+import { flipped, imageReaderSuite } from './image-reader-suite.js'
 
-async function bytesOf (src: ImageSource, d: Parameters<ImageSource['fetch']>[0]): Promise<Buffer> {
+async function bytesOf (src: ImageReader, d: Parameters<ImageReader['fetch']>[0]): Promise<Buffer> {
   const parts: Uint8Array[] = []
   for await (const p of await src.fetch(d)) parts.push(p)
   return Buffer.concat(parts)
@@ -36,7 +36,7 @@ describe('OCI layout and oci-archive sources', () => {
       })
 
       it('selects the image by tag and reads verified blobs', async () => {
-        const src = await openImageSource(`${kind}:${path}:single`)
+        const src = await openImageReader(`${kind}:${path}:single`)
         try {
           const root = await src.root()
           expect(root.digest).toBe(single.manifest.descriptor.digest)
@@ -47,19 +47,19 @@ describe('OCI layout and oci-archive sources', () => {
       })
 
       it('lists the tags when no tag is given and several images are present', async () => {
-        const err = await openImageSource(`${kind}:${path}`).then(s => s.root().finally(async () => { await s.close() })).catch(e => e)
+        const err = await openImageReader(`${kind}:${path}`).then(s => s.root().finally(async () => { await s.close() })).catch(e => e)
         expect(err).toBeInstanceOf(ImageNotFoundError)
         expect(err.message).toMatch(/multi, single/)
       })
 
       it('names the tags when the tag is unknown', async () => {
-        const src = await openImageSource(`${kind}:${path}:nope`)
+        const src = await openImageReader(`${kind}:${path}:nope`)
         await expect(src.root()).rejects.toThrow(/tag "nope" not found .*tags: multi, single/)
         await src.close()
       })
 
       it('fails with a typed error for a blob that is not there', async () => {
-        const src = await openImageSource(`${kind}:${path}:multi`)
+        const src = await openImageReader(`${kind}:${path}:multi`)
         const missing = { mediaType: MediaType.OciLayerGzip, digest: sha256(Buffer.from('nope')), size: 4 }
         await expect(src.fetch(missing)).rejects.toMatchObject({ code: 'ERR_BLOB_NOT_FOUND', message: expect.stringContaining(missing.digest) })
         await src.close()
@@ -147,7 +147,7 @@ describe('OCI layout and oci-archive sources', () => {
 })
 
 for (const kind of ['oci', 'oci-archive'] as const) {
-  imageSourceSuite(kind === 'oci' ? 'OCI layout dir' : 'oci-archive', async (image) => {
+  imageReaderSuite(kind === 'oci' ? 'OCI layout dir' : 'oci-archive', async (image) => {
     const dir = await mkdtemp(join(tmpdir(), 'oci-suite-'))
     const blobs = allBlobs(image)
     const victim = image.layers[1]
@@ -157,8 +157,8 @@ for (const kind of ['oci', 'oci-archive'] as const) {
     await write(join(dir, 'tampered'), blobs.map(b => b === victim ? { ...b, bytes: flipped(b.bytes) } : b), entries)
     const { mediaType, digest, size } = image.manifest.descriptor
     return {
-      open: async () => await openImageSource(`${kind}:${join(dir, 'good')}:latest`),
-      openTampered: async () => ({ source: await openImageSource(`${kind}:${join(dir, 'tampered')}:latest`), desc: victim.descriptor }),
+      open: async () => await openImageReader(`${kind}:${join(dir, 'good')}:latest`),
+      openTampered: async () => ({ reader: await openImageReader(`${kind}:${join(dir, 'tampered')}:latest`), desc: victim.descriptor }),
       notFoundCode: BlobNotFoundError.code,
       root: { mediaType, digest, size },
       files: [dir],

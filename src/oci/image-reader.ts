@@ -1,13 +1,13 @@
 /**
- * The one interface every image source implements (OCI layout, oci-archive, docker-archive,
+ * The one interface every image reader implements (OCI layout, oci-archive, docker-archive,
  * registry), and helpers they share.
  */
 import { verifyBytes } from './digest.js'
 import { BlobTooLargeError } from './errors.js'
 import type { Descriptor } from './types.js'
 
-export interface ImageSource {
-  /** The reference this source was opened with, for messages (`oci:/x:latest`, `docker://...`). */
+export interface ImageReader {
+  /** The reference this reader was opened with, for messages (`oci:/x:latest`, `docker://...`). */
   readonly name: string
   /** The top-level index or manifest the reference points at. */
   root: (signal?: AbortSignal) => Promise<Descriptor>
@@ -30,17 +30,12 @@ export const DEFAULTS = {
 } as const
 
 /** Reads a verified stream into memory, enforcing the size cap before reading anything. */
-export async function collectBlob (source: ImageSource, desc: Descriptor, options: { signal?: AbortSignal, maxBytes?: number } = {}): Promise<Uint8Array> {
+export async function collectBlob (reader: ImageReader, desc: Descriptor, options: { signal?: AbortSignal, maxBytes?: number } = {}): Promise<Uint8Array> {
   const max = options.maxBytes ?? DEFAULTS.maxInMemoryBlob
-  if (desc.size > max) throw new BlobTooLargeError(`blob ${desc.digest} in ${source.name} is ${desc.size} bytes, more than the ${max}-byte cap for in-memory blobs`)
+  if (desc.size > max) throw new BlobTooLargeError(`blob ${desc.digest} in ${reader.name} is ${desc.size} bytes, more than the ${max}-byte cap for in-memory blobs`)
   const parts: Uint8Array[] = []
-  for await (const chunk of await source.fetch(desc, options.signal)) parts.push(chunk)
+  for await (const chunk of await reader.fetch(desc, options.signal)) parts.push(chunk)
   const out = parts.length === 1 ? parts[0] : Buffer.concat(parts)
-  verifyBytes(out, desc, source.name) // already verified by fetch; cheap belt and braces
+  verifyBytes(out, desc, reader.name) // already verified by fetch; cheap belt and braces
   return out
-}
-
-/** Descriptor for bytes held in memory (synthesized documents). */
-export function describeBytes (mediaType: string, digest: string, bytes: Uint8Array): Descriptor {
-  return { mediaType, digest, size: bytes.length }
 }
