@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { CID } from 'multiformats/cid'
 import { ReadTimeoutError } from '../ipfs/errors.js'
 import type { Logger } from '../logging.js'
+import { OpenLru } from '../open-lru.js'
 import type { RangeSource, ReadHint } from '../source/types.js'
 
 /** Blob API defaults, in one place. */
@@ -30,11 +31,16 @@ export interface BlobReaderComponents {
  * opened once per CID and kept (LRU) so consecutive chunk reads skip the root lookup.
  */
 export class BlobReader {
-  private readonly open = new Map<string, Promise<RangeSource>>()
+  private readonly open: OpenLru<RangeSource>
   private readonly log: Logger
 
-  constructor (private readonly components: BlobReaderComponents, private readonly options: { maxOpenSources?: number } = {}) {
+  constructor (private readonly components: BlobReaderComponents, options: { maxOpenSources?: number } = {}) {
     this.log = components.logger.child({ component: 'blob-api' })
+    this.open = new OpenLru<RangeSource>({
+      max: options.maxOpenSources ?? DEFAULTS.maxOpenSources,
+      close: async (s) => { await s.close?.() },
+      onCloseError: (err) => this.log.debug({ err: (err as Error).message }, 'closing a source failed')
+    })
   }
 
   async size (cid: string, signal?: AbortSignal): Promise<number> {
@@ -46,28 +52,12 @@ export class BlobReader {
   }
 
   async close (): Promise<void> {
-    const all = [...this.open.values()]
-    this.open.clear()
-    await Promise.allSettled(all.map(async p => await (await p).close?.()))
+    await this.open.clear()
   }
 
+  /** The source of `cid`, opened once and kept (LRU) so consecutive chunk reads skip the root lookup. */
   private async source (cid: string, signal?: AbortSignal): Promise<RangeSource> {
-    let p = this.open.get(cid)
-    if (p != null) {
-      this.open.delete(cid) // re-insert: most recently used last
-      this.open.set(cid, p)
-      return await p
-    }
-    p = this.components.openSource(cid, signal)
-    this.open.set(cid, p)
-    p.catch(() => { if (this.open.get(cid) === p) this.open.delete(cid) })
-    const max = this.options.maxOpenSources ?? DEFAULTS.maxOpenSources
-    while (this.open.size > max) {
-      const [oldest, evicted] = this.open.entries().next().value as [string, Promise<RangeSource>]
-      this.open.delete(oldest)
-      evicted.then(async s => await s.close?.(), () => {}).catch((err: Error) => this.log.debug({ err: err.message }, 'closing an evicted source failed'))
-    }
-    return await p
+    return await this.open.get(cid, async () => await this.components.openSource(cid, signal))
   }
 
   /** Handles a request under {@link BLOBS_PREFIX}; answers 400 for bad parameters. */
