@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { AbortError } from '../errors.js'
-import { UnixHttpClient, type ClientErrors } from '../unix-http.js'
+import { DEFAULTS as HTTP_DEFAULTS, UnixHttpClient, type ClientErrors } from '../unix-http.js'
 import { ControlProtocolError, DaemonDisconnectedError, DaemonHealthTimeoutError } from './errors.js'
 
 /**
@@ -11,7 +11,7 @@ import { ControlProtocolError, DaemonDisconnectedError, DaemonHealthTimeoutError
 /** Control API client defaults, in one place. */
 export const CLIENT_DEFAULTS = {
   /** The CLI gives a daemon this long to answer its health route before calling it unreachable. */
-  healthTimeoutMs: 2_000
+  healthTimeoutMs: HTTP_DEFAULTS.probeTimeoutMs
 } as const
 
 /**

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
-import { Command, Option } from 'commander'
+import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
 import { ChunkCache, MountManager, lazyUnmount } from '../../fs/index.js'
 import { LayerMounter } from '../../daemon/layer-mounter.js'
@@ -14,6 +14,7 @@ import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource } from '../../source/ipfs.js'
 import { ReadaheadSource } from '../../source/readahead.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
+import { DEFAULTS, collect, logLevelOption } from '../options.js'
 import { openRepo } from '../repo.js'
 
 const run = promisify(execFile)
@@ -36,8 +37,6 @@ function stateDir (repo: string, mountpoint: string): string {
   return join(repo, 'mounts', createHash('sha256').update(resolve(mountpoint)).digest('hex').slice(0, 16))
 }
 
-const collect = (v: string, prev: string[]): string[] => [...prev, v]
-
 function mountCommand (): Command {
   return new Command('mount')
     .description('mount an image from IPFS read-only, fetching only what is read (each layer through FUSE, merged with overlayfs); stays in the foreground until Ctrl-C or `ipfs-estargz umount`')
@@ -49,7 +48,7 @@ function mountCommand (): Command {
     .option('--peer <multiaddr>', 'peer to fetch blocks from (repeatable)', collect, [])
     .option('--no-prefetch', 'do not wait for the prioritized files at mount')
     .option('--no-background-fetch', 'do not fetch the rest of each layer in the background')
-    .addOption(new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
+    .addOption(logLevelOption())
     .action(async (ref: string, mountpoint: string, flags: MountFlags) => {
       const logger = createLogger(flags.logLevel)
       const target = resolve(mountpoint)
@@ -126,13 +125,14 @@ function umountCommand (): Command {
       const pid = Number(await readFile(join(state, 'pid'), 'utf8').catch(() => 'NaN'))
       if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
         process.kill(pid, 'SIGTERM')
-        for (let i = 0; i < 300 && processAlive(pid); i++) await new Promise(resolve => setTimeout(resolve, 100))
+        const deadline = Date.now() + DEFAULTS.umountWaitMs
+        while (processAlive(pid) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, DEFAULTS.umountPollMs))
         if (!processAlive(pid)) return
         throw new Error(`mount process ${pid} did not exit; its mounts are left in place`)
       }
       // No live mount process (crashed, or killed): clear what it left.
       await run('umount', ['-l', target]).catch(() => {})
-      for (let i = 0; i < 512; i++) {
+      for (let i = 0; i < DEFAULTS.umountMaxLayers; i++) {
         const at = join(state, `layer-${i}`)
         if (await lazyUnmount(at).then(() => false, () => true)) break
       }

@@ -1,8 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Command, Option } from 'commander'
+import { Command } from 'commander'
 import { convertImage, type BlobPublisher } from '../../convert/index.js'
+import { DEFAULTS as ESTARGZ_DEFAULTS } from '../../estargz/index.js'
 import { IpfsPublisher } from '../../convert/ipfs-publisher.js'
 import { LayoutPublisher } from '../../convert/layout-publisher.js'
 import { createLogger, type LogLevel } from '../../logging.js'
@@ -12,6 +13,7 @@ import {
 } from '../../oci/index.js'
 import { cancelOn } from '../context.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
+import { logLevelOption } from '../options.js'
 import { printJson, writeStdout } from '../output.js'
 import { LayerProgress } from '../progress.js'
 import { openRepo } from '../repo.js'
@@ -52,11 +54,11 @@ export function pushCommand (): Command {
     .option('--no-ipfs', 'do not publish to IPFS (with --output or --to)')
     .option('--json', 'print every CID: root, descriptor, manifests, configs, layers with TOC digests')
     .option('--kubo-compatible', 'fixed 256 KiB leaves, 174 links per node: the CIDs `ipfs add --cid-version=1` gives')
-    .option('--chunk-size <bytes>', 'eStargz chunk size', parseNonNegativeInt('--chunk-size'), 4 << 20)
-    .option('--level <n>', 'gzip level 0-9', parseNonNegativeInt('--level'), 9)
+    .option('--chunk-size <bytes>', 'eStargz chunk size', parseNonNegativeInt('--chunk-size'), ESTARGZ_DEFAULTS.chunkSize)
+    .option('--level <n>', 'gzip level 0-9', parseNonNegativeInt('--level'), ESTARGZ_DEFAULTS.compressionLevel)
     .option('--plain-http', 'talk HTTP, not HTTPS, to registries (loopback registries)')
     .option('--creds <user:password>', 'registry credentials (default: ~/.docker/config.json)')
-    .addOption(new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
+    .addOption(logLevelOption())
     .action(async (sourceRef: string, flags: PushFlags) => {
       const logger = createLogger(flags.logLevel)
       const ref = parseImageReference(sourceRef)
