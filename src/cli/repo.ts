@@ -1,4 +1,4 @@
-import { IndexStore, createNode, resolveRepoPath, type IpfsNode } from '../ipfs/index.js'
+import { IndexStore, RepoMismatchError, createNode, resolveRepoPath, type IpfsNode } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
 import { commandContext } from './context.js'
 
@@ -19,7 +19,7 @@ export async function openRepo (flag: string | undefined, logger: Logger, option
   const path = resolveRepoPath(flag)
   const daemonRepo = commandContext.getStore()?.repo
   if (daemonRepo != null) {
-    if (daemonRepo.path !== path) throw new Error(`the daemon serves the repo ${daemonRepo.path}, not ${path}`)
+    if (daemonRepo.path !== path) throw new RepoMismatchError(daemonRepo.path, path)
     return { ...daemonRepo, close: async () => {} } // the daemon keeps its repo open
   }
   const node = await createNode({ repo: path, logger, listen: options.listen, peers: options.peers })

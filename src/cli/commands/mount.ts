@@ -13,7 +13,7 @@ import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource } from '../../source/ipfs.js'
 import { ReadaheadSource } from '../../source/readahead.js'
-import { UsageError, parseNonNegativeInt } from '../errors.js'
+import { UmountTimeoutError, UsageError, parseNonNegativeInt } from '../errors.js'
 import { DEFAULTS, collect, logLevelOption } from '../options.js'
 import { openRepo } from '../repo.js'
 
@@ -128,7 +128,7 @@ function umountCommand (): Command {
         const deadline = Date.now() + DEFAULTS.umountWaitMs
         while (processAlive(pid) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, DEFAULTS.umountPollMs))
         if (!processAlive(pid)) return
-        throw new Error(`mount process ${pid} did not exit; its mounts are left in place`)
+        throw new UmountTimeoutError(pid)
       }
       // No live mount process (crashed, or killed): clear what it left.
       await run('umount', ['-l', target]).catch(() => {})
