@@ -69,8 +69,9 @@ export class BodyTooLargeError extends IpfsEstargzError {
 /**
  * Whether `err` is an abort: ours, or another library's (the DOMException of
  * `AbortSignal.throwIfAborted()` and fetch, libp2p's and Helia's own classes). Those are not our
- * classes, so they can only be known by their name.
+ * classes, so they can only be known by their name. Given the operation's `signal`, an error
+ * after it fired counts as the abort too (a library may fail in its own way once cancelled).
  */
-export function isAbortError (err: unknown): boolean {
-  return err instanceof AbortError || (err as { name?: unknown } | null | undefined)?.name === 'AbortError'
+export function isAbortError (err: unknown, signal?: AbortSignal): boolean {
+  return signal?.aborted === true || err instanceof AbortError || (err as { name?: unknown } | null | undefined)?.name === 'AbortError'
 }

@@ -92,6 +92,9 @@ describe('AbortError', () => {
     expect(isAbortError(new estargz.TruncatedBlobError('x'))).toBe(false)
     expect(isAbortError(undefined)).toBe(false)
     expect(isAbortError('AbortError')).toBe(false)
+    // with the operation's signal: any error after it fired is the abort (a library failing its own way)
+    expect(isAbortError(new Error('socket closed'), ac.signal)).toBe(true)
+    expect(isAbortError(new Error('socket closed'), new AbortController().signal)).toBe(false)
   })
 })
 
