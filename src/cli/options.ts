@@ -1,5 +1,7 @@
 import { Option } from 'commander'
+import { DEFAULTS as ESTARGZ_DEFAULTS } from '../estargz/index.js'
 import type { LogLevel } from '../logging.js'
+import { parseNonNegativeInt } from './errors.js'
 
 /** The command line's own defaults, in one place. */
 export const DEFAULTS = {
@@ -33,6 +35,16 @@ export function logLevelOption (options: { service?: boolean, default?: LogLevel
     return options.default != null ? option.default(options.default) : option
   }
   return new Option('--log-level <level>', 'log level on stderr').choices([...LEVELS, 'silent']).default(options.default ?? DEFAULTS.commandLogLevel)
+}
+
+/** `--chunk-size` of the eStargz writer (`push`, `layer build`), its default the writer's. */
+export function chunkSizeOption (description: string): Option {
+  return new Option('--chunk-size <bytes>', description).argParser(parseNonNegativeInt('--chunk-size')).default(ESTARGZ_DEFAULTS.chunkSize)
+}
+
+/** `--level`: the eStargz writer's gzip level, its default the writer's. */
+export function levelOption (description: string): Option {
+  return new Option('--level <n>', description).argParser(parseNonNegativeInt('--level')).default(ESTARGZ_DEFAULTS.compressionLevel)
 }
 
 /** Collects a repeatable option's values (`--peer A --peer B`). */

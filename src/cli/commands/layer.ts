@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises'
 import { Command } from 'commander'
-import { DEFAULTS as ESTARGZ_DEFAULTS, buildEstargzFile, EstargzReader, NotARegularFileError, type TarInput } from '../../estargz/index.js'
+import { buildEstargzFile, EstargzReader, NotARegularFileError, type TarInput } from '../../estargz/index.js'
 import { FileSource } from '../../source/file.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
-import { DEFAULTS } from '../options.js'
+import { DEFAULTS, chunkSizeOption, levelOption } from '../options.js'
 import { printJson, writeStdout } from '../output.js'
 
 /** Reads a prioritized-files list: one path per line; blank lines and `#` comments ignored. */
@@ -27,8 +27,8 @@ function buildCommand (): Command {
     .description('convert a tar layer (plain, gzip or zstd; "-" for stdin) into an eStargz blob')
     .argument('<in>', 'input tar, tar.gz or tar.zst ("-" reads stdin)')
     .argument('<out>', 'output blob (written atomically)')
-    .option('--chunk-size <bytes>', 'bytes of file data per gzip member', parseNonNegativeInt('--chunk-size'), ESTARGZ_DEFAULTS.chunkSize)
-    .option('--level <n>', 'gzip compression level 0-9', parseNonNegativeInt('--level'), ESTARGZ_DEFAULTS.compressionLevel)
+    .addOption(chunkSizeOption('bytes of file data per gzip member'))
+    .addOption(levelOption('gzip compression level 0-9'))
     .option('--prioritized-files <file>', 'file listing paths to place first (one per line), followed by .prefetch.landmark')
     .option('--allow-missing-prioritized', 'skip prioritized paths that are not in the layer instead of failing')
     .option('--concurrency <n>', 'gzip members compressed in parallel (output bytes do not depend on it)', parseNonNegativeInt('--concurrency'))

@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Command } from 'commander'
 import { convertImage, type BlobPublisher } from '../../convert/index.js'
-import { DEFAULTS as ESTARGZ_DEFAULTS } from '../../estargz/index.js'
 import { IpfsPublisher } from '../../convert/ipfs-publisher.js'
 import { LayoutPublisher } from '../../convert/layout-publisher.js'
 import { createLogger, type LogLevel } from '../../logging.js'
@@ -12,8 +11,8 @@ import {
   type RegistryClientOptions
 } from '../../oci/index.js'
 import { cancelOn } from '../context.js'
-import { UsageError, parseNonNegativeInt } from '../errors.js'
-import { logLevelOption } from '../options.js'
+import { UsageError } from '../errors.js'
+import { chunkSizeOption, levelOption, logLevelOption } from '../options.js'
 import { printJson, writeStdout } from '../output.js'
 import { LayerProgress } from '../progress.js'
 import { openRepo } from '../repo.js'
@@ -54,8 +53,8 @@ export function pushCommand (): Command {
     .option('--no-ipfs', 'do not publish to IPFS (with --output or --to)')
     .option('--json', 'print every CID: root, descriptor, manifests, configs, layers with TOC digests')
     .option('--kubo-compatible', 'fixed 256 KiB leaves, 174 links per node: the CIDs `ipfs add --cid-version=1` gives')
-    .option('--chunk-size <bytes>', 'eStargz chunk size', parseNonNegativeInt('--chunk-size'), ESTARGZ_DEFAULTS.chunkSize)
-    .option('--level <n>', 'gzip level 0-9', parseNonNegativeInt('--level'), ESTARGZ_DEFAULTS.compressionLevel)
+    .addOption(chunkSizeOption('eStargz chunk size'))
+    .addOption(levelOption('gzip level 0-9'))
     .option('--plain-http', 'talk HTTP, not HTTPS, to registries (loopback registries)')
     .option('--creds <user:password>', 'registry credentials (default: ~/.docker/config.json)')
     .addOption(logLevelOption())
