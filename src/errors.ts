@@ -51,11 +51,27 @@ export class InvalidOptionError extends IpfsEstargzError {
   static readonly code = 'ERR_INVALID_OPTION'
 }
 
+// A call to one of our HTTP APIs on a unix socket (src/unix-http.ts) that is malformed: the
+// server answers it with `status` and the one error body.
+
+/** The call's body is not JSON, or a parameter is invalid. */
+export class BadRequestError extends IpfsEstargzError {
+  static readonly code = 'ERR_BAD_REQUEST'
+  readonly status = 400
+}
+
+/** The call's body is larger than the API takes. */
+export class BodyTooLargeError extends IpfsEstargzError {
+  static readonly code = 'ERR_BODY_TOO_LARGE'
+  readonly status = 413
+}
+
 /**
  * Whether `err` is an abort: ours, or another library's (the DOMException of
  * `AbortSignal.throwIfAborted()` and fetch, libp2p's and Helia's own classes). Those are not our
- * classes, so they can only be known by their name.
+ * classes, so they can only be known by their name. Given the operation's `signal`, an error
+ * after it fired counts as the abort too (a library may fail in its own way once cancelled).
  */
-export function isAbortError (err: unknown): boolean {
-  return err instanceof AbortError || (err as { name?: unknown } | null | undefined)?.name === 'AbortError'
+export function isAbortError (err: unknown, signal?: AbortSignal): boolean {
+  return signal?.aborted === true || err instanceof AbortError || (err as { name?: unknown } | null | undefined)?.name === 'AbortError'
 }

@@ -13,6 +13,7 @@ import * as ipfs from '../src/ipfs/errors.js'
 import * as oci from '../src/oci/errors.js'
 import * as snapshotter from '../src/snapshotter/errors.js'
 import * as source from '../src/source/errors.js'
+import { silentLogger } from '../src/logging.js'
 
 /** Every module that defines errors, by where it lives. */
 const MODULES: Record<string, Record<string, unknown>> = {
@@ -89,6 +90,9 @@ describe('AbortError', () => {
     expect(isAbortError(new estargz.TruncatedBlobError('x'))).toBe(false)
     expect(isAbortError(undefined)).toBe(false)
     expect(isAbortError('AbortError')).toBe(false)
+    // with the operation's signal: any error after it fired is the abort (a library failing its own way)
+    expect(isAbortError(new Error('socket closed'), ac.signal)).toBe(true)
+    expect(isAbortError(new Error('socket closed'), new AbortController().signal)).toBe(false)
   })
 })
 
@@ -176,6 +180,38 @@ describe('errors once built inline keep their codes, now with classes', () => {
     const err = await runInDaemon('/nonexistent/api.sock', ['id'], { signal: ac.signal, stdoutClosedCode: 141 }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(AbortError)
     expect(err).toMatchObject({ code: 'ABORT_ERR', name: 'AbortError', message: 'cancelled: the daemon stops the command' })
+  })
+
+  it('a command in a daemon that names another repo', async () => {
+    const { commandContext } = await import('../src/cli/context.js')
+    const { openCommandRepo } = await import('../src/cli/repo.js')
+    const served = { path: '/var/lib/served', node: {}, index: {}, close: async () => {} } as unknown as import('../src/ipfs/index.js').OpenRepo
+    const err = await commandContext.run({ stdout: async () => {}, stderr: () => {}, repo: served }, async () => await openCommandRepo('/somewhere/else', silentLogger()).catch((e: unknown) => e))
+    expect(err).toBeInstanceOf(ipfs.RepoMismatchError)
+    expect(err).toMatchObject({ code: 'ERR_REPO_MISMATCH', message: 'the daemon serves the repo /var/lib/served, not /somewhere/else' })
+  })
+
+  it('a gateway block over the limit, declared or not', async () => {
+    const { GatewayClient } = await import('../src/ipfs/gateway.js')
+    const { createServer } = await import('node:http')
+    const { CID } = await import('multiformats/cid')
+    const server = createServer((req, res) => {
+      const body = Buffer.alloc(5000)
+      res.writeHead(200, req.url?.includes('declared') === true ? { 'content-length': body.length } : {}).end(body)
+    })
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`
+      const client = new GatewayClient({ logger: silentLogger() }, [base], { maxBlockSize: 4000 })
+      const cid = CID.parse('bafkqaaa')
+      // the stage skips a failing gateway: its reason is what one fetch throws
+      const fetchOne = (client as unknown as { fetchOne: (base: string, cid: unknown) => Promise<unknown> }).fetchOne.bind(client)
+      await expect(fetchOne(`${base}/declared`, cid)).rejects.toMatchObject({ code: 'ERR_GATEWAY_BLOCK_TOO_LARGE', message: 'block of 5000 bytes exceeds the limit of 4000' })
+      await expect(fetchOne(base, cid)).rejects.toThrow(ipfs.GatewayBlockTooLargeError)
+    } finally {
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+    }
   })
 
   it('an aborted readahead read', async () => {

@@ -14,6 +14,14 @@ export class StdoutClosedError extends CliError {
   }
 }
 
+/** `umount` signalled the mount process, which did not exit in time: its mounts are left in place. */
+export class UmountTimeoutError extends CliError {
+  static readonly code = 'ERR_UMOUNT_TIMEOUT'
+  constructor (readonly pid: number, options?: ErrorOptions) {
+    super(`mount process ${pid} did not exit; its mounts are left in place`, options)
+  }
+}
+
 /** Parses a non-negative integer option (`--chunk-size 4194304`, `--offset 0`). */
 export function parseNonNegativeInt (what: string): (value: string) => number {
   return (value: string): number => {

@@ -1,4 +1,5 @@
 import type { ConvertProgress } from '../convert/index.js'
+import { DEFAULTS } from './options.js'
 
 function mb (n: number): string {
   return (n / 1e6).toFixed(1)
@@ -25,7 +26,7 @@ export class LayerProgress {
     if (l == null) return
     if (e.type === 'layer:bytes') l.bytes += e.bytes
     if (e.type === 'layer:done') { l.done = true; l.reused = e.layer.reused }
-    this.timer ??= setInterval(() => this.render(), 200)
+    this.timer ??= setInterval(() => this.render(), DEFAULTS.progressIntervalMs)
   }
 
   private render (): void {

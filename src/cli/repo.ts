@@ -1,4 +1,4 @@
-import { openRepo, resolveRepoPath, type OpenRepo } from '../ipfs/index.js'
+import { RepoMismatchError, openRepo, resolveRepoPath, type OpenRepo } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
 import { commandContext } from './context.js'
 
@@ -13,7 +13,7 @@ export async function openCommandRepo (flag: string | undefined, logger: Logger,
   const path = resolveRepoPath(flag)
   const daemonRepo = commandContext.getStore()?.repo
   if (daemonRepo != null) {
-    if (daemonRepo.path !== path) throw new Error(`the daemon serves the repo ${daemonRepo.path}, not ${path}`)
+    if (daemonRepo.path !== path) throw new RepoMismatchError(daemonRepo.path, path)
     return { ...daemonRepo, close: async () => {} } // the daemon keeps its repo open
   }
   return await openRepo({ logger }, { repo: path, listen: options.listen, peers: options.peers })

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { fromTimestamp, type Empty, type Labels, type Timestamp } from '../wire/index.js'
-import { isAlreadyExists, isNotFound } from './errors.js'
+import { ContentOffsetMismatchError, isAlreadyExists, isNotFound } from './errors.js'
 import type { CallContext, CallOptions, Rpc } from './rpc.js'
 
 export const DEFAULTS = {
@@ -154,7 +154,7 @@ export class ContentClient {
           first = false
           const res = await stream.receive()
           written += piece.length
-          if (Number(res.offset) !== written) throw new Error(`content.Write ref ${ref}: containerd is at offset ${res.offset}, expected ${written}`)
+          if (Number(res.offset) !== written) throw new ContentOffsetMismatchError(`content.Write ref ${ref}: containerd is at offset ${res.offset}, expected ${written}`)
         }
       }
       if (data instanceof Uint8Array) await send(data)

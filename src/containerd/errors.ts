@@ -41,6 +41,9 @@ export class CancelledError extends ContainerdCallError { static readonly code =
 /** Any other status containerd answered with (Unknown, Internal, DataLoss, OutOfRange, ...). */
 export class ContainerdInternalError extends ContainerdCallError { static readonly code = 'ERR_CONTAINERD_CALL_FAILED' }
 
+/** containerd's content store says a write is at another offset than the bytes we sent add up to. */
+export class ContentOffsetMismatchError extends ContainerdError { static readonly code = 'ERR_CONTAINERD_CONTENT_OFFSET' }
+
 /** The image's documents do not allow an unpack (layer/diff_ids count, media type, ...). */
 export class BadImageError extends ContainerdError { static readonly code = 'ERR_CONTAINERD_BAD_IMAGE' }
 

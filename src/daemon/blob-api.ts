@@ -1,8 +1,11 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import { CID } from 'multiformats/cid'
+import { BadRequestError } from '../errors.js'
 import { ReadTimeoutError } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
+import { OpenLru } from '../open-lru.js'
 import type { RangeSource, ReadHint } from '../source/index.js'
+import type { Call, Route } from '../unix-http.js'
+import { ControlApiError } from './errors.js'
 
 /** Blob API defaults, in one place. */
 export const DEFAULTS = {
@@ -15,6 +18,7 @@ export const DEFAULTS = {
 /**
  * Path prefix: `GET /v1/blobs/<cid>/size` → `{"size":N}`; `GET /v1/blobs/<cid>?offset=N&length=M`
  * → bytes; `&priority=background` marks a background read (it waits behind on-demand ones).
+ * Errors answer the one error body of src/unix-http.ts.
  */
 export const BLOBS_PREFIX = '/v1/blobs/'
 
@@ -30,11 +34,16 @@ export interface BlobReaderComponents {
  * opened once per CID and kept (LRU) so consecutive chunk reads skip the root lookup.
  */
 export class BlobReader {
-  private readonly open = new Map<string, Promise<RangeSource>>()
+  private readonly open: OpenLru<RangeSource>
   private readonly log: Logger
 
-  constructor (private readonly components: BlobReaderComponents, private readonly options: { maxOpenSources?: number } = {}) {
+  constructor (private readonly components: BlobReaderComponents, options: { maxOpenSources?: number } = {}) {
     this.log = components.logger.child({ component: 'blob-api' })
+    this.open = new OpenLru<RangeSource>({
+      max: options.maxOpenSources ?? DEFAULTS.maxOpenSources,
+      close: async (s) => { await s.close?.() },
+      onCloseError: (err) => this.log.debug({ err: (err as Error).message }, 'closing a source failed')
+    })
   }
 
   async size (cid: string, signal?: AbortSignal): Promise<number> {
@@ -46,76 +55,56 @@ export class BlobReader {
   }
 
   async close (): Promise<void> {
-    const all = [...this.open.values()]
-    this.open.clear()
-    await Promise.allSettled(all.map(async p => await (await p).close?.()))
+    await this.open.clear()
   }
 
+  /** The source of `cid`, opened once and kept (LRU) so consecutive chunk reads skip the root lookup. */
   private async source (cid: string, signal?: AbortSignal): Promise<RangeSource> {
-    let p = this.open.get(cid)
-    if (p != null) {
-      this.open.delete(cid) // re-insert: most recently used last
-      this.open.set(cid, p)
-      return await p
-    }
-    p = this.components.openSource(cid, signal)
-    this.open.set(cid, p)
-    p.catch(() => { if (this.open.get(cid) === p) this.open.delete(cid) })
-    const max = this.options.maxOpenSources ?? DEFAULTS.maxOpenSources
-    while (this.open.size > max) {
-      const [oldest, evicted] = this.open.entries().next().value as [string, Promise<RangeSource>]
-      this.open.delete(oldest)
-      evicted.then(async s => await s.close?.(), () => {}).catch((err: Error) => this.log.debug({ err: err.message }, 'closing an evicted source failed'))
-    }
-    return await p
+    return await this.open.get(cid, async () => await this.components.openSource(cid, signal))
   }
 
-  /** Handles a request under {@link BLOBS_PREFIX}; answers 400 for bad parameters. */
-  handle (req: IncomingMessage, res: ServerResponse): void {
-    const url = new URL(req.url ?? '/', 'http://local')
-    const rest = url.pathname.slice(BLOBS_PREFIX.length)
-    const [cidText, what] = rest.split('/')
-    const fail = (status: number, error: string): void => {
-      if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' })
-      res.end(JSON.stringify({ error }))
-    }
-    if (req.method !== 'GET') { fail(405, 'only GET'); return }
+  /** The blob routes, served on the control socket: GET under {@link BLOBS_PREFIX}. */
+  routes (): Route[] {
+    return [{
+      method: 'GET',
+      path: BLOBS_PREFIX,
+      prefix: true,
+      handle: async (call) => await this.answer(call),
+      // a bad parameter is 400, an unknown resource 404; the blob's own failure: a read timeout is 504, anything else 502
+      statusOf: (err) => err instanceof BadRequestError ? err.status : err instanceof ControlApiError ? err.status : err instanceof ReadTimeoutError ? 504 : 502
+    }]
+  }
+
+  private async answer ({ url, signal }: Call): Promise<{ size: number } | Uint8Array> {
+    const [cidText, what] = url.pathname.slice(BLOBS_PREFIX.length).split('/')
     try {
       CID.parse(cidText)
     } catch {
-      fail(400, `not a CID: ${JSON.stringify(cidText)}`)
-      return
+      throw new BadRequestError(`not a CID: ${JSON.stringify(cidText)}`)
     }
-    const ac = new AbortController()
-    res.on('close', () => ac.abort()) // the manager gave up on this read
-    const max = DEFAULTS.maxReadBytes
-    let job: Promise<void>
+    let job: () => Promise<{ size: number } | Uint8Array>
     if (what === 'size') {
-      job = this.size(cidText, ac.signal).then((size) => { res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ size })) })
+      job = async () => ({ size: await this.size(cidText, signal) })
     } else if (what === undefined || what === '') {
+      const max = DEFAULTS.maxReadBytes
       const offset = Number(url.searchParams.get('offset'))
       const length = Number(url.searchParams.get('length'))
       const priority = url.searchParams.get('priority') ?? 'foreground'
       if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > max) {
-        fail(400, `offset and length must be integers, 0 ≤ length ≤ ${max}`)
-        return
+        throw new BadRequestError(`offset and length must be integers, 0 ≤ length ≤ ${max}`)
       }
       if (priority !== 'foreground' && priority !== 'background') {
-        fail(400, `priority must be foreground or background, got ${JSON.stringify(priority)}`)
-        return
+        throw new BadRequestError(`priority must be foreground or background, got ${JSON.stringify(priority)}`)
       }
-      job = this.read(cidText, offset, length, ac.signal, priority === 'background' ? { background: true } : undefined).then((bytes) => {
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length }).end(bytes)
-      })
+      job = async () => await this.read(cidText, offset, length, signal, priority === 'background' ? { background: true } : undefined)
     } else {
-      fail(404, `unknown blob resource ${JSON.stringify(what)}`)
-      return
+      throw new ControlApiError(`unknown blob resource ${JSON.stringify(what)}`, 404)
     }
-    job.catch((err: Error & { code?: string }) => {
-      if (ac.signal.aborted) return
-      this.log.debug({ cid: cidText, err: err.message }, 'blob request failed')
-      const status = err instanceof ReadTimeoutError ? 504 : 502
-      fail(status, `${err.message}${err.code != null ? ` (${err.code})` : ''}`)
-    })
+    try {
+      return await job()
+    } catch (err) {
+      if (!signal.aborted) this.log.debug({ cid: cidText, err: (err as Error).message }, 'blob request failed')
+      throw err
+    }
   }
 }

@@ -1,6 +1,6 @@
-import { request } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import { AbortError } from '../errors.js'
-import { answersOnSocket } from '../unix-http.js'
+import { DEFAULTS as HTTP_DEFAULTS, UnixHttpClient, type ClientErrors } from '../unix-http.js'
 import { ControlProtocolError, DaemonDisconnectedError, DaemonHealthTimeoutError } from './errors.js'
 
 /**
@@ -11,7 +11,7 @@ import { ControlProtocolError, DaemonDisconnectedError, DaemonHealthTimeoutError
 /** Control API client defaults, in one place. */
 export const CLIENT_DEFAULTS = {
   /** The CLI gives a daemon this long to answer its health route before calling it unreachable. */
-  healthTimeoutMs: 2_000
+  healthTimeoutMs: HTTP_DEFAULTS.probeTimeoutMs
 } as const
 
 /**
@@ -26,9 +26,30 @@ export const API_ENV = 'IPFS_ESTARGZ_API'
 /** File in the repo naming the control socket, so `--repo DIR` finds a running daemon. */
 export const API_FILE = 'api'
 
+/** The control API's routes (the blob routes are in blob-api.ts). */
+export const ROUTES = {
+  health: '/v1/health',
+  run: '/v1/run'
+} as const
+
+/**
+ * How calls to the control API fail. A refused command means a daemon that does not speak our
+ * protocol; a connection that breaks means the daemon went away.
+ */
+const ERRORS: ClientErrors = {
+  answered: (_call, answer) => new ControlProtocolError(`daemon refused the command (HTTP ${answer.status})`),
+  // only health probes have a timeout: a command runs as long as it runs (Ctrl-C cancels it)
+  timeout: (call) => new DaemonHealthTimeoutError(`no answer within ${call.timeoutMs} ms`),
+  cancelled: () => new AbortError('cancelled: the daemon stops the command'),
+  connection: (_call, err) => new DaemonDisconnectedError(err.message, { cause: err })
+}
+
+/** A client of the control socket at `address`: a connection per call (the CLI makes one or two). */
+const clientOf = (address: string): UnixHttpClient => new UnixHttpClient(address, { agent: false, errors: ERRORS })
+
 /** Is a daemon answering on this control socket? */
 export async function daemonAlive (address: string): Promise<boolean> {
-  return await answersOnSocket(address, '/v1/health')
+  return await clientOf(address).answers(ROUTES.health, CLIENT_DEFAULTS.healthTimeoutMs)
 }
 
 /** What a daemon's health route answers: its root is the repo it serves. */
@@ -46,29 +67,27 @@ export type DaemonProbe =
 
 /** Asks the daemon on a control socket who it is. */
 export async function probeDaemon (address: string, timeoutMs: number = CLIENT_DEFAULTS.healthTimeoutMs): Promise<DaemonProbe> {
-  return await new Promise(resolve => {
-    const req = request({ socketPath: address, path: '/v1/health', method: 'GET', agent: false }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (s: string) => { if (text.length < 65536) text += s })
-      res.on('error', (err) => resolve({ state: 'down', why: err.message }))
-      res.on('end', () => {
-        clearTimeout(timer)
-        let root: unknown
-        try { root = (JSON.parse(text) as Partial<DaemonHealth>).root } catch {}
-        if (res.statusCode === 200 && typeof root === 'string' && root !== '') resolve({ state: 'up', root })
-        else resolve({ state: 'down', why: `its health route answered HTTP ${String(res.statusCode)} without a root` })
-      })
-    })
-    const timer = setTimeout(() => req.destroy(new DaemonHealthTimeoutError(`no answer within ${timeoutMs} ms`)), timeoutMs)
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer)
-      // Node's errno: no socket there, or nothing listens on it
-      if (err.code === 'ENOENT') resolve({ state: 'absent' })
-      else resolve({ state: 'down', why: err.code === 'ECONNREFUSED' ? 'nothing listens on the socket: the daemon died?' : err.message })
-    })
-    req.end()
+  const client = new UnixHttpClient(address, {
+    agent: false,
+    errors: {
+      answered: (_call, answer) => new ControlProtocolError(`its health route answered HTTP ${answer.status} without a root`),
+      timeout: ERRORS.timeout,
+      // the connection's own errors: they tell absent from down
+      connection: (_call, err) => err
+    }
   })
+  let root: unknown
+  try {
+    root = (await client.json<Partial<DaemonHealth> | undefined>('GET', ROUTES.health, { timeoutMs }))?.root
+  } catch (err) {
+    if (err instanceof ControlProtocolError) return { state: 'down', why: err.message }
+    const code = (err as NodeJS.ErrnoException).code
+    // Node's errno: no socket there, or nothing listens on it
+    if (code === 'ENOENT') return { state: 'absent' }
+    return { state: 'down', why: code === 'ECONNREFUSED' ? 'nothing listens on the socket: the daemon died?' : (err as Error).message }
+  }
+  if (typeof root === 'string' && root !== '') return { state: 'up', root }
+  return { state: 'down', why: 'its health route answered HTTP 200 without a root' }
 }
 
 export interface RunInDaemonOptions {
@@ -83,63 +102,64 @@ export interface RunInDaemonOptions {
  * our stdout's reader goes away we hang up, which cancels the command in the daemon.
  */
 export async function runInDaemon (address: string, argv: string[], options: RunInDaemonOptions): Promise<number> {
-  const { signal } = options
+  const stdoutGone = new AbortController()
+  const onStdoutError = (): void => { stdoutGone.abort() }
+  process.stdout.on('error', onStdoutError)
+  const hangUp = options.signal != null ? AbortSignal.any([options.signal, stdoutGone.signal]) : stdoutGone.signal
+  try {
+    const res = await clientOf(address).open('POST', ROUTES.run, { body: { argv }, signal: hangUp, timeoutMs: 0 })
+    return await relayOutput(res, hangUp)
+  } catch (err) {
+    if (stdoutGone.signal.aborted) return options.stdoutClosedCode
+    throw err
+  } finally {
+    process.stdout.off('error', onStdoutError)
+  }
+}
+
+/** Writes a run's NDJSON lines to our stdout and stderr; resolves with the exit line's code. */
+async function relayOutput (res: IncomingMessage, signal: AbortSignal): Promise<number> {
   return await new Promise((resolve, reject) => {
     let settled = false
     const finish = (err: Error | undefined, code = 1): void => {
       if (settled) return
       settled = true
-      process.stdout.off('error', onStdoutError)
-      signal?.removeEventListener('abort', onAbort)
+      signal.removeEventListener('abort', onAbort)
       if (err != null) reject(err)
       else resolve(code)
     }
-    const onStdoutError = (): void => {
-      req.destroy()
-      finish(undefined, options.stdoutClosedCode)
-    }
     const onAbort = (): void => {
-      req.destroy()
+      res.destroy()
       finish(new AbortError('cancelled: the daemon stops the command'))
     }
-    const req = request({ socketPath: address, path: '/v1/run', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
-      if (res.statusCode !== 200) {
-        res.resume()
-        finish(new ControlProtocolError(`daemon refused the command (HTTP ${String(res.statusCode)})`))
-        return
-      }
-      let buf = ''
-      let code: number | undefined
-      res.setEncoding('utf8')
-      res.on('data', (s: string) => {
-        buf += s
-        let i: number
-        while ((i = buf.indexOf('\n')) >= 0) {
-          let msg: { out?: string, err?: string, exit?: number }
-          try {
-            msg = JSON.parse(buf.slice(0, i)) as typeof msg
-          } catch {
-            req.destroy()
-            finish(new ControlProtocolError(`the daemon sent a line that is not JSON: ${JSON.stringify(buf.slice(0, Math.min(i, 80)))}`))
-            return
-          }
-          buf = buf.slice(i + 1)
-          if (msg.out != null && !process.stdout.destroyed) process.stdout.write(Buffer.from(msg.out, 'base64'))
-          if (msg.err != null) process.stderr.write(msg.err)
-          if (msg.exit != null) code = msg.exit
+    let buf = ''
+    let code: number | undefined
+    res.setEncoding('utf8')
+    res.on('data', (s: string) => {
+      buf += s
+      let i: number
+      while ((i = buf.indexOf('\n')) >= 0) {
+        let msg: { out?: string, err?: string, exit?: number }
+        try {
+          msg = JSON.parse(buf.slice(0, i)) as typeof msg
+        } catch {
+          res.destroy()
+          finish(new ControlProtocolError(`the daemon sent a line that is not JSON: ${JSON.stringify(buf.slice(0, Math.min(i, 80)))}`))
+          return
         }
-      })
-      res.on('error', (err) => { finish(new DaemonDisconnectedError(err.message)) })
-      // 'close' comes after 'end' too: only the exit line says the command ended
-      res.on('close', () => {
-        if (code != null) finish(undefined, code)
-        else finish(new DaemonDisconnectedError('no exit code'))
-      })
+        buf = buf.slice(i + 1)
+        if (msg.out != null && !process.stdout.destroyed) process.stdout.write(Buffer.from(msg.out, 'base64'))
+        if (msg.err != null) process.stderr.write(msg.err)
+        if (msg.exit != null) code = msg.exit
+      }
     })
-    process.stdout.on('error', onStdoutError)
-    if (signal?.aborted === true) onAbort()
-    else signal?.addEventListener('abort', onAbort, { once: true })
-    req.on('error', (err) => { finish(new DaemonDisconnectedError(err.message)) })
-    req.end(JSON.stringify({ argv }))
+    res.on('error', (err) => { finish(new DaemonDisconnectedError(err.message)) })
+    // 'close' comes after 'end' too: only the exit line says the command ended
+    res.on('close', () => {
+      if (code != null) finish(undefined, code)
+      else finish(new DaemonDisconnectedError('no exit code'))
+    })
+    if (signal.aborted) onAbort()
+    else signal.addEventListener('abort', onAbort, { once: true })
   })
 }

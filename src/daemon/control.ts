@@ -1,9 +1,11 @@
-import { chmod, rm, writeFile } from 'node:fs/promises'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { BadRequestError } from '../errors.js'
 import type { Logger } from '../logging.js'
-import { BLOBS_PREFIX, type BlobReader } from './blob-api.js'
-import { API_FILE, type DaemonHealth } from './control-client.js'
+import { serveUnixHttp, type Call, type Route, type UnixHttpServer } from '../unix-http.js'
+import type { BlobReader } from './blob-api.js'
+import { API_FILE, ROUTES, type DaemonHealth } from './control-client.js'
+import { ControlApiError } from './errors.js'
 
 export * from './control-client.js'
 
@@ -14,7 +16,8 @@ export * from './control-client.js'
  * `{ "out": base64 }`, `{ "err": text }`, and finally `{ "exit": code }`; a client that hangs up
  * cancels its command (its `signal` fires), a response without the exit line means the daemon
  * went away (`runInDaemon` says so in a DaemonDisconnectedError). With a `blobs` component
- * it also serves `GET /v1/blobs/...`, the byte ranges the FUSE manager's mounts read.
+ * it also serves `GET /v1/blobs/...`, the byte ranges the FUSE manager's mounts read. Errors
+ * answer the one error body of src/unix-http.ts (`{ error, code }`).
  */
 export type CommandRunner = (argv: string[], io: { stdout: (data: Uint8Array | string) => Promise<void>, stderr: (text: string) => void, signal: AbortSignal }) => Promise<number>
 
@@ -39,8 +42,15 @@ function loggable (argv: string[]): string[] {
   })
 }
 
+/** The argv of a run call's body: a list of strings. */
+function argvOf (body: unknown): string[] {
+  const argv = (body as { argv?: unknown } | null | undefined)?.argv
+  if (!Array.isArray(argv) || argv.some(a => typeof a !== 'string')) throw new BadRequestError('argv must be a list of strings')
+  return argv as string[]
+}
+
 export class ControlServer {
-  private server?: Server
+  private http?: UnixHttpServer
   /** Commands run so far: numbers them in the log. */
   private commands = 0
   /** Commands still running. */
@@ -50,60 +60,31 @@ export class ControlServer {
   constructor (private readonly components: { logger: Logger, run: CommandRunner, blobs?: BlobReader }, private readonly options: { address: string, repo: string }) {}
 
   async start (): Promise<void> {
-    await rm(this.options.address, { force: true })
-    const server = createServer((req, res) => {
-      if (req.method === 'GET' && req.url === '/v1/health') {
-        const health: DaemonHealth = { ok: true, root: this.options.repo }
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(health))
-        return
-      }
-      if (this.components.blobs != null && req.url?.startsWith(BLOBS_PREFIX) === true) {
-        this.components.blobs.handle(req, res)
-        return
-      }
-      if (req.method !== 'POST' || req.url !== '/v1/run') {
-        res.writeHead(404).end()
-        return
-      }
-      const chunks: Buffer[] = []
-      req.on('data', (c: Buffer) => chunks.push(c))
-      req.on('end', () => {
-        let argv: string[]
-        try {
-          argv = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { argv: string[] }).argv
-          if (!Array.isArray(argv) || argv.some(a => typeof a !== 'string')) throw new Error('argv must be a list of strings')
-        } catch (err) {
-          res.writeHead(400).end(JSON.stringify({ error: (err as Error).message }))
-          return
-        }
-        this.runForClient(argv, req, res)
-      })
+    const routes: Route[] = [
+      { method: 'GET', path: ROUTES.health, handle: (): DaemonHealth => ({ ok: true, root: this.options.repo }) },
+      { method: 'POST', path: ROUTES.run, stream: true, handle: (call) => { this.runForClient(argvOf(call.body), call) } },
+      ...(this.components.blobs?.routes() ?? [])
+    ]
+    this.http = await serveUnixHttp(routes, {
+      socket: this.options.address,
+      code: ControlApiError.code,
+      statusOf: (err) => err instanceof ControlApiError ? err.status : undefined
     })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.options.address, () => { server.off('error', reject); resolve() })
-    })
-    await chmod(this.options.address, 0o600)
     await writeFile(join(this.options.repo, API_FILE), this.options.address, { mode: 0o600 })
-    this.server = server
   }
 
   /**
    * Runs one command and streams its output. The command is cancelled (its signal fires) as soon
    * as the client goes away: Ctrl-C or kill -9 of the CLI, or the daemon stopping. The socket's
-   * 'close' is seen whether or not anything was written yet (a push writes nothing for minutes).
+   * 'close' is seen whether or not anything was written yet (a push writes nothing for minutes):
+   * the call's signal says so.
    */
-  private runForClient (argv: string[], req: IncomingMessage, res: ServerResponse): void {
+  private runForClient (argv: string[], { res, signal }: Call): void {
     const log = this.components.logger.child({ command: ++this.commands, argv: loggable(argv) })
-    const ac = new AbortController()
     let ended = false
-    const onGone = (): void => {
-      if (ended || res.writableFinished || ac.signal.aborted) return
-      log.warn(this.stopping ? 'the daemon stops: cancelling the command' : 'the client went away: cancelling the command')
-      ac.abort()
-    }
-    req.socket.once('close', onGone)
-    res.once('close', onGone)
+    signal.addEventListener('abort', () => {
+      if (!ended) log.warn(this.stopping ? 'the daemon stops: cancelling the command' : 'the client went away: cancelling the command')
+    }, { once: true })
     res.writeHead(200, { 'content-type': 'application/x-ndjson' })
     res.flushHeaders() // the client knows at once that the command runs
     const line = async (obj: unknown): Promise<void> => {
@@ -121,13 +102,13 @@ export class ControlServer {
     const finished = this.components.run(argv, {
       stdout: async (data) => { await line({ out: Buffer.from(data).toString('base64') }) },
       stderr: (text) => { void line({ err: text }) },
-      signal: ac.signal
+      signal
     }).catch(async (err: Error) => {
       await line({ err: `${err.message}\n` })
       return 1
     }).then(async (code) => {
       ended = true
-      log.info({ exit: code, cancelled: ac.signal.aborted, ms: Date.now() - started }, 'command ended')
+      log.info({ exit: code, cancelled: signal.aborted, ms: Date.now() - started }, 'command ended')
       await line({ exit: code })
       res.end()
     }, () => {}).finally(() => this.running.delete(finished))
@@ -136,13 +117,11 @@ export class ControlServer {
 
   async stop (): Promise<void> {
     await rm(join(this.options.repo, API_FILE), { force: true })
-    const server = this.server
-    if (server == null) return
-    this.server = undefined
+    const http = this.http
+    if (http == null) return
+    this.http = undefined
     this.stopping = true
-    server.closeAllConnections() // cancels the running commands: their clients are gone
-    await new Promise<void>(resolve => server.close(() => resolve()))
-    await rm(this.options.address, { force: true })
+    await http.close() // cancels the running commands: their clients are gone
     if (this.running.size > 0) {
       let timer: NodeJS.Timeout | undefined
       const waited = await Promise.race([

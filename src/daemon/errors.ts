@@ -27,3 +27,17 @@ export class DaemonDisconnectedError extends DaemonError {
 
 /** The daemon answered something that is not the control protocol. */
 export class ControlProtocolError extends DaemonError { static readonly code = 'ERR_CONTROL_PROTOCOL' }
+
+// The control API's server side (src/daemon/control.ts and the blob routes of src/daemon/blob-api.ts).
+
+/**
+ * A call the control API refuses or fails without an error of its own: no such route or method,
+ * an unknown blob resource, a blob read whose error has no code. Answered with `status` and this
+ * code (a malformed call is the shared BadRequestError).
+ */
+export class ControlApiError extends DaemonError {
+  static readonly code = 'ERR_CONTROL_API'
+  constructor (message: string, readonly status = 500, options?: ErrorOptions) {
+    super(message, options)
+  }
+}

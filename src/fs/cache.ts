@@ -1,32 +1,32 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
+import { LRUCache } from 'lru-cache'
 import { sha256Digest } from '../estargz/index.js'
 import { DEFAULTS } from './config.js'
 import type { Logger } from '../logging.js'
+import { OpenLru } from '../open-lru.js'
 import { PRIVATE } from '../private-files.js'
 
-/** A byte-capped LRU of buffers; Map insertion order is the recency order. */
+/** A byte-capped LRU of buffers (an empty buffer counts as one byte: lru-cache sizes are positive). */
 export class MemoryLru {
-  private readonly entries = new Map<string, Uint8Array>()
-  private total = 0
+  /** undefined: a cap of 0 bytes, nothing is kept. */
+  private readonly entries?: LRUCache<string, Uint8Array>
 
-  constructor (readonly maxBytes: number) {}
+  constructor (readonly maxBytes: number) {
+    if (maxBytes > 0) this.entries = new LRUCache({ maxSize: maxBytes, sizeCalculation: v => Math.max(1, v.length) })
+  }
 
   get (key: string): Uint8Array | undefined {
-    const v = this.entries.get(key)
-    if (v == null) return undefined
-    this.entries.delete(key)
-    this.entries.set(key, v)
-    return v
+    return this.entries?.get(key)
   }
 
   has (key: string): boolean {
-    return this.entries.has(key)
+    return this.entries?.has(key) ?? false
   }
 
   set (key: string, value: Uint8Array): void {
-    if (value.length > this.maxBytes) return
+    if (this.entries == null || value.length > this.maxBytes) return
     // A view into a bigger buffer (a slice of a coalesced fetch or of inflate's output) would
     // keep that whole buffer alive while being counted at its own length: 16 MiB of entries
     // held 53 MB. Keep an exact copy instead.
@@ -36,61 +36,11 @@ export class MemoryLru {
       copy.set(value)
       value = copy
     }
-    const old = this.entries.get(key)
-    if (old != null) {
-      this.total -= old.length
-      this.entries.delete(key)
-    }
     this.entries.set(key, value)
-    this.total += value.length
-    for (const [k, v] of this.entries) {
-      if (this.total <= this.maxBytes) break
-      this.entries.delete(k)
-      this.total -= v.length
-    }
   }
 
   get bytes (): number {
-    return this.total
-  }
-}
-
-/**
- * Open chunk files, most recently used kept: a sequential read through the mount asks for the
- * same chunk file many times in 128 KiB requests, and open + close around each read cost more
- * than the read. FileHandle.close() waits for reads in flight, so evicting a handle never makes
- * a read hit a reused descriptor; a read that starts after the close gets EBADF and reopens.
- */
-class HandleCache {
-  private readonly open = new Map<string, Promise<FileHandle>>()
-
-  constructor (private readonly max: number) {}
-
-  async get (key: string, path: string): Promise<FileHandle> {
-    let p = this.open.get(key)
-    if (p != null) {
-      this.open.delete(key)
-      this.open.set(key, p)
-      return await p
-    }
-    p = open(path, 'r')
-    this.open.set(key, p)
-    p.catch(() => { if (this.open.get(key) === p) this.open.delete(key) })
-    while (this.open.size > this.max) this.close(this.open.keys().next().value as string)
-    return await p
-  }
-
-  close (key: string): void {
-    const p = this.open.get(key)
-    if (p == null) return
-    this.open.delete(key)
-    p.then(async fh => { await fh.close() }).catch(() => {})
-  }
-
-  async closeAll (): Promise<void> {
-    const all = [...this.open.values()]
-    this.open.clear()
-    await Promise.allSettled(all.map(async p => { await (await p).close() }))
+    return this.entries?.calculatedSize ?? 0
   }
 }
 
@@ -143,13 +93,23 @@ export class ChunkCache {
   private readonly maxBytes: number
   private readonly verifyOnLoad: boolean
   private readonly log: Logger
-  /** Disk entries by hex digest → size, in recency order. */
-  private readonly index = new Map<string, number>()
+  /**
+   * Disk entries by hex digest → size (an empty file counts as one byte), the least recently used
+   * evicted beyond `maxBytes`: its file is removed, its handle closed.
+   */
+  private readonly index: LRUCache<string, number>
   /** Entries whose file content is known to match the name. */
   private readonly trusted = new Set<string>()
   private readonly writing = new Map<string, Promise<void>>()
-  private readonly handles = new HandleCache(DEFAULTS.openChunkFiles)
-  private diskBytes = 0
+  /** Removals of evicted files under way. */
+  private readonly removing = new Set<Promise<void>>()
+  /**
+   * Open chunk files, most recently used kept: a sequential read through the mount asks for the
+   * same chunk file many times in 128 KiB requests, and open + close around each read cost more
+   * than the read. FileHandle.close() waits for reads in flight, so evicting a handle never makes
+   * a read hit a reused descriptor; a read that starts after the close gets EBADF and reopens.
+   */
+  private readonly handles = new OpenLru<FileHandle>({ max: DEFAULTS.openChunkFiles, close: async (fh) => { await fh.close() } })
   private evictions = 0
   private corruptFiles = 0
   private started = false
@@ -158,6 +118,12 @@ export class ChunkCache {
     this.log = components.logger
     this.dir = options.dir
     this.maxBytes = options.maxBytes ?? DEFAULTS.diskCacheBytes
+    this.index = new LRUCache<string, number>({
+      // a cap of 0 keeps nothing but empty files: put() and start() never add what is over the cap
+      maxSize: Math.max(1, this.maxBytes),
+      sizeCalculation: size => Math.max(1, size),
+      dispose: (_size, hex, reason) => { this.dropped(hex, reason === 'evict') }
+    })
     this.memory = new MemoryLru(options.memoryBytes ?? DEFAULTS.memoryCacheBytes)
     this.verifyOnLoad = options.verifyOnLoad ?? DEFAULTS.verifyDiskCacheOnLoad
   }
@@ -180,20 +146,26 @@ export class ChunkCache {
         if (st?.isFile() === true) found.push({ hex: name, size: st.size, mtime: st.mtimeMs })
       }
     }
+    // oldest first: what does not fit under the cap is evicted, the least recently written first
     found.sort((a, b) => a.mtime - b.mtime)
     for (const f of found) {
+      if (f.size > this.maxBytes) {
+        this.evictions++
+        this.remove(f.hex)
+        continue
+      }
       this.index.set(f.hex, f.size)
-      this.diskBytes += f.size
       if (!this.verifyOnLoad) this.trusted.add(f.hex)
     }
-    await this.evict()
-    this.log.debug({ dir: this.dir, entries: this.index.size, bytes: this.diskBytes }, 'chunk cache opened')
+    await this.removed()
+    this.log.debug({ dir: this.dir, entries: this.index.size, bytes: this.index.calculatedSize }, 'chunk cache opened')
   }
 
   /** Waits for pending writes, closes the open chunk files. */
   async stop (): Promise<void> {
     await Promise.allSettled([...this.writing.values()])
-    await this.handles.closeAll()
+    await this.removed()
+    await this.handles.clear()
   }
 
   /** True when the chunk is cached (memory or disk). */
@@ -252,24 +224,22 @@ export class ChunkCache {
   }
 
   stats (): ChunkCacheStats {
-    return { diskBytes: this.diskBytes, diskEntries: this.index.size, memoryBytes: this.memory.bytes, evictions: this.evictions, corruptFiles: this.corruptFiles }
+    return { diskBytes: this.index.calculatedSize, diskEntries: this.index.size, memoryBytes: this.memory.bytes, evictions: this.evictions, corruptFiles: this.corruptFiles }
   }
 
   private pathOf (hex: string): string {
     return join(this.dir ?? '', hex.slice(0, 2), hex)
   }
 
+  /** Marks a disk entry used (most recent). */
   private touch (hex: string): void {
-    const size = this.index.get(hex)
-    if (size == null) return
-    this.index.delete(hex)
-    this.index.set(hex, size)
+    this.index.get(hex)
   }
 
   private async readFile (hex: string, offset: number, length: number, retry = true): Promise<Uint8Array | undefined> {
     let fh
     try {
-      fh = await this.handles.get(hex, this.pathOf(hex))
+      fh = await this.handles.get(hex, async () => await open(this.pathOf(hex), 'r'))
     } catch (err) {
       // Evicted (or removed by hand) between the index check and the open: a miss (Node's errno).
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
@@ -312,21 +282,35 @@ export class ChunkCache {
       this.log.warn({ err, chunk: hex }, 'cannot write chunk to the disk cache')
       return
     }
-    if (!this.index.has(hex)) {
-      this.index.set(hex, data.length)
-      this.diskBytes += data.length
-    }
+    if (!this.index.has(hex)) this.index.set(hex, data.length) // evicts beyond the cap
     this.trusted.add(hex)
-    await this.evict()
+    await this.removed()
   }
 
+  /** Forgets a disk entry whose file is gone or is being removed by the caller. */
   private forget (hex: string): void {
-    this.handles.close(hex)
-    const size = this.index.get(hex)
-    if (size == null) return
     this.index.delete(hex)
+    this.handles.delete(hex)
+  }
+
+  /** A disk entry left the index: its handle is closed; an evicted one's file is removed. */
+  private dropped (hex: string, evicted: boolean): void {
+    this.handles.delete(hex)
     this.trusted.delete(hex)
-    this.diskBytes -= size
+    if (!evicted) return
+    this.evictions++
+    this.remove(hex)
+  }
+
+  private remove (hex: string): void {
+    const p = unlink(this.pathOf(hex)).catch(() => {})
+    this.removing.add(p)
+    void p.finally(() => this.removing.delete(p))
+  }
+
+  /** Waits for the removals of evicted files under way. */
+  private async removed (): Promise<void> {
+    await Promise.allSettled([...this.removing])
   }
 
   private async drop (hex: string, why: string): Promise<void> {
@@ -334,15 +318,5 @@ export class ChunkCache {
     this.log.warn({ chunk: hex, reason: why }, 'removing corrupt chunk from the disk cache')
     this.forget(hex)
     await unlink(this.pathOf(hex)).catch(() => {})
-  }
-
-  private async evict (): Promise<void> {
-    while (this.diskBytes > this.maxBytes) {
-      const oldest = this.index.keys().next()
-      if (oldest.done === true) break
-      this.forget(oldest.value)
-      this.evictions++
-      await unlink(this.pathOf(oldest.value)).catch(() => {})
-    }
   }
 }

@@ -1,10 +1,11 @@
-import { Agent, request } from 'node:http'
 import type { ChunkCacheStats } from '../fs/index.js'
+import { UnixHttpClient } from '../unix-http.js'
 import { FuseManagerCancelledError, FuseManagerError, FuseManagerTimeoutError, FuseManagerUnavailableError } from './errors.js'
 
 /**
  * The FUSE manager's API: HTTP/1.1 with JSON bodies over a unix socket (root only, 0600), so
- * `curl --unix-socket` can inspect it. The daemon is its only client.
+ * `curl --unix-socket` can inspect it (src/unix-http.ts). The daemon is its only client. Every
+ * error answer is `{ error, code }`.
  *
  *   GET  /v1/health              → Health
  *   POST /v1/attach   Attach     → the daemon whose blob API serves the layers' bytes
@@ -106,12 +107,6 @@ export interface MountInfo {
   bytesFetched: number
 }
 
-/** Error body of every non-2xx answer. */
-export interface ErrorBody {
-  error: string
-  code: string
-}
-
 /** Client defaults, in one place. */
 export const DEFAULTS = {
   /**
@@ -130,14 +125,26 @@ export interface FuseManagerClientOptions {
 
 /**
  * The daemon's side of the API. Every method throws FuseManagerUnavailableError when nothing
- * listens, and FuseManagerTimeoutError when no answer came in time. Every call is bounded by our
- * own timeout or the caller's signal, never by a socket timeout of Node's (its global agent cuts
- * a socket after 5 s): requests go through an agent of this client that sets none.
+ * listens, FuseManagerTimeoutError when no answer came in time, and a FuseManagerError with the
+ * manager's code (`remoteCode`) and status when it answered an error. Every call is bounded by
+ * our own timeout or the caller's signal, never by a socket timeout of Node's.
  */
 export class FuseManagerClient {
-  private readonly agent = new Agent({ keepAlive: false })
+  private readonly http: UnixHttpClient
 
-  constructor (readonly socket: string, private readonly options: FuseManagerClientOptions = {}) {}
+  constructor (readonly socket: string, private readonly options: FuseManagerClientOptions = {}) {
+    this.http = new UnixHttpClient(socket, {
+      agent: { keepAlive: false },
+      callTimeoutMs: options.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
+      errors: {
+        answered: (_call, answer) => new FuseManagerError(answer.message, { remoteCode: answer.remoteCode, status: answer.status }),
+        timeout: (call) => new FuseManagerTimeoutError(`${call.method} ${call.path}: no answer from the FUSE manager within ${call.timeoutMs} ms`),
+        cancelled: (call, reason) => new FuseManagerCancelledError(`${call.method} ${call.path}: cancelled by the caller${(reason as Error | undefined)?.message != null ? ` (${(reason as Error).message})` : ''}`),
+        // Node's errno: no socket there, or nothing listens on it
+        connection: (_call, err) => err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? new FuseManagerUnavailableError(socket, { cause: err }) : err
+      }
+    })
+  }
 
   async health (signal?: AbortSignal): Promise<Health> {
     return await this.call<Health>('GET', ROUTES.health, undefined, signal)
@@ -178,59 +185,8 @@ export class FuseManagerClient {
     return this.options.mountTimeoutMs ?? DEFAULTS.mountTimeoutMs
   }
 
-  /** `timeoutMs` 0: only `signal` bounds the call. */
-  private async call<T = unknown> (method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal, timeoutMs = this.options.callTimeoutMs ?? DEFAULTS.callTimeoutMs): Promise<T> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
-    const cancelled = (): FuseManagerCancelledError => {
-      const reason = signal?.reason as Error | undefined
-      return new FuseManagerCancelledError(`${method} ${path}: cancelled by the caller${reason?.message != null ? ` (${reason.message})` : ''}`)
-    }
-    if (signal?.aborted === true) throw cancelled()
-    return await new Promise<T>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined
-      const onAbort = (): void => { req.destroy(cancelled()) }
-      const settle = (fn: () => void): void => {
-        clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-        fn()
-      }
-      const req = request({
-        socketPath: this.socket,
-        agent: this.agent,
-        path,
-        method,
-        headers: payload != null ? { 'content-type': 'application/json', 'content-length': payload.length } : {}
-      }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('error', (err) => settle(() => reject(err)))
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8')
-          let parsed: unknown
-          try {
-            parsed = text === '' ? undefined : JSON.parse(text)
-          } catch {
-            settle(() => reject(new FuseManagerError(`${method} ${path}: the FUSE manager answered HTTP ${String(res.statusCode)} with a body that is not JSON`, { status: res.statusCode })))
-            return
-          }
-          if (res.statusCode != null && res.statusCode >= 200 && res.statusCode < 300) {
-            settle(() => resolve(parsed as T))
-            return
-          }
-          const e = parsed as Partial<ErrorBody> | undefined
-          settle(() => reject(new FuseManagerError(e?.error ?? `${method} ${path}: HTTP ${String(res.statusCode)}`, { remoteCode: e?.code, status: res.statusCode })))
-        })
-      })
-      if (timeoutMs > 0) timer = setTimeout(() => req.destroy(new FuseManagerTimeoutError(`${method} ${path}: no answer from the FUSE manager within ${timeoutMs} ms`)), timeoutMs)
-      signal?.addEventListener('abort', onAbort, { once: true })
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        settle(() => {
-          // Node's errno: no socket there, or nothing listens on it
-          if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new FuseManagerUnavailableError(this.socket))
-          else reject(err)
-        })
-      })
-      req.end(payload)
-    })
+  /** `timeoutMs` 0: only `signal` bounds the call; default: the client's call timeout. */
+  private async call<T = unknown> (method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal, timeoutMs?: number): Promise<T> {
+    return await this.http.json<T>(method, path, { body, signal, timeoutMs })
   }
 }

@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Agent, request } from 'node:http'
 import type { RangeSource, ReadHint } from '../source/index.js'
-import { answersOnSocket } from '../unix-http.js'
+import { UnixHttpClient, type ClientErrors } from '../unix-http.js'
 import { BlobAnswerCutError, BlobReadError, BlobSourceUnavailableError } from './errors.js'
 
 /** Blob client defaults, in one place. */
@@ -28,6 +27,17 @@ export interface BlobClientOptions {
 const AWAY = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE'])
 
 /**
+ * How a blob call fails: an error answer is a BlobReadError with the daemon's message and code;
+ * an answer cut short is read again, as from a daemon that went away. Reads have no timeout of
+ * their own: the chunk reader's signal bounds them.
+ */
+const ERRORS: ClientErrors = {
+  answered: (_call, answer) => new BlobReadError(`daemon blob API: ${answer.message}${answer.remoteCode != null ? ` (${answer.remoteCode})` : ''}`, answer),
+  timeout: (call) => new BlobReadError(`daemon blob API: no answer within ${call.timeoutMs} ms`, { status: 504 }),
+  cut: () => new BlobAnswerCutError('the daemon closed the connection mid-answer')
+}
+
+/**
  * The FUSE manager's way to the bytes: range requests to the daemon's blob API over its control
  * socket. The socket is set (and may change) when a daemon attaches; while there is none, reads
  * wait for one, so a container reading an uncached chunk during a daemon restart stalls briefly
@@ -35,8 +45,9 @@ const AWAY = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE'])
  */
 export class BlobClient {
   private socket?: string
-  private agent?: Agent
-  private backgroundAgent?: Agent
+  /** The attached daemon's blob API, one client (and so one agent) per priority. */
+  private http?: UnixHttpClient
+  private backgroundHttp?: UnixHttpClient
   private readonly waiters = new Set<() => void>()
 
   constructor (private readonly options: BlobClientOptions = {}) {}
@@ -48,10 +59,10 @@ export class BlobClient {
   /** Points the client at a daemon's control socket (a new daemon after a restart). */
   attach (socket: string): void {
     if (socket !== this.socket) {
-      this.agent?.destroy()
-      this.backgroundAgent?.destroy()
-      this.agent = new Agent({ keepAlive: true, maxSockets: DEFAULTS.maxSockets })
-      this.backgroundAgent = new Agent({ keepAlive: true, maxSockets: DEFAULTS.maxBackgroundSockets })
+      this.http?.close()
+      this.backgroundHttp?.close()
+      this.http = new UnixHttpClient(socket, { agent: { keepAlive: true, maxSockets: DEFAULTS.maxSockets }, callTimeoutMs: 0, errors: ERRORS })
+      this.backgroundHttp = new UnixHttpClient(socket, { agent: { keepAlive: true, maxSockets: DEFAULTS.maxBackgroundSockets }, callTimeoutMs: 0, errors: ERRORS })
       this.socket = socket
     }
     for (const wake of this.waiters) wake()
@@ -59,14 +70,14 @@ export class BlobClient {
 
   /** Does the attached daemon answer (its control API's health route)? */
   async alive (): Promise<boolean> {
-    return this.socket != null && await answersOnSocket(this.socket, '/v1/health')
+    return await (this.http?.answers('/v1/health') ?? false)
   }
 
   close (): void {
-    this.agent?.destroy()
-    this.backgroundAgent?.destroy()
-    this.agent = undefined
-    this.backgroundAgent = undefined
+    this.http?.close()
+    this.backgroundHttp?.close()
+    this.http = undefined
+    this.backgroundHttp = undefined
     for (const wake of this.waiters) wake()
   }
 
@@ -95,10 +106,10 @@ export class BlobClient {
     for (;;) {
       signal?.throwIfAborted()
       const socket = this.socket
-      const agent = background ? this.backgroundAgent : this.agent
-      if (socket != null && agent != null) {
+      const http = background ? this.backgroundHttp : this.http
+      if (http != null) {
         try {
-          return await once(socket, agent, path, signal)
+          return await http.bytes('GET', path, { signal })
         } catch (err) {
           if (!(err instanceof BlobAnswerCutError) && !AWAY.has((err as NodeJS.ErrnoException).code ?? '')) throw err
         }
@@ -126,28 +137,4 @@ export class BlobClient {
       signal?.removeEventListener('abort', onAbort)
     }
   }
-}
-
-async function once (socketPath: string, agent: Agent, path: string, signal?: AbortSignal): Promise<Buffer> {
-  return await new Promise<Buffer>((resolve, reject) => {
-    const req = request({ socketPath, agent, path, method: 'GET', signal }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('error', reject)
-      res.on('end', () => {
-        const body = Buffer.concat(chunks)
-        if (res.statusCode === 200) {
-          const expected = Number(res.headers['content-length'] ?? body.length)
-          if (body.length !== expected) reject(new BlobAnswerCutError('the daemon closed the connection mid-answer'))
-          else resolve(body)
-          return
-        }
-        let message = `HTTP ${String(res.statusCode)}`
-        try { message = (JSON.parse(body.toString('utf8')) as { error?: string }).error ?? message } catch {}
-        reject(new BlobReadError(`daemon blob API: ${message}`, res.statusCode ?? 0))
-      })
-    })
-    req.on('error', reject)
-    req.end()
-  })
 }

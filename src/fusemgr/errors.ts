@@ -43,16 +43,11 @@ export class FuseManagerCancelledError extends FuseManagerError { static overrid
 export class FuseManagerStartError extends FuseManagerError { static override readonly code = 'ERR_FUSE_MANAGER_START' }
 
 // The manager's side: what it answers a call with (the client sees the code as `remoteCode`).
+// A body that is not JSON is the shared BadRequestError (src/errors.ts).
 
 /** A call the manager refuses with a code of its own; `status` is the HTTP status it answers with. */
 export abstract class CallRefusedError extends FusemgrError {
   abstract readonly status: number
-}
-
-/** The request's body is not JSON. */
-export class BadRequestError extends CallRefusedError {
-  static readonly code = 'ERR_BAD_REQUEST'
-  readonly status = 400
 }
 
 /** The mountpoint already holds another layer. */
@@ -78,11 +73,15 @@ export class MountCancelledError extends CallRefusedError {
 /** The manager has no daemon to read layer bytes from (none attached, or it is away too long). */
 export class BlobSourceUnavailableError extends FusemgrError { static readonly code = 'ERR_BLOB_SOURCE_UNAVAILABLE' }
 
-/** The daemon's blob API answered with an error (unknown CID, read past the end, timeout...). */
+/** The daemon's blob API answered with an error (unknown CID, read past the end, timeout...): its status, and its code as `remoteCode`. */
 export class BlobReadError extends FusemgrError {
   static readonly code = 'ERR_BLOB_READ'
-  constructor (message: string, readonly status: number, options?: ErrorOptions) {
+  readonly status: number
+  readonly remoteCode?: string
+  constructor (message: string, answer: { status: number, remoteCode?: string }, options?: ErrorOptions) {
     super(message, options)
+    this.status = answer.status
+    this.remoteCode = answer.remoteCode
   }
 }
 

@@ -1,14 +1,14 @@
-import { chmod, mkdir, rm } from 'node:fs/promises'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { mkdir } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { ChunkCache, MountManager, type LayerFs } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 import { usePrivateUmask } from '../private-files.js'
 import type { RangeSource } from '../source/index.js'
 import { ReadaheadSource } from '../source/readahead.js'
+import { serveUnixHttp, type Route, type UnixHttpServer } from '../unix-http.js'
 import { ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type WarmReply, type WarmRequest } from './api.js'
 import { BlobClient } from './blob-source.js'
-import { BadRequestError, CallRefusedError, FuseManagerError, MountCancelledError, MountConflictError, NotMountedError } from './errors.js'
+import { CallRefusedError, FuseManagerError, MountCancelledError, MountConflictError, NotMountedError } from './errors.js'
 import { WarmCache, warmKey, type Opened } from './warm.js'
 
 /** FUSE manager defaults, in one place. */
@@ -20,16 +20,7 @@ export const DEFAULTS = {
   /** Layers opened ahead of their mounts (`POST /v1/warm`) kept at most... */
   warmMaxLayers: 64,
   /** ...and for at most this long each, waiting for their mount. */
-  warmTtlMs: 60_000,
-  /**
-   * Receiving a request's headers and body may take this long (Node's server defaults, spelled
-   * out). Answers take as long as their work: a mount is bounded by the daemon, which hangs up
-   * when it stops waiting (the mount is then cancelled).
-   */
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 10_000,
-  /** An idle keep-alive connection is closed after this long. */
-  keepAliveTimeoutMs: 5_000
+  warmTtlMs: 60_000
 } as const
 
 export interface FuseManagerOptions {
@@ -72,7 +63,7 @@ export class FuseManager {
   private readonly warmed: WarmCache
   private cache?: ChunkCache
   private mounts?: MountManager
-  private server?: Server
+  private http?: UnixHttpServer
   private idleTimer?: NodeJS.Timeout
   private idleSince = Date.now()
   private stopping?: Promise<void>
@@ -98,19 +89,14 @@ export class FuseManager {
     this.mounts = new MountManager({ logger: this.log }, { root: o.mountRoot })
     await this.mounts.start()
     await mkdir(dirname(o.socket), { recursive: true })
-    await rm(o.socket, { force: true })
-    const server = createServer({
-      headersTimeout: DEFAULTS.headersTimeoutMs,
-      requestTimeout: DEFAULTS.requestTimeoutMs,
-      keepAliveTimeout: DEFAULTS.keepAliveTimeoutMs
-    }, (req, res) => { this.route(req, res) })
-    server.setTimeout(0) // no socket inactivity timeout: a mount's answer may take long
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(o.socket, () => { server.off('error', reject); resolve() })
+    // A mount's answer takes as long as the mount: the daemon bounds it and hangs up when it
+    // stops waiting, which cancels the mount.
+    this.http = await serveUnixHttp(this.routes(), {
+      socket: o.socket,
+      code: FuseManagerError.code,
+      statusOf: (err) => err instanceof CallRefusedError || err instanceof FuseManagerError ? err.status : undefined,
+      onError: (err, status, req) => { if (status === 500) this.log.warn({ url: req.url, err: err.message }, 'call failed') }
     })
-    await chmod(o.socket, 0o600)
-    this.server = server
     const idleExitMs = o.idleExitMs ?? DEFAULTS.idleExitMs
     this.idleTimer = setInterval(() => { this.checkIdle() }, Math.max(100, Math.min(o.idleCheckMs ?? DEFAULTS.idleCheckMs, idleExitMs / 2)))
     this.idleTimer.unref()
@@ -121,13 +107,9 @@ export class FuseManager {
   async stop (): Promise<void> {
     this.stopping ??= (async () => {
       if (this.idleTimer != null) clearInterval(this.idleTimer)
-      const server = this.server
-      this.server = undefined
-      if (server != null) {
-        server.closeAllConnections()
-        await new Promise<void>(resolve => server.close(() => resolve()))
-        await rm(this.options.socket, { force: true })
-      }
+      const http = this.http
+      this.http = undefined
+      await http?.close()
       for (const p of this.pending.values()) p.ac.abort()
       await Promise.allSettled([...this.pending.values()].map(async p => await p.job))
       await this.warmed.clear()
@@ -310,49 +292,30 @@ export class FuseManager {
     })
   }
 
-  private route (req: IncomingMessage, res: ServerResponse): void {
-    const reply = (status: number, body: unknown): void => {
-      if (res.headersSent) { res.end(); return }
-      res.writeHead(status, { 'content-type': 'application/json' }).end(body === undefined ? '' : JSON.stringify(body))
-    }
-    const ac = new AbortController()
-    res.on('close', () => { if (!res.writableFinished) ac.abort() })
-    const handle = async (body: unknown): Promise<unknown> => {
-      const key = `${req.method ?? ''} ${req.url ?? ''}`
-      const b = body as Record<string, unknown> | undefined
-      switch (key) {
-        case `GET ${ROUTES.health}`: return this.health()
-        case `GET ${ROUTES.mounts}`: return this.list()
-        case `POST ${ROUTES.attach}`: this.attach(b as unknown as Attach); return {}
-        case `POST ${ROUTES.mount}`: return await this.mount(b as unknown as MountRequest, ac.signal)
-        case `POST ${ROUTES.warm}`: return await this.warm(b as unknown as WarmRequest, ac.signal)
-        case `POST ${ROUTES.unmount}`: await this.unmount(b?.mountpoint as string); return {}
-        case `POST ${ROUTES.check}`: this.check(b?.mountpoint as string); return {}
-        case `POST ${ROUTES.shutdown}`:
+  /**
+   * The API (src/fusemgr/api.ts). Errors answer `{ error, code }`: the error's code (ours, or
+   * Node's errno), else the manager's own; a call refused without an error of its own (a missing
+   * field, no such route, not running) answers the manager's code too.
+   */
+  private routes (): Route[] {
+    const field = (body: unknown, name: string): unknown => (body as Record<string, unknown> | null | undefined)?.[name]
+    return [
+      { method: 'GET', path: ROUTES.health, handle: () => this.health() },
+      { method: 'GET', path: ROUTES.mounts, handle: () => this.list() },
+      { method: 'POST', path: ROUTES.attach, handle: ({ body }) => { this.attach(body as Attach); return {} } },
+      { method: 'POST', path: ROUTES.mount, handle: async ({ body, signal }) => await this.mount(body as MountRequest, signal) },
+      { method: 'POST', path: ROUTES.warm, handle: async ({ body, signal }) => await this.warm(body as WarmRequest, signal) },
+      { method: 'POST', path: ROUTES.unmount, handle: async ({ body }) => { await this.unmount(field(body, 'mountpoint') as string); return {} } },
+      { method: 'POST', path: ROUTES.check, handle: ({ body }) => { this.check(field(body, 'mountpoint') as string); return {} } },
+      {
+        method: 'POST',
+        path: ROUTES.shutdown,
+        handle: () => {
           setImmediate(() => { void this.stop() })
           return {}
-        default: throw refused(404, `no route ${key}`)
-      }
-    }
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      const call = async (): Promise<unknown> => {
-        let body: unknown
-        try {
-          body = chunks.length === 0 ? undefined : JSON.parse(Buffer.concat(chunks).toString('utf8'))
-        } catch {
-          throw new BadRequestError('body is not JSON')
         }
-        return await handle(body)
       }
-      call().then((out) => reply(200, out), (err: Error & { code?: string }) => {
-        const status = err instanceof CallRefusedError || err instanceof FuseManagerError ? err.status ?? 500 : 500
-        if (status === 500) this.log.warn({ url: req.url, err: err.message }, 'call failed')
-        // any error's code goes to the client (ours, or Node's errno), else the manager's own
-        reply(status, { error: err.message, code: err.code ?? FuseManagerError.code })
-      })
-    })
+    ]
   }
 }
 

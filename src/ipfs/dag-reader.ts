@@ -5,7 +5,8 @@ import * as raw from 'multiformats/codecs/raw'
 import { identity } from 'multiformats/hashes/identity'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { createHash } from 'node:crypto'
-import { isAbortError } from '../errors.js'
+import { LRUCache } from 'lru-cache'
+import { InvalidOptionError, isAbortError } from '../errors.js'
 import { AbortError, BlockDigestMismatchError, UnexpectedDagError } from './errors.js'
 
 /** Fetches one block's bytes. Implementations decide where from (blockstore, peers). */
@@ -73,14 +74,18 @@ export function decodeFileNode (cid: CID, bytes: Uint8Array): FileNode {
  * them). Interior nodes are cached (decoded); leaves are not.
  */
 export class UnixfsFileReader {
-  private readonly cache = new Map<string, Promise<FileNode>>()
+  /** Decoded interior nodes (their fetch while under way), the least recently used dropped. */
+  private readonly cache: LRUCache<string, Promise<FileNode>>
 
   private constructor (
     readonly root: CID,
     private readonly getBlock: BlockGetter,
     private readonly rootNode: FileNode,
-    private readonly cacheEntries: number
-  ) {}
+    cacheEntries: number
+  ) {
+    if (!Number.isSafeInteger(cacheEntries) || cacheEntries < 1) throw new InvalidOptionError(`nodeCacheEntries must be a positive integer, got ${cacheEntries}`)
+    this.cache = new LRUCache({ max: cacheEntries })
+  }
 
   /** Fetches and decodes the root only. */
   static async open (root: CID, getBlock: BlockGetter, options: { signal?: AbortSignal, nodeCacheEntries?: number } = {}): Promise<UnixfsFileReader> {
@@ -158,14 +163,11 @@ export class UnixfsFileReader {
     const key = cid.toString()
     let p = this.cache.get(key)
     if (p == null) {
-      p = getBlock(cid, signal).then(bytes => decodeFileNode(cid, bytes))
-      this.cache.set(key, p)
-      p.catch(() => this.cache.delete(key))
-      if (this.cache.size > this.cacheEntries) this.cache.delete(this.cache.keys().next().value as string)
-    } else {
-      // refresh its place (LRU)
-      this.cache.delete(key)
-      this.cache.set(key, p)
+      const fetching = getBlock(cid, signal).then(bytes => decodeFileNode(cid, bytes))
+      p = fetching
+      this.cache.set(key, fetching)
+      // a failed fetch is not kept: the next read fetches again
+      fetching.catch(() => { if (this.cache.peek(key) === fetching) this.cache.delete(key) })
     }
     return await p
   }

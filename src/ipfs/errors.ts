@@ -59,6 +59,17 @@ export class InvalidIpfsReferenceError extends IpfsError {
   }
 }
 
+/** A command run by a daemon names a repo other than the one the daemon serves: it never opens a second one. */
+export class RepoMismatchError extends IpfsError {
+  static readonly code = 'ERR_REPO_MISMATCH'
+  constructor (readonly served: string, readonly asked: string, options?: ErrorOptions) {
+    super(`the daemon serves the repo ${served}, not ${asked}`, options)
+  }
+}
+
+/** A gateway answered a block larger than the gateway stage accepts (`maxBlockSize`): the next gateway is asked. */
+export class GatewayBlockTooLargeError extends IpfsError { static readonly code = 'ERR_GATEWAY_BLOCK_TOO_LARGE' }
+
 /** A read took longer than its per-read timeout. */
 export class ReadTimeoutError extends IpfsError { static readonly code = 'ERR_READ_TIMEOUT' }
 

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events'
 import type { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
-import { AbortError, InvalidOptionError } from './errors.js'
+import { AbortError, GatewayBlockTooLargeError, InvalidOptionError } from './errors.js'
 
 /** Gateway-stage defaults, in one place. */
 export const DEFAULTS = {
@@ -92,7 +92,7 @@ export class GatewayClient {
     const max = this.opts.maxBlockSize
     if (declared > max) {
       await res.body.cancel().catch(() => {})
-      throw new Error(`block of ${declared} bytes exceeds the limit of ${max}`)
+      throw new GatewayBlockTooLargeError(`block of ${declared} bytes exceeds the limit of ${max}`)
     }
     const parts: Uint8Array[] = []
     let n = 0
@@ -103,7 +103,7 @@ export class GatewayClient {
       n += value.byteLength
       if (n > max) {
         await reader.cancel().catch(() => {})
-        throw new Error(`block over the limit of ${max} bytes`)
+        throw new GatewayBlockTooLargeError(`block over the limit of ${max} bytes`)
       }
       parts.push(value)
     }

@@ -91,6 +91,26 @@ export class NotStartedError extends SnapshotterError {
   readonly grpcCode = status.UNAVAILABLE
 }
 
+// Why a remote snapshot cannot be mounted again at start (the cause of a RemountError, or logged).
+
+/** Its mountpoint holds a mount that is not the lazy layer we keep (something else mounted there). */
+export class MountpointBusyError extends SnapshotterError {
+  static readonly code = 'ERR_MOUNTPOINT_BUSY'
+  readonly grpcCode = status.FAILED_PRECONDITION
+}
+
+/** The snapshotter has no remote layer mounter to mount it with. */
+export class NoRemoteMounterError extends SnapshotterError {
+  static readonly code = 'ERR_NO_REMOTE_MOUNTER'
+  readonly grpcCode = status.FAILED_PRECONDITION
+}
+
+/** Its labels name no IPFS layer (no `ipfs://` url, and the layer digest is not in the digest index). */
+export class NoRemoteLayerError extends SnapshotterError {
+  static readonly code = 'ERR_NO_REMOTE_LAYER'
+  readonly grpcCode = status.FAILED_PRECONDITION
+}
+
 /** A remote snapshot could not be mounted again at start (and invalid mounts are not allowed). */
 export class RemountError extends SnapshotterError {
   static readonly code = 'ERR_REMOUNT_FAILED'

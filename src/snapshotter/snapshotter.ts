@@ -2,7 +2,7 @@ import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
-import { FailedPreconditionError, ListTimeoutError, NotStartedError, RemountError, SnapshotExistsError, UnavailableError } from './errors.js'
+import { FailedPreconditionError, ListTimeoutError, MountpointBusyError, NoRemoteLayerError, NoRemoteMounterError, NotStartedError, RemountError, SnapshotExistsError, UnavailableError } from './errors.js'
 import { parseFilters } from './filters.js'
 import { adaptInfo, MetadataStore } from './metadata.js'
 import { diskUsage, OverlayLayout } from './overlay.js'
@@ -417,17 +417,17 @@ export class Snapshotter {
       const log = this.logger.child({ key: rec.name, namespace: rec.namespace, id: rec.id })
       try {
         mkdirSync(mountpoint, { recursive: true })
-        if (!kept.has(mountpoint) && mountsUnderSync(mountpoint).length > 0) throw new Error(`${mountpoint} is still mounted`)
-        if (this.mounter == null) throw new Error('no remote layer mounter configured')
+        if (!kept.has(mountpoint) && mountsUnderSync(mountpoint).length > 0) throw new MountpointBusyError(`${mountpoint} is still mounted`)
+        if (this.mounter == null) throw new NoRemoteMounterError('no remote layer mounter configured')
         const layer = await resolveRemoteLayer(rec.labels, this.resolveDigest)
-        if (layer == null) throw new Error('labels name no IPFS layer')
+        if (layer == null) throw new NoRemoteLayerError('labels name no IPFS layer')
         this.remote.set(rec.id, await this.mounter.mount(mountpoint, rec.labels, layer, AbortSignal.timeout(this.options.remoteMountTimeoutMs)))
         this.metrics.remounted++
         log.info({ cid: layer.cid, kept: kept.has(mountpoint) }, kept.has(mountpoint) ? 'remote snapshot still mounted: kept' : 'remote snapshot mounted again')
       } catch (err) {
         this.metrics.remountFailures++
         if (!tolerate) {
-          throw new RemountError(`cannot mount remote snapshot ${JSON.stringify(rec.name)} (namespace ${JSON.stringify(rec.namespace)}) again: ${(err as Error).message}`)
+          throw new RemountError(`cannot mount remote snapshot ${JSON.stringify(rec.name)} (namespace ${JSON.stringify(rec.namespace)}) again: ${(err as Error).message}`, { cause: err })
         }
         this.remote.set(rec.id, undefined)
         log.error({ err: (err as Error).message }, 'remote snapshot left empty: remove it with `ctr snapshot rm`')

@@ -1,4 +1,5 @@
-import { AbortError } from '../errors.js'
+import { LRUCache } from 'lru-cache'
+import { AbortError, InvalidOptionError } from '../errors.js'
 import type { RangeSource, ReadHint } from './types.js'
 
 /** Readahead defaults, in one place. */
@@ -30,15 +31,17 @@ interface Window { start: number, bytes: Uint8Array }
  * Bytes are not verified here: the chunk reader checks every chunk's digest, as for any source.
  */
 export class ReadaheadSource implements RangeSource {
-  private readonly windows = new Map<number, Window>()
+  /** Windows by start offset, the least recently used dropped beyond `maxWindows`. */
+  private readonly windows: LRUCache<number, Window>
   private readonly inflight = new Map<number, Promise<Window>>()
   private readonly windowBytes: number
-  private readonly maxWindows: number
   private sizeCache?: Promise<number>
 
   constructor (private readonly inner: RangeSource, options: ReadaheadOptions = {}) {
     this.windowBytes = options.windowBytes ?? DEFAULTS.windowBytes
-    this.maxWindows = options.maxWindows ?? DEFAULTS.maxWindows
+    const maxWindows = options.maxWindows ?? DEFAULTS.maxWindows
+    if (!Number.isSafeInteger(maxWindows) || maxWindows < 1) throw new InvalidOptionError(`maxWindows must be a positive integer, got ${maxWindows}`)
+    this.windows = new LRUCache({ max: maxWindows })
   }
 
   async size (): Promise<number> {
@@ -68,7 +71,6 @@ export class ReadaheadSource implements RangeSource {
       pending = this.inner.read(offset, Math.min(size - offset, this.windowBytes)).then((bytes) => {
         const w = { start: offset, bytes }
         this.windows.set(offset, w)
-        if (this.windows.size > this.maxWindows) this.windows.delete(this.windows.keys().next().value as number)
         return w
       }).finally(() => this.inflight.delete(offset))
       this.inflight.set(offset, pending)
@@ -83,9 +85,9 @@ export class ReadaheadSource implements RangeSource {
     await this.inner.close?.()
   }
 
+  /** Marks a window used (most recent). */
   private touch (w: Window): void {
-    this.windows.delete(w.start)
-    this.windows.set(w.start, w)
+    this.windows.get(w.start)
   }
 }
 

@@ -35,7 +35,9 @@ async function get (socket: string, path: string, options: { method?: string, si
   })
 }
 
-const errorOf = (a: Answer): string => (JSON.parse(a.body.toString()) as { error: string }).error
+/** The one error body: `{ error, code }`. */
+const bodyOf = (a: Answer): { error: string, code: string } => JSON.parse(a.body.toString()) as { error: string, code: string }
+const errorOf = (a: Answer): string => bodyOf(a).error
 
 /** A source over bytes in memory that records its reads and whether it was closed. */
 class Recorded implements RangeSource {
@@ -100,7 +102,7 @@ describe('BlobReader over the control socket', () => {
     expect(src.reads).toEqual([{ offset: 1000, length: 70_000, background: false }, { offset: 299_990, length: 100, background: true }])
   })
 
-  it('refuses a bad CID, a bad range and other methods and resources with a JSON error, opening nothing', async () => {
+  it('refuses a bad CID, a bad range and other methods and resources with a JSON error and its code, opening nothing', async () => {
     const cid = await cidOf('b')
     const { socket, opened } = await serve(new Map([[cid, async () => new Recorded(Buffer.alloc(10))]]))
     const cases: Array<[string, string, number, RegExp]> = [
@@ -121,6 +123,8 @@ describe('BlobReader over the control socket', () => {
       const a = await get(socket, path, { method })
       expect({ path, method, status: a.status, type: a.type }).toEqual({ path, method, status, type: 'application/json' })
       expect(errorOf(a), path).toMatch(message)
+      // a malformed call is a bad request; no such resource or method is the control API's own refusal
+      expect(bodyOf(a).code, path).toBe(status === 400 ? 'ERR_BAD_REQUEST' : 'ERR_CONTROL_API')
     }
     expect(opened.size).toBe(0)
     // the limit itself is allowed
@@ -136,12 +140,12 @@ describe('BlobReader over the control socket', () => {
       [slow, async () => new Recorded(Buffer.alloc(10), async () => { throw new ReadTimeoutError('no block within 50 ms') })]
     ]))
     const a = await get(socket, `/v1/blobs/${broken}?offset=0&length=5`)
-    expect({ status: a.status, type: a.type, error: errorOf(a) }).toEqual({ status: 502, type: 'application/json', error: 'peer sent garbage (ERR_BLOCK_DIGEST_MISMATCH)' })
+    expect({ status: a.status, type: a.type, body: bodyOf(a) }).toEqual({ status: 502, type: 'application/json', body: { error: 'peer sent garbage', code: 'ERR_BLOCK_DIGEST_MISMATCH' } })
     const b = await get(socket, `/v1/blobs/${slow}?offset=0&length=5`)
-    expect({ status: b.status, type: b.type, error: errorOf(b) }).toEqual({ status: 504, type: 'application/json', error: 'no block within 50 ms (ERR_READ_TIMEOUT)' })
+    expect({ status: b.status, type: b.type, body: bodyOf(b) }).toEqual({ status: 504, type: 'application/json', body: { error: 'no block within 50 ms', code: 'ERR_READ_TIMEOUT' } })
     // a source that cannot be opened fails the same way, for the size too
     const c = await get(socket, `/v1/blobs/${missing}/size`)
-    expect({ status: c.status, error: errorOf(c) }).toEqual({ status: 502, error: `block ${missing} is not anywhere (ERR_BLOCK_NOT_FOUND)` })
+    expect({ status: c.status, body: bodyOf(c) }).toEqual({ status: 502, body: { error: `block ${missing} is not anywhere`, code: 'ERR_BLOCK_NOT_FOUND' } })
   })
 
   it('a client that hangs up aborts the read in the source', async () => {
@@ -202,7 +206,8 @@ describe('BlobReader over the control socket', () => {
       return new Recorded(Buffer.from('found it'))
     }]]))
     const first = await get(socket, `/v1/blobs/${cid}?offset=0&length=8`)
-    expect({ status: first.status, error: errorOf(first) }).toEqual({ status: 502, error: 'no peer has it yet' })
+    // an error without a code of its own answers the control API's
+    expect({ status: first.status, body: bodyOf(first) }).toEqual({ status: 502, body: { error: 'no peer has it yet', code: 'ERR_CONTROL_API' } })
     fail = false
     const second = await get(socket, `/v1/blobs/${cid}?offset=0&length=8`)
     expect(second.body.toString()).toBe('found it')

@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { runCli } from '../../src/cli/program.js'
 import { API_FILE, ControlServer, probeDaemon, type CommandRunner } from '../../src/daemon/control.js'
 import { silentLogger } from '../../src/logging.js'
+import { DEFAULTS as UNIX_HTTP_DEFAULTS } from '../../src/unix-http.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
@@ -220,20 +221,30 @@ describe('ControlServer (in process)', () => {
     expect(await probeDaemon(address)).toEqual({ state: 'absent' })
   })
 
-  it('refuses a body that is not JSON or whose argv is not a list of strings with 400, running nothing', async () => {
+  it('refuses a body that is not JSON or whose argv is not a list of strings with 400 and ERR_BAD_REQUEST, running nothing', async () => {
     const address = await start(async () => 0)
     for (const body of ['{"argv": [', 'null', '{"argv": "id"}', '{"argv": ["id", 3]}', '{}']) {
       const r = await call(address, '/v1/run', body)
       expect(r.status, body).toBe(400)
-      expect(typeof (JSON.parse(r.body) as { error?: unknown }).error, body).toBe('string')
+      expect(JSON.parse(r.body), body).toEqual({ error: expect.any(String), code: 'ERR_BAD_REQUEST' })
     }
     expect(ran).toEqual([])
   })
 
-  it('answers 404 for unknown routes and methods, and for blobs when it serves none', async () => {
+  it('refuses a body over its limit with 413, running nothing', async () => {
     const address = await start(async () => 0)
-    for (const [method, path] of [['GET', '/v1/run'], ['POST', '/v1/nothing'], ['GET', '/'], ['POST', '/v1/health'], ['GET', '/v1/blobs/bafkqaaa/size']]) {
-      expect((await call(address, path, method === 'POST' ? '{"argv":[]}' : undefined, method)).status, `${method} ${path}`).toBe(404)
+    const huge = JSON.stringify({ argv: ['x'.repeat(UNIX_HTTP_DEFAULTS.maxBodyBytes)] })
+    const r = await call(address, '/v1/run', huge)
+    expect({ status: r.status, body: JSON.parse(r.body) as unknown }).toEqual({ status: 413, body: { error: expect.stringMatching(/exceeds the limit/), code: 'ERR_BODY_TOO_LARGE' } })
+    expect(ran).toEqual([])
+  })
+
+  it('answers 404 for unknown routes and for blobs when it serves none, 405 for another method of a route, with the control API\'s code', async () => {
+    const address = await start(async () => 0)
+    const cases: Array<[string, string, number]> = [['GET', '/v1/run', 405], ['POST', '/v1/nothing', 404], ['GET', '/', 404], ['POST', '/v1/health', 405], ['GET', '/v1/blobs/bafkqaaa/size', 404]]
+    for (const [method, path, status] of cases) {
+      const r = await call(address, path, method === 'POST' ? '{"argv":[]}' : undefined, method)
+      expect({ status: r.status, body: JSON.parse(r.body) as unknown }, `${method} ${path}`).toEqual({ status, body: { error: expect.any(String), code: 'ERR_CONTROL_API' } })
     }
     expect(ran).toEqual([])
   })

@@ -1,4 +1,4 @@
-import { readdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { sha256Digest } from '../../src/estargz/index.js'
@@ -65,6 +65,35 @@ describe('ChunkCache', () => {
     expect(c2.stats().corruptFiles).toBe(1)
     expect(c2.has(digests[1])).toBe(false)
     expect(Buffer.from(await c2.get(digests[2]) ?? []).equals(chunks[2])).toBe(true)
+  })
+
+  it('an evicted chunk\'s file is gone when put resolves; a restart under a smaller cap evicts the oldest files and any over the cap', async () => {
+    const sub = join(dir, 'smaller')
+    const files = async (): Promise<string[]> => (await readdir(sub, { recursive: true })).filter(f => /[0-9a-f]{64}$/.test(f)).map(f => f.slice(-64)).sort()
+    const chunks = [1, 2, 3, 4].map(i => fixtureBytes(200 + i, 1000))
+    const digests = chunks.map(c => sha256Digest(c))
+    const hexes = digests.map(d => d.slice(7))
+    const c1 = new ChunkCache({ logger }, { dir: sub, maxBytes: 3000, memoryBytes: 0 })
+    await c1.start()
+    for (const [i, chunk] of chunks.entries()) {
+      await c1.put(digests[i], chunk)
+      await new Promise(resolve => setTimeout(resolve, 20)) // distinct mtimes: the restart's order
+    }
+    expect(await files()).toEqual(hexes.slice(1).sort())
+    expect(c1.stats()).toMatchObject({ diskBytes: 3000, diskEntries: 3, evictions: 1 })
+    await c1.stop()
+    // a file bigger than the whole cap is removed too (it could never be kept)
+    const big = fixtureBytes(300, 2500)
+    const bigHex = sha256Digest(big).slice(7)
+    await mkdir(join(sub, bigHex.slice(0, 2)), { recursive: true })
+    await writeFile(join(sub, bigHex.slice(0, 2), bigHex), big)
+    const c2 = new ChunkCache({ logger }, { dir: sub, maxBytes: 2000, memoryBytes: 0, verifyOnLoad: false })
+    await c2.start()
+    expect(await files()).toEqual(hexes.slice(2).sort())
+    expect(c2.stats()).toMatchObject({ diskBytes: 2000, diskEntries: 2, evictions: 2 })
+    expect(c2.has(digests[1])).toBe(false)
+    expect(Buffer.from(await c2.get(digests[3]) ?? []).equals(chunks[3])).toBe(true)
+    await c2.stop()
   })
 
   it('serves many concurrent range reads right while chunk files are evicted and their handles closed', async () => {

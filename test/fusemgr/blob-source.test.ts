@@ -56,7 +56,7 @@ describe('BlobClient errors', () => {
       expect(err).toBeInstanceOf(BlobReadError)
       expect((err as BlobReadError).message).toMatch(/no blob/)
       const bad = await client.source('not-a-cid').read(0, 10).catch((e: Error) => e)
-      expect((bad as BlobReadError).status).toBe(400)
+      expect(bad).toMatchObject({ status: 400, remoteCode: 'ERR_BAD_REQUEST' })
     } finally {
       client.close()
       await server.stop()
@@ -113,8 +113,9 @@ describe('BlobClient errors', () => {
       const source = client.source(await cidOf(Buffer.from('t')))
       const timedOut = await source.read(0, 10).catch((e: Error) => e)
       expect(timedOut).toBeInstanceOf(BlobReadError)
-      expect(timedOut).toMatchObject({ status: 504, message: 'daemon blob API: block: no answer within 5 ms (ERR_READ_TIMEOUT)' })
-      expect(await source.read(10, 10).catch((e: Error) => e)).toMatchObject({ status: 502, message: 'daemon blob API: disk on fire' })
+      expect(timedOut).toMatchObject({ status: 504, remoteCode: 'ERR_READ_TIMEOUT', message: 'daemon blob API: block: no answer within 5 ms (ERR_READ_TIMEOUT)' })
+      // an error without a code of its own carries the control API's
+      expect(await source.read(10, 10).catch((e: Error) => e)).toMatchObject({ status: 502, remoteCode: 'ERR_CONTROL_API', message: 'daemon blob API: disk on fire (ERR_CONTROL_API)' })
     } finally {
       client.close()
       await server.stop()

@@ -261,6 +261,9 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
     const strict = new Snapshotter({ logger, mounter }, { root: join(dir, 'root') })
     await expect(strict.start()).rejects.toMatchObject({ code: 'ERR_REMOUNT_FAILED', message: expect.stringContaining('"sha256:gone"') })
     expect(strict.started).toBe(false)
+    // without a mounter at all: the cause says so, with its own code
+    const unequipped = new Snapshotter({ logger }, { root: join(dir, 'root') })
+    await expect(unequipped.start()).rejects.toMatchObject({ code: 'ERR_REMOUNT_FAILED', cause: { code: 'ERR_NO_REMOTE_MOUNTER', message: 'no remote layer mounter configured' } })
     h = await startHarness(dir, mounter, { allowInvalidMountsOnRestart: true })
     expect(h.snapshotter.metrics.remountFailures).toBe(1)
     const err = await errorOf(h.client.prepare('on-top', 'sha256:gone'))

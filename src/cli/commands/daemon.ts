@@ -1,8 +1,9 @@
-import { Command, Option } from 'commander'
+import { Command } from 'commander'
 import { containerdConfigSnippet } from '../../containerd/index.js'
 import { DEFAULTS, Daemon, apiAddressFor, loadConfig, type DaemonConfig } from '../../daemon/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import type { CommandContext } from '../context.js'
+import { DEFAULTS as CLI_DEFAULTS, collect, logLevelOption } from '../options.js'
 import { printJson, writeStdout } from '../output.js'
 import { openCommandRepo } from '../repo.js'
 
@@ -18,8 +19,6 @@ interface DaemonFlags {
   logLevel?: LogLevel
 }
 
-const collect = (v: string, prev: string[]): string[] => [...prev, v]
-
 export function daemonCommand (runCli: RunCli): Command {
   const daemon = new Command('daemon')
     .description('run the node: Helia + libp2p, lazy FUSE mounts, the containerd snapshotter socket and the control API')
@@ -29,7 +28,7 @@ export function daemonCommand (runCli: RunCli): Command {
     .option('--api-address <sock>', 'control socket the CLI uses (default: api.sock next to --address)')
     .option('--listen <multiaddr>', 'listen for peers on this multiaddr (repeatable)', collect, [])
     .option('--peer <multiaddr>', 'peer to keep connected (repeatable)', collect, [])
-    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']))
+    .addOption(logLevelOption({ service: true })) // default: the configuration's
     .action(async (flags: DaemonFlags) => {
       const config: DaemonConfig = await loadConfig(flags.config)
       if (flags.root != null) config.root = flags.root
@@ -60,7 +59,7 @@ export function idCommand (): Command {
     .description('print the node\'s peer id and the multiaddrs peers can dial (the running daemon\'s, when one owns the repo)')
     .option('--repo <dir>', 'repo (or daemon root)')
     .action(async (flags: { repo?: string }) => {
-      const repo = await openCommandRepo(flags.repo, createLogger('warn'))
+      const repo = await openCommandRepo(flags.repo, createLogger(CLI_DEFAULTS.commandLogLevel))
       try {
         await printJson({ id: repo.node.peerId.toString(), addresses: repo.node.multiaddrs().map(String) })
       } finally {

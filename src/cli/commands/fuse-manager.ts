@@ -1,9 +1,10 @@
 import { join } from 'node:path'
-import { Command, Option } from 'commander'
+import { Command } from 'commander'
 import { DEFAULTS as DAEMON_DEFAULTS } from '../../daemon/config.js'
 import { DEFAULTS as MANAGER_DEFAULTS, FuseManager, FuseManagerClient, FuseManagerUnavailableError } from '../../fusemgr/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { UsageError } from '../errors.js'
+import { DEFAULTS as CLI_DEFAULTS, logLevelOption } from '../options.js'
 import { writeStdout } from '../output.js'
 
 interface Flags {
@@ -28,7 +29,7 @@ export function fuseManagerCommand (): Command {
     .description('serve the daemon\'s lazy FUSE mounts from a process of their own, so running containers survive a daemon restart (the daemon starts it; you rarely run it by hand)')
     .option('--root <dir>', 'the daemon root', DAEMON_DEFAULTS.root)
     .option('--socket <sock>', 'API socket (default: <root>/fuse-manager.sock)')
-    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
+    .addOption(logLevelOption({ service: true, default: DAEMON_DEFAULTS.logLevel as LogLevel }))
     .option('--disk-cache-bytes <n>', 'chunk cache cap on disk', String(DAEMON_DEFAULTS.fs.diskCacheBytes))
     .option('--memory-cache-bytes <n>', 'chunk cache in memory', String(DAEMON_DEFAULTS.fs.memoryCacheBytes))
     .option('--idle-exit-sec <n>', 'exit after this long with no mounts and no daemon answering', String(MANAGER_DEFAULTS.idleExitMs / 1000))
@@ -64,6 +65,6 @@ export function fuseManagerCommand (): Command {
       process.off('SIGTERM', stop)
       process.off('SIGINT', stop)
       // a lingering handle (a FUSE thread, a keep-alive socket) must not keep a stopped manager alive
-      setTimeout(() => process.exit(), 2_000).unref()
+      setTimeout(() => process.exit(), CLI_DEFAULTS.fuseManagerExitGraceMs).unref()
     })
 }

@@ -1,14 +1,13 @@
-import { Command, Option } from 'commander'
+import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
 import { IpfsImageReader } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { resolveImages } from '../../oci/index.js'
+import { logLevelOption } from '../options.js'
 import { printJson } from '../output.js'
 import { openCommandRepo } from '../repo.js'
 
 interface Flags { repo?: string, logLevel: LogLevel, offline?: boolean }
-
-const logLevel = (): Option => new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn')
 
 function inspectCommand (): Command {
   return new Command('inspect')
@@ -16,7 +15,7 @@ function inspectCommand (): Command {
     .argument('<cid>', 'root CID (ipfs://CID, /ipfs/CID or CID): an OCI layout directory or a descriptor JSON')
     .option('--repo <dir>', 'repo of the embedded node')
     .option('--offline', 'only use blocks already in the repo')
-    .addOption(logLevel())
+    .addOption(logLevelOption())
     .action(async (ref: string, flags: Flags) => {
       const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
       try {
@@ -48,7 +47,7 @@ function lsCommand (): Command {
   return new Command('ls')
     .description('list the images published in or imported into the repo, one JSON line each')
     .option('--repo <dir>', 'repo of the embedded node')
-    .addOption(logLevel())
+    .addOption(logLevelOption())
     .action(async (flags: Flags) => {
       const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
       try {

@@ -3,6 +3,7 @@ import { Command } from 'commander'
 import { buildEstargzFile, EstargzReader, NotARegularFileError, type TarInput } from '../../estargz/index.js'
 import { FileSource } from '../../source/file.js'
 import { UsageError, parseNonNegativeInt } from '../errors.js'
+import { DEFAULTS, chunkSizeOption, levelOption } from '../options.js'
 import { printJson, writeStdout } from '../output.js'
 
 /** Reads a prioritized-files list: one path per line; blank lines and `#` comments ignored. */
@@ -26,8 +27,8 @@ function buildCommand (): Command {
     .description('convert a tar layer (plain, gzip or zstd; "-" for stdin) into an eStargz blob')
     .argument('<in>', 'input tar, tar.gz or tar.zst ("-" reads stdin)')
     .argument('<out>', 'output blob (written atomically)')
-    .option('--chunk-size <bytes>', 'bytes of file data per gzip member', parseNonNegativeInt('--chunk-size'), 4 << 20)
-    .option('--level <n>', 'gzip compression level 0-9', parseNonNegativeInt('--level'), 9)
+    .addOption(chunkSizeOption('bytes of file data per gzip member'))
+    .addOption(levelOption('gzip compression level 0-9'))
     .option('--prioritized-files <file>', 'file listing paths to place first (one per line), followed by .prefetch.landmark')
     .option('--allow-missing-prioritized', 'skip prioritized paths that are not in the layer instead of failing')
     .option('--concurrency <n>', 'gzip members compressed in parallel (output bytes do not depend on it)', parseNonNegativeInt('--concurrency'))
@@ -83,8 +84,6 @@ function lsCommand (): Command {
     })
 }
 
-const CAT_STEP = 4 << 20
-
 function catCommand (): Command {
   return new Command('cat')
     .description('write a file of an eStargz blob to stdout, every chunk verified against the TOC')
@@ -98,9 +97,9 @@ function catCommand (): Command {
         const node = r.resolve(path)
         if (node.type !== 'reg') throw new NotARegularFileError(path, node.type === 'dir' ? 'directory' : node.type)
         const end = Math.min(node.size, opts.length != null ? opts.offset + opts.length : node.size)
-        // Stream in 4 MiB steps so a large file never sits in memory whole.
-        for (let pos = opts.offset; pos < end; pos += CAT_STEP) {
-          await writeStdout(await r.readFile(node, pos, Math.min(CAT_STEP, end - pos)))
+        // Stream in steps so a large file never sits in memory whole.
+        for (let pos = opts.offset; pos < end; pos += DEFAULTS.catStepBytes) {
+          await writeStdout(await r.readFile(node, pos, Math.min(DEFAULTS.catStepBytes, end - pos)))
         }
       })
     })

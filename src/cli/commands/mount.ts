@@ -3,14 +3,15 @@ import { createHash } from 'node:crypto'
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
-import { Command, Option } from 'commander'
+import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
 import { ChunkCache, LayerMounter, MountManager, lazyUnmount } from '../../fs/index.js'
 import { IpfsImageReader, resolveRepoPath } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource, ReadaheadSource } from '../../source/index.js'
-import { UsageError, parseNonNegativeInt } from '../errors.js'
+import { UmountTimeoutError, UsageError, parseNonNegativeInt } from '../errors.js'
+import { DEFAULTS, collect, logLevelOption } from '../options.js'
 import { openCommandRepo } from '../repo.js'
 
 const run = promisify(execFile)
@@ -33,8 +34,6 @@ function stateDir (repo: string, mountpoint: string): string {
   return join(repo, 'mounts', createHash('sha256').update(resolve(mountpoint)).digest('hex').slice(0, 16))
 }
 
-const collect = (v: string, prev: string[]): string[] => [...prev, v]
-
 function mountCommand (): Command {
   return new Command('mount')
     .description('mount an image from IPFS read-only, fetching only what is read (each layer through FUSE, merged with overlayfs); stays in the foreground until Ctrl-C or `ipfs-estargz umount`')
@@ -46,7 +45,7 @@ function mountCommand (): Command {
     .option('--peer <multiaddr>', 'peer to fetch blocks from (repeatable)', collect, [])
     .option('--no-prefetch', 'do not wait for the prioritized files at mount')
     .option('--no-background-fetch', 'do not fetch the rest of each layer in the background')
-    .addOption(new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
+    .addOption(logLevelOption())
     .action(async (ref: string, mountpoint: string, flags: MountFlags) => {
       const logger = createLogger(flags.logLevel)
       const target = resolve(mountpoint)
@@ -123,13 +122,14 @@ function umountCommand (): Command {
       const pid = Number(await readFile(join(state, 'pid'), 'utf8').catch(() => 'NaN'))
       if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
         process.kill(pid, 'SIGTERM')
-        for (let i = 0; i < 300 && processAlive(pid); i++) await new Promise(resolve => setTimeout(resolve, 100))
+        const deadline = Date.now() + DEFAULTS.umountWaitMs
+        while (processAlive(pid) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, DEFAULTS.umountPollMs))
         if (!processAlive(pid)) return
-        throw new Error(`mount process ${pid} did not exit; its mounts are left in place`)
+        throw new UmountTimeoutError(pid)
       }
       // No live mount process (crashed, or killed): clear what it left.
       await run('umount', ['-l', target]).catch(() => {})
-      for (let i = 0; i < 512; i++) {
+      for (let i = 0; i < DEFAULTS.umountMaxLayers; i++) {
         const at = join(state, `layer-${i}`)
         if (await lazyUnmount(at).then(() => false, () => true)) break
       }

@@ -1,9 +1,10 @@
-import { Command, Option } from 'commander'
-import { ContainerdClient, pullImage, type PullEvent } from '../../containerd/index.js'
+import { Command } from 'commander'
+import { CLIENT_DEFAULTS as CONTAINERD_DEFAULTS, CONFIG_DEFAULTS as CONTAINERD_CONFIG_DEFAULTS, ContainerdClient, pullImage, type PullEvent } from '../../containerd/index.js'
 import { IpfsImageReader } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { parsePlatform } from '../../oci/index.js'
 import { cancelOn, commandContext } from '../context.js'
+import { logLevelOption } from '../options.js'
 import { printJson, writeStderr, writeStdout } from '../output.js'
 import { openCommandRepo } from '../repo.js'
 
@@ -40,15 +41,15 @@ export function pullCommand (): Command {
     .description('pull an image from IPFS into containerd; layers are mounted lazily by the ipfs-estargz snapshotter, so nothing but footers and TOCs is downloaded')
     .argument('<ref>', 'ipfs://CID, /ipfs/CID or a bare CID (an image root or descriptor JSON)')
     .option('--repo <dir>', 'repo of the node (the daemon\'s root while it runs)')
-    .option('--address <sock>', 'containerd socket', '/run/containerd/containerd.sock')
-    .option('--namespace <ns>', 'containerd namespace', 'default')
+    .option('--address <sock>', 'containerd socket', CONTAINERD_DEFAULTS.address)
+    .option('--namespace <ns>', 'containerd namespace', CONTAINERD_DEFAULTS.namespace)
     .option('--name <name>', 'image name in containerd (default ipfs://CID)')
-    .option('--snapshotter <name>', 'snapshotter to unpack into', 'ipfs-estargz')
+    .option('--snapshotter <name>', 'snapshotter to unpack into', CONTAINERD_CONFIG_DEFAULTS.name)
     .option('--platform <os/arch>', 'image of a multi-platform index (default: this machine\'s)')
     .option('--no-lazy', 'download and apply every layer (a full pull), even with a lazy snapshotter')
     .option('--require-lazy', 'fail (ERR_LAYER_NOT_LAZY) as soon as a layer cannot be mounted lazily, instead of downloading it')
     .option('--json', 'print the result as JSON')
-    .addOption(new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
+    .addOption(logLevelOption())
     .action(async (ref: string, flags: PullFlags) => {
       const logger = createLogger(flags.logLevel)
       const repo = await openCommandRepo(flags.repo, logger)

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Command, Option } from 'commander'
+import { Command } from 'commander'
 import { convertImage, IpfsPublisher, LayoutPublisher, type BlobPublisher } from '../../convert/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import {
@@ -9,7 +9,8 @@ import {
   type RegistryClientOptions
 } from '../../oci/index.js'
 import { cancelOn } from '../context.js'
-import { UsageError, parseNonNegativeInt } from '../errors.js'
+import { UsageError } from '../errors.js'
+import { chunkSizeOption, levelOption, logLevelOption } from '../options.js'
 import { printJson, writeStdout } from '../output.js'
 import { LayerProgress } from '../progress.js'
 import { openCommandRepo } from '../repo.js'
@@ -50,11 +51,11 @@ export function pushCommand (): Command {
     .option('--no-ipfs', 'do not publish to IPFS (with --output or --to)')
     .option('--json', 'print every CID: root, descriptor, manifests, configs, layers with TOC digests')
     .option('--kubo-compatible', 'fixed 256 KiB leaves, 174 links per node: the CIDs `ipfs add --cid-version=1` gives')
-    .option('--chunk-size <bytes>', 'eStargz chunk size', parseNonNegativeInt('--chunk-size'), 4 << 20)
-    .option('--level <n>', 'gzip level 0-9', parseNonNegativeInt('--level'), 9)
+    .addOption(chunkSizeOption('eStargz chunk size'))
+    .addOption(levelOption('gzip level 0-9'))
     .option('--plain-http', 'talk HTTP, not HTTPS, to registries (loopback registries)')
     .option('--creds <user:password>', 'registry credentials (default: ~/.docker/config.json)')
-    .addOption(new Option('--log-level <level>', 'log level on stderr').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'))
+    .addOption(logLevelOption())
     .action(async (sourceRef: string, flags: PushFlags) => {
       const logger = createLogger(flags.logLevel)
       const ref = parseImageReference(sourceRef)

@@ -58,10 +58,6 @@ export interface RequestOptions {
 
 const RETRY_STATUSES = new Set([429, 500, 502, 503, 504])
 
-function isAbort (err: unknown, signal?: AbortSignal): boolean {
-  return signal?.aborted === true || isAbortError(err)
-}
-
 function describeNetworkError (err: unknown): string {
   const cause = (err as { cause?: { code?: string, message?: string } }).cause
   return cause?.code ?? cause?.message ?? (err as Error).message
@@ -141,7 +137,7 @@ export class RegistryClient {
     try {
       res = await fetch(url, { headers, signal })
     } catch (err) {
-      if (isAbort(err, signal)) throw err
+      if (isAbortError(err, signal)) throw err
       throw new RegistryConnectionError(`registry ${this.registry}: token endpoint ${url.origin}${url.pathname} unreachable: ${describeNetworkError(err)}`, 0)
     }
     if (res.status === 401 || res.status === 403) {
@@ -212,7 +208,7 @@ export class RegistryClient {
       try {
         res = await this.send(start, method, scope, o)
       } catch (err) {
-        if (isAbort(err, o.signal)) throw err
+        if (isAbortError(err, o.signal)) throw err
         if (err instanceof RegistryError) throw err
         lastError = new RegistryConnectionError(`registry ${this.registry}: ${method} ${o.what}: connection failed: ${describeNetworkError(err)}`, 0)
         continue

@@ -25,10 +25,6 @@ export interface FetchedManifest {
   descriptor: Descriptor
 }
 
-function isAbort (err: unknown, signal?: AbortSignal): boolean {
-  return signal?.aborted === true || isAbortError(err)
-}
-
 /** A response body, refusing more than `max` bytes (a hostile registry could send gigabytes). */
 async function readLimited (res: Response, max: number, what: string): Promise<Uint8Array> {
   const declared = Number(res.headers.get('content-length') ?? NaN)
@@ -146,7 +142,7 @@ export class Repository {
         }
         return
       } catch (err) {
-        if (isAbort(err, signal) || err instanceof RegistryError) throw err
+        if (isAbortError(err, signal) || err instanceof RegistryError) throw err
         if (resumes++ >= DEFAULTS.streamResumes) {
           throw new RegistryConnectionError(`registry ${this.client.registry}: GET blob ${digest} in ${this.where}: connection dropped after ${got} bytes (${(err as Error).message})`, 0)
         }
