@@ -120,4 +120,21 @@ describe.skipIf(needs({ ...debianImageNeeds, fuse: hasFuse, unshare: hasCommand(
     expect(await readFile(join(dir, 'ref-rec'), 'utf8')).toBe(await readFile(refstackRecord, 'utf8'))
     verify(out)
   })
+
+  it.runIf(existsSync(refstackImage) && existsSync(refstackRecord))('running the reference stack\'s workload records what ctr-remote\'s fanotify recorded: the same first accesses, in the same order', async () => {
+    const r = cli(['optimize', `oci:${refstackImage}`, '--no-ipfs', '--output', `oci:${join(dir, 'ref-run')}`, '--record-out', join(dir, 'ref-run-rec'), '--level', '1'], { env: { TMPDIR: tmp } })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toContain('"ok": true') // the image's own Cmd: python3 /app/app.py in /app
+    const ours = parseRecord(await readFile(join(dir, 'ref-run-rec'), 'utf8'))
+    // ctr-remote logs every open; a record keeps the first of each path per layer
+    const seen = new Set<string>()
+    const theirs = parseRecord(await readFile(refstackRecord, 'utf8')).filter(e => {
+      const k = `${e.layerIndex}:${e.path}`
+      if (seen.has(k)) return false
+      seen.add(k)
+      return true
+    })
+    expect(ours).toEqual(theirs)
+    expect(mountsUnder(tmp)).toEqual([])
+  })
 })
