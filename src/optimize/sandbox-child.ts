@@ -67,6 +67,9 @@ process.on('message', (m: { t?: string }) => {
     ac.abort()
   }
 })
+// Ctrl-C reaches the whole process group: the parent decides, and tells this process to stop.
+process.on('SIGINT', () => {})
+process.on('SIGTERM', () => {})
 // The parent went away: stop the workload (the exit then takes the mounts down).
 process.on('disconnect', () => {
   if (!started) process.exit(0)

@@ -112,9 +112,15 @@ export async function runInSandbox (components: SandboxComponents, layers: reado
         scratchBytes: options.scratchBytes, killWaitMs: options.killWaitMs, maxEntries: options.maxEntries, logLevel: options.logLevel ?? 'warn'
       }
       proc.send(start)
-      const run = await outcome
-      options.signal?.throwIfAborted()
-      return run
+      try {
+        const run = await outcome
+        options.signal?.throwIfAborted()
+        return run
+      } catch (err) {
+        // cancelled: say so, not how the sandbox went down because of it
+        options.signal?.throwIfAborted()
+        throw err
+      }
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
       let timer: NodeJS.Timeout | undefined

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readdirSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseRecord, type RecordEntry } from '../../src/optimize/index.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { esgzRef } from '../helpers/tools.js'
+import { cliPath, esgzRef } from '../helpers/tools.js'
 import { cli, layerToc, layoutLayers, layoutManifest, mountsUnder, processesRunning, writeSmallImage, type SmallImage } from './helpers.js'
 
 interface OptimizeJson {
@@ -152,6 +152,24 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     const tocs = await Promise.all(layoutLayers(join(dir, 'o6')).map(layerToc))
     expect(tocs[0].prioritized).toEqual([libc])
     expect(tocs[1].noPrefetch).toBe(true)
+    leftNothing()
+  })
+
+  it('Ctrl-C (SIGINT to the whole process group) stops the workload and leaves nothing behind', async () => {
+    const sleeper = ['/bin/sleep', '4242.7']
+    const child = spawn(process.execPath, [cliPath, 'optimize', `oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o7')}`, '--entrypoint', JSON.stringify(sleeper), '--args', '[]', '--period', '600', ...FAST],
+      { detached: true, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TMPDIR: tmp } })
+    let stderr = ''
+    child.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
+    const code = new Promise<number | null>(resolve => child.once('exit', c => resolve(c)))
+    for (let i = 0; i < 600 && processesRunning(sleeper).length === 0; i++) await new Promise(resolve => setTimeout(resolve, 100))
+    expect(processesRunning(sleeper)).toHaveLength(1)
+    process.kill(-(child.pid ?? 0), 'SIGINT')
+    expect(await code).toBe(1)
+    // (the killed sandbox may say something first: its output is the caller's)
+    expect(stderr.trim().split('\n').pop()).toBe('ipfs-estargz: This operation was aborted')
+    expect(processesRunning(sleeper)).toEqual([])
+    expect(existsSync(join(dir, 'o7', 'index.json'))).toBe(false)
     leftNothing()
   })
 
