@@ -175,7 +175,9 @@ export async function runSandbox (components: RunComponents, layers: readonly Sa
   ]
   log.debug({ args: workload.args, cwd: workload.cwd, uid: user.uid, gid: user.gid }, 'starting the workload')
   const started = performance.now()
-  const proc = spawn(setpriv, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: HOST_PATH, LC_ALL: 'C' } })
+  // detached: a session of its own, so the workload has no controlling terminal (/dev/tty is
+  // not the caller's) and a Ctrl-C reaches it only through us.
+  const proc = spawn(setpriv, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: HOST_PATH, LC_ALL: 'C' }, detached: true })
   proc.stdout?.on('data', (c: Buffer) => components.output?.(c))
   proc.stderr?.on('data', (c: Buffer) => components.output?.(c))
   // 'exit', not 'close': a process that escaped the kill could hold the pipes open for ever.

@@ -155,6 +155,17 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     leftNothing()
   })
 
+  it.runIf(hasCommand('script')())('the workload does not get the caller\'s terminal', () => {
+    // script(1) runs the CLI with a pseudo-terminal as its controlling terminal
+    const args = ['optimize', `oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o8')}`, '--entrypoint', JSON.stringify(['/bin/sh', '-c', 'read x < /etc/app.conf; if echo hi > /dev/tty; then echo TTY-OPENED; else echo NO-TTY; fi']), ...FAST]
+    const quoted = [process.execPath, cliPath, ...args].map(a => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')
+    const r = spawnSync('script', ['-qec', `TMPDIR=${tmp} ${quoted}`, '/dev/null'], { encoding: 'utf8', timeout: 300_000 })
+    expect(r.status, r.stdout + r.stderr).toBe(0)
+    expect(r.stdout).toContain('NO-TTY')
+    expect(r.stdout).not.toContain('TTY-OPENED')
+    leftNothing()
+  })
+
   it('Ctrl-C (SIGINT to the whole process group) stops the workload and leaves nothing behind', async () => {
     const sleeper = ['/bin/sleep', '4242.7']
     const child = spawn(process.execPath, [cliPath, 'optimize', `oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o7')}`, '--entrypoint', JSON.stringify(sleeper), '--args', '[]', '--period', '600', ...FAST],
