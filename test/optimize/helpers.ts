@@ -46,9 +46,10 @@ export interface SmallImage {
 /**
  * A small runnable image made of this machine's dash and sleep: layer 0 the C library and loader
  * (and etc/unused.conf), layer 1 bin/sh, bin/sleep, etc/app.conf ("hello") and etc/other.conf,
- * layer 2 data/untouched.txt and a whiteout of etc/unused.conf. Its Cmd reads etc/app.conf.
+ * layer 2 data/untouched.txt and a whiteout of etc/unused.conf, then `extraLayer` if given. Its
+ * Cmd reads etc/app.conf.
  */
-export async function writeSmallImage (dir: string): Promise<SmallImage> {
+export async function writeSmallImage (dir: string, opts: { name?: string, extraLayer?: FixtureEntry[] } = {}): Promise<SmallImage> {
   const libs = [...new Set([...libsOf('/bin/sh'), ...libsOf('/bin/sleep')])]
   const rel = libs.map(l => l.slice(1))
   const l0: FixtureEntry[] = [
@@ -70,7 +71,7 @@ export async function writeSmallImage (dir: string): Promise<SmallImage> {
     { name: 'etc/', type: 'dir' },
     { name: 'etc/.wh.unused.conf', data: '' }
   ]
-  const tars = [l0, l1, l2].map(l => makeTar(l))
+  const tars = [l0, l1, l2, ...(opts.extraLayer != null ? [opts.extraLayer] : [])].map(l => makeTar(l))
   const layers = tars.map(t => blob(MediaType.OciLayerGzip, gzipSync(t)))
   const config = jsonBlob(MediaType.OciConfig, {
     architecture: process.arch === 'x64' ? 'amd64' : process.arch,
@@ -82,7 +83,7 @@ export async function writeSmallImage (dir: string): Promise<SmallImage> {
   const manifest = jsonBlob(MediaType.OciManifest, {
     schemaVersion: 2, mediaType: MediaType.OciManifest, config: config.descriptor, layers: layers.map(l => l.descriptor)
   })
-  const layout = join(dir, 'small')
+  const layout = join(dir, opts.name ?? 'small')
   const blobs: Blob[] = [...layers, config, manifest]
   await writeLayout(layout, blobs, [tagged(manifest.descriptor, 'latest')])
   return { layout, manifestDigest: manifest.descriptor.digest, layers: layers.map(l => l.descriptor.digest), libs: rel }

@@ -87,7 +87,8 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     const script = [
       'echo changed > /etc/app.conf && read x < /etc/app.conf && echo "now $x"',
       'while read k v rest; do [ "$k" = Uid: ] && echo "uid $v"; done < /proc/self/status',
-      'while read l; do echo "net $l"; done < /proc/net/dev'
+      'while read l; do echo "net $l"; done < /proc/net/dev',
+      'for f in /dev/*; do echo "dev $f"; done'
     ].join('; ')
     const r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o3')}`, '--entrypoint', JSON.stringify(['/bin/sh', '-c', script]), ...FAST])
     expect(r.code, r.stderr).toBe(0)
@@ -95,12 +96,27 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     expect(r.stderr).toContain('uid 0')
     const ifaces = [...r.stderr.matchAll(/^net\s+(\S+):/gm)].map(m => m[1])
     expect(ifaces).toEqual(['lo'])
+    // only these host devices, and nothing else of the host's /dev
+    const devs = [...r.stderr.matchAll(/^dev (\S+)$/gm)].map(m => m[1])
+    expect(devs).toEqual(['/dev/fd', '/dev/full', '/dev/null', '/dev/pts', '/dev/random', '/dev/shm', '/dev/stderr', '/dev/stdin', '/dev/stdout', '/dev/tty', '/dev/urandom', '/dev/zero'])
     const asUser = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o3u')}`, '--user', '4242:4243', '--entrypoint', JSON.stringify(['/bin/sh', '-c', 'while read k a b; do [ "$k" = Uid: ] && echo "uid $a"; [ "$k" = Gid: ] && echo "gid $a"; done < /proc/self/status']), ...FAST])
     expect(asUser.code, asUser.stderr).toBe(0)
     expect(asUser.stderr).toContain('uid 4242')
     expect(asUser.stderr).toContain('gid 4243')
     // the source layout is untouched
     expect(await readFile(join(img.layout, 'index.json'), 'utf8')).toContain(img.manifestDigest)
+    leftNothing()
+  })
+
+  it('an image whose /dev and /proc are symlinks out of it still runs, and nothing is mounted or written through them on the host', async () => {
+    const target = join(dir, 'host-target')
+    await mkdir(target)
+    const evil = await writeSmallImage(dir, { name: 'evil', extraLayer: [{ name: 'dev', type: 'symlink', linkName: target }, { name: 'proc', type: 'symlink', linkName: target }] })
+    const r = optimize([`oci:${evil.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o-evil')}`, '--entrypoint', JSON.stringify(['/bin/sh', '-c', 'read x < /etc/app.conf; echo "got $x" > /dev/null && echo fine']), ...FAST])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toContain('fine')
+    expect(readdirSync(target)).toEqual([])
+    expect(mountsUnder(target)).toEqual([])
     leftNothing()
   })
 
