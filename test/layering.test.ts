@@ -23,6 +23,7 @@ const RANKS: Record<string, { rank: number, why: string }> = {
   fs: { rank: 5, why: 'the lazy layer filesystem over a RangeSource (estargz, source), its FUSE mounts and the layer mounter' },
   fusemgr: { rank: 6, why: 'the FUSE manager process that holds fs\'s mounts, its client and the mounter over that client' },
   convert: { rank: 6, why: 'conversion to eStargz and the publishers the result goes to (estargz, oci, ipfs, source)' },
+  optimize: { rank: 7, why: 'workload-optimized images: runs the workload over fs\'s mounts, rebuilds the layers with convert' },
   containerd: { rank: 7, why: 'containerd\'s client and the pull into it (wire, oci)' },
   snapshotter: { rank: 7, why: 'the Snapshots service; lazy layers through the mounter it is given (wire, fs)' },
   daemon: { rank: 8, why: 'puts the node, the snapshotter, the FUSE manager and the control API into one process' },
@@ -47,6 +48,7 @@ const ALLOWED: Array<{ from: string, to: string, why: string }> = [
   { from: 'cli/commands/fuse-manager.ts', to: 'daemon/config.ts', why: 'the FUSE manager takes its defaults from the daemon\'s configuration' },
   { from: 'daemon/config.ts', to: 'source/readahead.ts', why: 'the read-ahead default (the configuration is loaded in the FUSE manager)' },
   { from: 'fusemgr/manager.ts', to: 'source/readahead.ts', why: 'the FUSE manager\'s mounts read through a read-ahead window' },
+  { from: 'optimize/sandbox-run.ts', to: 'source/file.ts', why: 'the sandbox\'s child process serves local layer files through FUSE and loads no IPFS code' },
   // Every process that reads a label key (the FUSE manager too) loads wire/labels.ts.
   { from: 'wire/labels.ts', to: 'oci/media-types.ts', why: 'a GC label names its blob by media type: the predicates, not oci\'s registry client' }
 ]

@@ -8,12 +8,12 @@ import { describeError } from './errors.js'
 import { EXIT_STDOUT_CLOSED, watchStdout } from './output.js'
 
 /** Commands that use the repo and so go through a daemon that owns it. */
-const FORWARDED = new Set(['push', 'image', 'pull', 'id'])
+const FORWARDED = new Set(['push', 'optimize', 'image', 'pull', 'id'])
 
 /** Makes the paths in a command line absolute, since the daemon runs in another directory. */
 function absolutize (argv: string[], cwd: string): string[] {
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(cwd, p))
-  const pathOpts = new Set(['--repo', '--prioritized-files'])
+  const pathOpts = new Set(['--repo', '--prioritized-files', '--record-in', '--record-out', '--prefetch-list'])
   return argv.map((a, i) => {
     const m = /^(oci|oci-archive|docker-archive):(.+)$/.exec(a)
     if (m != null) return `${m[1]}:${abs(m[2])}`

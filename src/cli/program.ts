@@ -20,6 +20,7 @@ function applyRecursively (cmd: Command, ctx: CommandContext | undefined): void 
 const COMMANDS: Record<string, () => Promise<Command>> = {
   layer: async () => (await import('./commands/layer.js')).layerCommand(),
   push: async () => (await import('./commands/push.js')).pushCommand(),
+  optimize: async () => (await import('./commands/optimize.js')).optimizeCommand(),
   pull: async () => (await import('./commands/pull.js')).pullCommand(),
   image: async () => (await import('./commands/image.js')).imageCommand(),
   mount: async () => (await import('./commands/mount.js')).mountCommand(),

@@ -5,7 +5,7 @@ import {
 } from '../oci/index.js'
 import type { Logger } from '../logging.js'
 import { ConversionError } from './errors.js'
-import { convertLayer, type ConvertedLayer } from './layer.js'
+import { convertLayer, type ConvertedLayer, type LayerOptions } from './layer.js'
 import type { BlobPublisher } from './publisher.js'
 
 /** Conversion defaults, in one place. */
@@ -31,6 +31,8 @@ export interface ConvertOptions {
   signal?: AbortSignal
   logger: Logger
   onProgress?: (event: ConvertProgress) => void
+  /** Per-layer options (by source descriptor): prioritized files, whether it may be kept as is. */
+  layerOptions?: (layer: Descriptor) => Pick<LayerOptions, 'prioritizedFiles' | 'reusable'> | undefined
 }
 
 /** Progress of a conversion, per layer. */
@@ -129,6 +131,7 @@ async function convert (source: ImageReader, publishers: BlobPublisher[], option
         options.onProgress?.({ type: 'layer:start', digest: desc.digest, size: desc.size })
         try {
           const layer = await convertLayer(source, desc, diffID, publishers, {
+            ...options.layerOptions?.(desc),
             chunkSize: options.chunkSize,
             compressionLevel: options.compressionLevel,
             tmpDir: options.tmpDir,

@@ -4,4 +4,5 @@ export { convertImage, layoutIndexJson, DEFAULTS, type ConvertOptions, type Conv
 export { convertLayer, type ConvertedLayer, type LayerOptions } from './layer.js'
 export { IpfsPublisher } from './ipfs-publisher.js'
 export { LayoutPublisher } from './layout-publisher.js'
+export { openSourceLayer } from './source-layer.js'
 export { fanOutSegments, type BlobPublisher, type PublishedBlob, type SegmentProducer, type FinishedImage } from './publisher.js'

@@ -20,6 +20,13 @@ export interface LayerOptions {
   logger: Logger
   /** Called as the source layer's bytes are read. */
   onBytes?: (bytes: number) => void
+  /**
+   * Files to place first, in this order, followed by `.prefetch.landmark` (each must be in the
+   * layer). The layer is then always rebuilt, even when it already is eStargz.
+   */
+  prioritizedFiles?: string[]
+  /** Whether a layer that already is eStargz may be kept as is (default: always). */
+  reusable?: (reader: EstargzReader) => boolean
 }
 
 export interface ConvertedLayer {
@@ -32,6 +39,8 @@ export interface ConvertedLayer {
   uncompressedSize: number
   /** True when the source layer already was eStargz with a valid TOC digest and was kept as is. */
   reused: boolean
+  /** The layer's landmark: prioritized files before `.prefetch.landmark`, `.no.prefetch.landmark`, or none (a reused layer). */
+  landmark: 'prefetch' | 'no-prefetch' | 'none'
 }
 
 /**
@@ -50,7 +59,7 @@ async function convert (source: ImageReader, desc: Descriptor, sourceDiffID: str
         digest.update(segment.bytes)
         size += segment.bytes.length
         await sink(segment)
-      }, { compression: 'none', chunkSize: opts.chunkSize, compressionLevel: opts.compressionLevel, concurrency: opts.concurrency, signal: opts.signal, tmpDir: opts.tmpDir })
+      }, { compression: 'none', chunkSize: opts.chunkSize, compressionLevel: opts.compressionLevel, concurrency: opts.concurrency, signal: opts.signal, tmpDir: opts.tmpDir, prioritizedFiles: opts.prioritizedFiles })
     } catch (err) {
       throw await layer.fail(err)
     }
@@ -72,7 +81,8 @@ async function convert (source: ImageReader, desc: Descriptor, sourceDiffID: str
     diffID: built.diffID,
     tocDigest: built.tocDigest,
     uncompressedSize: built.uncompressedSize,
-    reused: false
+    reused: false,
+    landmark: (opts.prioritizedFiles ?? []).length > 0 ? 'prefetch' : 'no-prefetch'
   }
 }
 
@@ -124,6 +134,8 @@ async function reuse (source: ImageReader, desc: Descriptor, sourceDiffID: strin
     } finally {
       await file.close()
     }
+    if (opts.reusable != null && !opts.reusable(reader)) return undefined
+    const landmark = reader.tree.prefetchOffset != null ? 'prefetch' : reader.tree.noPrefetch ? 'no-prefetch' : 'none'
     const bounds = segmentsOf(reader)
     const { urls } = await fanOutSegments(publishers, async (sink: SegmentSink) => {
       const fh = await open(path, 'r')
@@ -148,7 +160,7 @@ async function reuse (source: ImageReader, desc: Descriptor, sourceDiffID: strin
     const annotations = { ...desc.annotations, [TOC_DIGEST_ANNOTATION]: tocDigest, [UNCOMPRESSED_SIZE_ANNOTATION]: String(uncompressedSize) }
     const descriptor: Descriptor = { mediaType: MediaType.OciLayerGzip, digest: desc.digest, size: desc.size, annotations }
     if (urls.length > 0) descriptor.urls = urls
-    return { source: desc, descriptor, diffID, tocDigest, uncompressedSize, reused: true }
+    return { source: desc, descriptor, diffID, tocDigest, uncompressedSize, reused: true, landmark }
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
@@ -156,7 +168,7 @@ async function reuse (source: ImageReader, desc: Descriptor, sourceDiffID: strin
 
 /** Converts a layer to eStargz (or keeps it, when it already is) and publishes it. */
 export async function convertLayer (source: ImageReader, desc: Descriptor, sourceDiffID: string | undefined, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer> {
-  if (sourceDiffID != null) {
+  if (sourceDiffID != null && (opts.prioritizedFiles ?? []).length === 0) {
     const kept = await reuse(source, desc, sourceDiffID, publishers, opts)
     if (kept != null) return kept
   }

@@ -32,6 +32,11 @@ export interface LayerFsOptions extends PrefetchOptions {
   opaqueXattrs?: readonly string[]
   blockSize?: number
   signal?: AbortSignal
+  /**
+   * Called on every open of a file, with its path in the layer (no leading slash): how a
+   * workload's file accesses are recorded. Off by default.
+   */
+  onAccess?: (path: string) => void
 }
 
 /** One name in the view: a layer node, or an overlayfs whiteout made from a `.wh.` entry. */
@@ -118,12 +123,14 @@ export class LayerFs {
   private readonly opaqueXattrs: readonly string[]
   private readonly blockSize: number
   private readonly log: Logger
+  private readonly onAccess?: (path: string) => void
   private closed = false
 
   private constructor (readonly estargz: EstargzReader, components: LayerFsComponents, private readonly cache: ChunkCache, options: LayerFsOptions) {
     this.log = components.logger
     this.opaqueXattrs = options.opaqueXattrs ?? DEFAULTS.opaqueXattrs
     this.blockSize = options.blockSize ?? DEFAULTS.blockSize
+    this.onAccess = options.onAccess
     const layout = chunksInBlobOrder(new Set(estargz.tree.byName.values()))
     this.reader = new ChunkReader({ source: components.source, cache, logger: this.log, layout, ...(components.activity != null ? { activity: components.activity } : {}) }, options)
     this.prefetcher = new Prefetcher({ reader: this.reader, tree: estargz.tree, logger: this.log }, options)
@@ -269,6 +276,7 @@ export class LayerFs {
   open (entry: Entry, flags: number): void {
     if ((flags & O_ACCMODE) !== 0 || (flags & (O_TRUNC | O_CREAT)) !== 0) throw new ReadOnlyError('open for writing', this.pathOf(entry))
     if (entry.node.type === 'dir' && !entry.whiteout) throw new IsADirectoryError(this.pathOf(entry))
+    if (this.onAccess != null) this.onAccess(this.pathOf(entry).slice(1))
   }
 
   /** Verified file bytes; fewer than `length` only at the end of the file. */

@@ -30,7 +30,7 @@ interface PushFlags {
   logLevel: LogLevel
 }
 
-function registryOptions (flags: PushFlags): RegistryClientOptions {
+export function registryOptions (flags: Pick<PushFlags, 'plainHttp' | 'creds'>): RegistryClientOptions {
   const o: RegistryClientOptions = { plainHttp: flags.plainHttp === true }
   if (flags.creds != null) {
     const i = flags.creds.indexOf(':')
