@@ -22,6 +22,8 @@ export interface BlobReaderComponents {
   logger: Logger
   /** Opens the blob a CID names (the daemon: an IpfsSource over its Helia node). */
   openSource: (cid: string, signal?: AbortSignal) => Promise<RangeSource>
+  /** Told of each on-demand (foreground) read as it starts; what it returns is called when the read ends (learned prefetch records and yields to them). */
+  onRead?: (cid: string, offset: number, length: number) => () => void
 }
 
 /**
@@ -104,9 +106,11 @@ export class BlobReader {
         fail(400, `priority must be foreground or background, got ${JSON.stringify(priority)}`)
         return
       }
+      const ended = priority === 'foreground' ? this.components.onRead?.(cidText, offset, length) : undefined
       job = this.read(cidText, offset, length, ac.signal, priority === 'background' ? { background: true } : undefined).then((bytes) => {
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length }).end(bytes)
       })
+      if (ended != null) void job.then(ended, ended)
     } else {
       fail(404, `unknown blob resource ${JSON.stringify(what)}`)
       return

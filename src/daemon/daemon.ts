@@ -4,6 +4,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { OpenRepo } from '../cli/repo.js'
 import { ChunkCache, MountManager } from '../fs/index.js'
 import { IndexStore, createNode } from '../ipfs/index.js'
+import { LearnedPrefetch } from '../prefetch-record/index.js'
 import type { Logger } from '../logging.js'
 import { PRIVATE, usePrivateUmask } from '../private-files.js'
 import { ensureFuseManager, FuseManagerUnavailableError, type EnsureOptions, type FuseManagerClient } from '../fusemgr/index.js'
@@ -15,6 +16,8 @@ import type { DaemonConfig } from './config.js'
 import { ControlServer, type CommandRunner } from './control.js'
 import { LayerMounter } from './layer-mounter.js'
 import { ManagedLayerMounter } from './managed-mounter.js'
+import { LearningLayerMounter } from './learning-mounter.js'
+import { learnedPrefetchOptions } from './learned-prefetch.js'
 
 export interface DaemonComponents {
   logger: Logger
@@ -54,6 +57,7 @@ export class Daemon {
   private server?: SnapshotterServer
   private control?: ControlServer
   private blobs?: BlobReader
+  private learned?: LearnedPrefetch
   private managerClient?: FuseManagerClient
   private supervisor?: NodeJS.Timeout
   private redial?: NodeJS.Timeout
@@ -63,6 +67,11 @@ export class Daemon {
 
   get openRepo (): OpenRepo | undefined {
     return this.repo
+  }
+
+  /** Learned prefetch (its `stats()`), unless `[prefetch] enable = false`. */
+  get learnedPrefetch (): LearnedPrefetch | undefined {
+    return this.learned
   }
 
   async start (): Promise<void> {
@@ -79,7 +88,9 @@ export class Daemon {
     this.repo = { path: config.root, node, index, close: async () => { index.close(); await node.stop() } }
     try {
       this.keepPeersConnected()
-      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 })
+      const learned = this.learned = config.prefetch.enable ? new LearnedPrefetch({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, libp2p: node.helia.libp2p }, learnedPrefetchOptions(config)) : undefined
+      await learned?.start()
+      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000, onBlock: learned?.countBlock })
       const settings = {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
         backgroundFetch: config.fs.backgroundFetch,
@@ -93,7 +104,7 @@ export class Daemon {
       const repo = this.repo
       let mounter: RemoteLayerMounter | undefined
       const warmLayers: WarmLayers = async (layers, signal) => { await mounter?.warm?.(layers, signal) }
-      this.blobs = config.fuseManager.enable ? new BlobReader({ logger, openSource }) : undefined
+      this.blobs = config.fuseManager.enable ? new BlobReader({ logger, openSource, onRead: learned?.onRead }) : undefined
       this.control = new ControlServer({ logger, blobs: this.blobs, run: async (argv, io) => await this.components.runCommand(argv, { ...io, repo, ...(mounter?.warm != null ? { warmLayers } : {}) }) }, { address: apiAddressFor(config), repo: config.root })
       await this.control.start()
       const snapshotRoot = join(config.root, 'snapshotter')
@@ -114,9 +125,13 @@ export class Daemon {
           logger,
           mounts: this.mounts,
           cache: this.cache,
-          openSource: async (cid, signal) => new ReadaheadSource(await openSource(cid, signal), { windowBytes: config.fs.readaheadBytes })
+          openSource: async (cid, signal) => {
+            const source = new ReadaheadSource(await openSource(cid, signal), { windowBytes: config.fs.readaheadBytes })
+            return learned != null ? learned.recordReads(cid, source) : source
+          }
         }, settings)
       }
+      if (learned != null) mounter = new LearningLayerMounter({ inner: mounter, learned })
       const snapshotter = new Snapshotter({ logger, mounter, resolveDigest: (d) => index.digests.get(d)?.toString() }, {
         root: snapshotRoot,
         allowInvalidMountsOnRestart: config.snapshotter.allowInvalidMountsOnRestart,
@@ -213,6 +228,7 @@ export class Daemon {
         ['blob API', () => this.blobs?.close()],
         ['mounts', () => this.mounts?.stop()],
         ['chunk cache', () => this.cache?.stop()],
+        ['learned prefetch', () => this.learned?.stop()],
         ['repo', () => this.repo?.close()]
       ]
       for (const [what, step] of steps) {
