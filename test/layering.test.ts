@@ -22,6 +22,7 @@ const RANKS: Record<string, { rank: number, why: string }> = {
   source: { rank: 4, why: 'byte-range reads of a blob: a file, an IPFS file (ipfs)' },
   fs: { rank: 5, why: 'the lazy layer filesystem over a RangeSource (estargz, source), its FUSE mounts and the layer mounter' },
   fusemgr: { rank: 6, why: 'the FUSE manager process that holds fs\'s mounts, its client and the mounter over that client' },
+  'prefetch-record': { rank: 6, why: 'learned prefetch: first-read records of layers, shared over libp2p, replayed through the fetch path (ipfs, source)' },
   convert: { rank: 6, why: 'conversion to eStargz and the publishers the result goes to (estargz, oci, ipfs, source)' },
   optimize: { rank: 7, why: 'workload-optimized images: runs the workload over fs\'s mounts, rebuilds the layers with convert' },
   containerd: { rank: 7, why: 'containerd\'s client and the pull into it (wire, oci)' },
@@ -46,6 +47,7 @@ const ALLOWED: Array<{ from: string, to: string, why: string }> = [
   { from: 'cli/commands/layer.ts', to: 'source/file.ts', why: '`layer` works on local files and starts in ~0.1 s: no node, no IPFS code' },
   // The FUSE manager process lives as long as the lazy mounts: it loads no Helia.
   { from: 'cli/commands/fuse-manager.ts', to: 'daemon/config.ts', why: 'the FUSE manager takes its defaults from the daemon\'s configuration' },
+  { from: 'daemon/config.ts', to: 'prefetch-record/defaults.ts', why: 'learned prefetch\'s defaults (the configuration is loaded in the FUSE manager): not its libp2p protocol' },
   { from: 'daemon/config.ts', to: 'source/readahead.ts', why: 'the read-ahead default (the configuration is loaded in the FUSE manager)' },
   { from: 'fusemgr/manager.ts', to: 'source/readahead.ts', why: 'the FUSE manager\'s mounts read through a read-ahead window' },
   { from: 'optimize/sandbox-run.ts', to: 'source/file.ts', why: 'the sandbox\'s child process serves local layer files through FUSE and loads no IPFS code' },

@@ -26,6 +26,8 @@ export interface BlobReaderComponents {
   logger: Logger
   /** Opens the blob a CID names (the daemon: an IpfsSource over its Helia node). */
   openSource: (cid: string, signal?: AbortSignal) => Promise<RangeSource>
+  /** Told of each on-demand (foreground) read as it starts; what it returns is called when the read ends (learned prefetch records and yields to them). */
+  onRead?: (cid: string, offset: number, length: number) => () => void
 }
 
 /**
@@ -96,7 +98,14 @@ export class BlobReader {
       if (priority !== 'foreground' && priority !== 'background') {
         throw new BadRequestError(`priority must be foreground or background, got ${JSON.stringify(priority)}`)
       }
-      job = async () => await this.read(cidText, offset, length, signal, priority === 'background' ? { background: true } : undefined)
+      const ended = priority === 'foreground' ? this.components.onRead?.(cidText, offset, length) : undefined
+      job = async () => {
+        try {
+          return await this.read(cidText, offset, length, signal, priority === 'background' ? { background: true } : undefined)
+        } finally {
+          ended?.()
+        }
+      }
     } else {
       throw new ControlApiError(`unknown blob resource ${JSON.stringify(what)}`, 404)
     }

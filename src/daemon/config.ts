@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { parse as parseToml } from 'smol-toml'
 import { DEFAULTS as FS_DEFAULTS } from '../fs/index.js'
 import { CLIENT_DEFAULTS as FUSE_MANAGER_CLIENT_DEFAULTS } from '../fusemgr/index.js'
+import { PREFETCH_DEFAULTS, PROTOCOL_DEFAULTS, RECORD_DEFAULTS, RECORDER_DEFAULTS } from '../prefetch-record/defaults.js'
 import { DEFAULTS as READAHEAD_DEFAULTS } from '../source/readahead.js'
 import { ConfigError } from './errors.js'
 
@@ -68,6 +69,26 @@ export const DEFAULTS = {
      * for a mount in progress there to be cancelled, up to `[fs] prefetch_timeout_sec` and an unmount.
      */
     callTimeoutSec: FUSE_MANAGER_CLIENT_DEFAULTS.callTimeoutMs / 1000
+  },
+  prefetch: {
+    /**
+     * Learned prefetch (docs/learned-prefetch.md): record the order in which each layer is first
+     * read, share it with peers, and prefetch a layer in a peer's recorded order when it is
+     * pulled or mounted. false: none of it (no recording, no protocol, no asking).
+     */
+    enable: true,
+    /** A layer's first reads are recorded for this long after its first read; then the record is published. */
+    recordWindowSec: RECORDER_DEFAULTS.windowMs / 1000,
+    /** Ranges one record holds at most (a full record is published at once). */
+    maxRanges: RECORD_DEFAULTS.maxRanges,
+    /** A record with fewer ranges is not published when its window ends (a pull alone reads about two). */
+    minRanges: RECORDER_DEFAULTS.minRanges,
+    /** Bytes one record may cover, recorded or accepted. */
+    maxBytes: RECORD_DEFAULTS.maxPrefetchBytes,
+    /** Peers are asked for a layer's record for at most this long. */
+    askTimeoutSec: PROTOCOL_DEFAULTS.askTimeoutMs / 1000,
+    /** Pieces of a record prefetched at once (each at most 1 MiB), always behind on-demand reads. */
+    concurrency: PREFETCH_DEFAULTS.concurrency
   },
   snapshotter: {
     /** Start even when a remote snapshot cannot be mounted again (it answers Unavailable). */

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ChunkCache, LayerMounter, MountManager, type RemoteLayerMounter, type WarmLayer } from '../fs/index.js'
 import { openRepo, type OpenRepo } from '../ipfs/index.js'
+import { LearnedPrefetch } from '../prefetch-record/index.js'
 import type { Logger } from '../logging.js'
 import { PRIVATE, usePrivateUmask } from '../private-files.js'
 import { ensureFuseManager, FuseManagerUnavailableError, ManagedLayerMounter, type EnsureOptions, type FuseManagerClient } from '../fusemgr/index.js'
@@ -11,6 +12,8 @@ import { IpfsSource, ReadaheadSource } from '../source/index.js'
 import { BlobReader } from './blob-api.js'
 import type { DaemonConfig } from './config.js'
 import { ControlServer, type CommandRunner } from './control.js'
+import { LearningLayerMounter } from './learning-mounter.js'
+import { learnedPrefetchOptions } from './learned-prefetch.js'
 
 export interface DaemonComponents {
   logger: Logger
@@ -50,6 +53,7 @@ export class Daemon {
   private server?: SnapshotterServer
   private control?: ControlServer
   private blobs?: BlobReader
+  private learned?: LearnedPrefetch
   private managerClient?: FuseManagerClient
   private supervisor?: NodeJS.Timeout
   private redial?: NodeJS.Timeout
@@ -59,6 +63,11 @@ export class Daemon {
 
   get openRepo (): OpenRepo | undefined {
     return this.repo
+  }
+
+  /** Learned prefetch (its `stats()`), unless `[prefetch] enable = false`. */
+  get learnedPrefetch (): LearnedPrefetch | undefined {
+    return this.learned
   }
 
   async start (): Promise<void> {
@@ -74,7 +83,9 @@ export class Daemon {
     const { node, index } = this.repo
     try {
       this.keepPeersConnected()
-      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000 })
+      const learned = this.learned = config.prefetch.enable ? new LearnedPrefetch({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, libp2p: node.helia.libp2p }, learnedPrefetchOptions(config)) : undefined
+      await learned?.start()
+      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000, onBlock: learned?.countBlock })
       const settings = {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
         backgroundFetch: config.fs.backgroundFetch,
@@ -88,7 +99,7 @@ export class Daemon {
       const repo = this.repo
       let mounter: RemoteLayerMounter | undefined
       const warmLayers: WarmLayers = async (layers, signal) => { await mounter?.warm?.(layers, signal) }
-      this.blobs = config.fuseManager.enable ? new BlobReader({ logger, openSource }) : undefined
+      this.blobs = config.fuseManager.enable ? new BlobReader({ logger, openSource, onRead: learned?.onRead }) : undefined
       this.control = new ControlServer({ logger, blobs: this.blobs, run: async (argv, io) => await this.components.runCommand(argv, { ...io, repo, ...(mounter?.warm != null ? { warmLayers } : {}) }) }, { address: apiAddressFor(config), repo: config.root })
       await this.control.start()
       const snapshotRoot = join(config.root, 'snapshotter')
@@ -109,9 +120,13 @@ export class Daemon {
           logger,
           mounts: this.mounts,
           cache: this.cache,
-          openSource: async (cid, signal) => new ReadaheadSource(await openSource(cid, signal), { windowBytes: config.fs.readaheadBytes })
+          openSource: async (cid, signal) => {
+            const source = new ReadaheadSource(await openSource(cid, signal), { windowBytes: config.fs.readaheadBytes })
+            return learned != null ? learned.recordReads(cid, source) : source
+          }
         }, settings)
       }
+      if (learned != null) mounter = new LearningLayerMounter({ inner: mounter, learned })
       const snapshotter = new Snapshotter({ logger, mounter, resolveDigest: (d) => index.digests.get(d)?.toString() }, {
         root: snapshotRoot,
         allowInvalidMountsOnRestart: config.snapshotter.allowInvalidMountsOnRestart,
@@ -208,6 +223,7 @@ export class Daemon {
         ['blob API', () => this.blobs?.close()],
         ['mounts', () => this.mounts?.stop()],
         ['chunk cache', () => this.cache?.stop()],
+        ['learned prefetch', () => this.learned?.stop()],
         ['repo', () => this.repo?.close()]
       ]
       for (const [what, step] of steps) {

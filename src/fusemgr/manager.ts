@@ -347,7 +347,8 @@ function traced (inner: RangeSource): { source: RangeSource, opened: () => strin
   }
   const source: RangeSource = {
     size: async () => await time('size', async () => await inner.size()),
-    read: async (offset, length, signal) => await time(`${length}B@${offset}`, async () => await inner.read(offset, length, signal)),
+    // the hint goes on: without it the background fetch reached the daemon as on-demand reads
+    read: async (offset, length, signal, hint) => await time(`${length}B@${offset}`, async () => await inner.read(offset, length, signal, hint)),
     close: async () => { await inner.close?.() }
   }
   return { source, opened: () => { recording = false; return reads } }

@@ -572,6 +572,8 @@ export class BlockExchange {
         deadline.clear()
         const cids = decodeRequest(body.subarray(), this.opts.maxCidsPerRequest, this.opts.maxCidBytes)
         this.counts.servedRequests++
+        // what was asked, in order (learned prefetch is checked by it); the CIDs' text only when it is logged
+        if (this.log.isLevelEnabled('debug')) this.log.debug({ peer, cids: cids.map(c => c.toString()) }, 'block exchange: serving a request')
         const reads: Array<Promise<Uint8Array | undefined>> = []
         const readAhead = (upTo: number): void => {
           for (let j = reads.length; j < Math.min(upTo, cids.length); j++) reads.push(this.local(cids[j]))

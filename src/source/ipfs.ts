@@ -24,6 +24,8 @@ export interface BlockFetch {
   cid: CID
   bytes: number
   network: boolean
+  /** Fetched for a background read (prefetch) rather than an on-demand one. */
+  background: boolean
 }
 
 export interface IpfsSourceOptions {
@@ -70,7 +72,7 @@ export class IpfsSource implements RangeSource {
       }
       const bytes = await collectBlock(blocks.get(c, fetchOptions))
       if (network) { counts.networkBlocks++; counts.networkBytes += bytes.length } else { counts.localBlocks++; counts.localBytes += bytes.length }
-      options.onBlock?.({ cid: c, bytes: bytes.length, network })
+      options.onBlock?.({ cid: c, bytes: bytes.length, network, background })
       return bytes
     }
     const reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, async (c, s) => await getBlock(c, s, false), { signal }), `opening ${root.toString()}`)

@@ -1,0 +1,221 @@
+import { spawnSync } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CID } from 'multiformats/cid'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { collectBlock } from '../../src/ipfs/dag-reader.js'
+import { createNode } from '../../src/ipfs/node.js'
+import { silentLogger } from '../../src/logging.js'
+import { decodeRecord } from '../../src/prefetch-record/record.js'
+import { DEFAULTS as PREFETCH_DEFAULTS, pieces } from '../../src/prefetch-record/prefetch.js'
+import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
+import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
+import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
+import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
+import { hasCommand, hasFuse, needs } from '../helpers/env.js'
+import { leafMap } from '../ipfs/helpers.js'
+
+/**
+ * Learned prefetch on real parts: node A holds the pushed Debian + python3 image; node B pulls
+ * it from A and runs a workload through its containerd, records the order of its first reads and
+ * publishes it; node C, peered with A and B, pulls the same image: it fetches B's record and
+ * prefetches the recorded ranges before its container reads them. Checked at the source (A's
+ * block exchange log: what C asked for, in which order) and in C's counters (its container's
+ * reads found their blocks local).
+ */
+
+const WORKLOAD = ['python3', '-c', 'import json, email, decimal; print(json.dumps({"ok": str(decimal.Decimal("1.1") + decimal.Decimal("2.2"))}))']
+const EXPECTED = '{"ok": "3.3"}'
+/** Pieces a learned prefetch has in flight: the order at the source holds within this window. */
+const CONCURRENCY = PREFETCH_DEFAULTS.concurrency
+
+function cli (args: string[]): { code: number, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+}
+
+type Line = Record<string, unknown> & { msg?: string, time?: number }
+
+/** Every JSON log line a daemon writes from now on (the fixture keeps only its last 200 kB). */
+function collectLog (d: RunningDaemon): Line[] {
+  const lines: Line[] = []
+  let rest = ''
+  d.proc.stderr?.on('data', (chunk: Buffer) => {
+    const parts = (rest + chunk.toString()).split('\n')
+    rest = parts.pop() ?? ''
+    for (const p of parts) { try { lines.push(JSON.parse(p) as Line) } catch {} }
+  })
+  return lines
+}
+
+const idOf = (root: string): { id: string, address: string } => {
+  const r = JSON.parse(cli(['id', '--repo', root]).stdout) as { id: string, addresses: string[] }
+  return { id: r.id, address: r.addresses[0] }
+}
+
+async function until (cond: () => boolean, what: string, ms: number): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+}
+
+describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, fusermount: hasCommand('fusermount') }))('learned prefetch: the next node fetches in the order the last one read', () => {
+  let dir: string
+  let a: RunningDaemon | undefined
+  let b: RunningDaemon | undefined
+  let c: RunningDaemon | undefined
+  let ctrdB: PrivateContainerd | undefined
+  let ctrdC: PrivateContainerd | undefined
+  let aLog: Line[]
+  let bLog: Line[]
+  let cLog: Line[]
+  let root: string
+  let layerCids: string[]
+  let peerA: { id: string, address: string }
+  let peerB: { id: string, address: string }
+
+  beforeAll(async () => {
+    const image = await debianPythonImage()
+    dir = await mkdtemp(join(tmpdir(), 'e2e-learned-'))
+    // A and B at debug level: their block exchanges log every request they serve, with the CIDs in order
+    a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'], logLevel: 'debug' })
+    aLog = collectLog(a)
+    const pushed = cli(['push', `oci-archive:${image.archive}`, '--repo', join(dir, 'a'), '--json'])
+    if (pushed.code !== 0) throw new Error(pushed.stderr)
+    root = (JSON.parse(pushed.stdout) as { root: string }).root
+    peerA = idOf(join(dir, 'a'))
+    // B publishes its records 20 s after each layer's first read; no background fetch, so that
+    // B's reads (and blocks) are the workload's. C asks both A and B for blocks.
+    b = await startDaemon({ root: join(dir, 'b'), listen: ['/ip4/127.0.0.1/tcp/0'], peers: [peerA.address], config: '[fs]\nbackground_fetch = false\n[prefetch]\nrecord_window_sec = 20\n', logLevel: 'debug' })
+    bLog = collectLog(b)
+    peerB = idOf(join(dir, 'b'))
+    ctrdB = await startContainerd({ proxyPlugins: { 'ipfs-estargz': b.address } })
+  }, 900_000)
+
+  afterAll(async () => {
+    await ctrdC?.stop()
+    await ctrdB?.stop()
+    await c?.stop()
+    await b?.stop()
+    await a?.stop()
+    if (dir != null) {
+      await unmountUnder(dir)
+      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('B runs the workload, records the order of its first reads per layer and publishes it', async () => {
+    const ctrd = ctrdB as PrivateContainerd
+    const pulled = cli(['pull', `ipfs://${root}`, '--repo', join(dir, 'b'), '--address', ctrd.address, '--json', '--require-lazy'])
+    expect(pulled.code, pulled.stderr).toBe(0)
+    const result = JSON.parse(pulled.stdout) as { name: string, layers: Array<{ lazy: boolean, cid: string }> }
+    layerCids = result.layers.map(l => l.cid)
+    expect(result.layers.every(l => l.lazy)).toBe(true)
+    const out = await ctrd.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', result.name, 'learned-b', ...WORKLOAD], { timeoutMs: 300_000 })
+    expect(out.trim()).toBe(EXPECTED)
+    // both layers were read by the workload: each gets a record when its window ends
+    await until(() => bLog.filter(l => l.msg === 'prefetch record published').length === layerCids.length, 'B\'s records', 120_000)
+    const published = bLog.filter(l => l.msg === 'prefetch record published')
+    expect(published.map(l => l.layer).sort()).toEqual([...layerCids].sort())
+    for (const p of published) expect(p.ranges as number).toBeGreaterThanOrEqual(3)
+  }, 600_000)
+
+  it('C fetches B\'s records and prefetches their ranges, in order, before its container reads them', async () => {
+    c = await startDaemon({ root: join(dir, 'c'), peers: [peerA.address, peerB.address], config: '[fs]\nbackground_fetch = false\n' })
+    cLog = collectLog(c)
+    const peerC = idOf(join(dir, 'c'))
+    ctrdC = await startContainerd({ proxyPlugins: { 'ipfs-estargz': c.address } })
+    const ctrd = ctrdC
+    const t0 = Date.now()
+    const pulled = cli(['pull', `ipfs://${root}`, '--repo', join(dir, 'c'), '--address', ctrd.address, '--json', '--require-lazy'])
+    expect(pulled.code, pulled.stderr).toBe(0)
+    const tPulled = Date.now()
+    const result = JSON.parse(pulled.stdout) as { name: string }
+    // the prefetch runs beside the pull; the container starts when it is done (it could start
+    // earlier: its reads go first) so that what is checked below is the prefetch's own order
+    await until(() => cLog.filter(l => l.msg === 'prefetched a layer in a learned order' || l.msg === 'learned prefetch of a layer stopped early').length === layerCids.length, 'C\'s prefetches', 120_000)
+    const tRun = Date.now()
+    const out = await ctrd.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', result.name, 'learned-c', ...WORKLOAD], { timeoutMs: 300_000 })
+    const tDone = Date.now()
+    expect(out.trim()).toBe(EXPECTED)
+
+    // C used B's record for every layer, the one B published
+    const published = new Map(bLog.filter(l => l.msg === 'prefetch record published').map(l => [l.layer as string, l.record as string]))
+    const prefetched = cLog.filter(l => l.msg === 'prefetched a layer in a learned order')
+    expect(prefetched.map(l => [l.layer, l.record, l.from]).sort()).toEqual(layerCids.map(l => [l, published.get(l), peerB.id]).sort())
+    await (c as RunningDaemon).stop()
+    c = undefined
+    const counters = cLog.find(l => l.msg === 'learned prefetch: counters at stop') as Record<string, number>
+    expect(counters).toMatchObject({ recordsFetched: layerCids.length, recordsUsed: layerCids.length, recordsRejected: 0, prefetchFailures: 0 })
+    const onDemand = counters.onDemandLocalBlocks + counters.onDemandNetworkBlocks
+    console.log(`C: pull ${tPulled - t0} ms, prefetch done ${tRun - t0} ms after the pull started, run ${tDone - tRun} ms; ` +
+      `prefetched ${(counters.prefetchedNetworkBytes / 1e6).toFixed(1)} MB over the network in ${counters.prefetchedPieces} pieces; ` +
+      `on-demand blocks: ${counters.onDemandLocalBlocks} local, ${counters.onDemandNetworkBlocks} fetched`)
+    // most of what C's container (and mounts) read was there already
+    expect(counters.onDemandLocalBlocks / onDemand).toBeGreaterThan(0.8)
+
+    // at the sources: what C asked A and B for, in order, follows B's records
+    await ctrdC?.stop()
+    ctrdC = undefined
+    await ctrdB?.stop()
+    ctrdB = undefined
+    await b?.stop()
+    b = undefined
+    await a?.stop()
+    a = undefined
+    const servedToC = (log: Line[]): string[] => log.filter(l => l.msg === 'block exchange: serving a request' && l.peer === peerC.id && (l.time as number) < tRun).flatMap(l => l.cids as string[])
+    const sources = { A: servedToC(aLog), B: servedToC(bLog) }
+    const nodeA = await createNode({ repo: join(dir, 'a'), logger: silentLogger() })
+    const nodeC = await createNode({ repo: join(dir, 'c'), logger: silentLogger() })
+    try {
+      let recordedLeaves = 0
+      const asked = new Set<string>()
+      const tally = { A: { leaves: 0, pairs: 0, ordered: 0 }, B: { leaves: 0, pairs: 0, ordered: 0 } }
+      for (const layer of layerCids) {
+        const recordCid = CID.parse(published.get(layer) as string)
+        const leaves = await leafMap(async (x) => await collectBlock(nodeA.localBlockstore.get(x)), CID.parse(layer))
+        const size = leaves.reduce((n, l) => n + l.size, 0)
+        const record = decodeRecord(await collectBlock(nodeC.localBlockstore.get(recordCid)), { layer, size, now: Date.now() })
+        // each leaf's place in the record: the first piece of the prefetch that reads it
+        const place = new Map<string, number>()
+        for (const [i, [offset, length]] of pieces(record.ranges, PREFETCH_DEFAULTS.pieceBytes).entries()) {
+          for (const l of leaves) {
+            if (l.offset < offset + length && offset < l.offset + l.size && !place.has(l.cid.toString())) place.set(l.cid.toString(), i)
+          }
+        }
+        recordedLeaves += place.size
+        // every recorded leaf is in C's blockstore
+        for (const cid of place.keys()) expect(await nodeC.localBlockstore.has(CID.parse(cid)), cid).toBe(true)
+        for (const [name, served] of Object.entries(sources) as Array<['A' | 'B', string[]]>) {
+          // the first time C asked this source for each recorded leaf, by its place in the record
+          const order: number[] = []
+          const seen = new Set<string>()
+          for (const x of served) {
+            if (!place.has(x) || seen.has(x)) continue
+            seen.add(x)
+            asked.add(x)
+            order.push(place.get(x) as number)
+          }
+          tally[name].leaves += order.length
+          let highest = -1
+          for (const p of order) {
+            if (highest >= 0) { tally[name].pairs++; if (p >= highest - CONCURRENCY) tally[name].ordered++ }
+            highest = Math.max(highest, p)
+          }
+        }
+      }
+      console.log(`of the ${recordedLeaves} recorded leaves, C asked for ${asked.size} before its container ran: ${tally.A.leaves} of A (${tally.A.ordered} of ${tally.A.pairs} in record order within ${CONCURRENCY} pieces), ${tally.B.leaves} of B (${tally.B.ordered} of ${tally.B.pairs})`)
+      // C asked for (nearly) every recorded leaf before its container ran, each source in record order
+      expect(asked.size / recordedLeaves).toBeGreaterThanOrEqual(0.9)
+      for (const t of [tally.A, tally.B]) if (t.pairs > 0) expect(t.ordered / t.pairs).toBeGreaterThanOrEqual(0.95)
+      expect(tally.A.pairs + tally.B.pairs).toBeGreaterThan(recordedLeaves / 2)
+    } finally {
+      await nodeA.stop()
+      await nodeC.stop()
+    }
+  }, 900_000)
+})
