@@ -21,8 +21,8 @@ import { sha256 } from '../../scripts/fixtures/digest.js'
 import { makeTar } from '../../scripts/fixtures/tar.js'
 import { zstdRawFrame } from '../helpers/forge.js'
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 28 })
+function cli (args: string[], env?: NodeJS.ProcessEnv): { code: number, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 28, env: env != null ? { ...process.env, ...env } : undefined })
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
 
@@ -151,11 +151,10 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
     expect(stderr).toMatch(/abort/i)
     expect(readdirSync(tmp), 'the push removed its temp dir').toEqual([])
     expect(cli(['image', 'ls', '--repo', join(dir, 'c')]).stdout).toBe('')
-    const temps = (): string[] => readdirSync(tmpdir()).filter(n => n.startsWith('ipfs-estargz-push-'))
-    const before = temps()
-    const missing = cli(['push', `oci:${join(dir, 'nope')}`, '--repo', join(dir, 'c')])
+    // its own TMPDIR again: other pushes on the machine may have temp dirs in the shared one
+    const missing = cli(['push', `oci:${join(dir, 'nope')}`, '--repo', join(dir, 'c')], { TMPDIR: tmp })
     expect(missing.code).toBe(1)
-    expect(temps()).toEqual(before) // no temp dir left behind by a source that fails to open
+    expect(readdirSync(tmp), 'no temp dir left behind by a source that fails to open').toEqual([])
     expect(missing.stderr.trim().split('\n')).toHaveLength(1)
     expect(missing.stderr).toMatch(/nope/)
   })
