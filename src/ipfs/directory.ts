@@ -1,8 +1,9 @@
 import { unixfs, type UnixFS } from '@helia/unixfs'
+import * as dagPb from '@ipld/dag-pb'
 import type { CID } from 'multiformats/cid'
 import type { WritableStorage } from 'ipfs-unixfs-importer'
 import { checkAbort, collectBlock, type BlockGetter } from './dag-reader.js'
-import { InvalidOptionError, PathNotFoundError } from './errors.js'
+import { InvalidOptionError, PathNotFoundError, UnexpectedDagError } from './errors.js'
 import { importBytes } from './import.js'
 
 /** An OCI image layout to publish as a UnixFS directory (the image root, docs/ipfs.md). */
@@ -97,24 +98,39 @@ export async function publishLayout (blockstore: WritableStorage, getBlock: Bloc
 }
 
 /**
- * Resolves a `/`-separated path under a directory CID. Only the directories on the way are
- * read, not the block the path ends at.
+ * Whether `cid` is a plain UnixFS directory (what `publishLayout` makes). A HAMT-sharded one is
+ * refused where a path is resolved: listing it may read any number of shard blocks, where a
+ * plain directory is one block.
  */
-export async function resolvePath (getBlock: BlockGetter, root: CID, path: string, signal?: AbortSignal): Promise<CID> {
-  const parts = path.split('/').filter(p => p !== '' && p !== '.')
-  const name = parts.pop()
-  if (name == null) return root
+export async function isPlainDirectory (fs: UnixFS, cid: CID, signal?: AbortSignal): Promise<boolean> {
+  if (cid.code !== dagPb.code) return false
   try {
-    for await (const entry of unixfsOf(getBlock).ls(root, { path: parts.join('/'), signal })) {
-      if (entry.name === name) return entry.cid
-    }
+    return (await fs.stat(cid, { signal })).unixfs?.type === 'directory'
   } catch (err) {
-    // ipfs-unixfs-exporter's NotFoundError: a name on the way is not in its directory (a block
-    // that cannot be had is our BlockNotFoundError, which passes)
-    if ((err as Error).name === 'NotFoundError') throw new PathNotFoundError(root.toString(), path, { cause: err })
+    // ipfs-unixfs-exporter's NotUnixFSError: dag-pb that is not UnixFS. Anything else (a block
+    // nobody has, an abort) is the caller's to see.
+    if ((err as Error).name === 'NotUnixFSError') return false
     throw err
   }
-  throw new PathNotFoundError(root.toString(), path)
+}
+
+/**
+ * Resolves a `/`-separated path under a plain directory CID: reads the directories on the way
+ * (one block each), not the block the path ends at.
+ */
+export async function resolvePath (getBlock: BlockGetter, root: CID, path: string, signal?: AbortSignal): Promise<CID> {
+  const fs = unixfsOf(getBlock)
+  let cid = root
+  for (const name of path.split('/').filter(p => p !== '' && p !== '.')) {
+    if (!await isPlainDirectory(fs, cid, signal)) throw new UnexpectedDagError(`${cid.toString()} (on the way to ${path} under ${root.toString()}) is not a plain UnixFS directory`)
+    let found: CID | undefined
+    for await (const entry of fs.ls(cid, { signal })) {
+      if (entry.name === name) { found = entry.cid; break }
+    }
+    if (found == null) throw new PathNotFoundError(root.toString(), path)
+    cid = found
+  }
+  return cid
 }
 
 /** The CID of `blobs/<alg>/<hex>` in a published layout. */

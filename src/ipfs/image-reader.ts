@@ -1,10 +1,9 @@
 import { CID } from 'multiformats/cid'
-import * as dagPb from '@ipld/dag-pb'
 import {
   MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageReader, REF_NAME_ANNOTATION
 } from '../oci/index.js'
 import { collectBlock, UnixfsFileReader, type BlockGetter } from './dag-reader.js'
-import { resolveBlob, resolvePath, unixfsOf } from './directory.js'
+import { isPlainDirectory, resolveBlob, resolvePath, unixfsOf } from './directory.js'
 import { InvalidIpfsReferenceError } from './errors.js'
 import type { BlockFetchPath } from './node.js'
 
@@ -50,7 +49,7 @@ export class IpfsImageReader implements ImageReader {
     const name = `ipfs://${cid.toString()}`
     const offline = options.offline ?? false
     const getBlock: BlockGetter = async (c, signal) => await collectBlock(blocks.get(c, { signal: signal ?? options.signal, offline }))
-    const isDirectory = cid.code === dagPb.code && await unixfsOf(getBlock).stat(cid, { signal: options.signal }).then(s => s.type === 'directory', () => false)
+    const isDirectory = await isPlainDirectory(unixfsOf(getBlock), cid, options.signal).catch(() => false)
     let root: Descriptor
     if (isDirectory) {
       const indexCid = await resolvePath(getBlock, cid, 'index.json', options.signal)

@@ -1,8 +1,10 @@
 import { unixfs } from '@helia/unixfs'
+import { importer } from 'ipfs-unixfs-importer'
 import { describe, expect, it } from 'vitest'
 import type { CID } from 'multiformats/cid'
 import { publishLayout, resolveBlob, resolvePath } from '../../src/ipfs/directory.js'
 import { importBytes } from '../../src/ipfs/import.js'
+import { BlockNotFoundError } from '../../src/ipfs/errors.js'
 import { UnixfsFileReader } from '../../src/ipfs/dag-reader.js'
 import { MemStore, random } from './helpers.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
@@ -54,6 +56,25 @@ describe('OCI layout directory', () => {
     expect(again.cid.equals(root)).toBe(true)
   })
 
+  it('refuses HAMT-sharded directories on the way (any number of shard blocks), and lets a missing block through as it is', async () => {
+    const store = new MemStore()
+    let sharded: CID | undefined
+    const files = Array.from({ length: 20 }, (_, i) => ({ path: `f${i}`, content: [random(10)] }))
+    for await (const e of importer(files, store, { cidVersion: 1, rawLeaves: true, wrapWithDirectory: true, shardSplitThresholdBytes: 1 })) sharded = e.cid
+    expect((await fsOf(store).stat(sharded as CID)).unixfs?.type).toBe('hamt-sharded-directory')
+    await expect(resolvePath(store.getBlock, sharded as CID, 'f3')).rejects.toMatchObject({ code: 'ERR_UNEXPECTED_DAG' })
+
+    const blob = random(100)
+    const blobCid = (await importBytes(store, blob)).cid
+    const { cid: root } = await publishLayout(store, store.getBlock, { ociLayout: Buffer.from('{}'), index: Buffer.from('{}'), blobs: [{ digest: sha256(blob), cid: blobCid }] })
+    const blobsDir = await resolvePath(store.getBlock, root, 'blobs')
+    const lacking = async (cid: CID): Promise<Uint8Array> => {
+      if (cid.equals(blobsDir)) throw new BlockNotFoundError(cid.toString(), 'the local blockstore (offline)')
+      return await store.getBlock(cid)
+    }
+    await expect(resolveBlob(lacking, root, sha256(blob))).rejects.toBeInstanceOf(BlockNotFoundError)
+  })
+
   it('gives typed errors for missing paths, bad digests and conflicting blobs', async () => {
     const store = new MemStore()
     const blob = random(100)
@@ -62,7 +83,8 @@ describe('OCI layout directory', () => {
     await expect(resolveBlob(store.getBlock, root, sha256(random(5)))).rejects.toMatchObject({ code: 'ERR_PATH_NOT_FOUND' })
     await expect(resolveBlob(store.getBlock, root, `sha512:${'ab'.repeat(64)}`)).rejects.toMatchObject({ code: 'ERR_PATH_NOT_FOUND' })
     await expect(resolvePath(store.getBlock, root, 'nope/index.json')).rejects.toMatchObject({ code: 'ERR_PATH_NOT_FOUND' })
-    await expect(resolvePath(store.getBlock, blobCid, 'index.json')).rejects.toMatchObject({ code: 'ERR_PATH_NOT_FOUND' })
+    await expect(resolvePath(store.getBlock, blobCid, 'index.json')).rejects.toMatchObject({ code: 'ERR_UNEXPECTED_DAG' })
+    await expect(resolvePath(store.getBlock, root, 'index.json/x')).rejects.toMatchObject({ code: 'ERR_UNEXPECTED_DAG' })
     await expect(resolveBlob(store.getBlock, root, 'not-a-digest')).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' })
     await expect(publishLayout(store, store.getBlock, { ociLayout: Buffer.from('{}'), index: Buffer.from('{}'), blobs: [{ digest: sha256(blob), cid: blobCid }, { digest: sha256(blob), cid: root }] })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' })
   })
