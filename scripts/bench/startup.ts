@@ -10,13 +10,15 @@
  *   debian   our Debian + python3 fixture image, workload importing a few stdlib modules. Rows:
  *            full pull (`ctr images pull` from a loopback registry into overlayfs), then ours.
  * Ours: `ipfs-estargz pull --require-lazy` on a node whose blocks are on a second node over
- * loopback libp2p, then `ctr run` on the lazily mounted layers. A fallback fails the run.
+ * loopback libp2p, then `ctr run` on the lazily mounted layers. A fallback fails the run. Three
+ * rows (`--ours`): the image as pushed; as `ipfs-estargz optimize` rebuilt it for the workload;
+ * as pushed, with a first-read record learned from a node that ran the workload once.
  *
  * The reference stack is a set of scripts among the reference sources (`--ref-stack DIR`,
  * default `ref-stack` in scripts/fixtures/tools.ts' referenceDir) with a work folder its setup.sh prepared (`--ref-work DIR`); the
  * pyapp image comes from there. Without them only the debian rows are measured.
  *
- * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--images pyapp,debian] [--ref-stack DIR] [--ref-work DIR] [--skip-reference]
+ * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--images pyapp,debian] [--ref-stack DIR] [--ref-work DIR] [--ours plain,optimized,learned] [--skip-reference]
  *        (as root; scripts/bench/startup.sh builds first)
  */
 import '../../src/polyfill.js'
@@ -29,10 +31,17 @@ import { parseArgs } from 'node:util'
 import { imageFromReader, openOciLayout, parseImageReference, pushImage, resolveImages, type RegistryReference } from '../../src/oci/index.js'
 import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { startContainerd } from '../fixtures/containerd.js'
-import { startDaemon } from '../fixtures/daemon.js'
+import { startDaemon, type RunningDaemon } from '../fixtures/daemon.js'
 import { debianPythonImage } from '../fixtures/debian-image.js'
 import { cliPath, referenceDir } from '../fixtures/tools.js'
 import { startRegistry } from '../fixtures/registry.js'
+
+type Variant = 'plain' | 'optimized' | 'learned'
+const OUR_ROWS: Record<Variant, string> = {
+  plain: 'ours: lazy from an IPFS peer',
+  optimized: 'ours: optimized (ipfs-estargz optimize), lazy from a peer',
+  learned: 'ours: learned prefetch (record from another node), lazy from a peer'
+}
 
 const { values } = parseArgs({
   options: {
@@ -40,11 +49,15 @@ const { values } = parseArgs({
     images: { type: 'string', default: 'pyapp,debian' },
     'ref-stack': { type: 'string', default: join(referenceDir, 'ref-stack') },
     'ref-work': { type: 'string', default: '/work/refstack' },
+    /** Which of our rows: plain (lazy from a peer), optimized (`ipfs-estargz optimize`), learned (a record from another node). */
+    ours: { type: 'string', default: 'plain,optimized,learned' },
     /** Only our rows for the pyapp image (when iterating on our side). */
     'skip-reference': { type: 'boolean', default: false }
   }
 })
 const runs = Number(values.runs)
+const variants = values.ours.split(',') as Variant[]
+for (const v of variants) if (!(v in OUR_ROWS)) throw new Error(`--ours: ${v} is not one of ${Object.keys(OUR_ROWS).join(', ')}`)
 const images = new Set(values.images.split(','))
 const refStack = values['ref-stack']
 const refWork = values['ref-work']
@@ -61,7 +74,8 @@ const median = (xs: number[]): number => {
 }
 const du = (dir: string): number => Number(spawnSync('du', ['-sb', dir], { encoding: 'utf8' }).stdout.split(/\s/)[0])
 
-interface Sample { pull: number, run: number, fetched: number }
+/** Seconds, and bytes fetched by the end of the run (and, for ours, by the end of the pull: before the container's first read). */
+interface Sample { pull: number, run: number, fetched: number, fetchedAtPull?: number }
 type Rows = Map<string, Sample[]>
 const add = (rows: Rows, name: string, s: Sample): void => { rows.set(name, [...(rows.get(name) ?? []), s]) }
 
@@ -85,23 +99,57 @@ async function referenceRows (rows: Rows): Promise<void> {
   }
 }
 
-/** Ours: a seed node holding the pushed image; per run a fresh pulling node and containerd. */
-async function ourRows (rows: Rows, work: string, layout: string, workload: string[]): Promise<void> {
-  const origin = await startDaemon({ root: join(work, 'origin'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+/** Waits until the daemon's log holds `text` at least `count` times. */
+async function logged (d: RunningDaemon, text: string, count: number, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (d.log().split(text).length - 1 < count) {
+    if (Date.now() > end) throw new Error(`the daemon at ${d.root} did not log "${text}" ${count}× within ${timeoutMs} ms`)
+    await new Promise(resolve => setTimeout(resolve, 250))
+  }
+}
+
+/**
+ * Ours: a seed node holding the pushed image; per run a fresh pulling node and containerd.
+ * `optimized` pushes the image through `ipfs-estargz optimize` (the workload run once in its
+ * sandbox); `learned` first has a teacher node pull and run the un-optimized image, then each
+ * pulling node is peered with the seed and the teacher, whose first-read records it fetches.
+ */
+async function ourRows (rows: Rows, work: string, layout: string, workload: string[], variant: Variant): Promise<void> {
+  const originRoot = join(work, `origin-${variant}`)
+  const origin = await startDaemon({ root: originRoot, listen: ['/ip4/127.0.0.1/tcp/0'] })
+  let teacher: RunningDaemon | undefined
   try {
-    const cid = cli(['push', `oci:${layout}`, '--repo', join(work, 'origin')]).trim()
-    const peer = (JSON.parse(cli(['id', '--repo', join(work, 'origin')])) as { addresses: string[] }).addresses[0]
+    const cid = variant === 'optimized'
+      ? cli(['optimize', `oci:${layout}`, '--repo', originRoot, '--entrypoint', JSON.stringify(workload.slice(0, 1)), '--args', JSON.stringify(workload.slice(1))]).trim()
+      : cli(['push', `oci:${layout}`, '--repo', originRoot]).trim()
+    const idOf = (root: string): string => (JSON.parse(cli(['id', '--repo', root])) as { addresses: string[] }).addresses[0]
+    const peers = [idOf(originRoot)]
+    if (variant === 'learned') {
+      const root = join(work, 'teacher')
+      teacher = await startDaemon({ root, listen: ['/ip4/127.0.0.1/tcp/0'], peers, config: '[prefetch]\nrecord_window_sec = 5\n', logLevel: 'info' })
+      const c = await startContainerd({ proxyPlugins: { 'ipfs-estargz': teacher.address } })
+      try {
+        cli(['pull', `ipfs://${cid}`, '--repo', root, '--address', c.address, '--require-lazy'])
+        await c.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', `ipfs://${cid}`, 'teacher', ...workload], { timeoutMs: 600_000 })
+        await logged(teacher, 'prefetch record published', 1, 120_000)
+        await new Promise(resolve => setTimeout(resolve, 7_000)) // the other layers' windows close too
+      } finally {
+        await c.stop()
+      }
+      peers.push(idOf(root))
+    }
     for (let r = 0; r < runs; r++) {
-      const root = join(work, `node-${r}`)
-      const node = await startDaemon({ root, peers: [peer] })
+      const root = join(work, `node-${variant}-${r}`)
+      const node = await startDaemon({ root, peers })
       const c = await startContainerd({ proxyPlugins: { 'ipfs-estargz': node.address } })
       try {
         const t0 = now()
         cli(['pull', `ipfs://${cid}`, '--repo', root, '--address', c.address, '--require-lazy'])
         const t1 = now()
+        const atPull = du(join(root, 'blocks'))
         await c.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', `ipfs://${cid}`, `lazy-${r}`, ...workload], { timeoutMs: 600_000 })
         const t2 = now()
-        add(rows, 'ours: lazy from an IPFS peer', { pull: t1 - t0, run: t2 - t1, fetched: du(join(root, 'blocks')) })
+        add(rows, OUR_ROWS[variant], { pull: t1 - t0, run: t2 - t1, fetched: du(join(root, 'blocks')), fetchedAtPull: atPull })
       } finally {
         await c.stop()
         await node.stop()
@@ -110,6 +158,7 @@ async function ourRows (rows: Rows, work: string, layout: string, workload: stri
       }
     }
   } finally {
+    await teacher?.stop()
     await origin.stop()
   }
 }
@@ -153,15 +202,18 @@ async function imageBytes (layout: string): Promise<number> {
 function print (title: string, rows: Rows, bytes: number): void {
   const full = rows.get('full pull (registry, overlayfs)')
   const ref = rows.get('reference stargz, eStargz')
+  const refOpt = rows.get('reference stargz, optimized eStargz')
   const total = (s: Sample[]): number => median(s.map(x => x.pull + x.run))
   console.log(`\n${title} (${(bytes / 1e6).toFixed(1)} MB compressed layers); median of ${runs} runs\n`)
-  console.log('| scenario | pull s | run s | total s | vs full pull | vs reference eStargz | fetched MB | fetched % of image |')
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |')
+  console.log('| scenario | pull s | run s | total s | vs full pull | vs reference eStargz | vs reference optimized | fetched by first read MB | fetched MB | fetched % of image |')
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
   for (const [name, samples] of rows) {
     const t = total(samples)
     const fetched = median(samples.map(s => s.fetched))
+    const atPull = samples.every(s => s.fetchedAtPull != null) ? (median(samples.map(s => s.fetchedAtPull as number)) / 1e6).toFixed(1) : ''
+    const vs = (other: Sample[] | undefined): string => other != null ? `${(t / total(other)).toFixed(2)}×` : ''
     console.log(`| ${name} | ${median(samples.map(s => s.pull)).toFixed(2)} | ${median(samples.map(s => s.run)).toFixed(2)} | ${t.toFixed(2)} | ` +
-      `${full != null ? `${(t / total(full)).toFixed(2)}×` : ''} | ${ref != null ? `${(t / total(ref)).toFixed(2)}×` : ''} | ${(fetched / 1e6).toFixed(1)} | ${(100 * fetched / bytes).toFixed(1)} % |`)
+      `${vs(full)} | ${vs(ref)} | ${vs(refOpt)} | ${atPull} | ${(fetched / 1e6).toFixed(1)} | ${(100 * fetched / bytes).toFixed(1)} % |`)
   }
 }
 
@@ -174,7 +226,7 @@ try {
     } else {
       const rows: Rows = new Map()
       if (values['skip-reference'] !== true) await referenceRows(rows)
-      await ourRows(rows, join(work, 'pyapp'), layout, ['python3', '/app/app.py'])
+      for (const v of variants) await ourRows(rows, join(work, 'pyapp'), layout, ['python3', '/app/app.py'], v)
       print('Reference stack image: Debian minbase + python3 + app; workload: python3 /app/app.py', rows, await imageBytes(layout))
     }
   }
@@ -183,7 +235,7 @@ try {
     const workload = ['python3', '-c', 'import json, email, http.client, decimal, asyncio, sqlite3; print("ok")']
     const rows: Rows = new Map()
     await fullPullRows(rows, image.layout, workload)
-    await ourRows(rows, join(work, 'debian'), image.layout, workload)
+    for (const v of variants) await ourRows(rows, join(work, 'debian'), image.layout, workload, v)
     print(`Debian bookworm + python3 fixture; workload: ${workload.slice(2).join(' ')}`, rows, await imageBytes(image.layout))
   }
 } finally {
