@@ -1,32 +1,13 @@
-import { mkdtemp, open, rename, rm, stat } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { open, rename, rm, stat } from 'node:fs/promises'
 import { Command } from 'commander'
-import { IpfsPublisher, LayoutPublisher, type BlobPublisher } from '../../convert/index.js'
-import { createLogger, type LogLevel } from '../../logging.js'
-import { imageFromReader, openImageReader, openOciLayout, parseImageReference, parsePlatform, pushImage, resolveImages } from '../../oci/index.js'
+import { createLogger } from '../../logging.js'
 import { DEFAULTS, formatRecord, optimizeImage, parsePrefetchList, parseRecord, type OptimizeResult, type Profile } from '../../optimize/index.js'
-import { cancelOn, commandContext } from '../context.js'
+import { commandContext } from '../context.js'
 import { UsageError } from '../errors.js'
 import { chunkSizeOption, collect, levelOption, logLevelOption } from '../options.js'
-import { printJson, writeStdout } from '../output.js'
-import { LayerProgress } from '../progress.js'
-import { openCommandRepo } from '../repo.js'
-import { registryOptions } from './push.js'
+import { convertAndPublish, type PublishFlags } from '../publish.js'
 
-interface OptimizeFlags {
-  repo?: string
-  platform?: string
-  output?: string
-  to?: string
-  json?: boolean
-  kuboCompatible?: boolean
-  chunkSize: number
-  level: number
-  plainHttp?: boolean
-  creds?: string
-  ipfs: boolean
-  logLevel: LogLevel
+interface OptimizeFlags extends PublishFlags {
   entrypoint?: string
   args?: string
   env: string[]
@@ -171,100 +152,36 @@ a security boundary: run only images you would run in a container.
 `)
     .action(async (sourceRef: string, flags: OptimizeFlags) => {
       const logger = createLogger(flags.logLevel)
-      const ref = parseImageReference(sourceRef)
-      if (flags.output != null && !flags.output.startsWith('oci:')) throw new UsageError('--output must be oci:DIR')
-      const target = flags.to != null ? parseImageReference(flags.to) : undefined
-      if (target != null && target.transport !== 'docker') throw new UsageError('--to must be docker://HOST/REPO[:TAG]')
-      if (!flags.ipfs && flags.output == null && target == null) throw new UsageError('--no-ipfs needs --output or --to')
       if (flags.chunkSize === 0) throw new UsageError('--chunk-size must be positive')
-      const platform = flags.platform != null ? parsePlatform(flags.platform) : undefined
       const profile = await profileOf(flags)
       const ctx = commandContext.getStore()
       const stderr = (s: string): void => { if (ctx != null) ctx.stderr(s); else process.stderr.write(s) }
-
-      const ac = new AbortController()
-      const source = await openImageReader(ref, registryOptions(flags))
-      let repo: Awaited<ReturnType<typeof openCommandRepo>> | undefined
-      try {
-        repo = flags.ipfs ? await openCommandRepo(flags.repo, logger) : undefined
-      } catch (err) {
-        await source.close().catch(() => {})
-        throw err
-      }
-      // Nothing above may leave a temp dir or a signal handler behind (the daemon runs this too).
-      const tmp = await mkdtemp(join(tmpdir(), 'ipfs-estargz-optimize-'))
-      const stopListening = cancelOn(ac)
-      const publishers: BlobPublisher[] = []
-      const progress = new LayerProgress()
-      let ok = false
-      try {
-        const ipfs = repo != null ? new IpfsPublisher(repo.node, repo.index, { kuboCompatible: flags.kuboCompatible }) : undefined
-        if (ipfs != null) publishers.push(ipfs)
-        const layoutDir = flags.output?.slice('oci:'.length) ?? (target != null ? join(tmp, 'layout') : undefined)
-        if (layoutDir != null) publishers.push(await LayoutPublisher.open(layoutDir))
-        const r = await optimizeImage({ logger, output: stderr }, source, publishers, {
-          profile, logLevel: flags.logLevel, platform, chunkSize: flags.chunkSize, compressionLevel: flags.level, name: sourceRef, tmpDir: tmp, signal: ac.signal, logger, onProgress: progress.onProgress
-        })
-        progress.stop()
-        const result = r.conversion
-        if (r.run != null) {
-          const how = r.run.stopped ? `was stopped after ${(r.run.durationMs / 1000).toFixed(1)} s` : `exited after ${(r.run.durationMs / 1000).toFixed(1)} s with ${r.run.exitCode != null ? `code ${r.run.exitCode}` : `signal ${String(r.run.signal)}`}`
-          stderr(`ipfs-estargz: the workload ${how}; it read ${summary(r)}\n`)
-          if ((r.droppedAccesses ?? 0) > 0) stderr(`ipfs-estargz: ${r.droppedAccesses ?? 0} more accesses were not recorded (at most ${DEFAULTS.maxEntries})\n`)
-        } else {
-          stderr(`ipfs-estargz: prioritized ${summary(r)}\n`)
-        }
-        for (const u of r.unmatched ?? []) stderr(`ipfs-estargz: ${flags.prefetchList ?? 'prefetch list'} line ${u.line}: ${JSON.stringify(u.pattern)} matches no file\n`)
-        if (flags.recordOut != null) await writeAtomically(flags.recordOut, formatRecord(r.record))
-        if (target?.transport === 'docker' && layoutDir != null) {
-          const converted = await openOciLayout(layoutDir)
-          try {
-            const res = await resolveImages(converted, { signal: ac.signal })
-            await pushImage(target, imageFromReader(converted, res), { ...registryOptions(flags), signal: ac.signal, logger })
-          } finally {
-            await converted.close()
-          }
-        }
-        const image = ipfs?.image
-        if (flags.json === true) {
-          await printJson({
-            root: image?.root.toString(),
-            descriptor: image?.descriptor.toString(),
-            rootDigest: result.root.digest,
-            mediaType: result.root.mediaType,
-            run: r.run != null ? { exitCode: r.run.exitCode, signal: r.run.signal, stopped: r.run.stopped, seconds: Math.round(r.run.durationMs) / 1000 } : undefined,
-            recorded: r.record.length,
-            images: result.images.map(i => ({
-              platform: i.platform,
-              manifest: { digest: i.manifest.digest, cid: image?.blobs.get(i.manifest.digest)?.toString() },
-              config: { digest: i.config.digest, cid: image?.blobs.get(i.config.digest)?.toString() },
-              layers: i.layers.map(l => ({
-                digest: l.descriptor.digest,
-                cid: image?.blobs.get(l.descriptor.digest)?.toString(),
-                tocDigest: l.tocDigest,
-                diffID: l.diffID,
-                size: l.descriptor.size,
-                uncompressedSize: l.uncompressedSize,
-                source: l.source.digest,
-                reused: l.reused,
-                landmark: l.landmark,
-                prioritizedFiles: r.prioritized.get(l.source.digest)?.length ?? 0
-              }))
-            }))
+      await convertAndPublish<OptimizeResult>(sourceRef, flags, logger, {
+        tmpPrefix: 'ipfs-estargz-optimize-',
+        convert: async (c) => {
+          const r = await optimizeImage({ logger, output: stderr }, c.source, c.publishers, {
+            profile, logLevel: flags.logLevel, platform: c.platform, chunkSize: flags.chunkSize, compressionLevel: flags.level, name: sourceRef, tmpDir: c.tmpDir, signal: c.signal, logger, onProgress: c.onProgress
           })
-        } else if (image != null) {
-          await writeStdout(`${image.root.toString()}\n`)
-        } else {
-          await writeStdout(`${result.root.digest}\n`)
+          return { conversion: r.conversion, extra: r }
+        },
+        afterConvert: async (r) => {
+          if (r.run != null) {
+            const how = r.run.stopped ? `was stopped after ${(r.run.durationMs / 1000).toFixed(1)} s` : `exited after ${(r.run.durationMs / 1000).toFixed(1)} s with ${r.run.exitCode != null ? `code ${r.run.exitCode}` : `signal ${String(r.run.signal)}`}`
+            stderr(`ipfs-estargz: the workload ${how}; it read ${summary(r)}\n`)
+            if ((r.droppedAccesses ?? 0) > 0) stderr(`ipfs-estargz: ${r.droppedAccesses ?? 0} more accesses were not recorded (at most ${DEFAULTS.maxEntries})\n`)
+          } else {
+            stderr(`ipfs-estargz: prioritized ${summary(r)}\n`)
+          }
+          for (const u of r.unmatched ?? []) stderr(`ipfs-estargz: ${flags.prefetchList ?? 'prefetch list'} line ${u.line}: ${JSON.stringify(u.pattern)} matches no file\n`)
+          if (flags.recordOut != null) await writeAtomically(flags.recordOut, formatRecord(r.record))
+        },
+        json: {
+          top: (r) => ({
+            run: r.run != null ? { exitCode: r.run.exitCode, signal: r.run.signal, stopped: r.run.stopped, seconds: Math.round(r.run.durationMs) / 1000 } : undefined,
+            recorded: r.record.length
+          }),
+          layer: (l, r) => ({ landmark: l.landmark, prioritizedFiles: r.prioritized.get(l.source.digest)?.length ?? 0 })
         }
-        ok = true
-      } finally {
-        progress.stop()
-        stopListening()
-        if (!ok) for (const p of publishers) await p.abort().catch(() => {})
-        await source.close().catch(() => {})
-        await repo?.close()
-        await rm(tmp, { recursive: true, force: true })
-      }
+      })
     })
 }

@@ -1,44 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Command } from 'commander'
-import { convertImage, IpfsPublisher, LayoutPublisher, type BlobPublisher } from '../../convert/index.js'
-import { createLogger, type LogLevel } from '../../logging.js'
-import {
-  imageFromReader, openImageReader, openOciLayout, parseImageReference, parsePlatform, pushImage, resolveImages,
-  type RegistryClientOptions
-} from '../../oci/index.js'
-import { cancelOn } from '../context.js'
-import { UsageError } from '../errors.js'
+import { convertImage } from '../../convert/index.js'
+import { createLogger } from '../../logging.js'
 import { chunkSizeOption, levelOption, logLevelOption } from '../options.js'
-import { printJson, writeStdout } from '../output.js'
-import { LayerProgress } from '../progress.js'
-import { openCommandRepo } from '../repo.js'
-
-interface PushFlags {
-  repo?: string
-  platform?: string
-  output?: string
-  to?: string
-  json?: boolean
-  kuboCompatible?: boolean
-  chunkSize: number
-  level: number
-  plainHttp?: boolean
-  creds?: string
-  ipfs: boolean
-  logLevel: LogLevel
-}
-
-export function registryOptions (flags: Pick<PushFlags, 'plainHttp' | 'creds'>): RegistryClientOptions {
-  const o: RegistryClientOptions = { plainHttp: flags.plainHttp === true }
-  if (flags.creds != null) {
-    const i = flags.creds.indexOf(':')
-    if (i < 0) throw new UsageError('--creds must be USER:PASSWORD')
-    o.credentials = { username: flags.creds.slice(0, i), password: flags.creds.slice(i + 1) }
-  }
-  return o
-}
+import { convertAndPublish, type PublishFlags } from '../publish.js'
 
 export function pushCommand (): Command {
   return new Command('push')
@@ -56,85 +20,16 @@ export function pushCommand (): Command {
     .option('--plain-http', 'talk HTTP, not HTTPS, to registries (loopback registries)')
     .option('--creds <user:password>', 'registry credentials (default: ~/.docker/config.json)')
     .addOption(logLevelOption())
-    .action(async (sourceRef: string, flags: PushFlags) => {
+    .action(async (sourceRef: string, flags: PublishFlags) => {
       const logger = createLogger(flags.logLevel)
-      const ref = parseImageReference(sourceRef)
-      if (flags.output != null && !flags.output.startsWith('oci:')) throw new UsageError('--output must be oci:DIR')
-      const target = flags.to != null ? parseImageReference(flags.to) : undefined
-      if (target != null && target.transport !== 'docker') throw new UsageError('--to must be docker://HOST/REPO[:TAG]')
-      if (!flags.ipfs && flags.output == null && target == null) throw new UsageError('--no-ipfs needs --output or --to')
-      const platform = flags.platform != null ? parsePlatform(flags.platform) : undefined
-
-      const ac = new AbortController()
-      const source = await openImageReader(ref, registryOptions(flags))
-      let repo: Awaited<ReturnType<typeof openCommandRepo>> | undefined
-      try {
-        repo = flags.ipfs ? await openCommandRepo(flags.repo, logger) : undefined
-      } catch (err) {
-        await source.close().catch(() => {})
-        throw err
-      }
-      // Nothing above may leave a temp dir or a signal handler behind (the daemon runs this too).
-      const tmp = await mkdtemp(join(tmpdir(), 'ipfs-estargz-push-'))
-      const stopListening = cancelOn(ac)
-      const publishers: BlobPublisher[] = []
-      const progress = new LayerProgress()
-      let ok = false
-      try {
-        const ipfs = repo != null ? new IpfsPublisher(repo.node, repo.index, { kuboCompatible: flags.kuboCompatible }) : undefined
-        if (ipfs != null) publishers.push(ipfs)
-        // --to goes through an OCI layout: the registry pusher reads it like any other source.
-        const layoutDir = flags.output?.slice('oci:'.length) ?? (target != null ? join(tmp, 'layout') : undefined)
-        if (layoutDir != null) publishers.push(await LayoutPublisher.open(layoutDir))
-        const result = await convertImage(source, publishers, {
-          platform, chunkSize: flags.chunkSize, compressionLevel: flags.level, name: sourceRef, tmpDir: tmp, signal: ac.signal, logger, onProgress: progress.onProgress
+      await convertAndPublish(sourceRef, flags, logger, {
+        tmpPrefix: 'ipfs-estargz-push-',
+        convert: async (ctx) => ({
+          conversion: await convertImage(ctx.source, ctx.publishers, {
+            platform: ctx.platform, chunkSize: flags.chunkSize, compressionLevel: flags.level, name: sourceRef, tmpDir: ctx.tmpDir, signal: ctx.signal, logger, onProgress: ctx.onProgress
+          }),
+          extra: undefined
         })
-        progress.stop()
-        if (target?.transport === 'docker' && layoutDir != null) {
-          const converted = await openOciLayout(layoutDir)
-          try {
-            const r = await resolveImages(converted, { signal: ac.signal })
-            await pushImage(target, imageFromReader(converted, r), { ...registryOptions(flags), signal: ac.signal, logger })
-          } finally {
-            await converted.close()
-          }
-        }
-        const image = ipfs?.image
-        if (flags.json === true) {
-          await printJson({
-            root: image?.root.toString(),
-            descriptor: image?.descriptor.toString(),
-            rootDigest: result.root.digest,
-            mediaType: result.root.mediaType,
-            images: result.images.map(i => ({
-              platform: i.platform,
-              manifest: { digest: i.manifest.digest, cid: image?.blobs.get(i.manifest.digest)?.toString() },
-              config: { digest: i.config.digest, cid: image?.blobs.get(i.config.digest)?.toString() },
-              layers: i.layers.map(l => ({
-                digest: l.descriptor.digest,
-                cid: image?.blobs.get(l.descriptor.digest)?.toString(),
-                tocDigest: l.tocDigest,
-                diffID: l.diffID,
-                size: l.descriptor.size,
-                uncompressedSize: l.uncompressedSize,
-                source: l.source.digest,
-                reused: l.reused
-              }))
-            }))
-          })
-        } else if (image != null) {
-          await writeStdout(`${image.root.toString()}\n`)
-        } else {
-          await writeStdout(`${result.root.digest}\n`)
-        }
-        ok = true
-      } finally {
-        progress.stop()
-        stopListening()
-        if (!ok) for (const p of publishers) await p.abort().catch(() => {})
-        await source.close().catch(() => {})
-        await repo?.close()
-        await rm(tmp, { recursive: true, force: true })
-      }
+      })
     })
 }
