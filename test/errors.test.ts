@@ -11,6 +11,7 @@ import * as fs from '../src/fs/errors.js'
 import * as fusemgr from '../src/fusemgr/errors.js'
 import * as ipfs from '../src/ipfs/errors.js'
 import * as oci from '../src/oci/errors.js'
+import * as optimize from '../src/optimize/errors.js'
 import * as prefetchRecord from '../src/prefetch-record/errors.js'
 import * as snapshotter from '../src/snapshotter/errors.js'
 import * as source from '../src/source/errors.js'
@@ -30,13 +31,14 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/convert/errors.ts': convert,
   'src/daemon/errors.ts': daemon,
   'src/prefetch-record/errors.ts': prefetchRecord,
+  'src/optimize/errors.ts': optimize,
   'src/cli/errors.ts': cli
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
 const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError, snapshotter.SnapshotterError,
   containerd.ContainerdError, containerd.ContainerdCallError,
-  fusemgr.FusemgrError, fusemgr.CallRefusedError, daemon.DaemonError, cli.CliError, prefetchRecord.PrefetchRecordError])
+  fusemgr.FusemgrError, fusemgr.CallRefusedError, daemon.DaemonError, cli.CliError, prefetchRecord.PrefetchRecordError, optimize.OptimizeError])
 
 describe('IpfsEstargzError', () => {
   it('takes code from the class\'s static code and name from the class', () => {

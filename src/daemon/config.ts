@@ -33,7 +33,13 @@ export const DEFAULTS = {
      * Trustless-gateway base URLs asked, in order, after bitswap (the last stage of the fetch
      * path, docs/ipfs.md). None: blocks come from peers only.
      */
-    gateways: [] as string[]
+    gateways: [] as string[],
+    /**
+     * New inbound connections accepted per second from one host (more are refused at once). The
+     * same as ipfs's NODE_DEFAULTS, written out: this file is loaded by the FUSE manager, which
+     * must not load Helia.
+     */
+    inboundConnectionsPerSec: 5
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,

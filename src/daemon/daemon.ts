@@ -79,7 +79,7 @@ export class Daemon {
     await mkdir(config.root, { recursive: true, mode: PRIVATE.dirMode })
     const socketDir = dirname(config.address)
     if (await mkdir(socketDir, { recursive: true }) != null) await chmod(socketDir, SOCKET_DIR_MODE)
-    this.repo = await openRepo({ logger }, { repo: config.root, listen: config.ipfs.listen, peers: config.ipfs.peers, gateways: config.ipfs.gateways })
+    this.repo = await openRepo({ logger }, { repo: config.root, listen: config.ipfs.listen, peers: config.ipfs.peers, gateways: config.ipfs.gateways, inboundConnectionsPerSec: config.ipfs.inboundConnectionsPerSec })
     const { node, index } = this.repo
     try {
       this.keepPeersConnected()

@@ -36,7 +36,13 @@ export const DEFAULTS = {
   /** Bitswap tuning: short debounces, because a FUSE read waits on every block. */
   bitswap: { sendWantlistDebounce: 1 } satisfies BitswapOptions,
   /** Dial timeout for static peers (ms). */
-  dialTimeout: 10_000
+  dialTimeout: 10_000,
+  /**
+   * New inbound connections accepted per second from one host (libp2p's limiter, whose own
+   * default is also 5, set here so it is ours). Nodes behind one address (a NAT, or every test
+   * node on loopback) share it.
+   */
+  inboundConnectionsPerSec: 5
 } as const
 
 export interface NodeOptions {
@@ -63,6 +69,8 @@ export interface NodeOptions {
   gateway?: GatewayOptions
   /** When each stage of the fetch path starts (src/ipfs/fetcher.ts). */
   fetch?: FetcherOptions
+  /** New inbound connections accepted per second from one host. */
+  inboundConnectionsPerSec?: number
   logger: Logger
 }
 
@@ -136,6 +144,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
       transports: [tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
+      connectionManager: { inboundConnectionThreshold: options.inboundConnectionsPerSec ?? DEFAULTS.inboundConnectionsPerSec },
       ...(options.psk != null ? { connectionProtector: preSharedKey({ psk: options.psk }) } : {}),
       services: { identify: identify() }
     })

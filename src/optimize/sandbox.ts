@@ -5,7 +5,8 @@ import { join } from 'node:path'
 import { fuseMountsUnder, lazyUnmount } from '../fs/index.js'
 import type { Logger, LogLevel } from '../logging.js'
 import { DEFAULTS } from './config.js'
-import { OptimizeError, SandboxError } from './errors.js'
+import * as errors from './errors.js'
+import { SandboxError, type OptimizeError } from './errors.js'
 import type { RecordEntry } from './record.js'
 import type { ChildMessage, StartMessage } from './sandbox-child.js'
 import type { SandboxLayer, SandboxResult } from './sandbox-run.js'
@@ -42,14 +43,16 @@ export interface SandboxRun {
   dropped: number
 }
 
-/** An error from the sandbox process, with its code. */
-class ChildError extends OptimizeError {
-  readonly code: string
-  constructor (e: { name: string, code?: string, message: string }) {
-    super(e.message)
-    this.name = e.name
-    this.code = e.code ?? SandboxError.code
-  }
+/** Our error classes by code, to raise in this process what the sandbox process reported. */
+const BY_CODE = new Map<string, new (message: string) => OptimizeError>(
+  Object.values(errors).flatMap((c): Array<[string, new (message: string) => OptimizeError]> =>
+    typeof c === 'function' && typeof (c as { code?: unknown }).code === 'string' ? [[(c as { code: string }).code, c as new (message: string) => OptimizeError]] : [])
+)
+
+/** An error the sandbox process reported: the same class when it is one of ours, else a SandboxError with its message. */
+function childError (e: { name: string, code?: string, message: string }): OptimizeError {
+  const Cls = e.code != null ? BY_CODE.get(e.code) : undefined
+  return Cls != null ? new Cls(e.message) : new SandboxError(e.code != null ? `${e.message} (${e.code})` : e.message)
 }
 
 /** Start time of a process (field 22 of /proc/PID/stat), to tell it from a later one with its pid. */
@@ -98,7 +101,7 @@ export async function runInSandbox (components: SandboxComponents, layers: reado
         else if (m.t === 'pids') {
           for (const pid of [m.sandbox, m.init]) if (pid != null && !pids.some(p => p.pid === pid)) pids.push({ pid, start: startTime(pid) })
         } else if (m.t === 'result') resolve({ result: m.result, entries: m.entries, dropped: m.dropped })
-        else if (m.t === 'error') reject(new ChildError(m.error))
+        else if (m.t === 'error') reject(childError(m.error))
       })
       proc.once('error', (err) => reject(new SandboxError(`the sandbox process failed: ${err.message}`)))
       void exited.then(() => reject(new SandboxError(`the sandbox process exited (${String(proc.exitCode ?? proc.signalCode)}) before it reported`)))

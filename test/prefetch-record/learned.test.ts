@@ -26,7 +26,8 @@ afterAll(async () => {
 const LISTEN = ['/ip4/127.0.0.1/tcp/0']
 
 async function node (opts: Partial<NodeOptions> = {}): Promise<IpfsNode> {
-  const n = await createNode({ repo: await repos.dir(), logger: silentLogger(), listen: LISTEN, ...opts })
+  // every node here dials from 127.0.0.1, so they share one host's inbound limit
+  const n = await createNode({ repo: await repos.dir(), logger: silentLogger(), listen: LISTEN, inboundConnectionsPerSec: 1000, ...opts })
   started.push(n)
   return n
 }
