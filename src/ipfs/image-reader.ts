@@ -1,6 +1,6 @@
 import { CID } from 'multiformats/cid'
 import {
-  MalformedManifestError, parseIndex, verifyBytes, verifyStream, type Descriptor, type ImageReader, REF_NAME_ANNOTATION
+  MalformedManifestError, collectBlob, parseIndex, verifyStream, type Descriptor, type ImageReader, REF_NAME_ANNOTATION
 } from '../oci/index.js'
 import { collectBlock, UnixfsFileReader, type BlockGetter } from './dag-reader.js'
 import { isPlainDirectory, resolveBlob, resolvePath, unixfsOf } from './directory.js'
@@ -99,13 +99,7 @@ export class IpfsImageReader implements ImageReader {
   }
 
   async fetchBytes (desc: Descriptor, options: { signal?: AbortSignal, maxBytes?: number } = {}): Promise<Uint8Array> {
-    const max = options.maxBytes ?? 16 << 20
-    if (desc.size > max) throw new MalformedManifestError(`${this.name}: blob ${desc.digest} is ${desc.size} bytes, over the ${max}-byte cap`)
-    const parts: Uint8Array[] = []
-    for await (const p of await this.fetch(desc, options.signal)) parts.push(p)
-    const out = Buffer.concat(parts)
-    verifyBytes(out, desc, this.name)
-    return out
+    return await collectBlob(this, desc, options)
   }
 
   async close (): Promise<void> {}

@@ -51,10 +51,6 @@ imageReaderSuite('IPFS (IpfsImageReader)', async (image: TestImage) => {
     root: { mediaType, digest, size },
     cleanup: async () => await node.stop()
   }
-}, {
-  knownFailures: {
-    cap: 'IpfsImageReader.fetchBytes throws MalformedManifestError for a blob over the cap, not BlobTooLargeError (src/ipfs/image-reader.ts)'
-  }
 })
 
 describe('IpfsImageReader', () => {
