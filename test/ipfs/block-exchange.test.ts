@@ -7,7 +7,7 @@ import { collectBlock } from '../../src/ipfs/dag-reader.js'
 import { importBytes } from '../../src/ipfs/import.js'
 import { createNode, type IpfsNode, type NodeOptions } from '../../src/ipfs/node.js'
 import { silentLogger } from '../../src/logging.js'
-import { TempRepos, leafMap, random } from './helpers.js'
+import { TempRepos, leafMap, random, until } from './helpers.js'
 
 const repos = new TempRepos()
 const started: Array<{ stop: () => Promise<void> }> = []
@@ -25,14 +25,6 @@ async function node (opts: Partial<NodeOptions> = {}): Promise<IpfsNode> {
   const n = await createNode({ repo: await repos.dir(), logger: silentLogger(), ...opts })
   started.push(n)
   return n
-}
-
-async function until (cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 /** Connects `from` to `to` and waits until `from`'s exchange knows `to` speaks the protocol. */

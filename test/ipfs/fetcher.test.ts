@@ -22,7 +22,7 @@ import { silentLogger } from '../../src/logging.js'
 import { openOciLayout, parseManifest, type Descriptor } from '../../src/oci/index.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
-import { TempRepos, random } from './helpers.js'
+import { TempRepos, random, until } from './helpers.js'
 
 const logger = silentLogger()
 const repos = new TempRepos()
@@ -44,14 +44,6 @@ async function node (opts: Partial<NodeOptions> = {}): Promise<IpfsNode> {
   const n = await createNode({ repo: await repos.dir(), logger, ...opts })
   stops.push(async () => { await n.stop() })
   return n
-}
-
-async function until (cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 async function connect (from: IpfsNode, to: IpfsNode): Promise<void> {

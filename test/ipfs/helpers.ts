@@ -97,3 +97,12 @@ export async function leafMap (getBlock: (cid: CID) => Promise<Uint8Array>, root
   await visit(root, 0)
   return out
 }
+
+/** Polls `cond` every 10 ms until it holds, or fails naming `what` after `ms`. */
+export async function until (cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}

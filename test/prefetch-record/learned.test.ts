@@ -14,7 +14,7 @@ import { LearnedPrefetch, type LearnedPrefetchOptions } from '../../src/prefetch
 import { RecordProtocol } from '../../src/prefetch-record/protocol.js'
 import { encodeRecord, recordCid } from '../../src/prefetch-record/record.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
-import { TempRepos, leafMap, random } from '../ipfs/helpers.js'
+import { TempRepos, leafMap, random, until } from '../ipfs/helpers.js'
 
 const repos = new TempRepos()
 const started: Array<{ stop: () => Promise<void> }> = []
@@ -30,14 +30,6 @@ async function node (opts: Partial<NodeOptions> = {}): Promise<IpfsNode> {
   const n = await createNode({ repo: await repos.dir(), logger: silentLogger(), listen: LISTEN, inboundConnectionsPerSec: 1000, ...opts })
   started.push(n)
   return n
-}
-
-async function until (cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 /** A logger whose lines are kept (parsed) for the test to look at. */

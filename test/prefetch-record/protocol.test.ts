@@ -6,7 +6,7 @@ import { silentLogger } from '../../src/logging.js'
 import { PrefetchRecordProtocolError } from '../../src/prefetch-record/errors.js'
 import { decodeAnswer, encodeAnswer, PROTOCOL, RecordProtocol, type RecordPointer, type RecordProtocolOptions } from '../../src/prefetch-record/protocol.js'
 import { recordCid } from '../../src/prefetch-record/record.js'
-import { TempRepos } from '../ipfs/helpers.js'
+import { TempRepos, until } from '../ipfs/helpers.js'
 
 const repos = new TempRepos()
 const started: Array<{ stop: () => Promise<void> }> = []
@@ -51,14 +51,6 @@ function frame (body: Uint8Array): Uint8Array {
   while (n >= 0x80) { len.push((n & 0x7f) | 0x80); n >>>= 7 }
   len.push(n)
   return Buffer.concat([Uint8Array.from(len), body])
-}
-
-async function until (cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 describe('the prefetch-record wire format', () => {
