@@ -37,7 +37,7 @@ interface Raw { status: number, headers: Record<string, string | string[] | unde
 
 async function raw (socket: string, method: string, path: string, body?: string, chunked = false): Promise<Raw> {
   return await new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, method, path, headers: chunked ? { 'transfer-encoding': 'chunked' } : {} }, (res) => {
+    const req = request({ socketPath: socket, method, path, agent: false, headers: chunked ? { 'transfer-encoding': 'chunked' } : {} }, (res) => {
       let text = ''
       res.setEncoding('utf8')
       res.on('data', (s: string) => { text += s })

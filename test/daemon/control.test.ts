@@ -169,7 +169,9 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, registry: hasCommand(REGIST
 /** POSTs (or sends `method`) to the control socket; the answer's status and NDJSON lines (or raw body). */
 async function call (socket: string, path: string, body?: string, method = body != null ? 'POST' : 'GET'): Promise<{ status: number, body: string, lines: Array<{ out?: string, err?: string, exit?: number }> }> {
   return await new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path, method, headers: { 'content-type': 'application/json' } }, (res) => {
+    // Its own connection (agent: false), not the global keep-alive agent: a refused body may still
+    // be in flight when the answer ends, and its EPIPE must reach this request's error listener.
+    const req = request({ socketPath: socket, path, method, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
       let text = ''
       res.setEncoding('utf8')
       res.on('data', (s: string) => { text += s })

@@ -202,7 +202,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
   it('answers malformed calls with 400/404 and keeps serving', async () => {
     const { request } = await import('node:http')
     const call = async (method: string, path: string, body: string): Promise<{ status: number, json: { code?: string } }> => await new Promise((resolve, reject) => {
-      const req = request({ socketPath: join(dir, 'fm.sock'), method, path }, (res) => {
+      const req = request({ socketPath: join(dir, 'fm.sock'), method, path, agent: false }, (res) => {
         let text = ''
         res.on('data', (c: Buffer) => { text += c.toString() })
         res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as { code?: string } }))
