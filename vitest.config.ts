@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Comparisons with the reference stack: `npm run test:reference` (vitest.reference.config.ts).
+    exclude: ['test/reference/**', '**/node_modules/**'],
     // The polyfill must run before any helia/libp2p module is evaluated (Node 20).
     setupFiles: ['./src/polyfill.ts'],
     globalSetup: ['./test/global-setup.ts'],

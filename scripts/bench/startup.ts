@@ -33,7 +33,7 @@ import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { startContainerd } from '../fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../fixtures/daemon.js'
 import { debianPythonImage } from '../fixtures/debian-image.js'
-import { cliPath, referenceDir } from '../fixtures/tools.js'
+import { cliPath, referenceDir, refstackDir } from '../fixtures/tools.js'
 import { startRegistry } from '../fixtures/registry.js'
 
 type Variant = 'plain' | 'optimized' | 'learned'
@@ -48,7 +48,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     images: { type: 'string', default: 'pyapp,debian' },
     'ref-stack': { type: 'string', default: join(referenceDir, 'ref-stack') },
-    'ref-work': { type: 'string', default: '/work/refstack' },
+    'ref-work': { type: 'string', default: refstackDir },
     /** Which of our rows: plain (lazy from a peer), optimized (`ipfs-estargz optimize`), learned (a record from another node). */
     ours: { type: 'string', default: 'plain,optimized,learned' },
     /** Only our rows for the pyapp image (when iterating on our side). */

@@ -8,7 +8,9 @@ import { FileSource } from '../../src/source/file.js'
 import { jsonBlob, blob, tagged, writeLayout, type Blob } from '../../scripts/fixtures/oci-image.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 import { makeTar, type FixtureEntry } from '../../scripts/fixtures/tar.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
+import { expect } from 'vitest'
+import type { RecordEntry } from '../../src/optimize/index.js'
+import { cliPath, esgzRef } from '../../scripts/fixtures/tools.js'
 
 export function cli (args: string[], opts: { env?: NodeJS.ProcessEnv, cwd?: string } = {}): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, ...opts.env }, cwd: opts.cwd, timeout: 600_000, killSignal: 'SIGKILL' })
@@ -151,4 +153,29 @@ export function processesRunning (argv: string[]): number[] {
     } catch {}
   }
   return out
+}
+
+/** A layer's record paths, each once, in record order. */
+export function pathsOf (record: RecordEntry[], layerIndex: number): string[] {
+  return [...new Set(record.filter(e => e.layerIndex === layerIndex).map(e => e.path))]
+}
+
+/**
+ * The layer's prioritized files are the record's, in its order: the regular files before the
+ * landmark, seen through the record (a recorded hardlink also moves its target up front, which the
+ * record need not name).
+ */
+export function expectPrioritized (toc: LayerToc, paths: string[]): void {
+  expect(toc.prioritized).toBeDefined()
+  const recorded = new Set(paths)
+  expect(toc.prioritized?.filter(p => recorded.has(p))).toEqual(paths)
+  expect(toc.prioritized?.length).toBeLessThanOrEqual(paths.length * 2)
+}
+
+/** Every layer of the layout verifies with the reference eStargz library. */
+export function verifyLayout (layout: string): void {
+  for (const l of layoutLayers(layout)) {
+    const v = spawnSync(esgzRef(), ['verify', l.path, l.tocDigest], { encoding: 'utf8' })
+    expect(v.status, v.stderr).toBe(0)
+  }
 }

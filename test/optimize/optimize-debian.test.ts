@@ -1,49 +1,18 @@
-import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { parseRecord, type RecordEntry } from '../../src/optimize/index.js'
+import { parseRecord } from '../../src/optimize/index.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { debianImageNeeds, debianPythonImage, type DebianPythonImage } from '../../scripts/fixtures/debian-image.js'
-import { esgzRef, repoRoot } from '../../scripts/fixtures/tools.js'
-import { cli, layerToc, layoutLayers, mountsUnder, type LayerToc } from './helpers.js'
+import { cli, expectPrioritized, layerToc, layoutLayers, mountsUnder, pathsOf, verifyLayout } from './helpers.js'
 
 interface OptimizeJson {
   root?: string
   run?: { exitCode: number | null, stopped: boolean }
   images: Array<{ layers: Array<{ landmark: string, prioritizedFiles: number }> }>
-}
-
-/** The reference stack's image and the record `ctr-remote image optimize --record-out` wrote for it, when this machine has them. */
-const refstack = join(repoRoot, '..', 'refstack')
-const refstackImage = join(refstack, 'image', 'oci')
-const refstackRecord = join(refstack, 'optimize-record.json')
-
-/** A layer's record paths, each once, in record order. */
-function pathsOf (record: RecordEntry[], layerIndex: number): string[] {
-  return [...new Set(record.filter(e => e.layerIndex === layerIndex).map(e => e.path))]
-}
-
-/**
- * The layer's prioritized files are the record's, in its order: the regular files before the
- * landmark, seen through the record (a recorded hardlink also moves its target up front, which the
- * record need not name).
- */
-function expectPrioritized (toc: LayerToc, paths: string[]): void {
-  expect(toc.prioritized).toBeDefined()
-  const recorded = new Set(paths)
-  expect(toc.prioritized?.filter(p => recorded.has(p))).toEqual(paths)
-  expect(toc.prioritized?.length).toBeLessThanOrEqual(paths.length * 2)
-}
-
-function verify (layout: string): void {
-  for (const l of layoutLayers(layout)) {
-    const v = spawnSync(esgzRef(), ['verify', l.path, l.tocDigest], { encoding: 'utf8' })
-    expect(v.status, v.stderr).toBe(0)
-  }
 }
 
 describe.skipIf(needs({ ...debianImageNeeds, fuse: hasFuse, unshare: hasCommand('unshare'), go: hasCommand('go') }))('ipfs-estargz optimize (debootstrap + python3 image)', () => {
@@ -102,39 +71,8 @@ describe.skipIf(needs({ ...debianImageNeeds, fuse: hasFuse, unshare: hasCommand(
     expectPrioritized(tocs[0], l0)
     expectPrioritized(tocs[1], l1)
     expect(tocs[1].prioritized?.[0]).toBe('usr/bin/python3.11')
-    verify(out)
+    verifyLayout(out)
     expect(cli(['image', 'ls', '--repo', join(dir, 'repo')]).stdout).toContain(json.root)
-    expect(mountsUnder(tmp)).toEqual([])
-  })
-
-  it.runIf(existsSync(refstackImage) && existsSync(refstackRecord))('replays ctr-remote\'s own record of the reference stack\'s image: every layer gets exactly the files it lists, in its order', async () => {
-    const out = join(dir, 'ref-out')
-    const r = cli(['optimize', `oci:${refstackImage}`, '--no-ipfs', '--output', `oci:${out}`, '--record-in', refstackRecord, '--record-out', join(dir, 'ref-rec'), '--json', '--level', '1'], { env: { TMPDIR: tmp } })
-    expect(r.code, r.stderr).toBe(0)
-    const record = parseRecord(await readFile(refstackRecord, 'utf8'))
-    const tocs = await Promise.all(layoutLayers(out).map(layerToc))
-    expect(tocs).toHaveLength(3)
-    for (let i = 0; i < tocs.length; i++) expectPrioritized(tocs[i], pathsOf(record, i))
-    expect(tocs[2].prioritized).toEqual(['app/app.py'])
-    // what we write back is what ctr-remote wrote, byte for byte
-    expect(await readFile(join(dir, 'ref-rec'), 'utf8')).toBe(await readFile(refstackRecord, 'utf8'))
-    verify(out)
-  })
-
-  it.runIf(existsSync(refstackImage) && existsSync(refstackRecord))('running the reference stack\'s workload records what ctr-remote\'s fanotify recorded: the same first accesses, in the same order', async () => {
-    const r = cli(['optimize', `oci:${refstackImage}`, '--no-ipfs', '--output', `oci:${join(dir, 'ref-run')}`, '--record-out', join(dir, 'ref-run-rec'), '--level', '1'], { env: { TMPDIR: tmp } })
-    expect(r.code, r.stderr).toBe(0)
-    expect(r.stderr).toContain('"ok": true') // the image's own Cmd: python3 /app/app.py in /app
-    const ours = parseRecord(await readFile(join(dir, 'ref-run-rec'), 'utf8'))
-    // ctr-remote logs every open; a record keeps the first of each path per layer
-    const seen = new Set<string>()
-    const theirs = parseRecord(await readFile(refstackRecord, 'utf8')).filter(e => {
-      const k = `${e.layerIndex}:${e.path}`
-      if (seen.has(k)) return false
-      seen.add(k)
-      return true
-    })
-    expect(ours).toEqual(theirs)
     expect(mountsUnder(tmp)).toEqual([])
   })
 })
