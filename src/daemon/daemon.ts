@@ -83,7 +83,10 @@ export class Daemon {
     const { node, index } = this.repo
     try {
       this.keepPeersConnected()
-      const learned = this.learned = config.prefetch.enable ? new LearnedPrefetch({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, libp2p: node.helia.libp2p }, learnedPrefetchOptions(config)) : undefined
+      let mounter: RemoteLayerMounter | undefined
+      // learned orders go to the FUSE manager's chunk cache when there is one (the mounter below)
+      const handOff = async (layer: string, ranges: Array<[number, number]>, signal: AbortSignal): Promise<boolean> => await (mounter?.prefetch?.(layer, ranges, signal) ?? false)
+      const learned = this.learned = config.prefetch.enable ? new LearnedPrefetch({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, libp2p: node.helia.libp2p, handOff }, learnedPrefetchOptions(config)) : undefined
       await learned?.start()
       const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000, onBlock: learned?.countBlock })
       const settings = {
@@ -97,7 +100,6 @@ export class Daemon {
       // The control API (and with the FUSE manager, the blob API its mounts read through) comes
       // first: remounting remote snapshots below may already need it.
       const repo = this.repo
-      let mounter: RemoteLayerMounter | undefined
       const warmLayers: WarmLayers = async (layers, signal) => { await mounter?.warm?.(layers, signal) }
       this.blobs = config.fuseManager.enable ? new BlobReader({ logger, openSource, onRead: learned?.onRead }) : undefined
       this.control = new ControlServer({ logger, blobs: this.blobs, run: async (argv, io) => await this.components.runCommand(argv, { ...io, repo, ...(mounter?.warm != null ? { warmLayers } : {}) }) }, { address: apiAddressFor(config), repo: config.root })

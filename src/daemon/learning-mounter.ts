@@ -6,11 +6,12 @@ import type { Labels } from '../wire/index.js'
  * The daemon's remote mounter with learned prefetch around it: a layer about to be used (warmed
  * by a pull, or mounted) starts learning (ask the peers for its record, prefetch in its order)
  * beside the mount, never in its way; when a layer's last mount goes, its recording closes.
- * Everything else is the wrapped mounter's, `warm` and `held` present only when it has them.
+ * Everything else is the wrapped mounter's, `warm`, `held` and `prefetch` present only when it has them.
  */
 export class LearningLayerMounter implements RemoteLayerMounter {
   readonly warm?: (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
   readonly held?: () => Promise<string[]>
+  readonly prefetch?: (cid: string, ranges: Array<[number, number]>, signal?: AbortSignal) => Promise<boolean>
   /** Mountpoint → layer CID, for the unmounts. */
   private readonly layers = new Map<string, string>()
 
@@ -24,6 +25,7 @@ export class LearningLayerMounter implements RemoteLayerMounter {
       }
     }
     if (inner.held != null) this.held = inner.held.bind(inner)
+    if (inner.prefetch != null) this.prefetch = inner.prefetch.bind(inner)
   }
 
   async mount (mountpoint: string, labels: Labels, layer: RemoteLayerRef, signal?: AbortSignal): Promise<RemoteMount> {

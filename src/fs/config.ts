@@ -44,12 +44,16 @@ export const DEFAULTS = {
   prefetchTimeoutMs: 10_000,
   /** Fetch the rest of the layer in the background after mount. */
   backgroundFetch: true,
+  /** Fetches in flight at once for the prioritized files, and for ranges a prefetch record names. */
+  prefetchConcurrency: 4,
   /** Background fetches in flight at once. */
   backgroundConcurrency: 2,
   /** Background work starts only after on-demand reads have been quiet this long (5 s, as the reference). */
   backgroundQuietMs: 5_000,
   /** Compressed bytes fetched per background step. */
   backgroundStepBytes: 4 << 20,
+  /** Compressed bytes per step of a prefetch in a record's order (`prefetchRanges`). */
+  rangeStepBytes: 1 << 20,
 
   // ---- view ----
   /** Xattrs set to `y` on a directory holding `.wh..wh..opq` (overlayfs' opaque marker). */

@@ -46,6 +46,13 @@ export interface RemoteLayerMounter {
    * means the mount reads the TOC itself.
    */
   warm?: (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
+  /**
+   * Caches ranges of a layer (compressed blob offsets and lengths) in the order given, where the
+   * layer's mounts read first: a prefetch record learned from a node that ran the image. True
+   * when the mounter took them (the caching goes on without the caller); false or absent: the
+   * caller prefetches into the blockstore instead.
+   */
+  prefetch?: (cid: string, ranges: Array<[number, number]>, signal?: AbortSignal) => Promise<boolean>
   /** throws when the mount is not healthy; the snapshotter then answers Unavailable */
   check?: (mountpoint: string) => Promise<void>
   /**

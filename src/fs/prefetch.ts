@@ -19,6 +19,17 @@ export interface PrefetchOptions {
   backgroundQuietMs?: number
   /** Compressed bytes per background step. */
   backgroundStepBytes?: number
+  /** Fetches in flight at once for the prioritized region and for `prefetchRanges`. */
+  prefetchConcurrency?: number
+}
+
+/** What `prefetchRanges` did. */
+export interface RangePrefetchResult {
+  /** Chunks the ranges touch, and their compressed bytes (a gzip member shared by chunks once). */
+  chunks: number
+  bytes: number
+  /** Why it stopped early (a failed fetch, the layer stopped); undefined when all are cached. */
+  error?: string
 }
 
 export interface PrefetchStatus {
@@ -54,6 +65,8 @@ export class Prefetcher {
   private readonly ac = new AbortController()
   private background?: Promise<void>
   private readonly counted = new WeakSet<Item>()
+  /** Every chunk of the layer in blob order (each gzip member's bytes counted once). */
+  private readonly items: Item[]
 
   constructor (components: PrefetcherComponents, options: PrefetchOptions = {}) {
     this.reader = components.reader
@@ -63,7 +76,8 @@ export class Prefetcher {
       backgroundFetch: options.backgroundFetch ?? DEFAULTS.backgroundFetch,
       backgroundConcurrency: Math.max(1, options.backgroundConcurrency ?? DEFAULTS.backgroundConcurrency),
       backgroundQuietMs: options.backgroundQuietMs ?? DEFAULTS.backgroundQuietMs,
-      backgroundStepBytes: options.backgroundStepBytes ?? DEFAULTS.backgroundStepBytes
+      backgroundStepBytes: options.backgroundStepBytes ?? DEFAULTS.backgroundStepBytes,
+      prefetchConcurrency: Math.max(1, options.prefetchConcurrency ?? DEFAULTS.prefetchConcurrency)
     }
     const tree = components.tree
     const limit = tree.noPrefetch ? 0 : tree.prefetchOffset ?? 0
@@ -74,6 +88,7 @@ export class Prefetcher {
       const next = items[i + 1]?.chunk
       items[i].bytes = next != null && next.offset === c.offset ? 0 : c.compressedEnd - c.offset
     }
+    this.items = items
     for (const it of items) (it.chunk.offset < limit ? this.prioritized : this.rest).push(it)
     const sum = (xs: Item[]): number => xs.reduce((n, x) => n + x.bytes, 0)
     this.status = { totalBytes: sum(items), fetchedBytes: 0, prioritizedBytes: sum(this.prioritized), prioritizedDone: this.prioritized.length === 0, complete: items.length === 0 }
@@ -82,7 +97,7 @@ export class Prefetcher {
   /** Fetches the prioritized region (waiting up to the timeout), then starts the background fetch. */
   async start (): Promise<void> {
     if (this.prioritized.length > 0) {
-      const work = this.run(this.prioritized, 4, false).then(() => { this.status.prioritizedDone = true })
+      const work = this.run(this.prioritized, this.opts.prefetchConcurrency, false).then(() => { this.status.prioritizedDone = true })
       work.catch(() => {})
       let timer: NodeJS.Timeout | undefined
       const timedOut = new Promise<'timeout'>(resolve => { timer = setTimeout(() => resolve('timeout'), this.opts.prefetchTimeoutMs) })
@@ -104,6 +119,41 @@ export class Prefetcher {
     if (this.opts.backgroundFetch && !this.status.complete) {
       this.background = this.runBackground()
     }
+  }
+
+  /**
+   * Caches the chunks that `ranges` (offset and length in the compressed blob) touch, in the
+   * ranges' order: a prefetch record says in which order a container will read the layer. The
+   * fetches are background reads (the source serves on-demand reads first) and do not wait for
+   * quiet, as the prioritized region's do not: the point is to be ahead of the reads. Ends early
+   * when the layer stops.
+   */
+  async prefetchRanges (ranges: ReadonlyArray<readonly [number, number]>): Promise<RangePrefetchResult> {
+    const wanted: Item[] = []
+    const seen = new Set<Item>()
+    for (const [offset, length] of ranges) {
+      // the first chunk whose compressed bytes end after `offset`
+      let lo = 0
+      let hi = this.items.length
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1
+        if (this.items[mid].chunk.compressedEnd <= offset) lo = mid + 1
+        else hi = mid
+      }
+      for (let i = lo; i < this.items.length && this.items[i].chunk.offset < offset + length; i++) {
+        const it = this.items[i]
+        if (!seen.has(it)) { seen.add(it); wanted.push(it) }
+      }
+    }
+    const result: RangePrefetchResult = { chunks: wanted.length, bytes: wanted.reduce((n, it) => n + it.bytes, 0) }
+    try {
+      // small steps keep the fetches close to the record's order
+      await this.run(wanted, this.opts.prefetchConcurrency, false, DEFAULTS.rangeStepBytes)
+      if (this.ac.signal.aborted) result.error = 'the layer stopped'
+    } catch (err) {
+      result.error = (err as Error).message
+    }
+    return result
   }
 
   async stop (): Promise<void> {
@@ -134,19 +184,19 @@ export class Prefetcher {
     }
   }
 
-  /** Caches `items` in steps of up to `backgroundStepBytes`, `concurrency` steps at a time. */
-  private async run (items: Item[], concurrency: number, yieldToReads: boolean): Promise<void> {
+  /** Caches `items` in steps of up to `stepBytes`, `concurrency` steps at a time. */
+  private async run (items: Item[], concurrency: number, yieldToReads: boolean, stepBytes = this.opts.backgroundStepBytes): Promise<void> {
     const steps: Item[][] = []
     let step: Item[] = []
-    let stepBytes = 0
+    let size = 0
     for (const it of items) {
-      if (step.length > 0 && stepBytes + it.bytes > this.opts.backgroundStepBytes) {
+      if (step.length > 0 && size + it.bytes > stepBytes) {
         steps.push(step)
         step = []
-        stepBytes = 0
+        size = 0
       }
       step.push(it)
-      stepBytes += it.bytes
+      size += it.bytes
     }
     if (step.length > 0) steps.push(step)
     let next = 0

@@ -12,6 +12,8 @@ import { FuseManagerCancelledError, FuseManagerError, FuseManagerTimeoutError, F
  *   POST /v1/warm     WarmRequest  → WarmReply: opens a layer (footer + TOC) for a mount to come
  *   POST /v1/mount    MountRequest → MountReply (idempotent: a live mount of the same CID is kept;
  *                     cancelled when the caller hangs up: nothing stays mounted)
+ *   POST /v1/prefetch PrefetchRequest → PrefetchReply: caches a layer's ranges in the order given
+ *                     (now if the layer is open, else when it opens soon); answers at once
  *   POST /v1/unmount  { mountpoint } (also cancels a mount in progress there, and answers once it is gone)
  *   POST /v1/check    { mountpoint } → 200 when mounted and answering
  *   GET  /v1/mounts              → MountInfo[]
@@ -21,6 +23,7 @@ export const ROUTES = {
   health: '/v1/health',
   attach: '/v1/attach',
   warm: '/v1/warm',
+  prefetch: '/v1/prefetch',
   mount: '/v1/mount',
   unmount: '/v1/unmount',
   check: '/v1/check',
@@ -37,6 +40,7 @@ export interface Health {
   /** The chunk cache shared by the mounts. */
   cache?: ChunkCacheStats
   warm?: WarmStats
+  prefetch?: RangePrefetchStats
 }
 
 export interface Attach {
@@ -85,6 +89,34 @@ export interface WarmReply {
   /** false: it was already open or being opened (by an earlier warm call). */
   opened: boolean
   tocDigest: string
+}
+
+/** Ranges of a layer to cache in this order: a prefetch record's (compressed blob offsets and lengths). */
+export interface PrefetchRequest {
+  cid: string
+  ranges: Array<[number, number]>
+}
+
+export interface PrefetchReply {
+  /** `started`: the layer is open and its ranges are being cached; `waiting`: they will be when it opens. */
+  state: 'started' | 'waiting'
+}
+
+/** Counters of `POST /v1/prefetch`, in Health. */
+export interface RangePrefetchStats {
+  requests: number
+  /** Prefetches started on an open layer, and finished (whole or stopped early). */
+  started: number
+  finished: number
+  /** Chunks and compressed bytes the finished ones covered. */
+  chunks: number
+  bytes: number
+  /** Finished early: a fetch failed or the layer stopped. */
+  failed: number
+  /** Requests for a layer that did not open in time (dropped). */
+  expired: number
+  /** Requests waiting for their layer to open. */
+  waiting?: number
 }
 
 /** The warm cache's counters, in Health. */
@@ -162,6 +194,11 @@ export class FuseManagerClient {
   /** Opens a layer ahead of its mount; bounded as `mount`. */
   async warm (body: WarmRequest, signal?: AbortSignal): Promise<WarmReply> {
     return await this.call<WarmReply>('POST', ROUTES.warm, body, signal, signal != null ? 0 : this.mountTimeoutMs)
+  }
+
+  /** Hands a layer's recorded ranges to the manager; answers at once (the caching goes on there). */
+  async prefetch (body: PrefetchRequest, signal?: AbortSignal): Promise<PrefetchReply> {
+    return await this.call<PrefetchReply>('POST', ROUTES.prefetch, body, signal)
   }
 
   /** Unmounts, or cancels a mount in progress there; resolves once nothing is (or will be) mounted there. */

@@ -53,6 +53,18 @@ export class ManagedLayerMounter implements RemoteLayerMounter {
     }))
   }
 
+  /** Hands the ranges to the manager, whose chunk cache the mounts read first. */
+  async prefetch (cid: string, ranges: Array<[number, number]>, signal?: AbortSignal): Promise<boolean> {
+    try {
+      const r = await this.components.client.prefetch({ cid, ranges }, signal)
+      this.components.logger.debug({ cid, ranges: ranges.length, state: r.state }, 'recorded ranges handed to the FUSE manager')
+      return true
+    } catch (err) {
+      this.components.logger.warn({ cid, err: (err as Error).message }, 'the FUSE manager did not take the recorded ranges; prefetching them into the blockstore')
+      return false
+    }
+  }
+
   async unmount (mountpoint: string): Promise<void> {
     await this.components.client.unmount(mountpoint)
   }

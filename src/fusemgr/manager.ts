@@ -6,9 +6,10 @@ import { usePrivateUmask } from '../private-files.js'
 import type { RangeSource } from '../source/index.js'
 import { ReadaheadSource } from '../source/readahead.js'
 import { serveUnixHttp, type Route, type UnixHttpServer } from '../unix-http.js'
-import { ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type WarmReply, type WarmRequest } from './api.js'
+import { ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type PrefetchReply, type PrefetchRequest, type WarmReply, type WarmRequest } from './api.js'
 import { BlobClient } from './blob-source.js'
 import { CallRefusedError, FuseManagerError, MountCancelledError, MountConflictError, NotMountedError } from './errors.js'
+import { RangePrefetches } from './range-prefetch.js'
 import { WarmCache, warmKey, type Opened } from './warm.js'
 
 /** FUSE manager defaults, in one place. */
@@ -20,7 +21,9 @@ export const DEFAULTS = {
   /** Layers opened ahead of their mounts (`POST /v1/warm`) kept at most... */
   warmMaxLayers: 64,
   /** ...and for at most this long each, waiting for their mount. */
-  warmTtlMs: 60_000
+  warmTtlMs: 60_000,
+  /** Ranges one `POST /v1/prefetch` may name (a prefetch record holds at most 2048). */
+  prefetchMaxRanges: 4096
 } as const
 
 export interface FuseManagerOptions {
@@ -36,6 +39,7 @@ export interface FuseManagerOptions {
   idleCheckMs?: number
   warmMaxLayers?: number
   warmTtlMs?: number
+  prefetchMaxRanges?: number
 }
 
 interface Mounted { cid: string, tocDigest: string, fs: LayerFs }
@@ -61,6 +65,7 @@ export class FuseManager {
   private readonly mounted = new Map<string, Mounted>()
   private readonly pending = new Map<string, Pending>()
   private readonly warmed: WarmCache
+  private readonly rangePrefetches: RangePrefetches
   private cache?: ChunkCache
   private mounts?: MountManager
   private http?: UnixHttpServer
@@ -72,7 +77,11 @@ export class FuseManager {
 
   constructor (components: { logger: Logger }, private readonly options: FuseManagerOptions) {
     this.log = components.logger.child({ component: 'fuse-manager' })
-    this.warmed = new WarmCache({ logger: this.log }, { maxLayers: options.warmMaxLayers ?? DEFAULTS.warmMaxLayers, ttlMs: options.warmTtlMs ?? DEFAULTS.warmTtlMs })
+    const maxLayers = options.warmMaxLayers ?? DEFAULTS.warmMaxLayers
+    const ttlMs = options.warmTtlMs ?? DEFAULTS.warmTtlMs
+    this.warmed = new WarmCache({ logger: this.log }, { maxLayers, ttlMs })
+    // a layer waits for its ranges as long as an opened layer waits for its mount
+    this.rangePrefetches = new RangePrefetches({ logger: this.log, find: (cid) => this.openLayer(cid) }, { maxRanges: options.prefetchMaxRanges ?? DEFAULTS.prefetchMaxRanges, maxWaiting: maxLayers, waitingTtlMs: ttlMs })
     this.exited = new Promise(resolve => { this.signalExit = resolve })
   }
 
@@ -124,7 +133,7 @@ export class FuseManager {
   }
 
   health (): Health {
-    return { ok: true, pid: process.pid, blobSocket: this.blobs.attached, mounts: this.mounted.size, cache: this.cache?.stats(), warm: this.warmed.stats() }
+    return { ok: true, pid: process.pid, blobSocket: this.blobs.attached, mounts: this.mounted.size, cache: this.cache?.stats(), warm: this.warmed.stats(), prefetch: this.rangePrefetches.stats() }
   }
 
   attach (body: Attach): void {
@@ -147,6 +156,7 @@ export class FuseManager {
       const { source, opened: reads } = traced(this.sourceOf(body.cid, s))
       const fs = await mounts.openLayer({ source, logger: log, cache }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal })
       log.debug({ tocDigest: fs.estargz.tocDigest, tocMs: Math.round(performance.now() - started), reads: reads() }, 'layer opened ahead of its mount')
+      this.rangePrefetches.opened(body.cid, fs)
       return { fs, source }
     })
     const fs = (await opened).fs
@@ -205,6 +215,7 @@ export class FuseManager {
       const { source, opened: reads } = traced(this.sourceOf(body.cid, s))
       opened = { fs: await mounts.openLayer({ source, logger: log, cache }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal }), source }
       log.debug({ tocMs: Math.round(performance.now() - t0), reads: reads() }, 'layer opened (footer and TOC)')
+      this.rangePrefetches.opened(body.cid, opened.fs)
     }
     const t1 = performance.now()
     const { fs, source } = opened
@@ -245,6 +256,18 @@ export class FuseManager {
       neighbourBytes: s.neighbourBytes,
       allowNoVerification: s.allowNoVerification
     }
+  }
+
+  /** Caches a layer's recorded ranges (`POST /v1/prefetch`). */
+  prefetch (body: PrefetchRequest): PrefetchReply {
+    this.ready()
+    return { state: this.rangePrefetches.offer(body?.cid, body?.ranges) }
+  }
+
+  /** The layer of `cid` where it is open now: mounted, or opened ahead of its mount. */
+  private openLayer (cid: string): LayerFs | Promise<LayerFs> | undefined {
+    for (const m of this.mounted.values()) if (m.cid === cid) return m.fs
+    return this.warmed.find(cid)?.then(o => o.fs)
   }
 
   /** Cancels a mount in progress there (waiting until it is undone), then unmounts what is mounted. */
@@ -305,6 +328,7 @@ export class FuseManager {
       { method: 'POST', path: ROUTES.attach, handle: ({ body }) => { this.attach(body as Attach); return {} } },
       { method: 'POST', path: ROUTES.mount, handle: async ({ body, signal }) => await this.mount(body as MountRequest, signal) },
       { method: 'POST', path: ROUTES.warm, handle: async ({ body, signal }) => await this.warm(body as WarmRequest, signal) },
+      { method: 'POST', path: ROUTES.prefetch, handle: ({ body }) => this.prefetch(body as PrefetchRequest) },
       { method: 'POST', path: ROUTES.unmount, handle: async ({ body }) => { await this.unmount(field(body, 'mountpoint') as string); return {} } },
       { method: 'POST', path: ROUTES.check, handle: ({ body }) => { this.check(field(body, 'mountpoint') as string); return {} } },
       {

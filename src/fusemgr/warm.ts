@@ -67,6 +67,12 @@ export class WarmCache {
     return { opened, started: true }
   }
 
+  /** A layer of this CID opened (or being opened) ahead, under any TOC digest and settings. */
+  find (cid: string): Promise<Opened> | undefined {
+    for (const [key, entry] of this.entries) if (key.startsWith(`${cid} `)) return entry.opened
+    return undefined
+  }
+
   /** Hands the layer under `key` to a mount (which owns it from now on), or counts a miss. */
   take (key: string): Promise<Opened> | undefined {
     this.sweep()

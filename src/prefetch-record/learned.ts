@@ -31,6 +31,11 @@ export interface LearnedPrefetchComponents {
   /** The local blockstore: own records go here, and we answer only for records held here. */
   localBlockstore: { put: (cid: CID, bytes: Uint8Array) => Promise<CID>, has: (cid: CID) => Promise<boolean> }
   libp2p: RecordProtocolComponents['libp2p']
+  /**
+   * Takes a layer's ranges to cache where its mounts read first (the FUSE manager's chunk cache);
+   * false (or absent): the ranges are read here, into the local blockstore.
+   */
+  handOff?: (layer: string, ranges: Array<[number, number]>, signal: AbortSignal) => Promise<boolean>
 }
 
 export interface LearnedPrefetchOptions {
@@ -63,6 +68,8 @@ export interface LearnedPrefetchStats {
   prefetchedNetworkBytes: number
   /** Prefetches that stopped early on a failed read. */
   prefetchFailures: number
+  /** Layers whose ranges the mounts' own cache took (`handOff`) instead of the blockstore. */
+  handedOff: number
   /** Blocks the on-demand reads (a container's) used: found in the local blockstore, or fetched. */
   onDemandLocalBlocks: number
   onDemandNetworkBlocks: number
@@ -105,7 +112,7 @@ export class LearnedPrefetch {
   private readonly opts: Required<Pick<LearnedPrefetchOptions, 'recordFetchTimeoutMs' | 'readTimeoutMs' | 'maxCandidates' | 'maxLearnedLayers'>>
   private readonly counts: Omit<LearnedPrefetchStats, 'protocol'> = {
     recordsPublished: 0, recordsFetched: 0, recordsUsed: 0, recordsRejected: 0, layersWithoutRecord: 0,
-    prefetchedPieces: 0, prefetchedBytes: 0, prefetchedNetworkBytes: 0, prefetchFailures: 0, onDemandLocalBlocks: 0, onDemandNetworkBlocks: 0
+    prefetchedPieces: 0, prefetchedBytes: 0, prefetchedNetworkBytes: 0, prefetchFailures: 0, handedOff: 0, onDemandLocalBlocks: 0, onDemandNetworkBlocks: 0
   }
 
   /** On-demand reads in flight, and prefetch workers waiting for there to be none. */
@@ -254,6 +261,11 @@ export class LearnedPrefetch {
         this.known.offer(layer, { record: candidate.record, created: candidate.created, own: false })
       }
       this.counts.recordsUsed++
+      if (await this.components.handOff?.(layer, ranges, signal) === true) {
+        this.counts.handedOff++
+        this.log.info({ layer, record: candidate.record.toString(), from: candidate.peer?.toString() ?? 'self', ranges: ranges.length, askMs: askedMs }, 'learned order handed to the mounts\' cache')
+        return
+      }
       const before = source.stats().networkBytes
       const result = await prefetchInOrder({ source, idle: async (s) => { await this.idle(s) } }, ranges, { ...this.options.prefetch, signal })
       const networkBytes = source.stats().networkBytes - before

@@ -37,6 +37,34 @@ describe('Prefetcher', () => {
     await bg.stop()
   })
 
+  it('prefetchRanges caches the chunks the ranges touch, in the ranges\' order; reads of them then cost no source read', async () => {
+    const { blob, tocDigest } = await buildBlob(entries, { chunkSize: 65536 })
+    const counting = new CountingSource(new MemorySource(blob))
+    const fs = await LayerFs.open({ source: counting, logger }, { tocDigest, backgroundFetch: false, prefetchConcurrency: 1, readWindowBytes: 0, neighbourBytes: 0 })
+    await fs.start()
+    const chunksOf = (path: string): Array<{ offset: number, compressedEnd: number }> => fs.estargz.lookup(path)?.chunks ?? []
+    const other = chunksOf('lib/other')
+    const init = chunksOf('boot/init')
+    const big = chunksOf('lib/big')
+    // the whole of lib/other, then one byte inside boot/init's second chunk
+    const ranges: Array<[number, number]> = [[other[0].offset, other[other.length - 1].compressedEnd - other[0].offset], [init[1].offset + 1, 1]]
+    counting.reset()
+    const r = await fs.prefetcher.prefetchRanges(ranges)
+    expect(r).toEqual({ chunks: other.length + 1, bytes: other.reduce((n, c) => n + c.compressedEnd - c.offset, 0) + init[1].compressedEnd - init[1].offset })
+    // lib/other's chunks were read first, boot/init's last; nothing of lib/big
+    expect(counting.ranges[0][0]).toBe(other[0].offset)
+    expect(counting.ranges.at(-1)?.[0]).toBe(init[1].offset)
+    expect(counting.ranges.every(([o]) => o < big[0].offset || o >= big[big.length - 1].compressedEnd)).toBe(true)
+    counting.reset()
+    expect(Buffer.from(await fs.read(fs.resolve('/lib/other'), 0, 300_000)).equals(entries[2].data)).toBe(true)
+    expect(Buffer.from(await fs.read(fs.resolve('/boot/init'), 65536, 65536)).equals(entries[0].data.subarray(65536, 131072))).toBe(true)
+    expect(counting.calls).toBe(0)
+    // a range outside every chunk touches nothing; a stopped layer ends a prefetch early
+    expect(await fs.prefetcher.prefetchRanges([[blob.length - 10, 5]])).toEqual({ chunks: 0, bytes: 0 })
+    await fs.stop()
+    expect((await fs.prefetcher.prefetchRanges([[big[0].offset, 1]])).error).toMatch(/stopped/)
+  })
+
   it('does not fail the mount when the prefetch times out', async () => {
     const { blob, tocDigest } = await buildBlob(entries, { chunkSize: 65536, prioritizedFiles: ['boot/init'] })
     const hanging = new HangingSource(new MemorySource(blob), 0, 1 << 30)

@@ -303,6 +303,45 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect((await client.health()).warm?.ready).toBe(0)
   })
 
+  it('prefetch caches a layer\'s recorded ranges: asked before the layer opens, it starts at the mount; those reads then never reach the daemon', async () => {
+    const files = { 'a.bin': fixtureBytes(31, 4 * SMALL_CHUNK + 3), 'b.bin': fixtureBytes(32, 5 * SMALL_CHUNK + 7) }
+    const tar = join(dir, 'recorded.tar')
+    await writeFile(tar, makeTar(Object.entries(files).map(([name, data]) => ({ name, data }))))
+    const path = join(dir, 'recorded.esgz')
+    const toc = (await buildEstargzFile(tar, path, { chunkSize: SMALL_CHUNK })).tocDigest
+    const bytes = await readFile(path)
+    const layer = await cidOf(bytes)
+    blobs.set(layer, path)
+    const chunks = (await EstargzReader.open(async (o, l) => bytes.subarray(o, o + l), bytes.length)).lookup('b.bin')?.chunks ?? []
+    const ranges: Array<[number, number]> = [[chunks[0].offset, chunks[chunks.length - 1].compressedEnd - chunks[0].offset]]
+    const before = (await client.health()).prefetch ?? { requests: 0, finished: 0 }
+
+    expect(await client.prefetch({ cid: layer, ranges })).toEqual({ state: 'waiting' })
+    await mkdir(mp('p'), { recursive: true })
+    await client.mount({ mountpoint: mp('p'), cid: layer, tocDigest: toc, settings: { backgroundFetch: false, readWindowBytes: 0, neighbourBytes: 0 } })
+    const deadline = Date.now() + 10_000
+    while ((await client.health()).prefetch?.finished !== before.finished + 1) {
+      if (Date.now() > deadline) throw new Error(`the prefetch did not finish: ${JSON.stringify((await client.health()).prefetch)}`)
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    expect((await client.health()).prefetch).toMatchObject({ requests: before.requests + 1, failed: 0, waiting: 0 })
+    const readsOf = (): number => fetched.reads.filter(r => r.cid === layer).length
+    const n = readsOf()
+    expect(await readMounted(join(mp('p'), 'b.bin'))).toEqual(files['b.bin'])
+    expect(readsOf()).toBe(n) // cached before the read
+    expect(await readMounted(join(mp('p'), 'a.bin'))).toEqual(files['a.bin'])
+    expect(readsOf()).toBeGreaterThan(n) // not in the record: read on demand
+
+    // on an open layer it starts at once; malformed calls are refused with 400
+    expect(await client.prefetch({ cid: layer, ranges })).toEqual({ state: 'started' })
+    for (const body of [{ cid: layer }, { cid: layer, ranges: [[1]] }, { cid: layer, ranges: [[-1, 5]] }, { ranges }]) {
+      const err = await client.prefetch(body as never).catch((e: FuseManagerError) => e)
+      expect(err, JSON.stringify(body)).toBeInstanceOf(FuseManagerError)
+      expect((err as FuseManagerError).status).toBe(400)
+    }
+    await client.unmount(mp('p'))
+  })
+
   it('unmount detaches the layer; shutdown unmounts everything and removes the socket', async () => {
     await client.unmount(mp('a'))
     expect(await fuseMountsUnder(join(dir, 'mnt'))).toEqual([])
