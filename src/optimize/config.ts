@@ -24,6 +24,8 @@ export const DEFAULTS = {
   profileLevel: 1,
   /** PATH given to the workload when the image's config sets none (containerd's default). */
   defaultPath: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+  /** Most processes a workload run by runc may have at once. */
+  maxPids: 4096,
   /** Host devices bound into the sandbox's /dev (nothing else of the host's /dev is visible). */
   devices: ['null', 'zero', 'full', 'random', 'urandom', 'tty'] as readonly string[]
 } as const

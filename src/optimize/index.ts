@@ -5,5 +5,5 @@ export { optimizeImage, type OptimizeComponents, type OptimizeOptions, type Opti
 export { AccessRecorder, formatRecord, parseRecord, prioritizedFilesByLayer, type RecordEntry, type RecordedImage } from './record.js'
 export { expandPrefetchList, globToRegExp, parsePrefetchList, type PrefetchPattern } from './prefetch-list.js'
 export { listLayerEntries, mergedView, type LayerEntry, type VisibleFile } from './layer-files.js'
-export { runInSandbox, type SandboxLayer, type SandboxOptions, type SandboxResult, type SandboxRun } from './sandbox.js'
+export { runInSandbox, type SandboxLayer, type SandboxOptions, type SandboxResult, type SandboxRun, type SandboxRuntime } from './sandbox.js'
 export { resolveUser, withHome, workloadOf, type Workload, type WorkloadOverrides, type WorkloadUser } from './workload.js'

@@ -7,7 +7,7 @@ import { NoRunnableImageError, NothingRecordedError } from './errors.js'
 import { listLayerEntries, mergedView, type LayerEntry } from './layer-files.js'
 import { expandPrefetchList, type PrefetchPattern } from './prefetch-list.js'
 import { prioritizedFilesByLayer, type RecordEntry } from './record.js'
-import { runInSandbox, type SandboxResult } from './sandbox.js'
+import { runInSandbox, type SandboxResult, type SandboxRuntime } from './sandbox.js'
 import { workloadOf, type WorkloadOverrides } from './workload.js'
 
 /** Where the accesses come from: a run of the workload, a record, or a prefetch list. */
@@ -25,6 +25,8 @@ export interface OptimizeComponents {
 export interface OptimizeOptions extends ConvertOptions {
   profile: Profile
   scratchBytes?: number
+  /** How the workload is isolated (default `auto`: runc when installed, else namespaces and a chroot). */
+  sandbox?: SandboxRuntime
   /** Log level of the sandbox process. */
   logLevel?: LogLevel
 }
@@ -70,7 +72,7 @@ async function profileRun (components: OptimizeComponents, source: ImageReader, 
   }
   const layers = copy.images[0].layers.map(l => ({ blob: join(layoutDir, 'blobs', 'sha256', l.descriptor.digest.slice('sha256:'.length)), tocDigest: l.tocDigest }))
   const r = await runInSandbox({ logger: components.logger, output: components.output }, layers, workload, {
-    manifestDigest: image.descriptor.digest, periodMs: options.profile.periodMs, tmpDir: options.tmpDir, scratchBytes: options.scratchBytes, logLevel: options.logLevel, signal: options.signal
+    manifestDigest: image.descriptor.digest, periodMs: options.profile.periodMs, tmpDir: options.tmpDir, scratchBytes: options.scratchBytes, runtime: options.sandbox, logLevel: options.logLevel, signal: options.signal
   })
   return { entries: r.entries, run: r.result, dropped: r.dropped }
 }

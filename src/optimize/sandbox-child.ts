@@ -5,7 +5,7 @@
 import '../polyfill.js'
 import { createLogger, type LogLevel } from '../logging.js'
 import { AccessRecorder, type RecordEntry } from './record.js'
-import { runSandbox, type SandboxLayer, type SandboxResult } from './sandbox-run.js'
+import { runSandbox, type SandboxLayer, type SandboxResult, type SandboxRuntime } from './sandbox-run.js'
 import type { Workload } from './workload.js'
 
 /** The job, from the parent. */
@@ -20,6 +20,7 @@ export interface StartMessage {
   killWaitMs?: number
   maxEntries?: number
   logLevel: LogLevel
+  runtime?: SandboxRuntime
 }
 
 /** What the child sends. */
@@ -48,7 +49,7 @@ async function run (job: StartMessage): Promise<void> {
       output: (chunk) => { void send({ t: 'output', data: Buffer.from(chunk).toString('utf8') }) },
       onPids: (pids) => { void send({ t: 'pids', ...pids }) }
     }, job.layers, job.workload, {
-      dir: job.dir, periodMs: job.periodMs, scratchBytes: job.scratchBytes, killWaitMs: job.killWaitMs, onAccess: i => recorder.hook(i), signal: ac.signal
+      dir: job.dir, periodMs: job.periodMs, scratchBytes: job.scratchBytes, killWaitMs: job.killWaitMs, runtime: job.runtime, onAccess: i => recorder.hook(i), signal: ac.signal
     })
     await send({ t: 'result', result, entries: recorder.entries(), dropped: recorder.droppedEntries })
   } catch (err) {

@@ -1,13 +1,21 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { constants as fsConstants, existsSync } from 'node:fs'
-import { access, mkdir, readFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LayerFs, MountManager } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 import { FileSource } from '../source/file.js'
 import { DEFAULTS } from './config.js'
 import { SandboxError } from './errors.js'
+import { SETUP_RUNC, runcSpec } from './sandbox-runc.js'
 import { resolveUser, withHome, type Workload } from './workload.js'
+
+/**
+ * How the workload is isolated: `runc` runs it as a container (the OCI runtime containerd
+ * uses); `namespaces` with unshare and a chroot (util-linux alone); `auto`: runc when installed.
+ */
+export type SandboxRuntime = 'auto' | 'runc' | 'namespaces'
 
 /** An eStargz layer on local disk, bottom first in a list. */
 export interface SandboxLayer {
@@ -23,6 +31,8 @@ export interface SandboxResult {
   /** True when it was still running at the end of the period and was killed. */
   stopped: boolean
   durationMs: number
+  /** What isolated it. */
+  runtime: 'runc' | 'namespaces'
 }
 
 /** Host directories the sandbox's tools are taken from (never the caller's PATH). */
@@ -62,12 +72,18 @@ if command -v ip >/dev/null; then ip link set lo up; fi
 exec "$@"
 `
 
-async function findTool (name: string): Promise<string> {
+async function findTool (name: string, pkg = 'util-linux / coreutils'): Promise<string> {
+  const found = await lookTool(name)
+  if (found == null) throw new SandboxError(`running a workload needs ${name} (${pkg}), which is not in ${HOST_PATH}`)
+  return found
+}
+
+async function lookTool (name: string): Promise<string | undefined> {
   for (const dir of HOST_PATH.split(':')) {
     const p = join(dir, name)
     if (await access(p, fsConstants.X_OK).then(() => true, () => false)) return p
   }
-  throw new SandboxError(`running a workload needs ${name} (util-linux / coreutils), which is not in ${HOST_PATH}`)
+  return undefined
 }
 
 /** A file of the merged image, read through the layer views (topmost first), or undefined. */
@@ -125,6 +141,8 @@ export interface RunOptions {
   onAccess: (layerIndex: number) => (path: string) => void
   scratchBytes?: number
   killWaitMs?: number
+  /** Default: `auto`. */
+  runtime?: SandboxRuntime
   signal?: AbortSignal
 }
 
@@ -162,18 +180,44 @@ export async function runSandbox (components: RunComponents, layers: readonly Sa
   await mkdir(root)
   await mkdir(scratch)
   const lower = fss.map((_f, i) => join(dir, 'layers', String(i))).reverse().join(':')
-  const inner = [
-    env, '-i', '--', ...withHome(workload.env, user),
-    unshare, '--pid', '--fork', '--kill-child', '--mount-proc', `--root=${root}`, `--wd=${workload.cwd}`,
-    ...(user.uid !== 0 || user.gid !== 0 ? [`--setgid=${user.gid}`, `--setuid=${user.uid}`] : []),
-    '--', ...workload.args
-  ]
-  // setpriv: the whole chain dies with this process (the parent-death signal survives the execs).
-  const args = [
-    '--pdeathsig', 'SIGKILL', '--', unshare, '--mount', '--net', '--propagation', 'private', '--', '/bin/sh', '-c', SETUP, 'sandbox',
-    root, scratch, lower, String(options.scratchBytes ?? DEFAULTS.scratchBytes), DEFAULTS.devices.join(' '), ...inner
-  ]
-  log.debug({ args: workload.args, cwd: workload.cwd, uid: user.uid, gid: user.gid }, 'starting the workload')
+  const scratchBytes = String(options.scratchBytes ?? DEFAULTS.scratchBytes)
+  const wanted = options.runtime ?? 'auto'
+  const runc = wanted === 'namespaces' ? undefined : wanted === 'runc' ? await findTool('runc', 'the runc package') : await lookTool('runc')
+  let args: string[]
+  /** Stops a runc container the graceful way (runc then cleans up and exits by itself). */
+  let stopContainer: (() => Promise<void>) | undefined
+  let cleanUp: (() => Promise<void>) | undefined
+  if (runc != null) {
+    const bundle = join(dir, 'bundle')
+    const state = join(dir, 'runc')
+    const id = `ipfs-estargz-optimize-${process.pid}-${randomBytes(4).toString('hex')}`
+    await mkdir(bundle, { mode: 0o700 })
+    const spec = runcSpec({ root, args: workload.args, env: withHome(workload.env, user), cwd: workload.cwd, user, shmBytes: Number(scratchBytes), maxPids: DEFAULTS.maxPids })
+    await writeFile(join(bundle, 'config.json'), JSON.stringify(spec), { mode: 0o600 })
+    const runcCall = async (argv: string[]): Promise<void> => await new Promise<void>(resolve => {
+      const p = spawn(runc, ['--root', state, ...argv], { stdio: 'ignore', env: { PATH: HOST_PATH } })
+      p.once('error', () => resolve())
+      p.once('exit', () => resolve())
+    })
+    stopContainer = async () => { await runcCall(['kill', id, 'KILL']) }
+    cleanUp = async () => { await runcCall(['delete', '--force', id]) }
+    args = ['--pdeathsig', 'SIGKILL', '--', unshare, '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', SETUP_RUNC, 'sandbox',
+      root, scratch, lower, scratchBytes, runc, '--root', state, 'run', '--bundle', bundle, id]
+  } else {
+    const inner = [
+      env, '-i', '--', ...withHome(workload.env, user),
+      unshare, '--pid', '--fork', '--kill-child', '--mount-proc', `--root=${root}`, `--wd=${workload.cwd}`,
+      ...(user.uid !== 0 || user.gid !== 0 ? [`--setgid=${user.gid}`, `--setuid=${user.uid}`] : []),
+      '--', ...workload.args
+    ]
+    // setpriv: the whole chain dies with this process (the parent-death signal survives the execs).
+    args = [
+      '--pdeathsig', 'SIGKILL', '--', unshare, '--mount', '--net', '--propagation', 'private', '--', '/bin/sh', '-c', SETUP, 'sandbox',
+      root, scratch, lower, scratchBytes, DEFAULTS.devices.join(' '), ...inner
+    ]
+  }
+  const runtime = runc != null ? 'runc' : 'namespaces'
+  log.debug({ args: workload.args, cwd: workload.cwd, uid: user.uid, gid: user.gid, runtime }, 'starting the workload')
   const started = performance.now()
   // detached: a session of its own, so the workload has no controlling terminal (/dev/tty is
   // not the caller's) and a Ctrl-C reaches it only through us.
@@ -189,7 +233,7 @@ export async function runSandbox (components: RunComponents, layers: readonly Sa
   const pid = proc.pid
   if (pid != null) {
     components.onPids?.({ sandbox: pid })
-    void watchInit(pid, ended, init => components.onPids?.({ sandbox: pid, init }))
+    void watchInit(pid, runc != null ? 'runc' : 'unshare', ended, init => components.onPids?.({ sandbox: pid, init }))
   }
   let timer: NodeJS.Timeout | undefined
   let onAbort: (() => void) | undefined
@@ -203,29 +247,45 @@ export async function runSandbox (components: RunComponents, layers: readonly Sa
     const first = await Promise.race([ended, stop])
     if (typeof first === 'object') {
       await drain(proc)
-      return { exitCode: first.code, signal: first.signal, stopped: false, durationMs: performance.now() - started }
+      return { exitCode: first.code, signal: first.signal, stopped: false, durationMs: performance.now() - started, runtime }
     }
-    await killSandbox(proc, ended, options.killWaitMs ?? DEFAULTS.killWaitMs)
+    const killWaitMs = options.killWaitMs ?? DEFAULTS.killWaitMs
+    if (stopContainer != null) {
+      await stopContainer()
+      let t: NodeJS.Timeout | undefined
+      await Promise.race([ended, new Promise(resolve => { t = setTimeout(resolve, killWaitMs) })])
+      clearTimeout(t)
+    }
+    await killSandbox(proc, ended, killWaitMs)
     await drain(proc)
     if (first === 'abort') throw options.signal?.reason ?? new SandboxError('aborted')
     const end = await ended
-    return { exitCode: null, signal: end.signal ?? 'SIGKILL', stopped: true, durationMs: performance.now() - started }
+    // runc run answers a killed container with 128 + 9 itself
+    return { exitCode: null, signal: end.signal ?? 'SIGKILL', stopped: true, durationMs: performance.now() - started, runtime }
   } finally {
     clearTimeout(timer)
     if (onAbort != null) options.signal?.removeEventListener('abort', onAbort)
-    if (proc.exitCode == null && proc.signalCode == null) await killSandbox(proc, ended, options.killWaitMs ?? DEFAULTS.killWaitMs).catch(err => log.error({ err: (err as Error).message }, 'the sandbox did not go away'))
+    if (proc.exitCode == null && proc.signalCode == null) {
+      await stopContainer?.()
+      await killSandbox(proc, ended, options.killWaitMs ?? DEFAULTS.killWaitMs).catch(err => log.error({ err: (err as Error).message }, 'the sandbox did not go away'))
+    }
+    // a container runc could not clean up (its process was killed) leaves its cgroup behind
+    await cleanUp?.()
   }
 }
 
-/** Polls for the process the sandbox forks as its pid namespace's init, until it is there or the sandbox ended. */
-async function watchInit (pid: number, ended: Promise<unknown>, found: (init: number) => void): Promise<void> {
+/**
+ * Polls for the process the sandbox forks as its pid namespace's init (a child of `comm`, the
+ * last program the sandbox execs), until it is there or the sandbox ended.
+ */
+async function watchInit (pid: number, comm: string, ended: Promise<unknown>, found: (init: number) => void): Promise<void> {
   let done = false
   void ended.finally(() => { done = true })
   while (!done) {
     const [init] = await childrenOf(pid)
-    // Before the last exec the children are the setup's own (mount, mkdir, ...): wait for unshare.
-    const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')
-    if (init != null && comm.trim() === 'unshare') {
+    // Before the last exec the children are the setup's own (mount, mkdir, ...): wait for it.
+    const now = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')
+    if (init != null && now.trim() === comm) {
       found(init)
       return
     }

@@ -9,10 +9,10 @@ import * as errors from './errors.js'
 import { SandboxError, type OptimizeError } from './errors.js'
 import type { RecordEntry } from './record.js'
 import type { ChildMessage, StartMessage } from './sandbox-child.js'
-import type { SandboxLayer, SandboxResult } from './sandbox-run.js'
+import type { SandboxLayer, SandboxResult, SandboxRuntime } from './sandbox-run.js'
 import type { Workload } from './workload.js'
 
-export type { SandboxLayer, SandboxResult } from './sandbox-run.js'
+export type { SandboxLayer, SandboxResult, SandboxRuntime } from './sandbox-run.js'
 
 export interface SandboxComponents {
   logger: Logger
@@ -30,6 +30,8 @@ export interface SandboxOptions {
   scratchBytes?: number
   killWaitMs?: number
   maxEntries?: number
+  /** How the workload is isolated (default `auto`: runc when installed). */
+  runtime?: SandboxRuntime
   /** Log level of the sandbox process (its log goes to this process's stderr). */
   logLevel?: LogLevel
   signal?: AbortSignal
@@ -112,7 +114,7 @@ export async function runInSandbox (components: SandboxComponents, layers: reado
     try {
       const start: StartMessage = {
         t: 'start', dir, layers: [...layers], workload, manifestDigest: options.manifestDigest, periodMs: options.periodMs,
-        scratchBytes: options.scratchBytes, killWaitMs: options.killWaitMs, maxEntries: options.maxEntries, logLevel: options.logLevel ?? 'warn'
+        scratchBytes: options.scratchBytes, killWaitMs: options.killWaitMs, maxEntries: options.maxEntries, logLevel: options.logLevel ?? 'warn', runtime: options.runtime
       }
       proc.send(start)
       try {

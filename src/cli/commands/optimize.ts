@@ -1,7 +1,7 @@
 import { open, rename, rm, stat } from 'node:fs/promises'
-import { Command } from 'commander'
+import { Command, Option } from 'commander'
 import { createLogger } from '../../logging.js'
-import { DEFAULTS, formatRecord, optimizeImage, parsePrefetchList, parseRecord, type OptimizeResult, type Profile } from '../../optimize/index.js'
+import { DEFAULTS, formatRecord, optimizeImage, parsePrefetchList, parseRecord, type OptimizeResult, type Profile, type SandboxRuntime } from '../../optimize/index.js'
 import { commandContext } from '../context.js'
 import { UsageError } from '../errors.js'
 import { chunkSizeOption, collect, levelOption, logLevelOption } from '../options.js'
@@ -14,6 +14,7 @@ interface OptimizeFlags extends PublishFlags {
   cwd?: string
   user?: string
   period?: number
+  sandbox?: SandboxRuntime
   recordOut?: string
   recordIn?: string
   prefetchList?: string
@@ -139,16 +140,19 @@ export function optimizeCommand (): Command {
     .option('--cwd <dir>', 'working directory of the workload instead of the image\'s')
     .option('--user <user[:group]>', 'user of the workload instead of the image\'s (names from the image\'s /etc/passwd)')
     .option('--period <seconds>', `how long the workload runs before it is stopped (default ${DEFAULTS.periodSec})`, parsePeriod)
+    .addOption(new Option('--sandbox <runtime>', 'how the workload is isolated: runc (as a container), namespaces (unshare and a chroot), auto (runc when installed)').choices(['auto', 'runc', 'namespaces']).default('auto'))
     .option('--record-out <file>', 'write the accesses the layers were rebuilt from, as JSON lines {"path","manifestDigest","layerIndex"}')
     .option('--record-in <file>', 'rebuild from a record (ours or `ctr-remote image optimize --record-out`\'s) instead of running the workload')
     .option('--prefetch-list <file>', 'rebuild from a list of paths and globs (* ? [] **; # comments) instead of running the workload')
     .addOption(logLevelOption())
     .addHelpText('after', `
-The workload runs as root (or --user) in private mount, network and pid namespaces, chrooted into
-an overlay of the image's layers mounted lazily through FUSE, with a tmpfs for its writes: it has
-no network and what it writes is thrown away. It is stopped after --period seconds or when it
+The workload runs as root (or --user) over an overlay of the image's layers mounted lazily through
+FUSE, with a tmpfs for its writes: it has no network and what it writes is thrown away. With runc
+(--sandbox runc, or auto when runc is installed) it runs as a container would: its own pid, mount,
+network, ipc, uts and cgroup namespaces, containerd's default capabilities, masked /proc paths, no
+new privileges. Without, in private mount, network and pid namespaces and a chroot. It is stopped after --period seconds or when it
 exits. Needs root and /dev/fuse; --record-in and --prefetch-list run nothing. The sandbox is not
-a security boundary: run only images you would run in a container.
+stronger than a container: run only images you would run in one.
 `)
     .action(async (sourceRef: string, flags: OptimizeFlags) => {
       const logger = createLogger(flags.logLevel)
@@ -160,7 +164,7 @@ a security boundary: run only images you would run in a container.
         tmpPrefix: 'ipfs-estargz-optimize-',
         convert: async (c) => {
           const r = await optimizeImage({ logger, output: stderr }, c.source, c.publishers, {
-            profile, logLevel: flags.logLevel, platform: c.platform, chunkSize: flags.chunkSize, compressionLevel: flags.level, name: sourceRef, tmpDir: c.tmpDir, signal: c.signal, logger, onProgress: c.onProgress
+            profile, sandbox: flags.sandbox, logLevel: flags.logLevel, platform: c.platform, chunkSize: flags.chunkSize, compressionLevel: flags.level, name: sourceRef, tmpDir: c.tmpDir, signal: c.signal, logger, onProgress: c.onProgress
           })
           return { conversion: r.conversion, extra: r }
         },
@@ -177,7 +181,7 @@ a security boundary: run only images you would run in a container.
         },
         json: {
           top: (r) => ({
-            run: r.run != null ? { exitCode: r.run.exitCode, signal: r.run.signal, stopped: r.run.stopped, seconds: Math.round(r.run.durationMs) / 1000 } : undefined,
+            run: r.run != null ? { exitCode: r.run.exitCode, signal: r.run.signal, stopped: r.run.stopped, seconds: Math.round(r.run.durationMs) / 1000, sandbox: r.run.runtime } : undefined,
             recorded: r.record.length
           }),
           layer: (l, r) => ({ landmark: l.landmark, prioritizedFiles: r.prioritized.get(l.source.digest)?.length ?? 0 })

@@ -1,0 +1,86 @@
+import type { WorkloadUser } from './workload.js'
+
+/**
+ * The sandbox on runc, the OCI runtime containerd runs containers with: the workload runs as a
+ * container would (its own pid, mount, network, ipc, uts and cgroup namespaces; containerd's
+ * default capabilities; masked and read-only /proc and /sys paths; no new privileges), in a
+ * network namespace with nothing in it. The bundle's rootfs is the overlay of our FUSE layer
+ * mounts over a tmpfs, mounted in a private mount namespace (SETUP_RUNC), so it goes away with
+ * the sandbox as in the namespaces runner.
+ */
+
+/**
+ * Runs in the private mount namespace: the scratch tmpfs and the overlay rootfs, then runc. An
+ * image whose /dev, /proc or /sys is not a directory (a symlink out of it) gets a directory there,
+ * in the overlay's upper layer, as runc mounts only on ordinary directories.
+ */
+export const SETUP_RUNC = `set -eu
+root=$1 scratch=$2 lower=$3 size=$4
+shift 4
+mount -t tmpfs -o "mode=0700,nosuid,nodev,size=$size" ipfs-estargz-scratch "$scratch"
+mkdir "$scratch/upper" "$scratch/work"
+mount -t overlay -o "nosuid,nodev,lowerdir=$lower,upperdir=$scratch/upper,workdir=$scratch/work" ipfs-estargz-optimize "$root"
+for d in dev proc sys; do
+  if [ -L "$root/$d" ] || { [ -e "$root/$d" ] && [ ! -d "$root/$d" ]; }; then rm -f "$root/$d"; fi
+  [ -d "$root/$d" ] || mkdir "$root/$d"
+done
+exec "$@"
+`
+
+/** containerd's default capabilities for a container (its OCI spec defaults). */
+const CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID',
+  'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE'
+]
+
+/** Paths of /proc and /sys containerd masks or makes read-only in a container. */
+const MASKED = ['/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+  '/proc/timer_stats', '/proc/sched_debug', '/sys/firmware', '/sys/devices/virtual/powercap', '/proc/scsi']
+const READONLY = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger']
+
+export interface RuncSpecInput {
+  /** The rootfs (the overlay), an absolute path. */
+  root: string
+  args: string[]
+  env: string[]
+  cwd: string
+  user: WorkloadUser
+  /** Size of /dev/shm. */
+  shmBytes: number
+  /** Most processes the workload may have at once. */
+  maxPids: number
+}
+
+/** The bundle's config.json (OCI runtime spec 1.0). */
+export function runcSpec (i: RuncSpecInput): unknown {
+  const caps = i.user.uid === 0 ? CAPABILITIES : []
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: i.user.uid, gid: i.user.gid },
+      args: i.args,
+      env: i.env,
+      cwd: i.cwd,
+      capabilities: { bounding: CAPABILITIES, effective: caps, permitted: caps },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+      noNewPrivileges: true
+    },
+    root: { path: i.root, readonly: false },
+    hostname: 'ipfs-estargz-optimize',
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', `size=${i.shmBytes}`] },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] }
+    ],
+    linux: {
+      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'cgroup'].map(type => ({ type })),
+      resources: { pids: { limit: i.maxPids } },
+      maskedPaths: MASKED,
+      readonlyPaths: READONLY
+    }
+  }
+}
