@@ -38,8 +38,13 @@ export const DEFAULTS = {
   openTimeoutMs: 60_000,
   /** Images kept open for the registry API. */
   openImages: 64,
-  /** Bytes of a blob read at a time (its leaves fetched in parallel; the next piece meanwhile). */
-  readBytes: 4 << 20,
+  /**
+   * Leaves fetched ahead while a blob streams: a layer of small gzip members is thousands of
+   * small leaves, whose per-block cost (not their bytes) sets the pace one at a time.
+   */
+  streamConcurrency: 64,
+  /** Bytes of small leaves gathered into one write to the client. */
+  writeBytes: 256 << 10,
   /** A manifest or index larger than this is not served. */
   maxManifestBytes: 4 << 20
 } as const

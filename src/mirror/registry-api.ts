@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createHash } from 'node:crypto'
 import { CID } from 'multiformats/cid'
-import { BlockNotFoundError, PathNotFoundError, UnixfsFileReader, type BlockGetter } from '../ipfs/index.js'
+import { BlockNotFoundError, PathNotFoundError, decodeFileNode, type BlockGetter, type FileNode } from '../ipfs/index.js'
+import { streamFile } from './blob-stream.js'
 import { isDigest, isManifestOrIndexMediaType, type Descriptor } from '../oci/index.js'
 import type { Logger } from '../logging.js'
 import { DistributionError } from './errors.js'
@@ -21,8 +22,10 @@ export interface RegistryApiComponents {
 }
 
 export interface RegistryApiOptions {
-  /** Bytes read from IPFS at a time while a blob streams (the next piece is fetched meanwhile). */
-  readBytes: number
+  /** Leaves fetched ahead while a blob streams. */
+  concurrency: number
+  /** Bytes gathered into one write to the client. */
+  writeBytes: number
   /** A manifest larger than this is not served. */
   maxManifestBytes: number
 }
@@ -119,16 +122,16 @@ export class RegistryApi {
     const found = await this.find(name, digest, true)
     if (found == null) throw unknown('BLOB_UNKNOWN', 'blob unknown to registry', { name, digest })
     const { view, desc } = found
-    let reader: UnixfsFileReader
+    let file: FileNode
     try {
       const cid = await view.reader.cidOf(desc, signal)
-      reader = await UnixfsFileReader.open(cid, this.components.getBlock, { signal })
+      file = decodeFileNode(cid, await this.components.getBlock(cid, signal))
     } catch (err) {
       if (signal.aborted) throw err
       throw unavailable('BLOB_UNKNOWN', digest, err)
     }
-    if (reader.size !== desc.size) throw new DistributionError(500, 'UNKNOWN', `blob ${digest} holds ${reader.size} bytes, its descriptor says ${desc.size}`)
-    const size = reader.size
+    if (file.size !== desc.size) throw new DistributionError(500, 'UNKNOWN', `blob ${digest} holds ${file.size} bytes, its descriptor says ${desc.size}`)
+    const size = file.size
     const headers: Record<string, string> = {
       'Content-Type': contentTypeOf(desc),
       'Docker-Content-Digest': digest,
@@ -150,30 +153,32 @@ export class RegistryApi {
     if (req.method === 'HEAD' || size === 0) { res.end(); return }
     // The whole blob is checked against its digest as it goes: a mismatch ends the answer
     // before its last byte, so the client never receives a complete wrong blob.
-    await sendStream(res, this.pieces(reader, start, end, range == null ? digest : undefined, signal))
+    await sendStream(res, this.pieces(file, start, end, range == null ? digest : undefined, signal))
   }
 
-  /** [start, end] of the file, `readBytes` at a time with the next piece fetched meanwhile. */
-  private async * pieces (reader: UnixfsFileReader, start: number, end: number, digest: string | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
-    const step = this.options.readBytes
-    const hash = digest != null ? createHash(digest.slice(0, digest.indexOf(':'))) : undefined
-    const read = (at: number): Promise<Uint8Array> => reader.read(at, Math.min(step, end + 1 - at), signal)
-    let at = start
-    let next: Promise<Uint8Array> | undefined = read(at)
-    try {
-      while (next != null) {
-        const piece: Uint8Array = await next
-        at += piece.length
-        next = at <= end ? read(at) : undefined
-        hash?.update(piece)
-        if (next == null && hash != null && `${digest?.slice(0, digest.indexOf(':') + 1) ?? ''}${hash.digest('hex')}` !== digest) {
-          throw new DistributionError(500, 'DIGEST_INVALID', `blob content does not match ${digest ?? ''}`)
-        }
-        yield piece
+  /**
+   * [start, end] of the file, leaves fetched `concurrency` ahead and sent in pieces of about
+   * `writeBytes` (one socket write per small leaf costs more than the leaf); with `digest`, the
+   * whole blob is hashed as it goes and the last piece is held back unless it matches.
+   */
+  private async * pieces (file: FileNode, start: number, end: number, digest: string | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    const [alg, hex] = digest?.split(':') ?? []
+    const hash = digest != null ? createHash(alg) : undefined
+    let parts: Uint8Array[] = []
+    let bytes = 0
+    for await (const leaf of streamFile(file, start, end, this.components.getBlock, { concurrency: this.options.concurrency, signal })) {
+      hash?.update(leaf)
+      parts.push(leaf)
+      bytes += leaf.length
+      if (bytes >= this.options.writeBytes && (hash == null || start + bytes < end + 1)) {
+        yield parts.length === 1 ? parts[0] : Buffer.concat(parts, bytes)
+        start += bytes
+        parts = []
+        bytes = 0
       }
-    } finally {
-      next?.catch(() => {})
     }
+    if (hash != null && hash.digest('hex') !== hex) throw new DistributionError(500, 'DIGEST_INVALID', `blob content does not match ${digest ?? ''}`)
+    if (bytes > 0) yield Buffer.concat(parts, bytes)
   }
 }
 

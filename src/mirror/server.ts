@@ -77,7 +77,7 @@ export class MirrorServer {
       hasLocal: async (cid) => await components.localBlockstore.has(cid),
       getBlock,
       logger: this.log
-    }, { readBytes: this.opts.readBytes, maxManifestBytes: this.opts.maxManifestBytes })
+    }, { concurrency: this.opts.streamConcurrency, writeBytes: this.opts.writeBytes, maxManifestBytes: this.opts.maxManifestBytes })
     this.gateway = new GatewayApi({
       has: async (cid) => await components.localBlockstore.has(cid),
       get: async (cid, signal) => await collectBlock(components.localBlockstore.get(cid, { signal })),
