@@ -1,4 +1,6 @@
+import { execFileSync } from 'node:child_process'
 import { createHash, randomInt } from 'node:crypto'
+import { get as httpsGet } from 'node:https'
 import { readFile, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join } from 'node:path'
@@ -310,6 +312,25 @@ describe('mirror: registry API and trustless gateway over a repo', () => {
         expect((await get(`${m.url}/ipfs/bafkqaaa`)).status).toBe(401)
         expect((await get(`${m.url}/v2/`, { authorization: basic('alice', 's3cret') })).status).toBe(200)
         expect((await get(`${m.url}/v2/${name}/manifests/latest`, { authorization: basic('alice', 's3cret') })).status).toBe(200)
+      } finally {
+        await m.stop()
+      }
+    })
+
+    it('with tls_cert and tls_key: HTTPS only (a client that trusts the certificate gets 200; plain HTTP gets no answer)', async () => {
+      const cert = join(fx.dir, 'cert.pem')
+      const key = join(fx.dir, 'key.pem')
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' })
+      const m = new MirrorServer({ logger, blocks: fx.repo.node.blocks, localBlockstore: fx.repo.node.localBlockstore, index: fx.repo.index }, { address: '127.0.0.1:0', tlsCert: cert, tlsKey: key })
+      await m.start()
+      try {
+        expect(m.url).toMatch(/^https:/)
+        const ca = await readFile(cert)
+        const status = await new Promise<number>((resolve, reject) => {
+          httpsGet(`${m.url}/v2/${name}/manifests/latest`, { ca }, (res) => { res.resume(); resolve(res.statusCode ?? 0) }).on('error', reject)
+        })
+        expect(status).toBe(200)
+        await expect(fetch(m.url.replace('https:', 'http:') + '/v2/')).rejects.toThrow()
       } finally {
         await m.stop()
       }
