@@ -40,6 +40,9 @@ const unknown = (code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN', mes
  * Only blobs the named image references are served.
  */
 export class RegistryApi {
+  /** Blob answers (whole and ranged) and the blob bytes sent. */
+  readonly counts = { blobs: 0, ranges: 0, blobBytes: 0 }
+
   constructor (private readonly components: RegistryApiComponents, private readonly options: RegistryApiOptions) {}
 
   async handle (req: IncomingMessage, res: ServerResponse, path: string, signal: AbortSignal): Promise<void> {
@@ -151,6 +154,8 @@ export class RegistryApi {
       ...(range != null ? { 'Content-Range': `bytes ${start}-${end}/${size}` } : {})
     })
     if (req.method === 'HEAD' || size === 0) { res.end(); return }
+    this.counts.blobs++
+    if (range != null) this.counts.ranges++
     // The whole blob is checked against its digest as it goes: a mismatch ends the answer
     // before its last byte, so the client never receives a complete wrong blob.
     await sendStream(res, this.pieces(file, start, end, range == null ? digest : undefined, signal))
@@ -171,6 +176,7 @@ export class RegistryApi {
       parts.push(leaf)
       bytes += leaf.length
       if (bytes >= this.options.writeBytes && (hash == null || start + bytes < end + 1)) {
+        this.counts.blobBytes += bytes
         yield parts.length === 1 ? parts[0] : Buffer.concat(parts, bytes)
         start += bytes
         parts = []
@@ -178,6 +184,7 @@ export class RegistryApi {
       }
     }
     if (hash != null && hash.digest('hex') !== hex) throw new DistributionError(500, 'DIGEST_INVALID', `blob content does not match ${digest ?? ''}`)
+    this.counts.blobBytes += bytes
     if (bytes > 0) yield Buffer.concat(parts, bytes)
   }
 }

@@ -48,6 +48,8 @@ export class MirrorServer {
   private server?: Server
   private auth?: BasicAuth
   private active = 0
+  private requests = 0
+  private refused = 0
   private readonly opts: MirrorOptions
   private readonly log: Logger
   private readonly registry: RegistryApi
@@ -83,6 +85,11 @@ export class MirrorServer {
       get: async (cid, signal) => await collectBlock(components.localBlockstore.get(cid, { signal })),
       logger: this.log
     })
+  }
+
+  /** Requests answered (and refused as too many), blob answers and the blob bytes sent. */
+  stats (): { requests: number, refused: number, blobs: number, ranges: number, blobBytes: number } {
+    return { requests: this.requests, refused: this.refused, ...this.registry.counts }
   }
 
   /** `http(s)://host:port` once listening. */
@@ -132,7 +139,9 @@ export class MirrorServer {
     const path = url.pathname
     const isRegistry = path === '/v2' || path.startsWith('/v2/')
     const signal = clientGone(req, res)
+    this.requests++
     if (this.active >= this.opts.maxStreams) {
+      this.refused++
       this.fail(res, isRegistry, new DistributionError(429, 'TOOMANYREQUESTS', 'too many requests at once', undefined), { 'Retry-After': '1' })
       return
     }

@@ -372,6 +372,7 @@ describe('mirror: registry API and trustless gateway over a repo', () => {
         await new Promise(resolve => setTimeout(resolve, 200))
         const second = await get(`${m.url}/v2/`)
         expect(second.status).toBe(429)
+        expect(m.stats().refused).toBe(1)
         expect(JSON.parse(second.body.toString()).errors[0].code).toBe('TOOMANYREQUESTS')
         release()
         expect((await first).status).toBe(200)
