@@ -30,29 +30,33 @@ async function * leaves (node: FileNode, base: number, from: number, to: number,
 
 /**
  * Bytes [from, to] of the UnixFS file `root` (already decoded), in order, with up to
- * `concurrency` leaves fetched ahead: a layer of small gzip members is thousands of small
+ * `concurrency` leaves (and about `aheadBytes`) fetched ahead: a layer of small gzip members is thousands of small
  * leaves, and one at a time the per-block cost of the store, not the bytes, sets the pace.
  * Each leaf's length is checked against its parent's record.
  */
-export async function * streamFile (root: FileNode, from: number, to: number, getBlock: BlockGetter, options: { concurrency: number, signal: AbortSignal }): AsyncGenerator<Uint8Array> {
-  const { signal, concurrency } = options
+export async function * streamFile (root: FileNode, from: number, to: number, getBlock: BlockGetter, options: { concurrency: number, aheadBytes: number, signal: AbortSignal }): AsyncGenerator<Uint8Array> {
+  const { signal, concurrency, aheadBytes } = options
   const window: Array<{ leaf: Leaf, bytes: Promise<Uint8Array> }> = []
+  let windowBytes = 0
   const walk = leaves(root, 0, from, to, getBlock, signal)
   let walked = false
+  // Many small leaves in flight, but never more than `aheadBytes` of them: memory per stream stays bounded.
   const fill = async (): Promise<void> => {
-    while (!walked && window.length < concurrency) {
+    while (!walked && window.length < concurrency && (window.length === 0 || windowBytes < aheadBytes)) {
       const n = await walk.next()
       if (n.done === true) { walked = true; break }
       const leaf = n.value
       const bytes = leaf.inline != null ? Promise.resolve(leaf.inline) : getBlock(leaf.cid, signal)
       bytes.catch(() => {}) // awaited in order below; a failure there ends the stream
       window.push({ leaf, bytes })
+      windowBytes += leaf.size
     }
   }
   try {
     await fill()
     while (window.length > 0) {
       const { leaf, bytes: pending } = window.shift() as { leaf: Leaf, bytes: Promise<Uint8Array> }
+      windowBytes -= leaf.size
       const bytes = await pending
       if (bytes.length !== leaf.size) throw new UnexpectedDagError(`leaf ${leaf.cid.toString()} is ${bytes.length} bytes, parent says ${leaf.size}`)
       await fill()

@@ -43,6 +43,11 @@ export const DEFAULTS = {
    * small leaves, whose per-block cost (not their bytes) sets the pace one at a time.
    */
   streamConcurrency: 64,
+  /**
+   * …but no more than this many bytes of them (a layer of 1 MiB leaves has 4 in flight): a
+   * stream holds at most this plus one leaf and one write, so memory is bounded by `maxStreams`.
+   */
+  streamAheadBytes: 4 << 20,
   /** Bytes of small leaves gathered into one write to the client. */
   writeBytes: 256 << 10,
   /** A manifest or index larger than this is not served. */

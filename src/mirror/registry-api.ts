@@ -22,8 +22,9 @@ export interface RegistryApiComponents {
 }
 
 export interface RegistryApiOptions {
-  /** Leaves fetched ahead while a blob streams. */
+  /** Leaves, and bytes of leaves, fetched ahead while a blob streams. */
   concurrency: number
+  aheadBytes: number
   /** Bytes gathered into one write to the client. */
   writeBytes: number
   /** A manifest larger than this is not served. */
@@ -171,7 +172,7 @@ export class RegistryApi {
     const hash = digest != null ? createHash(alg) : undefined
     let parts: Uint8Array[] = []
     let bytes = 0
-    for await (const leaf of streamFile(file, start, end, this.components.getBlock, { concurrency: this.options.concurrency, signal })) {
+    for await (const leaf of streamFile(file, start, end, this.components.getBlock, { concurrency: this.options.concurrency, aheadBytes: this.options.aheadBytes, signal })) {
       hash?.update(leaf)
       parts.push(leaf)
       bytes += leaf.length

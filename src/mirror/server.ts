@@ -79,7 +79,7 @@ export class MirrorServer {
       hasLocal: async (cid) => await components.localBlockstore.has(cid),
       getBlock,
       logger: this.log
-    }, { concurrency: this.opts.streamConcurrency, writeBytes: this.opts.writeBytes, maxManifestBytes: this.opts.maxManifestBytes })
+    }, { concurrency: this.opts.streamConcurrency, aheadBytes: this.opts.streamAheadBytes, writeBytes: this.opts.writeBytes, maxManifestBytes: this.opts.maxManifestBytes })
     this.gateway = new GatewayApi({
       has: async (cid) => await components.localBlockstore.has(cid),
       get: async (cid, signal) => await collectBlock(components.localBlockstore.get(cid, { signal })),

@@ -43,7 +43,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, registry: hasCo
     registry = await startRegistry()
     const port = await freePort()
     mirror = `127.0.0.1:${port}`
-    daemon = await startDaemon({ root: repo(), config: `[mirror]\nenable = true\naddress = "${mirror}"\n` })
+    daemon = await startDaemon({ root: repo(), args: ['--mirror', mirror] })
     expect(daemon.log()).toContain(`mirror on http://${mirror}`)
     const r = cli(['push', `oci-archive:${image.archive}`, '--repo', repo(), '--json', '--to', `docker://${registry.host}/test/debian:esgz`, '--plain-http'])
     if (r.code !== 0) throw new Error(`push failed: ${r.stderr}`)
