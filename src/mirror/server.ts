@@ -65,16 +65,20 @@ export class MirrorServer {
     const { host } = parseAddress(this.opts.address)
     if (!isLoopback(host) && !this.opts.public) throw new MirrorOptionError(`[mirror] address ${this.opts.address} is not loopback: set public = true to serve other hosts (and consider tls_cert/tls_key and credentials)`)
     this.log = components.logger.child({ component: 'mirror' })
-    const getBlock = async (cid: CID, signal?: AbortSignal): Promise<Uint8Array> => {
+    // Every block read through the fetch path, for a request or an image being opened, is bounded.
+    const bounded = (signal?: AbortSignal): AbortSignal => {
       const timeout = AbortSignal.timeout(this.opts.blockTimeoutMs)
       const s = signal != null ? AbortSignal.any([signal, timeout]) : timeout
       setMaxListeners(Infinity, s)
-      const bytes = await collectBlock(components.blocks.get(cid, { signal: s }))
+      return s
+    }
+    const getBlock = async (cid: CID, signal?: AbortSignal): Promise<Uint8Array> => {
+      const bytes = await collectBlock(components.blocks.get(cid, { signal: bounded(signal) }))
       verifyBlock(cid, bytes)
       return bytes
     }
     this.registry = new RegistryApi({
-      views: new ImageViews({ get: (cid, o) => components.blocks.get(cid, { ...o, signal: o?.signal ?? AbortSignal.timeout(this.opts.blockTimeoutMs) }) }, { maxEntries: this.opts.openImages, openTimeoutMs: this.opts.openTimeoutMs }),
+      views: new ImageViews({ get: (cid, o) => components.blocks.get(cid, { ...o, signal: bounded(o?.signal) }) }, { maxEntries: this.opts.openImages, openTimeoutMs: this.opts.openTimeoutMs }),
       index: components.index,
       hasLocal: async (cid) => await components.localBlockstore.has(cid),
       getBlock,
