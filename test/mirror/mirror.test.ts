@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { CarReader } from '@ipld/car/reader'
 import { CID } from 'multiformats/cid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { collectBlock, IndexStore, UnixfsFileReader, verifyBlock, walkDag, type BlockGetter } from '../../src/ipfs/index.js'
+import { collectBlock, IndexStore, openRepo, UnixfsFileReader, verifyBlock, walkDag, type BlockGetter } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { credentialLine, MirrorOptionError, MirrorServer } from '../../src/mirror/index.js'
 import { MediaType, openOciLayout, resolveImages, type Descriptor, type Index } from '../../src/oci/index.js'
@@ -274,6 +274,22 @@ describe('mirror: registry API and trustless gateway over a repo', () => {
       // past the end: as dag-scope=block
       const outside = await carBlocks(`${base}/ipfs/${layerCid.toString()}?format=car&entity-bytes=${src.length + 10}:*`)
       expect(outside.blocks).toHaveLength(1)
+    })
+
+    it('is the last stage of another node\'s fetch path ([ipfs] gateways): that node reads a layer from it, every block checked', async () => {
+      const { mkdir } = await import('node:fs/promises')
+      await mkdir(join(fx.dir, 'c'), { recursive: true })
+      const c = await openRepo({ logger }, { repo: join(fx.dir, 'c'), gateways: [base] })
+      try {
+        const layer = layers.reduce((a, b) => (a.size > b.size ? a : b))
+        const cid = fx.repo.index.digests.get(layer.digest) as CID
+        const reader = await UnixfsFileReader.open(cid, async (x) => await collectBlock(c.node.blocks.get(x)))
+        const bytes = await reader.read(0, reader.size)
+        expect(sha256(bytes)).toBe(layer.digest)
+        expect(c.node.fetchStats().gatewayBlocks).toBeGreaterThan(1)
+      } finally {
+        await c.close()
+      }
     })
 
     it('a CAR whose DAG lacks a block is cut short (a transfer error), never a complete-looking CAR', async () => {
