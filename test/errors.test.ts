@@ -10,6 +10,7 @@ import * as estargz from '../src/estargz/errors.js'
 import * as fs from '../src/fs/errors.js'
 import * as fusemgr from '../src/fusemgr/errors.js'
 import * as ipfs from '../src/ipfs/errors.js'
+import * as mirror from '../src/mirror/errors.js'
 import * as oci from '../src/oci/errors.js'
 import * as optimize from '../src/optimize/errors.js'
 import * as prefetchRecord from '../src/prefetch-record/errors.js'
@@ -32,13 +33,14 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/daemon/errors.ts': daemon,
   'src/prefetch-record/errors.ts': prefetchRecord,
   'src/optimize/errors.ts': optimize,
+  'src/mirror/errors.ts': mirror,
   'src/cli/errors.ts': cli
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
 const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError, snapshotter.SnapshotterError,
   containerd.ContainerdError, containerd.ContainerdCallError,
-  fusemgr.FusemgrError, fusemgr.CallRefusedError, daemon.DaemonError, cli.CliError, prefetchRecord.PrefetchRecordError, optimize.OptimizeError])
+  fusemgr.FusemgrError, fusemgr.CallRefusedError, daemon.DaemonError, cli.CliError, prefetchRecord.PrefetchRecordError, optimize.OptimizeError, mirror.MirrorError])
 
 describe('IpfsEstargzError', () => {
   it('takes code from the class\'s static code and name from the class', () => {

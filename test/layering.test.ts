@@ -27,6 +27,7 @@ const RANKS: Record<string, { rank: number, why: string }> = {
   optimize: { rank: 7, why: 'workload-optimized images: runs the workload over fs\'s mounts, rebuilds the layers with convert' },
   containerd: { rank: 7, why: 'containerd\'s client and the pull into it (wire, oci)' },
   snapshotter: { rank: 7, why: 'the Snapshots service; lazy layers through the mounter it is given (wire, fs)' },
+  mirror: { rank: 7, why: 'mirror mode\'s HTTP listener: the registry read API and a trustless gateway over the repo (ipfs, oci)' },
   daemon: { rank: 8, why: 'puts the node, the snapshotter, the FUSE manager and the control API into one process' },
   cli: { rank: 9, why: 'the commands: parse, call the modules, print; nothing imports it' }
 }
@@ -48,6 +49,7 @@ const ALLOWED: Array<{ from: string, to: string, why: string }> = [
   // The FUSE manager process lives as long as the lazy mounts: it loads no Helia.
   { from: 'cli/commands/fuse-manager.ts', to: 'daemon/config.ts', why: 'the FUSE manager takes its defaults from the daemon\'s configuration' },
   { from: 'daemon/config.ts', to: 'prefetch-record/defaults.ts', why: 'learned prefetch\'s defaults (the configuration is loaded in the FUSE manager): not its libp2p protocol' },
+  { from: 'daemon/config.ts', to: 'mirror/defaults.ts', why: 'the mirror\'s defaults (the configuration is loaded in the FUSE manager): not its server' },
   { from: 'daemon/config.ts', to: 'source/readahead.ts', why: 'the read-ahead default (the configuration is loaded in the FUSE manager)' },
   { from: 'fusemgr/manager.ts', to: 'source/readahead.ts', why: 'the FUSE manager\'s mounts read through a read-ahead window' },
   { from: 'optimize/sandbox-run.ts', to: 'source/file.ts', why: 'the sandbox\'s child process serves local layer files through FUSE and loads no IPFS code' },

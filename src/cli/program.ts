@@ -28,7 +28,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   daemon: async () => (await import('./commands/daemon.js')).daemonCommand(runCli),
   'fuse-manager': async () => (await import('./commands/fuse-manager.js')).fuseManagerCommand(),
   id: async () => (await import('./commands/daemon.js')).idCommand(),
-  'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand()
+  'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand(),
+  tag: async () => (await import('./commands/mirror.js')).tagCommand(),
+  mirror: async () => (await import('./commands/mirror.js')).mirrorCommand()
 }
 
 export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { IpfsPublisher, LayoutPublisher, type BlobPublisher, type ConversionResult, type ConvertedLayer, type ConvertProgress } from '../convert/index.js'
 import type { Logger, LogLevel } from '../logging.js'
 import {
-  imageFromReader, openImageReader, openOciLayout, parseImageReference, parsePlatform, pushImage, resolveImages,
+  imageFromReader, openImageReader, openOciLayout, parseImageReference, parsePlatform, pushImage, registryCopy, resolveImages,
   type ImageReader, type Platform, type RegistryClientOptions
 } from '../oci/index.js'
 import { cancelOn } from './context.js'
@@ -99,11 +99,14 @@ export async function convertAndPublish<T> (sourceRef: string, flags: PublishFla
     const { conversion: result, extra } = await steps.convert({ source, publishers, platform, tmpDir: tmp, signal: ac.signal, logger, onProgress: progress.onProgress })
     progress.stop()
     await steps.afterConvert?.(extra)
+    let pushedDigest: string | undefined
     if (target?.transport === 'docker' && layoutDir != null) {
       const converted = await openOciLayout(layoutDir)
       try {
         const r = await resolveImages(converted, { signal: ac.signal })
-        await pushImage(target, imageFromReader(converted, r), { ...registryOptions(flags), signal: ac.signal, logger })
+        // Registries refuse ipfs:// URLs: their copy carries the CIDs as annotations instead,
+        // so its manifests (and the root digest) differ from the IPFS copy's (docs/mirror.md).
+        pushedDigest = (await pushImage(target, registryCopy(imageFromReader(converted, r)), { ...registryOptions(flags), signal: ac.signal, logger })).digest
       } finally {
         await converted.close()
       }
@@ -115,6 +118,7 @@ export async function convertAndPublish<T> (sourceRef: string, flags: PublishFla
         descriptor: image?.descriptor.toString(),
         rootDigest: result.root.digest,
         mediaType: result.root.mediaType,
+        ...(pushedDigest != null ? { registryDigest: pushedDigest } : {}),
         ...steps.json?.top?.(extra),
         images: result.images.map(i => ({
           platform: i.platform,

@@ -3,6 +3,7 @@ import { parse as parseToml } from 'smol-toml'
 import { DEFAULTS as FS_DEFAULTS } from '../fs/index.js'
 import { CLIENT_DEFAULTS as FUSE_MANAGER_CLIENT_DEFAULTS } from '../fusemgr/index.js'
 import { PREFETCH_DEFAULTS, PROTOCOL_DEFAULTS, RECORD_DEFAULTS, RECORDER_DEFAULTS } from '../prefetch-record/defaults.js'
+import { DEFAULTS as MIRROR_DEFAULTS } from '../mirror/defaults.js'
 import { DEFAULTS as READAHEAD_DEFAULTS } from '../source/readahead.js'
 import { ConfigError } from './errors.js'
 
@@ -95,6 +96,35 @@ export const DEFAULTS = {
     askTimeoutSec: PROTOCOL_DEFAULTS.askTimeoutMs / 1000,
     /** Pieces of a record prefetched at once (each at most 1 MiB), always behind on-demand reads. */
     concurrency: PREFETCH_DEFAULTS.concurrency
+  },
+  mirror: {
+    /**
+     * Mirror mode (docs/mirror.md): serve the repo's images over the OCI Distribution read API
+     * and its blocks as a trustless gateway, on an HTTP listener (`daemon --mirror` sets it too).
+     */
+    enable: false,
+    /** HOST:PORT to listen on; a non-loopback address needs `public = true`. */
+    address: MIRROR_DEFAULTS.address as string,
+    /** Allow a non-loopback address (then consider TLS and credentials). */
+    public: MIRROR_DEFAULTS.public as boolean,
+    /** PEM certificate and key files; both set: HTTPS only. */
+    tlsCert: '',
+    tlsKey: '',
+    /** File of `USER:$scrypt$SALT$KEY` lines (`ipfs-estargz mirror passwd USER`); set: basic auth on every request. */
+    credentials: '',
+    /** Requests served at once; more are answered 429 at once. */
+    maxStreams: MIRROR_DEFAULTS.maxStreams as number,
+    /** Open connections at most. */
+    maxConnections: MIRROR_DEFAULTS.maxConnections as number,
+    /** Seconds to receive a request's headers, and the whole request. */
+    headersTimeoutSec: MIRROR_DEFAULTS.headersTimeoutMs / 1000,
+    requestTimeoutSec: MIRROR_DEFAULTS.requestTimeoutMs / 1000,
+    /** Seconds a connection may carry no traffic (a stalled client is cut). */
+    idleTimeoutSec: MIRROR_DEFAULTS.idleTimeoutMs / 1000,
+    /** Seconds an idle keep-alive connection is kept. */
+    keepAliveTimeoutSec: MIRROR_DEFAULTS.keepAliveTimeoutMs / 1000,
+    /** Seconds one block may take through the fetch path while the registry API streams a blob. */
+    blockTimeoutSec: MIRROR_DEFAULTS.blockTimeoutMs / 1000
   },
   snapshotter: {
     /** Start even when a remote snapshot cannot be mounted again (it answers Unavailable). */

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ChunkCache, LayerMounter, MountManager, type RemoteLayerMounter, type WarmLayer } from '../fs/index.js'
 import { openRepo, type OpenRepo } from '../ipfs/index.js'
+import { MirrorServer } from '../mirror/index.js'
 import { LearnedPrefetch } from '../prefetch-record/index.js'
 import type { Logger } from '../logging.js'
 import { PRIVATE, usePrivateUmask } from '../private-files.js'
@@ -54,6 +55,7 @@ export class Daemon {
   private control?: ControlServer
   private blobs?: BlobReader
   private learned?: LearnedPrefetch
+  private mirror?: MirrorServer
   private managerClient?: FuseManagerClient
   private supervisor?: NodeJS.Timeout
   private redial?: NodeJS.Timeout
@@ -63,6 +65,11 @@ export class Daemon {
 
   get openRepo (): OpenRepo | undefined {
     return this.repo
+  }
+
+  /** The mirror's listener (its `url`), with `[mirror] enable`. */
+  get mirrorServer (): MirrorServer | undefined {
+    return this.mirror
   }
 
   /** Learned prefetch (its `stats()`), unless `[prefetch] enable = false`. */
@@ -139,7 +146,11 @@ export class Daemon {
       this.server = new SnapshotterServer({ snapshotter, logger }, { address: config.address })
       await this.server.start()
       if (this.managerClient != null) this.superviseFuseManager(snapshotter)
-      logger.info({ root: config.root, address: config.address, api: apiAddressFor(config), fuseManager: config.fuseManager.enable ? fuseManagerAddressFor(config) : false, peerId: node.peerId.toString(), listen: node.multiaddrs().map(String) }, 'daemon started')
+      if (config.mirror.enable) {
+        this.mirror = new MirrorServer({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, index }, mirrorOptions(config))
+        await this.mirror.start()
+      }
+      logger.info({ root: config.root, address: config.address, api: apiAddressFor(config), fuseManager: config.fuseManager.enable ? fuseManagerAddressFor(config) : false, mirror: this.mirror?.url ?? false, peerId: node.peerId.toString(), listen: node.multiaddrs().map(String) }, 'daemon started')
     } catch (err) {
       await this.stop()
       throw err
@@ -220,6 +231,7 @@ export class Daemon {
       if (this.redial != null) clearInterval(this.redial)
       if (this.supervisor != null) clearInterval(this.supervisor)
       const steps: Array<[string, () => Promise<void> | undefined]> = [
+        ['mirror', () => this.mirror?.stop()],
         ['snapshotter', () => this.server?.stop()],
         ['control API', () => this.control?.stop()],
         ['blob API', () => this.blobs?.close()],
@@ -237,5 +249,24 @@ export class Daemon {
       }
     })()
     await this.stopping
+  }
+}
+
+/** The mirror listener's options from `[mirror]` (seconds to ms). */
+export function mirrorOptions (config: DaemonConfig): ConstructorParameters<typeof MirrorServer>[1] {
+  const m = config.mirror
+  return {
+    address: m.address,
+    public: m.public,
+    tlsCert: m.tlsCert,
+    tlsKey: m.tlsKey,
+    credentials: m.credentials,
+    maxStreams: m.maxStreams,
+    maxConnections: m.maxConnections,
+    headersTimeoutMs: m.headersTimeoutSec * 1000,
+    requestTimeoutMs: m.requestTimeoutSec * 1000,
+    idleTimeoutMs: m.idleTimeoutSec * 1000,
+    keepAliveTimeoutMs: m.keepAliveTimeoutSec * 1000,
+    blockTimeoutMs: m.blockTimeoutSec * 1000
   }
 }

@@ -13,7 +13,7 @@ export interface RemoteLayerRef {
   /** TOC digest to verify against, when the labels carry one */
   tocDigest?: string
   /** how the CID was found */
-  via: 'urls' | 'digest-index' | 'stored'
+  via: 'urls' | 'annotation' | 'digest-index' | 'stored'
 }
 
 /** Handle of one lazy mount. */

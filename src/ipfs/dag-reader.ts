@@ -37,7 +37,7 @@ export function verifyBlock (cid: CID, bytes: Uint8Array): void {
 }
 
 /** A decoded UnixFS file node: inline data first, then children covering `sizes` bytes each. */
-interface FileNode {
+export interface FileNode {
   data: Uint8Array
   children: CID[]
   sizes: number[]

@@ -104,3 +104,11 @@ export function spaceErrno (err: unknown): string | undefined {
   const text = typeof e?.message === 'string' ? e.message : String(err)
   return SPACE_ERRNOS.find(c => text.includes(c))
 }
+
+/** A tag names an image root that is not listed in the repo (push or import it first). */
+export class ImageNotListedError extends IpfsError {
+  static readonly code = 'ERR_IMAGE_NOT_LISTED'
+  constructor (readonly root: string, options?: ErrorOptions) {
+    super(`image ${root} is not listed in this repo (push or import it first; \`image ls\` shows the listed ones)`, options)
+  }
+}

@@ -1,6 +1,6 @@
 import { CID } from 'multiformats/cid'
 import {
-  MalformedManifestError, collectBlob, parseIndex, verifyStream, type Descriptor, type ImageReader, REF_NAME_ANNOTATION
+  IPFS_CID_ANNOTATION, MalformedManifestError, collectBlob, parseIndex, verifyStream, type Descriptor, type ImageReader, REF_NAME_ANNOTATION
 } from '../oci/index.js'
 import { collectBlock, UnixfsFileReader, type BlockGetter } from './dag-reader.js'
 import { isPlainDirectory, resolveBlob, resolvePath, unixfsOf } from './directory.js'
@@ -17,12 +17,19 @@ export function parseIpfsRef (ref: string): CID {
   }
 }
 
-/** The CID in a descriptor's `urls` (`ipfs://<cid>`), if any. */
+/**
+ * The CID a descriptor names: in its `urls` (`ipfs://<cid>`, the IPFS copy), else in its CID
+ * annotation (the registry copy, see `registryCopy`), if any.
+ */
 export function cidOfDescriptor (desc: Descriptor): CID | undefined {
   for (const u of desc.urls ?? []) {
     if (u.startsWith('ipfs://')) {
       try { return CID.parse(u.slice('ipfs://'.length)) } catch { /* not ours */ }
     }
+  }
+  const annotated = desc.annotations?.[IPFS_CID_ANNOTATION]
+  if (annotated != null) {
+    try { return CID.parse(annotated) } catch { /* not a CID */ }
   }
   return undefined
 }

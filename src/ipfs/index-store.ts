@@ -6,7 +6,7 @@ import { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
 import { PRIVATE } from '../private-files.js'
 import { collectBlock } from './dag-reader.js'
-import { IncompleteImageError, InvalidOptionError, NoSpaceError, spaceErrno } from './errors.js'
+import { ImageNotListedError, IncompleteImageError, InvalidOptionError, NoSpaceError, spaceErrno } from './errors.js'
 import { walkDag } from './walk.js'
 
 /** Index store defaults, in one place. */
@@ -29,6 +29,8 @@ export interface ImageRecord {
   size?: number
   /** Anything else worth listing (platforms, layer count, ...). */
   meta?: Record<string, string | number | boolean>
+  /** Friendly names (`NAME:TAG`) given with `tag`; filled in by `images.list` and `images.get`. */
+  tags?: string[]
 }
 
 /** The parts of the node the store needs. */
@@ -68,6 +70,7 @@ export class IndexStore {
       CREATE TABLE IF NOT EXISTS digests (digest TEXT PRIMARY KEY, cid TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS images (root TEXT PRIMARY KEY, name TEXT NOT NULL, created TEXT NOT NULL, record TEXT NOT NULL);
       CREATE INDEX IF NOT EXISTS images_name ON images (name);
+      CREATE TABLE IF NOT EXISTS tags (name TEXT NOT NULL, tag TEXT NOT NULL, root TEXT NOT NULL, PRIMARY KEY (name, tag));
     `)
   }
 
@@ -121,22 +124,66 @@ export class IndexStore {
       this.log.info({ root: record.root, name: record.name, blocks }, 'image listed')
     },
     list: (): ImageRecord[] => {
-      return (this.db.prepare('SELECT record FROM images ORDER BY created, name').all() as Array<{ record: string }>).map(r => JSON.parse(r.record) as ImageRecord)
+      return (this.db.prepare('SELECT record FROM images ORDER BY created, name').all() as Array<{ record: string }>).map(r => this.withTags(JSON.parse(r.record) as ImageRecord))
     },
     get: (root: string): ImageRecord | undefined => {
       const row = this.db.prepare('SELECT record FROM images WHERE root = ?').get(root) as { record: string } | undefined
-      return row == null ? undefined : JSON.parse(row.record) as ImageRecord
+      return row == null ? undefined : this.withTags(JSON.parse(row.record) as ImageRecord)
     },
     /** Unlists an image, then unpins it (blocks go at the next GC). Returns false when unknown. */
     remove: async (root: string): Promise<boolean> => {
       const cid = CID.parse(root)
-      const removed = this.db.prepare('DELETE FROM images WHERE root = ?').run(root).changes > 0
+      const removed = this.db.transaction(() => {
+        this.db.prepare('DELETE FROM tags WHERE root = ?').run(root)
+        return this.db.prepare('DELETE FROM images WHERE root = ?').run(root).changes > 0
+      })()
       if (await this.components.pins.isPinned(cid)) {
         for await (const _ of this.components.pins.rm(cid)) { /* walk */ }
       }
       if (removed) this.log.info({ root }, 'image removed')
       return removed
     }
+  }
+
+  /**
+   * Friendly names of listed images (`NAME:TAG` → root CID), what the mirror's registry API
+   * serves as `/v2/NAME/manifests/TAG`. A name is checked by the caller (OCI name and tag rules);
+   * a tag names one image, and moving it is one update.
+   */
+  readonly tags = {
+    /** Points `name:tag` at a listed image (ImageNotListedError otherwise). */
+    set: (name: string, tag: string, root: string): void => {
+      if (this.images.get(root) == null) throw new ImageNotListedError(root)
+      try {
+        this.db.prepare('INSERT OR REPLACE INTO tags (name, tag, root) VALUES (?, ?, ?)').run(name, tag, root)
+      } catch (err) {
+        const errno = spaceErrno(err)
+        throw errno != null ? new NoSpaceError(this.path, errno) : err
+      }
+    },
+    get: (name: string, tag: string): string | undefined => {
+      const row = this.db.prepare('SELECT root FROM tags WHERE name = ? AND tag = ?').get(name, tag) as { root: string } | undefined
+      return row?.root
+    },
+    delete: (name: string, tag: string): boolean => {
+      return this.db.prepare('DELETE FROM tags WHERE name = ? AND tag = ?').run(name, tag).changes > 0
+    },
+    /** Whether any tag has this name (a registry tells an unknown name from an unknown tag). */
+    hasName: (name: string): boolean => {
+      return this.db.prepare('SELECT 1 FROM tags WHERE name = ? LIMIT 1').get(name) != null
+    },
+    /** The distinct images the tags of `name` point at. */
+    rootsOf: (name: string): string[] => {
+      return (this.db.prepare('SELECT DISTINCT root FROM tags WHERE name = ? ORDER BY root').all(name) as Array<{ root: string }>).map(r => r.root)
+    },
+    list: (): Array<{ name: string, tag: string, root: string }> => {
+      return this.db.prepare('SELECT name, tag, root FROM tags ORDER BY name, tag').all() as Array<{ name: string, tag: string, root: string }>
+    }
+  }
+
+  private withTags (record: ImageRecord): ImageRecord {
+    const tags = (this.db.prepare('SELECT name, tag FROM tags WHERE root = ? ORDER BY name, tag').all(record.root) as Array<{ name: string, tag: string }>).map(t => `${t.name}:${t.tag}`)
+    return tags.length > 0 ? { ...record, tags } : record
   }
 
   private putDigests (mappings: DigestMapping[]): void {

@@ -13,5 +13,5 @@ export { publishLayout, resolvePath, resolveBlob, unixfsOf, type LayoutInput } f
 export { openRepo, type OpenRepo } from './open-repo.js'
 export { IpfsImageReader, parseIpfsRef, cidOfDescriptor } from './image-reader.js'
 export { IndexStore, type ImageRecord, type DigestMapping, type IndexStoreComponents } from './index-store.js'
-export { UnixfsFileReader, collectBlock, verifyBlock, type BlockGetter } from './dag-reader.js'
+export { UnixfsFileReader, collectBlock, verifyBlock, decodeFileNode, type BlockGetter, type FileNode } from './dag-reader.js'
 export { walkDag } from './walk.js'

@@ -5,7 +5,7 @@
 export * from './errors.js'
 export * from './media-types.js'
 export type * from './types.js'
-export { REF_NAME_ANNOTATION } from './types.js'
+export { REF_NAME_ANNOTATION, IPFS_CID_ANNOTATION } from './types.js'
 export { parseDigest, isDigest, digestOf, Digester, verifyStream, verifyBytes, type ParsedDigest } from './digest.js'
 export { parsePlatform, formatPlatform, platformMatches, normalizePlatform, hostPlatform } from './platform.js'
 export { parseManifest, parseIndex, parseConfig, configPlatform, checkDescriptor } from './validate.js'
@@ -22,3 +22,4 @@ export { Repository, DEFAULTS as REPOSITORY_DEFAULTS, type FetchedManifest } fro
 export { RegistryImageReader } from './registry/image-reader.js'
 export { pushImage, imageFromReader, DEFAULTS as PUSH_DEFAULTS, type PushBlob, type PushManifest, type PushImage, type PushOptions, type PushResult } from './registry/push.js'
 export { parseChallenge, loadDockerCredentials, dockerConfigPath, type Credentials, type Challenge } from './registry/auth.js'
+export { registryCopy, cidUrlsToAnnotation } from './registry/cid-annotations.js'

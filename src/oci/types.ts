@@ -105,3 +105,11 @@ export interface ImageConfig {
 
 /** Annotation carrying the tag of an entry in an OCI layout's index.json. */
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name'
+
+/**
+ * Annotation carrying a blob's CID (`bafy…`) on its descriptor where `ipfs://` URLs cannot go:
+ * the copy of an image pushed to a registry, which refuses descriptors whose `urls` are not
+ * http(s). Under containerd's `containerd.io/snapshot/` prefix, so containerd passes it on to
+ * the snapshotter of a layer it unpacks.
+ */
+export const IPFS_CID_ANNOTATION = 'containerd.io/snapshot/ipfs-estargz/cid'

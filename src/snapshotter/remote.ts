@@ -28,7 +28,8 @@ export function newRemoteMetrics (): RemoteMetrics {
 
 /**
  * Finds the IPFS layer a Prepare's labels name: first `ipfs://<cid>` in the urls label, else the
- * layer digest through the digest→CID index (plain CRI sends no urls label).
+ * CID annotation of a registry copy (inherited from the layer descriptor), else the layer digest
+ * through the digest→CID index (plain CRI sends no urls label).
  */
 export async function resolveRemoteLayer (labels: Labels, resolveDigest?: DigestResolver): Promise<RemoteLayerRef | undefined> {
   const digest = labels[LABELS.criLayerDigest] ?? labels[LABELS.stargzDigest]
@@ -40,6 +41,8 @@ export async function resolveRemoteLayer (labels: Labels, resolveDigest?: Digest
     const m = /^ipfs:\/\/([A-Za-z0-9]+)\/?$/.exec(url.trim())
     if (m?.[1] != null) return { cid: m[1], ...extra, via: 'urls' }
   }
+  const annotated = labels[LABELS.annotatedCid]
+  if (annotated != null && /^[A-Za-z0-9]+$/.test(annotated)) return { cid: annotated, ...extra, via: 'annotation' }
   if (digest != null && resolveDigest != null) {
     const cid = await resolveDigest(digest)
     if (cid != null && cid !== '') return { cid, ...extra, via: 'digest-index' }

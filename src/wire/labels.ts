@@ -36,6 +36,11 @@ export const LABELS = {
   /** layer digest, sent by ctr-remote / nerdctl style handlers */
   stargzDigest: 'containerd.io/snapshot/remote/stargz.digest',
   stargzLayers: 'containerd.io/snapshot/remote/stargz.layers',
+  /**
+   * ours, inherited: the layer descriptor's CID annotation (oci's IPFS_CID_ANNOTATION, which a
+   * registry copy carries instead of `ipfs://` urls); containerd copies it onto the Prepare
+   */
+  annotatedCid: 'containerd.io/snapshot/ipfs-estargz/cid',
   /** ours: the CID the layer was mounted from, so a restart does not depend on the digest index */
   cid: 'ipfs-estargz/layer.cid',
   /**

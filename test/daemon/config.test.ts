@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DEFAULTS, loadConfig } from '../../src/daemon/config.js'
 import { ConfigError } from '../../src/daemon/errors.js'
 import { DEFAULT_API_ADDRESS } from '../../src/daemon/control.js'
-import { apiAddressFor } from '../../src/daemon/daemon.js'
+import { apiAddressFor, mirrorOptions } from '../../src/daemon/daemon.js'
 
 describe('daemon configuration', () => {
   let dir: string
@@ -26,6 +26,13 @@ describe('daemon configuration', () => {
     expect(c.ipfs.peers).toEqual(['/ip4/127.0.0.1/tcp/1/p2p/x'])
     expect(c.ipfs.gateways).toEqual(['https://gw.example'])
     expect(c.address).toBe(DEFAULTS.address)
+  })
+
+  it('[mirror]: off and on loopback by default; its settings become the listener\'s options in ms', async () => {
+    expect(DEFAULTS.mirror).toMatchObject({ enable: false, address: '127.0.0.1:5380', public: false, credentials: '' })
+    const c = await loadConfig(await file('[mirror]\nenable = true\naddress = "0.0.0.0:5000"\npublic = true\ncredentials = "/etc/ipfs-estargz/mirror.users"\nidle_timeout_sec = 20\nmax_streams = 8\n'))
+    expect(mirrorOptions(c)).toMatchObject({ address: '0.0.0.0:5000', public: true, credentials: '/etc/ipfs-estargz/mirror.users', idleTimeoutMs: 20_000, maxStreams: 8, headersTimeoutMs: 10_000 })
+    await expect(loadConfig(await file('[mirror]\nport = 5000\n'))).rejects.toThrow(ConfigError)
   })
 
   it('the CLI looks for a daemon without a named repo where a daemon with the default addresses listens', () => {

@@ -73,3 +73,40 @@ describe('IndexStore', () => {
     }
   })
 })
+
+describe('IndexStore tags', () => {
+  it('names listed images only, moves a tag with one update, lists tags with the image, drops them with it, persistently', async () => {
+    const repo = await repos.dir()
+    const node = await repos.node({ repo })
+    const open = (): IndexStore => IndexStore.open(repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger: silentLogger() })
+    let store = open()
+    const get = async (c: CID): Promise<Uint8Array> => await collectBlock(node.localBlockstore.get(c))
+    const image = async (n: number): Promise<string> => {
+      const blob = random(100 + n)
+      const { cid } = await importBytes(node.helia.blockstore, blob)
+      const root = (await publishLayout(node.helia.blockstore, get, { ociLayout: Buffer.from('{}'), index: Buffer.from(`{"n":${n}}`), blobs: [{ digest: sha256(blob), cid }] })).cid.toString()
+      await store.images.add({ root, name: `img${n}`, created: new Date(n).toISOString() })
+      return root
+    }
+    const a = await image(1)
+    const b = await image(2)
+    expect(() => { store.tags.set('team/app', '1', 'bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy') }).toThrow(expect.objectContaining({ code: 'ERR_IMAGE_NOT_LISTED' }))
+    store.tags.set('team/app', '1', a)
+    store.tags.set('team/app', 'latest', a)
+    expect(store.tags.get('team/app', '1')).toBe(a)
+    expect(store.tags.hasName('team/app')).toBe(true)
+    expect(store.tags.hasName('team')).toBe(false)
+    expect(store.images.get(a)?.tags).toEqual(['team/app:1', 'team/app:latest'])
+    store.tags.set('team/app', 'latest', b) // moved
+    expect(store.tags.rootsOf('team/app').sort()).toEqual([a, b].sort())
+    expect(store.images.list().map(i => i.tags)).toEqual([['team/app:1'], ['team/app:latest']])
+    store.close()
+    store = open()
+    expect(store.tags.get('team/app', 'latest')).toBe(b)
+    await store.images.remove(b)
+    expect(store.tags.get('team/app', 'latest')).toBeUndefined()
+    expect(store.tags.delete('team/app', '1')).toBe(true)
+    expect(store.tags.hasName('team/app')).toBe(false)
+    store.close()
+  })
+})

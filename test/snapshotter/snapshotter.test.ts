@@ -146,6 +146,13 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
     expect(h.snapshotter.metrics.fallbacks['no-remote-layer']).toBe(1)
   })
 
+  it('mounts by the CID annotation a registry copy\'s layer descriptor passes on, without the digest index', async () => {
+    h = await startHarness(dir, new TmpfsMounter(), {}, {})
+    const labels: Labels = { [LABELS.snapshotRef]: 'sha256:a1', [LABELS.criLayerDigest]: 'sha256:notindexed', [LABELS.annotatedCid]: 'bafyannotated' }
+    expect(await codeOf(h.client.prepare('extract-ann', '', labels))).toBe(status.ALREADY_EXISTS)
+    expect((await h.client.stat('sha256:a1')).labels[LABELS.cid]).toBe('bafyannotated')
+  })
+
   it('falls back to a normal active snapshot when the mounter fails, and says why', async () => {
     const mounter = new TmpfsMounter()
     mounter.failCids.add('bafybroken')

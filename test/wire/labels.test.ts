@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { LABELS, MAX_LABEL_SIZE, REMOTE_LABEL_VALUE, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from '../../src/wire/labels.js'
-import { MediaType } from '../../src/oci/index.js'
+import { IPFS_CID_ANNOTATION, MediaType } from '../../src/oci/index.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 
 const d = (n: number): string => `sha256:${String(n).repeat(64).slice(0, 64)}`
@@ -24,10 +24,13 @@ describe('containerd labels', () => {
       stargzReference: 'containerd.io/snapshot/remote/stargz.reference',
       stargzDigest: 'containerd.io/snapshot/remote/stargz.digest',
       stargzLayers: 'containerd.io/snapshot/remote/stargz.layers',
+      annotatedCid: 'containerd.io/snapshot/ipfs-estargz/cid',
       cid: 'ipfs-estargz/layer.cid',
       fallbackReason: 'ipfs-estargz/fallback-reason'
     })
     expect(REMOTE_LABEL_VALUE).toBe('remote snapshot')
+    // the registry copy's CID annotation, inherited by the snapshot as this label
+    expect(LABELS.annotatedCid).toBe(IPFS_CID_ANNOTATION)
   })
 
   it('numbers child GC labels as containerd SetChildrenMappedLabels does', () => {

@@ -2,6 +2,7 @@ import { Command } from 'commander'
 import { containerdConfigSnippet } from '../../containerd/index.js'
 import { DEFAULTS, Daemon, apiAddressFor, loadConfig, type DaemonConfig } from '../../daemon/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
+import { DEFAULTS as MIRROR_DEFAULTS, hostsToml, parseAddress } from '../../mirror/index.js'
 import type { CommandContext } from '../context.js'
 import { DEFAULTS as CLI_DEFAULTS, collect, logLevelOption } from '../options.js'
 import { printJson, writeStdout } from '../output.js'
@@ -17,6 +18,7 @@ interface DaemonFlags {
   listen: string[]
   peer: string[]
   logLevel?: LogLevel
+  mirror?: string | boolean
 }
 
 export function daemonCommand (runCli: RunCli): Command {
@@ -28,6 +30,7 @@ export function daemonCommand (runCli: RunCli): Command {
     .option('--api-address <sock>', 'control socket the CLI uses (default: api.sock next to --address)')
     .option('--listen <multiaddr>', 'listen for peers on this multiaddr (repeatable)', collect, [])
     .option('--peer <multiaddr>', 'peer to keep connected (repeatable)', collect, [])
+    .option('--mirror [host:port]', `mirror mode: serve the registry API and trustless gateway over HTTP (default ${MIRROR_DEFAULTS.address}, or [mirror] address)`)
     .addOption(logLevelOption({ service: true })) // default: the configuration's
     .action(async (flags: DaemonFlags) => {
       const config: DaemonConfig = await loadConfig(flags.config)
@@ -37,13 +40,18 @@ export function daemonCommand (runCli: RunCli): Command {
       if (flags.listen.length > 0) config.ipfs.listen = flags.listen
       if (flags.peer.length > 0) config.ipfs.peers = flags.peer
       if (flags.logLevel != null) config.logLevel = flags.logLevel
+      if (flags.mirror != null && flags.mirror !== false) {
+        config.mirror.enable = true
+        if (typeof flags.mirror === 'string') config.mirror.address = flags.mirror
+      }
       const logger = createLogger(config.logLevel as LogLevel)
       const d = new Daemon({
         logger,
         runCommand: async (argv, io) => await runCli(argv, { stdout: io.stdout, stderr: io.stderr, repo: io.repo, signal: io.signal, ...(io.warmLayers != null ? { warmLayers: io.warmLayers } : {}) })
       }, config)
       await d.start()
-      process.stderr.write(`ipfs-estargz daemon: snapshotter on ${config.address}, control API on ${apiAddressFor(config)}, repo ${config.root}\n`)
+      const mirror = d.mirrorServer != null ? `, mirror on ${d.mirrorServer.url}` : ''
+      process.stderr.write(`ipfs-estargz daemon: snapshotter on ${config.address}, control API on ${apiAddressFor(config)}${mirror}, repo ${config.root}\n`)
       await new Promise<void>(resolve => {
         process.once('SIGTERM', resolve)
         process.once('SIGINT', resolve)
@@ -70,10 +78,19 @@ export function idCommand (): Command {
 
 export function containerdConfigCommand (): Command {
   return new Command('containerd-config')
-    .description('print the containerd configuration snippet that registers ipfs-estargz as a proxy snapshotter')
-    .option('--address <sock>', 'snapshotter socket', DEFAULTS.address)
+    .description('print the containerd configuration snippet that registers ipfs-estargz as a proxy snapshotter, or with --mirror the hosts.toml that pulls through the node\'s mirror')
+    .option('--address <sock|host:port>', `snapshotter socket (default ${DEFAULTS.address}); with --mirror the mirror's HOST:PORT (default ${MIRROR_DEFAULTS.address})`)
     .option('--no-cri', 'leave out the Kubernetes (CRI) settings')
-    .action(async (flags: { address: string, cri: boolean }) => {
-      await writeStdout(containerdConfigSnippet({ address: flags.address, cri: flags.cri }))
+    .option('--mirror', 'print the hosts.toml that makes containerd pull through the mirror (plain HTTP)')
+    .option('--https', 'with --mirror: the mirror serves HTTPS ([mirror] tls_cert)')
+    .option('--upstream <registry>', 'with --mirror: the registry the mirror stands in front of (docker.io, ghcr.io, …): containerd falls back to it on a 404')
+    .action(async (flags: { address?: string, cri: boolean, mirror?: boolean, https?: boolean, upstream?: string }) => {
+      if (flags.mirror === true) {
+        const address = flags.address ?? MIRROR_DEFAULTS.address
+        parseAddress(address) // a clear error for anything but HOST:PORT
+        await writeStdout(hostsToml({ mirror: `${flags.https === true ? 'https' : 'http'}://${address}`, upstream: flags.upstream }))
+        return
+      }
+      await writeStdout(containerdConfigSnippet({ address: flags.address ?? DEFAULTS.address, cri: flags.cri }))
     })
 }

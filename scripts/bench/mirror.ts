@@ -1,0 +1,93 @@
+/**
+ * Mirror benchmark on the Debian+python3 fixture image, on loopback:
+ *   - blob download: the largest layer with curl from the mirror (a daemon with `--mirror`) and
+ *     from Debian's docker-registry holding the same blob (pushed with `push --to docker://`);
+ *   - pull + run with stock containerd (its overlayfs snapshotter, a fresh containerd per run):
+ *     `ctr image pull` through the mirror (hosts.toml of `containerd-config --mirror`) vs from
+ *     the registry, then `ctr run … python3 -c 'print(6*7)'`.
+ * Prints one table of medians. Goals: mirror blob throughput ≥ 1.0× the registry's; pull + run
+ * through the mirror ≤ 1.0× the registry's time.
+ *
+ * usage: npx tsx scripts/bench/mirror.ts [--runs 3]   (npm run bench:mirror builds first; root)
+ */
+import '../../src/polyfill.js'
+import { spawnSync } from 'node:child_process'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { startContainerd } from '../fixtures/containerd.js'
+import { startDaemon } from '../fixtures/daemon.js'
+import { debianPythonImage } from '../fixtures/debian-image.js'
+import { freePort, startRegistry } from '../fixtures/registry.js'
+import { cliPath } from '../fixtures/tools.js'
+
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' } } })
+const runs = Number(values.runs)
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+function cli (args: string[]): string {
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
+  if (r.status !== 0) throw new Error(`ipfs-estargz ${args.join(' ')} failed: ${r.stderr}`)
+  return r.stdout
+}
+
+/** MB/s of one download with curl (a separate process: the client's work is not ours). */
+function curl (url: string): number {
+  const r = spawnSync('curl', ['-sf', '-o', '/dev/null', '-w', '%{speed_download}', url], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`curl ${url} failed`)
+  return Number(r.stdout) / 1e6
+}
+
+const image = await debianPythonImage()
+const dir = await mkdtemp(join(tmpdir(), 'bench-mirror-'))
+const registry = await startRegistry()
+const mirror = `127.0.0.1:${await freePort()}`
+const daemon = await startDaemon({ root: join(dir, 'node'), args: ['--mirror', mirror], logLevel: 'warn' })
+try {
+  const pushed = JSON.parse(cli(['push', `oci-archive:${image.archive}`, '--repo', join(dir, 'node'), '--json', '--to', `docker://${registry.host}/bench/debian:esgz`, '--plain-http'])) as { root: string, images: Array<{ layers: Array<{ digest: string, size: number }> }> }
+  const layer = pushed.images[0].layers.reduce((a, b) => (a.size > b.size ? a : b))
+  const blob = { registry: [] as number[], mirror: [] as number[] }
+  curl(`${registry.url}/v2/bench/debian/blobs/${layer.digest}`) // warm both page caches
+  curl(`http://${mirror}/v2/ipfs/${pushed.root}/blobs/${layer.digest}`)
+  for (let i = 0; i < runs; i++) {
+    blob.registry.push(curl(`${registry.url}/v2/bench/debian/blobs/${layer.digest}`))
+    blob.mirror.push(curl(`http://${mirror}/v2/ipfs/${pushed.root}/blobs/${layer.digest}`))
+  }
+
+  const hostsDir = join(dir, 'certs.d')
+  await mkdir(join(hostsDir, mirror), { recursive: true })
+  await writeFile(join(hostsDir, mirror, 'hosts.toml'), cli(['containerd-config', '--mirror', '--address', mirror]))
+  const pullRun = async (ref: string, pullArgs: string[], n: number): Promise<{ pull: number, run: number }> => {
+    const c = await startContainerd()
+    try {
+      const t0 = process.hrtime.bigint()
+      await c.ctr(['image', 'pull', ...pullArgs, ref], { timeoutMs: 600_000 })
+      const t1 = process.hrtime.bigint()
+      const out = await c.ctr(['run', '--rm', ref, `bench-${n}`, 'python3', '-c', 'print(6*7)'])
+      const t2 = process.hrtime.bigint()
+      if (out.trim() !== '42') throw new Error(`the container said ${out}`)
+      return { pull: Number(t1 - t0) / 1e9, run: Number(t2 - t1) / 1e9 }
+    } finally {
+      await c.stop()
+    }
+  }
+  const times = { registry: [] as Array<{ pull: number, run: number }>, mirror: [] as Array<{ pull: number, run: number }> }
+  for (let i = 0; i < runs; i++) {
+    times.registry.push(await pullRun(`${registry.host}/bench/debian:esgz`, ['--plain-http'], i))
+    times.mirror.push(await pullRun(`${mirror}/ipfs/${pushed.root}:latest`, ['--hosts-dir', hostsDir], i))
+  }
+  const row = (what: string, r: number, m: number, unit: string, digits = 1): string => `| ${what} | ${r.toFixed(digits)} ${unit} | ${m.toFixed(digits)} ${unit} | ${(m / r).toFixed(2)}× |`
+  const total = (xs: Array<{ pull: number, run: number }>): number => median(xs.map(x => x.pull + x.run))
+  console.log(`\nmirror vs docker-registry on loopback, same image, medians of ${runs} (blob: ${(layer.size / 1e6).toFixed(1)} MB layer)\n`)
+  console.log('| | docker-registry | mirror | mirror / registry |')
+  console.log('| --- | --- | --- | --- |')
+  console.log(row('blob download', median(blob.registry), median(blob.mirror), 'MB/s', 0))
+  console.log(row('ctr image pull', median(times.registry.map(x => x.pull)), median(times.mirror.map(x => x.pull)), 's'))
+  console.log(row('ctr run (python3)', median(times.registry.map(x => x.run)), median(times.mirror.map(x => x.run)), 's'))
+  console.log(row('pull + run', total(times.registry), total(times.mirror), 's'))
+} finally {
+  await daemon.stop()
+  await registry.stop()
+  await rm(dir, { recursive: true, force: true })
+}

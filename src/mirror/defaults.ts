@@ -1,0 +1,55 @@
+/**
+ * Kept apart from the server so the daemon's configuration (loaded by the FUSE manager too)
+ * can read them without loading the IPFS code.
+ */
+/** The mirror listener's defaults, in one place (docs/configuration.md, `[mirror]`). */
+export const DEFAULTS = {
+  /** host:port. Loopback unless `public`. */
+  address: '127.0.0.1:5380',
+  /** Listening on a non-loopback address needs this set. */
+  public: false,
+  /** PEM certificate and key files: both set, the listener speaks HTTPS only. */
+  tlsCert: '',
+  tlsKey: '',
+  /** File of `USER:$scrypt$SALT$KEY` lines: set, every request needs HTTP basic auth. */
+  credentials: '',
+  /** Requests answered at once; more are refused with 429 at once. */
+  maxStreams: 64,
+  /** Open connections; more are closed on accept. */
+  maxConnections: 256,
+  /** ms to receive a request's headers. */
+  headersTimeoutMs: 10_000,
+  /** ms to receive a whole request (headers and any body). */
+  requestTimeoutMs: 30_000,
+  /** ms a connection may see no traffic either way (a stalled reader of a blob is cut then). */
+  idleTimeoutMs: 60_000,
+  /** ms an idle keep-alive connection is kept. */
+  keepAliveTimeoutMs: 5_000,
+  /** How often (ms) Node checks the headers and request timeouts. */
+  timeoutCheckIntervalMs: 1_000,
+  /** Bytes of request line and headers, and their count. */
+  maxHeaderBytes: 16 * 1024,
+  maxHeadersCount: 64,
+  /** Requests one keep-alive connection may carry. */
+  maxRequestsPerSocket: 1_000,
+  /** ms one block may take through the fetch path (local, peers, gateways) for the registry API. */
+  blockTimeoutMs: 30_000,
+  /** ms to open an image (its index, manifests, configs) for the registry API. */
+  openTimeoutMs: 60_000,
+  /** Images kept open for the registry API. */
+  openImages: 64,
+  /**
+   * Leaves fetched ahead while a blob streams: a layer of small gzip members is thousands of
+   * small leaves, whose per-block cost (not their bytes) sets the pace one at a time.
+   */
+  streamConcurrency: 64,
+  /**
+   * …but no more than this many bytes of them (a layer of 1 MiB leaves has 4 in flight): a
+   * stream holds at most this plus one leaf and one write, so memory is bounded by `maxStreams`.
+   */
+  streamAheadBytes: 4 << 20,
+  /** Bytes of small leaves gathered into one write to the client. */
+  writeBytes: 256 << 10,
+  /** A manifest or index larger than this is not served. */
+  maxManifestBytes: 4 << 20
+} as const
