@@ -17,7 +17,8 @@ export const DEFAULTS = {
 
 /**
  * Path prefix: `GET /v1/blobs/<cid>/size` → `{"size":N}`; `GET /v1/blobs/<cid>?offset=N&length=M`
- * → bytes; `&priority=background` marks a background read (it waits behind on-demand ones).
+ * → bytes; `&priority=background` marks a background read (it waits behind on-demand ones),
+ * `&priority=prefetch` a prefetch (as urgent as an on-demand read, but not the workload's own).
  * Errors answer the one error body of src/unix-http.ts.
  */
 export const BLOBS_PREFIX = '/v1/blobs/'
@@ -95,13 +96,15 @@ export class BlobReader {
       if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > max) {
         throw new BadRequestError(`offset and length must be integers, 0 ≤ length ≤ ${max}`)
       }
-      if (priority !== 'foreground' && priority !== 'background') {
-        throw new BadRequestError(`priority must be foreground or background, got ${JSON.stringify(priority)}`)
+      if (priority !== 'foreground' && priority !== 'background' && priority !== 'prefetch') {
+        throw new BadRequestError(`priority must be foreground, prefetch or background, got ${JSON.stringify(priority)}`)
       }
+      // only a container's own reads are its record
       const ended = priority === 'foreground' ? this.components.onRead?.(cidText, offset, length) : undefined
+      const hint = priority === 'background' ? { background: true } : priority === 'prefetch' ? { prefetch: true } : undefined
       job = async () => {
         try {
-          return await this.read(cidText, offset, length, signal, priority === 'background' ? { background: true } : undefined)
+          return await this.read(cidText, offset, length, signal, hint)
         } finally {
           ended?.()
         }

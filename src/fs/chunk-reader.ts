@@ -75,6 +75,9 @@ export interface ReaderStats {
 
 interface Piece { chunk: Chunk, from: number, to: number }
 
+/** Of a fetch: a container waits (`demand`), it soon will (`prefetch`), or nobody does (`background`). */
+type Priority = 'demand' | 'prefetch' | 'background'
+
 /**
  * The verified read path: file range → chunks → cache, or compressed ranges → source →
  * decompress → check `chunkDigest` → cache → bytes. A chunk that fails verification is never
@@ -204,10 +207,10 @@ export class ChunkReader {
    * Makes sure chunks are in the cache (on disk when it has one), fetching the missing ones
    * with coalesced source reads. Used by prefetch; returns the compressed bytes covered.
    */
-  async ensureCached (node: LayerNode, chunks: Chunk[]): Promise<void> {
+  async ensureCached (node: LayerNode, chunks: Chunk[], options: { prefetch?: boolean } = {}): Promise<void> {
     const missing = chunks.filter(c => !this.cache.has(c.digest))
     if (missing.length === 0) return
-    const fetched = this.fetch(missing.map(chunk => ({ node, chunk })), true)
+    const fetched = this.fetch(missing.map(chunk => ({ node, chunk })), options.prefetch === true ? 'prefetch' : 'background')
     await Promise.all(missing.map(async c => await fetched.get(c)))
   }
 
@@ -215,7 +218,8 @@ export class ChunkReader {
    * Starts (or joins) fetches for `chunks` and returns a promise per chunk. Chunks already in
    * flight are joined; the rest are grouped into runs of touching compressed ranges.
    */
-  private fetch (items: LaidOutChunk[], background = false): Map<Chunk, Promise<Uint8Array>> {
+  private fetch (items: LaidOutChunk[], priority: Priority = 'demand'): Map<Chunk, Promise<Uint8Array>> {
+    const background = priority === 'background'
     const out = new Map<Chunk, Promise<Uint8Array>>()
     const todo: LaidOutChunk[] = []
     for (const it of items) {
@@ -233,12 +237,12 @@ export class ChunkReader {
       group = []
       const start = g[0].chunk.offset
       const end = Math.max(...g.map(it => it.chunk.compressedEnd))
-      const bytes = this.fetchRange(start, end - start, background)
+      const bytes = this.fetchRange(start, end - start, priority)
       // Attach handlers now so a failing group never becomes an unhandled rejection.
       bytes.catch(() => {})
       for (const { node, chunk: c } of g) {
         const key = keyOf(c)
-        const entry = { p: this.decode(node, c, bytes, start, background), background }
+        const entry = { p: this.decode(node, c, bytes, start, priority !== 'demand'), background }
         const p = entry.p.finally(() => { if (this.inflight.get(key) === entry) this.inflight.delete(key) })
         p.catch(() => {})
         entry.p = p
@@ -258,7 +262,7 @@ export class ChunkReader {
     return out
   }
 
-  private async decode (node: LayerNode, c: Chunk, bytes: Promise<Uint8Array>, start: number, background: boolean): Promise<Uint8Array> {
+  private async decode (node: LayerNode, c: Chunk, bytes: Promise<Uint8Array>, start: number, untilStored: boolean): Promise<Uint8Array> {
     const all = await bytes
     const compressed = all.subarray(c.offset - start, c.compressedEnd - start)
     let data: Uint8Array
@@ -273,16 +277,17 @@ export class ChunkReader {
       throw err
     }
     const stored = this.cache.put(c.digest, data)
-    if (background) await stored // prefetch counts a chunk once it is on disk
+    if (untilStored) await stored // prefetch counts a chunk once it is on disk
     else stored.catch(() => {})
     return data
   }
 
   /**
-   * One source read with the fetch timeout; the source is asked to abort when it fires. A
-   * background read (prefetch, `ensureCached`) tells the source, which lets on-demand reads go first.
+   * One source read with the fetch timeout; the source is asked to abort when it fires. Its
+   * priority goes to the source as a hint: background reads wait behind on-demand ones, prefetch
+   * reads are as urgent but are not the workload's.
    */
-  private async fetchRange (offset: number, length: number, background: boolean): Promise<Uint8Array> {
+  private async fetchRange (offset: number, length: number, priority: Priority): Promise<Uint8Array> {
     const ac = new AbortController()
     setMaxListeners(Infinity, ac.signal)
     let timer: NodeJS.Timeout | undefined
@@ -297,7 +302,8 @@ export class ChunkReader {
     this.counters.fetches++
     try {
       // A source that ignores the signal must still not hold the read: race the timer.
-      const bytes = await Promise.race([this.source.read(offset, length, ac.signal, background ? { background } : undefined), timeout])
+      const hint = priority === 'background' ? { background: true } : priority === 'prefetch' ? { prefetch: true } : undefined
+      const bytes = await Promise.race([this.source.read(offset, length, ac.signal, hint), timeout])
       this.counters.bytesFetched += bytes.length
       if (bytes.length < length) throw new SourceReadError(`the source returned ${bytes.length} of ${length} bytes at ${offset}`)
       return bytes

@@ -123,10 +123,9 @@ export class Prefetcher {
 
   /**
    * Caches the chunks that `ranges` (offset and length in the compressed blob) touch, in the
-   * ranges' order: a prefetch record says in which order a container will read the layer. The
-   * fetches are background reads (the source serves on-demand reads first) and do not wait for
-   * quiet, as the prioritized region's do not: the point is to be ahead of the reads. Ends early
-   * when the layer stops.
+   * ranges' order: a prefetch record says in which order a container will read the layer. Like
+   * the prioritized region's, the fetches are prefetch reads (as urgent as on-demand ones) and do
+   * not wait for quiet: the point is to be ahead of the reads. Ends early when the layer stops.
    */
   async prefetchRanges (ranges: ReadonlyArray<readonly [number, number]>): Promise<RangePrefetchResult> {
     const wanted: Item[] = []
@@ -207,7 +206,8 @@ export class Prefetcher {
         if (this.ac.signal.aborted) return
         const byNode = new Map<LayerNode, Chunk[]>()
         for (const it of s) byNode.set(it.node, [...(byNode.get(it.node) ?? []), it.chunk])
-        await Promise.all([...byNode].map(async ([node, chunks]) => await this.reader.ensureCached(node, chunks)))
+        // what does not yield to reads is what a container is about to read: fetched as urgently
+        await Promise.all([...byNode].map(async ([node, chunks]) => await this.reader.ensureCached(node, chunks, { prefetch: !yieldToReads })))
         for (const it of s) {
           if (this.counted.has(it)) continue
           this.counted.add(it)

@@ -83,7 +83,8 @@ export class BlobClient {
 
   /**
    * A RangeSource for one blob. A background read (`hint.background`) is marked as such
-   * (`priority=background`): the daemon lets on-demand reads go ahead of it.
+   * (`priority=background`): the daemon lets on-demand reads go ahead of it. A prefetch read
+   * (`priority=prefetch`) is fetched as urgently, but the daemon does not take it for the workload's.
    */
   source (cid: string): RangeSource {
     let size: Promise<number> | undefined
@@ -96,7 +97,8 @@ export class BlobClient {
       read: async (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint) => {
         if (length === 0) return new Uint8Array(0)
         const background = hint?.background === true
-        return await this.get(`/v1/blobs/${cid}?offset=${offset}&length=${length}${background ? '&priority=background' : ''}`, signal, background)
+        const priority = background ? '&priority=background' : hint?.prefetch === true ? '&priority=prefetch' : ''
+        return await this.get(`/v1/blobs/${cid}?offset=${offset}&length=${length}${priority}`, signal, background)
       }
     }
   }

@@ -182,17 +182,17 @@ export class LearnedPrefetch {
 
   /** For the layer sources of on-demand reads (`IpfsSource`'s `onBlock`): counts where their blocks came from. */
   readonly countBlock = (fetch: BlockFetch): void => {
-    if (fetch.background) return
+    if (fetch.background || fetch.prefetch) return
     if (fetch.network) this.counts.onDemandNetworkBlocks++
     else this.counts.onDemandLocalBlocks++
   }
 
-  /** A layer source whose on-demand reads are recorded (for mounts that read in this process). */
+  /** A layer source whose on-demand reads (not background or prefetch ones) are recorded (for mounts that read in this process). */
   recordReads (cid: string, source: RangeSource): RangeSource {
     return {
       size: async () => await source.size(),
       read: async (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint) => {
-        if (hint?.background === true) return await source.read(offset, length, signal, hint)
+        if (hint?.background === true || hint?.prefetch === true) return await source.read(offset, length, signal, hint)
         const done = this.onRead(cid, offset, length)
         try {
           return await source.read(offset, length, signal, hint)

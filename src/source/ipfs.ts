@@ -24,8 +24,10 @@ export interface BlockFetch {
   cid: CID
   bytes: number
   network: boolean
-  /** Fetched for a background read (prefetch) rather than an on-demand one. */
+  /** Fetched for a background read rather than an on-demand one. */
   background: boolean
+  /** Fetched for a prefetch read (as urgent as on-demand, but not a container's own read). */
+  prefetch: boolean
 }
 
 export interface IpfsSourceOptions {
@@ -55,14 +57,15 @@ export class IpfsSource implements RangeSource {
     private readonly reader: UnixfsFileReader,
     private readonly counts: FetchStats,
     private readonly options: IpfsSourceOptions,
-    private readonly getBlock: (c: CID, signal: AbortSignal | undefined, background: boolean) => Promise<Uint8Array>
+    private readonly getBlock: (c: CID, signal: AbortSignal | undefined, kind: BlockKind) => Promise<Uint8Array>
   ) {}
 
   static async open (blocks: BlockFetchPath, cid: CID | string, options: IpfsSourceOptions = {}): Promise<IpfsSource> {
     const root = typeof cid === 'string' ? CID.parse(cid) : cid
     const counts: FetchStats = { networkBlocks: 0, networkBytes: 0, localBlocks: 0, localBytes: 0 }
-    const getBlock = async (c: CID, signal: AbortSignal | undefined, background: boolean): Promise<Uint8Array> => {
+    const getBlock = async (c: CID, signal: AbortSignal | undefined, kind: BlockKind): Promise<Uint8Array> => {
       let network = false
+      const background = kind === 'background'
       const fetchOptions: FetchOptions & { offline?: boolean } = {
         signal,
         offline: options.offline,
@@ -72,13 +75,13 @@ export class IpfsSource implements RangeSource {
       }
       const bytes = await collectBlock(blocks.get(c, fetchOptions))
       if (network) { counts.networkBlocks++; counts.networkBytes += bytes.length } else { counts.localBlocks++; counts.localBytes += bytes.length }
-      options.onBlock?.({ cid: c, bytes: bytes.length, network, background })
+      options.onBlock?.({ cid: c, bytes: bytes.length, network, background, prefetch: kind === 'prefetch' })
       return bytes
     }
-    const reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, async (c, s) => await getBlock(c, s, false), { signal }), `opening ${root.toString()}`)
+    const reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, async (c, s) => await getBlock(c, s, 'demand'), { signal }), `opening ${root.toString()}`)
     // The interior nodes of a layer's DAG come at once, behind the first reads (background
     // priority: the footer and TOC a mount is waiting for go first), not awaited.
-    if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal, async (c, s) => await getBlock(c, s, true))
+    if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal, async (c, s) => await getBlock(c, s, 'background'))
     return new IpfsSource(root, reader, counts, options, getBlock)
   }
 
@@ -93,8 +96,8 @@ export class IpfsSource implements RangeSource {
 
   async read (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint): Promise<Uint8Array> {
     if (this.closed) throw new Error('IpfsSource is closed')
-    const background = hint?.background === true
-    const read = async (s?: AbortSignal): Promise<Uint8Array> => await this.reader.read(offset, length, s, background ? async (c, bs) => await this.getBlock(c, bs, true) : undefined)
+    const kind: BlockKind = hint?.background === true ? 'background' : hint?.prefetch === true ? 'prefetch' : 'demand'
+    const read = async (s?: AbortSignal): Promise<Uint8Array> => await this.reader.read(offset, length, s, kind !== 'demand' ? async (c, bs) => await this.getBlock(c, bs, kind) : undefined)
     return await withTimeout(this.options.readTimeout ?? DEFAULTS.readTimeout, signal, read, `reading ${this.cid.toString()} at ${offset}+${length}`)
   }
 
@@ -102,6 +105,9 @@ export class IpfsSource implements RangeSource {
     this.closed = true
   }
 }
+
+/** Why a block is fetched: an on-demand read, a prefetch (as urgent), a background read. */
+type BlockKind = 'demand' | 'prefetch' | 'background'
 
 function aborted (signal?: AbortSignal): boolean {
   return signal?.aborted === true

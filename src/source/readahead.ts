@@ -51,7 +51,7 @@ export class ReadaheadSource implements RangeSource {
 
   async read (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint): Promise<Uint8Array> {
     if (signal?.aborted === true) throw new AbortError('the read was aborted')
-    if (length === 0 || this.windowBytes === 0 || length >= this.windowBytes || hint?.background === true) return await this.inner.read(offset, length, signal, hint)
+    if (length === 0 || this.windowBytes === 0 || length >= this.windowBytes || hint?.background === true || hint?.prefetch === true) return await this.inner.read(offset, length, signal, hint)
     const size = await this.size()
     if (offset >= size) return new Uint8Array(0)
     const end = Math.min(size, offset + length)

@@ -5,6 +5,13 @@ export interface ReadHint {
    * on-demand reads. On-demand reads (a container waiting) always go first.
    */
   background?: boolean
+  /**
+   * A prefetch of what a container is about to read (a layer's landmark region at mount, a
+   * learned order): fetched as urgently as an on-demand read — background reads move a few blocks
+   * at a time on an idle link, far too slowly for a mount that waits on them — but not an
+   * on-demand read (not recorded as the workload's, not counted as its activity).
+   */
+  prefetch?: boolean
 }
 
 /**

@@ -19,9 +19,9 @@ import { removeDir, tempDir } from '../fs/helpers.js'
 const logger = silentLogger()
 
 /**
- * The FUSE manager's background fetch reaches the daemon marked as background: the daemon lets a
- * container's reads go first, and does not take the background fetch for a container's reads
- * (learned prefetch records only those).
+ * The FUSE manager's background fetch reaches the daemon marked as background, its prefetch as
+ * prefetch: the daemon lets a container's reads go before background ones, and takes neither for
+ * a container's reads (learned prefetch records only those).
  */
 describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fusermount') }))('FUSE manager: background reads stay background through the blob API', () => {
   let dir: string | undefined
@@ -77,5 +77,53 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     // the daemon was told of the mount's reads only
     expect(onRead).toHaveLength(atMount)
     await client.unmount(mp)
+  }, 60_000)
+
+  it('the landmark prefetch at mount reads with priority=prefetch: as urgent as a container\'s reads, not recorded as one', async () => {
+    dir ??= await tempDir('fusemgr-bg')
+    const tar = join(dir, 'landmark.tar')
+    const big = fixtureBytes(5, 6 * SMALL_CHUNK + 11)
+    await writeFile(tar, makeTar([{ name: 'usr/big.bin', data: big }, { name: 'etc/b.txt', data: 'b\n' }]))
+    const blob = join(dir, 'landmark.esgz')
+    const { tocDigest } = await buildEstargzFile(tar, blob, { chunkSize: SMALL_CHUNK, prioritizedFiles: ['usr/big.bin'] })
+    const cid = CID.createV1(raw.code, await sha256.digest(await readFile(blob))).toString()
+    const reads: Array<{ offset: number, hint: 'demand' | 'prefetch' | 'background' }> = []
+    const onRead: string[] = []
+    const reader = new BlobReader({
+      logger,
+      openSource: async () => {
+        const src = await FileSource.open(blob)
+        return {
+          size: async () => await src.size(),
+          read: async (o, l, s, hint) => { reads.push({ offset: o, hint: hint?.background === true ? 'background' : hint?.prefetch === true ? 'prefetch' : 'demand' }); return await src.read(o, l, s) },
+          close: async () => { await src.close() }
+        }
+      },
+      onRead: (_c, offset) => { onRead.push(String(offset)); return () => {} }
+    })
+    const apiSocket = join(dir, 'api2.sock')
+    const api2 = new ControlServer({ logger, blobs: reader, run: async () => 0 }, { address: apiSocket, repo: dir })
+    await api2.start()
+    const m = new FuseManager({ logger }, { socket: join(dir, 'fm2.sock'), mountRoot: join(dir, 'mnt2'), cacheDir: join(dir, 'cache2'), idleExitMs: 3_600_000, warmTtlMs: 1_000 })
+    await m.start()
+    try {
+      const client = new FuseManagerClient(join(dir, 'fm2.sock'))
+      await client.attach({ blobSocket: apiSocket })
+      const mp = join(dir, 'mnt2', 'b')
+      await mkdir(mp, { recursive: true })
+      await client.mount({ mountpoint: mp, cid, tocDigest, settings: { backgroundFetch: false } })
+      // footer and TOC on demand, then the prioritized file as prefetch; nothing as background
+      expect(reads.filter(r => r.hint === 'prefetch').length).toBeGreaterThan(0)
+      expect(reads.filter(r => r.hint === 'background')).toEqual([])
+      expect(onRead).toHaveLength(reads.filter(r => r.hint === 'demand').length)
+      // the prefetched file reads from the cache: no more reads reach the daemon
+      const n = reads.length
+      expect(Buffer.from(await readFile(join(mp, 'usr/big.bin'))).equals(big)).toBe(true)
+      expect(reads.length).toBe(n)
+      await client.unmount(mp)
+    } finally {
+      await m.stop()
+      await api2.stop()
+    }
   }, 60_000)
 })
