@@ -28,7 +28,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   daemon: async () => (await import('./commands/daemon.js')).daemonCommand(runCli),
   'fuse-manager': async () => (await import('./commands/fuse-manager.js')).fuseManagerCommand(),
   id: async () => (await import('./commands/daemon.js')).idCommand(),
-  'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand()
+  'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand(),
+  swarm: async () => (await import('./commands/swarm.js')).swarmCommand(),
+  peers: async () => (await import('./commands/cluster.js')).peersCommand(),
+  stats: async () => (await import('./commands/cluster.js')).statsCommand()
 }
 
 export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {

@@ -67,7 +67,26 @@ export const DEFAULTS = {
    */
   hedgeDelay: 50,
   hedgeMargin: 3,
-  maxHedgeDelay: 500
+  maxHedgeDelay: 500,
+  /**
+   * Server: a block we do not hold but are fetching ourselves is answered once it arrives (so
+   * nodes starting together need not all go to the origin), if it arrives within this many ms;
+   * else don't-have. Below `requestTimeout`, so the asker never times out waiting for it.
+   */
+  serveWaitMs: 3_000,
+  /** Client: a peer whose requests time out this many times in a row is not asked for `suspendMs`. */
+  maxTimeouts: 2,
+  suspendMs: 30_000,
+  /**
+   * How much the choice of first peer per block is spread (see `ranked`), in percent: a peer's
+   * expected cost is multiplied by a factor in [1, 1 + loadSpread/100) drawn per node, peer and
+   * block. 0: peers of equal cost are asked in the order they connected.
+   */
+  loadSpread: 100,
+  /** Answer times below this many ms count as equal when choosing a peer (LAN noise, a stream's first answer). */
+  costFloorMs: 10,
+  /** Peers whose byte counters (`peerStats`) are kept; the least recently seen go first. */
+  maxPeerStats: 1024
 } as const
 
 export type BlockExchangeOptions = { -readonly [K in keyof typeof DEFAULTS]?: number }
@@ -82,7 +101,26 @@ export interface BlockExchangeComponents {
   libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'register' | 'unregister' | 'dialProtocol' | 'getConnections' | 'peerStore'>
   /** The LOCAL blockstore: the server reads only this (it must never fetch from the network). */
   blockstore: ExchangeBlockstore
+  /**
+   * A fetch of this block this node is making right now (src/ipfs/fetcher.ts), resolving to its
+   * verified bytes or undefined: the server answers with it once it arrives. Never starts a fetch.
+   */
+  inflight?: (cid: CID) => Promise<Uint8Array | undefined> | undefined
   logger: Logger
+}
+
+/** Bytes exchanged with one peer through this protocol since start. */
+export interface PeerExchangeStats {
+  /** Verified blocks (and bytes) received from the peer. */
+  blocksReceived: number
+  bytesReceived: number
+  /** Blocks (and bytes) served to the peer. */
+  blocksServed: number
+  bytesServed: number
+  /** Blocks from the peer that did not match their CID (one is enough to stop asking it). */
+  badBlocks: number
+  /** Requests to the peer that failed or timed out. */
+  failedRequests: number
 }
 
 /** Counters since start (client side, then server side). */
@@ -108,6 +146,10 @@ export interface BlockExchangeStats {
   servedDontHaves: number
   /** Inbound streams closed because the request was malformed, oversized or too slow. */
   rejectedRequests: number
+  /** Blocks served once our own fetch of them arrived (asked while we were fetching them). */
+  servedAfterWait: number
+  /** Peers set aside for `suspendMs` because their requests kept timing out. */
+  suspensions: number
 }
 
 export interface GetOptions {
@@ -146,6 +188,10 @@ interface PeerState {
   rttvar: number
   /** Blocks this peer has delivered (peers that have delivered rank first). */
   delivered: number
+  /** Requests that timed out in a row. */
+  timeouts: number
+  /** Share of recent answers that were don't-have (moving average; 0 until the peer is asked). */
+  misses: number
   /** Wants not sent yet, on-demand and background. */
   fg: Map<string, Want>
   bg: Map<string, Want>
@@ -188,6 +234,12 @@ export class BlockExchange {
   private readonly peerStates = new Map<string, PeerState>()
   /** Peers that sent bytes that did not match the CID: never asked again. */
   private readonly bad = new Set<string>()
+  /** Peers whose requests kept timing out, until when (ms since epoch). */
+  private readonly suspended = new Map<string, number>()
+  private readonly perPeer = new Map<string, PeerExchangeStats>()
+  /** Spreads the choice of first peer per block across nodes (see `ranked`). */
+  private readonly salt = Math.floor(Math.random() * 0x7fffffff)
+  private readonly inflight: BlockExchangeComponents['inflight']
   private readonly streams = new Set<Stream>()
   private topologyId: string | undefined
   private running = false
@@ -195,10 +247,12 @@ export class BlockExchange {
   constructor (components: BlockExchangeComponents, options: BlockExchangeOptions = {}) {
     this.libp2p = components.libp2p
     this.blockstore = components.blockstore
+    this.inflight = components.inflight
     this.log = components.logger.child({ component: 'block-exchange' })
     this.opts = { ...DEFAULTS, ...options }
     for (const [k, v] of Object.entries(this.opts)) {
-      if (!Number.isInteger(v) || v < 1) throw new InvalidOptionError(`block exchange: ${k} must be a positive integer, got ${String(v)}`)
+      const min = k === 'loadSpread' ? 0 : 1
+      if (!Number.isInteger(v) || v < min) throw new InvalidOptionError(`block exchange: ${k} must be an integer ≥ ${min}, got ${String(v)}`)
     }
     if (this.opts.requestCids > this.opts.maxCidsPerRequest || this.opts.backgroundRequestCids > this.opts.maxCidsPerRequest) {
       throw new InvalidOptionError('block exchange: requestCids and backgroundRequestCids must not exceed maxCidsPerRequest')
@@ -247,6 +301,23 @@ export class BlockExchange {
     return { ...this.counts }
   }
 
+  /** Bytes exchanged per peer (by peer id) since start. */
+  peerStats (): Record<string, PeerExchangeStats> {
+    return Object.fromEntries([...this.perPeer].map(([k, v]) => [k, { ...v }]))
+  }
+
+  private peerCounters (id: string): PeerExchangeStats {
+    let c = this.perPeer.get(id)
+    if (c != null) {
+      this.perPeer.delete(id) // re-inserted last: the map's order is recency
+    } else {
+      c = { blocksReceived: 0, bytesReceived: 0, blocksServed: 0, bytesServed: 0, badBlocks: 0, failedRequests: 0 }
+      if (this.perPeer.size >= this.opts.maxPeerStats) this.perPeer.delete(this.perPeer.keys().next().value as string)
+    }
+    this.perPeer.set(id, c)
+    return c
+  }
+
   /**
    * Connected peers that speak the protocol (minus the ones that lied), best first: peers that
    * have delivered blocks before the others, each group by observed answer time.
@@ -269,7 +340,7 @@ export class BlockExchange {
     if (signal?.aborted === true) throw new AbortError(`block ${cid.toString()}: aborted`)
     const validate = options.validate ?? (cid.multihash.code === sha256.code ? (b: Uint8Array) => { verifySha256(cid, b) } : undefined)
     if (!this.running || validate == null) return undefined
-    const peers = this.ranked().slice(0, this.opts.peersPerBlock)
+    const peers = this.ranked(cid).slice(0, this.opts.peersPerBlock)
     if (peers.length === 0) return undefined
     const background = options.background === true
     return await new Promise<Uint8Array | undefined>((resolve, reject) => {
@@ -323,6 +394,9 @@ export class BlockExchange {
               this.counts.blocksReceived++
               this.counts.bytesReceived += a.have.length
               peer.delivered++
+              const pc = this.peerCounters(peer.id)
+              pc.blocksReceived++
+              pc.bytesReceived += a.have.length
             }
             finish(a.have)
           })()
@@ -347,12 +421,41 @@ export class BlockExchange {
   private addPeer (peer: PeerId): void {
     const id = peer.toString()
     if (this.peerStates.has(id)) return
-    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false })
+    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, timeouts: 0, misses: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false })
   }
 
-  private ranked (): PeerState[] {
-    const list = [...this.peerStates.values()].filter(ps => !this.bad.has(ps.id))
-    return list.sort((a, b) => Number(b.delivered > 0) - Number(a.delivered > 0) || (a.srtt ?? Infinity) - (b.srtt ?? Infinity))
+  /**
+   * The peers to ask, best first. Without a CID (`peers()`): peers that have delivered first, each
+   * group by answer time. For a block, by an expected cost that spreads load instead of sending
+   * every node to the fastest peer (the origin, at first): the answer time (the fastest known
+   * until measured; at least `costFloorMs`), times the requests we have in flight to that peer, times up to 4 for a peer
+   * that has recently answered don't-have (a peer not asked yet is given the benefit of the
+   * doubt), times a factor in [1, 2) (`loadSpread`) drawn from a hash of this
+   * node, the peer and the block. So nodes that start together pick different first peers per block, and a
+   * loaded origin, whose answers slow down, stops being anyone's first choice once others hold
+   * blocks. Lying and suspended peers are left out.
+   */
+  private ranked (cid?: CID): PeerState[] {
+    const now = Date.now()
+    const list = [...this.peerStates.values()].filter(ps => {
+      if (this.bad.has(ps.id)) return false
+      const until = this.suspended.get(ps.id)
+      if (until == null) return true
+      if (until > now) return false
+      this.suspended.delete(ps.id)
+      return true
+    })
+    if (cid == null) return list.sort((a, b) => Number(b.delivered > 0) - Number(a.delivered > 0) || (a.srtt ?? Infinity) - (b.srtt ?? Infinity))
+    const key = cid.multihash.digest
+    // a peer not timed yet is assumed as fast as the fastest known; times below the floor are noise
+    const known = list.filter(ps => ps.srtt != null).map(ps => ps.srtt as number)
+    const guess = known.length > 0 ? Math.min(...known) : this.opts.hedgeDelay
+    const cost = (ps: PeerState): number => {
+      const time = Math.max(this.opts.costFloorMs, ps.srtt ?? guess)
+      return time * (1 + ps.fgInFlight) * (1 + 3 * ps.misses) * (1 + spread(this.salt, ps.id, key) * this.opts.loadSpread / 100)
+    }
+    const costs = new Map(list.map(ps => [ps, cost(ps)]))
+    return list.sort((a, b) => (costs.get(a) as number) - (costs.get(b) as number))
   }
 
   private hedgeDelay (ps: PeerState): number {
@@ -373,6 +476,7 @@ export class BlockExchange {
 
   private lied (ps: PeerState, cid: CID, err: Error): void {
     this.counts.badBlocks++
+    this.peerCounters(ps.id).badBlocks++
     this.bad.add(ps.id)
     this.log.warn({ peer: ps.id, cid: cid.toString(), err: err.message }, 'peer sent a block that does not match its CID; not asking it again')
   }
@@ -459,7 +563,13 @@ export class BlockExchange {
         } catch (err) {
           if (pooled != null && progress.answered === 0 && this.running) { pooled = undefined; continue }
           this.counts.failedRequests++
+          this.peerCounters(ps.id).failedRequests++
           this.log.debug({ peer: ps.id, err: (err as Error).message }, 'block exchange request failed')
+          if (err instanceof BlockExchangeTimeoutError && ++ps.timeouts >= this.opts.maxTimeouts && !this.suspended.has(ps.id)) {
+            this.counts.suspensions++
+            this.suspended.set(ps.id, Date.now() + this.opts.suspendMs)
+            this.log.warn({ peer: ps.id, timeouts: ps.timeouts, ms: this.opts.suspendMs }, 'peer keeps timing out; not asking it for a while')
+          }
           const failed: Answer = { failed: err as Error }
           for (const want of wants.slice(progress.answered)) this.deliver(ps, want, failed)
           return
@@ -492,14 +602,17 @@ export class BlockExchange {
         let answer: Answer
         if (status === DONT_HAVE && frame.byteLength === 1) {
           this.counts.dontHaves++
+          ps.misses = 0.8 * ps.misses + 0.2
           answer = { dontHave: true }
         } else if (status === HAVE) {
+          ps.misses *= 0.8
           if (want === rest[0]) this.sample(ps, performance.now() - sentAt)
           answer = { have: frame.subarray(1), counted: false }
         } else {
           throw new BlockExchangeProtocolError(`${ps.id} sent status ${status} for ${want.cid.toString()}`)
         }
         progress.answered++
+        ps.timeouts = 0
         this.deliver(ps, want, answer)
       }
       this.putIdle(ps, conn)
@@ -580,6 +693,7 @@ export class BlockExchange {
         }
         for (let i = 0; i < cids.length; i++) {
           readAhead(i + this.opts.serveReadAhead)
+          if (reads[i] != null) reads[i] = reads[i].then(async b => b ?? await this.whenFetched(cids[i], peer))
           const bytes = await reads[i]
           if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
           deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
@@ -589,6 +703,9 @@ export class BlockExchange {
           } else {
             this.counts.servedBlocks++
             this.counts.servedBytes += bytes.length
+            const pc = this.peerCounters(peer)
+            pc.blocksServed++
+            pc.bytesServed += bytes.length
             await lp.write(Buffer.concat([Uint8Array.of(HAVE), bytes]), { signal: deadline.signal })
           }
           deadline.clear()
@@ -608,6 +725,28 @@ export class BlockExchange {
     } finally {
       deadline.clear()
     }
+  }
+
+  /**
+   * A block we do not hold but are fetching right now: its bytes once our fetch has them
+   * (verified against the CID there), within `serveWaitMs`. Not when we are asking this very
+   * peer for it ourselves: two nodes waiting on each other would both time out, so each answers
+   * the other don't-have at once and both move on to another peer.
+   */
+  private async whenFetched (cid: CID, peer: string): Promise<Uint8Array | undefined> {
+    const pending = this.inflight?.(cid)
+    if (pending == null) return undefined
+    const asker = this.peerStates.get(peer)
+    const key = keyOf(cid)
+    if (asker != null && (asker.sent.has(key) || asker.fg.has(key) || asker.bg.has(key))) return undefined
+    let timer: NodeJS.Timeout | undefined
+    const bytes = await Promise.race([
+      pending.catch(() => undefined),
+      new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, this.opts.serveWaitMs) })
+    ]).finally(() => clearTimeout(timer))
+    if (bytes == null || bytes.length > this.opts.maxBlockSize) return undefined
+    this.counts.servedAfterWait++
+    return bytes
   }
 
   /** A block from the local blockstore only, if it fits the size limit. */
@@ -665,7 +804,16 @@ class Deadline {
 }
 
 function emptyStats (): BlockExchangeStats {
-  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0 }
+  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, suspensions: 0 }
+}
+
+/** A number in [0, 1) from a hash of (salt, peer, block): the same for the same three. */
+function spread (salt: number, peer: string, key: Uint8Array): number {
+  // FNV-1a over the three: cheap, and good enough to break ties evenly
+  let h = 0x811c9dc5 ^ salt
+  for (let i = 0; i < peer.length; i++) h = Math.imul(h ^ peer.charCodeAt(i), 0x01000193)
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key[i], 0x01000193)
+  return (h >>> 0) / 0x100000000
 }
 
 /** A request's body: the CIDs' bytes back to back (CIDs delimit themselves). */

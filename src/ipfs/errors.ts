@@ -104,3 +104,14 @@ export function spaceErrno (err: unknown): string | undefined {
   const text = typeof e?.message === 'string' ? e.message : String(err)
   return SPACE_ERRNOS.find(c => text.includes(c))
 }
+
+// The private swarm's key file (src/ipfs/swarm-key.ts): the node refuses to start without a good one.
+
+/** The swarm key file cannot be read (missing, a directory, no permission). */
+export class SwarmKeyUnreadableError extends IpfsError { static readonly code = 'ERR_SWARM_KEY_UNREADABLE' }
+
+/** The swarm key file is not a v1 key: `/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits, one a line. */
+export class SwarmKeyMalformedError extends IpfsError { static readonly code = 'ERR_SWARM_KEY_MALFORMED' }
+
+/** The swarm key file may be read or written by other users (its group or others have permissions). */
+export class SwarmKeyPermissionsError extends IpfsError { static readonly code = 'ERR_SWARM_KEY_PERMISSIONS' }

@@ -80,6 +80,8 @@ export class BlockFetcher implements BlockBroker {
   private readonly counts: StageStats = { localBlocks: 0, localBytes: 0, exchangeBlocks: 0, exchangeBytes: 0, bitswapBlocks: 0, bitswapBytes: 0, gatewayBlocks: 0, gatewayBytes: 0, failures: 0 }
   private readonly opts: Required<FetcherOptions>
   private readonly log: Logger
+  /** Fetches running now, by CID: what a peer asking us for one of these blocks waits for. */
+  private readonly running = new Map<string, { promise: Promise<Uint8Array | undefined>, resolve: (b: Uint8Array | undefined) => void, readers: number }>()
 
   constructor (private readonly components: BlockFetcherComponents, options: FetcherOptions = {}) {
     this.opts = { ...DEFAULTS, ...options }
@@ -113,7 +115,38 @@ export class BlockFetcher implements BlockBroker {
     await this.components.bitswap?.announce?.(cid, options)
   }
 
+  /**
+   * The fetch of `cid` running now, if any: resolves to its verified bytes, or undefined if it
+   * ends without them. Starts nothing (the block exchange's server waits on it).
+   */
+  pending (cid: CID): Promise<Uint8Array | undefined> | undefined {
+    return this.running.get(keyOf(cid))?.promise
+  }
+
   async retrieve (cid: CID, options: FetchOptions = {}): Promise<Uint8Array> {
+    const key = keyOf(cid)
+    let entry = this.running.get(key)
+    if (entry == null) {
+      let resolve: (b: Uint8Array | undefined) => void = () => {}
+      const promise = new Promise<Uint8Array | undefined>(r => { resolve = r })
+      entry = { promise, resolve, readers: 0 }
+      this.running.set(key, entry)
+    }
+    const e = entry
+    e.readers++
+    try {
+      const bytes = await this.fetchOnce(cid, options)
+      e.resolve(bytes)
+      return bytes
+    } finally {
+      if (--e.readers === 0) {
+        e.resolve(undefined) // no-op once resolved with the bytes
+        if (this.running.get(key) === e) this.running.delete(key)
+      }
+    }
+  }
+
+  private async fetchOnce (cid: CID, options: FetchOptions): Promise<Uint8Array> {
     const outer = options.signal
     if (isAborted(outer)) throw new AbortError(`block ${cid.toString()}: aborted`)
     // Helia's check (its hashers), or ours; Helia does not hash again once it was called.
@@ -208,6 +241,9 @@ export class BlockFetcher implements BlockBroker {
 }
 
 const isAborted = (signal?: AbortSignal): boolean => signal?.aborted === true
+
+/** A map key for a CID (its bytes; see block-exchange.ts for why not its text). */
+const keyOf = (cid: CID): string => Buffer.from(cid.bytes.buffer, cid.bytes.byteOffset, cid.bytes.byteLength).toString('base64')
 
 /**
  * The local blockstore as Helia sees it: every `get` Helia makes of it is a local hit (Helia asks

@@ -6,7 +6,8 @@ import { promisify } from 'node:util'
 import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
 import { ChunkCache, LayerMounter, MountManager, lazyUnmount } from '../../fs/index.js'
-import { IpfsImageReader, resolveRepoPath } from '../../ipfs/index.js'
+import { loadConfig, nodeOptionsFor } from '../../daemon/index.js'
+import { IpfsImageReader, parseIpfsRef, resolveRepoPath } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource, ReadaheadSource } from '../../source/index.js'
@@ -21,6 +22,7 @@ const USER_MOUNT_OPTIONS = 'ro,nosuid,nodev'
 
 interface MountFlags {
   repo?: string
+  config?: string
   layer?: number
   platform?: string
   peer: string[]
@@ -43,13 +45,15 @@ function mountCommand (): Command {
     .option('--layer <n>', 'mount only layer N (0 = bottom)', parseNonNegativeInt('--layer'))
     .option('--platform <os/arch>', 'platform of a multi-platform image (default: this machine\'s)')
     .option('--peer <multiaddr>', 'peer to fetch blocks from (repeatable)', collect, [])
+    .option('--config <file>', 'take the node\'s [ipfs] settings from this daemon configuration: listen, peers, bootstrap, mDNS, the DHT, the swarm key (none by default: the mount only fetches, from --peer)')
     .option('--no-prefetch', 'do not wait for the prioritized files at mount')
     .option('--no-background-fetch', 'do not fetch the rest of each layer in the background')
     .addOption(logLevelOption())
     .action(async (ref: string, mountpoint: string, flags: MountFlags) => {
       const logger = createLogger(flags.logLevel)
       const target = resolve(mountpoint)
-      const repo = await openCommandRepo(flags.repo, logger, { peers: flags.peer })
+      const nodeOptions = flags.config != null ? await nodeOptionsFor((await loadConfig(flags.config)).ipfs) : {}
+      const repo = await openCommandRepo(flags.repo, logger, { ...nodeOptions, peers: [...(nodeOptions.peers ?? []), ...flags.peer] })
       const state = stateDir(repo.path, target)
       await mkdir(state, { recursive: true })
       const mounts = new MountManager({ logger }, { root: state })
@@ -71,6 +75,9 @@ function mountCommand (): Command {
         await repo.close()
       }
       try {
+        // with the DHT: connect to who holds the image before its first block is asked for
+        const root = parseIpfsRef(ref)
+        await repo.node.discovery.connectProviders(root)
         const source = await IpfsImageReader.open(repo.node.blocks, ref)
         const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined) })
         const image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform() })).images[0]
@@ -99,6 +106,8 @@ function mountCommand (): Command {
           else await run('mount', ['-t', 'overlay', 'overlay', '-o', `${USER_MOUNT_OPTIONS},lowerdir=${[...dirs].reverse().join(':')}`, target])
           overlay = true
         }
+        // this node holds (part of) the image now: peers may find it here
+        void repo.node.discovery.provide([root, ...await Promise.all(layers.map(async l => await source.cidOf(l)))])
         await writeFile(join(state, 'pid'), String(process.pid))
         process.stderr.write(`ipfs-estargz: ${ref} mounted at ${target} (${flags.layer != null ? `layer ${flags.layer}` : `${layers.length} layers`}); Ctrl-C or \`ipfs-estargz umount ${target}\` to unmount\n`)
         await new Promise<void>(resolve => {
