@@ -11,7 +11,7 @@ import { IpfsImageReader, parseIpfsRef, resolveRepoPath } from '../../ipfs/index
 import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource, ReadaheadSource } from '../../source/index.js'
-import { UmountTimeoutError, UsageError, parseNonNegativeInt } from '../errors.js'
+import { MountOpenTimeoutError, UmountTimeoutError, UsageError, parseNonNegativeInt } from '../errors.js'
 import { DEFAULTS, collect, logLevelOption } from '../options.js'
 import { openCommandRepo } from '../repo.js'
 
@@ -23,6 +23,7 @@ const USER_MOUNT_OPTIONS = 'ro,nosuid,nodev'
 interface MountFlags {
   repo?: string
   config?: string
+  openTimeout: number
   layer?: number
   platform?: string
   peer: string[]
@@ -46,6 +47,7 @@ function mountCommand (): Command {
     .option('--platform <os/arch>', 'platform of a multi-platform image (default: this machine\'s)')
     .option('--peer <multiaddr>', 'peer to fetch blocks from (repeatable)', collect, [])
     .option('--config <file>', 'take the node\'s [ipfs] settings from this daemon configuration: listen, peers, bootstrap, mDNS, the DHT, the swarm key (none by default: the mount only fetches, from --peer)')
+    .option('--open-timeout <sec>', 'the image\'s index, manifest and config must arrive within this many seconds, else the mount fails (no peer has them, or none can be reached)', parseNonNegativeInt('--open-timeout'), DEFAULTS.mountOpenTimeoutSec)
     .option('--no-prefetch', 'do not wait for the prioritized files at mount')
     .option('--no-background-fetch', 'do not fetch the rest of each layer in the background')
     .addOption(logLevelOption())
@@ -68,6 +70,8 @@ function mountCommand (): Command {
       }, { prefetchTimeoutMs: flags.prefetch ? undefined : 0, backgroundFetch: flags.backgroundFetch })
       let overlay = false
       const stop = async (): Promise<void> => {
+        // where this mount's blocks came from, and what it served (a mount has no `stats` command: the repo is its)
+        logger.info({ fetched: repo.node.fetchStats(), exchange: repo.node.exchange.stats(), peers: repo.node.exchange.peerStats(), discovery: repo.node.discovery.stats() }, 'mount: block statistics')
         if (overlay) await run('umount', [target]).catch(async () => await run('umount', ['-l', target]).catch(() => {}))
         await mounts.stop()
         await cache.stop?.()
@@ -78,9 +82,17 @@ function mountCommand (): Command {
         // with the DHT: connect to who holds the image before its first block is asked for
         const root = parseIpfsRef(ref)
         await repo.node.discovery.connectProviders(root)
-        const source = await IpfsImageReader.open(repo.node.blocks, ref)
-        const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined) })
-        const image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform() })).images[0]
+        const opening = AbortSignal.timeout(flags.openTimeout * 1000)
+        let source: IpfsImageReader
+        let image: Awaited<ReturnType<typeof resolveImages>>['images'][number]
+        try {
+          source = await IpfsImageReader.open(repo.node.blocks, ref, { signal: opening })
+          const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined) })
+          image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform() })).images[0]
+        } catch (err) {
+          if (opening.aborted) throw new MountOpenTimeoutError(`${ref}: the image's index, manifest and config did not arrive within ${flags.openTimeout} s (no peer that has them is connected)`, { cause: err })
+          throw err
+        }
         const layers = image.layers
         if (flags.layer != null && flags.layer >= layers.length) throw new UsageError(`--layer ${flags.layer}: the image has ${layers.length} layers (0-${layers.length - 1})`)
         const mountLayer = async (i: number, at: string): Promise<void> => {
