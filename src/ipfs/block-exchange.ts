@@ -10,6 +10,13 @@ import { AbortError, BlockDigestMismatchError, BlockExchangeProtocolError, Block
 
 /** The protocol id announced through identify. */
 export const PROTOCOL = '/ipfs-estargz/blocks/1.0.0'
+/**
+ * The same protocol plus the pending frame: a server that is fetching a block itself says so
+ * before it answers, so the asker waits for it instead of hedging to another peer. Both are
+ * served; a client asks for 1.1.0 first.
+ */
+export const PROTOCOL_PENDING = '/ipfs-estargz/blocks/1.1.0'
+const PROTOCOLS = [PROTOCOL_PENDING, PROTOCOL]
 
 /**
  * A map key for a CID. Not `cid.toString()`: that caches the base32 text on the CID object, built
@@ -23,6 +30,8 @@ function keyOf (cid: CID): string {
 /** Response status bytes (the first byte of every response frame). */
 const DONT_HAVE = 0
 const HAVE = 1
+/** 1.1.0 only: "fetching it myself; the answer follows" (then a HAVE or DONT_HAVE frame for the same CID). */
+const PENDING = 2
 
 /** Block-exchange defaults, in one place. */
 export const DEFAULTS = {
@@ -55,8 +64,12 @@ export const DEFAULTS = {
   /** Concurrent inbound / outbound streams of this protocol per connection. */
   maxInboundStreams: 64,
   maxOutboundStreams: 64,
-  /** Peers asked at most for one block (hedged, see `hedgeDelay`) before `get` gives up (→ bitswap). */
-  peersPerBlock: 3,
+  /**
+   * Peers asked at most for one block (hedged, see `hedgeDelay`) before `get` gives up (→ bitswap,
+   * which asks every connected peer, the origin too). Enough for a cluster's nodes: a don't-have
+   * costs one round trip, a bitswap fallback may cost the origin another copy.
+   */
+  peersPerBlock: 8,
   /** Idle streams kept open per peer for the next requests. */
   maxIdleStreams: 4,
   /**
@@ -71,9 +84,11 @@ export const DEFAULTS = {
   /**
    * Server: a block we do not hold but are fetching ourselves is answered once it arrives (so
    * nodes starting together need not all go to the origin), if it arrives within this many ms;
-   * else don't-have. Below `requestTimeout`, so the asker never times out waiting for it.
+   * else don't-have. Below `requestTimeout`, so the asker never times out waiting for it, and
+   * below the fetcher's `exchangeBudget`, so the asker hears don't-have (and asks another peer)
+   * before it falls back to bitswap, which would ask every peer at once.
    */
-  serveWaitMs: 3_000,
+  serveWaitMs: 1_500,
   /** Client: a peer whose requests time out this many times in a row is not asked for `suspendMs`. */
   maxTimeouts: 2,
   suspendMs: 30_000,
@@ -98,7 +113,7 @@ export interface ExchangeBlockstore {
 }
 
 export interface BlockExchangeComponents {
-  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'register' | 'unregister' | 'dialProtocol' | 'getConnections' | 'peerStore'>
+  libp2p: Pick<Libp2p, 'peerId' | 'handle' | 'unhandle' | 'register' | 'unregister' | 'dialProtocol' | 'getConnections' | 'peerStore'>
   /** The LOCAL blockstore: the server reads only this (it must never fetch from the network). */
   blockstore: ExchangeBlockstore
   /**
@@ -150,6 +165,8 @@ export interface BlockExchangeStats {
   servedAfterWait: number
   /** Peers set aside for `suspendMs` because their requests kept timing out. */
   suspensions: number
+  /** Pending frames received: a peer said it was fetching a block we asked for (no hedge then). */
+  pendingAnswers: number
 }
 
 export interface GetOptions {
@@ -164,7 +181,7 @@ export interface GetOptions {
 }
 
 /** What one peer answered for one CID. */
-type Answer = { have: Uint8Array, counted: boolean } | { dontHave: true } | { failed: Error }
+type Answer = { have: Uint8Array, counted: boolean } | { dontHave: true } | { failed: Error } | { pending: true }
 
 /** A CID asked of one peer, with everyone waiting for its answer. */
 interface Want {
@@ -190,8 +207,6 @@ interface PeerState {
   delivered: number
   /** Requests that timed out in a row. */
   timeouts: number
-  /** Share of recent answers that were don't-have (moving average; 0 until the peer is asked). */
-  misses: number
   /** Wants not sent yet, on-demand and background. */
   fg: Map<string, Want>
   bg: Map<string, Want>
@@ -237,8 +252,6 @@ export class BlockExchange {
   /** Peers whose requests kept timing out, until when (ms since epoch). */
   private readonly suspended = new Map<string, number>()
   private readonly perPeer = new Map<string, PeerExchangeStats>()
-  /** Spreads the choice of first peer per block across nodes (see `ranked`). */
-  private readonly salt = Math.floor(Math.random() * 0x7fffffff)
   private readonly inflight: BlockExchangeComponents['inflight']
   private readonly streams = new Set<Stream>()
   private topologyId: string | undefined
@@ -265,10 +278,13 @@ export class BlockExchange {
 
   async start (): Promise<void> {
     if (this.running) return
-    await this.libp2p.handle(PROTOCOL, async (stream, connection) => { await this.serve(stream, connection) }, {
-      maxInboundStreams: this.opts.maxInboundStreams,
-      maxOutboundStreams: this.opts.maxOutboundStreams
-    })
+    for (const protocol of PROTOCOLS) {
+      await this.libp2p.handle(protocol, async (stream, connection) => { await this.serve(stream, connection, protocol === PROTOCOL_PENDING) }, {
+        maxInboundStreams: this.opts.maxInboundStreams,
+        maxOutboundStreams: this.opts.maxOutboundStreams
+      })
+    }
+    // every peer speaks 1.0.0 (1.1.0 came later): one topology
     this.topologyId = await this.libp2p.register(PROTOCOL, {
       onConnect: (peer) => { this.addPeer(peer) },
       onDisconnect: (peer) => { this.peerStates.delete(peer.toString()) }
@@ -287,7 +303,7 @@ export class BlockExchange {
     if (!this.running) return
     this.running = false
     if (this.topologyId != null) this.libp2p.unregister(this.topologyId)
-    await this.libp2p.unhandle(PROTOCOL).catch(() => {})
+    for (const protocol of PROTOCOLS) await this.libp2p.unhandle(protocol).catch(() => {})
     for (const s of [...this.streams]) s.abort(new AbortError('block exchange stopped'))
     this.streams.clear()
     const stopped: Answer = { failed: new AbortError('block exchange stopped') }
@@ -376,6 +392,13 @@ export class BlockExchange {
         outstanding++
         let cancel: (() => void) | undefined
         const onAnswer = (a: Answer): void => {
+          if ('pending' in a) {
+            // the peer is fetching it and will answer within its serve wait: no hedge before that
+            if (done || background) return
+            clearTimeout(hedge)
+            hedge = setTimeout(onHedge, this.opts.serveWaitMs + this.hedgeDelay(peer))
+            return
+          }
           if (cancel != null) cancels.delete(cancel)
           if (done) return
           if (!('have' in a)) { settled(); return }
@@ -405,13 +428,14 @@ export class BlockExchange {
         cancels.add(cancel)
         if (!background) {
           clearTimeout(hedge)
-          hedge = setTimeout(() => {
-            if (done) return
-            if (next < peers.length) this.counts.hedges++
-            launch()
-          }, this.hedgeDelay(peer))
+          hedge = setTimeout(onHedge, this.hedgeDelay(peer))
         }
         return true
+      }
+      const onHedge = (): void => {
+        if (done) return
+        if (next < peers.length) this.counts.hedges++
+        launch()
       }
       signal?.addEventListener('abort', onAbort, { once: true })
       launch()
@@ -421,19 +445,20 @@ export class BlockExchange {
   private addPeer (peer: PeerId): void {
     const id = peer.toString()
     if (this.peerStates.has(id)) return
-    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, timeouts: 0, misses: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false })
+    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, timeouts: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false })
   }
 
   /**
    * The peers to ask, best first. Without a CID (`peers()`): peers that have delivered first, each
    * group by answer time. For a block, by an expected cost that spreads load instead of sending
    * every node to the fastest peer (the origin, at first): the answer time (the fastest known
-   * until measured; at least `costFloorMs`), times the requests we have in flight to that peer, times up to 4 for a peer
-   * that has recently answered don't-have (a peer not asked yet is given the benefit of the
-   * doubt), times a factor in [1, 2) (`loadSpread`) drawn from a hash of this
-   * node, the peer and the block. So nodes that start together pick different first peers per block, and a
-   * loaded origin, whose answers slow down, stops being anyone's first choice once others hold
-   * blocks. Lying and suspended peers are left out.
+   * until measured; at least `costFloorMs`), times one plus the requests we have in flight to
+   * that peer, times a factor in [1, 2) (`loadSpread`) drawn from a hash of the peer and the block.
+   * That hash is the same on every node (rendezvous hashing): nodes that start together mostly
+   * agree on which peer to ask first for each block, so that peer fetches it once (from the
+   * origin, after the others answered it don't-have) while the others wait on it, and different
+   * blocks go to different peers. A loaded origin, whose answers slow down, stops being anyone's
+   * first choice once others hold blocks. Lying and suspended peers are left out.
    */
   private ranked (cid?: CID): PeerState[] {
     const now = Date.now()
@@ -452,7 +477,7 @@ export class BlockExchange {
     const guess = known.length > 0 ? Math.min(...known) : this.opts.hedgeDelay
     const cost = (ps: PeerState): number => {
       const time = Math.max(this.opts.costFloorMs, ps.srtt ?? guess)
-      return time * (1 + ps.fgInFlight) * (1 + 3 * ps.misses) * (1 + spread(this.salt, ps.id, key) * this.opts.loadSpread / 100)
+      return time * (1 + ps.fgInFlight) * (1 + spread(ps.id, key) * this.opts.loadSpread / 100)
     }
     const costs = new Map(list.map(ps => [ps, cost(ps)]))
     return list.sort((a, b) => (costs.get(a) as number) - (costs.get(b) as number))
@@ -587,7 +612,7 @@ export class BlockExchange {
     let conn = pooled
     try {
       if (conn == null) {
-        const stream = await this.libp2p.dialProtocol(ps.peer, PROTOCOL, { signal: deadline.signal })
+        const stream = await this.libp2p.dialProtocol(ps.peer, PROTOCOLS, { signal: deadline.signal })
         this.track(ps, stream)
         conn = { stream, lp: lpStream(stream, this.clientFraming()) }
       }
@@ -595,17 +620,22 @@ export class BlockExchange {
       const rest = wants.slice(progress.answered)
       const sentAt = performance.now()
       await conn.lp.write(Buffer.concat(rest.map(w => w.cid.bytes)), { signal: deadline.signal })
+      const pendingAllowed = conn.stream.protocol === PROTOCOL_PENDING
       for (const want of rest) {
-        const frame = await conn.lp.read({ signal: deadline.signal })
+        let frame = await conn.lp.read({ signal: deadline.signal })
         deadline.arm()
+        if (pendingAllowed && frame.byteLength === 1 && frame.get(0) === PENDING) {
+          this.counts.pendingAnswers++
+          for (const w of [...want.waiters]) w({ pending: true })
+          frame = await conn.lp.read({ signal: deadline.signal })
+          deadline.arm()
+        }
         const status = frame.byteLength > 0 ? frame.get(0) : -1
         let answer: Answer
         if (status === DONT_HAVE && frame.byteLength === 1) {
           this.counts.dontHaves++
-          ps.misses = 0.8 * ps.misses + 0.2
           answer = { dontHave: true }
         } else if (status === HAVE) {
-          ps.misses *= 0.8
           if (want === rest[0]) this.sample(ps, performance.now() - sentAt)
           answer = { have: frame.subarray(1), counted: false }
         } else {
@@ -666,7 +696,7 @@ export class BlockExchange {
    * `requestTimeout`; later ones may come whenever (the stream's inactivity timeout, 120 s by
    * default, closes an idle one). A malformed or oversized request closes the stream.
    */
-  private async serve (stream: Stream, connection: Connection): Promise<void> {
+  private async serve (stream: Stream, connection: Connection, pendingFrames: boolean): Promise<void> {
     const peer = connection.remotePeer.toString()
     this.track(undefined, stream)
     const maxRequest = this.opts.maxCidsPerRequest * this.opts.maxCidBytes
@@ -693,8 +723,20 @@ export class BlockExchange {
         }
         for (let i = 0; i < cids.length; i++) {
           readAhead(i + this.opts.serveReadAhead)
-          if (reads[i] != null) reads[i] = reads[i].then(async b => b ?? await this.whenFetched(cids[i], peer))
-          const bytes = await reads[i]
+          let bytes = await reads[i]
+          if (bytes == null) {
+            const fetching = this.whenFetched(cids[i], peer)
+            if (fetching != null) {
+              if (pendingFrames) {
+                // tell the asker we are on it, so it waits for us instead of asking another peer
+                if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
+                deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
+                await lp.write(Uint8Array.of(PENDING), { signal: deadline.signal })
+                deadline.clear()
+              }
+              bytes = await fetching
+            }
+          }
           if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
           deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
           if (bytes == null) {
@@ -729,16 +771,22 @@ export class BlockExchange {
 
   /**
    * A block we do not hold but are fetching right now: its bytes once our fetch has them
-   * (verified against the CID there), within `serveWaitMs`. Not when we are asking this very
-   * peer for it ourselves: two nodes waiting on each other would both time out, so each answers
-   * the other don't-have at once and both move on to another peer.
+   * (verified against the CID there), within `serveWaitMs`. Two nodes asking each other for the
+   * same block would wait on each other: of the two, the one with the greater peer id answers
+   * don't-have at once, so the other moves on (to the origin, say) while the first keeps
+   * waiting on it. (Both answering don't-have would send both to the origin.)
    */
-  private async whenFetched (cid: CID, peer: string): Promise<Uint8Array | undefined> {
+  private whenFetched (cid: CID, peer: string): Promise<Uint8Array | undefined> | undefined {
     const pending = this.inflight?.(cid)
     if (pending == null) return undefined
     const asker = this.peerStates.get(peer)
     const key = keyOf(cid)
-    if (asker != null && (asker.sent.has(key) || asker.fg.has(key) || asker.bg.has(key))) return undefined
+    const cycle = asker != null && (asker.sent.has(key) || asker.fg.has(key) || asker.bg.has(key))
+    if (cycle && this.libp2p.peerId.toString() > peer) return undefined
+    return this.waitFor(pending)
+  }
+
+  private async waitFor (pending: Promise<Uint8Array | undefined>): Promise<Uint8Array | undefined> {
     let timer: NodeJS.Timeout | undefined
     const bytes = await Promise.race([
       pending.catch(() => undefined),
@@ -804,13 +852,13 @@ class Deadline {
 }
 
 function emptyStats (): BlockExchangeStats {
-  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, suspensions: 0 }
+  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, suspensions: 0, pendingAnswers: 0 }
 }
 
-/** A number in [0, 1) from a hash of (salt, peer, block): the same for the same three. */
-function spread (salt: number, peer: string, key: Uint8Array): number {
-  // FNV-1a over the three: cheap, and good enough to break ties evenly
-  let h = 0x811c9dc5 ^ salt
+/** A number in [0, 1) from a hash of (peer, block): the same on every node. */
+function spread (peer: string, key: Uint8Array): number {
+  // FNV-1a over both: cheap, and good enough to break ties evenly
+  let h = 0x811c9dc5
   for (let i = 0; i < peer.length; i++) h = Math.imul(h ^ peer.charCodeAt(i), 0x01000193)
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key[i], 0x01000193)
   return (h >>> 0) / 0x100000000
