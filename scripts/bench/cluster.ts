@@ -13,9 +13,11 @@
  * For each N and each row it prints: the wall time until every node is done (from the moment
  * all are mounted, and from their start), the bytes the origin sent (its eth0 TX counter), the
  * bytes each node sent (eth0 TX: mostly blocks served to peers), and each process's peak RSS
- * (VmHWM). Root, `ip`, `nsenter`, `tc`, FUSE; the registry row needs /usr/bin/docker-registry.
+ * (VmHWM; the processes run as installed: the bin's shebang settings). `--verbose` adds each
+ * node's block statistics (where its blocks came from, hedges, pending answers, what it served).
+ * Root, `ip`, `nsenter`, `tc`, FUSE; the registry row needs /usr/bin/docker-registry.
  *
- * usage: npm run bench:cluster -- [--nodes 1,2,4,8] [--rate-mbit 200] [--layers 4] [--layer-mib 16] [--no-registry] [--json]
+ * usage: npm run bench:cluster -- [--nodes 1,2,4,8] [--rate-mbit 200] [--layers 4] [--layer-mib 16] [--no-registry] [--json] [--verbose]
  */
 import '../../src/polyfill.js'
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
@@ -40,6 +42,7 @@ const { values: args } = parseArgs({
     'layer-mib': { type: 'string', default: '16' },
     'no-registry': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
+    verbose: { type: 'boolean', default: false },
     // internal: run in the origin's namespace to upload the image into the registry
     upload: { type: 'string' },
     layout: { type: 'string' }
@@ -156,7 +159,7 @@ async function main (): Promise<void> {
 
     for (const n of ns) {
       // ipfs-estargz row: a fresh origin daemon (same repo) and fresh node repos
-      const origin = await startIn(lan, 0, [process.execPath, cliPath, 'daemon', '--root', join(dir, 'origin'), '--address', join(dir, 'origin', 's.sock'), '--config', join(dir, 'origin.toml')], 'snapshotter on')
+      const origin = await startIn(lan, 0, [cliPath, 'daemon', '--root', join(dir, 'origin'), '--address', join(dir, 'origin', 's.sock'), '--config', join(dir, 'origin.toml')], 'snapshotter on')
       running.push(origin)
       const tx0 = await Promise.all(Array.from({ length: n + 1 }, async (_, i) => await txBytes(lan, i)))
       const ids: string[] = []
@@ -172,7 +175,7 @@ async function main (): Promise<void> {
         const base = join(dir, `n${n}-${i}`)
         const peers = [`/ip4/${lan.addr(0)}/tcp/${PORT}/p2p/${originId}`, ...ids.flatMap((id, j) => j === k ? [] : [`/ip4/${lan.addr(j + 1)}/tcp/${PORT}/p2p/${id}`])]
         await writeFile(join(base, 'config.toml'), ipfsCfg(i, peers))
-        const p = await startIn(lan, i, [process.execPath, cliPath, 'mount', root, join(base, 'mnt'), '--repo', join(base, 'repo'), '--config', join(base, 'config.toml'), '--log-level', 'info'], 'mounted at')
+        const p = await startIn(lan, i, [cliPath, 'mount', root, join(base, 'mnt'), '--repo', join(base, 'repo'), '--config', join(base, 'config.toml'), '--log-level', 'info'], 'mounted at')
         running.push(p)
         return { p, mnt: join(base, 'mnt') }
       }))
@@ -190,6 +193,15 @@ async function main (): Promise<void> {
       for (const { p } of nodes) await stop(p)
       await stop(origin)
       printRow(rows[rows.length - 1])
+      if (args.verbose) {
+        for (const { p } of nodes) {
+          const line = p.log().split('\n').reverse().find(l => l.includes('mount: block statistics'))
+          if (line == null) continue
+          const st = JSON.parse(line) as { fetched: Record<string, number>, exchange: Record<string, number> }
+          const mib = (b: number): string => (b / 2 ** 20).toFixed(1)
+          console.log(`    fetched: exchange ${mib(st.fetched.exchangeBytes)} MiB, bitswap ${mib(st.fetched.bitswapBytes)} MiB, local ${mib(st.fetched.localBytes)} MiB; exchange: requests ${st.exchange.requests}, hedges ${st.exchange.hedges}, don't-haves ${st.exchange.dontHaves}, pending ${st.exchange.pendingAnswers}, served ${mib(st.exchange.servedBytes)} MiB (${st.exchange.servedAfterWait} after waiting), failed ${st.exchange.failedRequests}`)
+        }
+      }
 
       // registry row
       if (!args['no-registry'] && existsSync(REGISTRY_BIN)) {

@@ -82,6 +82,14 @@ export const DEFAULTS = {
   hedgeMargin: 3,
   maxHedgeDelay: 500,
   /**
+   * Hedges allowed per 100 gets, over time (a token bucket of `maxHedgeTokens`): when every peer
+   * is slow because all are busy (a cluster pulling at once on small machines), hedging without
+   * a limit sends each block several times and makes everyone slower still. A get whose hedge
+   * finds no token waits for its peer's answer, don't-have or timeout.
+   */
+  hedgePercent: 10,
+  maxHedgeTokens: 10,
+  /**
    * Server: a block we do not hold but are fetching ourselves is answered once it arrives (so
    * nodes starting together need not all go to the origin), if it arrives within this many ms;
    * else don't-have. Below `requestTimeout`, so the asker never times out waiting for it, and
@@ -154,6 +162,8 @@ export interface BlockExchangeStats {
   badBlocks: number
   /** Gets that asked a second (or third) peer because the first was slow: hedges. */
   hedges: number
+  /** Hedges not sent because the hedge budget (`hedgePercent`) was spent. */
+  hedgesSkipped: number
   /** Requests answered, blocks (and bytes) served, don't-haves sent. */
   servedRequests: number
   servedBlocks: number
@@ -253,6 +263,7 @@ export class BlockExchange {
   private readonly suspended = new Map<string, number>()
   private readonly perPeer = new Map<string, PeerExchangeStats>()
   private readonly inflight: BlockExchangeComponents['inflight']
+  private hedgeTokens: number
   private readonly streams = new Set<Stream>()
   private topologyId: string | undefined
   private running = false
@@ -263,6 +274,7 @@ export class BlockExchange {
     this.inflight = components.inflight
     this.log = components.logger.child({ component: 'block-exchange' })
     this.opts = { ...DEFAULTS, ...options }
+    this.hedgeTokens = this.opts.maxHedgeTokens
     for (const [k, v] of Object.entries(this.opts)) {
       const min = k === 'loadSpread' ? 0 : 1
       if (!Number.isInteger(v) || v < min) throw new InvalidOptionError(`block exchange: ${k} must be an integer ≥ ${min}, got ${String(v)}`)
@@ -433,11 +445,14 @@ export class BlockExchange {
         return true
       }
       const onHedge = (): void => {
-        if (done) return
-        if (next < peers.length) this.counts.hedges++
+        if (done || next >= peers.length) return
+        if (this.hedgeTokens < 1) { this.counts.hedgesSkipped++; return }
+        this.hedgeTokens--
+        this.counts.hedges++
         launch()
       }
       signal?.addEventListener('abort', onAbort, { once: true })
+      if (!background) this.hedgeTokens = Math.min(this.opts.maxHedgeTokens, this.hedgeTokens + this.opts.hedgePercent / 100)
       launch()
     })
   }
@@ -621,12 +636,15 @@ export class BlockExchange {
       const sentAt = performance.now()
       await conn.lp.write(Buffer.concat(rest.map(w => w.cid.bytes)), { signal: deadline.signal })
       const pendingAllowed = conn.stream.protocol === PROTOCOL_PENDING
-      for (const want of rest) {
+      for (const [idx, want] of rest.entries()) {
         let frame = await conn.lp.read({ signal: deadline.signal })
         deadline.arm()
+        let waited = false
         if (pendingAllowed && frame.byteLength === 1 && frame.get(0) === PENDING) {
+          waited = true
           this.counts.pendingAnswers++
-          for (const w of [...want.waiters]) w({ pending: true })
+          // the answers after it wait in line behind it: hold their hedges too
+          for (const w of rest.slice(idx)) for (const waiter of [...w.waiters]) waiter({ pending: true })
           frame = await conn.lp.read({ signal: deadline.signal })
           deadline.arm()
         }
@@ -636,7 +654,8 @@ export class BlockExchange {
           this.counts.dontHaves++
           answer = { dontHave: true }
         } else if (status === HAVE) {
-          if (want === rest[0]) this.sample(ps, performance.now() - sentAt)
+          // an answer the peer waited for its own fetch to bring says nothing of the link
+          if (want === rest[0] && !waited) this.sample(ps, performance.now() - sentAt)
           answer = { have: frame.subarray(1), counted: false }
         } else {
           throw new BlockExchangeProtocolError(`${ps.id} sent status ${status} for ${want.cid.toString()}`)
@@ -852,7 +871,7 @@ class Deadline {
 }
 
 function emptyStats (): BlockExchangeStats {
-  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, suspensions: 0, pendingAnswers: 0 }
+  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, hedgesSkipped: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, suspensions: 0, pendingAnswers: 0 }
 }
 
 /** A number in [0, 1) from a hash of (peer, block): the same on every node. */

@@ -57,6 +57,13 @@ export interface BlockFetcherComponents {
   store: { putFetched: (cid: CID, bytes: Uint8Array) => boolean }
   /** Connected peers: none means bitswap cannot help, so the gateways go at once. */
   connections: () => number
+  /**
+   * Connected peers the exchange does not ask (they do not speak it, or lied, or keep timing
+   * out). None: bitswap could only ask the exchange's own peers again, so it waits for the
+   * exchange to end instead of joining after `exchangeBudget` (in a cluster of our nodes under
+   * load that only sent each block again, by bitswap, from every peer that had it).
+   */
+  bitswapOnlyPeers?: () => number
   logger: Logger
 }
 
@@ -67,7 +74,8 @@ type Stage = 'exchange' | 'bitswap' | 'gateway'
  * the local blockstore (Helia does that before any broker), then `retrieve` here asks, in order,
  *
  *   1. our block exchange, peers hedged (src/ipfs/block-exchange.ts),
- *   2. bitswap, once every exchange peer said don't-have/failed or after `exchangeBudget`,
+ *   2. bitswap, once every exchange peer said don't-have/failed or after `exchangeBudget`
+ *      (that only when some connected peer is one the exchange does not ask),
  *   3. the configured gateways, after `bitswapBudget` of bitswap (at once with no peers),
  *
  * and takes the first block that verifies against its CID; the later stages are not started
@@ -231,7 +239,7 @@ export class BlockFetcher implements BlockBroker {
 
       if (exchange?.isStarted() === true && exchange.peers().length > 0) {
         run('exchange', async () => await exchange.get(cid, { signal, background: options.background, validate }))
-        after(this.opts.exchangeBudget, startBitswap)
+        if (this.components.bitswapOnlyPeers == null || this.components.bitswapOnlyPeers() > 0) after(this.opts.exchangeBudget, startBitswap)
       } else {
         startBitswap()
       }

@@ -201,6 +201,10 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
           gateways,
           store: blockstore,
           connections: () => h.libp2p.getConnections().length,
+          bitswapOnlyPeers: () => {
+            const asked = new Set((exchange?.isStarted() === true ? exchange.peers() : []).map(String))
+            return new Set(h.libp2p.getConnections().map(c => c.remotePeer.toString()).filter(id => !asked.has(id))).size
+          },
           logger: options.logger
         }, options.fetch)
         h.addBlockBroker(fetcher)
