@@ -46,6 +46,7 @@ const ALLOWED: Array<{ from: string, to: string, why: string }> = [
   { from: 'cli/main.ts', to: 'daemon/errors.ts', why: 'the error of an unreachable daemon' },
   { from: 'cli/main.ts', to: 'ipfs/repo.ts', why: 'the environment variable that names the repo' },
   { from: 'cli/commands/layer.ts', to: 'source/file.ts', why: '`layer` works on local files and starts in ~0.1 s: no node, no IPFS code' },
+  { from: 'cli/commands/swarm.ts', to: 'ipfs/swarm-key.ts', why: 'generating a swarm key loads no Helia' },
   // The FUSE manager process lives as long as the lazy mounts: it loads no Helia.
   { from: 'cli/commands/fuse-manager.ts', to: 'daemon/config.ts', why: 'the FUSE manager takes its defaults from the daemon\'s configuration' },
   { from: 'daemon/config.ts', to: 'prefetch-record/defaults.ts', why: 'learned prefetch\'s defaults (the configuration is loaded in the FUSE manager): not its libp2p protocol' },

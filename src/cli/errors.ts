@@ -22,6 +22,9 @@ export class UmountTimeoutError extends CliError {
   }
 }
 
+/** `mount` could not fetch the image's index, manifest and config within `--open-timeout`. */
+export class MountOpenTimeoutError extends CliError { static readonly code = 'ERR_MOUNT_OPEN_TIMEOUT' }
+
 /** Parses a non-negative integer option (`--chunk-size 4194304`, `--offset 0`). */
 export function parseNonNegativeInt (what: string): (value: string) => number {
   return (value: string): number => {

@@ -17,6 +17,8 @@ export const DEFAULTS = {
   umountPollMs: 100,
   /** `umount` of a crashed mount looks for at most this many layer mountpoints (it stops at the first missing one). */
   umountMaxLayers: 512,
+  /** `mount` fails when the image's index, manifest and config have not arrived after this many seconds. */
+  mountOpenTimeoutSec: 60,
   /** A stopped FUSE manager exits after this long even if a handle (a FUSE thread, a keep-alive socket) lingers. */
   fuseManagerExitGraceMs: 2_000
 } as const

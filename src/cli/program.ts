@@ -30,7 +30,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   id: async () => (await import('./commands/daemon.js')).idCommand(),
   'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand(),
   tag: async () => (await import('./commands/mirror.js')).tagCommand(),
-  mirror: async () => (await import('./commands/mirror.js')).mirrorCommand()
+  mirror: async () => (await import('./commands/mirror.js')).mirrorCommand(),
+  swarm: async () => (await import('./commands/swarm.js')).swarmCommand(),
+  peers: async () => (await import('./commands/cluster.js')).peersCommand(),
+  stats: async () => (await import('./commands/cluster.js')).statsCommand()
 }
 
 export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {

@@ -1,4 +1,4 @@
-import { RepoMismatchError, openRepo, resolveRepoPath, type OpenRepo } from '../ipfs/index.js'
+import { RepoMismatchError, openRepo, resolveRepoPath, type NodeOptions, type OpenRepo } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
 import { commandContext } from './context.js'
 
@@ -9,12 +9,12 @@ import { commandContext } from './context.js'
  * open ports. Creating (or tightening) the repo makes this process's umask 077: whatever the
  * command writes from then on is private.
  */
-export async function openCommandRepo (flag: string | undefined, logger: Logger, options: { listen?: string[], peers?: string[] } = {}): Promise<OpenRepo> {
+export async function openCommandRepo (flag: string | undefined, logger: Logger, options: Omit<NodeOptions, 'repo' | 'logger'> = {}): Promise<OpenRepo> {
   const path = resolveRepoPath(flag)
   const daemonRepo = commandContext.getStore()?.repo
   if (daemonRepo != null) {
     if (daemonRepo.path !== path) throw new RepoMismatchError(daemonRepo.path, path)
     return { ...daemonRepo, close: async () => {} } // the daemon keeps its repo open
   }
-  return await openRepo({ logger }, { repo: path, listen: options.listen, peers: options.peers })
+  return await openRepo({ logger }, { ...options, repo: path })
 }

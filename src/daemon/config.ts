@@ -40,7 +40,30 @@ export const DEFAULTS = {
      * same as ipfs's NODE_DEFAULTS, written out: this file is loaded by the FUSE manager, which
      * must not load Helia.
      */
-    inboundConnectionsPerSec: 5
+    inboundConnectionsPerSec: 5,
+    /**
+     * A private swarm's key (`ipfs-estargz swarm key generate > swarm.key`, mode 0600): only
+     * nodes with the same key can connect. Empty: no private swarm. A key file that cannot be
+     * read, is malformed, or that others may access stops the daemon at start.
+     */
+    swarmKeyFile: '',
+    /** Peers dialled at start (multiaddrs with /p2p/), as a bootstrap list: the DHT starts from them. */
+    bootstrap: [] as string[],
+    /** Find peers on the LAN by multicast DNS (off: it announces the node to the link, and most pod networks carry no multicast). */
+    mdns: false,
+    /** Seconds between mDNS queries. */
+    mdnsIntervalSec: 10,
+    /**
+     * The Kademlia DHT in LAN mode (`/ipfs/lan/kad/1.0.0`, private addresses only): the node
+     * announces the images it holds and looks up who holds an image before mounting it.
+     */
+    dht: false,
+    /** A provider lookup before a layer's first read gives up after this many seconds (then reads from the peers connected). */
+    lookupTimeoutSec: 5,
+    /** Discovered peers are dialled while fewer than this many peers are connected. */
+    maxPeers: 64,
+    /** Seconds between announcements in the DHT of images not yet announced (a failed one is tried again). */
+    provideIntervalSec: 60
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,

@@ -15,6 +15,7 @@ import type { DaemonConfig } from './config.js'
 import { ControlServer, type CommandRunner } from './control.js'
 import { LearningLayerMounter } from './learning-mounter.js'
 import { learnedPrefetchOptions } from './learned-prefetch.js'
+import { HeldImages, nodeOptionsFor } from './p2p.js'
 
 export interface DaemonComponents {
   logger: Logger
@@ -56,6 +57,7 @@ export class Daemon {
   private blobs?: BlobReader
   private learned?: LearnedPrefetch
   private mirror?: MirrorServer
+  private held?: HeldImages
   private managerClient?: FuseManagerClient
   private supervisor?: NodeJS.Timeout
   private redial?: NodeJS.Timeout
@@ -86,16 +88,22 @@ export class Daemon {
     await mkdir(config.root, { recursive: true, mode: PRIVATE.dirMode })
     const socketDir = dirname(config.address)
     if (await mkdir(socketDir, { recursive: true }) != null) await chmod(socketDir, SOCKET_DIR_MODE)
-    this.repo = await openRepo({ logger }, { repo: config.root, listen: config.ipfs.listen, peers: config.ipfs.peers, gateways: config.ipfs.gateways, inboundConnectionsPerSec: config.ipfs.inboundConnectionsPerSec })
+    this.repo = await openRepo({ logger }, { repo: config.root, ...await nodeOptionsFor(config.ipfs) })
     const { node, index } = this.repo
     try {
       this.keepPeersConnected()
+      const held = this.held = new HeldImages({ repo: this.repo, logger }, { intervalMs: config.ipfs.provideIntervalSec * 1000 })
+      held.start()
       let mounter: RemoteLayerMounter | undefined
       // learned orders go to the FUSE manager's chunk cache when there is one (the mounter below)
       const handOff = async (layer: string, ranges: Array<[number, number]>, signal: AbortSignal): Promise<boolean> => await (mounter?.prefetch?.(layer, ranges, signal) ?? false)
       const learned = this.learned = config.prefetch.enable ? new LearnedPrefetch({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, libp2p: node.helia.libp2p, handOff }, learnedPrefetchOptions(config)) : undefined
       await learned?.start()
-      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000, onBlock: learned?.countBlock })
+      const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => {
+        await held.beforeFirstRead(cid, signal)
+        return await openIpfsSource(cid, signal)
+      }
+      const openIpfsSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000, onBlock: learned?.countBlock })
       const settings = {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
         backgroundFetch: config.fs.backgroundFetch,
@@ -109,7 +117,13 @@ export class Daemon {
       const repo = this.repo
       const warmLayers: WarmLayers = async (layers, signal) => { await mounter?.warm?.(layers, signal) }
       this.blobs = config.fuseManager.enable ? new BlobReader({ logger, openSource, onRead: learned?.onRead }) : undefined
-      this.control = new ControlServer({ logger, blobs: this.blobs, run: async (argv, io) => await this.components.runCommand(argv, { ...io, repo, ...(mounter?.warm != null ? { warmLayers } : {}) }) }, { address: apiAddressFor(config), repo: config.root })
+      this.control = new ControlServer({ logger, blobs: this.blobs, run: async (argv, io) => {
+        try {
+          return await this.components.runCommand(argv, { ...io, repo, ...(mounter?.warm != null ? { warmLayers } : {}) })
+        } finally {
+          held.announce() // a push or pull may have added images
+        }
+      } }, { address: apiAddressFor(config), repo: config.root })
       await this.control.start()
       const snapshotRoot = join(config.root, 'snapshotter')
       if (config.fuseManager.enable) {
@@ -229,6 +243,7 @@ export class Daemon {
   async stop (): Promise<void> {
     this.stopping ??= (async () => {
       if (this.redial != null) clearInterval(this.redial)
+      this.held?.stop()
       if (this.supervisor != null) clearInterval(this.supervisor)
       const steps: Array<[string, () => Promise<void> | undefined]> = [
         ['mirror', () => this.mirror?.stop()],

@@ -6,3 +6,4 @@
 export * from './errors.js'
 export { Daemon, apiAddressFor, fuseManagerAddressFor, type DaemonComponents, type WarmLayers } from './daemon.js'
 export { DEFAULTS, loadConfig, type DaemonConfig } from './config.js'
+export { nodeOptionsFor, HeldImages } from './p2p.js'

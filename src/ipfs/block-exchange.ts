@@ -10,6 +10,13 @@ import { AbortError, BlockDigestMismatchError, BlockExchangeProtocolError, Block
 
 /** The protocol id announced through identify. */
 export const PROTOCOL = '/ipfs-estargz/blocks/1.0.0'
+/**
+ * The same protocol plus the pending frame: a server that is fetching a block itself says so
+ * before it answers, so the asker waits for it instead of hedging to another peer. Both are
+ * served; a client asks for 1.1.0 first.
+ */
+export const PROTOCOL_PENDING = '/ipfs-estargz/blocks/1.1.0'
+const PROTOCOLS = [PROTOCOL_PENDING, PROTOCOL]
 
 /**
  * A map key for a CID. Not `cid.toString()`: that caches the base32 text on the CID object, built
@@ -23,6 +30,8 @@ function keyOf (cid: CID): string {
 /** Response status bytes (the first byte of every response frame). */
 const DONT_HAVE = 0
 const HAVE = 1
+/** 1.1.0 only: "fetching it myself; the answer follows" (then a HAVE or DONT_HAVE frame for the same CID). */
+const PENDING = 2
 
 /** Block-exchange defaults, in one place. */
 export const DEFAULTS = {
@@ -55,8 +64,12 @@ export const DEFAULTS = {
   /** Concurrent inbound / outbound streams of this protocol per connection. */
   maxInboundStreams: 64,
   maxOutboundStreams: 64,
-  /** Peers asked at most for one block (hedged, see `hedgeDelay`) before `get` gives up (→ bitswap). */
-  peersPerBlock: 3,
+  /**
+   * Peers asked at most for one block (hedged, see `hedgeDelay`) before `get` gives up (→ bitswap,
+   * which asks every connected peer, the origin too). Enough for a cluster's nodes: a don't-have
+   * costs one round trip, a bitswap fallback may cost the origin another copy.
+   */
+  peersPerBlock: 8,
   /** Idle streams kept open per peer for the next requests. */
   maxIdleStreams: 4,
   /**
@@ -67,7 +80,36 @@ export const DEFAULTS = {
    */
   hedgeDelay: 50,
   hedgeMargin: 3,
-  maxHedgeDelay: 500
+  maxHedgeDelay: 500,
+  /**
+   * Hedges allowed per 100 gets, over time (a token bucket of `maxHedgeTokens`): when every peer
+   * is slow because all are busy (a cluster pulling at once on small machines), hedging without
+   * a limit sends each block several times and makes everyone slower still. A get whose hedge
+   * finds no token waits for its peer's answer, don't-have or timeout.
+   */
+  hedgePercent: 10,
+  maxHedgeTokens: 10,
+  /**
+   * Server: a block we do not hold but are fetching ourselves is answered once it arrives (so
+   * nodes starting together need not all go to the origin), if it arrives within this many ms;
+   * else don't-have. Below `requestTimeout`, so the asker never times out waiting for it, and
+   * below the fetcher's `exchangeBudget`, so the asker hears don't-have (and asks another peer)
+   * before it falls back to bitswap, which would ask every peer at once.
+   */
+  serveWaitMs: 1_500,
+  /** Client: a peer whose requests time out this many times in a row is not asked for `suspendMs`. */
+  maxTimeouts: 2,
+  suspendMs: 30_000,
+  /**
+   * How much the choice of first peer per block is spread (see `ranked`), in percent: a peer's
+   * expected cost is multiplied by a factor in [1, 1 + loadSpread/100) drawn per node, peer and
+   * block. 0: peers of equal cost are asked in the order they connected.
+   */
+  loadSpread: 100,
+  /** Answer times below this many ms count as equal when choosing a peer (LAN noise, a stream's first answer). */
+  costFloorMs: 10,
+  /** Peers whose byte counters (`peerStats`) are kept; the least recently seen go first. */
+  maxPeerStats: 1024
 } as const
 
 export type BlockExchangeOptions = { -readonly [K in keyof typeof DEFAULTS]?: number }
@@ -79,10 +121,29 @@ export interface ExchangeBlockstore {
 }
 
 export interface BlockExchangeComponents {
-  libp2p: Pick<Libp2p, 'handle' | 'unhandle' | 'register' | 'unregister' | 'dialProtocol' | 'getConnections' | 'peerStore'>
+  libp2p: Pick<Libp2p, 'peerId' | 'handle' | 'unhandle' | 'register' | 'unregister' | 'dialProtocol' | 'getConnections' | 'peerStore'>
   /** The LOCAL blockstore: the server reads only this (it must never fetch from the network). */
   blockstore: ExchangeBlockstore
+  /**
+   * A fetch of this block this node is making right now (src/ipfs/fetcher.ts), resolving to its
+   * verified bytes or undefined: the server answers with it once it arrives. Never starts a fetch.
+   */
+  inflight?: (cid: CID) => Promise<Uint8Array | undefined> | undefined
   logger: Logger
+}
+
+/** Bytes exchanged with one peer through this protocol since start. */
+export interface PeerExchangeStats {
+  /** Verified blocks (and bytes) received from the peer. */
+  blocksReceived: number
+  bytesReceived: number
+  /** Blocks (and bytes) served to the peer. */
+  blocksServed: number
+  bytesServed: number
+  /** Blocks from the peer that did not match their CID (one is enough to stop asking it). */
+  badBlocks: number
+  /** Requests to the peer that failed or timed out. */
+  failedRequests: number
 }
 
 /** Counters since start (client side, then server side). */
@@ -101,6 +162,8 @@ export interface BlockExchangeStats {
   badBlocks: number
   /** Gets that asked a second (or third) peer because the first was slow: hedges. */
   hedges: number
+  /** Hedges not sent because the hedge budget (`hedgePercent`) was spent. */
+  hedgesSkipped: number
   /** Requests answered, blocks (and bytes) served, don't-haves sent. */
   servedRequests: number
   servedBlocks: number
@@ -108,6 +171,12 @@ export interface BlockExchangeStats {
   servedDontHaves: number
   /** Inbound streams closed because the request was malformed, oversized or too slow. */
   rejectedRequests: number
+  /** Blocks served once our own fetch of them arrived (asked while we were fetching them). */
+  servedAfterWait: number
+  /** Peers set aside for `suspendMs` because their requests kept timing out. */
+  suspensions: number
+  /** Pending frames received: a peer said it was fetching a block we asked for (no hedge then). */
+  pendingAnswers: number
 }
 
 export interface GetOptions {
@@ -122,7 +191,7 @@ export interface GetOptions {
 }
 
 /** What one peer answered for one CID. */
-type Answer = { have: Uint8Array, counted: boolean } | { dontHave: true } | { failed: Error }
+type Answer = { have: Uint8Array, counted: boolean } | { dontHave: true } | { failed: Error } | { pending: true }
 
 /** A CID asked of one peer, with everyone waiting for its answer. */
 interface Want {
@@ -146,6 +215,8 @@ interface PeerState {
   rttvar: number
   /** Blocks this peer has delivered (peers that have delivered rank first). */
   delivered: number
+  /** Requests that timed out in a row. */
+  timeouts: number
   /** Wants not sent yet, on-demand and background. */
   fg: Map<string, Want>
   bg: Map<string, Want>
@@ -188,6 +259,11 @@ export class BlockExchange {
   private readonly peerStates = new Map<string, PeerState>()
   /** Peers that sent bytes that did not match the CID: never asked again. */
   private readonly bad = new Set<string>()
+  /** Peers whose requests kept timing out, until when (ms since epoch). */
+  private readonly suspended = new Map<string, number>()
+  private readonly perPeer = new Map<string, PeerExchangeStats>()
+  private readonly inflight: BlockExchangeComponents['inflight']
+  private hedgeTokens: number
   private readonly streams = new Set<Stream>()
   private topologyId: string | undefined
   private running = false
@@ -195,10 +271,13 @@ export class BlockExchange {
   constructor (components: BlockExchangeComponents, options: BlockExchangeOptions = {}) {
     this.libp2p = components.libp2p
     this.blockstore = components.blockstore
+    this.inflight = components.inflight
     this.log = components.logger.child({ component: 'block-exchange' })
     this.opts = { ...DEFAULTS, ...options }
+    this.hedgeTokens = this.opts.maxHedgeTokens
     for (const [k, v] of Object.entries(this.opts)) {
-      if (!Number.isInteger(v) || v < 1) throw new InvalidOptionError(`block exchange: ${k} must be a positive integer, got ${String(v)}`)
+      const min = k === 'loadSpread' ? 0 : 1
+      if (!Number.isInteger(v) || v < min) throw new InvalidOptionError(`block exchange: ${k} must be an integer ≥ ${min}, got ${String(v)}`)
     }
     if (this.opts.requestCids > this.opts.maxCidsPerRequest || this.opts.backgroundRequestCids > this.opts.maxCidsPerRequest) {
       throw new InvalidOptionError('block exchange: requestCids and backgroundRequestCids must not exceed maxCidsPerRequest')
@@ -211,10 +290,13 @@ export class BlockExchange {
 
   async start (): Promise<void> {
     if (this.running) return
-    await this.libp2p.handle(PROTOCOL, async (stream, connection) => { await this.serve(stream, connection) }, {
-      maxInboundStreams: this.opts.maxInboundStreams,
-      maxOutboundStreams: this.opts.maxOutboundStreams
-    })
+    for (const protocol of PROTOCOLS) {
+      await this.libp2p.handle(protocol, async (stream, connection) => { await this.serve(stream, connection, protocol === PROTOCOL_PENDING) }, {
+        maxInboundStreams: this.opts.maxInboundStreams,
+        maxOutboundStreams: this.opts.maxOutboundStreams
+      })
+    }
+    // every peer speaks 1.0.0 (1.1.0 came later): one topology
     this.topologyId = await this.libp2p.register(PROTOCOL, {
       onConnect: (peer) => { this.addPeer(peer) },
       onDisconnect: (peer) => { this.peerStates.delete(peer.toString()) }
@@ -233,7 +315,7 @@ export class BlockExchange {
     if (!this.running) return
     this.running = false
     if (this.topologyId != null) this.libp2p.unregister(this.topologyId)
-    await this.libp2p.unhandle(PROTOCOL).catch(() => {})
+    for (const protocol of PROTOCOLS) await this.libp2p.unhandle(protocol).catch(() => {})
     for (const s of [...this.streams]) s.abort(new AbortError('block exchange stopped'))
     this.streams.clear()
     const stopped: Answer = { failed: new AbortError('block exchange stopped') }
@@ -245,6 +327,23 @@ export class BlockExchange {
 
   stats (): BlockExchangeStats {
     return { ...this.counts }
+  }
+
+  /** Bytes exchanged per peer (by peer id) since start. */
+  peerStats (): Record<string, PeerExchangeStats> {
+    return Object.fromEntries([...this.perPeer].map(([k, v]) => [k, { ...v }]))
+  }
+
+  private peerCounters (id: string): PeerExchangeStats {
+    let c = this.perPeer.get(id)
+    if (c != null) {
+      this.perPeer.delete(id) // re-inserted last: the map's order is recency
+    } else {
+      c = { blocksReceived: 0, bytesReceived: 0, blocksServed: 0, bytesServed: 0, badBlocks: 0, failedRequests: 0 }
+      if (this.perPeer.size >= this.opts.maxPeerStats) this.perPeer.delete(this.perPeer.keys().next().value as string)
+    }
+    this.perPeer.set(id, c)
+    return c
   }
 
   /**
@@ -269,7 +368,7 @@ export class BlockExchange {
     if (signal?.aborted === true) throw new AbortError(`block ${cid.toString()}: aborted`)
     const validate = options.validate ?? (cid.multihash.code === sha256.code ? (b: Uint8Array) => { verifySha256(cid, b) } : undefined)
     if (!this.running || validate == null) return undefined
-    const peers = this.ranked().slice(0, this.opts.peersPerBlock)
+    const peers = this.ranked(cid).slice(0, this.opts.peersPerBlock)
     if (peers.length === 0) return undefined
     const background = options.background === true
     return await new Promise<Uint8Array | undefined>((resolve, reject) => {
@@ -305,6 +404,13 @@ export class BlockExchange {
         outstanding++
         let cancel: (() => void) | undefined
         const onAnswer = (a: Answer): void => {
+          if ('pending' in a) {
+            // the peer is fetching it and will answer within its serve wait: no hedge before that
+            if (done || background) return
+            clearTimeout(hedge)
+            hedge = setTimeout(onHedge, this.opts.serveWaitMs + this.hedgeDelay(peer))
+            return
+          }
           if (cancel != null) cancels.delete(cancel)
           if (done) return
           if (!('have' in a)) { settled(); return }
@@ -323,6 +429,9 @@ export class BlockExchange {
               this.counts.blocksReceived++
               this.counts.bytesReceived += a.have.length
               peer.delivered++
+              const pc = this.peerCounters(peer.id)
+              pc.blocksReceived++
+              pc.bytesReceived += a.have.length
             }
             finish(a.have)
           })()
@@ -331,15 +440,19 @@ export class BlockExchange {
         cancels.add(cancel)
         if (!background) {
           clearTimeout(hedge)
-          hedge = setTimeout(() => {
-            if (done) return
-            if (next < peers.length) this.counts.hedges++
-            launch()
-          }, this.hedgeDelay(peer))
+          hedge = setTimeout(onHedge, this.hedgeDelay(peer))
         }
         return true
       }
+      const onHedge = (): void => {
+        if (done || next >= peers.length) return
+        if (this.hedgeTokens < 1) { this.counts.hedgesSkipped++; return }
+        this.hedgeTokens--
+        this.counts.hedges++
+        launch()
+      }
       signal?.addEventListener('abort', onAbort, { once: true })
+      if (!background) this.hedgeTokens = Math.min(this.opts.maxHedgeTokens, this.hedgeTokens + this.opts.hedgePercent / 100)
       launch()
     })
   }
@@ -347,12 +460,42 @@ export class BlockExchange {
   private addPeer (peer: PeerId): void {
     const id = peer.toString()
     if (this.peerStates.has(id)) return
-    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false })
+    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, timeouts: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false })
   }
 
-  private ranked (): PeerState[] {
-    const list = [...this.peerStates.values()].filter(ps => !this.bad.has(ps.id))
-    return list.sort((a, b) => Number(b.delivered > 0) - Number(a.delivered > 0) || (a.srtt ?? Infinity) - (b.srtt ?? Infinity))
+  /**
+   * The peers to ask, best first. Without a CID (`peers()`): peers that have delivered first, each
+   * group by answer time. For a block, by an expected cost that spreads load instead of sending
+   * every node to the fastest peer (the origin, at first): the answer time (the fastest known
+   * until measured; at least `costFloorMs`), times one plus the requests we have in flight to
+   * that peer, times a factor in [1, 2) (`loadSpread`) drawn from a hash of the peer and the block.
+   * That hash is the same on every node (rendezvous hashing): nodes that start together mostly
+   * agree on which peer to ask first for each block, so that peer fetches it once (from the
+   * origin, after the others answered it don't-have) while the others wait on it, and different
+   * blocks go to different peers. A loaded origin, whose answers slow down, stops being anyone's
+   * first choice once others hold blocks. Lying and suspended peers are left out.
+   */
+  private ranked (cid?: CID): PeerState[] {
+    const now = Date.now()
+    const list = [...this.peerStates.values()].filter(ps => {
+      if (this.bad.has(ps.id)) return false
+      const until = this.suspended.get(ps.id)
+      if (until == null) return true
+      if (until > now) return false
+      this.suspended.delete(ps.id)
+      return true
+    })
+    if (cid == null) return list.sort((a, b) => Number(b.delivered > 0) - Number(a.delivered > 0) || (a.srtt ?? Infinity) - (b.srtt ?? Infinity))
+    const key = cid.multihash.digest
+    // a peer not timed yet is assumed as fast as the fastest known; times below the floor are noise
+    const known = list.filter(ps => ps.srtt != null).map(ps => ps.srtt as number)
+    const guess = known.length > 0 ? Math.min(...known) : this.opts.hedgeDelay
+    const cost = (ps: PeerState): number => {
+      const time = Math.max(this.opts.costFloorMs, ps.srtt ?? guess)
+      return time * (1 + ps.fgInFlight) * (1 + spread(ps.id, key) * this.opts.loadSpread / 100)
+    }
+    const costs = new Map(list.map(ps => [ps, cost(ps)]))
+    return list.sort((a, b) => (costs.get(a) as number) - (costs.get(b) as number))
   }
 
   private hedgeDelay (ps: PeerState): number {
@@ -373,6 +516,7 @@ export class BlockExchange {
 
   private lied (ps: PeerState, cid: CID, err: Error): void {
     this.counts.badBlocks++
+    this.peerCounters(ps.id).badBlocks++
     this.bad.add(ps.id)
     this.log.warn({ peer: ps.id, cid: cid.toString(), err: err.message }, 'peer sent a block that does not match its CID; not asking it again')
   }
@@ -459,7 +603,13 @@ export class BlockExchange {
         } catch (err) {
           if (pooled != null && progress.answered === 0 && this.running) { pooled = undefined; continue }
           this.counts.failedRequests++
+          this.peerCounters(ps.id).failedRequests++
           this.log.debug({ peer: ps.id, err: (err as Error).message }, 'block exchange request failed')
+          if (err instanceof BlockExchangeTimeoutError && ++ps.timeouts >= this.opts.maxTimeouts && !this.suspended.has(ps.id)) {
+            this.counts.suspensions++
+            this.suspended.set(ps.id, Date.now() + this.opts.suspendMs)
+            this.log.warn({ peer: ps.id, timeouts: ps.timeouts, ms: this.opts.suspendMs }, 'peer keeps timing out; not asking it for a while')
+          }
           const failed: Answer = { failed: err as Error }
           for (const want of wants.slice(progress.answered)) this.deliver(ps, want, failed)
           return
@@ -477,7 +627,7 @@ export class BlockExchange {
     let conn = pooled
     try {
       if (conn == null) {
-        const stream = await this.libp2p.dialProtocol(ps.peer, PROTOCOL, { signal: deadline.signal })
+        const stream = await this.libp2p.dialProtocol(ps.peer, PROTOCOLS, { signal: deadline.signal })
         this.track(ps, stream)
         conn = { stream, lp: lpStream(stream, this.clientFraming()) }
       }
@@ -485,21 +635,33 @@ export class BlockExchange {
       const rest = wants.slice(progress.answered)
       const sentAt = performance.now()
       await conn.lp.write(Buffer.concat(rest.map(w => w.cid.bytes)), { signal: deadline.signal })
-      for (const want of rest) {
-        const frame = await conn.lp.read({ signal: deadline.signal })
+      const pendingAllowed = conn.stream.protocol === PROTOCOL_PENDING
+      for (const [idx, want] of rest.entries()) {
+        let frame = await conn.lp.read({ signal: deadline.signal })
         deadline.arm()
+        let waited = false
+        if (pendingAllowed && frame.byteLength === 1 && frame.get(0) === PENDING) {
+          waited = true
+          this.counts.pendingAnswers++
+          // the answers after it wait in line behind it: hold their hedges too
+          for (const w of rest.slice(idx)) for (const waiter of [...w.waiters]) waiter({ pending: true })
+          frame = await conn.lp.read({ signal: deadline.signal })
+          deadline.arm()
+        }
         const status = frame.byteLength > 0 ? frame.get(0) : -1
         let answer: Answer
         if (status === DONT_HAVE && frame.byteLength === 1) {
           this.counts.dontHaves++
           answer = { dontHave: true }
         } else if (status === HAVE) {
-          if (want === rest[0]) this.sample(ps, performance.now() - sentAt)
+          // an answer the peer waited for its own fetch to bring says nothing of the link
+          if (want === rest[0] && !waited) this.sample(ps, performance.now() - sentAt)
           answer = { have: frame.subarray(1), counted: false }
         } else {
           throw new BlockExchangeProtocolError(`${ps.id} sent status ${status} for ${want.cid.toString()}`)
         }
         progress.answered++
+        ps.timeouts = 0
         this.deliver(ps, want, answer)
       }
       this.putIdle(ps, conn)
@@ -553,7 +715,7 @@ export class BlockExchange {
    * `requestTimeout`; later ones may come whenever (the stream's inactivity timeout, 120 s by
    * default, closes an idle one). A malformed or oversized request closes the stream.
    */
-  private async serve (stream: Stream, connection: Connection): Promise<void> {
+  private async serve (stream: Stream, connection: Connection, pendingFrames: boolean): Promise<void> {
     const peer = connection.remotePeer.toString()
     this.track(undefined, stream)
     const maxRequest = this.opts.maxCidsPerRequest * this.opts.maxCidBytes
@@ -580,7 +742,20 @@ export class BlockExchange {
         }
         for (let i = 0; i < cids.length; i++) {
           readAhead(i + this.opts.serveReadAhead)
-          const bytes = await reads[i]
+          let bytes = await reads[i]
+          if (bytes == null) {
+            const fetching = this.whenFetched(cids[i], peer)
+            if (fetching != null) {
+              if (pendingFrames) {
+                // tell the asker we are on it, so it waits for us instead of asking another peer
+                if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
+                deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
+                await lp.write(Uint8Array.of(PENDING), { signal: deadline.signal })
+                deadline.clear()
+              }
+              bytes = await fetching
+            }
+          }
           if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
           deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
           if (bytes == null) {
@@ -589,6 +764,9 @@ export class BlockExchange {
           } else {
             this.counts.servedBlocks++
             this.counts.servedBytes += bytes.length
+            const pc = this.peerCounters(peer)
+            pc.blocksServed++
+            pc.bytesServed += bytes.length
             await lp.write(Buffer.concat([Uint8Array.of(HAVE), bytes]), { signal: deadline.signal })
           }
           deadline.clear()
@@ -608,6 +786,34 @@ export class BlockExchange {
     } finally {
       deadline.clear()
     }
+  }
+
+  /**
+   * A block we do not hold but are fetching right now: its bytes once our fetch has them
+   * (verified against the CID there), within `serveWaitMs`. Two nodes asking each other for the
+   * same block would wait on each other: of the two, the one with the greater peer id answers
+   * don't-have at once, so the other moves on (to the origin, say) while the first keeps
+   * waiting on it. (Both answering don't-have would send both to the origin.)
+   */
+  private whenFetched (cid: CID, peer: string): Promise<Uint8Array | undefined> | undefined {
+    const pending = this.inflight?.(cid)
+    if (pending == null) return undefined
+    const asker = this.peerStates.get(peer)
+    const key = keyOf(cid)
+    const cycle = asker != null && (asker.sent.has(key) || asker.fg.has(key) || asker.bg.has(key))
+    if (cycle && this.libp2p.peerId.toString() > peer) return undefined
+    return this.waitFor(pending)
+  }
+
+  private async waitFor (pending: Promise<Uint8Array | undefined>): Promise<Uint8Array | undefined> {
+    let timer: NodeJS.Timeout | undefined
+    const bytes = await Promise.race([
+      pending.catch(() => undefined),
+      new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, this.opts.serveWaitMs) })
+    ]).finally(() => clearTimeout(timer))
+    if (bytes == null || bytes.length > this.opts.maxBlockSize) return undefined
+    this.counts.servedAfterWait++
+    return bytes
   }
 
   /** A block from the local blockstore only, if it fits the size limit. */
@@ -665,7 +871,16 @@ class Deadline {
 }
 
 function emptyStats (): BlockExchangeStats {
-  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0 }
+  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, hedgesSkipped: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, suspensions: 0, pendingAnswers: 0 }
+}
+
+/** A number in [0, 1) from a hash of (peer, block): the same on every node. */
+function spread (peer: string, key: Uint8Array): number {
+  // FNV-1a over both: cheap, and good enough to break ties evenly
+  let h = 0x811c9dc5
+  for (let i = 0; i < peer.length; i++) h = Math.imul(h ^ peer.charCodeAt(i), 0x01000193)
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key[i], 0x01000193)
+  return (h >>> 0) / 0x100000000
 }
 
 /** A request's body: the CIDs' bytes back to back (CIDs delimit themselves). */

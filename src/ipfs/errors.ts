@@ -112,3 +112,14 @@ export class ImageNotListedError extends IpfsError {
     super(`image ${root} is not listed in this repo (push or import it first; \`image ls\` shows the listed ones)`, options)
   }
 }
+
+// The private swarm's key file (src/ipfs/swarm-key.ts): the node refuses to start without a good one.
+
+/** The swarm key file cannot be read (missing, a directory, no permission). */
+export class SwarmKeyUnreadableError extends IpfsError { static readonly code = 'ERR_SWARM_KEY_UNREADABLE' }
+
+/** The swarm key file is not a v1 key: `/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits, one a line. */
+export class SwarmKeyMalformedError extends IpfsError { static readonly code = 'ERR_SWARM_KEY_MALFORMED' }
+
+/** The swarm key file may be read or written by other users (its group or others have permissions). */
+export class SwarmKeyPermissionsError extends IpfsError { static readonly code = 'ERR_SWARM_KEY_PERMISSIONS' }

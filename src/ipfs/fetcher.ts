@@ -57,6 +57,13 @@ export interface BlockFetcherComponents {
   store: { putFetched: (cid: CID, bytes: Uint8Array) => boolean }
   /** Connected peers: none means bitswap cannot help, so the gateways go at once. */
   connections: () => number
+  /**
+   * Connected peers the exchange does not ask (they do not speak it, or lied, or keep timing
+   * out). None: bitswap could only ask the exchange's own peers again, so it waits for the
+   * exchange to end instead of joining after `exchangeBudget` (in a cluster of our nodes under
+   * load that only sent each block again, by bitswap, from every peer that had it).
+   */
+  bitswapOnlyPeers?: () => number
   logger: Logger
 }
 
@@ -67,7 +74,8 @@ type Stage = 'exchange' | 'bitswap' | 'gateway'
  * the local blockstore (Helia does that before any broker), then `retrieve` here asks, in order,
  *
  *   1. our block exchange, peers hedged (src/ipfs/block-exchange.ts),
- *   2. bitswap, once every exchange peer said don't-have/failed or after `exchangeBudget`,
+ *   2. bitswap, once every exchange peer said don't-have/failed or after `exchangeBudget`
+ *      (that only when some connected peer is one the exchange does not ask),
  *   3. the configured gateways, after `bitswapBudget` of bitswap (at once with no peers),
  *
  * and takes the first block that verifies against its CID; the later stages are not started
@@ -80,6 +88,8 @@ export class BlockFetcher implements BlockBroker {
   private readonly counts: StageStats = { localBlocks: 0, localBytes: 0, exchangeBlocks: 0, exchangeBytes: 0, bitswapBlocks: 0, bitswapBytes: 0, gatewayBlocks: 0, gatewayBytes: 0, failures: 0 }
   private readonly opts: Required<FetcherOptions>
   private readonly log: Logger
+  /** Fetches running now, by CID: what a peer asking us for one of these blocks waits for. */
+  private readonly running = new Map<string, { promise: Promise<Uint8Array | undefined>, resolve: (b: Uint8Array | undefined) => void, readers: number }>()
 
   constructor (private readonly components: BlockFetcherComponents, options: FetcherOptions = {}) {
     this.opts = { ...DEFAULTS, ...options }
@@ -113,7 +123,38 @@ export class BlockFetcher implements BlockBroker {
     await this.components.bitswap?.announce?.(cid, options)
   }
 
+  /**
+   * The fetch of `cid` running now, if any: resolves to its verified bytes, or undefined if it
+   * ends without them. Starts nothing (the block exchange's server waits on it).
+   */
+  pending (cid: CID): Promise<Uint8Array | undefined> | undefined {
+    return this.running.get(keyOf(cid))?.promise
+  }
+
   async retrieve (cid: CID, options: FetchOptions = {}): Promise<Uint8Array> {
+    const key = keyOf(cid)
+    let entry = this.running.get(key)
+    if (entry == null) {
+      let resolve: (b: Uint8Array | undefined) => void = () => {}
+      const promise = new Promise<Uint8Array | undefined>(r => { resolve = r })
+      entry = { promise, resolve, readers: 0 }
+      this.running.set(key, entry)
+    }
+    const e = entry
+    e.readers++
+    try {
+      const bytes = await this.fetchOnce(cid, options)
+      e.resolve(bytes)
+      return bytes
+    } finally {
+      if (--e.readers === 0) {
+        e.resolve(undefined) // no-op once resolved with the bytes
+        if (this.running.get(key) === e) this.running.delete(key)
+      }
+    }
+  }
+
+  private async fetchOnce (cid: CID, options: FetchOptions): Promise<Uint8Array> {
     const outer = options.signal
     if (isAborted(outer)) throw new AbortError(`block ${cid.toString()}: aborted`)
     // Helia's check (its hashers), or ours; Helia does not hash again once it was called.
@@ -198,7 +239,7 @@ export class BlockFetcher implements BlockBroker {
 
       if (exchange?.isStarted() === true && exchange.peers().length > 0) {
         run('exchange', async () => await exchange.get(cid, { signal, background: options.background, validate }))
-        after(this.opts.exchangeBudget, startBitswap)
+        if (this.components.bitswapOnlyPeers == null || this.components.bitswapOnlyPeers() > 0) after(this.opts.exchangeBudget, startBitswap)
       } else {
         startBitswap()
       }
@@ -208,6 +249,9 @@ export class BlockFetcher implements BlockBroker {
 }
 
 const isAborted = (signal?: AbortSignal): boolean => signal?.aborted === true
+
+/** A map key for a CID (its bytes; see block-exchange.ts for why not its text). */
+const keyOf = (cid: CID): string => Buffer.from(cid.bytes.buffer, cid.bytes.byteOffset, cid.bytes.byteLength).toString('base64')
 
 /**
  * The local blockstore as Helia sees it: every `get` Helia makes of it is a local hit (Helia asks

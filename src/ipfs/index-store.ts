@@ -89,6 +89,10 @@ export class IndexStore {
     },
     delete: (digest: string): boolean => {
       return this.db.prepare('DELETE FROM digests WHERE digest = ?').run(digest).changes > 0
+    },
+    /** Every CID a digest maps to (the blobs of the images here: layers, configs, manifests). */
+    cids: (): CID[] => {
+      return (this.db.prepare('SELECT DISTINCT cid FROM digests').all() as Array<{ cid: string }>).map(r => CID.parse(r.cid))
     }
   }
 

@@ -15,3 +15,5 @@ export { IpfsImageReader, parseIpfsRef, cidOfDescriptor } from './image-reader.j
 export { IndexStore, type ImageRecord, type DigestMapping, type IndexStoreComponents } from './index-store.js'
 export { UnixfsFileReader, collectBlock, verifyBlock, decodeFileNode, type BlockGetter, type FileNode } from './dag-reader.js'
 export { walkDag } from './walk.js'
+export { Discovery, DEFAULTS as DISCOVERY_DEFAULTS, type DiscoveryOptions, type DiscoveryStats } from './discovery.js'
+export { generateSwarmKey, parseSwarmKey, readSwarmKey, SWARM_KEY } from './swarm-key.js'

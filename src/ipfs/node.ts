@@ -2,7 +2,11 @@ import { setMaxListeners } from 'node:events'
 import { join } from 'node:path'
 import { withBitswap } from '@helia/bitswap'
 import { withLibp2pLight, type HeliaWithLibp2p } from '@helia/libp2p'
+import { bootstrap } from '@libp2p/bootstrap'
 import { identify } from '@libp2p/identify'
+import { kadDHT, removePublicAddressesMapper } from '@libp2p/kad-dht'
+import { mdns } from '@libp2p/mdns'
+import { ping } from '@libp2p/ping'
 import { noise } from '@libp2p/noise'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
@@ -13,6 +17,7 @@ import { createHeliaLight } from 'helia'
 import type { Logger } from '../logging.js'
 import { BlockExchange, type BlockExchangeOptions } from './block-exchange.js'
 import { collectBlock } from './dag-reader.js'
+import { Discovery, DEFAULTS as DISCOVERY_DEFAULTS, type DiscoveryOptions } from './discovery.js'
 import { BlockNotFoundError, InvalidOptionError } from './errors.js'
 import { BlockFetcher, countingBlockstore, type FetchOptions, type FetcherOptions, type StageStats } from './fetcher.js'
 import { GatewayClient, type GatewayOptions } from './gateway.js'
@@ -42,7 +47,9 @@ export const DEFAULTS = {
    * default is also 5, set here so it is ours). Nodes behind one address (a NAT, or every test
    * node on loopback) share it.
    */
-  inboundConnectionsPerSec: 5
+  inboundConnectionsPerSec: 5,
+  /** The DHT's protocol: the LAN DHT's, never the public IPFS DHT (`/ipfs/kad/1.0.0`). */
+  dhtProtocol: '/ipfs/lan/kad/1.0.0'
 } as const
 
 export interface NodeOptions {
@@ -71,6 +78,8 @@ export interface NodeOptions {
   fetch?: FetcherOptions
   /** New inbound connections accepted per second from one host. */
   inboundConnectionsPerSec?: number
+  /** Bootstrap list, mDNS, the LAN DHT and their limits (src/ipfs/discovery.ts): all off by default. */
+  discovery?: DiscoveryOptions
   logger: Logger
 }
 
@@ -97,6 +106,8 @@ export interface IpfsNode {
    * `localBlockstore` to our peers. Not started when disabled: its `get` then answers undefined.
    */
   readonly exchange: BlockExchange
+  /** Finding peers: mDNS dials, DHT provide and provider lookups (no-ops without the DHT). */
+  readonly discovery: Discovery
   /**
    * The same fetch path as `helia.blockstore.get` (local blockstore, then the fetcher's stages),
    * without Helia's wrapping around it: Helia asks the store `has` before `get`, waits for its
@@ -135,18 +146,30 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   let helia: HeliaNode | undefined
   let exchange: BlockExchange | undefined
   let fetcher: BlockFetcher | undefined
+  const disc = { ...DISCOVERY_DEFAULTS, ...options.discovery }
+  const listen = [...(options.listen ?? DEFAULTS.listen)]
   try {
     const gateways = new GatewayClient({ logger: options.logger }, options.gateways ?? DEFAULTS.gateways, options.gateway)
     await blockstore.open()
     await datastore.open()
     helia = withLibp2pLight(createHeliaLight({ blockstore: countingBlockstore(blockstore, () => fetcher), datastore }), {
-      addresses: { listen: [...(options.listen ?? DEFAULTS.listen)] },
+      addresses: { listen },
       transports: [tcp()],
+      peerDiscovery: [
+        ...(disc.bootstrap.length > 0 ? [bootstrap({ list: disc.bootstrap })] : []),
+        ...(disc.mdns ? [mdns({ interval: disc.mdnsIntervalSec * 1000, serviceTag: disc.mdnsServiceTag })] : [])
+      ],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       connectionManager: { inboundConnectionThreshold: options.inboundConnectionsPerSec ?? DEFAULTS.inboundConnectionsPerSec },
       ...(options.psk != null ? { connectionProtector: preSharedKey({ psk: options.psk }) } : {}),
-      services: { identify: identify() }
+      services: {
+        identify: identify(),
+        // LAN mode: only private addresses enter the routing table; a node that listens nowhere
+        // cannot be asked, so it only asks (client mode). The DHT pings the oldest peer of a full
+        // bucket before replacing it. (Optional services: typed loosely, libp2p's map is strict.)
+        ...(disc.dht ? { ping: ping(), dht: kadDHT({ protocol: DEFAULTS.dhtProtocol, peerInfoMapper: removePublicAddressesMapper, clientMode: listen.length === 0 }) } as unknown as Record<string, never> : {})
+      }
     })
     // Helia races all its block brokers at once; to ask in order, the bitswap broker must be a
     // stage of ours, not a broker of Helia's. withBitswap's mixin makes it: run it against a
@@ -170,7 +193,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
         } as unknown as HeliaNode
         await bitswapMixin.start?.(view)
         if (bitswap == null) throw new InvalidOptionError('@helia/bitswap did not create its block broker')
-        exchange = new BlockExchange({ libp2p: h.libp2p, blockstore, logger: options.logger }, options.exchange === false ? {} : options.exchange)
+        exchange = new BlockExchange({ libp2p: h.libp2p, blockstore, inflight: (cid) => fetcher?.pending(cid), logger: options.logger }, options.exchange === false ? {} : options.exchange)
         if (options.exchange !== false) await exchange.start()
         fetcher = new BlockFetcher({
           exchange,
@@ -178,6 +201,10 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
           gateways,
           store: blockstore,
           connections: () => h.libp2p.getConnections().length,
+          bitswapOnlyPeers: () => {
+            const asked = new Set((exchange?.isStarted() === true ? exchange.peers() : []).map(String))
+            return new Set(h.libp2p.getConnections().map(c => c.remotePeer.toString()).filter(id => !asked.has(id))).size
+          },
           logger: options.logger
         }, options.fetch)
         h.addBlockBroker(fetcher)
@@ -195,6 +222,8 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   const h = helia
   const ex = exchange as unknown as BlockExchange
   const fe = fetcher as unknown as BlockFetcher
+  const discovery = new Discovery({ libp2p: h.libp2p, logger: options.logger }, disc)
+  discovery.start()
   log.info({ peerId: h.libp2p.peerId.toString(), repo: options.repo, listen: h.libp2p.getMultiaddrs().map(String) }, 'ipfs node started')
 
   const dial = async (addr: string | Multiaddr, signal?: AbortSignal): Promise<void> => {
@@ -219,6 +248,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
     helia: h,
     localBlockstore: blockstore,
     exchange: ex,
+    discovery,
     blocks: {
       async * get (cid: CID, options: FetchOptions & { offline?: boolean } = {}): AsyncGenerator<Uint8Array> {
         let bytes: Uint8Array | undefined
@@ -248,6 +278,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
     stop: async () => {
       stopping ??= (async () => {
         try {
+          discovery.stop()
           await ex.stop().catch(() => {})
           await h.stop()
         } finally {

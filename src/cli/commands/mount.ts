@@ -6,11 +6,12 @@ import { promisify } from 'node:util'
 import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
 import { ChunkCache, LayerMounter, MountManager, lazyUnmount } from '../../fs/index.js'
-import { IpfsImageReader, resolveRepoPath } from '../../ipfs/index.js'
+import { loadConfig, nodeOptionsFor } from '../../daemon/index.js'
+import { IpfsImageReader, parseIpfsRef, resolveRepoPath } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource, ReadaheadSource } from '../../source/index.js'
-import { UmountTimeoutError, UsageError, parseNonNegativeInt } from '../errors.js'
+import { MountOpenTimeoutError, UmountTimeoutError, UsageError, parseNonNegativeInt } from '../errors.js'
 import { DEFAULTS, collect, logLevelOption } from '../options.js'
 import { openCommandRepo } from '../repo.js'
 
@@ -21,6 +22,8 @@ const USER_MOUNT_OPTIONS = 'ro,nosuid,nodev'
 
 interface MountFlags {
   repo?: string
+  config?: string
+  openTimeout: number
   layer?: number
   platform?: string
   peer: string[]
@@ -43,13 +46,16 @@ function mountCommand (): Command {
     .option('--layer <n>', 'mount only layer N (0 = bottom)', parseNonNegativeInt('--layer'))
     .option('--platform <os/arch>', 'platform of a multi-platform image (default: this machine\'s)')
     .option('--peer <multiaddr>', 'peer to fetch blocks from (repeatable)', collect, [])
+    .option('--config <file>', 'take the node\'s [ipfs] settings from this daemon configuration: listen, peers, bootstrap, mDNS, the DHT, the swarm key (none by default: the mount only fetches, from --peer)')
+    .option('--open-timeout <sec>', 'the image\'s index, manifest and config must arrive within this many seconds, else the mount fails (no peer has them, or none can be reached)', parseNonNegativeInt('--open-timeout'), DEFAULTS.mountOpenTimeoutSec)
     .option('--no-prefetch', 'do not wait for the prioritized files at mount')
     .option('--no-background-fetch', 'do not fetch the rest of each layer in the background')
     .addOption(logLevelOption())
     .action(async (ref: string, mountpoint: string, flags: MountFlags) => {
       const logger = createLogger(flags.logLevel)
       const target = resolve(mountpoint)
-      const repo = await openCommandRepo(flags.repo, logger, { peers: flags.peer })
+      const nodeOptions = flags.config != null ? await nodeOptionsFor((await loadConfig(flags.config)).ipfs) : {}
+      const repo = await openCommandRepo(flags.repo, logger, { ...nodeOptions, peers: [...(nodeOptions.peers ?? []), ...flags.peer] })
       const state = stateDir(repo.path, target)
       await mkdir(state, { recursive: true })
       const mounts = new MountManager({ logger }, { root: state })
@@ -64,6 +70,8 @@ function mountCommand (): Command {
       }, { prefetchTimeoutMs: flags.prefetch ? undefined : 0, backgroundFetch: flags.backgroundFetch })
       let overlay = false
       const stop = async (): Promise<void> => {
+        // where this mount's blocks came from, and what it served (a mount has no `stats` command: the repo is its)
+        logger.info({ fetched: repo.node.fetchStats(), exchange: repo.node.exchange.stats(), peers: repo.node.exchange.peerStats(), discovery: repo.node.discovery.stats() }, 'mount: block statistics')
         if (overlay) await run('umount', [target]).catch(async () => await run('umount', ['-l', target]).catch(() => {}))
         await mounts.stop()
         await cache.stop?.()
@@ -71,9 +79,20 @@ function mountCommand (): Command {
         await repo.close()
       }
       try {
-        const source = await IpfsImageReader.open(repo.node.blocks, ref)
-        const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined) })
-        const image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform() })).images[0]
+        // with the DHT: connect to who holds the image before its first block is asked for
+        const root = parseIpfsRef(ref)
+        await repo.node.discovery.connectProviders(root)
+        const opening = AbortSignal.timeout(flags.openTimeout * 1000)
+        let source: IpfsImageReader
+        let image: Awaited<ReturnType<typeof resolveImages>>['images'][number]
+        try {
+          source = await IpfsImageReader.open(repo.node.blocks, ref, { signal: opening })
+          const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined) })
+          image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform() })).images[0]
+        } catch (err) {
+          if (opening.aborted) throw new MountOpenTimeoutError(`${ref}: the image's index, manifest and config did not arrive within ${flags.openTimeout} s (no peer that has them is connected)`, { cause: err })
+          throw err
+        }
         const layers = image.layers
         if (flags.layer != null && flags.layer >= layers.length) throw new UsageError(`--layer ${flags.layer}: the image has ${layers.length} layers (0-${layers.length - 1})`)
         const mountLayer = async (i: number, at: string): Promise<void> => {
@@ -99,6 +118,8 @@ function mountCommand (): Command {
           else await run('mount', ['-t', 'overlay', 'overlay', '-o', `${USER_MOUNT_OPTIONS},lowerdir=${[...dirs].reverse().join(':')}`, target])
           overlay = true
         }
+        // this node holds (part of) the image now: peers may find it here
+        void repo.node.discovery.provide([root, ...await Promise.all(layers.map(async l => await source.cidOf(l)))])
         await writeFile(join(state, 'pid'), String(process.pid))
         process.stderr.write(`ipfs-estargz: ${ref} mounted at ${target} (${flags.layer != null ? `layer ${flags.layer}` : `${layers.length} layers`}); Ctrl-C or \`ipfs-estargz umount ${target}\` to unmount\n`)
         await new Promise<void>(resolve => {

@@ -1,6 +1,6 @@
 import { Command } from 'commander'
 import { CLIENT_DEFAULTS as CONTAINERD_DEFAULTS, CONFIG_DEFAULTS as CONTAINERD_CONFIG_DEFAULTS, ContainerdClient, pullImage, type PullEvent } from '../../containerd/index.js'
-import { IpfsImageReader } from '../../ipfs/index.js'
+import { IpfsImageReader, parseIpfsRef } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { parsePlatform } from '../../oci/index.js'
 import { cancelOn, commandContext } from '../context.js'
@@ -57,6 +57,8 @@ export function pullCommand (): Command {
       const ac = new AbortController()
       const stopListening = cancelOn(ac)
       try {
+        // with the DHT: connect to who holds the image before its first block is asked for
+        await repo.node.discovery.connectProviders(parseIpfsRef(ref), { signal: ac.signal })
         const source = await IpfsImageReader.open(repo.node.blocks, ref, { signal: ac.signal })
         const tty = process.stderr.isTTY
         // inside the daemon: the FUSE manager opens every layer at once, before the Prepares
