@@ -26,6 +26,11 @@ export const DEFAULTS = {
   maxPeers: 64,
   /** A provider lookup before a mount's first read ends after this many ms, found or not. */
   lookupTimeoutMs: 5_000,
+  /**
+   * A lookup that ends empty before its timeout is asked again after this long: a DHT query
+   * ends at once while the routing table is (momentarily) empty, e.g. right after a reconnect.
+   */
+  lookupRetryMs: 250,
   /** Providers dialled per lookup at most. */
   maxProviders: 8,
   /** A dial to a discovered peer fails after this many ms. */
@@ -70,7 +75,7 @@ export class Discovery {
 
   constructor (private readonly components: { libp2p: DiscoveryLibp2p, logger: Logger }, options: DiscoveryOptions = {}) {
     this.opts = { ...DEFAULTS, ...options }
-    for (const k of ['mdnsIntervalSec', 'maxPeers', 'lookupTimeoutMs', 'maxProviders', 'dialTimeoutMs'] as const) {
+    for (const k of ['mdnsIntervalSec', 'maxPeers', 'lookupTimeoutMs', 'lookupRetryMs', 'maxProviders', 'dialTimeoutMs'] as const) {
       const v = this.opts[k]
       if (!Number.isInteger(v) || v < 1) throw new InvalidOptionError(`discovery: ${k} must be a positive integer, got ${String(v)}`)
     }
@@ -160,15 +165,23 @@ export class Discovery {
     const self = this.components.libp2p.peerId
     const dials: Array<Promise<boolean>> = []
     const seen = new Set<string>()
-    try {
-      for await (const p of this.components.libp2p.contentRouting.findProviders(cid, { signal })) {
-        if (p.id.equals(self) || seen.has(p.id.toString())) continue
-        seen.add(p.id.toString())
-        dials.push(this.dialPeer(p.id, 'provider'))
-        if (seen.size >= this.opts.maxProviders) break
+    while (!signal.aborted) {
+      try {
+        for await (const p of this.components.libp2p.contentRouting.findProviders(cid, { signal })) {
+          if (p.id.equals(self) || seen.has(p.id.toString())) continue
+          seen.add(p.id.toString())
+          dials.push(this.dialPeer(p.id, 'provider'))
+          if (seen.size >= this.opts.maxProviders) break
+        }
+      } catch (err) {
+        if (seen.size === 0 && options.signal?.aborted !== true) this.log.debug({ cid: cid.toString(), err: (err as Error).message }, 'provider lookup ended')
       }
-    } catch (err) {
-      if (seen.size === 0 && options.signal?.aborted !== true) this.log.debug({ cid: cid.toString(), err: (err as Error).message }, 'provider lookup ended')
+      if (seen.size > 0) break
+      await new Promise<void>(resolve => {
+        const t = setTimeout(done, this.opts.lookupRetryMs)
+        function done (): void { clearTimeout(t); signal.removeEventListener('abort', done); resolve() }
+        signal.addEventListener('abort', done, { once: true })
+      })
     }
     const connected = (await Promise.all(dials)).filter(Boolean).length
     if (connected === 0) {
