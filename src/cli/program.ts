@@ -28,7 +28,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   daemon: async () => (await import('./commands/daemon.js')).daemonCommand(runCli),
   'fuse-manager': async () => (await import('./commands/fuse-manager.js')).fuseManagerCommand(),
   id: async () => (await import('./commands/daemon.js')).idCommand(),
-  'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand()
+  'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand(),
+  export: async () => (await import('./commands/bundle.js')).exportCommand(),
+  import: async () => (await import('./commands/bundle.js')).importCommand()
 }
 
 export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {

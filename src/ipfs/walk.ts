@@ -20,6 +20,11 @@ export interface WalkOptions {
    */
   has?: (cid: CID) => Promise<boolean>
   missing?: (cid: CID) => Error
+  /**
+   * CIDs (as strings) already walked, shared by several walks: a block already in it is not
+   * yielded again, nor walked under (several images in one bundle share their base layers).
+   */
+  seen?: Set<string>
 }
 
 export interface WalkedBlock {
@@ -33,7 +38,7 @@ export interface WalkedBlock {
  * root first.
  */
 export async function * walkDag (root: CID, getBlock: BlockGetter, options: WalkOptions = {}): AsyncGenerator<WalkedBlock> {
-  const seen = new Set<string>()
+  const seen = options.seen ?? new Set<string>()
   const stack: CID[] = [root]
   while (stack.length > 0) {
     checkAbort(options.signal)
