@@ -13,7 +13,9 @@ import type { BundleProgress } from './import.js'
 /** Export defaults, in one place. */
 export const EXPORT_DEFAULTS = {
   /** The CAR's small pieces are gathered into writes of this many bytes. */
-  writeBufferBytes: 1 << 20
+  writeBufferBytes: 1 << 20,
+  /** Leaves read ahead of the one being written (each ≤ 1 MiB for our images, ≤ 4 MiB at most). */
+  readAhead: 16
 } as const
 
 export interface ExportComponents {
@@ -152,14 +154,24 @@ export async function exportBundle (components: ExportComponents, options: Expor
   let blocks = 0
   let bytes = 0
   try {
+    const emit = async (b: { cid: CID, bytes: Uint8Array }): Promise<void> => {
+      await Promise.race([writer.put(b), failed])
+      blocks++
+      bytes += b.bytes.length
+      if (blocks % 256 === 0) options.onProgress?.({ phase: 'write', blocks, bytes })
+    }
     for (const root of roots) {
       current = root.toString()
-      for await (const b of walkDag(root, getBlock, { signal, seen: written })) {
-        await Promise.race([writer.put({ cid: b.cid, bytes: b.bytes as Uint8Array }), failed])
-        blocks++
-        bytes += (b.bytes as Uint8Array).length
-        if (blocks % 256 === 0) options.onProgress?.({ phase: 'write', blocks, bytes })
+      // The walk reads interior nodes; leaves (known present: checked above) are read
+      // readAhead at a time, written in the walk's order.
+      const window: Array<Promise<{ cid: CID, bytes: Uint8Array }>> = []
+      for await (const b of walkDag(root, getBlock, { signal, seen: written, has: async () => true })) {
+        const next = b.bytes != null ? Promise.resolve({ cid: b.cid, bytes: b.bytes }) : getBlock(b.cid).then(bytes => ({ cid: b.cid, bytes }))
+        next.catch(() => {}) // awaited in turn below; a failure is not left unhandled meanwhile
+        window.push(next)
+        if (window.length >= EXPORT_DEFAULTS.readAhead) await emit(await (window.shift() as Promise<{ cid: CID, bytes: Uint8Array }>))
       }
+      while (window.length > 0) await emit(await (window.shift() as Promise<{ cid: CID, bytes: Uint8Array }>))
     }
     await Promise.race([writer.close(), failed])
     await consumer

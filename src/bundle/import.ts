@@ -71,6 +71,9 @@ export async function importBundle (components: ImportComponents, source: AsyncI
   const { signal } = options
   const log = components.logger.child({ component: 'bundle-import' })
   const staging = await Staging.create(components.repo, log)
+  const ms: Record<string, number> = {}
+  let t = Date.now()
+  const lap = (phase: string): void => { const now = Date.now(); ms[phase] = now - t; t = now }
   try {
     const car = await readCar(source, { signal, limits: options.limits })
     if (car.roots.length === 0) throw new BundleNotAnImageError('the bundle names no root')
@@ -81,6 +84,7 @@ export async function importBundle (components: ImportComponents, source: AsyncI
     }
     await staging.flush()
     options.onProgress?.({ phase: 'read', blocks: staging.count, bytes: staging.bytes })
+    lap('read')
 
     // Complete from every root, in the bundle alone.
     const reachable = new Map<string, CID>()
@@ -99,13 +103,16 @@ export async function importBundle (components: ImportComponents, source: AsyncI
         throw new BundleNotAnImageError(`root ${current}: ${(err as Error).message}`, { cause: err })
       }
     }
+    lap('walk')
     options.onProgress?.({ phase: 'check', blocks: reachable.size, bytes: staging.bytes })
     const images = await checkImages(checkedBlocks(() => current, seen, async (cid) => await staging.get(cid)), car.roots, { signal, name: options.name })
     if (options.name != null && images.length > 1) throw new InvalidOptionError(`a name names one image, and the bundle holds ${images.length}`)
 
+    lap('check')
     // Commit: blocks into the store, then each image pinned and listed.
     options.onProgress?.({ phase: 'commit', blocks: reachable.size, bytes: staging.bytes })
-    const added = await staging.commit(reachable.values(), components.store, signal)
+    const added = await staging.commit(reachable.values(), components.store, log, signal)
+    lap('commit')
     const listed: string[] = []
     const out: ImportedImage[] = []
     try {
@@ -123,7 +130,8 @@ export async function importBundle (components: ImportComponents, source: AsyncI
       await Staging.uncommit(added, components.store, log)
       throw err
     }
-    log.info({ images: out.map(i => i.root), blocks: reachable.size, added: added.length, ignored: staging.count - reachable.size }, 'bundle imported')
+    lap('list')
+    log.info({ images: out.map(i => i.root), blocks: reachable.size, added: added.length, ignored: staging.count - reachable.size, ms }, 'bundle imported')
     return { images: out, blocks: staging.count, bytes: staging.bytes, added: added.length, ignored: staging.count - reachable.size }
   } finally {
     await staging.remove()

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto'
-import { link, mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { NextToLast } from 'blockstore-fs/sharding'
 import type { CID } from 'multiformats/cid'
 import { NoSpaceError, spaceErrno } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
@@ -11,8 +10,10 @@ import { PRIVATE } from '../private-files.js'
 export const STAGING_DEFAULTS = {
   /** Folder under the repo that holds imports under way, one folder each. */
   dir: 'import-staging',
-  /** Block files written at once while a bundle is read. */
-  writeConcurrency: 8
+  /** Staged blocks are appended to the spool file in writes of about this many bytes. */
+  spoolWriteBytes: 4 << 20,
+  /** Blocks written into the blockstore at once at commit (each is a few thread-pool operations). */
+  commitConcurrency: 8
 } as const
 
 /** Imports under way in this process (the daemon runs several): their folders are not swept. */
@@ -27,31 +28,34 @@ function alive (pid: number): boolean {
   }
 }
 
-/** What commit needs of the repo's blockstore. */
+/** What commit needs of the repo's blockstore (its own atomic writes: temp file, then rename). */
 export interface CommitTarget {
-  /** The blockstore's folder (`<repo>/blocks`). */
-  dir: string
   has: (cid: CID) => Promise<boolean>
   put: (cid: CID, bytes: Uint8Array) => Promise<unknown>
   delete: (cid: CID) => Promise<void>
 }
 
+function noSpace (err: unknown, path: string): unknown {
+  const errno = spaceErrno(err)
+  return errno != null ? new NoSpaceError(path, errno) : err
+}
+
 /**
- * Blocks of an import under way, in a folder of their own under the repo
- * (`<repo>/import-staging/<pid>-<random>/`), laid out like the blockstore (same sharding), so
- * that committing a block is one rename into `<repo>/blocks`. Nothing reads this folder but the
- * import: no block in it is served or listed before the import has checked the whole bundle.
- * A folder left by an import that was killed is removed by the next import.
+ * Blocks of an import under way, appended to one spool file in a folder of their own under the
+ * repo (`<repo>/import-staging/<pid>-<random>/`), with their offsets in memory. Nothing reads
+ * the spool but the import: no block in it is served or listed before the import has checked
+ * the whole bundle. One file, not one per block: staging and re-reading a block costs no
+ * open/close. A folder left by an import that was killed is removed by the next import.
  */
 export class Staging {
-  private readonly sharding = new NextToLast()
-  private readonly dirs = new Set<string>()
-  private readonly staged = new Set<string>()
-  private readonly writes = new Set<Promise<void>>()
-  private failed: unknown
+  private readonly index = new Map<string, { cid: CID, offset: number, length: number }>()
+  private pending: Uint8Array[] = []
+  private pendingBytes = 0
+  /** Bytes of the spool written or pending. */
+  private size = 0
   bytes = 0
 
-  private constructor (readonly dir: string, private readonly log: Logger) {}
+  private constructor (readonly dir: string, private readonly spool: FileHandle, private readonly spoolPath: string) {}
 
   static async create (repo: string, log: Logger): Promise<Staging> {
     const parent = join(repo, STAGING_DEFAULTS.dir)
@@ -66,95 +70,94 @@ export class Staging {
     const dir = join(parent, `${process.pid}-${randomBytes(6).toString('hex')}`)
     await mkdir(dir, { mode: PRIVATE.dirMode })
     active.add(dir)
-    return new Staging(dir, log)
+    const spoolPath = join(dir, 'blocks.spool')
+    try {
+      return new Staging(dir, await open(spoolPath, 'wx+', PRIVATE.fileMode), spoolPath)
+    } catch (err) {
+      active.delete(dir)
+      await rm(dir, { recursive: true, force: true })
+      throw noSpace(err, spoolPath)
+    }
   }
 
   get count (): number {
-    return this.staged.size
+    return this.index.size
   }
 
   has (cid: CID): boolean {
-    return this.staged.has(cid.toString())
+    return this.index.has(cid.toString())
   }
 
-  private pathOf (cid: CID): { dir: string, file: string } {
-    return this.sharding.encode(cid)
-  }
-
-  /**
-   * Stages a checked block (a block already staged is skipped). Writes run
-   * `writeConcurrency` at a time: this resolves once the block's write has started and the
-   * number in flight is below the limit, so memory stays bounded by that many blocks.
-   */
+  /** Stages a checked block (a block already staged is skipped). */
   async put (cid: CID, bytes: Uint8Array): Promise<void> {
-    if (this.failed != null) throw this.failed
     const key = cid.toString()
-    if (this.staged.has(key)) return
-    this.staged.add(key)
+    if (this.index.has(key)) return
+    this.index.set(key, { cid, offset: this.size, length: bytes.length })
+    this.size += bytes.length
     this.bytes += bytes.length
-    const { dir, file } = this.pathOf(cid)
-    const write = (async () => {
-      if (!this.dirs.has(dir)) {
-        await mkdir(join(this.dir, dir), { recursive: true, mode: PRIVATE.dirMode })
-        this.dirs.add(dir)
-      }
-      await writeFile(join(this.dir, dir, file), bytes, { mode: PRIVATE.fileMode })
-    })().catch((err: unknown) => {
-      const errno = spaceErrno(err)
-      this.failed ??= errno != null ? new NoSpaceError(join(this.dir, dir, file), errno) : err
-    })
-    this.writes.add(write)
-    void write.finally(() => this.writes.delete(write))
-    while (this.writes.size >= STAGING_DEFAULTS.writeConcurrency) await Promise.race(this.writes)
-    if (this.failed != null) throw this.failed
+    // a view of the reader's input chunk, held until it is written (at most spoolWriteBytes)
+    this.pending.push(bytes)
+    this.pendingBytes += bytes.length
+    if (this.pendingBytes >= STAGING_DEFAULTS.spoolWriteBytes) await this.flush()
   }
 
-  /** Waits for every staged block to be written. */
+  /** Writes what is pending to the spool. */
   async flush (): Promise<void> {
-    await Promise.all(this.writes)
-    if (this.failed != null) throw this.failed
+    if (this.pendingBytes === 0) return
+    const chunk = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes)
+    const at = this.size - this.pendingBytes
+    this.pending = []
+    this.pendingBytes = 0
+    try {
+      let done = 0
+      while (done < chunk.length) done += (await this.spool.write(chunk, done, chunk.length - done, at + done)).bytesWritten
+    } catch (err) {
+      throw noSpace(err, this.spoolPath)
+    }
   }
 
-  /** A staged block's bytes (the caller knows it is staged). */
+  /** A staged block's bytes (after `flush`; the caller knows it is staged). */
   async get (cid: CID): Promise<Uint8Array> {
-    const { dir, file } = this.pathOf(cid)
-    return await readFile(join(this.dir, dir, file))
+    const e = this.index.get(cid.toString())
+    if (e == null) throw new RangeError(`block ${cid.toString()} is not staged`)
+    const buf = Buffer.allocUnsafe(e.length)
+    let done = 0
+    while (done < e.length) {
+      const { bytesRead } = await this.spool.read(buf, done, e.length - done, e.offset + done)
+      if (bytesRead === 0) throw new RangeError(`the spool ends inside block ${cid.toString()}`)
+      done += bytesRead
+    }
+    return buf
   }
 
   /**
-   * Moves `cids` into the blockstore: a rename each (a block the store already holds is left
-   * as it is). Returns the blocks that were added, so that a failure later can take them out again.
+   * Writes `cids` into the blockstore (a block it holds already is left as it is). Returns the
+   * blocks that were added, so that a failure later can take them out again; a failure here
+   * takes out what it added.
    */
-  async commit (cids: Iterable<CID>, target: CommitTarget, signal?: AbortSignal): Promise<CID[]> {
+  async commit (cids: Iterable<CID>, target: CommitTarget, log: Logger, signal?: AbortSignal): Promise<CID[]> {
     const added: CID[] = []
-    const made = new Set<string>()
-    try {
-      for (const cid of cids) {
-        signal?.throwIfAborted()
-        if (await target.has(cid)) continue
-        const { dir, file } = this.pathOf(cid)
-        const from = join(this.dir, dir, file)
-        if (!made.has(dir)) {
-          await mkdir(join(target.dir, dir), { recursive: true, mode: PRIVATE.dirMode })
-          made.add(dir)
-        }
+    const it = cids[Symbol.iterator]()
+    let failed: unknown
+    const worker = async (): Promise<void> => {
+      while (failed == null) {
+        const next = it.next()
+        if (next.done === true) return
+        const cid = next.value
         try {
-          // link, then unlink: never replaces a file the store wrote meanwhile
-          await link(from, join(target.dir, dir, file))
-          await unlink(from).catch(() => {})
+          signal?.throwIfAborted()
+          if (await target.has(cid)) continue
+          await target.put(cid, await this.get(cid))
+          added.push(cid)
         } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code // Node's errno
-          if (code === 'EEXIST') continue
-          if (code !== 'EXDEV' && code !== 'EPERM') throw err
-          // another filesystem (or no hard links): write it through the store
-          await target.put(cid, await readFile(from))
+          failed ??= err
         }
-        added.push(cid)
       }
-    } catch (err) {
-      await Staging.uncommit(added, target, this.log)
-      const errno = spaceErrno(err)
-      throw errno != null ? new NoSpaceError(target.dir, errno) : err
+    }
+    await Promise.all(Array.from({ length: STAGING_DEFAULTS.commitConcurrency }, worker))
+    if (failed != null) {
+      await Staging.uncommit(added, target, log)
+      throw noSpace(failed, this.dir)
     }
     return added
   }
@@ -166,9 +169,9 @@ export class Staging {
     }
   }
 
-  /** Removes the staging folder. */
+  /** Closes and removes the spool and its folder. */
   async remove (): Promise<void> {
-    await Promise.allSettled(this.writes)
+    await this.spool.close().catch(() => {})
     active.delete(this.dir)
     await rm(this.dir, { recursive: true, force: true })
   }

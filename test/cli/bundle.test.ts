@@ -360,34 +360,41 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
 
   it('an import killed (-9) midway: nothing listed, no block of it in the blockstore; the next import clears its staging', async () => {
     const repo = join(dir, 'killed')
-    const r0 = cli(['import', join(dir, 'two.car'), '--repo', repo])
+    const r0 = cli(['import', carPath, '--repo', repo])
     expect(r0.code, r0.stderr).toBe(0)
     const before = await snapshot(repo)
+    // an image large enough that its blocks reach the spool (written in 4 MiB steps) before the end
+    const img = makeImage({ seed: 'big', layerCount: 2, layerSize: 12_000_000, noise: true })
+    const layout = join(dir, 'layout-big')
+    await writeLayout(layout, allBlobs(img), [tagged(img.manifest.descriptor, 'v1')])
+    const big = join(dir, 'big-repo')
+    const push = cli(['push', `oci:${layout}`, '--repo', big, '--level', '1'])
+    expect(push.code, push.stderr).toBe(0)
+    const bigCar = cliBytes(['export', push.stdout.trim(), '-o', '-', '--repo', big]).stdout
+    expect(bigCar.length).toBeGreaterThan(12_000_000)
     const proc = spawn(process.execPath, [cliPath, 'import', '-', '--repo', repo], { stdio: ['pipe', 'ignore', 'ignore'] })
     const exited = new Promise(resolve => proc.on('exit', resolve))
     proc.stdin.on('error', () => {})
-    proc.stdin.write(car.subarray(0, car.length - 100_000))
+    proc.stdin.write(bigCar.subarray(0, bigCar.length - 1_000_000))
     // wait until blocks are staged
     const staging = join(repo, 'import-staging')
     const deadline = Date.now() + 20_000
-    const stagedFiles = async (): Promise<number> => {
+    const staged = async (): Promise<number> => {
       let n = 0
-      for (const d of await readdir(staging).catch(() => [] as string[])) {
-        for (const s of await readdir(join(staging, d)).catch(() => [] as string[])) n += (await readdir(join(staging, d, s)).catch(() => [] as string[])).length
-      }
+      for (const d of await readdir(staging).catch(() => [] as string[])) n += (await stat(join(staging, d, 'blocks.spool')).catch(() => ({ size: 0 }))).size
       return n
     }
-    while (await stagedFiles() < 5 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
-    expect(await stagedFiles()).toBeGreaterThanOrEqual(5)
+    while (await staged() < 4_000_000 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    expect(await staged()).toBeGreaterThanOrEqual(4_000_000)
     proc.kill('SIGKILL')
     await exited
     expect(await snapshot(repo)).toEqual(before)
     expect((await readdir(staging)).length).toBe(1) // left behind
-    const r = cli(['import', carPath, '--repo', repo])
+    const r = cli(['import', '-', '--repo', repo], { input: bigCar })
     expect(r.code, r.stderr).toBe(0)
     expect(await readdir(staging)).toEqual([])
-    expect(cli(['image', 'ls', '--repo', repo]).stdout).toContain(pushed.root)
-  })
+    expect(cli(['image', 'ls', '--repo', repo]).stdout).toContain(push.stdout.trim())
+  }, 120_000)
 
   describe.skipIf(needs({ root: isRoot, fuse: hasFuse }))('through a daemon that holds the repo', () => {
     it('imports a file and exports to a path relative to the caller; refuses stdin', async () => {

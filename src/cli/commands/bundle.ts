@@ -149,7 +149,6 @@ export function importCommand (): Command {
         const result = await importBundle({
           repo: repo.path,
           store: {
-            dir: store.path,
             has: async (cid) => await store.has(cid),
             put: async (cid, bytes) => await store.put(cid, bytes),
             delete: async (cid) => { await store.delete(cid) }
