@@ -399,7 +399,7 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
   describe.skipIf(needs({ root: isRoot, fuse: hasFuse }))('through a daemon that holds the repo', () => {
     it('imports a file and exports to a path relative to the caller; refuses stdin', async () => {
       const root = join(dir, 'daemon')
-      const daemon = await startDaemon({ root, logLevel: 'warn' })
+      const daemon = await startDaemon({ root, logLevel: 'warn', listen: ['/ip4/127.0.0.1/tcp/0'] })
       try {
         const imp = cli(['import', 'one.car', '--repo', root, '--json'], { cwd: dir })
         expect(imp.code, imp.stderr).toBe(0)
@@ -412,6 +412,20 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
         const stdin = cli(['import', '-', '--repo', root], { input: car })
         expect(stdin.code).toBe(2)
         expect(stdin.stderr).toContain('give the bundle as a file')
+        // a repo without the image exports it with --fetch, from the daemon as its peer; without, it refuses
+        const id = JSON.parse(cli(['id', '--repo', root]).stdout) as { addresses: string[] }
+        const peer = id.addresses.find(a => a.startsWith('/ip4/127.0.0.1/')) as string
+        const empty = join(dir, 'fetching')
+        const refused = cli(['export', pushed.root, '-o', join(dir, 'never.car'), '--repo', empty])
+        expect(refused.code).toBe(1)
+        expect(refused.stderr).toContain('(ERR_EXPORT_INCOMPLETE)')
+        expect(existsSync(join(dir, 'never.car'))).toBe(false)
+        const fetched = cli(['export', pushed.root, '-o', join(dir, 'fetched.car'), '--repo', empty, '--fetch', '--peer', peer])
+        expect(fetched.code, fetched.stderr).toBe(0)
+        // no descriptor this time (that repo never listed the image): the same blocks under the root
+        const { roots, blocks } = await carOf(await readFile(join(dir, 'fetched.car')))
+        expect(roots.map(String)).toEqual([pushed.root])
+        expect(new Set(blocks.map(b => b.cid.toString()))).toEqual(new Set((await dagOf(repoA, pushed.root)).keys()))
         expect(daemon.proc.exitCode).toBeNull()
       } finally {
         await daemon.stop()
