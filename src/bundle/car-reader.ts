@@ -162,6 +162,9 @@ export async function readCar (source: AsyncIterable<Uint8Array>, options: { sig
       let bytes: Uint8Array
       try {
         [cid, bytes] = CID.decodeFirst(section)
+        // A CID decoded in place is a view of the section, and so of the input's chunk: kept in
+        // an index, it would keep that whole chunk alive. Its own copy is a few dozen bytes.
+        cid = CID.decode(Uint8Array.prototype.slice.call(section, 0, section.length - bytes.length)) // (Buffer's own slice is a view)
       } catch (err) {
         throw new BundleFormatError(`the section at byte ${offset} does not start with a valid CID: ${(err as Error).message}`, { cause: err })
       }

@@ -102,4 +102,14 @@ describe('readCar', () => {
     // a header that says it is 2^40 bytes long: refused at once, nothing allocated or awaited
     await expect(readAll(Buffer.from([0x80, 0x80, 0x80, 0x80, 0x80, 0x20]))).rejects.toBeInstanceOf(BundleLimitError)
   })
+
+  it('hands out CIDs of their own, not views of the input (kept in an index, a view kept its whole chunk alive)', async () => {
+    const a = await block('a'.repeat(300_000))
+    const b = await block('b'.repeat(300_000))
+    const c = await readCar(pieces(await car([a.cid], [a, b]), 1 << 20))
+    for await (const x of c.blocks) {
+      expect(x.cid.bytes.buffer.byteLength).toBeLessThan(1024)
+      expect(x.cid.multihash.bytes.buffer.byteLength).toBeLessThan(1024)
+    }
+  })
 })
