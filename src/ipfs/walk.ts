@@ -67,11 +67,11 @@ export interface LocalBlocks {
 
 /**
  * A Helia graph walker (for `pins.add`/`pins.rm`) over `walkDag` and a local blockstore. Helia's
- * own walkers run their queue ahead of the consumer without bound, and read every block: while
- * the pins' records were written one by one, a whole image sat in memory (1 GB of RSS to pin a
- * 500 MB image). Here a block is read when the consumer asks for the next one, and raw leaves
- * are not read at all: a pin needs their CIDs, `has` says they are there. Full depth only (our
- * pins are recursive).
+ * own walkers run their queue ahead of the consumer, which writes a pin record per block, and
+ * read every block, leaves too (pinning a 255 MB image: 279 MB peak RSS, 155 MB with this one).
+ * Here a block is read when the consumer asks for the next one, and raw leaves are not read at
+ * all: a pin needs their CIDs, `has` says they are there. Full depth only (our pins are
+ * recursive).
  */
 export function pinWalker (store: LocalBlocks): GraphWalkerFactory {
   return () => ({
