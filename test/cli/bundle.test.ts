@@ -356,6 +356,9 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
     expect(layer.code).toBe(1)
     expect(layer.stderr).toContain('(ERR_BUNDLE_NOT_AN_IMAGE)')
     expect(existsSync(out)).toBe(false)
+    const toDir = cli(['export', pushed.root, '-o', dir, '--repo', repoA])
+    expect(toDir.code).toBe(2)
+    expect(toDir.stderr).toContain('is a directory')
   })
 
   it('an import killed (-9) midway: nothing listed, no block of it in the blockstore; the next import clears its staging', async () => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { open, rename, rm } from 'node:fs/promises'
+import { open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
 import { exportBundle, importBundle, type BundleProgress } from '../../bundle/index.js'
@@ -81,12 +81,13 @@ export function exportCommand (): Command {
       const toStdout = flags.output === '-'
       if (toStdout && flags.json === true) throw new UsageError('--json prints on stdout, where -o - writes the bundle')
       if (flags.peer.length > 0 && flags.fetch !== true) throw new UsageError('--peer is for --fetch')
+      const target = toStdout ? undefined : resolve(flags.output)
+      if (target != null && (await stat(target).catch(() => undefined))?.isDirectory() === true) throw new UsageError(`-o ${flags.output} is a directory: name the file to write`)
       const logger = createLogger(flags.logLevel)
       const repo = await openCommandRepo(flags.repo, logger, { peers: flags.peer })
       const ac = new AbortController()
       const stopListening = cancelOn(ac)
       const progress = new ProgressLine('export', liveProgress(flags.progress))
-      const target = toStdout ? undefined : resolve(flags.output)
       // written next to the target, renamed over it at the end: never a partial bundle under its name
       const tmp = target != null ? join(dirname(target), `.${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`) : undefined
       let ok = false
