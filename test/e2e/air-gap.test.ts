@@ -177,6 +177,7 @@ describe.skipIf(needs({ ...debianImageNeeds, fuse: hasFuse, ip: hasCommand('ip')
     }
     if (dir != null) await stopFuseManager(join(dir, 'b'))
     for (const ns of [nsB, nsC]) spawnSync('ip', ['netns', 'del', ns])
+    spawnSync('ip', ['link', 'del', `h15a${tag}b`]) // still here if moving it into its namespace failed
     if (dir != null) {
       await new Promise(resolve => setTimeout(resolve, 1500))
       await rm(dir, { recursive: true, force: true })
