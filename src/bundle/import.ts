@@ -60,7 +60,7 @@ export interface ImportResult {
  *    the repo; nothing in it is served or listed;
  * 2. from each root, the DAG must be complete in the bundle itself (BundleIncompleteError), and
  *    each root must be an image whose every blob hashes to its digest (`checkImages`);
- * 3. only then are the blocks the roots reach moved into the blockstore (blocks no root
+ * 3. only then are the blocks the roots reach written into the blockstore (blocks no root
  *    reaches are dropped), and each image is pinned and listed with its digest→CID mappings.
  *
  * A refused bundle leaves the repo as it was: same images, same blocks. An import killed before
