@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { AbortError, InvalidOptionError, IpfsEstargzError, isAbortError } from '../src/errors.js'
+import * as bundle from '../src/bundle/errors.js'
 import * as cli from '../src/cli/errors.js'
 import * as containerd from '../src/containerd/errors.js'
 import * as convert from '../src/convert/errors.js'
@@ -34,13 +35,14 @@ const MODULES: Record<string, Record<string, unknown>> = {
   'src/prefetch-record/errors.ts': prefetchRecord,
   'src/optimize/errors.ts': optimize,
   'src/mirror/errors.ts': mirror,
+  'src/bundle/errors.ts': bundle,
   'src/cli/errors.ts': cli
 }
 
 /** The abstract bases: the only error classes without a code of their own. */
 const BASES = new Set<unknown>([IpfsEstargzError, estargz.EstargzError, oci.OciError, oci.RegistryError, fs.FsError, ipfs.IpfsError, snapshotter.SnapshotterError,
   containerd.ContainerdError, containerd.ContainerdCallError,
-  fusemgr.FusemgrError, fusemgr.CallRefusedError, daemon.DaemonError, cli.CliError, prefetchRecord.PrefetchRecordError, optimize.OptimizeError, mirror.MirrorError])
+  fusemgr.FusemgrError, fusemgr.CallRefusedError, daemon.DaemonError, cli.CliError, prefetchRecord.PrefetchRecordError, optimize.OptimizeError, mirror.MirrorError, bundle.BundleError])
 
 describe('IpfsEstargzError', () => {
   it('takes code from the class\'s static code and name from the class', () => {

@@ -19,6 +19,7 @@ const RANKS: Record<string, { rank: number, why: string }> = {
   oci: { rank: 2, why: 'the image model, image readers and sinks; reads layer tars with estargz' },
   wire: { rank: 2, why: 'containerd\'s protos, message shapes and labels, one copy for its client and our snapshotter; a GC label names its blob by media type (oci)' },
   ipfs: { rank: 3, why: 'the Helia node, member-aligned import (estargz), the layout directory and digest index' },
+  bundle: { rank: 4, why: 'images as CAR bundles: export from and checked import into the repo (ipfs, oci)' },
   source: { rank: 4, why: 'byte-range reads of a blob: a file, an IPFS file (ipfs)' },
   fs: { rank: 5, why: 'the lazy layer filesystem over a RangeSource (estargz, source), its FUSE mounts and the layer mounter' },
   fusemgr: { rank: 6, why: 'the FUSE manager process that holds fs\'s mounts, its client and the mounter over that client' },

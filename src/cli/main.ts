@@ -8,13 +8,17 @@ import { describeError } from './errors.js'
 import { EXIT_STDOUT_CLOSED, watchStdout } from './output.js'
 
 /** Commands that use the repo and so go through a daemon that owns it. */
-const FORWARDED = new Set(['push', 'optimize', 'image', 'pull', 'id', 'tag', 'peers', 'stats'])
+const FORWARDED = new Set(['push', 'optimize', 'image', 'pull', 'id', 'tag', 'peers', 'stats', 'export', 'import'])
 
 /** Makes the paths in a command line absolute, since the daemon runs in another directory. */
 function absolutize (argv: string[], cwd: string): string[] {
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(cwd, p))
-  const pathOpts = new Set(['--repo', '--prioritized-files', '--record-in', '--record-out', '--prefetch-list'])
+  const pathOpts = new Set(['--repo', '--prioritized-files', '--record-in', '--record-out', '--prefetch-list', '-o', '--output'])
+  // `import FILE`: its one operand is a path (`-`, stdin, is refused by the daemon itself)
+  const operandOf = argv[0] === 'import' ? new Set(['--repo', '--name', '--log-level']) : undefined
   return argv.map((a, i) => {
+    if (a === '-') return a
+    if (operandOf != null && i > 0 && !a.startsWith('-') && !operandOf.has(argv[i - 1])) return abs(a)
     const m = /^(oci|oci-archive|docker-archive):(.+)$/.exec(a)
     if (m != null) return `${m[1]}:${abs(m[2])}`
     if (i > 0 && pathOpts.has(argv[i - 1])) return abs(a)

@@ -33,7 +33,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   mirror: async () => (await import('./commands/mirror.js')).mirrorCommand(),
   swarm: async () => (await import('./commands/swarm.js')).swarmCommand(),
   peers: async () => (await import('./commands/cluster.js')).peersCommand(),
-  stats: async () => (await import('./commands/cluster.js')).statsCommand()
+  stats: async () => (await import('./commands/cluster.js')).statsCommand(),
+  export: async () => (await import('./commands/bundle.js')).exportCommand(),
+  import: async () => (await import('./commands/bundle.js')).importCommand()
 }
 
 export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {

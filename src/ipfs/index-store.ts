@@ -7,7 +7,7 @@ import type { Logger } from '../logging.js'
 import { PRIVATE } from '../private-files.js'
 import { collectBlock } from './dag-reader.js'
 import { ImageNotListedError, IncompleteImageError, InvalidOptionError, NoSpaceError, spaceErrno } from './errors.js'
-import { walkDag } from './walk.js'
+import { pinWalker, walkDag } from './walk.js'
 
 /** Index store defaults, in one place. */
 export const DEFAULTS = {
@@ -111,7 +111,7 @@ export class IndexStore {
       }, { signal: options.signal, has: async (cid) => await bs.has(cid), missing: (cid) => new IncompleteImageError(record.root, cid.toString()) })) blocks++
       if (!await this.components.pins.isPinned(root)) {
         // offline: every block is local (checked above); never ask peers while pinning.
-        for await (const _ of this.components.pins.add(root, { signal: options.signal, offline: true } as Parameters<Helia['pins']['add']>[1])) { /* walk */ }
+        for await (const _ of this.components.pins.add(root, { signal: options.signal, offline: true, walker: pinWalker(bs) } as Parameters<Helia['pins']['add']>[1])) { /* walk */ }
       }
       const tx = this.db.transaction(() => {
         this.putDigests(options.digests ?? [])
@@ -142,7 +142,7 @@ export class IndexStore {
         return this.db.prepare('DELETE FROM images WHERE root = ?').run(root).changes > 0
       })()
       if (await this.components.pins.isPinned(cid)) {
-        for await (const _ of this.components.pins.rm(cid)) { /* walk */ }
+        for await (const _ of this.components.pins.rm(cid, { walker: pinWalker(this.components.localBlockstore) })) { /* walk */ }
       }
       if (removed) this.log.info({ root }, 'image removed')
       return removed

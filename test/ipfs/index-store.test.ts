@@ -1,5 +1,6 @@
 import { decode } from '@ipld/dag-pb'
 import type { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
 import { afterAll, describe, expect, it } from 'vitest'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
 import { publishLayout } from '../../src/ipfs/directory.js'
@@ -68,6 +69,38 @@ describe('IndexStore', () => {
       expect(await store.images.remove(root.toString())).toBe(false)
       await node.helia.gc()
       expect(await node.localBlockstore.has(leaf)).toBe(false)
+    } finally {
+      store.close()
+    }
+  })
+
+  it('pins and unpins without reading the leaves (Helia\'s own walker read them all, ahead of the pin records)', async () => {
+    const repo = await repos.dir()
+    const node = await repos.node({ repo })
+    const store = IndexStore.open(repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger: silentLogger() })
+    try {
+      const layer = random(3 << 20)
+      const layerCid = (await importBytes(node.helia.blockstore, layer)).cid
+      const get = async (c: CID): Promise<Uint8Array> => await collectBlock(node.localBlockstore.get(c))
+      const { cid: root } = await publishLayout(node.helia.blockstore, get, { ociLayout: Buffer.from('{}'), index: Buffer.from('{}'), blobs: [{ digest: sha256(layer), cid: layerCid }] })
+      const leaf = decode(await get(layerCid)).Links[1].Hash
+      const bs = node.localBlockstore
+      const original = bs.get.bind(bs)
+      let leafReads = 0
+      bs.get = (cid, options) => {
+        if (cid.code === raw.code) leafReads++
+        return original(cid, options)
+      }
+      await store.images.add({ root: root.toString(), name: 'test/image:1', created: new Date(0).toISOString() })
+      expect(await node.helia.pins.isPinned(root)).toBe(true)
+      expect(leafReads).toBe(0)
+      // every block, leaves too, has its pin record: GC keeps them
+      await node.helia.gc()
+      expect(await bs.has(leaf)).toBe(true)
+      expect(await store.images.remove(root.toString())).toBe(true)
+      expect(leafReads).toBe(0)
+      await node.helia.gc()
+      expect(await bs.has(leaf)).toBe(false)
     } finally {
       store.close()
     }
