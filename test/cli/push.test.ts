@@ -52,6 +52,10 @@ function shared (a: Map<string, number>, b: Map<string, number>): number {
   return common / total
 }
 
+
+/** Tests that push the 66 MB image three or four times: ~40 s each on 2 cores (push's speed is a benchmark's business, not a test's). */
+const PUSHES_TIMEOUT_MS = 480_000
+
 describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: hasCommand('docker-registry') }))('ipfs-estargz push (debootstrap + python3 image)', () => {
   let image: DebianPythonImage
   let dir: string
@@ -106,7 +110,7 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
     expect(docker.code, docker.stderr).toBe(0)
     // same layer contents: the converted layers are identical (configs/manifests may differ in media type)
     expect((JSON.parse(docker.stdout) as PushJson).images[0].layers.map(l => l.tocDigest)).toEqual(first.images[0].layers.map(l => l.tocDigest))
-  })
+  }, PUSHES_TIMEOUT_MS)
 
   it('shares most blocks between two builds of the same rootfs (member-aligned), far more than fixed-size chunking', async () => {
     const rebuilt = cli(['push', `oci:${image.rebuiltLayout}`, '--repo', join(dir, 'a'), ...FAST])
@@ -118,7 +122,7 @@ describe.skipIf(needs({ ...debianImageNeeds, go: hasCommand('go'), registry: has
     console.log(`bytes of the rebuilt image already stored: member-aligned ${(aligned * 100).toFixed(1)} %, kubo-compatible ${(kubo * 100).toFixed(1)} %`)
     expect(aligned).toBeGreaterThanOrEqual(0.5)
     expect(aligned).toBeGreaterThan(kubo)
-  })
+  }, PUSHES_TIMEOUT_MS)
 
   it('writes --output oci:DIR and pushes --to a registry, and the registry copy is the same image', async () => {
     registry = await startRegistry()
