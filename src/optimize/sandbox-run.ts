@@ -201,7 +201,7 @@ export async function runSandbox (components: RunComponents, layers: readonly Sa
     })
     stopContainer = async () => { await runcCall(['kill', id, 'KILL']) }
     cleanUp = async () => { await runcCall(['delete', '--force', id]) }
-    args = ['--pdeathsig', 'SIGKILL', '--', unshare, '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', SETUP_RUNC, 'sandbox',
+    args = ['--pdeathsig', 'SIGKILL', '--', unshare, '--mount', '--net', '--propagation', 'private', '--', '/bin/sh', '-c', SETUP_RUNC, 'sandbox',
       root, scratch, lower, scratchBytes, runc, '--root', state, 'run', '--bundle', bundle, id]
   } else {
     const inner = [

@@ -2,9 +2,9 @@ import type { WorkloadUser } from './workload.js'
 
 /**
  * The sandbox on runc, the OCI runtime containerd runs containers with: the workload runs as a
- * container would (its own pid, mount, network, ipc, uts and cgroup namespaces; containerd's
- * default capabilities; masked and read-only /proc and /sys paths; no new privileges), in a
- * network namespace with nothing in it. The bundle's rootfs is the overlay of our FUSE layer
+ * container would (its own pid, mount, ipc, uts and cgroup namespaces; containerd's default
+ * capabilities; masked and read-only /proc and /sys paths; no new privileges), in a network
+ * namespace with nothing in it but loopback. The bundle's rootfs is the overlay of our FUSE layer
  * mounts over a tmpfs, mounted in a private mount namespace (SETUP_RUNC), so it goes away with
  * the sandbox as in the namespaces runner.
  */
@@ -24,6 +24,7 @@ for d in dev proc sys; do
   if [ -L "$root/$d" ] || { [ -e "$root/$d" ] && [ ! -d "$root/$d" ]; }; then rm -f "$root/$d"; fi
   [ -d "$root/$d" ] || mkdir "$root/$d"
 done
+if command -v ip >/dev/null; then ip link set lo up; fi
 exec "$@"
 `
 
@@ -77,7 +78,9 @@ export function runcSpec (i: RuncSpecInput): unknown {
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] }
     ],
     linux: {
-      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'cgroup'].map(type => ({ type })),
+      // no 'network': the container joins the sandbox's own network namespace, made by unshare
+      // with a loopback interface up (as containerd's CNI loopback gives a container)
+      namespaces: ['pid', 'ipc', 'uts', 'mount', 'cgroup'].map(type => ({ type })),
       resources: { pids: { limit: i.maxPids } },
       maskedPaths: MASKED,
       readonlyPaths: READONLY
