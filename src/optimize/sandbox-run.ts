@@ -13,7 +13,7 @@ import { resolveUser, withHome, type Workload } from './workload.js'
 
 /**
  * How the workload is isolated: `runc` runs it as a container (the OCI runtime containerd
- * uses); `namespaces` with unshare and a chroot (util-linux alone); `auto`: runc when installed.
+ * uses); `namespaces` with unshare and a chroot (util-linux alone); `auto`: namespaces for now.
  */
 export type SandboxRuntime = 'auto' | 'runc' | 'namespaces'
 
@@ -182,7 +182,9 @@ export async function runSandbox (components: RunComponents, layers: readonly Sa
   const lower = fss.map((_f, i) => join(dir, 'layers', String(i))).reverse().join(':')
   const scratchBytes = String(options.scratchBytes ?? DEFAULTS.scratchBytes)
   const wanted = options.runtime ?? 'auto'
-  const runc = wanted === 'namespaces' ? undefined : wanted === 'runc' ? await findTool('runc', 'the runc package') : await lookTool('runc')
+  // auto is namespaces for now: runc reads the image's /etc/passwd and /etc/group while it creates
+  // the container, through the same FUSE mounts, and those reads would lead the record
+  const runc = wanted === 'runc' ? await findTool('runc', 'the runc package') : undefined
   let args: string[]
   /** Stops a runc container the graceful way (runc then cleans up and exits by itself). */
   let stopContainer: (() => Promise<void>) | undefined

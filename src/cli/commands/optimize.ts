@@ -140,7 +140,7 @@ export function optimizeCommand (): Command {
     .option('--cwd <dir>', 'working directory of the workload instead of the image\'s')
     .option('--user <user[:group]>', 'user of the workload instead of the image\'s (names from the image\'s /etc/passwd)')
     .option('--period <seconds>', `how long the workload runs before it is stopped (default ${DEFAULTS.periodSec})`, parsePeriod)
-    .addOption(new Option('--sandbox <runtime>', 'how the workload is isolated: runc (as a container), namespaces (unshare and a chroot), auto (runc when installed)').choices(['auto', 'runc', 'namespaces']).default('auto'))
+    .addOption(new Option('--sandbox <runtime>', 'how the workload is isolated: runc (as a container; runc\'s own reads of /etc/passwd and /etc/group enter the record), namespaces (unshare and a chroot), auto (namespaces for now)').choices(['auto', 'runc', 'namespaces']).default('auto'))
     .option('--record-out <file>', 'write the accesses the layers were rebuilt from, as JSON lines {"path","manifestDigest","layerIndex"}')
     .option('--record-in <file>', 'rebuild from a record (ours or `ctr-remote image optimize --record-out`\'s) instead of running the workload')
     .option('--prefetch-list <file>', 'rebuild from a list of paths and globs (* ? [] **; # comments) instead of running the workload')
