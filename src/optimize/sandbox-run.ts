@@ -8,7 +8,7 @@ import type { Logger } from '../logging.js'
 import { FileSource } from '../source/file.js'
 import { DEFAULTS } from './config.js'
 import { SandboxError } from './errors.js'
-import { SETUP_RUNC, runcSpec } from './sandbox-runc.js'
+import { SETUP_RUNC, overlayRootLines, runcSpec } from './sandbox-runc.js'
 import { resolveUser, withHome, type Workload } from './workload.js'
 
 /**
@@ -49,14 +49,7 @@ const HOST_PATH = '/usr/sbin:/usr/bin:/sbin:/bin'
 const SETUP = `set -eu
 root=$1 scratch=$2 lower=$3 size=$4 devices=$5
 shift 5
-mount -t tmpfs -o "mode=0700,nosuid,nodev,size=$size" ipfs-estargz-scratch "$scratch"
-mkdir "$scratch/upper" "$scratch/work"
-mount -t overlay -o "nosuid,nodev,lowerdir=$lower,upperdir=$scratch/upper,workdir=$scratch/work" ipfs-estargz-optimize "$root"
-for d in dev proc; do
-  if [ -L "$root/$d" ] || { [ -e "$root/$d" ] && [ ! -d "$root/$d" ]; }; then rm -f "$root/$d"; fi
-  [ -d "$root/$d" ] || mkdir "$root/$d"
-done
-mount -t tmpfs -o mode=0755,nosuid,noexec,size=1m ipfs-estargz-dev "$root/dev"
+${overlayRootLines(['dev', 'proc'])}mount -t tmpfs -o mode=0755,nosuid,noexec,size=1m ipfs-estargz-dev "$root/dev"
 for n in $devices; do
   [ -c "/dev/$n" ] || continue
   : > "$root/dev/$n"
@@ -68,7 +61,6 @@ ln -s /proc/self/fd "$root/dev/fd"
 ln -s /proc/self/fd/0 "$root/dev/stdin"
 ln -s /proc/self/fd/1 "$root/dev/stdout"
 ln -s /proc/self/fd/2 "$root/dev/stderr"
-if command -v ip >/dev/null; then ip link set lo up; fi
 exec "$@"
 `
 

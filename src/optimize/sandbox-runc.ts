@@ -10,22 +10,29 @@ import type { WorkloadUser } from './workload.js'
  */
 
 /**
- * Runs in the private mount namespace: the scratch tmpfs and the overlay rootfs, then runc. An
- * image whose /dev, /proc or /sys is not a directory (a symlink out of it) gets a directory there,
- * in the overlay's upper layer, as runc mounts only on ordinary directories.
+ * Shell lines, run in the sandbox's private mount namespace with `$root`, `$scratch`, `$lower`
+ * and `$size` set: a tmpfs for the workload's writes and the overlay of the layers over it at
+ * `$root`. An image whose `dirs` (where mounts will go) are not directories (a symlink out of
+ * it) gets a directory there, in the overlay's upper layer, so no mount ever follows one out.
+ * Everything it mounts goes away with the namespace's last process.
  */
-export const SETUP_RUNC = `set -eu
-root=$1 scratch=$2 lower=$3 size=$4
-shift 4
-mount -t tmpfs -o "mode=0700,nosuid,nodev,size=$size" ipfs-estargz-scratch "$scratch"
+export function overlayRootLines (dirs: readonly string[]): string {
+  return `mount -t tmpfs -o "mode=0700,nosuid,nodev,size=$size" ipfs-estargz-scratch "$scratch"
 mkdir "$scratch/upper" "$scratch/work"
 mount -t overlay -o "nosuid,nodev,lowerdir=$lower,upperdir=$scratch/upper,workdir=$scratch/work" ipfs-estargz-optimize "$root"
-for d in dev proc sys; do
+for d in ${dirs.join(' ')}; do
   if [ -L "$root/$d" ] || { [ -e "$root/$d" ] && [ ! -d "$root/$d" ]; }; then rm -f "$root/$d"; fi
   [ -d "$root/$d" ] || mkdir "$root/$d"
 done
 if command -v ip >/dev/null; then ip link set lo up; fi
-exec "$@"
+`
+}
+
+/** The overlay rootfs (runc mounts /dev, /proc and /sys itself, only on ordinary directories), then runc. */
+export const SETUP_RUNC = `set -eu
+root=$1 scratch=$2 lower=$3 size=$4
+shift 4
+${overlayRootLines(['dev', 'proc', 'sys'])}exec "$@"
 `
 
 /** containerd's default capabilities for a container (its OCI spec defaults). */
