@@ -185,13 +185,7 @@ export class ChunkReader {
     const fresh = wanted.filter(c => !this.inflight.has(keyOf(c)))
     if (this.neighbourBytes <= 0 || this.layout.length === 0 || fresh.length === 0) return []
     const last = Math.max(...fresh.map(c => c.offset))
-    let lo = 0
-    let hi = this.layout.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (this.layout[mid].chunk.offset <= last) lo = mid + 1
-      else hi = mid
-    }
+    const lo = firstIndex(this.layout, it => it.chunk.offset > last)
     const out: LaidOutChunk[] = []
     let budget = this.neighbourBytes
     for (let i = lo; i < this.layout.length; i++) {
@@ -326,16 +320,26 @@ function keyOf (c: Chunk): string {
   return `${c.digest}@${c.offset}+${c.innerOffset}`
 }
 
+/**
+ * The index of the first of `items` for which `after` holds, by binary search: `after` must be
+ * false up to some index and true from there on (items in blob order). `items.length` if none.
+ */
+export function firstIndex<T> (items: readonly T[], after: (item: T) => boolean): number {
+  let lo = 0
+  let hi = items.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (after(items[mid])) hi = mid
+    else lo = mid + 1
+  }
+  return lo
+}
+
 /** The chunks a file range touches, found by binary search (chunks tile the file in order). */
 function piecesOf (node: LayerNode, offset: number, end: number): Piece[] {
   const chunks = node.chunks
-  let lo = 0
-  let hi = chunks.length - 1
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >>> 1
-    if (chunks[mid].chunkOffset <= offset) lo = mid
-    else hi = mid - 1
-  }
+  // the last chunk starting at or before `offset`
+  const lo = Math.max(0, firstIndex(chunks, c => c.chunkOffset > offset) - 1)
   const out: Piece[] = []
   for (let i = lo; i < chunks.length && chunks[i].chunkOffset < end; i++) {
     const c = chunks[i]

@@ -1,5 +1,5 @@
 import { DEFAULTS } from './config.js'
-import { chunksInBlobOrder, type ChunkReader } from './chunk-reader.js'
+import { chunksInBlobOrder, firstIndex, type ChunkReader } from './chunk-reader.js'
 import type { Chunk, LayerNode, LayerTree } from '../estargz/index.js'
 import type { Logger } from '../logging.js'
 
@@ -131,15 +131,8 @@ export class Prefetcher {
     const wanted: Item[] = []
     const seen = new Set<Item>()
     for (const [offset, length] of ranges) {
-      // the first chunk whose compressed bytes end after `offset`
-      let lo = 0
-      let hi = this.items.length
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1
-        if (this.items[mid].chunk.compressedEnd <= offset) lo = mid + 1
-        else hi = mid
-      }
-      for (let i = lo; i < this.items.length && this.items[i].chunk.offset < offset + length; i++) {
+      // from the first chunk whose compressed bytes end after `offset`
+      for (let i = firstIndex(this.items, it => it.chunk.compressedEnd > offset); i < this.items.length && this.items[i].chunk.offset < offset + length; i++) {
         const it = this.items[i]
         if (!seen.has(it)) { seen.add(it); wanted.push(it) }
       }
