@@ -18,6 +18,29 @@ import { removeDir, tempDir } from '../fs/helpers.js'
 
 const logger = silentLogger()
 
+type Priority = 'demand' | 'prefetch' | 'background'
+
+/** The real blob API over one local blob, recording each read's priority and what it reported as on-demand. */
+async function standInDaemon (blob: string, socket: string, repo: string): Promise<{ api: ControlServer, reads: Array<{ offset: number, hint: Priority }>, onRead: string[] }> {
+  const reads: Array<{ offset: number, hint: Priority }> = []
+  const onRead: string[] = []
+  const reader = new BlobReader({
+    logger,
+    openSource: async () => {
+      const src = await FileSource.open(blob)
+      return {
+        size: async () => await src.size(),
+        read: async (o, l, s, hint) => { reads.push({ offset: o, hint: hint?.background === true ? 'background' : hint?.prefetch === true ? 'prefetch' : 'demand' }); return await src.read(o, l, s) },
+        close: async () => { await src.close() }
+      }
+    },
+    onRead: (_c, offset) => { onRead.push(String(offset)); return () => {} }
+  })
+  const api = new ControlServer({ logger, blobs: reader, run: async () => 0 }, { address: socket, repo })
+  await api.start()
+  return { api, reads, onRead }
+}
+
 /**
  * The FUSE manager's background fetch reaches the daemon marked as background, its prefetch as
  * prefetch: the daemon lets a container's reads go before background ones, and takes neither for
@@ -40,23 +63,10 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const blob = join(dir, 'layer.esgz')
     const { tocDigest } = await buildEstargzFile(tar, blob, { chunkSize: SMALL_CHUNK })
     const cid = CID.createV1(raw.code, await sha256.digest(await readFile(blob))).toString()
-    const reads: Array<{ offset: number, background: boolean }> = []
-    const onRead: string[] = []
-    const reader = new BlobReader({
-      logger,
-      openSource: async () => {
-        const src = await FileSource.open(blob)
-        return {
-          size: async () => await src.size(),
-          read: async (o, l, s, hint) => { reads.push({ offset: o, background: hint?.background === true }); return await src.read(o, l, s) },
-          close: async () => { await src.close() }
-        }
-      },
-      onRead: (_c, offset) => { onRead.push(String(offset)); return () => {} }
-    })
     const apiSocket = join(dir, 'api.sock')
-    api = new ControlServer({ logger, blobs: reader, run: async () => 0 }, { address: apiSocket, repo: dir })
-    await api.start()
+    const standIn = await standInDaemon(blob, apiSocket, dir)
+    api = standIn.api
+    const { reads, onRead } = standIn
     manager = new FuseManager({ logger }, { socket: join(dir, 'fm.sock'), mountRoot: join(dir, 'mnt'), cacheDir: join(dir, 'cache'), idleExitMs: 3_600_000, warmTtlMs: 1_000 })
     await manager.start()
     const client = new FuseManagerClient(join(dir, 'fm.sock'))
@@ -66,14 +76,14 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await client.mount({ mountpoint: mp, cid, tocDigest, settings: { backgroundFetch: true } })
     const atMount = reads.length
     expect(atMount).toBeGreaterThan(0)
-    expect(reads.every(r => !r.background)).toBe(true) // footer and TOC: the mount waits for them
+    expect(reads.every(r => r.hint !== 'background')).toBe(true) // footer and TOC: the mount waits for them
     // the background fetch starts once reads have been quiet for a while, and reads every chunk
     const end = Date.now() + FS_DEFAULTS.backgroundQuietMs + 10_000
     while (reads.length === atMount && Date.now() < end) await new Promise(resolve => setTimeout(resolve, 100))
     await new Promise(resolve => setTimeout(resolve, 500))
     const later = reads.slice(atMount)
     expect(later.length).toBeGreaterThan(0)
-    expect(later.filter(r => !r.background)).toEqual([])
+    expect(later.filter(r => r.hint !== 'background')).toEqual([])
     // the daemon was told of the mount's reads only
     expect(onRead).toHaveLength(atMount)
     await client.unmount(mp)
@@ -87,23 +97,8 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const blob = join(dir, 'landmark.esgz')
     const { tocDigest } = await buildEstargzFile(tar, blob, { chunkSize: SMALL_CHUNK, prioritizedFiles: ['usr/big.bin'] })
     const cid = CID.createV1(raw.code, await sha256.digest(await readFile(blob))).toString()
-    const reads: Array<{ offset: number, hint: 'demand' | 'prefetch' | 'background' }> = []
-    const onRead: string[] = []
-    const reader = new BlobReader({
-      logger,
-      openSource: async () => {
-        const src = await FileSource.open(blob)
-        return {
-          size: async () => await src.size(),
-          read: async (o, l, s, hint) => { reads.push({ offset: o, hint: hint?.background === true ? 'background' : hint?.prefetch === true ? 'prefetch' : 'demand' }); return await src.read(o, l, s) },
-          close: async () => { await src.close() }
-        }
-      },
-      onRead: (_c, offset) => { onRead.push(String(offset)); return () => {} }
-    })
     const apiSocket = join(dir, 'api2.sock')
-    const api2 = new ControlServer({ logger, blobs: reader, run: async () => 0 }, { address: apiSocket, repo: dir })
-    await api2.start()
+    const { api: api2, reads, onRead } = await standInDaemon(blob, apiSocket, dir)
     const m = new FuseManager({ logger }, { socket: join(dir, 'fm2.sock'), mountRoot: join(dir, 'mnt2'), cacheDir: join(dir, 'cache2'), idleExitMs: 3_600_000, warmTtlMs: 1_000 })
     await m.start()
     try {
