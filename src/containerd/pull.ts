@@ -185,7 +185,7 @@ function startWarming (sn: ReturnType<ContainerdClient['snapshots']>, options: P
     image.layers.forEach((l, i) => {
       const cid = urlsOf[i]?.slice('ipfs://'.length)
       const tocDigest = l.annotations?.[LABELS.tocDigest]
-      if (!exists[i] && cid != null && tocDigest != null) wanted.push({ cid, tocDigest })
+      if (!exists[i] && cid != null && tocDigest != null) wanted.push({ cid, tocDigest, size: l.size })
     })
     if (wanted.length === 0 || ac.signal.aborted) return
     await warm(wanted, ac.signal)

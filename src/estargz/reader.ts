@@ -24,6 +24,12 @@ export interface OpenOptions {
   maxTocCompressedSize?: number
   /** Cap on the decompressed TOC JSON. Default 256 MiB. */
   maxTocSize?: number
+  /**
+   * Bytes read from the blob's end in the first read (at least the footer). When the TOC member
+   * fits in them the open is one read instead of two: over a network each read is a round trip,
+   * and a mount waits for both. Default: the footer only.
+   */
+  tailBytes?: number
   signal?: AbortSignal
 }
 
@@ -94,19 +100,25 @@ export class EstargzReader {
   ) {}
 
   /**
-   * Opens a blob with two range reads: the footer, then the TOC member. With `tocDigest` the
+   * Opens a blob with one or two range reads: the footer (with `tailBytes` before it), then what
+   * of the TOC member the first read did not hold. With `tocDigest` the
    * TOC must match it; without, the caller must check {@link tocDigest} against a trusted value.
    */
   static async open (read: RangeRead, blobSize: number, options: OpenOptions = {}): Promise<EstargzReader> {
     const maxTocCompressedSize = options.maxTocCompressedSize ?? DEFAULTS.maxTocCompressedSize
     const maxTocSize = options.maxTocSize ?? DEFAULTS.maxTocSize
     if (blobSize < LEGACY_FOOTER_SIZE) throw new BadFooterError(`blob is ${blobSize} bytes, too small to hold a footer`)
-    const tailLength = Math.min(FOOTER_SIZE, blobSize)
-    const tail = await readExactly(read, blobSize - tailLength, tailLength, options.signal, 'footer')
-    const { tocOffset, footerSize } = parseFooter(tail)
+    const tailLength = Math.min(Math.max(FOOTER_SIZE, options.tailBytes ?? FOOTER_SIZE), blobSize)
+    const tailStart = blobSize - tailLength
+    const tail = await readExactly(read, tailStart, tailLength, options.signal, 'footer')
+    const { tocOffset, footerSize } = parseFooter(tail.subarray(Math.max(0, tail.length - FOOTER_SIZE)))
     const tocEnd = blobSize - footerSize
     checkTocExtent(tocOffset, tocEnd, maxTocCompressedSize)
-    const member = await readExactly(read, tocOffset, tocEnd - tocOffset, options.signal, 'TOC')
+    // the TOC member from the tail already read, and only the part before it from the blob
+    const inTail = tail.subarray(Math.max(0, tocOffset - tailStart), tocEnd - tailStart)
+    const member = tocOffset >= tailStart
+      ? inTail
+      : concat(await readExactly(read, tocOffset, tailStart - tocOffset, options.signal, 'TOC'), inTail)
     const { json, digest } = await readTocMember(member, maxTocSize)
     if (options.tocDigest != null && options.tocDigest !== digest) throw new TocDigestMismatchError(options.tocDigest, digest)
     const { toc, tree } = checkToc(json, tocOffset, maxTocSize)
@@ -226,6 +238,13 @@ export async function decodeChunk (compressed: Uint8Array, name: string, chunk: 
   const actual = sha256Digest(data)
   if (actual !== chunk.digest) throw new ChunkDigestMismatchError(name, chunk.chunkOffset, chunk.digest, actual)
   return data
+}
+
+function concat (a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length)
+  out.set(a)
+  out.set(b, a.length)
+  return out
 }
 
 async function readExactly (read: RangeRead, offset: number, length: number, signal: AbortSignal | undefined, what: string): Promise<Uint8Array> {

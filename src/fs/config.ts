@@ -24,6 +24,13 @@ export const DEFAULTS = {
    * then cost one round trip. 0: off.
    */
   neighbourBytes: 0,
+  /**
+   * Opening a layer reads this many bytes from its end in one read, the footer with them: a TOC
+   * member that fits needs no second read. 0: the footer alone. Not more by default: in IPFS the
+   * bytes before a TOC are the last files' gzip members, each its own block when the layer was
+   * imported member-aligned, so a blind tail costs hundreds of block fetches to save one.
+   */
+  openTailBytes: 0,
 
   // ---- caches ----
   /** Decompressed, verified chunks kept in memory (LRU by bytes). Small: the kernel page cache (kernel_cache) keeps hot file pages; 64 MiB cost 60 MB more RSS when a whole image is read. */

@@ -26,6 +26,8 @@ export interface RemoteMount {
 export interface WarmLayer {
   cid: string
   tocDigest: string
+  /** The blob's size as its descriptor gives it: the open then needs no size request. */
+  size?: number
 }
 
 /**

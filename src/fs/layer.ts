@@ -29,6 +29,8 @@ export interface LayerFsOptions extends PrefetchOptions {
   maxCoalesceBytes?: number
   readWindowBytes?: number
   neighbourBytes?: number
+  /** Bytes read from the blob's end when it opens (footer and, when it fits, the TOC). */
+  openTailBytes?: number
   opaqueXattrs?: readonly string[]
   blockSize?: number
   signal?: AbortSignal
@@ -159,7 +161,7 @@ export class LayerFs {
     if (options.tocDigest == null && options.allowNoVerification !== true) throw new VerificationRequiredError()
     const source = components.source
     const size = await source.size()
-    const estargz = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), size, { tocDigest: options.tocDigest, signal: options.signal })
+    const estargz = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), size, { tocDigest: options.tocDigest, tailBytes: options.openTailBytes ?? DEFAULTS.openTailBytes, signal: options.signal })
     if (options.tocDigest == null) components.logger.warn({ tocDigest: estargz.tocDigest }, 'mounting a layer without TOC verification')
     const cache = components.cache ?? new ChunkCache({ logger: components.logger })
     return new LayerFs(estargz, components, cache, options)

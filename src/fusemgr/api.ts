@@ -81,6 +81,11 @@ export interface MountReply {
 export interface WarmRequest {
   cid: string
   tocDigest: string
+  /**
+   * The blob's size from its descriptor, sparing the open a size request. A wrong one only fails
+   * the open (the footer is not where it says; the TOC digest is checked either way).
+   */
+  size?: number
   /** The settings the mount will carry (an opened layer is only used by a mount with equal settings). */
   settings?: MountSettings
 }

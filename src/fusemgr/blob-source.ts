@@ -85,9 +85,10 @@ export class BlobClient {
    * A RangeSource for one blob. A background read (`hint.background`) is marked as such
    * (`priority=background`): the daemon lets on-demand reads go ahead of it. A prefetch read
    * (`priority=prefetch`) is fetched as urgently, but the daemon does not take it for the workload's.
+   * `knownSize` (a descriptor's) spares the size request.
    */
-  source (cid: string): RangeSource {
-    let size: Promise<number> | undefined
+  source (cid: string, knownSize?: number): RangeSource {
+    let size: Promise<number> | undefined = knownSize != null ? Promise.resolve(knownSize) : undefined
     return {
       size: async () => {
         size ??= this.get(`/v1/blobs/${cid}/size`).then(b => (JSON.parse(b.toString('utf8')) as { size: number }).size)

@@ -45,7 +45,7 @@ export class ManagedLayerMounter implements RemoteLayerMounter {
     await Promise.all(layers.map(async (l) => {
       const started = performance.now()
       try {
-        const r = await client.warm({ cid: l.cid, tocDigest: l.tocDigest, settings: this.settings }, s)
+        const r = await client.warm({ cid: l.cid, tocDigest: l.tocDigest, ...(l.size != null ? { size: l.size } : {}), settings: this.settings }, s)
         logger.debug({ cid: l.cid, opened: r.opened, ms: Math.round(performance.now() - started) }, 'layer opened ahead of its mount')
       } catch (err) {
         logger.debug({ cid: l.cid, err: (err as Error).message }, 'opening a layer ahead failed; its mount reads the TOC itself')

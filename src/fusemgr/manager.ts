@@ -148,12 +148,13 @@ export class FuseManager {
    */
   async warm (body: WarmRequest, signal: AbortSignal): Promise<WarmReply> {
     if (typeof body?.cid !== 'string' || typeof body.tocDigest !== 'string') throw refused(400, 'warm needs { cid, tocDigest }')
+    if (body.size !== undefined && (!Number.isSafeInteger(body.size) || body.size <= 0)) throw refused(400, 'warm: size must be a positive integer')
     const { mounts, cache } = this.ready()
     const s = body.settings ?? {}
     const log = this.log.child({ cid: body.cid })
     const started = performance.now()
     const { opened, started: isNew } = this.warmed.warm(warmKey(body.cid, body.tocDigest, s), async () => {
-      const { source, opened: reads } = traced(this.sourceOf(body.cid, s))
+      const { source, opened: reads } = traced(this.sourceOf(body.cid, s, body.size))
       const fs = await mounts.openLayer({ source, logger: log, cache }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal })
       log.debug({ tocDigest: fs.estargz.tocDigest, tocMs: Math.round(performance.now() - started), reads: reads() }, 'layer opened ahead of its mount')
       this.rangePrefetches.opened(body.cid, fs)
@@ -243,8 +244,8 @@ export class FuseManager {
     return { mounted: true, tocDigest: fs.estargz.tocDigest, warm, timings }
   }
 
-  private sourceOf (cid: string, s: MountSettings): ReadaheadSource {
-    return new ReadaheadSource(this.blobs.source(cid), { windowBytes: s.readaheadBytes ?? 0 })
+  private sourceOf (cid: string, s: MountSettings, size?: number): ReadaheadSource {
+    return new ReadaheadSource(this.blobs.source(cid, size), { windowBytes: s.readaheadBytes ?? 0 })
   }
 
   private layerOptions (s: MountSettings): { prefetchTimeoutMs?: number, backgroundFetch?: boolean, fetchTimeoutMs?: number, readWindowBytes?: number, neighbourBytes?: number, allowNoVerification?: boolean } {

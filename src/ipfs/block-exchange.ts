@@ -593,6 +593,7 @@ export class BlockExchange {
     else ps.fgInFlight++
     this.counts.requests++
     if (background) this.counts.backgroundRequests++
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ peer: ps.id, cids: wants.map(w => w.cid.toString()), background }, 'block exchange: asking')
     const progress = { answered: 0 }
     let pooled = this.takeIdle(ps)
     try {

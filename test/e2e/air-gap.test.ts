@@ -87,22 +87,30 @@ async function sourceTree (layout: string): Promise<Tree> {
   return tree
 }
 
+/** Reads every file of a mount, 16 at a time: a lazy read is a round trip to a peer, and one at a time the walk is mostly waiting. */
 async function mountedTree (root: string): Promise<Tree> {
   const tree: Tree = new Map()
+  const files: string[] = []
   const walk = async (rel: string): Promise<void> => {
     for (const name of await readdir(join(root, rel))) {
       const r = rel === '' ? name : `${rel}/${name}`
       const st = await lstat(join(root, r))
       if (st.isDirectory()) await walk(r)
       else if (st.isSymbolicLink()) tree.set(r, { kind: 'symlink', target: await readlink(join(root, r)) })
-      else if (st.isFile()) {
-        const h = createHash('sha256')
-        for await (const c of createReadStream(join(root, r))) h.update(c as Buffer)
-        tree.set(r, { kind: 'file', sha: h.digest('hex') })
-      }
+      else if (st.isFile()) files.push(r)
     }
   }
   await walk('')
+  let next = 0
+  const reader = async (): Promise<void> => {
+    while (next < files.length) {
+      const r = files[next++]
+      const h = createHash('sha256')
+      for await (const c of createReadStream(join(root, r))) h.update(c as Buffer)
+      tree.set(r, { kind: 'file', sha: h.digest('hex') })
+    }
+  }
+  await Promise.all(Array.from({ length: 16 }, reader))
   return tree
 }
 

@@ -71,7 +71,6 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
   let c: RunningDaemon | undefined
   let ctrdB: PrivateContainerd | undefined
   let ctrdC: PrivateContainerd | undefined
-  let aLog: Line[]
   let bLog: Line[]
   let cLog: Line[]
   let root: string
@@ -82,9 +81,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
   beforeAll(async () => {
     const image = await debianPythonImage()
     dir = await mkdtemp(join(tmpdir(), 'e2e-learned-'))
-    // A and B at debug level: their block exchanges log every request they serve, with the CIDs in order
-    a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'], logLevel: 'debug' })
-    aLog = collectLog(a)
+    a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     const pushed = cli(['push', `oci-archive:${image.archive}`, '--repo', join(dir, 'a'), '--json'])
     if (pushed.code !== 0) throw new Error(pushed.stderr)
     root = (JSON.parse(pushed.stdout) as { root: string }).root
@@ -126,9 +123,11 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
   }, 600_000)
 
   it('C fetches B\'s records and prefetches their ranges, in order, before its container reads them', async () => {
-    c = await startDaemon({ root: join(dir, 'c'), peers: [peerA.address, peerB.address], config: '[fs]\nbackground_fetch = false\n' })
+    // a generous ask timeout: on a loaded machine the default 300 ms (a mount does not wait for the
+    // ask) can pass before a peer answers, and this test is about the order, not the ask's speed
+    c = await startDaemon({ root: join(dir, 'c'), peers: [peerA.address, peerB.address], config: '[fs]\nbackground_fetch = false\n[prefetch]\nask_timeout_sec = 10\n', logLevel: 'debug' })
+    // C at debug level: its block exchange logs every request it sends, with the CIDs in order
     cLog = collectLog(c)
-    const peerC = idOf(join(dir, 'c'))
     ctrdC = await startContainerd({ proxyPlugins: { 'ipfs-estargz': c.address } })
     const ctrd = ctrdC
     const t0 = Date.now()
@@ -181,14 +180,22 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     expect(onDemand).toBeLessThan(bOnDemand * 0.25)
     await a?.stop()
     a = undefined
-    const servedToC = (log: Line[]): string[] => log.filter(l => l.msg === 'block exchange: serving a request' && l.peer === peerC.id && (l.time as number) < tRun).flatMap(l => l.cids as string[])
-    const sources = { A: servedToC(aLog), B: servedToC(bLog) }
+    // what C asked A and B for before its container ran, in the order C sent it (its own log: the
+    // sources' logs would add each process's own delays under load). A block asked again (a hedge
+    // to the other source, a retry after a timeout) counts only at its first ask, which is the order
+    // C's prefetch chose; the later asks say how the fetch coped with load, not the order
+    const sourceOf = new Map([[peerA.id, 'A'], [peerB.id, 'B']] as const)
+    const seen = new Set<string>()
+    const firstAsks = cLog
+      .filter(l => l.msg === 'block exchange: asking' && sourceOf.has(l.peer as string) && (l.time as number) < tRun)
+      .flatMap(l => (l.cids as string[]).map(cid => ({ cid, source: sourceOf.get(l.peer as string) as 'A' | 'B' })))
+      .filter(({ cid }) => !seen.has(cid) && seen.add(cid) != null)
     const nodeA = await createNode({ repo: join(dir, 'a'), logger: silentLogger() })
     const nodeC = await createNode({ repo: join(dir, 'c'), logger: silentLogger() })
     try {
       let recordedLeaves = 0
       const asked = new Set<string>()
-      const tally = { A: { leaves: 0, pairs: 0, ordered: 0 }, B: { leaves: 0, pairs: 0, ordered: 0 } }
+      const tally = { A: 0, B: 0, pairs: 0, ordered: 0 }
       for (const layer of layerCids) {
         const recordCid = CID.parse(published.get(layer) as string)
         const leaves = await leafMap(async (x) => await collectBlock(nodeA.localBlockstore.get(x)), CID.parse(layer))
@@ -204,29 +211,24 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
         recordedLeaves += place.size
         // every recorded leaf is in C's blockstore
         for (const cid of place.keys()) expect(await nodeC.localBlockstore.has(CID.parse(cid)), cid).toBe(true)
-        for (const [name, served] of Object.entries(sources) as Array<['A' | 'B', string[]]>) {
-          // the first time C asked this source for each recorded leaf, by its place in the record
-          const order: number[] = []
-          const seen = new Set<string>()
-          for (const x of served) {
-            if (!place.has(x) || seen.has(x)) continue
-            seen.add(x)
-            asked.add(x)
-            order.push(place.get(x) as number)
-          }
-          tally[name].leaves += order.length
-          let highest = -1
-          for (const p of order) {
-            if (highest >= 0) { tally[name].pairs++; if (p >= highest - CONCURRENCY) tally[name].ordered++ }
-            highest = Math.max(highest, p)
-          }
+        // the first ask for each recorded leaf, by its place in the record: within the prefetch's
+        // concurrency of the furthest piece asked so far
+        let highest = -1
+        for (const { cid, source } of firstAsks) {
+          const p = place.get(cid)
+          if (p == null) continue
+          asked.add(cid)
+          tally[source]++
+          if (highest >= 0) { tally.pairs++; if (p >= highest - CONCURRENCY) tally.ordered++ }
+          highest = Math.max(highest, p)
         }
       }
-      console.log(`of the ${recordedLeaves} recorded leaves, C asked for ${asked.size} before its container ran: ${tally.A.leaves} of A (${tally.A.ordered} of ${tally.A.pairs} in record order within ${CONCURRENCY} pieces), ${tally.B.leaves} of B (${tally.B.ordered} of ${tally.B.pairs})`)
-      // C asked for (nearly) every recorded leaf before its container ran, each source in record order
+      console.log(`of the ${recordedLeaves} recorded leaves, C asked for ${asked.size} before its container ran (${tally.A} first of A, ${tally.B} first of B), ` +
+        `${tally.ordered} of ${tally.pairs} in record order within ${CONCURRENCY} pieces`)
+      // C asked for (nearly) every recorded leaf before its container ran, in record order
       expect(asked.size / recordedLeaves).toBeGreaterThanOrEqual(0.9)
-      for (const t of [tally.A, tally.B]) if (t.pairs > 0) expect(t.ordered / t.pairs).toBeGreaterThanOrEqual(0.95)
-      expect(tally.A.pairs + tally.B.pairs).toBeGreaterThan(recordedLeaves / 2)
+      expect(tally.ordered / tally.pairs).toBeGreaterThanOrEqual(0.95)
+      expect(tally.pairs).toBeGreaterThan(recordedLeaves / 2)
     } finally {
       await nodeA.stop()
       await nodeC.stop()

@@ -25,6 +25,31 @@ describe('eStargz reader', () => {
     expect(Buffer.from(await r.readFile('b', 7)).toString()).toBe('file')
   })
 
+  it('opens with one read when the TOC fits in tailBytes, two when it does not, the same layer either way', async () => {
+    const entries: FixtureEntry[] = Array.from({ length: 200 }, (_, i) => ({ name: `d/file-${i}`, data: fixtureBytes(i + 1, 3000) }))
+    const blob = await build(entries)
+    const logged = (): { read: RangeRead, reads: Array<[number, number]> } => {
+      const reads: Array<[number, number]> = []
+      return { read: async (off, len) => { reads.push([off, len]); return blob.subarray(off, off + len) }, reads }
+    }
+    const plain = logged()
+    const footerFirst = await EstargzReader.open(plain.read, blob.length)
+    expect(plain.reads).toHaveLength(2)
+    expect(plain.reads[0]).toEqual([blob.length - 51, 51])
+    const tocBytes = blob.length - footerFirst.tocOffset
+    for (const [tailBytes, reads] of [[tocBytes, 1], [blob.length * 2, 1], [tocBytes - 100, 2], [10, 2]] as const) {
+      const l = logged()
+      const r = await EstargzReader.open(l.read, blob.length, { tailBytes, tocDigest: footerFirst.tocDigest })
+      expect(l.reads, `tailBytes ${tailBytes}`).toHaveLength(reads)
+      // never a byte read twice, never more than the blob
+      expect(l.reads.reduce((n, [, len]) => n + len, 0)).toBe(Math.max(tocBytes, Math.min(Math.max(tailBytes, 51), blob.length)))
+      expect(r.tocDigest).toBe(footerFirst.tocDigest)
+      expect(Buffer.from(await r.readFile('d/file-7')).equals(fixtureBytes(8, 3000))).toBe(true)
+    }
+    // a tail that ends inside a truncated blob fails as a truncated footer read does
+    await expect(EstargzReader.open(async (off, len) => blob.subarray(off, Math.min(off + len, blob.length - 1)), blob.length, { tailBytes: 4096 })).rejects.toThrow(/truncated/)
+  })
+
   it('honours innerOffset (several files in one gzip member) and ignores NumLink', async () => {
     const files = [{ name: 'x/one', data: Buffer.from('first payload') }, { name: 'x/two', data: fixtureBytes(2, 70000) }, { name: 'x/three', data: Buffer.from('3') }]
     const { blob, tocDigest } = handmadeBlob([files, [{ name: 'y', data: Buffer.from('own member') }]], { extraKeys: { NumLink: 0 } })

@@ -128,7 +128,7 @@ export const sleep = async (ms: number): Promise<void> => { await new Promise(re
  * layer back (a slow peer): those `when` picks wait `ms`, or until their signal aborts.
  */
 export class LayerStore {
-  readonly hold: { cid?: string, ms: number, when: (offset: number) => boolean, held: number } = { ms: 0, when: () => false, held: 0 }
+  readonly hold: { cid?: string, ms: number, when: (offset: number, length: number) => boolean, held: number } = { ms: 0, when: () => false, held: 0 }
   private n = 0
 
   private constructor (readonly dir: string, private readonly repos: TempRepos, private readonly node: IpfsNode) {}
@@ -162,7 +162,7 @@ export class LayerStore {
     return {
       size: async () => await inner.size(),
       read: async (offset, length, s, hint) => {
-        if (hold.cid === cid && hold.when(offset)) {
+        if (hold.cid === cid && hold.when(offset, length)) {
           hold.held++
           await new Promise<void>((resolve, reject) => {
             const timer = setTimeout(resolve, hold.ms)
@@ -176,7 +176,7 @@ export class LayerStore {
   }
 
   /** Holds the reads of `l` that `when` picks back for `ms` from now on (until `release`). */
-  holdReads (l: Layer, when: (offset: number) => boolean, ms: number): void {
+  holdReads (l: Layer, when: (offset: number, length: number) => boolean, ms: number): void {
     Object.assign(this.hold, { cid: l.cid, ms, when, held: 0 })
   }
 
@@ -390,7 +390,7 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
     })
 
     /** Mounts `l` at `at` with reads picked by `when` held back 2.5 s; aborts after 300 ms. */
-    const abortWhileHeld = async (at: string, l: Layer, when: (offset: number) => boolean): Promise<void> => {
+    const abortWhileHeld = async (at: string, l: Layer, when: (offset: number, length: number) => boolean): Promise<void> => {
       const ms = 2_500
       store.holdReads(l, when, ms)
       try {
@@ -414,12 +414,12 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
 
     test('abortToc', async () => {
       const l = slow[0]
-      await abortWhileHeld(await mp('abort-toc'), l, (o) => o >= l.tocOffset)
+      await abortWhileHeld(await mp('abort-toc'), l, (o, n) => o + n > l.tocOffset) // the reads that reach the TOC
     }, 20_000)
 
     test('abortPrefetch', async () => {
       const l = slow[1]
-      await abortWhileHeld(await mp('abort-prefetch'), l, (o) => o < l.tocOffset)
+      await abortWhileHeld(await mp('abort-prefetch'), l, (o, n) => o + n <= l.tocOffset) // the files' chunks
     }, 20_000)
   })
 }

@@ -161,7 +161,7 @@ describe.skipIf(skip)('ManagedLayerMounter over a real FUSE manager', () => {
   it('the configured settings reach the manager: a prefetch held back longer than prefetchTimeoutMs mounts once that timeout is over', async () => {
     const at = await mp('settings')
     const quick = new ManagedLayerMounter({ client: stack.client, logger }, { settings: { ...settings, prefetchTimeoutMs: 500 }, warmTimeoutMs: 600 })
-    store.holdReads(slow[0], (o) => o < slow[0].tocOffset, 4_000)
+    store.holdReads(slow[0], (o, n) => o + n <= slow[0].tocOffset, 4_000)
     try {
       const started = Date.now()
       await quick.mount(at, {}, ref(slow[0]))
@@ -217,7 +217,7 @@ describe.skipIf(skip)('ManagedLayerMounter over a real FUSE manager', () => {
   })
 
   it('warm is bounded by warmTimeoutMs and by the caller\'s signal: a layer whose TOC is held back does not hold it', async () => {
-    store.holdReads(slow[2], (o) => o >= slow[2].tocOffset, 5_000)
+    store.holdReads(slow[2], (o, n) => o + n > slow[2].tocOffset, 5_000)
     try {
       let started = Date.now()
       await stack.mounter.warm([{ cid: slow[2].cid, tocDigest: slow[2].tocDigest }])
@@ -274,7 +274,7 @@ describe.skipIf(skip)('ManagedLayerMounter over a real FUSE manager', () => {
       expect(sn.stat('default', 'extract-2').labels[LABELS.fallbackReason]).toMatch(new RegExp(`^mount-failed: lazy mount of ${main.cid} failed: TOC digest mismatch`))
       expect(await mountsUnder(bad[0].source)).toEqual([])
 
-      store.holdReads(slow[3], (o) => o < slow[3].tocOffset, 4_000)
+      store.holdReads(slow[3], (o, n) => o + n <= slow[3].tocOffset, 4_000)
       let late
       try {
         const started = Date.now()

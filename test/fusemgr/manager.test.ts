@@ -42,7 +42,7 @@ async function cidOf (bytes: Uint8Array): Promise<string> {
 interface Stall { cid?: string, ms: number, when: (offset: number, length: number) => boolean, held?: number }
 
 /** A daemon stand-in: the real control server with the real blob API, over local blob files. */
-async function startBlobApi (address: string, repo: string, blobs: Map<string, string>, counter: { bytes: number, reads?: Array<{ cid: string, offset: number }> }, stall?: Stall): Promise<ControlServer> {
+async function startBlobApi (address: string, repo: string, blobs: Map<string, string>, counter: { bytes: number, reads?: Array<{ cid: string, offset: number, length: number }> }, stall?: Stall): Promise<ControlServer> {
   const reader = new BlobReader({
     logger,
     openSource: async (cid) => {
@@ -52,7 +52,7 @@ async function startBlobApi (address: string, repo: string, blobs: Map<string, s
       const counted: RangeSource = {
         size: async () => await src.size(),
         read: async (o, l, s) => {
-          counter.reads?.push({ cid, offset: o })
+          counter.reads?.push({ cid, offset: o, length: l })
           if (stall?.cid === cid && stall.when(o, l)) {
             stall.held = (stall.held ?? 0) + 1
             await new Promise(resolve => setTimeout(resolve, stall.ms))
@@ -90,7 +90,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
   const slow: SlowLayer[] = []
   const stall: Stall = { ms: 0, when: () => false }
   const blobs = new Map<string, string>()
-  const fetched: { bytes: number, reads: Array<{ cid: string, offset: number }> } = { bytes: 0, reads: [] }
+  const fetched: { bytes: number, reads: Array<{ cid: string, offset: number, length: number }> } = { bytes: 0, reads: [] }
 
   beforeAll(async () => {
     dir = await tempDir('fusemgr')
@@ -222,7 +222,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
 
   it('a mount slower than 5 s (its TOC comes after 6 s) succeeds: no socket timeout of Node\'s cuts it', async () => {
     await mkdir(mp('e'), { recursive: true })
-    Object.assign(stall, { cid: slow[0].cid, ms: 6_000, when: (o: number) => o >= slow[0].tocOffset && o < slow[0].tocOffset + 1 })
+    Object.assign(stall, { cid: slow[0].cid, ms: 6_000, when: (o: number, n: number) => o + n > slow[0].tocOffset })
     try {
       const started = Date.now()
       const reply = await new FuseManagerClient(join(dir, 'fm.sock')).mount({ mountpoint: mp('e'), cid: slow[0].cid, tocDigest: slow[0].toc, settings: { backgroundFetch: false } }, AbortSignal.timeout(20_000))
@@ -238,7 +238,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
 
   it('a mount whose caller hangs up during the prefetch is cancelled: the FUSE mount that completes afterwards is undone at once', async () => {
     await mkdir(mp('f'), { recursive: true })
-    Object.assign(stall, { cid: slow[1].cid, ms: 1_500, when: (o: number) => o < slow[1].tocOffset, held: 0 })
+    Object.assign(stall, { cid: slow[1].cid, ms: 1_500, when: (o: number, n: number) => o + n <= slow[1].tocOffset, held: 0 })
     try {
       const err = await client.mount({ mountpoint: mp('f'), cid: slow[1].cid, tocDigest: slow[1].toc, settings: { backgroundFetch: false } }, AbortSignal.timeout(300)).catch((e: unknown) => e)
       expect(err).toBeInstanceOf(FuseManagerCancelledError)
@@ -254,7 +254,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
 
   it('unmount of a mountpoint whose mount is in progress cancels it and answers once nothing is, or will be, mounted there', async () => {
     await mkdir(mp('g'), { recursive: true })
-    Object.assign(stall, { cid: slow[2].cid, ms: 1_500, when: (o: number) => o < slow[2].tocOffset, held: 0 })
+    Object.assign(stall, { cid: slow[2].cid, ms: 1_500, when: (o: number, n: number) => o + n <= slow[2].tocOffset, held: 0 })
     try {
       const mounting = client.mount({ mountpoint: mp('g'), cid: slow[2].cid, tocDigest: slow[2].toc, settings: { backgroundFetch: false } }).catch((e: unknown) => e)
       await new Promise(resolve => setTimeout(resolve, 300))
@@ -272,7 +272,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
 
   it('warm opens a layer ahead (footer and TOC, verified); the mount of the same layer takes it and reads no TOC again', async () => {
     const settings = { backgroundFetch: false }
-    const tocReads = (): number => fetched.reads.filter(r => r.cid === slow[0].cid && r.offset >= slow[0].tocOffset).length
+    const tocReads = (): number => fetched.reads.filter(r => r.cid === slow[0].cid && r.offset + r.length > slow[0].tocOffset).length
     const before = (await client.health()).warm ?? { hits: 0 }
     const first = await client.warm({ cid: slow[0].cid, tocDigest: slow[0].toc, settings })
     expect(first).toEqual({ opened: true, tocDigest: slow[0].toc })
