@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -14,8 +14,8 @@ import { ChunkCache, LayerMounter, MountManager, type RemoteLayerMounter, type R
 import { IpfsSource } from '../../src/source/ipfs.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { hasFuse, needs } from '../helpers/env.js'
-import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
+import { debianImageNeeds } from '../../scripts/fixtures/debian-image.js'
+import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { LABELS, chainIds, type Labels } from '../../src/wire/index.js'
 
 /**
@@ -50,12 +50,9 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
   let blockBytesRead = 0
 
   beforeAll(async () => {
-    const image = await debianPythonImage()
     dir = await mkdtemp(join(tmpdir(), 'pull-'))
     repo = join(dir, 'repo')
-    const r = spawnSync(process.execPath, [cliPath, 'push', `oci:${image.layout}`, '--repo', repo], { encoding: 'utf8', maxBuffer: 1 << 26 })
-    expect(r.status, r.stderr).toBe(0)
-    rootCid = r.stdout.trim().split('\n')[0]
+    rootCid = (await pushedDebianRepo(repo)).root
     node = await createNode({ repo, logger: silentLogger() })
     const snapshotter = new Snapshotter({ logger: silentLogger(), mounter }, { root: join(dir, 'snapshotter') })
     server = new SnapshotterServer({ snapshotter, logger: silentLogger() }, { address: join(dir, 'sn.sock') })

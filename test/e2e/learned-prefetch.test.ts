@@ -13,7 +13,8 @@ import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { FuseManagerClient, type RangePrefetchStats } from '../../src/fusemgr/index.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
-import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
+import { debianImageNeeds } from '../../scripts/fixtures/debian-image.js'
+import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { leafMap } from '../ipfs/helpers.js'
@@ -79,12 +80,9 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
   let peerB: { id: string, address: string }
 
   beforeAll(async () => {
-    const image = await debianPythonImage()
     dir = await mkdtemp(join(tmpdir(), 'e2e-learned-'))
+    root = (await pushedDebianRepo(join(dir, 'a'))).root
     a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'] })
-    const pushed = cli(['push', `oci-archive:${image.archive}`, '--repo', join(dir, 'a'), '--json'])
-    if (pushed.code !== 0) throw new Error(pushed.stderr)
-    root = (JSON.parse(pushed.stdout) as { root: string }).root
     peerA = idOf(join(dir, 'a'))
     // B publishes its records 20 s after each layer's first read; no background fetch, so that
     // B's reads (and blocks) are the workload's. C asks both A and B for blocks.

@@ -7,7 +7,8 @@ import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
-import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
+import { debianImageNeeds } from '../../scripts/fixtures/debian-image.js'
+import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
@@ -35,12 +36,9 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
   let layersBytes: number
 
   beforeAll(async () => {
-    const image = await debianPythonImage()
     dir = await mkdtemp(join(tmpdir(), 'e2e-'))
+    const json = await pushedDebianRepo(join(dir, 'a'))
     a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'] })
-    const pushed = cli(['push', `oci-archive:${image.archive}`, '--repo', join(dir, 'a'), '--json'])
-    if (pushed.code !== 0) throw new Error(pushed.stderr)
-    const json = JSON.parse(pushed.stdout) as { root: string, images: Array<{ layers: Array<{ size: number }> }> }
     root = json.root
     layersBytes = json.images[0].layers.reduce((n, l) => n + l.size, 0)
     const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
