@@ -25,12 +25,15 @@ export function logFormat (env: NodeJS.ProcessEnv = process.env, isTty: boolean 
  * (another process's) is renamed `otherPid`, never written as a second `pid` key.
  */
 export function createLogger (level: LogLevel = (process.env.IPFS_ESTARGZ_LOG_LEVEL as LogLevel | undefined) ?? 'info', format: LogFormat = logFormat()): Logger {
-  const options = {
-    level,
-    base: { pid: process.pid },
-    formatters: { log: renamePid, bindings: (b: Record<string, unknown>) => b.pid === process.pid ? b : renamePid(b) }
-  }
-  return format === 'pretty' ? pino(options, prettyStream(2)) : pino(options, pino.destination({ dest: 2, sync: true }))
+  const options = { level, base: { pid: process.pid }, formatters: { log: renamePid } }
+  const logger: Logger = format === 'pretty' ? pino(options, prettyStream(2)) : pino(options, pino.destination({ dest: 2, sync: true }))
+  // pino applies no formatter to a child's bindings: rename there. Children are made from their
+  // parent's prototype, so every descendant inherits this `child` (called with itself as `this`).
+  type Child = (this: Logger, bindings: Record<string, unknown>, opts?: unknown) => Logger
+  const child = logger.child as unknown as Child
+  const renaming: Child = function (bindings, opts) { return child.call(this, renamePid(bindings), opts) }
+  logger.child = renaming as unknown as Logger['child']
+  return logger
 }
 
 /** A logger that drops everything, for library use and unit tests. */
