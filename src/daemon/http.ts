@@ -20,6 +20,19 @@ export interface HttpComponents {
   health: (signal: AbortSignal) => Promise<Health>
 }
 
+/** Rejects with the signal's reason when it fires first: nothing a request waits for holds it longer. */
+export async function bounded<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted()
+  let onAbort!: () => void
+  const aborted = new Promise<never>((_resolve, reject) => { onAbort = () => reject(signal.reason) })
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    return await Promise.race([p, aborted])
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
 /**
  * The daemon's HTTP listener for monitoring: `GET /metrics` (Prometheus text) and `GET /healthz`
  * (200 `ok`, or 503 with the reason). Loopback by default, another address only with `public`;
@@ -106,10 +119,10 @@ export class HttpListener {
     try {
       const signal = AbortSignal.timeout(this.opts.collectTimeoutMs)
       if (path === '/healthz') {
-        const h = await this.components.health(signal).catch((err: Error): Health => ({ ok: false, why: err.message }))
+        const h = await bounded(this.components.health(signal), signal).catch((err: Error): Health => ({ ok: false, why: err.message }))
         this.answer(res, h.ok ? 200 : 503, h.ok ? 'ok\n' : `unhealthy: ${h.why}\n`)
       } else {
-        const { text, contentType } = await this.metrics.render(await this.components.snapshot(signal))
+        const { text, contentType } = await this.metrics.render(await bounded(this.components.snapshot(signal), signal))
         this.answer(res, 200, text, { 'Content-Type': contentType })
       }
     } catch (err) {

@@ -2,7 +2,7 @@ import type { ChunkCache, ChunkCacheStats, MountManager } from '../fs/index.js'
 import type { FuseManagerClient, MountInfo } from '../fusemgr/index.js'
 import type { OpenRepo } from '../ipfs/index.js'
 import type { RemoteMetrics } from '../snapshotter/index.js'
-import type { Health } from './http.js'
+import { bounded, type Health } from './http.js'
 import { layerStatsOf, type LayerOrigins, type LayerStats, type TrackedLayerMounter } from './layer-stats.js'
 import type { DaemonSnapshot } from './metrics.js'
 
@@ -18,19 +18,6 @@ export interface MonitoringComponents {
   mountsAt: MountsAt
   /** False once the daemon stops. */
   serving: () => boolean
-}
-
-/** Rejects with the signal's reason when it fires first: a FUSE manager that hangs never holds a scrape. */
-async function bounded<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted()
-  let onAbort!: () => void
-  const aborted = new Promise<never>((_resolve, reject) => { onAbort = () => reject(signal.reason) })
-  signal.addEventListener('abort', onAbort, { once: true })
-  try {
-    return await Promise.race([p, aborted])
-  } finally {
-    signal.removeEventListener('abort', onAbort)
-  }
 }
 
 /**
