@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
+import { Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { ChunkCacheStats, LatencyCounts } from '../fs/index.js'
 import type { BlockExchange, BlockExchangeStats, StageStats } from '../ipfs/index.js'
 import type { RemoteMetrics } from '../snapshotter/index.js'
@@ -25,6 +25,30 @@ export interface DaemonSnapshot {
 
 type Labels = Record<string, string | number>
 
+/** What prom-client's registry reads of a metric: its values, each with its own name. */
+interface Collected {
+  name: string
+  help: string
+  type: string
+  aggregator: string
+  values: Array<{ metricName?: string, labels: Labels, value: number }>
+}
+
+/**
+ * A counter or gauge whose values are read from a component at each scrape. prom-client's own
+ * keep values between scrapes, and write 0 for a metric without labels that has none: a
+ * metric the snapshot lacks (no FUSE manager) must be absent instead.
+ */
+class CollectedMetric {
+  readonly aggregator = 'sum'
+
+  constructor (readonly name: string, readonly help: string, readonly type: 'counter' | 'gauge', private readonly read: () => Array<[Labels, number]>) {}
+
+  get (): Collected {
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: this.read().map(([labels, value]) => ({ labels, value })) }
+  }
+}
+
 /**
  * A histogram whose bucket counts come from a component's {@link LatencyCounts}: prom-client's
  * own Histogram only counts what it observes itself.
@@ -35,9 +59,8 @@ class CollectedHistogram {
 
   constructor (readonly name: string, readonly help: string, private readonly read: () => Array<{ labels: Labels, counts: LatencyCounts }>) {}
 
-  /** What prom-client's registry reads of a metric: its values, each with its own name. */
-  get (): { name: string, help: string, type: string, aggregator: string, values: Array<{ metricName: string, labels: Labels, value: number }> } {
-    const values: Array<{ metricName: string, labels: Labels, value: number }> = []
+  get (): Collected {
+    const values: Collected['values'] = []
     for (const { labels, counts } of this.read()) {
       let cumulative = 0
       counts.boundsMs.forEach((le, i) => {
@@ -64,28 +87,21 @@ export class DaemonMetrics {
   private rendering: Promise<unknown> = Promise.resolve()
 
   constructor () {
-    const registers = [this.registry]
     collectDefaultMetrics({ register: this.registry })
     const s = (): DaemonSnapshot => {
       if (this.snapshot == null) throw new Error('metrics rendered without a snapshot')
       return this.snapshot
     }
-    /** A metric whose values are all set from the snapshot at each scrape. */
-    const counter = (name: string, help: string, labelNames: string[], values: () => Array<[Labels, number]>): void => {
-      // eslint-disable-next-line no-new
-      new Counter({ name, help, labelNames, registers, collect () { this.reset(); for (const [l, v] of values()) this.inc(l, v) } })
-    }
-    const gauge = (name: string, help: string, labelNames: string[], values: () => Array<[Labels, number]>): void => {
-      // eslint-disable-next-line no-new
-      new Gauge({ name, help, labelNames, registers, collect () { this.reset(); for (const [l, v] of values()) this.set(l, v) } })
-    }
+    const register = (m: CollectedMetric | CollectedHistogram): void => { this.registry.registerMetric(m as unknown as Metric) }
+    const counter = (name: string, help: string, _labelNames: string[], values: () => Array<[Labels, number]>): void => { register(new CollectedMetric(name, help, 'counter', values)) }
+    const gauge = (name: string, help: string, _labelNames: string[], values: () => Array<[Labels, number]>): void => { register(new CollectedMetric(name, help, 'gauge', values)) }
     const perLayer = (f: (l: LayerStats) => number): Array<[Labels, number]> => s().layers.map(l => [{ layer: l.cid, mountpoint: l.mountpoint }, f(l)])
     const layerLabels = ['layer', 'mountpoint']
 
     // ---- as the reference names them ----
-    this.registry.registerMetric(new CollectedHistogram('stargz_fs_operation_duration_milliseconds',
+    register(new CollectedHistogram('stargz_fs_operation_duration_milliseconds',
       'Latency in milliseconds of a layer\'s reads from the node (operation_type remote_registry_get: each coalesced chunk fetch, whoever wanted it), per mounted layer (its CID).',
-      () => s().layers.map(l => ({ labels: { operation_type: 'remote_registry_get', layer: l.cid }, counts: l.fetchMs }))) as unknown as Metric)
+      () => s().layers.map(l => ({ labels: { operation_type: 'remote_registry_get', layer: l.cid }, counts: l.fetchMs }))))
     gauge('stargz_fs_layer_fetched_size_bytes', 'Compressed bytes of the mounted layer fetched so far.', layerLabels, () => perLayer(l => l.fetched.total))
     gauge('stargz_fs_layer_prefetch_size_bytes', 'Compressed bytes of the mounted layer\'s prioritized region (before .prefetch.landmark).', layerLabels, () => perLayer(l => l.prefetchSizeBytes))
     gauge('stargz_fs_layer_size_bytes', 'Compressed bytes of the mounted layer\'s file data.', layerLabels, () => perLayer(l => l.sizeBytes))

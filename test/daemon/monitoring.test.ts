@@ -171,6 +171,40 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(text.stdout).toMatch(/fetched \d+ B: on demand [1-9]\d* B, prefetch \d+ B, background 0 B/)
   })
 
+  it('with the mounts in the daemon ([fuse_manager] enable = false), stats and /metrics show them too', async () => {
+    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    const c = await startDaemon({ root: join(dir, 'c'), peers: [peer], config: '[fuse_manager]\nenable = false\n[fs]\nbackground_fetch = false\n[http]\naddress = "127.0.0.1:0"\n' })
+    const cc = snapshotsClient(c.address)
+    try {
+      const cUrl = (/metrics on (http:\/\/[^\s,]+)\/metrics/.exec(c.log()) as RegExpExecArray)[1]
+      const err = await cc.prepare(`extract-1 ${chain[0]}`, '', {
+        'containerd.io/snapshot.ref': chain[0],
+        'containerd.io/snapshot/remote/urls': `ipfs://${layers[0].cid}`,
+        'containerd.io/snapshot/stargz/toc.digest': layers[0].tocDigest
+      }).then(() => undefined, (e: grpc.ServiceError) => e)
+      expect(err?.code, err?.message).toBe(6)
+      const at = await mkdtemp(join(dir, 'inproc-'))
+      await withMounts(await cc.view('v-c', chain[0]), at, async () => {
+        expect(spawnSync('cat', [join(at, 'dir0', 'big.bin')], { maxBuffer: 1 << 24 }).stdout).toEqual(Buffer.alloc(300_000, 1))
+      })
+      const r = cli(['stats', '--repo', join(dir, 'c'), '--json'])
+      expect(r.code, r.stderr).toBe(0)
+      const l = (JSON.parse(r.stdout) as { layers: LayerOut[] }).layers
+      expect(l.map(x => x.cid)).toEqual([layers[0].cid])
+      expect(l[0].fetched.onDemand).toBeGreaterThan(0)
+      expect(l[0].from.network).toBeGreaterThan(0)
+      const text = (await call(`${cUrl}/metrics`)).body
+      expect(sample(text, 'ipfs_estargz_mounts')).toBe(1)
+      expect(sample(text, 'ipfs_estargz_layer_fetched_bytes', { layer: layers[0].cid, priority: 'on_demand' })).toBe(l[0].fetched.onDemand)
+      expect(sample(text, 'ipfs_estargz_chunk_cache_requests_total', { result: 'miss' })).toBeGreaterThan(0)
+      expect(text).not.toMatch(/^ipfs_estargz_fuse_manager_up /m) // no manager: no such series
+      await cc.remove('v-c')
+    } finally {
+      cc.close()
+      await c.stop()
+    }
+  }, 120_000)
+
   it('every log line of the daemon and its FUSE manager carries exactly one pid', async () => {
     const lines = [...b.log().split('\n'), ...(await readFile(join(dir, 'b', 'fuse-manager.log'), 'utf8')).split('\n')].filter(l => l.startsWith('{'))
     expect(lines.some(l => l.includes('the FUSE manager'))).toBe(true) // the lines that named the manager's pid too
