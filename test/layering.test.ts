@@ -50,6 +50,7 @@ const ALLOWED: Array<{ from: string, to: string, why: string }> = [
   { from: 'cli/commands/swarm.ts', to: 'ipfs/swarm-key.ts', why: 'generating a swarm key loads no Helia' },
   // The FUSE manager process lives as long as the lazy mounts: it loads no Helia.
   { from: 'cli/commands/fuse-manager.ts', to: 'daemon/config.ts', why: 'the FUSE manager takes its defaults from the daemon\'s configuration' },
+  { from: 'cli/commands/config.ts', to: 'daemon/config.ts', why: '`config show` prints the configuration: no node, no daemon' },
   { from: 'daemon/config.ts', to: 'prefetch-record/defaults.ts', why: 'learned prefetch\'s defaults (the configuration is loaded in the FUSE manager): not its libp2p protocol' },
   { from: 'daemon/config.ts', to: 'mirror/defaults.ts', why: 'the mirror\'s defaults (the configuration is loaded in the FUSE manager): not its server' },
   { from: 'daemon/config.ts', to: 'source/readahead.ts', why: 'the read-ahead default (the configuration is loaded in the FUSE manager)' },

@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { OpenRepo } from '../ipfs/index.js'
 import type { WarmLayer } from '../fs/index.js'
+import type { LayerStats } from '../daemon/index.js'
 
 /**
  * Where a command runs. In a plain CLI process: stdout/stderr and a repo the command opens
@@ -19,6 +20,8 @@ export interface CommandContext {
    * at once, so each Prepare of the pull finds its layer ready.
    */
   warmLayers?: (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
+  /** Inside the daemon: its mounted layers with their counters (`stats`). */
+  layerStats?: (signal: AbortSignal) => Promise<LayerStats[]>
 }
 
 export const commandContext = new AsyncLocalStorage<CommandContext>()

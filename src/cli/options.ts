@@ -20,7 +20,9 @@ export const DEFAULTS = {
   /** `mount` fails when the image's index, manifest and config have not arrived after this many seconds. */
   mountOpenTimeoutSec: 60,
   /** A stopped FUSE manager exits after this long even if a handle (a FUSE thread, a keep-alive socket) lingers. */
-  fuseManagerExitGraceMs: 2_000
+  fuseManagerExitGraceMs: 2_000,
+  /** `stats` waits this long for the mounted layers' counters (from the FUSE manager). */
+  statsTimeoutMs: 10_000
 } as const
 
 /** The levels `--log-level` takes, most severe first. */

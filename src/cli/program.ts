@@ -35,7 +35,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   peers: async () => (await import('./commands/cluster.js')).peersCommand(),
   stats: async () => (await import('./commands/cluster.js')).statsCommand(),
   export: async () => (await import('./commands/bundle.js')).exportCommand(),
-  import: async () => (await import('./commands/bundle.js')).importCommand()
+  import: async () => (await import('./commands/bundle.js')).importCommand(),
+  config: async () => (await import('./commands/config.js')).configCommand()
 }
 
 export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {

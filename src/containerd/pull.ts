@@ -237,7 +237,11 @@ async function pullResolved (
     const target = plain(resolution.root)
     await client.images.upsert({ name: options.name, labels: {}, target }, { signal })
     emit({ type: 'done', name: options.name, chainId: top, bytesWritten })
-    logger.info({ chainId: top, layers: layers.length, lazy: layers.filter(l => l.lazy).length, bytesWritten }, 'image pulled')
+    const fellBack = layers.flatMap((l, index) => l.fallbackReason != null ? [{ index: index + 1, reason: l.fallbackReason }] : [])
+    const summary = { chainId: top, layers: layers.length, lazy: layers.filter(l => l.lazy).length, bytesWritten }
+    // a fallback is a warning: the node did not do what it is for (the layer came whole)
+    if (fellBack.length > 0) logger.warn({ ...summary, fellBack }, 'image pulled; layers fell back to download + apply')
+    else logger.info(summary, 'image pulled')
     return {
       name: options.name,
       target,

@@ -6,6 +6,7 @@ import { PREFETCH_DEFAULTS, PROTOCOL_DEFAULTS, RECORD_DEFAULTS, RECORDER_DEFAULT
 import { DEFAULTS as MIRROR_DEFAULTS } from '../mirror/defaults.js'
 import { DEFAULTS as READAHEAD_DEFAULTS } from '../source/readahead.js'
 import { ConfigError } from './errors.js'
+import { HTTP_DEFAULTS } from './http-defaults.js'
 
 /**
  * Every setting of the daemon with its default, in one place (docs/configuration.md lists them).
@@ -148,6 +149,15 @@ export const DEFAULTS = {
     keepAliveTimeoutSec: MIRROR_DEFAULTS.keepAliveTimeoutMs / 1000,
     /** Seconds one block may take through the fetch path while the registry API streams a blob. */
     blockTimeoutSec: MIRROR_DEFAULTS.blockTimeoutMs / 1000
+  },
+  http: {
+    /**
+     * HOST:PORT of the monitoring listener: `GET /metrics` (Prometheus) and `GET /healthz`.
+     * Empty: no listener. A non-loopback address needs `public = true`.
+     */
+    address: HTTP_DEFAULTS.address as string,
+    /** Allow a non-loopback address (the metrics name the layers, mounts and peers). */
+    public: HTTP_DEFAULTS.public as boolean
   },
   snapshotter: {
     /** Start even when a remote snapshot cannot be mounted again (it answers Unavailable). */

@@ -16,6 +16,9 @@ import { ControlServer, type CommandRunner } from './control.js'
 import { LearningLayerMounter } from './learning-mounter.js'
 import { learnedPrefetchOptions } from './learned-prefetch.js'
 import { HeldImages, nodeOptionsFor } from './p2p.js'
+import { HttpListener } from './http.js'
+import { LayerOrigins, TrackedLayerMounter, type LayerStats } from './layer-stats.js'
+import { Monitoring } from './monitoring.js'
 
 export interface DaemonComponents {
   logger: Logger
@@ -23,10 +26,13 @@ export interface DaemonComponents {
    * Runs a CLI command line for a control-API client, with the daemon's repo and (when the
    * remote mounter can) a way to open layers ahead of the Prepares a pull is about to send.
    */
-  runCommand: (argv: string[], io: Parameters<CommandRunner>[1] & { repo: OpenRepo, warmLayers?: WarmLayers }) => Promise<number>
+  runCommand: (argv: string[], io: Parameters<CommandRunner>[1] & { repo: OpenRepo, warmLayers?: WarmLayers, layerStats?: LayerStatsOf }) => Promise<number>
 }
 
 export type WarmLayers = (layers: WarmLayer[], signal?: AbortSignal) => Promise<void>
+
+/** The mounted layers' statistics (`stats`), bounded by `signal`. */
+export type LayerStatsOf = (signal: AbortSignal) => Promise<LayerStats[]>
 
 /** Mode of the snapshotter socket's folder when we create it (the socket itself is 0660). */
 const SOCKET_DIR_MODE = 0o710
@@ -62,6 +68,10 @@ export class Daemon {
   private supervisor?: NodeJS.Timeout
   private redial?: NodeJS.Timeout
   private stopping?: Promise<void>
+  private http?: HttpListener
+  private monitoring?: Monitoring
+  /** Each layer's blocks by origin, for `stats` and /metrics. */
+  private readonly origins = new LayerOrigins()
 
   constructor (private readonly components: DaemonComponents, readonly config: DaemonConfig) {}
 
@@ -77,6 +87,11 @@ export class Daemon {
   /** Learned prefetch (its `stats()`), unless `[prefetch] enable = false`. */
   get learnedPrefetch (): LearnedPrefetch | undefined {
     return this.learned
+  }
+
+  /** The monitoring listener (its `url`), unless `[http] address` is empty or it could not listen. */
+  get httpListener (): HttpListener | undefined {
+    return this.http
   }
 
   async start (): Promise<void> {
@@ -103,7 +118,11 @@ export class Daemon {
         await held.beforeFirstRead(cid, signal)
         return await openIpfsSource(cid, signal)
       }
-      const openIpfsSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, { signal, readTimeout: config.fs.fetchTimeoutSec * 1000, onBlock: learned?.countBlock })
+      const openIpfsSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => await IpfsSource.open(node.blocks, cid, {
+        signal,
+        readTimeout: config.fs.fetchTimeoutSec * 1000,
+        onBlock: (fetch) => { this.origins.count(cid, fetch); learned?.countBlock(fetch) }
+      })
       const settings = {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
         backgroundFetch: config.fs.backgroundFetch,
@@ -119,7 +138,8 @@ export class Daemon {
       this.blobs = config.fuseManager.enable ? new BlobReader({ logger, openSource, onRead: learned?.onRead }) : undefined
       this.control = new ControlServer({ logger, blobs: this.blobs, run: async (argv, io) => {
         try {
-          return await this.components.runCommand(argv, { ...io, repo, ...(mounter?.warm != null ? { warmLayers } : {}) })
+          const layerStats: LayerStatsOf = async (signal) => await (this.monitoring?.layerStats(signal) ?? [])
+          return await this.components.runCommand(argv, { ...io, repo, layerStats, ...(mounter?.warm != null ? { warmLayers } : {}) })
         } finally {
           held.announce() // a push or pull may have added images
         }
@@ -139,7 +159,7 @@ export class Daemon {
         await this.cache.start()
         this.mounts = new MountManager({ logger }, { root: snapshotRoot })
         await this.mounts.start() // clears FUSE mounts a crashed daemon left behind
-        mounter = new LayerMounter({
+        mounter = new TrackedLayerMounter(new LayerMounter({
           logger,
           mounts: this.mounts,
           cache: this.cache,
@@ -147,8 +167,11 @@ export class Daemon {
             const source = new ReadaheadSource(await openSource(cid, signal), { windowBytes: config.fs.readaheadBytes })
             return learned != null ? learned.recordReads(cid, source) : source
           }
-        }, settings)
+        }, settings))
       }
+      const mountsAt = this.managerClient != null
+        ? { manager: this.managerClient }
+        : { mounts: this.mounts as MountManager, tracked: mounter as TrackedLayerMounter, cache: this.cache as ChunkCache }
       if (learned != null) mounter = new LearningLayerMounter({ inner: mounter, learned })
       const snapshotter = new Snapshotter({ logger, mounter, resolveDigest: (d) => index.digests.get(d)?.toString() }, {
         root: snapshotRoot,
@@ -160,14 +183,36 @@ export class Daemon {
       this.server = new SnapshotterServer({ snapshotter, logger }, { address: config.address })
       await this.server.start()
       if (this.managerClient != null) this.superviseFuseManager(snapshotter)
+      this.monitoring = new Monitoring({ repo: this.repo, remote: snapshotter.metrics, origins: this.origins, mountsAt, serving: () => this.stopping == null })
+      if (config.http.address !== '') await this.startHttp(this.monitoring)
       if (config.mirror.enable) {
         this.mirror = new MirrorServer({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, index }, mirrorOptions(config))
         await this.mirror.start()
       }
-      logger.info({ root: config.root, address: config.address, api: apiAddressFor(config), fuseManager: config.fuseManager.enable ? fuseManagerAddressFor(config) : false, mirror: this.mirror?.url ?? false, peerId: node.peerId.toString(), listen: node.multiaddrs().map(String) }, 'daemon started')
+      logger.info({ root: config.root, address: config.address, api: apiAddressFor(config), fuseManager: config.fuseManager.enable ? fuseManagerAddressFor(config) : false, mirror: this.mirror?.url ?? false, http: this.http?.url ?? false, peerId: node.peerId.toString(), listen: node.multiaddrs().map(String) }, 'daemon started')
     } catch (err) {
       await this.stop()
       throw err
+    }
+  }
+
+  /**
+   * The monitoring listener. A bad `[http]` setting stops the start; an address already in use
+   * does not: the node serves containers without its metrics (logged as an error).
+   */
+  private async startHttp (monitoring: Monitoring): Promise<void> {
+    const { config } = this
+    const http = new HttpListener({
+      logger: this.components.logger,
+      snapshot: async (signal) => await monitoring.snapshot(signal),
+      health: async (signal) => await monitoring.health(signal)
+    }, { address: config.http.address, public: config.http.public })
+    try {
+      await http.start()
+      this.http = http
+    } catch (err) {
+      if ((err as Error & { cause?: NodeJS.ErrnoException }).cause?.code !== 'EADDRINUSE') throw err
+      this.components.logger.error({ address: config.http.address, err: (err as Error).message }, 'no monitoring listener: its address is in use ([http] address); serving without /metrics and /healthz')
     }
   }
 
@@ -246,6 +291,7 @@ export class Daemon {
       this.held?.stop()
       if (this.supervisor != null) clearInterval(this.supervisor)
       const steps: Array<[string, () => Promise<void> | undefined]> = [
+        ['HTTP listener', () => this.http?.stop()],
         ['mirror', () => this.mirror?.stop()],
         ['snapshotter', () => this.server?.stop()],
         ['control API', () => this.control?.stop()],

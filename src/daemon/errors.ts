@@ -41,3 +41,8 @@ export class ControlApiError extends DaemonError {
     super(message, options)
   }
 }
+
+// The monitoring listener (src/daemon/http.ts).
+
+/** `[http]` names an address that is not HOST:PORT, or not loopback without `public`, or one we cannot listen on. */
+export class HttpListenerError extends DaemonError { static readonly code = 'ERR_HTTP_LISTENER' }

@@ -66,6 +66,10 @@ export interface ChunkCacheStats {
   evictions: number
   /** Chunk files found corrupt on load and removed. */
   corruptFiles: number
+  /** Reads of a chunk's range answered from memory or disk, and their bytes; reads that missed. */
+  hits: number
+  hitBytes: number
+  misses: number
 }
 
 const HEX = /^[0-9a-f]{64}$/
@@ -112,6 +116,9 @@ export class ChunkCache {
   private readonly handles = new OpenLru<FileHandle>({ max: DEFAULTS.openChunkFiles, close: async (fh) => { await fh.close() } })
   private evictions = 0
   private corruptFiles = 0
+  private hits = 0
+  private hitBytes = 0
+  private misses = 0
   private started = false
 
   constructor (components: ChunkCacheComponents, options: ChunkCacheOptions = {}) {
@@ -197,6 +204,13 @@ export class ChunkCache {
 
   /** `length` bytes at `offset` of a cached chunk, or undefined on a miss. */
   async read (digest: string, offset: number, length: number): Promise<Uint8Array | undefined> {
+    const data = await this.readRange(digest, offset, length)
+    if (data == null) this.misses++
+    else { this.hits++; this.hitBytes += data.length }
+    return data
+  }
+
+  private async readRange (digest: string, offset: number, length: number): Promise<Uint8Array | undefined> {
     const hex = hexOf(digest)
     const mem = this.memory.get(hex)
     if (mem != null) return mem.subarray(offset, offset + length)
@@ -224,7 +238,7 @@ export class ChunkCache {
   }
 
   stats (): ChunkCacheStats {
-    return { diskBytes: this.index.calculatedSize, diskEntries: this.index.size, memoryBytes: this.memory.bytes, evictions: this.evictions, corruptFiles: this.corruptFiles }
+    return { diskBytes: this.index.calculatedSize, diskEntries: this.index.size, memoryBytes: this.memory.bytes, evictions: this.evictions, corruptFiles: this.corruptFiles, hits: this.hits, hitBytes: this.hitBytes, misses: this.misses }
   }
 
   private pathOf (hex: string): string {

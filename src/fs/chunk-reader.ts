@@ -4,6 +4,7 @@ import { DEFAULTS } from './config.js'
 import { ChunkVerificationError, FetchTimeoutError, FsError, SourceReadError } from './errors.js'
 import { Activity } from './activity.js'
 import type { ChunkCache } from './cache.js'
+import { LatencyHistogram, type LatencyCounts } from './latency.js'
 import type { Logger } from '../logging.js'
 import type { RangeSource } from '../source/index.js'
 
@@ -71,12 +72,18 @@ export interface ReaderStats {
   verificationFailures: number
   fetchTimeouts: number
   sourceErrors: number
+  /** Compressed bytes read from the source, by who wanted them: a reader, a prefetch, the background fetch. */
+  fetchedBytes: Record<Priority, number>
+  /** File bytes served from the memory or disk cache. */
+  cacheHitBytes: number
+  /** How long source reads took (failed ones included). */
+  fetchMs: LatencyCounts
 }
 
 interface Piece { chunk: Chunk, from: number, to: number }
 
 /** Of a fetch: a container waits (`demand`), it soon will (`prefetch`), or nobody does (`background`). */
-type Priority = 'demand' | 'prefetch' | 'background'
+export type Priority = 'demand' | 'prefetch' | 'background'
 
 /**
  * The verified read path: file range → chunks → cache, or compressed ranges → source →
@@ -95,7 +102,9 @@ export class ChunkReader {
   private readonly layout: readonly LaidOutChunk[]
   /** Chunk fetches under way, and whether each is a background one. */
   private readonly inflight = new Map<string, { p: Promise<Uint8Array>, background: boolean }>()
-  private readonly counters: ReaderStats = { bytesFetched: 0, fetches: 0, bytesServed: 0, cacheHits: 0, cacheMisses: 0, verificationFailures: 0, fetchTimeouts: 0, sourceErrors: 0 }
+  private readonly counters: Omit<ReaderStats, 'fetchedBytes' | 'fetchMs'> = { bytesFetched: 0, fetches: 0, bytesServed: 0, cacheHits: 0, cacheMisses: 0, verificationFailures: 0, fetchTimeouts: 0, sourceErrors: 0, cacheHitBytes: 0 }
+  private readonly fetchedBytes: Record<Priority, number> = { demand: 0, prefetch: 0, background: 0 }
+  private readonly fetchMs = new LatencyHistogram()
   readonly activity: Activity
 
   constructor (components: ChunkReaderComponents, options: ChunkReaderOptions = {}) {
@@ -111,7 +120,7 @@ export class ChunkReader {
   }
 
   stats (): ReaderStats {
-    return { ...this.counters }
+    return { ...this.counters, fetchedBytes: { ...this.fetchedBytes }, fetchMs: this.fetchMs.snapshot() }
   }
 
   /** Reads `length` bytes at `offset` of a regular file (fewer at its end). */
@@ -125,6 +134,7 @@ export class ChunkReader {
       const got = await Promise.all(pieces.map(async p => await this.cache.read(p.chunk.digest, p.from - p.chunk.chunkOffset, p.to - p.from)))
       const missing = pieces.filter((_, i) => got[i] == null)
       this.counters.cacheHits += pieces.length - missing.length
+      for (const g of got) this.counters.cacheHitBytes += g?.length ?? 0
       this.counters.cacheMisses += missing.length
       const window = background ? [] : this.windowChunks(node, offset, end, pieces)
       if (missing.length > 0 || window.length > 0) {
@@ -294,11 +304,13 @@ export class ChunkReader {
       }, this.fetchTimeoutMs)
     })
     this.counters.fetches++
+    const started = performance.now()
     try {
       // A source that ignores the signal must still not hold the read: race the timer.
       const hint = priority === 'background' ? { background: true } : priority === 'prefetch' ? { prefetch: true } : undefined
       const bytes = await Promise.race([this.source.read(offset, length, ac.signal, hint), timeout])
       this.counters.bytesFetched += bytes.length
+      this.fetchedBytes[priority] += bytes.length
       if (bytes.length < length) throw new SourceReadError(`the source returned ${bytes.length} of ${length} bytes at ${offset}`)
       return bytes
     } catch (err) {
@@ -312,6 +324,7 @@ export class ChunkReader {
       throw new SourceReadError(`reading bytes ${offset}+${length} from the source failed: ${(err as Error).message}`, { cause: err })
     } finally {
       clearTimeout(timer)
+      this.fetchMs.observe(performance.now() - started)
     }
   }
 }

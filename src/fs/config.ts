@@ -31,6 +31,11 @@ export const DEFAULTS = {
    * imported member-aligned, so a blind tail costs hundreds of block fetches to save one.
    */
   openTailBytes: 0,
+  /**
+   * Upper bounds (ms) of the buckets of the source-read latency histogram (`stats`, /metrics):
+   * powers of two up to 16 s, as the reference's operation latency histograms.
+   */
+  fetchLatencyBucketsMs: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384] as readonly number[],
 
   // ---- caches ----
   /** Decompressed, verified chunks kept in memory (LRU by bytes). Small: the kernel page cache (kernel_cache) keeps hot file pages; 64 MiB cost 60 MB more RSS when a whole image is read. */

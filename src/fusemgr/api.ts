@@ -1,4 +1,4 @@
-import type { ChunkCacheStats } from '../fs/index.js'
+import type { ChunkCacheStats, LayerFsStats } from '../fs/index.js'
 import { UnixHttpClient } from '../unix-http.js'
 import { FuseManagerCancelledError, FuseManagerError, FuseManagerTimeoutError, FuseManagerUnavailableError } from './errors.js'
 
@@ -142,6 +142,8 @@ export interface MountInfo {
   tocDigest: string
   /** Compressed bytes fetched for this layer so far. */
   bytesFetched: number
+  /** The layer's counters: bytes by priority, cache hits, verification failures, fetch latencies, prefetch progress. */
+  stats?: LayerFsStats
 }
 
 /** Client defaults, in one place. */

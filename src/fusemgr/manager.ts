@@ -109,7 +109,7 @@ export class FuseManager {
     const idleExitMs = o.idleExitMs ?? DEFAULTS.idleExitMs
     this.idleTimer = setInterval(() => { this.checkIdle() }, Math.max(100, Math.min(o.idleCheckMs ?? DEFAULTS.idleCheckMs, idleExitMs / 2)))
     this.idleTimer.unref()
-    this.log.info({ socket: o.socket, pid: process.pid }, 'FUSE manager started')
+    this.log.info({ socket: o.socket }, 'FUSE manager started') // its pid is every line's
   }
 
   /** Unmounts every layer (lazily: open files never make it hang) and closes the socket. */
@@ -292,7 +292,10 @@ export class FuseManager {
   }
 
   list (): MountInfo[] {
-    return [...this.mounted].map(([mountpoint, m]) => ({ mountpoint, cid: m.cid, tocDigest: m.tocDigest, bytesFetched: m.fs.stats().bytesFetched ?? 0 }))
+    return [...this.mounted].map(([mountpoint, m]) => {
+      const stats = m.fs.stats()
+      return { mountpoint, cid: m.cid, tocDigest: m.tocDigest, bytesFetched: stats.bytesFetched ?? 0, stats }
+    })
   }
 
   private ready (): { mounts: MountManager, cache: ChunkCache } {

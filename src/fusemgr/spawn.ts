@@ -50,7 +50,7 @@ export async function ensureFuseManager (options: EnsureOptions, logger: Logger)
   const client = new FuseManagerClient(options.socket, options.client)
   try {
     const h = await client.health(AbortSignal.timeout(DEFAULTS.healthTimeoutMs))
-    logger.info({ pid: h.pid, mounts: h.mounts, socket: options.socket }, 'found a running FUSE manager')
+    logger.info({ managerPid: h.pid, mounts: h.mounts, socket: options.socket }, 'found a running FUSE manager')
     return { client, started: false, pid: h.pid }
   } catch (err) {
     if (!(err instanceof FuseManagerUnavailableError)) throw err
@@ -75,7 +75,7 @@ export async function ensureFuseManager (options: EnsureOptions, logger: Logger)
   while (Date.now() < deadline && exit == null) {
     try {
       const h = await client.health(AbortSignal.timeout(DEFAULTS.startProbeTimeoutMs))
-      logger.info({ pid: h.pid, socket: options.socket, log: options.logFile }, 'started the FUSE manager')
+      logger.info({ managerPid: h.pid, socket: options.socket, log: options.logFile }, 'started the FUSE manager')
       return { client, started: true, pid: h.pid }
     } catch {
       await sleep(DEFAULTS.startProbeIntervalMs)

@@ -273,7 +273,8 @@ export class LearnedPrefetch {
       this.counts.prefetchedBytes += result.bytes
       this.counts.prefetchedNetworkBytes += networkBytes
       if (result.error != null && !signal.aborted) this.counts.prefetchFailures++
-      this.log.info({
+      // stopped early: the layer's reads fall back to fetching on demand
+      this.log[result.error == null ? 'info' : 'warn']({
         layer,
         record: candidate.record.toString(),
         from: candidate.peer?.toString() ?? 'self',

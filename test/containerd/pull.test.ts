@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { pullImage, type PullEvent } from '../../src/containerd/index.js'
 import { IpfsImageReader } from '../../src/ipfs/index.js'
 import { createNode, type IpfsNode } from '../../src/ipfs/index.js'
+import { pino } from 'pino'
 import { silentLogger } from '../../src/logging.js'
 import { resolveImages, parseConfig } from '../../src/oci/index.js'
 import { Snapshotter, SnapshotterServer } from '../../src/snapshotter/index.js'
@@ -187,7 +188,9 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
     const client = c.client.withNamespace('fallback')
     try {
       const events: PullEvent[] = []
-      const res = await pullImage({ client, source, name: `ipfs://${rootCid}`, snapshotter: 'ipfs-estargz', lazy: true, onProgress: (e) => events.push(e) })
+      const logged: Array<{ level: number, msg: string, fellBack?: unknown }> = []
+      const logger = pino({ level: 'info' }, { write: (line: string) => { logged.push(JSON.parse(line) as typeof logged[number]) } })
+      const res = await pullImage({ client, source, name: `ipfs://${rootCid}`, snapshotter: 'ipfs-estargz', lazy: true, onProgress: (e) => events.push(e), logger })
       expect(res.layers.map(l => l.lazy)).toEqual(img.layers.map((_, i) => i < img.layers.length - 1))
       expect(res.layers[res.layers.length - 1].bytesWritten).toBe(top.size)
       // the snapshotter's reason, read through containerd's Stat of the extraction snapshot
@@ -196,6 +199,8 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse }
       expect(res.layers.map(l => l.fallbackReason)).toEqual(img.layers.map((_, i) => i < img.layers.length - 1 ? undefined : reason))
       expect(events).toContainEqual(expect.objectContaining({ type: 'layer', state: 'applying', index: img.layers.length - 1, fallbackReason: reason }))
       expect((await client.content.info(top.digest)).labels[LABELS.uncompressed]).toBe(img.config.rootfs.diff_ids[img.layers.length - 1])
+      // the pull's summary is a warning naming the layer that fell back, not an info line
+      expect(logged.filter(l => l.msg.startsWith('image pulled'))).toEqual([expect.objectContaining({ level: 40, fellBack: [{ index: img.layers.length, reason }] })])
     } finally {
       mounter.failCids = new Set()
     }

@@ -24,6 +24,31 @@ async function setup (wrap: (s: RangeSource) => RangeSource = s => s, fetchTimeo
 }
 
 describe('ChunkReader', () => {
+  it('counts the bytes fetched by who wanted them, the bytes the cache answered, and each source read\'s latency', async () => {
+    const cache = new ChunkCache({ logger })
+    const { blob } = await buildBlob([{ name: 'f', data }], { chunkSize: 65536 })
+    const source = new MemorySource(blob)
+    const es = await EstargzReader.open(async (o, l) => await source.read(o, l), blob.length)
+    const node = es.lookup('f') as NonNullable<ReturnType<EstargzReader['lookup']>>
+    const reader = new ChunkReader({ source, cache, logger }, { readWindowBytes: 0 })
+    expect(Buffer.from(await reader.read(node, 0, 65536)).equals(data.subarray(0, 65536))).toBe(true)
+    await reader.ensureCached(node, [node.chunks[1]], { prefetch: true })
+    await reader.ensureCached(node, [node.chunks[2]])
+    const s = reader.stats()
+    expect(s.fetchedBytes.demand).toBeGreaterThan(0)
+    expect(s.fetchedBytes.prefetch).toBeGreaterThan(0)
+    expect(s.fetchedBytes.background).toBeGreaterThan(0)
+    expect(s.fetchedBytes.demand + s.fetchedBytes.prefetch + s.fetchedBytes.background).toBe(s.bytesFetched)
+    expect(s.fetchMs.count).toBe(s.fetches)
+    expect(s.fetchMs.counts.reduce((a, b) => a + b, 0)).toBe(s.fetches)
+    expect(s.fetchMs.boundsMs[0]).toBe(1)
+    expect(s.cacheHitBytes).toBe(0)
+    // the prefetched chunk is answered by the cache: its bytes count as hits, nothing is fetched
+    expect(Buffer.from(await reader.read(node, 65536 + 10, 1000)).equals(data.subarray(65546, 66546))).toBe(true)
+    expect(reader.stats()).toMatchObject({ cacheHitBytes: 1000, bytesFetched: s.bytesFetched })
+    expect(cache.stats()).toMatchObject({ hits: 1, hitBytes: 1000, misses: 1 })
+  })
+
   it('a read that misses brings the next chunks in blob order, up to neighbourBytes, in a source read beside its own', async () => {
     const files = Array.from({ length: 40 }, (_, i) => ({ name: `d/f${String(i).padStart(2, '0')}`, data: fixtureBytes(100 + i, 1500 + 37 * i) }))
     const { blob } = await buildBlob(files)

@@ -145,7 +145,7 @@ describe.skipIf(skip)('ManagedLayerMounter over a real FUSE manager', () => {
   it('mounts through the manager with the TOC digest of the labels; usage is the manager\'s fetched bytes and grows with reads', async () => {
     const at = await mp('usage')
     const handle = await stack.mounter.mount(at, { [LABELS.tocDigest]: main.tocDigest }, ref(main, null))
-    expect(await stack.client.mounts()).toEqual([{ mountpoint: at, cid: main.cid, tocDigest: main.tocDigest, bytesFetched: expect.any(Number) }])
+    expect(await stack.client.mounts()).toEqual([{ mountpoint: at, cid: main.cid, tocDigest: main.tocDigest, bytesFetched: expect.any(Number), stats: expect.objectContaining({ fetchedBytes: expect.any(Object), fetchMs: expect.any(Object) }) }])
     const before = await handle.usage?.() as number
     expect((await cat(join(at, 'usr/big.bin'))).equals(main.files['usr/big.bin'])).toBe(true)
     const after = await handle.usage?.() as number

@@ -1,7 +1,9 @@
 import { Command } from 'commander'
+import type { LayerStats } from '../../daemon/index.js'
 import type { OpenRepo } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
-import { logLevelOption } from '../options.js'
+import { commandContext } from '../context.js'
+import { DEFAULTS, logLevelOption } from '../options.js'
 import { printJson, writeStdout } from '../output.js'
 import { openCommandRepo } from '../repo.js'
 
@@ -55,6 +57,27 @@ function statsOf (repo: OpenRepo): Record<string, unknown> {
   }
 }
 
+/**
+ * The running daemon's mounted layers with their counters; none when the command runs outside a
+ * daemon (it has no mounts then).
+ */
+async function layersOf (): Promise<LayerStats[]> {
+  return await (commandContext.getStore()?.layerStats?.(AbortSignal.timeout(DEFAULTS.statsTimeoutMs)) ?? [])
+}
+
+/** A mounted layer's lines in `stats`: bytes by who wanted them, and where they came from. */
+function layerLines (l: LayerStats): string[] {
+  const f = l.fetched
+  const lookups = l.cacheHits + l.cacheMisses
+  return [
+    `  ${l.mountpoint}`,
+    `    layer ${l.cid}  ${l.sizeBytes} B compressed${l.complete ? ', all fetched' : ''}`,
+    `    fetched ${f.total} B: on demand ${f.onDemand} B, prefetch ${f.prefetch} B, background ${f.background} B`,
+    `    from chunk cache ${l.from.chunkCache} B, local blockstore ${l.from.localBlockstore} B, network ${l.from.network} B`,
+    `    served ${l.bytesServed} B; cache hits ${l.cacheHits}/${lookups}${l.verificationFailures > 0 ? `; verification failures ${l.verificationFailures}` : ''}`
+  ]
+}
+
 const withRepo = async (flags: Flags, fn: (repo: OpenRepo) => Promise<void>): Promise<void> => {
   const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
   try {
@@ -82,13 +105,14 @@ export function peersCommand (): Command {
 
 export function statsCommand (): Command {
   return new Command('stats')
-    .description('bytes fetched per source (local, block exchange, bitswap, gateways) and per peer, bytes served to peers, discovery counters (the running daemon\'s, when one owns the repo)')
+    .description('bytes fetched per source (local, block exchange, bitswap, gateways) and per peer, bytes served to peers, discovery counters, and per mounted layer the bytes fetched on demand, by prefetch and in the background and where they came from (the running daemon\'s, when one owns the repo)')
     .option('--repo <dir>', 'repo (or daemon root)')
     .option('--json', 'one JSON document')
     .addOption(logLevelOption())
     .action(async (flags: Flags) => {
       await withRepo(flags, async (repo) => {
-        const s = statsOf(repo)
+        const layers = await layersOf()
+        const s: Record<string, unknown> = { ...statsOf(repo), layers }
         if (flags.json === true) { await printJson(s); return }
         const f = s.fetched as Record<string, { blocks: number, bytes: number }>
         const sv = s.served as { blocks: number, bytes: number, afterWait: number }
@@ -97,7 +121,9 @@ export function statsCommand (): Command {
           `connected peers  ${String(s.connectedPeers)}`,
           ...(['local', 'exchange', 'bitswap', 'gateway'] as const).map(k => `fetched ${k.padEnd(9)}${String(f[k].bytes).padStart(14)} B in ${f[k].blocks} blocks`),
           `served to peers  ${String(sv.bytes).padStart(14)} B in ${sv.blocks} blocks (${sv.afterWait} answered once our own fetch arrived)`,
-          ...Object.entries(s.peers as Record<string, { bytesReceived: number, bytesServed: number }>).map(([id, p]) => `  ${id}  received ${p.bytesReceived} B  served ${p.bytesServed} B`)
+          ...Object.entries(s.peers as Record<string, { bytesReceived: number, bytesServed: number }>).map(([id, p]) => `  ${id}  received ${p.bytesReceived} B  served ${p.bytesServed} B`),
+          `layers mounted   ${layers.length}`,
+          ...layers.flatMap(layerLines)
         ]
         await writeStdout(lines.join('\n') + '\n')
       })

@@ -19,6 +19,7 @@ interface DaemonFlags {
   peer: string[]
   logLevel?: LogLevel
   mirror?: string | boolean
+  httpAddress?: string
 }
 
 export function daemonCommand (runCli: RunCli): Command {
@@ -31,6 +32,7 @@ export function daemonCommand (runCli: RunCli): Command {
     .option('--listen <multiaddr>', 'listen for peers on this multiaddr (repeatable)', collect, [])
     .option('--peer <multiaddr>', 'peer to keep connected (repeatable)', collect, [])
     .option('--mirror [host:port]', `mirror mode: serve the registry API and trustless gateway over HTTP (default ${MIRROR_DEFAULTS.address}, or [mirror] address)`)
+    .option('--http-address <host:port>', `monitoring listener for /metrics and /healthz (default ${DEFAULTS.http.address}, or [http] address; "" for none)`)
     .addOption(logLevelOption({ service: true })) // default: the configuration's
     .action(async (flags: DaemonFlags) => {
       const config: DaemonConfig = await loadConfig(flags.config)
@@ -40,6 +42,7 @@ export function daemonCommand (runCli: RunCli): Command {
       if (flags.listen.length > 0) config.ipfs.listen = flags.listen
       if (flags.peer.length > 0) config.ipfs.peers = flags.peer
       if (flags.logLevel != null) config.logLevel = flags.logLevel
+      if (flags.httpAddress != null) config.http.address = flags.httpAddress
       if (flags.mirror != null && flags.mirror !== false) {
         config.mirror.enable = true
         if (typeof flags.mirror === 'string') config.mirror.address = flags.mirror
@@ -47,11 +50,12 @@ export function daemonCommand (runCli: RunCli): Command {
       const logger = createLogger(config.logLevel as LogLevel)
       const d = new Daemon({
         logger,
-        runCommand: async (argv, io) => await runCli(argv, { stdout: io.stdout, stderr: io.stderr, repo: io.repo, signal: io.signal, ...(io.warmLayers != null ? { warmLayers: io.warmLayers } : {}) })
+        runCommand: async (argv, io) => await runCli(argv, { stdout: io.stdout, stderr: io.stderr, repo: io.repo, signal: io.signal, layerStats: io.layerStats, ...(io.warmLayers != null ? { warmLayers: io.warmLayers } : {}) })
       }, config)
       await d.start()
       const mirror = d.mirrorServer != null ? `, mirror on ${d.mirrorServer.url}` : ''
-      process.stderr.write(`ipfs-estargz daemon: snapshotter on ${config.address}, control API on ${apiAddressFor(config)}${mirror}, repo ${config.root}\n`)
+      const http = d.httpListener != null ? `, metrics on ${d.httpListener.url}/metrics` : ''
+      process.stderr.write(`ipfs-estargz daemon: snapshotter on ${config.address}, control API on ${apiAddressFor(config)}${mirror}${http}, repo ${config.root}\n`)
       await new Promise<void>(resolve => {
         process.once('SIGTERM', resolve)
         process.once('SIGINT', resolve)
