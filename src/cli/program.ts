@@ -35,7 +35,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   peers: async () => (await import('./commands/cluster.js')).peersCommand(),
   stats: async () => (await import('./commands/cluster.js')).statsCommand(),
   export: async () => (await import('./commands/bundle.js')).exportCommand(),
-  import: async () => (await import('./commands/bundle.js')).importCommand()
+  import: async () => (await import('./commands/bundle.js')).importCommand(),
+  pin: async () => (await import('./commands/pin.js')).pinCommand(),
+  gc: async () => (await import('./commands/gc.js')).gcCommand()
 }
 
 export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {
