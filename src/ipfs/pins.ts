@@ -95,7 +95,11 @@ export async function pinRoot (components: PinComponents, root: CID, options: { 
   const existing = await getPin(components, root)
   if (existing != null && (options.lazy === true || existing.mode === 'complete')) return false
   const walker = options.lazy === true ? localWalker(components.localBlockstore) : pinWalker(components.localBlockstore)
-  if (existing != null) await unpinRoot(components, root, options)
+  if (existing != null) {
+    // the lazy pin stays unless the complete one can be made: every block must be here first
+    for await (const _ of walker({} as Parameters<typeof walker>[0]).walk(root, { signal: options.signal })) { /* check */ }
+    await unpinRoot(components, root, options)
+  }
   const metadata = { ...options.metadata, ...(options.lazy === true ? { lazy: true } : {}) }
   // offline: a pin never asks peers (a complete pin's blocks are all here, a lazy one takes what is)
   for await (const _ of components.pins.add(root, { signal: options.signal, offline: true, walker, metadata } as Parameters<Helia['pins']['add']>[1])) { /* walk */ }
