@@ -68,6 +68,7 @@ export class AutoGc {
   private timer?: NodeJS.Timeout
   private measured?: number
   private running?: Promise<void>
+  private stuck = false
   private readonly log: Logger
 
   constructor (private readonly components: { repo: OpenRepo, logger: Logger }, private readonly options: AutoGcOptions) {
@@ -101,6 +102,10 @@ export class AutoGc {
     const r = await collector.run({ targetBytes: lowWater(cap) })
     this.measured = r.bytes - r.freedBytes
     if (r.freedBlocks > 0) this.log.info({ freedBlocks: r.freedBlocks, freedBytes: r.freedBytes, bytes: this.measured, cap }, 'blockstore over its cap: evicted unpinned blocks')
+    // once, until it changes: every check finds the same
+    const stuck = this.measured > lowWater(cap)
+    if (stuck && !this.stuck) this.log.warn({ bytes: this.measured, cap }, 'pinned and mounted data alone exceed the blockstore cap ([ipfs] max_blocks_bytes): nothing more can be evicted')
+    this.stuck = stuck
   }
 }
 

@@ -343,10 +343,8 @@ export async function collectGarbage (components: GcComponents, options: GcOptio
       roots,
       durationMs: Date.now() - started
     }
-    log.info(report, options.dryRun === true ? 'garbage collection (dry run)' : 'garbage collection')
-    if (options.targetBytes != null && remaining > options.targetBytes) {
-      log.warn({ bytes: remaining, targetBytes: options.targetBytes }, 'pinned and mounted data alone exceed the blockstore cap: nothing more can be evicted')
-    }
+    // a cap-triggered run that freed nothing says so at debug level (the caller warns once)
+    log[freedBlocks > 0 || options.targetBytes == null ? 'info' : 'debug'](report, options.dryRun === true ? 'garbage collection (dry run)' : 'garbage collection')
     return report
   } finally {
     guard.endRun(run)
