@@ -69,6 +69,7 @@ export class AutoGc {
   private measured?: number
   private running?: Promise<void>
   private stuck = false
+  private changesAtRun = -1
   private readonly log: Logger
 
   constructor (private readonly components: { repo: OpenRepo, logger: Logger }, private readonly options: AutoGcOptions) {
@@ -99,6 +100,9 @@ export class AutoGc {
     const { collector } = this.components.repo
     const cap = this.options.maxBlocksBytes
     if (this.measured != null && this.measured + collector.guard.writtenBytes <= cap) return
+    // over the cap with nothing evictable: only a write or an unpin can change that
+    if (this.stuck && collector.guard.changes === this.changesAtRun) return
+    this.changesAtRun = collector.guard.changes
     const r = await collector.run({ targetBytes: lowWater(cap) })
     this.measured = r.bytes - r.freedBytes
     if (r.freedBlocks > 0) this.log.info({ freedBlocks: r.freedBlocks, freedBytes: r.freedBytes, bytes: this.measured, cap }, 'blockstore over its cap: evicted unpinned blocks')
@@ -106,6 +110,8 @@ export class AutoGc {
     const stuck = this.measured > lowWater(cap)
     if (stuck && !this.stuck) this.log.warn({ bytes: this.measured, cap }, 'pinned and mounted data alone exceed the blockstore cap ([ipfs] max_blocks_bytes): nothing more can be evicted')
     this.stuck = stuck
+    // blocks held by work in progress are free to go once it ends: check again next time
+    if (r.heldBlocks > 0) this.changesAtRun = -1
   }
 }
 

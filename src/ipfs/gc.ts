@@ -12,7 +12,7 @@ export const DEFAULTS = {
    * forgotten, and a block with no remembered use counts as older than all that have one: the
    * order stays right, only the oldest blocks lose their order among themselves.
    */
-  maxTrackedBlocks: 500_000,
+  maxTrackedBlocks: 200_000,
   /**
    * A cap-triggered collection evicts until the blockstore holds at most this fraction of the
    * cap, so that it does not run again at the next few writes.
@@ -74,6 +74,7 @@ export class GcGuard {
   private clock = 0
   /** Bytes written since `resetWritten` (a block written twice counts twice: an estimate from above). */
   private written = 0
+  private changeCount = 0
 
   constructor (private readonly options: { maxTrackedBlocks?: number } = {}) {}
 
@@ -104,6 +105,16 @@ export class GcGuard {
     return this.lastUse.get(key) ?? 0
   }
 
+  /** Writes and unpins so far: a collection that could not get under a cap may succeed after one. */
+  get changes (): number {
+    return this.changeCount
+  }
+
+  /** Something may have become garbage (an unpin). */
+  noteChange (): void {
+    this.changeCount++
+  }
+
   get writtenBytes (): number {
     return this.written
   }
@@ -128,6 +139,7 @@ export class GcGuard {
     const key = blockKey(cid)
     this.touch(cid, key)
     this.written += bytes
+    this.changeCount++
     await this.deleting.get(key)
   }
 
@@ -184,6 +196,7 @@ export class GcGuard {
       const key = blockKey(cid)
       this.touch(cid, key)
       this.written += bytes.length
+      this.changeCount++
       const deleting = this.deleting.get(key)
       if (deleting == null) return orig(cid, bytes)
       // rare: the block is being collected right now; write it once that is done
@@ -236,6 +249,8 @@ export interface GcReport {
   freedBytes: number
   /** Pins and other roots the mark phase walked. */
   roots: number
+  /** Unpinned blocks left because work in progress held them (a later run may take them). */
+  heldBlocks: number
   durationMs: number
 }
 
@@ -318,13 +333,13 @@ export async function collectGarbage (components: GcComponents, options: GcOptio
     garbage.sort((a, b) => guard.usedAt(a.key) - guard.usedAt(b.key))
     let freedBlocks = 0
     let freedBytes = 0
+    let heldBlocks = 0
     let remaining = bytes
     for (const g of garbage) {
       if (options.targetBytes != null && remaining <= options.targetBytes) break
       checkAbort(signal)
-      if (options.dryRun === true) {
-        if (guard.held(g.key)) continue
-      } else if (!await guard.deleteUnlessHeld(store, g.cid, g.key, k => live.has(k))) {
+      if (options.dryRun === true ? guard.held(g.key) : !await guard.deleteUnlessHeld(store, g.cid, g.key, k => live.has(k))) {
+        heldBlocks++
         continue
       }
       freedBlocks++
@@ -341,6 +356,7 @@ export async function collectGarbage (components: GcComponents, options: GcOptio
       freedBlocks,
       freedBytes,
       roots,
+      heldBlocks,
       durationMs: Date.now() - started
     }
     // a cap-triggered run that freed nothing says so at debug level (the caller warns once)

@@ -26,6 +26,9 @@ export async function openRepo (components: { logger: Logger }, options: Omit<No
   // every path to the blockstore goes through the guard from here on
   const guard = new GcGuard()
   guard.instrument(node.localBlockstore)
+  const pins = node.helia.pins
+  const rm = pins.rm.bind(pins)
+  pins.rm = (...args) => { guard.noteChange(); return rm(...args) }
   let index: IndexStore
   try {
     index = IndexStore.open(options.repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger })
