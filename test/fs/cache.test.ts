@@ -123,7 +123,7 @@ describe('ChunkCache', () => {
 
 describe('ChunkCache.sweep (chunk-cache garbage collection)', () => {
   let dir: string
-  beforeAll(async () => { dir = await tempDir() })
+  beforeAll(async () => { dir = await tempDir('sweep') })
   afterAll(async () => { await removeDir(dir) })
 
   it('removes the entries not kept, from disk and memory; a dry run only counts them', async () => {
