@@ -8,7 +8,7 @@ import { describeError } from './errors.js'
 import { EXIT_STDOUT_CLOSED, watchStdout } from './output.js'
 
 /** Commands that use the repo and so go through a daemon that owns it. */
-const FORWARDED = new Set(['push', 'optimize', 'image', 'pull', 'id', 'tag', 'peers', 'stats', 'export', 'import'])
+const FORWARDED = new Set(['push', 'optimize', 'image', 'pull', 'id', 'tag', 'peers', 'stats', 'export', 'import', 'pin', 'gc'])
 
 /** Makes the paths in a command line absolute, since the daemon runs in another directory. */
 function absolutize (argv: string[], cwd: string): string[] {

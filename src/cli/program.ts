@@ -36,7 +36,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   stats: async () => (await import('./commands/cluster.js')).statsCommand(),
   export: async () => (await import('./commands/bundle.js')).exportCommand(),
   import: async () => (await import('./commands/bundle.js')).importCommand(),
-  config: async () => (await import('./commands/config.js')).configCommand()
+  config: async () => (await import('./commands/config.js')).configCommand(),
+  pin: async () => (await import('./commands/pin.js')).pinCommand(),
+  gc: async () => (await import('./commands/gc.js')).gcCommand()
 }
 
 export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {

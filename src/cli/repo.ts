@@ -14,7 +14,10 @@ export async function openCommandRepo (flag: string | undefined, logger: Logger,
   const daemonRepo = commandContext.getStore()?.repo
   if (daemonRepo != null) {
     if (daemonRepo.path !== path) throw new RepoMismatchError(daemonRepo.path, path)
-    return { ...daemonRepo, close: async () => {} } // the daemon keeps its repo open
+    // the daemon keeps its repo open; a lease keeps the blocks the command writes or reads from
+    // a collection running meanwhile (a push pins its image only at its end)
+    const lease = daemonRepo.collector.guard.lease()
+    return { ...daemonRepo, close: async () => { lease.release() } }
   }
   return await openRepo({ logger }, { ...options, repo: path })
 }

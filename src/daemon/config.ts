@@ -6,6 +6,7 @@ import { PREFETCH_DEFAULTS, PROTOCOL_DEFAULTS, RECORD_DEFAULTS, RECORDER_DEFAULT
 import { DEFAULTS as MIRROR_DEFAULTS } from '../mirror/defaults.js'
 import { DEFAULTS as READAHEAD_DEFAULTS } from '../source/readahead.js'
 import { ConfigError } from './errors.js'
+import { DEFAULTS as GC_DEFAULTS } from './gc-defaults.js'
 import { HTTP_DEFAULTS } from './http-defaults.js'
 
 /**
@@ -64,7 +65,15 @@ export const DEFAULTS = {
     /** Discovered peers are dialled while fewer than this many peers are connected. */
     maxPeers: 64,
     /** Seconds between announcements in the DHT of images not yet announced (a failed one is tried again). */
-    provideIntervalSec: 60
+    provideIntervalSec: 60,
+    /**
+     * Cap of the blockstore in bytes (0: none). Past it the daemon collects garbage on its own,
+     * least recently used unpinned blocks first, down to 90 % of it; pinned blocks and those of
+     * mounted layers and of commands under way are never evicted (docs/operations.md).
+     */
+    maxBlocksBytes: GC_DEFAULTS.maxBlocksBytes as number,
+    /** Seconds between checks of the blockstore against `max_blocks_bytes`. */
+    gcIntervalSec: GC_DEFAULTS.gcIntervalSec as number
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,

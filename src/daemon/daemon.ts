@@ -1,7 +1,7 @@
 import { chmod, mkdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ChunkCache, LayerMounter, MountManager, type RemoteLayerMounter, type WarmLayer } from '../fs/index.js'
+import { ChunkCache, LayerMounter, MountManager, sweepUnreferencedChunks, type RemoteLayerMounter, type WarmLayer } from '../fs/index.js'
 import { openRepo, type OpenRepo } from '../ipfs/index.js'
 import { MirrorServer } from '../mirror/index.js'
 import { LearnedPrefetch } from '../prefetch-record/index.js'
@@ -11,6 +11,7 @@ import { ensureFuseManager, FuseManagerUnavailableError, ManagedLayerMounter, ty
 import { Snapshotter, SnapshotterServer } from '../snapshotter/index.js'
 import { IpfsSource, ReadaheadSource } from '../source/index.js'
 import { BlobReader } from './blob-api.js'
+import { AutoGc, MountedLayers } from './gc.js'
 import type { DaemonConfig } from './config.js'
 import { ControlServer, type CommandRunner } from './control.js'
 import { LearningLayerMounter } from './learning-mounter.js'
@@ -64,6 +65,7 @@ export class Daemon {
   private learned?: LearnedPrefetch
   private mirror?: MirrorServer
   private held?: HeldImages
+  private autoGc?: AutoGc
   private managerClient?: FuseManagerClient
   private supervisor?: NodeJS.Timeout
   private redial?: NodeJS.Timeout
@@ -173,6 +175,9 @@ export class Daemon {
         ? { manager: this.managerClient }
         : { mounts: this.mounts as MountManager, tracked: mounter as TrackedLayerMounter, cache: this.cache as ChunkCache }
       if (learned != null) mounter = new LearningLayerMounter({ inner: mounter, learned })
+      const mounted = new MountedLayers(mounter)
+      mounter = mounted
+      this.collectWith(mounted)
       const snapshotter = new Snapshotter({ logger, mounter, resolveDigest: (d) => index.digests.get(d)?.toString() }, {
         root: snapshotRoot,
         allowInvalidMountsOnRestart: config.snapshotter.allowInvalidMountsOnRestart,
@@ -214,6 +219,28 @@ export class Daemon {
       if ((err as Error & { cause?: NodeJS.ErrnoException }).cause?.code !== 'EADDRINUSE') throw err
       this.components.logger.error({ address: config.http.address, err: (err as Error).message }, 'no monitoring listener: its address is in use ([http] address); serving without /metrics and /healthz')
     }
+  }
+
+  /**
+   * Garbage collection in the daemon: the layers mounted now are roots, the chunk cache (the FUSE
+   * manager's or ours) is collected with the blocks, and past `[ipfs] max_blocks_bytes` it runs
+   * on its own (src/daemon/gc.ts).
+   */
+  private collectWith (mounted: MountedLayers): void {
+    const repo = this.repo as OpenRepo
+    repo.collector.setRoots(async () => mounted.cids())
+    repo.collector.setChunkCollector(async ({ dryRun, signal }) => {
+      if (this.managerClient != null) return await this.managerClient.gc({ dryRun }, signal)
+      const layers = (this.mounts?.list() ?? []).map(mp => this.mounts?.get(mp)?.fs).filter(fs => fs != null)
+      return this.cache != null ? await sweepUnreferencedChunks(this.cache, layers, { dryRun }) : { entries: 0, bytes: 0, keptEntries: 0, keptBytes: 0 }
+    })
+    this.autoGc = new AutoGc({ repo, logger: this.components.logger }, { maxBlocksBytes: this.config.ipfs.maxBlocksBytes, intervalMs: this.config.ipfs.gcIntervalSec * 1000 })
+    this.autoGc.start()
+  }
+
+  /** The automatic collection, when `[ipfs] max_blocks_bytes` is set. */
+  get autoCollector (): AutoGc | undefined {
+    return this.autoGc
   }
 
   /**
@@ -288,6 +315,7 @@ export class Daemon {
   async stop (): Promise<void> {
     this.stopping ??= (async () => {
       if (this.redial != null) clearInterval(this.redial)
+      this.autoGc?.stop()
       this.held?.stop()
       if (this.supervisor != null) clearInterval(this.supervisor)
       const steps: Array<[string, () => Promise<void> | undefined]> = [

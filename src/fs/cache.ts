@@ -39,6 +39,10 @@ export class MemoryLru {
     this.entries.set(key, value)
   }
 
+  delete (key: string): void {
+    this.entries?.delete(key)
+  }
+
   get bytes (): number {
     return this.entries?.calculatedSize ?? 0
   }
@@ -235,6 +239,30 @@ export class ChunkCache {
     const p = this.writeFile(hex, data).finally(() => this.writing.delete(hex))
     this.writing.set(hex, p)
     await p
+  }
+
+  /**
+   * Removes the disk entries `keep` refuses (by hex digest), and every memory entry with them;
+   * with `dryRun`, only counts them. Writes under way are left alone (they are in use).
+   */
+  async sweep (keep: (hex: string) => boolean, options: { dryRun?: boolean } = {}): Promise<{ entries: number, bytes: number }> {
+    let entries = 0
+    let bytes = 0
+    for (const [hex, size] of [...this.index.entries()]) {
+      if (keep(hex) || this.writing.has(hex)) continue
+      entries++
+      bytes += size
+      if (options.dryRun === true) continue
+      this.forget(hex)
+      this.memory.delete(hex)
+      await unlink(this.pathOf(hex)).catch(() => {})
+    }
+    return { entries, bytes }
+  }
+
+  /** Every disk entry (hex digest, bytes). */
+  entries (): Array<[string, number]> {
+    return [...this.index.entries()]
   }
 
   stats (): ChunkCacheStats {

@@ -17,6 +17,7 @@ import { FuseManagerCancelledError, FuseManagerError, FuseManagerTimeoutError, F
  *   POST /v1/unmount  { mountpoint } (also cancels a mount in progress there, and answers once it is gone)
  *   POST /v1/check    { mountpoint } → 200 when mounted and answering
  *   GET  /v1/mounts              → MountInfo[]
+ *   POST /v1/gc       GcRequest  → GcReply: removes cached chunks no open layer references
  *   POST /v1/shutdown            → unmounts everything and exits
  */
 export const ROUTES = {
@@ -28,6 +29,7 @@ export const ROUTES = {
   unmount: '/v1/unmount',
   check: '/v1/check',
   mounts: '/v1/mounts',
+  gc: '/v1/gc',
   shutdown: '/v1/shutdown'
 } as const
 
@@ -146,6 +148,20 @@ export interface MountInfo {
   stats?: LayerFsStats
 }
 
+export interface GcRequest {
+  /** Count, remove nothing. */
+  dryRun?: boolean
+}
+
+export interface GcReply {
+  /** Chunk files removed (or removable) and their bytes. */
+  entries: number
+  bytes: number
+  /** Chunk files kept: a mounted or opened layer's TOC names them. */
+  keptEntries: number
+  keptBytes: number
+}
+
 /** Client defaults, in one place. */
 export const DEFAULTS = {
   /**
@@ -219,6 +235,11 @@ export class FuseManagerClient {
 
   async mounts (): Promise<MountInfo[]> {
     return await this.call<MountInfo[]>('GET', ROUTES.mounts)
+  }
+
+  /** Removes the cached chunks no open layer references (`dryRun`: counts them). */
+  async gc (body: GcRequest, signal?: AbortSignal): Promise<GcReply> {
+    return await this.call<GcReply>('POST', ROUTES.gc, body, signal)
   }
 
   async shutdown (): Promise<void> {

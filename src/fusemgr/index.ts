@@ -1,4 +1,4 @@
-export { FuseManagerClient, ROUTES, DEFAULTS as CLIENT_DEFAULTS, type Attach, type FuseManagerClientOptions, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type PrefetchReply, type PrefetchRequest, type RangePrefetchStats, type WarmReply, type WarmRequest, type WarmStats } from './api.js'
+export { FuseManagerClient, ROUTES, DEFAULTS as CLIENT_DEFAULTS, type Attach, type GcReply, type GcRequest, type FuseManagerClientOptions, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type PrefetchReply, type PrefetchRequest, type RangePrefetchStats, type WarmReply, type WarmRequest, type WarmStats } from './api.js'
 export { BlobClient } from './blob-source.js'
 export { FuseManager, DEFAULTS, type FuseManagerOptions } from './manager.js'
 export { ensureFuseManager, DEFAULTS as SPAWN_DEFAULTS, type EnsureOptions } from './spawn.js'

@@ -1,12 +1,12 @@
 import { mkdir } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import { ChunkCache, MountManager, type LayerFs } from '../fs/index.js'
+import { ChunkCache, MountManager, sweepUnreferencedChunks, type LayerFs } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 import { usePrivateUmask } from '../private-files.js'
 import type { RangeSource } from '../source/index.js'
 import { ReadaheadSource } from '../source/readahead.js'
 import { serveUnixHttp, type Route, type UnixHttpServer } from '../unix-http.js'
-import { ROUTES, type Attach, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type PrefetchReply, type PrefetchRequest, type WarmReply, type WarmRequest } from './api.js'
+import { ROUTES, type Attach, type GcReply, type GcRequest, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type PrefetchReply, type PrefetchRequest, type WarmReply, type WarmRequest } from './api.js'
 import { BlobClient } from './blob-source.js'
 import { CallRefusedError, FuseManagerError, MountCancelledError, MountConflictError, NotMountedError } from './errors.js'
 import { RangePrefetches } from './range-prefetch.js'
@@ -298,6 +298,17 @@ export class FuseManager {
     })
   }
 
+  /**
+   * Removes the cached chunks no mounted layer's TOC names: the chunks of layers mounted now stay
+   * (the others are read again from the blocks if those layers are mounted again).
+   */
+  async gc (body: GcRequest): Promise<GcReply> {
+    const { cache } = this.ready()
+    const swept = await sweepUnreferencedChunks(cache, [...this.mounted.values()].map(m => m.fs), { dryRun: body?.dryRun === true })
+    this.log.info({ ...swept, dryRun: body?.dryRun === true }, 'chunk cache collected')
+    return swept
+  }
+
   private ready (): { mounts: MountManager, cache: ChunkCache } {
     if (this.mounts == null || this.cache == null || this.stopping != null) throw refused(503, 'the FUSE manager is not running')
     return { mounts: this.mounts, cache: this.cache }
@@ -334,6 +345,7 @@ export class FuseManager {
       { method: 'POST', path: ROUTES.warm, handle: async ({ body, signal }) => await this.warm(body as WarmRequest, signal) },
       { method: 'POST', path: ROUTES.prefetch, handle: ({ body }) => this.prefetch(body as PrefetchRequest) },
       { method: 'POST', path: ROUTES.unmount, handle: async ({ body }) => { await this.unmount(field(body, 'mountpoint') as string); return {} } },
+      { method: 'POST', path: ROUTES.gc, handle: async ({ body }) => await this.gc(body as GcRequest) },
       { method: 'POST', path: ROUTES.check, handle: ({ body }) => { this.check(field(body, 'mountpoint') as string); return {} } },
       {
         method: 'POST',

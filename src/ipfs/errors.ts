@@ -123,3 +123,29 @@ export class SwarmKeyMalformedError extends IpfsError { static readonly code = '
 
 /** The swarm key file may be read or written by other users (its group or others have permissions). */
 export class SwarmKeyPermissionsError extends IpfsError { static readonly code = 'ERR_SWARM_KEY_PERMISSIONS' }
+
+// Pins and garbage collection (src/ipfs/pins.ts, src/ipfs/gc.ts).
+
+/** `pin rm` (or `pin ls CID`) of a CID that has no pin. */
+export class PinNotFoundError extends IpfsError {
+  static readonly code = 'ERR_PIN_NOT_FOUND'
+  constructor (readonly cid: string, options?: ErrorOptions) {
+    super(`${cid} is not pinned (\`pin ls\` lists the pins)`, options)
+  }
+}
+
+/** `image rm` of a CID or name that is neither listed nor pinned in this repo. */
+export class ImageNotInRepoError extends IpfsError {
+  static readonly code = 'ERR_IMAGE_NOT_IN_REPO'
+  constructor (readonly ref: string, options?: ErrorOptions) {
+    super(`no image ${JSON.stringify(ref)} in this repo (\`image ls\` and \`pin ls\` show what is there)`, options)
+  }
+}
+
+/** A name given to `image rm` names several listed images: name one by its root CID. */
+export class AmbiguousImageError extends IpfsError {
+  static readonly code = 'ERR_AMBIGUOUS_IMAGE'
+  constructor (readonly ref: string, readonly roots: string[], options?: ErrorOptions) {
+    super(`${JSON.stringify(ref)} names ${roots.length} images (${roots.join(', ')}): remove one by its root CID`, options)
+  }
+}

@@ -1,5 +1,6 @@
 import { closeSync, openSync } from 'node:fs'
 import { join } from 'node:path'
+import * as dagPb from '@ipld/dag-pb'
 import Database from 'better-sqlite3'
 import type { Helia } from 'helia'
 import { CID } from 'multiformats/cid'
@@ -7,7 +8,8 @@ import type { Logger } from '../logging.js'
 import { PRIVATE } from '../private-files.js'
 import { collectBlock } from './dag-reader.js'
 import { ImageNotListedError, IncompleteImageError, InvalidOptionError, NoSpaceError, spaceErrno } from './errors.js'
-import { pinWalker, walkDag } from './walk.js'
+import { getPin, pinRoot, unpinRoot } from './pins.js'
+import { walkDag } from './walk.js'
 
 /** Index store defaults, in one place. */
 export const DEFAULTS = {
@@ -109,10 +111,8 @@ export class IndexStore {
         if (!await bs.has(cid)) throw new IncompleteImageError(record.root, cid.toString())
         return await collectBlock(bs.get(cid))
       }, { signal: options.signal, has: async (cid) => await bs.has(cid), missing: (cid) => new IncompleteImageError(record.root, cid.toString()) })) blocks++
-      if (!await this.components.pins.isPinned(root)) {
-        // offline: every block is local (checked above); never ask peers while pinning.
-        for await (const _ of this.components.pins.add(root, { signal: options.signal, offline: true, walker: pinWalker(bs) } as Parameters<Helia['pins']['add']>[1])) { /* walk */ }
-      }
+      // every block is local (checked above); a lazy pin (a pull) becomes a complete one
+      await pinRoot(this.components, root, { signal: options.signal })
       const tx = this.db.transaction(() => {
         this.putDigests(options.digests ?? [])
         this.db.prepare('INSERT OR REPLACE INTO images (root, name, created, record) VALUES (?, ?, ?, ?)')
@@ -126,6 +126,20 @@ export class IndexStore {
         throw errno != null ? new NoSpaceError(this.path, errno) : err
       }
       this.log.info({ root: record.root, name: record.name, blocks }, 'image listed')
+    },
+    /**
+     * The listed images a reference names: a root CID (also `ipfs://CID`, `/ipfs/CID`), a tag
+     * `NAME:TAG`, or the name an image was pushed or imported as (all images of that name).
+     */
+    find: (ref: string): string[] => {
+      const bare = ref.replace(/^ipfs:\/\//, '').replace(/^\/ipfs\//, '')
+      if (this.images.get(bare) != null) return [bare]
+      const colon = ref.lastIndexOf(':')
+      if (colon > 0 && !ref.slice(colon).includes('/')) {
+        const root = this.tags.get(ref.slice(0, colon), ref.slice(colon + 1))
+        if (root != null) return [root]
+      }
+      return (this.db.prepare('SELECT root FROM images WHERE name = ? ORDER BY created').all(ref) as Array<{ root: string }>).map(r => r.root)
     },
     list: (): ImageRecord[] => {
       return (this.db.prepare('SELECT record FROM images ORDER BY created, name').all() as Array<{ record: string }>).map(r => this.withTags(JSON.parse(r.record) as ImageRecord))
@@ -141,9 +155,12 @@ export class IndexStore {
         this.db.prepare('DELETE FROM tags WHERE root = ?').run(root)
         return this.db.prepare('DELETE FROM images WHERE root = ?').run(root).changes > 0
       })()
-      if (await this.components.pins.isPinned(cid)) {
-        for await (const _ of this.components.pins.rm(cid, { walker: pinWalker(this.components.localBlockstore) })) { /* walk */ }
-      }
+      // its digest→CID entries, unless another listed image has the same blob
+      const others = new Set<string>()
+      for (const img of this.images.list()) for (const b of await this.blobsOf(img.root)) others.add(`${b.digest} ${b.cid}`)
+      const del = this.db.prepare('DELETE FROM digests WHERE digest = ? AND cid = ?')
+      for (const b of await this.blobsOf(root)) if (!others.has(`${b.digest} ${b.cid}`)) del.run(b.digest, b.cid)
+      if (await getPin(this.components, cid) != null) await unpinRoot(this.components, cid)
       if (removed) this.log.info({ root }, 'image removed')
       return removed
     }
@@ -183,6 +200,29 @@ export class IndexStore {
     list: (): Array<{ name: string, tag: string, root: string }> => {
       return this.db.prepare('SELECT name, tag, root FROM tags ORDER BY name, tag').all() as Array<{ name: string, tag: string, root: string }>
     }
+  }
+
+  /**
+   * The blobs a published layout links (`blobs/<alg>/<hex>`, plain directories): read from the
+   * local blocks only; what is not stored here is left out.
+   */
+  private async blobsOf (root: string): Promise<Array<{ digest: string, cid: string }>> {
+    const bs = this.components.localBlockstore
+    const node = async (cid: CID): Promise<dagPb.PBNode | undefined> => {
+      if (cid.code !== dagPb.code || !await bs.has(cid)) return undefined
+      return dagPb.decode(await collectBlock(bs.get(cid)))
+    }
+    const out: Array<{ digest: string, cid: string }> = []
+    try {
+      const blobs = (await node(CID.parse(root)))?.Links.find(l => l.Name === 'blobs')
+      if (blobs == null) return out
+      for (const alg of (await node(blobs.Hash))?.Links ?? []) {
+        for (const blob of (await node(alg.Hash))?.Links ?? []) out.push({ digest: `${alg.Name ?? ''}:${blob.Name ?? ''}`, cid: blob.Hash.toString() })
+      }
+    } catch {
+      // not a layout (a descriptor pinned as an image): no blobs to name
+    }
+    return out
   }
 
   private withTags (record: ImageRecord): ImageRecord {

@@ -17,3 +17,5 @@ export { UnixfsFileReader, collectBlock, verifyBlock, decodeFileNode, type Block
 export { walkDag } from './walk.js'
 export { Discovery, DEFAULTS as DISCOVERY_DEFAULTS, type DiscoveryOptions, type DiscoveryStats } from './discovery.js'
 export { generateSwarmKey, parseSwarmKey, readSwarmKey, SWARM_KEY } from './swarm-key.js'
+export { Collector, GcGuard, collectGarbage, lowWater, blockKey, DEFAULTS as GC_DEFAULTS, type GcReport, type ChunkGcReport, type GcOptions, type GcComponents, type GcBlockstore, type Lease } from './gc.js'
+export { pinRoot, unpinRoot, getPin, listPins, localWalker, type PinInfo, type PinComponents } from './pins.js'

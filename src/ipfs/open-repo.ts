@@ -1,4 +1,6 @@
+import { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
+import { Collector, GcGuard, type GcBlockstore } from './gc.js'
 import { IndexStore } from './index-store.js'
 import { createNode, type IpfsNode, type NodeOptions } from './node.js'
 
@@ -7,6 +9,8 @@ export interface OpenRepo {
   path: string
   node: IpfsNode
   index: IndexStore
+  /** Garbage collection, and the leases that keep work in progress from it (src/ipfs/gc.ts). */
+  collector: Collector
   /** Closes the index, then stops the node. */
   close: () => Promise<void>
 }
@@ -19,6 +23,12 @@ export interface OpenRepo {
 export async function openRepo (components: { logger: Logger }, options: Omit<NodeOptions, 'logger'>): Promise<OpenRepo> {
   const { logger } = components
   const node = await createNode({ ...options, logger })
+  // every path to the blockstore goes through the guard from here on
+  const guard = new GcGuard()
+  guard.instrument(node.localBlockstore)
+  const pins = node.helia.pins
+  const rm = pins.rm.bind(pins)
+  pins.rm = (...args) => { guard.noteChange(); return rm(...args) }
   let index: IndexStore
   try {
     index = IndexStore.open(options.repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger })
@@ -26,10 +36,14 @@ export async function openRepo (components: { logger: Logger }, options: Omit<No
     await node.stop()
     throw err
   }
+  // a listed image's descriptor JSON (its other handle, docs/ipfs.md) is kept with it
+  const listed = (): CID[] => index.images.list().flatMap(i => i.descriptor != null ? [CID.parse(i.descriptor)] : [])
+  const collector = new Collector({ blockstore: node.localBlockstore as unknown as GcBlockstore, pins: node.helia.pins, guard, logger, listed })
   return {
     path: options.repo,
     node,
     index,
+    collector,
     close: async () => {
       index.close()
       await node.stop()

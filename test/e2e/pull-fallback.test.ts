@@ -95,6 +95,10 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     const result = JSON.parse(pulled.stdout) as PulledJson
     expect(result.layers.map(l => [l.lazy, l.fallbackReason])).toEqual([[true, undefined], [true, undefined], [true, undefined]])
     expect(pulled.stderr.trim().split('\n')).toEqual([1, 2, 3].map(i => expect.stringMatching(new RegExp(`^layer ${i}/3 [0-9a-f]{12}: lazy$`))))
+    // the pulled image is pinned, lazily: what of it is stored here is kept from garbage collection
+    const pin = cli(['pin', 'ls', images.warm], env())
+    expect(pin.code, pin.stderr).toBe(0)
+    expect(JSON.parse(pin.stdout)).toMatchObject({ cid: images.warm, type: 'recursive', mode: 'lazy' })
     // each mount took the layer the pull had the FUSE manager open ahead
     const mountLines = (): Array<{ warm?: boolean }> => (b as RunningDaemon).log().split('\n').filter(l => l.includes('layer mounted lazily (FUSE manager)')).map(l => JSON.parse(l) as { warm?: boolean })
     for (let i = 0; i < 50 && mountLines().length < 3; i++) await sleep(100) // the daemon's log lines come asynchronously

@@ -120,3 +120,29 @@ describe('ChunkCache', () => {
     await c.stop()
   })
 })
+
+describe('ChunkCache.sweep (chunk-cache garbage collection)', () => {
+  let dir: string
+  beforeAll(async () => { dir = await tempDir('sweep') })
+  afterAll(async () => { await removeDir(dir) })
+
+  it('removes the entries not kept, from disk and memory; a dry run only counts them', async () => {
+    const cache = new ChunkCache({ logger }, { dir: join(dir, 'sweep') })
+    await cache.start()
+    const keep = fixtureBytes(1, 1000)
+    const drop = fixtureBytes(2, 3000)
+    const dk = sha256Digest(keep)
+    const dd = sha256Digest(drop)
+    await cache.put(dk, keep)
+    await cache.put(dd, drop)
+    const kept = (hex: string): boolean => hex === dk.slice(7)
+    expect(await cache.sweep(kept, { dryRun: true })).toEqual({ entries: 1, bytes: 3000 })
+    expect(cache.has(dd)).toBe(true)
+    expect(await cache.sweep(kept)).toEqual({ entries: 1, bytes: 3000 })
+    expect(cache.has(dd)).toBe(false)
+    expect(await cache.get(dd)).toBeUndefined()
+    expect(await readdir(join(dir, 'sweep', dd.slice(7, 9)))).not.toContain(dd.slice(7))
+    expect(await cache.get(dk)).toEqual(keep)
+    await cache.stop()
+  })
+})

@@ -1,6 +1,6 @@
 import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
-import { IpfsImageReader } from '../../ipfs/index.js'
+import { AmbiguousImageError, IpfsImageReader, ImageNotInRepoError, getPin, parseIpfsRef, unpinRoot } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { resolveImages } from '../../oci/index.js'
 import { logLevelOption } from '../options.js'
@@ -58,9 +58,39 @@ function lsCommand (): Command {
     })
 }
 
+function rmCommand (): Command {
+  return new Command('rm')
+    .description('remove an image: unpinned and unlisted (its tags too); its blocks stay until `gc`')
+    .argument('<image>', 'root CID (ipfs://CID, /ipfs/CID or CID), NAME:TAG given with `tag`, or the name it was pushed or imported as')
+    .option('--repo <dir>', 'repo of the embedded node')
+    .addOption(logLevelOption())
+    .action(async (ref: string, flags: Flags) => {
+      const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
+      try {
+        const roots = repo.index.images.find(ref)
+        if (roots.length > 1) throw new AmbiguousImageError(ref, roots)
+        if (roots.length === 1) {
+          await repo.index.images.remove(roots[0])
+          await printJson({ root: roots[0], removed: true })
+          return
+        }
+        // not listed: a pulled or mounted image is only pinned
+        let cid
+        try { cid = parseIpfsRef(ref) } catch { throw new ImageNotInRepoError(ref) }
+        const components = { pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore }
+        if (await getPin(components, cid) == null) throw new ImageNotInRepoError(ref)
+        await unpinRoot(components, cid)
+        await printJson({ root: cid.toString(), removed: true })
+      } finally {
+        await repo.close()
+      }
+    })
+}
+
 export function imageCommand (): Command {
   return new Command('image')
-    .description('inspect and list images in IPFS')
+    .description('inspect, list and remove images in IPFS')
     .addCommand(inspectCommand())
     .addCommand(lsCommand())
+    .addCommand(rmCommand())
 }

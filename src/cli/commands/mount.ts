@@ -7,7 +7,7 @@ import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
 import { ChunkCache, LayerMounter, MountManager, lazyUnmount } from '../../fs/index.js'
 import { loadConfig, nodeOptionsFor } from '../../daemon/index.js'
-import { IpfsImageReader, parseIpfsRef, resolveRepoPath } from '../../ipfs/index.js'
+import { IpfsImageReader, parseIpfsRef, pinRoot, resolveRepoPath } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource, ReadaheadSource } from '../../source/index.js'
@@ -94,6 +94,8 @@ function mountCommand (): Command {
           throw err
         }
         const layers = image.layers
+        // kept from garbage collection: what of the image is stored here, now and as it is read
+        await pinRoot({ pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore }, source.rootCid, { lazy: true, metadata: { name: ref } })
         if (flags.layer != null && flags.layer >= layers.length) throw new UsageError(`--layer ${flags.layer}: the image has ${layers.length} layers (0-${layers.length - 1})`)
         const mountLayer = async (i: number, at: string): Promise<void> => {
           const l = layers[i]

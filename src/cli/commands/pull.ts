@@ -1,6 +1,6 @@
 import { Command } from 'commander'
 import { CLIENT_DEFAULTS as CONTAINERD_DEFAULTS, CONFIG_DEFAULTS as CONTAINERD_CONFIG_DEFAULTS, ContainerdClient, pullImage, type PullEvent } from '../../containerd/index.js'
-import { IpfsImageReader, parseIpfsRef } from '../../ipfs/index.js'
+import { IpfsImageReader, parseIpfsRef, pinRoot } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { parsePlatform } from '../../oci/index.js'
 import { cancelOn, commandContext } from '../context.js'
@@ -82,6 +82,8 @@ export function pullCommand (): Command {
         })
         // CRI asks for layers by digest only: remember where each one lives.
         for (const l of result.layers) if (l.cid != null) repo.index.digests.put(l.digest, l.cid)
+        // kept from garbage collection: what of the image is stored here, now and as it is read
+        await pinRoot({ pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore }, source.rootCid, { lazy: true, metadata: { name: result.name }, signal: ac.signal })
         if (flags.json === true) await printJson(result)
         else await writeStdout(`${result.name}\n`)
       } finally {
