@@ -63,7 +63,13 @@ export const DEFAULTS = {
     /** Discovered peers are dialled while fewer than this many peers are connected. */
     maxPeers: 64,
     /** Seconds between announcements in the DHT of images not yet announced (a failed one is tried again). */
-    provideIntervalSec: 60
+    provideIntervalSec: 60,
+    /**
+     * `image inspect` and `mount` of an image whose index, manifest and config have not arrived
+     * after this many seconds fail with "no peer has CID …" (no peer connected has it, or none
+     * can be reached) instead of waiting forever. Their `--timeout` / `--open-timeout` override it.
+     */
+    findTimeoutSec: 60
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,

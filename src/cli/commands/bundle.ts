@@ -141,7 +141,7 @@ export function importCommand (): Command {
       const logger = createLogger(flags.logLevel)
       // opened before the repo: a wrong path fails without touching it
       const input = file === '-' ? process.stdin : await openInput(resolve(file))
-      const repo = await openCommandRepo(flags.repo, logger)
+      const repo = await openCommandRepo(flags.repo, logger, { create: true })
       const ac = new AbortController()
       const stopListening = cancelOn(ac)
       const progress = new ProgressLine('import', liveProgress(flags.progress))
