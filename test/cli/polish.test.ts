@@ -32,7 +32,8 @@ function cli (args: string[], opts: { uid?: number, cwd?: string } = {}): { code
   const [cmd, argv] = opts.uid != null
     ? ['setpriv', [`--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', process.execPath, cliPath, ...args]]
     : [process.execPath, [cliPath, ...args]]
-  const r = spawnSync(cmd, argv, { encoding: 'utf8', env: env(), cwd: opts.cwd, maxBuffer: 1 << 26 })
+  // a regression that hangs (an unknown CID waited for forever) fails instead of blocking the suite
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', env: env(), cwd: opts.cwd, maxBuffer: 1 << 26, timeout: 45_000 })
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
 
