@@ -1,12 +1,14 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { chmod, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { chmod, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
+import { DEFAULTS as CLI_DEFAULTS } from '../../src/cli/options.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { until } from '../ipfs/helpers.js'
 
@@ -17,6 +19,7 @@ import { until } from '../ipfs/helpers.js'
  */
 
 const NOBODY = 65534
+const MOUNT_POINTERS = CLI_DEFAULTS.mountPointerDir
 /** A CID no node anywhere has (sha256 of "no such block h17c"). */
 const UNKNOWN = 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'
 
@@ -127,6 +130,24 @@ describe.skipIf(needs({ script: hasCommand('script'), setpriv: hasCommand('setpr
       expect(await readdir(mnt)).toEqual([])
     }, 90_000)
   })
+
+  it.skipIf(needs({ root: isRoot }))('umount follows only a pointer to a mount state folder of that mountpoint: a forged one removes nothing', async () => {
+    const mnt = join(dir, 'mnt-forged')
+    const victim = join(dir, 'victim')
+    await mkdir(mnt)
+    await mkdir(victim)
+    await writeFile(join(victim, 'pid'), 'none') // no process to signal: umount goes on to clear the folder
+    const pointer = join(MOUNT_POINTERS, createHash('sha256').update(mnt).digest('hex').slice(0, 16))
+    await mkdir(MOUNT_POINTERS, { recursive: true, mode: 0o700 })
+    await symlink(victim, pointer)
+    try {
+      const r = cli(['umount', mnt])
+      expect(r.code, r.stderr).toBe(0)
+      expect(await readdir(victim)).toEqual(['pid'])
+    } finally {
+      await rm(pointer, { force: true })
+    }
+  }, 60_000)
 
   describe('through a daemon', () => {
     let d: RunningDaemon

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
@@ -55,7 +55,10 @@ function pointerOf (mountpoint: string): string {
 async function findState (mountpoint: string, repoFlag: string | undefined): Promise<string> {
   if ((repoFlag ?? '') !== '' || (process.env[REPO_DEFAULTS.envVar] ?? '') !== '') return stateDir(resolveRepoPath(repoFlag), mountpoint)
   const pointed = await readlink(pointerOf(mountpoint)).catch(() => undefined)
-  return pointed ?? stateDir(resolveRepoPath(undefined), mountpoint)
+  // umount signals the pid found there and removes the folder: only a mount state folder of
+  // this mountpoint is followed (`<repo>/mounts/<key>`), whatever else the link says
+  if (pointed != null && isAbsolute(pointed) && basename(pointed) === mountKey(mountpoint) && basename(dirname(pointed)) === 'mounts') return pointed
+  return stateDir(resolveRepoPath(undefined), mountpoint)
 }
 
 function mountCommand (): Command {
