@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { OpenRepo } from '../ipfs/index.js'
 import type { WarmLayer } from '../fs/index.js'
-import type { LayerStats } from '../daemon/index.js'
+import type { DaemonConfig, LayerStats } from '../daemon/index.js'
 
 /**
  * Where a command runs. In a plain CLI process: stdout/stderr and a repo the command opens
@@ -11,6 +11,12 @@ import type { LayerStats } from '../daemon/index.js'
 export interface CommandContext {
   stdout: (data: Uint8Array | string) => Promise<void>
   stderr: (text: string) => void
+  /** Inside the daemon: the client's stderr is a terminal (progress lines are drawn for it). */
+  stderrIsTTY?: boolean
+  /** Inside the daemon: the client's stdout is a terminal (listings print a table for it). */
+  stdoutIsTTY?: boolean
+  /** The daemon's configuration, when the command runs inside the daemon (its defaults are the daemon's). */
+  config?: DaemonConfig
   /** The daemon's repo, when the command runs inside the daemon. */
   repo?: OpenRepo
   /** Inside the daemon: fires when the client went away (Ctrl-C, kill -9) or the daemon stops. */

@@ -22,8 +22,24 @@ export class UmountTimeoutError extends CliError {
   }
 }
 
-/** `mount` could not fetch the image's index, manifest and config within `--open-timeout`. */
+/** `mount` could not fetch the image's index, manifest and config within `--open-timeout`: no peer has the CID. */
 export class MountOpenTimeoutError extends CliError { static readonly code = 'ERR_MOUNT_OPEN_TIMEOUT' }
+
+/** `image inspect` could not fetch the image's index, manifest and config within `--timeout`. */
+export class NoPeerHasCidError extends CliError { static readonly code = 'ERR_NO_PEER_HAS_CID' }
+
+/** A command that only reads a repo was pointed at a folder that holds none (a typo in `--repo`): nothing is created. */
+export class NoRepoError extends CliError {
+  static readonly code = 'ERR_NO_REPO'
+  constructor (readonly repo: string, options?: ErrorOptions) {
+    super(`no repo at ${repo} (check --repo or $IPFS_ESTARGZ_PATH; \`push\`, \`pull\` or \`import\` create one)`, options)
+  }
+}
+
+/** What the timeout an image's metadata must arrive within says when it fires. */
+export function noPeerHasCid (cid: string, seconds: number, peers: number): string {
+  return `no peer has CID ${cid}: the image's index, manifest and config did not arrive within ${seconds} s (${peers} peer${peers === 1 ? '' : 's'} connected)`
+}
 
 /** Parses a non-negative integer option (`--chunk-size 4194304`, `--offset 0`). */
 export function parseNonNegativeInt (what: string): (value: string) => number {
@@ -35,12 +51,29 @@ export function parseNonNegativeInt (what: string): (value: string) => number {
   }
 }
 
-/** One line for the terminal: the message, and the stable code when the error has one. */
+/** A command that needs root (mounts: FUSE, overlayfs, bind mounts) was run by another user. */
+export class NotRootError extends CliError { static readonly code = 'ERR_NOT_ROOT' }
+
+/** What a permission error tells a user who is not root. */
+export const RUN_AS_ROOT = 'run it as root (sudo ipfs-estargz …)'
+
+/** Throws NotRootError unless this process runs as root. */
+export function requireRoot (what: string): void {
+  if (process.getuid?.() !== 0) throw new NotRootError(`${what} needs root: ${RUN_AS_ROOT}`)
+}
+
+/**
+ * One line for the terminal: the message, and the stable code when the error has one. A
+ * permission error (Node's EACCES/EPERM: a repo, socket or mount of root's) seen by a user who is
+ * not root says to run as root.
+ */
 export function describeError (err: unknown): string {
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code
     const msg = err.message.split('\n')[0]
-    return typeof code === 'string' && !(err instanceof UsageError) && !msg.includes(code) ? `${msg} (${code})` : msg
+    const line = typeof code === 'string' && !(err instanceof UsageError) && !msg.includes(code) ? `${msg} (${code})` : msg
+    const denied = (code === 'EACCES' || code === 'EPERM') && process.getuid?.() !== 0
+    return denied ? `${line}: ${RUN_AS_ROOT}` : line
   }
   return String(err)
 }

@@ -11,14 +11,16 @@ export const DEFAULTS = {
   catStepBytes: 4 << 20,
   /** A terminal's progress lines (push) are redrawn this often. */
   progressIntervalMs: 200,
+  /** The rate a progress line shows is measured over this last stretch of time (the current rate, not the mean since the start). */
+  progressRateWindowMs: 3_000,
   /** `umount` waits this long for the mount process it signalled to unmount and exit... */
   umountWaitMs: 30_000,
   /** ...looking this often. */
   umountPollMs: 100,
   /** `umount` of a crashed mount looks for at most this many layer mountpoints (it stops at the first missing one). */
   umountMaxLayers: 512,
-  /** `mount` fails when the image's index, manifest and config have not arrived after this many seconds. */
-  mountOpenTimeoutSec: 60,
+  /** `mount` leaves a pointer to its state here (by mountpoint), so `umount DIR` needs no `--repo`. */
+  mountPointerDir: '/run/ipfs-estargz/mounts',
   /** A stopped FUSE manager exits after this long even if a handle (a FUSE thread, a keep-alive socket) lingers. */
   fuseManagerExitGraceMs: 2_000,
   /** `stats` waits this long for the mounted layers' counters (from the FUSE manager). */

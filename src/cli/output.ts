@@ -39,6 +39,12 @@ export async function writeStdout (data: Uint8Array | string): Promise<void> {
   })
 }
 
+/** Is our stdout a terminal? Inside the daemon: the client's stdout. */
+export function stdoutIsTTY (): boolean {
+  const ctx = commandContext.getStore()
+  return ctx != null ? ctx.stdoutIsTTY === true : process.stdout.isTTY === true
+}
+
 /** One JSON document per line. */
 export async function printJson (value: unknown): Promise<void> {
   await writeStdout(JSON.stringify(value) + '\n')

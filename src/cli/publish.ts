@@ -79,7 +79,7 @@ export async function convertAndPublish<T> (sourceRef: string, flags: PublishFla
   const source = await openImageReader(ref, registryOptions(flags))
   let repo: Awaited<ReturnType<typeof openCommandRepo>> | undefined
   try {
-    repo = flags.ipfs ? await openCommandRepo(flags.repo, logger) : undefined
+    repo = flags.ipfs ? await openCommandRepo(flags.repo, logger, { create: true }) : undefined
   } catch (err) {
     await source.close().catch(() => {})
     throw err

@@ -73,7 +73,13 @@ export const DEFAULTS = {
      */
     maxBlocksBytes: GC_DEFAULTS.maxBlocksBytes as number,
     /** Seconds between checks of the blockstore against `max_blocks_bytes`. */
-    gcIntervalSec: GC_DEFAULTS.gcIntervalSec as number
+    gcIntervalSec: GC_DEFAULTS.gcIntervalSec as number,
+    /**
+     * `image inspect` and `mount` of an image whose index, manifest and config have not arrived
+     * after this many seconds fail with "no peer has CID …" (no peer connected has it, or none
+     * can be reached) instead of waiting forever. Their `--timeout` / `--open-timeout` override it.
+     */
+    findTimeoutSec: 60
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,

@@ -107,7 +107,8 @@ export async function runInDaemon (address: string, argv: string[], options: Run
   process.stdout.on('error', onStdoutError)
   const hangUp = options.signal != null ? AbortSignal.any([options.signal, stdoutGone.signal]) : stdoutGone.signal
   try {
-    const res = await clientOf(address).open('POST', ROUTES.run, { body: { argv }, signal: hangUp, timeoutMs: 0 })
+    // the daemon draws progress lines (push) and tables (image ls) for a terminal, as the CLI would here
+    const res = await clientOf(address).open('POST', ROUTES.run, { body: { argv, stdoutIsTTY: process.stdout.isTTY === true, stderrIsTTY: process.stderr.isTTY === true }, signal: hangUp, timeoutMs: 0 })
     return await relayOutput(res, hangUp)
   } catch (err) {
     if (stdoutGone.signal.aborted) return options.stdoutClosedCode

@@ -12,14 +12,14 @@ export * from './control-client.js'
 /**
  * The control API: a unix socket on which the daemon runs CLI commands for clients, with its
  * own open repo (like Kubo: while a daemon owns a repo, the CLI talks to it instead of opening
- * the repo). `POST /v1/run` takes `{ argv }` and answers with NDJSON lines:
+ * the repo). `POST /v1/run` takes `{ argv, stdoutIsTTY?, stderrIsTTY? }` and answers with NDJSON lines:
  * `{ "out": base64 }`, `{ "err": text }`, and finally `{ "exit": code }`; a client that hangs up
  * cancels its command (its `signal` fires), a response without the exit line means the daemon
  * went away (`runInDaemon` says so in a DaemonDisconnectedError). With a `blobs` component
  * it also serves `GET /v1/blobs/...`, the byte ranges the FUSE manager's mounts read. Errors
  * answer the one error body of src/unix-http.ts (`{ error, code }`).
  */
-export type CommandRunner = (argv: string[], io: { stdout: (data: Uint8Array | string) => Promise<void>, stderr: (text: string) => void, signal: AbortSignal }) => Promise<number>
+export type CommandRunner = (argv: string[], io: { stdout: (data: Uint8Array | string) => Promise<void>, stderr: (text: string) => void, signal: AbortSignal, stdoutIsTTY?: boolean, stderrIsTTY?: boolean }) => Promise<number>
 
 /** Control API defaults, in one place. */
 export const DEFAULTS = {
@@ -49,6 +49,12 @@ function argvOf (body: unknown): string[] {
   return argv as string[]
 }
 
+/** Whether the client's stdout and stderr are terminals (it draws tables and progress lines for them). */
+function ttyOf (body: unknown): { stdoutIsTTY: boolean, stderrIsTTY: boolean } {
+  const b = body as { stdoutIsTTY?: unknown, stderrIsTTY?: unknown } | null | undefined
+  return { stdoutIsTTY: b?.stdoutIsTTY === true, stderrIsTTY: b?.stderrIsTTY === true }
+}
+
 export class ControlServer {
   private http?: UnixHttpServer
   /** Commands run so far: numbers them in the log. */
@@ -62,7 +68,7 @@ export class ControlServer {
   async start (): Promise<void> {
     const routes: Route[] = [
       { method: 'GET', path: ROUTES.health, handle: (): DaemonHealth => ({ ok: true, root: this.options.repo }) },
-      { method: 'POST', path: ROUTES.run, stream: true, handle: (call) => { this.runForClient(argvOf(call.body), call) } },
+      { method: 'POST', path: ROUTES.run, stream: true, handle: (call) => { this.runForClient(argvOf(call.body), call, ttyOf(call.body)) } },
       ...(this.components.blobs?.routes() ?? [])
     ]
     this.http = await serveUnixHttp(routes, {
@@ -79,7 +85,7 @@ export class ControlServer {
    * 'close' is seen whether or not anything was written yet (a push writes nothing for minutes):
    * the call's signal says so.
    */
-  private runForClient (argv: string[], { res, signal }: Call): void {
+  private runForClient (argv: string[], { res, signal }: Call, tty: { stdoutIsTTY: boolean, stderrIsTTY: boolean }): void {
     const log = this.components.logger.child({ command: ++this.commands, argv: loggable(argv) })
     let ended = false
     signal.addEventListener('abort', () => {
@@ -102,7 +108,8 @@ export class ControlServer {
     const finished = this.components.run(argv, {
       stdout: async (data) => { await line({ out: Buffer.from(data).toString('base64') }) },
       stderr: (text) => { void line({ err: text }) },
-      signal
+      signal,
+      ...tty
     }).catch(async (err: Error) => {
       await line({ err: `${err.message}\n` })
       return 1

@@ -421,7 +421,8 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
         const empty = join(dir, 'fetching')
         const refused = cli(['export', pushed.root, '-o', join(dir, 'never.car'), '--repo', empty])
         expect(refused.code).toBe(1)
-        expect(refused.stderr).toContain('(ERR_EXPORT_INCOMPLETE)')
+        expect(refused.stderr).toContain('(ERR_NO_REPO)') // no repo there yet: only --fetch creates one
+        expect(existsSync(empty)).toBe(false)
         expect(existsSync(join(dir, 'never.car'))).toBe(false)
         const fetched = cli(['export', pushed.root, '-o', join(dir, 'fetched.car'), '--repo', empty, '--fetch', '--peer', peer])
         expect(fetched.code, fetched.stderr).toBe(0)

@@ -84,7 +84,8 @@ export function exportCommand (): Command {
       const target = toStdout ? undefined : resolve(flags.output)
       if (target != null && (await stat(target).catch(() => undefined))?.isDirectory() === true) throw new UsageError(`-o ${flags.output} is a directory: name the file to write`)
       const logger = createLogger(flags.logLevel)
-      const repo = await openCommandRepo(flags.repo, logger, { peers: flags.peer })
+      // --fetch stores what it fetches: then a missing repo is created
+      const repo = await openCommandRepo(flags.repo, logger, { peers: flags.peer, create: flags.fetch === true })
       const ac = new AbortController()
       const stopListening = cancelOn(ac)
       const progress = new ProgressLine('export', liveProgress(flags.progress))
@@ -141,7 +142,7 @@ export function importCommand (): Command {
       const logger = createLogger(flags.logLevel)
       // opened before the repo: a wrong path fails without touching it
       const input = file === '-' ? process.stdin : await openInput(resolve(file))
-      const repo = await openCommandRepo(flags.repo, logger)
+      const repo = await openCommandRepo(flags.repo, logger, { create: true })
       const ac = new AbortController()
       const stopListening = cancelOn(ac)
       const progress = new ProgressLine('import', liveProgress(flags.progress))

@@ -50,7 +50,7 @@ export function daemonCommand (runCli: RunCli): Command {
       const logger = createLogger(config.logLevel as LogLevel)
       const d = new Daemon({
         logger,
-        runCommand: async (argv, io) => await runCli(argv, { stdout: io.stdout, stderr: io.stderr, repo: io.repo, signal: io.signal, layerStats: io.layerStats, ...(io.warmLayers != null ? { warmLayers: io.warmLayers } : {}) })
+        runCommand: async (argv, io) => await runCli(argv, { stdout: io.stdout, stderr: io.stderr, stdoutIsTTY: io.stdoutIsTTY, stderrIsTTY: io.stderrIsTTY, config, repo: io.repo, signal: io.signal, layerStats: io.layerStats, ...(io.warmLayers != null ? { warmLayers: io.warmLayers } : {}) })
       }, config)
       await d.start()
       const mirror = d.mirrorServer != null ? `, mirror on ${d.mirrorServer.url}` : ''

@@ -1,13 +1,22 @@
 import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
-import { AmbiguousImageError, IpfsImageReader, ImageNotInRepoError, getPin, parseIpfsRef, unpinRoot } from '../../ipfs/index.js'
+import { DEFAULTS as DAEMON_DEFAULTS } from '../../daemon/index.js'
+import { AmbiguousImageError, IpfsImageReader, ImageNotInRepoError, getPin, parseIpfsRef, unpinRoot, type ImageRecord } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { resolveImages } from '../../oci/index.js'
+import { commandContext } from '../context.js'
+import { NoPeerHasCidError, noPeerHasCid, parseNonNegativeInt } from '../errors.js'
 import { logLevelOption } from '../options.js'
-import { printJson } from '../output.js'
+import { printJson, stdoutIsTTY, writeStdout } from '../output.js'
 import { openCommandRepo } from '../repo.js'
+import { formatTable } from '../table.js'
 
-interface Flags { repo?: string, logLevel: LogLevel, offline?: boolean }
+interface Flags { repo?: string, logLevel: LogLevel, offline?: boolean, timeout?: number, json?: boolean }
+
+/** How long the image's metadata may take to arrive: `--timeout`, else the daemon's `[ipfs] find_timeout_sec` (or its default). */
+export function findTimeoutSec (flag: number | undefined): number {
+  return flag ?? commandContext.getStore()?.config?.ipfs.findTimeoutSec ?? DAEMON_DEFAULTS.ipfs.findTimeoutSec
+}
 
 function inspectCommand (): Command {
   return new Command('inspect')
@@ -15,12 +24,23 @@ function inspectCommand (): Command {
     .argument('<cid>', 'root CID (ipfs://CID, /ipfs/CID or CID): an OCI layout directory or a descriptor JSON')
     .option('--repo <dir>', 'repo of the embedded node')
     .option('--offline', 'only use blocks already in the repo')
+    .option('--timeout <sec>', `fail with "no peer has CID …" when the image's index, manifest and config have not arrived after this many seconds (default: [ipfs] find_timeout_sec, ${DAEMON_DEFAULTS.ipfs.findTimeoutSec})`, parseNonNegativeInt('--timeout'))
     .addOption(logLevelOption())
     .action(async (ref: string, flags: Flags) => {
+      const root = parseIpfsRef(ref)
       const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
+      const seconds = findTimeoutSec(flags.timeout)
+      const finding = AbortSignal.timeout(seconds * 1000)
       try {
-        const source = await IpfsImageReader.open(repo.node.blocks, ref, { offline: flags.offline })
-        const r = await resolveImages(source)
+        let source: IpfsImageReader
+        let r: Awaited<ReturnType<typeof resolveImages>>
+        try {
+          source = await IpfsImageReader.open(repo.node.blocks, root, { offline: flags.offline, signal: finding })
+          r = await resolveImages(source, { signal: finding })
+        } catch (err) {
+          if (finding.aborted) throw new NoPeerHasCidError(noPeerHasCid(root.toString(), seconds, repo.node.helia.libp2p.getPeers().length), { cause: err })
+          throw err
+        }
         const images = []
         for (const img of r.images) {
           images.push({
@@ -43,15 +63,35 @@ function inspectCommand (): Command {
     })
 }
 
+/** Bytes as people read them: 1.2 MB, 512 kB. */
+export function humanBytes (n: number | undefined): string {
+  if (n == null) return '-'
+  const units = ['B', 'kB', 'MB', 'GB', 'TB']
+  let i = 0
+  let v = n
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++ }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`
+}
+
+/** The table `image ls` shows on a terminal: one row an image, its source name kept whole (tag included). */
+export function imageTable (images: ImageRecord[]): string {
+  return formatTable(['ROOT CID', 'NAME', 'TAGS', 'SIZE', 'CREATED'], images.map(i => [
+    i.root, i.name, (i.tags ?? []).join(',') || '-', humanBytes(i.size), i.created.replace(/\.\d+Z$/, 'Z')
+  ]))
+}
+
 function lsCommand (): Command {
   return new Command('ls')
-    .description('list the images published in or imported into the repo, one JSON line each')
+    .description('list the images published in or imported into the repo: a table on a terminal, one JSON line each otherwise or with --json')
     .option('--repo <dir>', 'repo of the embedded node')
+    .option('--json', 'one JSON line an image, also on a terminal')
     .addOption(logLevelOption())
     .action(async (flags: Flags) => {
       const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
       try {
-        for (const img of repo.index.images.list()) await printJson(img)
+        const images = repo.index.images.list()
+        if (flags.json !== true && stdoutIsTTY()) await writeStdout(imageTable(images))
+        else for (const img of images) await printJson(img)
       } finally {
         await repo.close()
       }

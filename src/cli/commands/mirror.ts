@@ -32,7 +32,7 @@ export function tagCommand (): Command {
       if (flags.delete !== true && ref == null) throw new UsageError('tag takes CID NAME:TAG')
       const { name, tag } = parseNameTag(nameTag)
       const root = ref != null ? parseIpfsRef(ref).toString() : undefined
-      const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
+      const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel), { create: true }) // writes the index
       try {
         if (root == null) {
           if (!repo.index.tags.delete(name, tag)) throw new UsageError(`${name}:${tag} names no image`)

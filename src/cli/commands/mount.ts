@@ -1,17 +1,17 @@
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { mkdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises'
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
 import { ChunkCache, LayerMounter, MountManager, lazyUnmount } from '../../fs/index.js'
-import { loadConfig, nodeOptionsFor } from '../../daemon/index.js'
-import { IpfsImageReader, parseIpfsRef, pinRoot, resolveRepoPath } from '../../ipfs/index.js'
+import { DEFAULTS as DAEMON_DEFAULTS, loadConfig, nodeOptionsFor } from '../../daemon/index.js'
+import { IpfsImageReader, REPO_DEFAULTS, parseIpfsRef, pinRoot, resolveRepoPath } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { hostPlatform, parsePlatform, resolveImages } from '../../oci/index.js'
 import { IpfsSource, ReadaheadSource } from '../../source/index.js'
-import { MountOpenTimeoutError, UmountTimeoutError, UsageError, parseNonNegativeInt } from '../errors.js'
+import { MountOpenTimeoutError, UmountTimeoutError, UsageError, noPeerHasCid, parseNonNegativeInt, requireRoot } from '../errors.js'
 import { DEFAULTS, collect, logLevelOption } from '../options.js'
 import { openCommandRepo } from '../repo.js'
 
@@ -23,7 +23,7 @@ const USER_MOUNT_OPTIONS = 'ro,nosuid,nodev'
 interface MountFlags {
   repo?: string
   config?: string
-  openTimeout: number
+  openTimeout?: number
   layer?: number
   platform?: string
   peer: string[]
@@ -32,9 +32,33 @@ interface MountFlags {
   logLevel: LogLevel
 }
 
+/** A mountpoint's key: its state folder's and its pointer's name. */
+function mountKey (mountpoint: string): string {
+  return createHash('sha256').update(resolve(mountpoint)).digest('hex').slice(0, 16)
+}
+
 /** Per-mountpoint state under the repo: the layer mountpoints and the pid of the mount process. */
 function stateDir (repo: string, mountpoint: string): string {
-  return join(repo, 'mounts', createHash('sha256').update(resolve(mountpoint)).digest('hex').slice(0, 16))
+  return join(repo, 'mounts', mountKey(mountpoint))
+}
+
+/**
+ * A symlink from the mountpoint's key to its state folder, outside any repo, so `umount DIR`
+ * finds the mount whatever repo it was made from. Best effort: without it (no /run, not
+ * root), `umount` needs the mount's `--repo`.
+ */
+function pointerOf (mountpoint: string): string {
+  return join(DEFAULTS.mountPointerDir, mountKey(mountpoint))
+}
+
+/** The state folder of the mount at `mountpoint`: `--repo`'s, else the one its pointer names, else the default repo's. */
+async function findState (mountpoint: string, repoFlag: string | undefined): Promise<string> {
+  if ((repoFlag ?? '') !== '' || (process.env[REPO_DEFAULTS.envVar] ?? '') !== '') return stateDir(resolveRepoPath(repoFlag), mountpoint)
+  const pointed = await readlink(pointerOf(mountpoint)).catch(() => undefined)
+  // umount signals the pid found there and removes the folder: only a mount state folder of
+  // this mountpoint is followed (`<repo>/mounts/<key>`), whatever else the link says
+  if (pointed != null && isAbsolute(pointed) && basename(pointed) === mountKey(mountpoint) && basename(dirname(pointed)) === 'mounts') return pointed
+  return stateDir(resolveRepoPath(undefined), mountpoint)
 }
 
 function mountCommand (): Command {
@@ -47,15 +71,18 @@ function mountCommand (): Command {
     .option('--platform <os/arch>', 'platform of a multi-platform image (default: this machine\'s)')
     .option('--peer <multiaddr>', 'peer to fetch blocks from (repeatable)', collect, [])
     .option('--config <file>', 'take the node\'s [ipfs] settings from this daemon configuration: listen, peers, bootstrap, mDNS, the DHT, the swarm key (none by default: the mount only fetches, from --peer)')
-    .option('--open-timeout <sec>', 'the image\'s index, manifest and config must arrive within this many seconds, else the mount fails (no peer has them, or none can be reached)', parseNonNegativeInt('--open-timeout'), DEFAULTS.mountOpenTimeoutSec)
+    .option('--open-timeout <sec>', `the image's index, manifest and config must arrive within this many seconds, else the mount fails with "no peer has CID …" (default: --config's [ipfs] find_timeout_sec, ${DAEMON_DEFAULTS.ipfs.findTimeoutSec})`, parseNonNegativeInt('--open-timeout'))
     .option('--no-prefetch', 'do not wait for the prioritized files at mount')
     .option('--no-background-fetch', 'do not fetch the rest of each layer in the background')
     .addOption(logLevelOption())
     .action(async (ref: string, mountpoint: string, flags: MountFlags) => {
+      requireRoot('mount') // FUSE with allow_other, overlayfs, bind mounts: checked before the repo is touched
       const logger = createLogger(flags.logLevel)
       const target = resolve(mountpoint)
-      const nodeOptions = flags.config != null ? await nodeOptionsFor((await loadConfig(flags.config)).ipfs) : {}
-      const repo = await openCommandRepo(flags.repo, logger, { ...nodeOptions, peers: [...(nodeOptions.peers ?? []), ...flags.peer] })
+      const config = flags.config != null ? await loadConfig(flags.config) : undefined
+      const nodeOptions = config != null ? await nodeOptionsFor(config.ipfs) : {}
+      const openTimeout = flags.openTimeout ?? config?.ipfs.findTimeoutSec ?? DAEMON_DEFAULTS.ipfs.findTimeoutSec
+      const repo = await openCommandRepo(flags.repo, logger, { ...nodeOptions, peers: [...(nodeOptions.peers ?? []), ...flags.peer], create: true })
       const state = stateDir(repo.path, target)
       await mkdir(state, { recursive: true })
       const mounts = new MountManager({ logger }, { root: state })
@@ -76,21 +103,22 @@ function mountCommand (): Command {
         await mounts.stop()
         await cache.stop?.()
         await rm(join(state, 'pid'), { force: true })
+        await rmPointer(target, state)
         await repo.close()
       }
       try {
         // with the DHT: connect to who holds the image before its first block is asked for
         const root = parseIpfsRef(ref)
         await repo.node.discovery.connectProviders(root)
-        const opening = AbortSignal.timeout(flags.openTimeout * 1000)
+        const opening = AbortSignal.timeout(openTimeout * 1000)
         let source: IpfsImageReader
         let image: Awaited<ReturnType<typeof resolveImages>>['images'][number]
         try {
           source = await IpfsImageReader.open(repo.node.blocks, ref, { signal: opening })
-          const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined) })
-          image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform() })).images[0]
+          const res = await resolveImages(source, { platform: flags.platform != null ? parsePlatform(flags.platform) : (undefined), signal: opening })
+          image = res.images.length === 1 ? res.images[0] : (await resolveImages(source, { platform: hostPlatform(), signal: opening })).images[0]
         } catch (err) {
-          if (opening.aborted) throw new MountOpenTimeoutError(`${ref}: the image's index, manifest and config did not arrive within ${flags.openTimeout} s (no peer that has them is connected)`, { cause: err })
+          if (opening.aborted) throw new MountOpenTimeoutError(noPeerHasCid(root.toString(), openTimeout, repo.node.helia.libp2p.getPeers().length), { cause: err })
           throw err
         }
         const layers = image.layers
@@ -123,6 +151,10 @@ function mountCommand (): Command {
         // this node holds (part of) the image now: peers may find it here
         void repo.node.discovery.provide([root, ...await Promise.all(layers.map(async l => await source.cidOf(l)))])
         await writeFile(join(state, 'pid'), String(process.pid))
+        await mkdir(DEFAULTS.mountPointerDir, { recursive: true, mode: 0o700 }).then(async () => {
+          await rm(pointerOf(target), { force: true })
+          await symlink(state, pointerOf(target))
+        }).catch((err: Error) => { logger.warn({ err: err.message }, 'mount: no pointer for `umount` without --repo') })
         process.stderr.write(`ipfs-estargz: ${ref} mounted at ${target} (${flags.layer != null ? `layer ${flags.layer}` : `${layers.length} layers`}); Ctrl-C or \`ipfs-estargz umount ${target}\` to unmount\n`)
         await new Promise<void>(resolve => {
           process.once('SIGINT', resolve)
@@ -138,10 +170,11 @@ function umountCommand (): Command {
   return new Command('umount')
     .description('unmount what `ipfs-estargz mount` mounted (also cleans up after a crashed mount)')
     .argument('<mountpoint>', 'the mountpoint given to mount')
-    .option('--repo <dir>', 'repo the mount was made from')
+    .option('--repo <dir>', 'repo the mount was made from (default: found from the mountpoint)')
     .action(async (mountpoint: string, flags: { repo?: string }) => {
+      requireRoot('umount')
       const target = resolve(mountpoint)
-      const state = stateDir(resolveRepoPath(flags.repo), target)
+      const state = await findState(target, flags.repo)
       const pid = Number(await readFile(join(state, 'pid'), 'utf8').catch(() => 'NaN'))
       if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
         process.kill(pid, 'SIGTERM')
@@ -157,7 +190,14 @@ function umountCommand (): Command {
         if (await lazyUnmount(at).then(() => false, () => true)) break
       }
       await rm(state, { recursive: true, force: true })
+      await rmPointer(target, state)
     })
+}
+
+/** Removes the mountpoint's pointer if it still names this state folder (another mount may have taken the mountpoint since). */
+async function rmPointer (mountpoint: string, state: string): Promise<void> {
+  const p = pointerOf(mountpoint)
+  if (await readlink(p).catch(() => undefined) === state) await rm(p, { force: true })
 }
 
 function processAlive (pid: number): boolean {

@@ -52,7 +52,7 @@ export function pullCommand (): Command {
     .addOption(logLevelOption())
     .action(async (ref: string, flags: PullFlags) => {
       const logger = createLogger(flags.logLevel)
-      const repo = await openCommandRepo(flags.repo, logger)
+      const repo = await openCommandRepo(flags.repo, logger, { create: true })
       const client = ContainerdClient.create({ address: flags.address, namespace: flags.namespace })
       const ac = new AbortController()
       const stopListening = cancelOn(ac)
