@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
 import { containerdConfigSnippet, containerdDropIn, mergeContainerdConfig, type ContainerdMajor } from '../../containerd/index.js'
-import { DEFAULTS, Daemon, apiAddressFor, loadConfig, type DaemonConfig } from '../../daemon/index.js'
+import { DEFAULTS, Daemon, apiAddressFor, loadConfig, sdNotifier, type DaemonConfig } from '../../daemon/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { DEFAULTS as MIRROR_DEFAULTS, hostsToml, parseAddress } from '../../mirror/index.js'
 import type { CommandContext } from '../context.js'
@@ -47,6 +47,7 @@ export function daemonCommand (runCli: RunCli): Command {
         if (typeof flags.mirror === 'string') config.mirror.address = flags.mirror
       }
       const logger = createLogger(config.logLevel as LogLevel)
+      const notify = sdNotifier({ logger }) // before anything is spawned: children must not inherit $NOTIFY_SOCKET
       const d = new Daemon({
         logger,
         runCommand: async (argv, io) => await runCli(argv, { stdout: io.stdout, stderr: io.stderr, repo: io.repo, signal: io.signal, ...(io.warmLayers != null ? { warmLayers: io.warmLayers } : {}) })
@@ -54,11 +55,13 @@ export function daemonCommand (runCli: RunCli): Command {
       await d.start()
       const mirror = d.mirrorServer != null ? `, mirror on ${d.mirrorServer.url}` : ''
       process.stderr.write(`ipfs-estargz daemon: snapshotter on ${config.address}, control API on ${apiAddressFor(config)}${mirror}, repo ${config.root}\n`)
+      await notify.ready(`serving: snapshotter on ${config.address}`)
       await new Promise<void>(resolve => {
         process.once('SIGTERM', resolve)
         process.once('SIGINT', resolve)
       })
       logger.info('stopping')
+      await notify.stopping()
       await d.stop()
     })
   return daemon
