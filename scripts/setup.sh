@@ -46,6 +46,9 @@ want_stamp="$(sha256sum package-lock.json | cut -d' ' -f1) $(node -p 'process.ve
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want_stamp" ]; then
   echo "setup: npm ci" >&2
   npm ci --no-audit --no-fund >&2
+  # npm runs package.json's `dependencies` script after it changes node_modules; said here too,
+  # as the patch must be in place (and, bundled, in the packed tarball) whatever npm decides
+  node scripts/patch-xsalsa20.cjs >&2
   echo "$want_stamp" > "$stamp"
 fi
 

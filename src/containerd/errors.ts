@@ -55,6 +55,9 @@ export class NotLazyError extends ContainerdError {
   }
 }
 
+/** A containerd config we were asked to merge into cannot take our settings (not TOML, another version). */
+export class ContainerdConfigError extends ContainerdError { static readonly code = 'ERR_CONTAINERD_CONFIG' }
+
 interface GrpcLikeError { code?: unknown, details?: unknown, message?: unknown }
 
 /**

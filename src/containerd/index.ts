@@ -12,4 +12,4 @@ export { SnapshotsClient, type SnapshotInfo, type SnapshotKind } from './snapsho
 export { NamespacesClient, type Namespace } from './namespaces.js'
 export type { CallContext, CallOptions } from './rpc.js'
 export { pullImage, DEFAULTS as PULL_DEFAULTS, type PullOptions, type PullResult, type PulledLayer, type PullEvent, type PullLayerContext, type PullReader } from './pull.js'
-export { containerdConfigSnippet, DEFAULTS as CONFIG_DEFAULTS, type ContainerdConfigOptions } from './config.js'
+export { containerdConfigSnippet, containerdDropIn, mergeContainerdConfig, DEFAULTS as CONFIG_DEFAULTS, type ContainerdConfigOptions, type ContainerdMajor } from './config.js'

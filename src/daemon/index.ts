@@ -8,3 +8,4 @@ export { Daemon, apiAddressFor, fuseManagerAddressFor, type DaemonComponents, ty
 export { DEFAULTS, loadConfig, type DaemonConfig } from './config.js'
 export { nodeOptionsFor, HeldImages } from './p2p.js'
 export type { LayerStats } from './layer-stats.js'
+export { sdNotifier, DEFAULTS as SD_NOTIFY_DEFAULTS, type SdNotifier } from './sd-notify.js'

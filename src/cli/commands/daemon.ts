@@ -1,9 +1,11 @@
-import { Command } from 'commander'
-import { containerdConfigSnippet } from '../../containerd/index.js'
-import { DEFAULTS, Daemon, apiAddressFor, loadConfig, type DaemonConfig } from '../../daemon/index.js'
+import { readFile } from 'node:fs/promises'
+import { Command, Option } from 'commander'
+import { containerdConfigSnippet, containerdDropIn, mergeContainerdConfig, type ContainerdMajor } from '../../containerd/index.js'
+import { DEFAULTS, Daemon, apiAddressFor, loadConfig, sdNotifier, type DaemonConfig } from '../../daemon/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { DEFAULTS as MIRROR_DEFAULTS, hostsToml, parseAddress } from '../../mirror/index.js'
 import type { CommandContext } from '../context.js'
+import { UsageError } from '../errors.js'
 import { DEFAULTS as CLI_DEFAULTS, collect, logLevelOption } from '../options.js'
 import { printJson, writeStdout } from '../output.js'
 import { openCommandRepo } from '../repo.js'
@@ -48,6 +50,7 @@ export function daemonCommand (runCli: RunCli): Command {
         if (typeof flags.mirror === 'string') config.mirror.address = flags.mirror
       }
       const logger = createLogger(config.logLevel as LogLevel)
+      const notify = sdNotifier({ logger }) // before anything is spawned: children must not inherit $NOTIFY_SOCKET
       const d = new Daemon({
         logger,
         runCommand: async (argv, io) => await runCli(argv, { stdout: io.stdout, stderr: io.stderr, stdoutIsTTY: io.stdoutIsTTY, stderrIsTTY: io.stderrIsTTY, config, repo: io.repo, signal: io.signal, layerStats: io.layerStats, ...(io.warmLayers != null ? { warmLayers: io.warmLayers } : {}) })
@@ -56,11 +59,13 @@ export function daemonCommand (runCli: RunCli): Command {
       const mirror = d.mirrorServer != null ? `, mirror on ${d.mirrorServer.url}` : ''
       const http = d.httpListener != null ? `, metrics on ${d.httpListener.url}/metrics` : ''
       process.stderr.write(`ipfs-estargz daemon: snapshotter on ${config.address}, control API on ${apiAddressFor(config)}${mirror}${http}, repo ${config.root}\n`)
+      await notify.ready(`serving: snapshotter on ${config.address}`)
       await new Promise<void>(resolve => {
         process.once('SIGTERM', resolve)
         process.once('SIGINT', resolve)
       })
       logger.info('stopping')
+      await notify.stopping()
       await d.stop()
     })
   return daemon
@@ -82,19 +87,35 @@ export function idCommand (): Command {
 
 export function containerdConfigCommand (): Command {
   return new Command('containerd-config')
-    .description('print the containerd configuration snippet that registers ipfs-estargz as a proxy snapshotter, or with --mirror the hosts.toml that pulls through the node\'s mirror')
+    .description('print the containerd configuration that registers ipfs-estargz as a proxy snapshotter (a snippet, an existing config merged, or a drop-in for `imports`), or with --mirror the hosts.toml that pulls through the node\'s mirror')
     .option('--address <sock|host:port>', `snapshotter socket (default ${DEFAULTS.address}); with --mirror the mirror's HOST:PORT (default ${MIRROR_DEFAULTS.address})`)
     .option('--no-cri', 'leave out the Kubernetes (CRI) settings')
+    .addOption(new Option('--containerd-version <major>', 'containerd 1 (1.6/1.7, config version 2) or 2 (config version 3)').choices(['1', '2']).default('1'))
+    .option('--merge <config.toml>', 'print this containerd config (e.g. from `containerd config default`) with the settings merged in; `-` reads stdin')
+    .option('--drop-in', 'print a file for containerd\'s `imports` (proxy plugin only: containerd replaces a whole plugin section from an import, so the CRI settings go into the main config)')
     .option('--mirror', 'print the hosts.toml that makes containerd pull through the mirror (plain HTTP)')
     .option('--https', 'with --mirror: the mirror serves HTTPS ([mirror] tls_cert)')
     .option('--upstream <registry>', 'with --mirror: the registry the mirror stands in front of (docker.io, ghcr.io, …): containerd falls back to it on a 404')
-    .action(async (flags: { address?: string, cri: boolean, mirror?: boolean, https?: boolean, upstream?: string }) => {
+    .action(async (flags: { address?: string, cri: boolean, containerdVersion: '1' | '2', merge?: string, dropIn?: boolean, mirror?: boolean, https?: boolean, upstream?: string }) => {
       if (flags.mirror === true) {
         const address = flags.address ?? MIRROR_DEFAULTS.address
         parseAddress(address) // a clear error for anything but HOST:PORT
         await writeStdout(hostsToml({ mirror: `${flags.https === true ? 'https' : 'http'}://${address}`, upstream: flags.upstream }))
         return
       }
-      await writeStdout(containerdConfigSnippet({ address: flags.address ?? DEFAULTS.address, cri: flags.cri }))
+      if (flags.merge != null && flags.dropIn === true) throw new UsageError('--merge and --drop-in are two different outputs: choose one')
+      const options = { address: flags.address ?? DEFAULTS.address, cri: flags.cri, containerdVersion: Number(flags.containerdVersion) as ContainerdMajor }
+      if (flags.dropIn === true) return await writeStdout(containerdDropIn(options))
+      if (flags.merge != null) {
+        const existing = flags.merge === '-' ? await readStdin() : await readFile(flags.merge, 'utf8')
+        return await writeStdout(mergeContainerdConfig(existing, options))
+      }
+      await writeStdout(containerdConfigSnippet(options))
     })
+}
+
+async function readStdin (): Promise<string> {
+  const parts: Buffer[] = []
+  for await (const chunk of process.stdin) parts.push(chunk as Buffer)
+  return Buffer.concat(parts).toString('utf8')
 }
