@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BaseBlockstore } from 'blockstore-core'
 import type { Pair } from 'interface-blockstore'
@@ -15,6 +15,14 @@ import { NotFoundError, type RepoBlockstore } from './stores.js'
 export const DEFAULTS = {
   /** Bytes queued for writing at most: a `put` past it waits (the writer runs this far ahead of the disk). */
   maxPendingBytes: 32 << 20,
+  /**
+   * Free bytes kept on the filesystem: a write that would leave less fails with NoSpaceError
+   * before it starts, so the index's own commits always find room (an LMDB commit that runs out
+   * of space is noisy and fails every write queued with it).
+   */
+  reserveBytes: 1 << 20,
+  /** Free space is asked of the filesystem again after this long, or once the last answer is nearly used up. */
+  statfsIntervalMs: 1000,
   /** Adjacent blocks written with one `pwrite`, up to this many bytes. */
   writeBatchBytes: 1 << 20,
   /** A pack is closed and a new one started past this size. */
@@ -103,6 +111,10 @@ export class PackBlockstore extends BaseBlockstore {
   private batch: Array<{ k: Buffer, pk: string, cid: CID, bytes: Uint8Array, entry: Entry, fetched: boolean, done: () => void }> = []
   private batchBytes = 0
   private batchTimer?: NodeJS.Immediate
+  /** Free bytes at the last statfs, less what was written since, and when it was asked. */
+  private free = { bytes: 0, at: 0 }
+  private writing = 0
+  private spaceCheck: Promise<void> = Promise.resolve()
   private readonly pending = new Map<string, { bytes: Uint8Array, write: Promise<void> }>()
   private pendingBytes = 0
   private readonly drained: Array<() => void> = []
@@ -127,7 +139,7 @@ export class PackBlockstore extends BaseBlockstore {
     try {
       await mkdir(packsDir, { recursive: true })
       // encoding 'binary': entries are stored as given; no cache of decoded values.
-      this.env = openLmdb({ path: join(this.path, DEFAULTS.indexFile), noSubdir: true, encoding: 'binary', keyEncoding: 'binary', cache: false })
+      this.env = openLmdb({ path: join(this.path, DEFAULTS.indexFile), noSubdir: true, encoding: 'binary', keyEncoding: 'binary', cache: false, overlappingSync: false })
       this.index = this.env as unknown as Database<Buffer, Buffer>
       let last = 0
       for (const name of await readdir(packsDir)) {
@@ -238,7 +250,13 @@ export class PackBlockstore extends BaseBlockstore {
     const p = this.packs.get(first.pack) as NonNullable<ReturnType<typeof this.packs.get>>
     const buf = items.length === 1 ? items[0].bytes : Buffer.concat(items.map(i => i.bytes))
     ;(async () => {
-      const { bytesWritten } = await p.fh.write(buf, 0, buf.byteLength, first.offset)
+      await this.checkSpace(buf.byteLength, first.pack)
+      let bytesWritten: number
+      try {
+        ({ bytesWritten } = await p.fh.write(buf, 0, buf.byteLength, first.offset))
+      } finally {
+        this.writing -= buf.byteLength
+      }
       if (bytesWritten !== buf.byteLength) throw new NoSpaceError(this.path, 'ENOSPC')
       // Entries only once their bytes are written; lmdb-js commits these in one transaction.
       await Promise.all(items.map(async i => {
@@ -253,6 +271,25 @@ export class PackBlockstore extends BaseBlockstore {
     }).finally(() => {
       for (const i of items) this.settle(i.pk, i.bytes.byteLength, i.done)
     })
+  }
+
+  /**
+   * Throws NoSpaceError when writing `n` bytes would leave less than `reserveBytes` free. Checks
+   * run one at a time and count the bytes of writes still under way (statfs does not see them).
+   */
+  private async checkSpace (n: number, pack: number): Promise<void> {
+    const check = this.spaceCheck.then(async () => {
+      const need = n + DEFAULTS.reserveBytes
+      if (Date.now() - this.free.at > DEFAULTS.statfsIntervalMs || this.free.bytes < need * 2) {
+        const st = await statfs(this.path)
+        this.free = { bytes: st.bavail * st.bsize - this.writing, at: Date.now() }
+      }
+      if (this.free.bytes < need) throw new NoSpaceError(join(this.path, DEFAULTS.packsDir, packName(pack)), 'ENOSPC')
+      this.free.bytes -= n
+      this.writing += n
+    })
+    this.spaceCheck = check.catch(() => {})
+    await check
   }
 
   private settle (pk: string, n: number, done: () => void): void {
@@ -270,6 +307,8 @@ export class PackBlockstore extends BaseBlockstore {
   }
 
   private spaceError (err: unknown, path: string): unknown {
+    // lmdb-js hangs the cause of a failed commit on it as a promise nobody else awaits.
+    ;(err as { commitError?: Promise<unknown> } | undefined)?.commitError?.catch(() => {})
     if (err instanceof NoSpaceError) return err
     const errno = spaceErrno(err)
     return errno != null ? new NoSpaceError(path, errno, { cause: err }) : err
