@@ -13,6 +13,7 @@ import { debianImageNeeds, debianPythonImage, type DebianPythonImage } from '../
 import { stopFuseManager } from '../../scripts/fixtures/daemon.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
+import { blockKeys } from '../../scripts/fixtures/repo-blocks.js'
 
 /**
  * The round trip across an air gap, with the debootstrap + python3 image: pushed on node A (the
@@ -113,11 +114,7 @@ async function sha256File (path: string): Promise<string> {
 }
 
 async function blockCount (repo: string): Promise<number> {
-  let n = 0
-  for (const d of await readdir(join(repo, 'blocks')).catch(() => [] as string[])) {
-    n += (await readdir(join(repo, 'blocks', d)).catch(() => [] as string[])).filter(f => f.endsWith('.data')).length
-  }
-  return n
+  return (await blockKeys(repo)).length
 }
 
 /** Resolves when `proc`'s stderr has printed `text`. */
