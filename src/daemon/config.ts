@@ -63,7 +63,13 @@ export const DEFAULTS = {
     /** Discovered peers are dialled while fewer than this many peers are connected. */
     maxPeers: 64,
     /** Seconds between announcements in the DHT of images not yet announced (a failed one is tried again). */
-    provideIntervalSec: 60
+    provideIntervalSec: 60,
+    /**
+     * The blockstore of a repo that has none yet: 'pack' (blocks appended to pack files, an LMDB
+     * index), 'lmdb' (blocks in one LMDB file) or 'fs' (blockstore-fs, a file per block). A repo
+     * keeps the store it has (docs/ipfs.md#the-blockstore). The same as ipfs's default, written out.
+     */
+    blockstore: 'pack'
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,
