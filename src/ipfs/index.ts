@@ -17,3 +17,5 @@ export { UnixfsFileReader, collectBlock, verifyBlock, decodeFileNode, type Block
 export { walkDag } from './walk.js'
 export { Discovery, DEFAULTS as DISCOVERY_DEFAULTS, type DiscoveryOptions, type DiscoveryStats } from './discovery.js'
 export { generateSwarmKey, parseSwarmKey, readSwarmKey, SWARM_KEY } from './swarm-key.js'
+export { createLocalBlockstore, BLOCKSTORE_KINDS, DEFAULTS as BLOCKSTORE_DEFAULTS, type BlockstoreKind, type LocalBlockstore } from './local-blockstore.js'
+export { PackBlockstore, DEFAULTS as PACK_BLOCKSTORE_DEFAULTS } from './pack-blockstore.js'
