@@ -108,7 +108,9 @@ export class PackBlockstore extends BaseBlockstore {
   private active = 0
   private rolling?: Promise<void>
   /** Blocks with an offset, not yet written (`writeBatch`). */
-  private batch: Array<{ k: Buffer, pk: string, cid: CID, bytes: Uint8Array, entry: Entry, fetched: boolean, done: () => void }> = []
+  private batch: Array<{ k: Buffer, pk: string, cid: CID, bytes: Uint8Array, entry: Entry, fetched: boolean, from?: number, done: () => void }> = []
+  /** Keys being deleted: a compaction's copy of one must not put its entry back. */
+  private readonly deleting = new Set<string>()
   private batchBytes = 0
   private batchTimer?: NodeJS.Immediate
   /** Free bytes at the last statfs, less what was written since, and when it was asked. */
@@ -205,7 +207,7 @@ export class PackBlockstore extends BaseBlockstore {
   }
 
   /** Queues the write; resolves once it is queued (a new pack may have to be opened first). */
-  private async enqueue (cid: CID, bytes: Uint8Array, fetched = false): Promise<void> {
+  private async enqueue (cid: CID, bytes: Uint8Array, fetched = false, from?: number): Promise<void> {
     const k = keyOf(cid)
     const pk = pendingKey(cid)
     let done: () => void = () => {}
@@ -226,7 +228,7 @@ export class PackBlockstore extends BaseBlockstore {
       const entry: Entry = { pack: this.active, offset: p.size, length: bytes.byteLength }
       p.size += bytes.byteLength // the offset is ours from here: later puts write after it
       if (this.batch.length > 0 && this.batch[0].entry.pack !== entry.pack) this.writeBatch()
-      this.batch.push({ k, pk, cid, bytes, entry, fetched, done })
+      this.batch.push({ k, pk, cid, bytes, entry, fetched, from, done })
       this.batchBytes += bytes.byteLength
       if (this.batchBytes >= DEFAULTS.writeBatchBytes) this.writeBatch()
       else this.batchTimer ??= setImmediate(() => { this.writeBatch() })
@@ -260,6 +262,11 @@ export class PackBlockstore extends BaseBlockstore {
       if (bytesWritten !== buf.byteLength) throw new NoSpaceError(this.path, 'ENOSPC')
       // Entries only once their bytes are written; lmdb-js commits these in one transaction.
       await Promise.all(items.map(async i => {
+        if (i.from != null) {
+          // a compaction's copy: only while the entry still points into the pack being compacted
+          const cur = this.db.getBinary(i.k)
+          if (cur == null || decodeEntry(cur).pack !== i.from || this.deleting.has(i.pk)) return
+        }
         await this.db.put(i.k, encodeEntry(i.entry))
         p.live += i.entry.length
       }))
@@ -340,6 +347,10 @@ export class PackBlockstore extends BaseBlockstore {
   }
 
   override async * get (key: CID, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array> {
+    yield * this.getBlock(key, options)
+  }
+
+  private async * getBlock (key: CID, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array> {
     const held = this.pending.get(pendingKey(key))
     if (held != null) {
       yield held.bytes
@@ -387,10 +398,14 @@ export class PackBlockstore extends BaseBlockstore {
     const v = this.db.getBinary(k)
     if (v != null) {
       const e = decodeEntry(v)
+      const pk = pendingKey(key)
+      this.deleting.add(pk)
       try {
         await this.db.remove(k)
       } catch (err) {
         throw this.spaceError(err, this.path)
+      } finally {
+        this.deleting.delete(pk)
       }
       const p = this.packs.get(e.pack)
       if (p != null) p.live -= e.length
@@ -422,7 +437,7 @@ export class PackBlockstore extends BaseBlockstore {
       const bytes = await this.read(k)
       if (bytes == null) continue
       const cid = CID.createV1(raw.code, Digest.decode(k))
-      if (!this.pending.has(pendingKey(cid))) await this.enqueue(cid, bytes)
+      if (!this.pending.has(pendingKey(cid)) && !this.deleting.has(pendingKey(cid))) await this.enqueue(cid, bytes, false, n)
     }
     await this.flush()
     // Entries that still point here (a put raced the scan) keep the pack.
@@ -452,7 +467,9 @@ export class PackBlockstore extends BaseBlockstore {
         options?.signal?.throwIfAborted()
       }
       const cid = CID.createV1(raw.code, Digest.decode(Buffer.from(k)))
-      yield { cid, bytes: this.get(cid, options) }
+      const store = this
+      // read only when iterated (a GC walking CIDs must not read every block)
+      yield { cid, bytes: (async function * () { yield * store.getBlock(cid, options) })() }
     }
     if (this.legacy == null) return
     for await (const pair of this.legacy.getAll(options)) {
