@@ -35,6 +35,7 @@ import { startDaemon, type RunningDaemon } from '../fixtures/daemon.js'
 import { debianPythonImage } from '../fixtures/debian-image.js'
 import { cliPath, referenceDir, refstackDir } from '../fixtures/tools.js'
 import { startRegistry } from '../fixtures/registry.js'
+import { repoBlockBytes } from '../fixtures/repo-blocks.js'
 
 type Variant = 'plain' | 'optimized' | 'learned'
 const OUR_ROWS: Record<Variant, string> = {
@@ -72,7 +73,6 @@ const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
   return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
-const du = (dir: string): number => Number(spawnSync('du', ['-sb', dir], { encoding: 'utf8' }).stdout.split(/\s/)[0])
 
 /** Seconds, and bytes fetched by the end of the run (and, for ours, by the end of the pull: before the container's first read). */
 interface Sample { pull: number, run: number, fetched: number, fetchedAtPull?: number }
@@ -146,10 +146,10 @@ async function ourRows (rows: Rows, work: string, layout: string, workload: stri
         const t0 = now()
         cli(['pull', `ipfs://${cid}`, '--repo', root, '--address', c.address, '--require-lazy'])
         const t1 = now()
-        const atPull = du(join(root, 'blocks'))
+        const atPull = repoBlockBytes(root)
         await c.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', `ipfs://${cid}`, `lazy-${r}`, ...workload], { timeoutMs: 600_000 })
         const t2 = now()
-        add(rows, OUR_ROWS[variant], { pull: t1 - t0, run: t2 - t1, fetched: du(join(root, 'blocks')), fetchedAtPull: atPull })
+        add(rows, OUR_ROWS[variant], { pull: t1 - t0, run: t2 - t1, fetched: repoBlockBytes(root), fetchedAtPull: atPull })
       } finally {
         await c.stop()
         await node.stop()

@@ -79,7 +79,13 @@ export const DEFAULTS = {
      * after this many seconds fail with "no peer has CID …" (no peer connected has it, or none
      * can be reached) instead of waiting forever. Their `--timeout` / `--open-timeout` override it.
      */
-    findTimeoutSec: 60
+    findTimeoutSec: 60,
+    /**
+     * The blockstore of a repo that has none yet: 'pack' (blocks appended to pack files, an LMDB
+     * index), 'lmdb' (blocks in one LMDB file) or 'fs' (blockstore-fs, a file per block). A repo
+     * keeps the store it has (docs/ipfs.md#the-blockstore). The same as ipfs's default, written out.
+     */
+    blockstore: 'pack'
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,

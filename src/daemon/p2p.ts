@@ -13,6 +13,7 @@ export async function nodeOptionsFor (ipfs: DaemonConfig['ipfs']): Promise<Omit<
     peers: ipfs.peers,
     gateways: ipfs.gateways,
     inboundConnectionsPerSec: ipfs.inboundConnectionsPerSec,
+    blockstore: ipfs.blockstore as NonNullable<NodeOptions['blockstore']>,
     ...(ipfs.swarmKeyFile !== '' ? { psk: await readSwarmKey(ipfs.swarmKeyFile) } : {}),
     discovery: {
       bootstrap: ipfs.bootstrap,

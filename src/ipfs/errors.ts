@@ -101,6 +101,7 @@ export function spaceErrno (err: unknown): string | undefined {
   const e = err as { code?: unknown, message?: unknown } | undefined
   if (typeof e?.code === 'string' && SPACE_ERRNOS.includes(e.code)) return e.code
   if (e?.code === 'SQLITE_FULL') return 'ENOSPC'
+  if (e?.code === 28) return 'ENOSPC' // lmdb-js: the errno as a number
   const text = typeof e?.message === 'string' ? e.message : String(err)
   return SPACE_ERRNOS.find(c => text.includes(c))
 }

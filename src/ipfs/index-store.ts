@@ -40,7 +40,12 @@ export interface IndexStoreComponents {
   /** Pins keep GC from dropping an image's blocks. */
   pins: Helia['pins']
   /** The local blockstore only: the completeness check must not fetch from peers. */
-  localBlockstore: { has: (cid: CID) => Promise<boolean>, get: (cid: CID) => AsyncIterable<Uint8Array> | Iterable<Uint8Array> }
+  localBlockstore: {
+    has: (cid: CID) => Promise<boolean>
+    get: (cid: CID) => AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+    /** Resolves when every block written so far is durable (throws a write's error, e.g. a full disk). */
+    flush?: () => Promise<void>
+  }
   logger: Logger
 }
 
@@ -106,6 +111,9 @@ export class IndexStore {
     add: async (record: ImageRecord, options: { digests?: DigestMapping[], signal?: AbortSignal } = {}): Promise<void> => {
       const root = CID.parse(record.root)
       const { localBlockstore: bs } = this.components
+      // Blocks may still be queued for writing: a listed image must survive a crash right after,
+      // and a write that failed (a full disk) is reported as itself, not as a missing block.
+      await bs.flush?.()
       let blocks = 0
       for await (const _ of walkDag(root, async (cid) => {
         if (!await bs.has(cid)) throw new IncompleteImageError(record.root, cid.toString())

@@ -19,3 +19,5 @@ export { Discovery, DEFAULTS as DISCOVERY_DEFAULTS, type DiscoveryOptions, type 
 export { generateSwarmKey, parseSwarmKey, readSwarmKey, SWARM_KEY } from './swarm-key.js'
 export { Collector, GcGuard, collectGarbage, lowWater, blockKey, DEFAULTS as GC_DEFAULTS, type GcReport, type ChunkGcReport, type GcOptions, type GcComponents, type GcBlockstore, type Lease } from './gc.js'
 export { pinRoot, unpinRoot, getPin, listPins, localWalker, type PinInfo, type PinComponents } from './pins.js'
+export { createLocalBlockstore, BLOCKSTORE_KINDS, DEFAULTS as BLOCKSTORE_DEFAULTS, type BlockstoreKind, type LocalBlockstore } from './local-blockstore.js'
+export { PackBlockstore, DEFAULTS as PACK_BLOCKSTORE_DEFAULTS } from './pack-blockstore.js'

@@ -22,14 +22,13 @@ import { BlockNotFoundError, InvalidOptionError } from './errors.js'
 import { BlockFetcher, countingBlockstore, type FetchOptions, type FetcherOptions, type StageStats } from './fetcher.js'
 import { GatewayClient, type GatewayOptions } from './gateway.js'
 import { lockRepo, prepareRepo, type RepoLock } from './repo.js'
-import { RepoBlockstore, RepoDatastore } from './stores.js'
+import { createLocalBlockstore, type BlockstoreKind, type LocalBlockstore } from './local-blockstore.js'
+import { RepoDatastore } from './stores.js'
 import type { PeerId, ServiceMap } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 
 /** Node defaults, in one place. */
 export const DEFAULTS = {
-  /** Folder of the block files inside the repo. */
-  blocksDir: 'blocks',
   /** Folder of the datastore (peer key, peer store, pins, our index) inside the repo. */
   datastoreDir: 'datastore',
   /** No listening unless asked: a CLI `push` must not open ports. */
@@ -80,6 +79,8 @@ export interface NodeOptions {
   inboundConnectionsPerSec?: number
   /** Bootstrap list, mDNS, the LAN DHT and their limits (src/ipfs/discovery.ts): all off by default. */
   discovery?: DiscoveryOptions
+  /** The blockstore of a repo that has none yet (src/ipfs/local-blockstore.ts): 'lmdb' by default. */
+  blockstore?: BlockstoreKind
   logger: Logger
 }
 
@@ -100,7 +101,7 @@ export type HeliaNode = HeliaWithLibp2p<ServiceMap>
 export interface IpfsNode {
   readonly repo: string
   readonly helia: HeliaNode
-  readonly localBlockstore: RepoBlockstore
+  readonly localBlockstore: LocalBlockstore
   /**
    * Our block exchange (stage 2 of the fetch path, inside `helia.blockstore`); serves
    * `localBlockstore` to our peers. Not started when disabled: its `get` then answers undefined.
@@ -141,7 +142,13 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   const log = options.logger.child({ component: 'ipfs' })
   await prepareRepo(options.repo, log)
   const lock: RepoLock = await lockRepo(options.repo)
-  const blockstore = new RepoBlockstore(join(options.repo, DEFAULTS.blocksDir), log)
+  let blockstore: LocalBlockstore
+  try {
+    blockstore = await createLocalBlockstore(options.repo, { kind: options.blockstore }, log)
+  } catch (err) {
+    await lock.release()
+    throw err
+  }
   const datastore = new RepoDatastore(join(options.repo, DEFAULTS.datastoreDir))
   let helia: HeliaNode | undefined
   let exchange: BlockExchange | undefined

@@ -38,7 +38,7 @@ export function resolveRepoPath (flag?: string, env: NodeJS.ProcessEnv = process
 }
 
 /** Entries that make a folder a repo (or a daemon root): we may change their modes. */
-const REPO_MARKERS = ['datastore', 'blocks', 'index.sqlite']
+const REPO_MARKERS = ['datastore', 'blocks', 'blockstore', 'index.sqlite']
 
 /**
  * Creates the repo folder private (0700, private umask from now on), or tightens an existing one

@@ -25,7 +25,7 @@ async function failedPut (err: unknown, file: string): Promise<never> {
  * `err.name === 'NotFoundError'`. It stands in for that library's class (not one of ours, so not
  * on our base, and with that class's code), which is no direct dependency of ours to import.
  */
-class NotFoundError extends Error {
+export class NotFoundError extends Error {
   override readonly name = 'NotFoundError'
   readonly code = 'ERR_NOT_FOUND'
 }

@@ -105,5 +105,15 @@ describe.skipIf(needs({ root: isRoot, mount: hasCommand('mount') }))('a push tha
     }
     expect(listed()).toEqual([root])
     expect(cli(['image', 'inspect', root, '--offline', '--repo', repo]).code).toBe(0)
+
+    // Given room (the filesystem grown, the filler gone), the same repo takes the big push.
+    await rm(join(fs, 'filler'))
+    const grow = spawnSync('mount', ['-o', 'remount,size=64m', fs], { encoding: 'utf8' })
+    expect(grow.status, grow.stderr).toBe(0)
+    const again = cli(['push', `oci:${join(dir, 'big')}`, '--repo', repo])
+    expect(again.code, again.stderr).toBe(0)
+    expect(listed().sort()).toEqual([root, again.stdout.trim()].sort())
+    const pulled = cli(['image', 'inspect', again.stdout.trim(), '--offline', '--repo', repo])
+    expect(pulled.code, pulled.stderr).toBe(0)
   })
 })

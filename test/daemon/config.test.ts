@@ -28,6 +28,14 @@ describe('daemon configuration', () => {
     expect(c.address).toBe(DEFAULTS.address)
   })
 
+  it('[ipfs] blockstore: pack by default, the one ipfs uses, and the kind a new repo gets from the daemon\'s settings', async () => {
+    const { DEFAULTS: STORE_DEFAULTS } = await import('../../src/ipfs/local-blockstore.js')
+    const { nodeOptionsFor } = await import('../../src/daemon/p2p.js')
+    expect(DEFAULTS.ipfs.blockstore).toBe(STORE_DEFAULTS.kind)
+    const c = await loadConfig(await file('[ipfs]\nblockstore = "lmdb"\n'))
+    expect((await nodeOptionsFor(c.ipfs)).blockstore).toBe('lmdb')
+  })
+
   it('[mirror]: off and on loopback by default; its settings become the listener\'s options in ms', async () => {
     expect(DEFAULTS.mirror).toMatchObject({ enable: false, address: '127.0.0.1:5380', public: false, credentials: '' })
     const c = await loadConfig(await file('[mirror]\nenable = true\naddress = "0.0.0.0:5000"\npublic = true\ncredentials = "/etc/ipfs-estargz/mirror.users"\nidle_timeout_sec = 20\nmax_streams = 8\n'))

@@ -14,6 +14,7 @@ import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { stopFuseManager } from '../../scripts/fixtures/daemon.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
+import { blockKeys } from '../../scripts/fixtures/repo-blocks.js'
 
 /**
  * The round trip across an air gap, with the debootstrap + python3 image: pushed on node A (the
@@ -122,11 +123,7 @@ async function sha256File (path: string): Promise<string> {
 }
 
 async function blockCount (repo: string): Promise<number> {
-  let n = 0
-  for (const d of await readdir(join(repo, 'blocks')).catch(() => [] as string[])) {
-    n += (await readdir(join(repo, 'blocks', d)).catch(() => [] as string[])).filter(f => f.endsWith('.data')).length
-  }
-  return n
+  return (await blockKeys(repo)).length
 }
 
 /** Resolves when `proc`'s stderr has printed `text`. */

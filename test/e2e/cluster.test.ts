@@ -1,12 +1,13 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { lstat, mkdir, mkdtemp, open, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { collectBlock, verifyBlock } from '../../src/ipfs/dag-reader.js'
-import { RepoBlockstore } from '../../src/ipfs/stores.js'
+import { createLocalBlockstore } from '../../src/ipfs/local-blockstore.js'
+import { corruptBlocks } from '../../scripts/fixtures/repo-blocks.js'
 import { NetnsLan, netnsNeeds } from '../../scripts/fixtures/netns.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
@@ -260,34 +261,9 @@ describe.skipIf(needs({ ...netnsNeeds, fuse: hasFuse, fusermount: hasCommand('fu
     return m[1]
   }
 
-  /** Flips a byte in the middle of every block file of a repo; returns how many. */
-  async function corruptBlocks (repo: string): Promise<number> {
-    let n = 0
-    const walk = async (d: string): Promise<void> => {
-      for (const e of await readdir(d, { withFileTypes: true })) {
-        const p = join(d, e.name)
-        if (e.isDirectory()) await walk(p)
-        else if (e.name.endsWith('.data')) {
-          const fh = await open(p, 'r+')
-          const { size } = await fh.stat()
-          if (size > 0) {
-            const b = Buffer.alloc(1)
-            await fh.read(b, 0, 1, Math.floor(size / 2))
-            b[0] ^= 0xff
-            await fh.write(b, 0, 1, Math.floor(size / 2))
-            n++
-          }
-          await fh.close()
-        }
-      }
-    }
-    await walk(join(repo, 'blocks'))
-    return n
-  }
-
   /** Every block stored in a repo hashes to its CID; returns how many. */
   async function verifyRepo (repo: string): Promise<number> {
-    const bs = new RepoBlockstore(join(repo, 'blocks'))
+    const bs = await createLocalBlockstore(repo)
     await bs.open()
     let n = 0
     try {

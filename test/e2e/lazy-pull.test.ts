@@ -13,6 +13,7 @@ import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debi
 import { makeTar } from '../../scripts/fixtures/tar.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
+import { repoBlockBytes } from '../../scripts/fixtures/repo-blocks.js'
 
 /**
  * The lazy pull as users take it, again and again: a 3-layer image (Debian minbase, a base layer
@@ -36,7 +37,7 @@ function cli (args: string[]): { code: number, stdout: string, stderr: string } 
 
 /** Bytes of blocks a repo holds (for a node that only pulls: what it fetched). */
 function repoBytes (root: string): number {
-  return Number(spawnSync('du', ['-sb', join(root, 'blocks')], { encoding: 'utf8' }).stdout.split(/\s/)[0])
+  return repoBlockBytes(root)
 }
 
 /** The Debian + python3 layout with a third layer holding /app/app.py (blobs linked, not copied). */

@@ -10,6 +10,7 @@ import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { debianImageNeeds } from '../../scripts/fixtures/debian-image.js'
 import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
+import { repoBlockBytes } from '../../scripts/fixtures/repo-blocks.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
@@ -18,8 +19,7 @@ function cli (args: string[]): { code: number, stdout: string, stderr: string } 
 
 /** Bytes of blocks a repo holds (what it fetched, for a node that only pulls). */
 function repoBytes (root: string): number {
-  const r = spawnSync('du', ['-sb', join(root, 'blocks')], { encoding: 'utf8' })
-  return Number(r.stdout.split(/\s/)[0])
+  return repoBlockBytes(root)
 }
 
 /**

@@ -1,0 +1,161 @@
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { afterAll, describe, expect, it } from 'vitest'
+import { collectBlock } from '../../src/ipfs/dag-reader.js'
+import { createLocalBlockstore } from '../../src/ipfs/local-blockstore.js'
+import { LmdbBlockstore } from '../../src/ipfs/lmdb-blockstore.js'
+import { PackBlockstore } from '../../src/ipfs/pack-blockstore.js'
+import { RepoBlockstore } from '../../src/ipfs/stores.js'
+import { corruptBlocks } from '../../scripts/fixtures/repo-blocks.js'
+import { TempRepos, random } from './helpers.js'
+
+const repos = new TempRepos()
+afterAll(async () => { await repos.cleanup() })
+
+const cidOf = async (b: Uint8Array): Promise<CID> => CID.createV1(raw.code, await sha256.digest(b))
+const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0
+
+const mh = (cid: CID): string => Buffer.from(cid.multihash.bytes).toString('hex')
+
+async function all (store: { getAll: () => AsyncIterable<{ cid: CID, bytes: AsyncIterable<Uint8Array> | Iterable<Uint8Array> }> | Iterable<{ cid: CID, bytes: AsyncIterable<Uint8Array> | Iterable<Uint8Array> }> }): Promise<Map<string, Uint8Array>> {
+  const out = new Map<string, Uint8Array>()
+  for await (const { cid, bytes } of store.getAll()) out.set(mh(cid), await collectBlock(bytes))
+  return out
+}
+
+describe.each([
+  ['pack', (dir: string) => new PackBlockstore(join(dir, 'blockstore'))],
+  ['lmdb', (dir: string) => new LmdbBlockstore(join(dir, 'blockstore', 'blocks.mdb'))]
+])('the %s blockstore', (_kind, make) => {
+  it('keeps the blockstore contract: put, has, get, getAll, delete, across a reopen', async () => {
+    const dir = await repos.dir()
+    let store = make(dir)
+    await store.open()
+    const blocks = [random(10), random(5000), random(1 << 20), random(300_000)]
+    const cids = await Promise.all(blocks.map(cidOf))
+    for (const [i, b] of blocks.entries()) await store.put(cids[i], b)
+    await store.put(cids[0], blocks[0]) // again: one copy
+    for (const [i, b] of blocks.entries()) {
+      expect(await store.has(cids[i])).toBe(true)
+      expect(same(await collectBlock(store.get(cids[i])), b)).toBe(true)
+    }
+    await store.flush()
+    await store.close()
+
+    store = make(dir)
+    await store.open()
+    const got = await all(store)
+    expect(got.size).toBe(4)
+    for (const [i, b] of blocks.entries()) expect(same(got.get(mh(cids[i])) as Uint8Array, b)).toBe(true)
+    await store.delete(cids[1])
+    expect(await store.has(cids[1])).toBe(false)
+    await expect(collectBlock(store.get(cids[1]))).rejects.toMatchObject({ name: 'NotFoundError' })
+    expect((await all(store)).size).toBe(3)
+    expect(store.usage().blocks).toBe(3)
+    await store.close()
+  })
+})
+
+describe('PackBlockstore', () => {
+  it('writes small blocks into one pack, counts live bytes, and frees a mostly-dead closed pack by compaction', async () => {
+    const dir = join(await repos.dir(), 'blockstore')
+    let store = new PackBlockstore(dir)
+    await store.open()
+    const blocks = Array.from({ length: 200 }, (_, i) => random(100 + i))
+    const cids = await Promise.all(blocks.map(cidOf))
+    await Promise.all(blocks.map(async (b, i) => await store.put(cids[i], b)))
+    await store.flush()
+    const total = blocks.reduce((n, b) => n + b.length, 0)
+    expect(store.usage()).toEqual({ bytes: total, diskBytes: total, blocks: 200 })
+    expect(await readdir(join(dir, 'packs'))).toEqual(['00000001.pack'])
+    await store.close()
+
+    // Reopened, pack 1 is closed: deleting most of it compacts it into pack 2.
+    store = new PackBlockstore(dir)
+    await store.open()
+    for (const cid of cids.slice(0, 150)) await store.delete(cid)
+    await store.compacted()
+    expect(await readdir(join(dir, 'packs'))).toEqual(['00000002.pack'])
+    const kept = blocks.slice(150).reduce((n, b) => n + b.length, 0)
+    // (compacted once half was dead; what was deleted after that is dead space in the open pack)
+    const use = store.usage()
+    expect(use).toMatchObject({ bytes: kept, blocks: 50 })
+    expect(use.diskBytes).toBeLessThan(total / 2)
+    expect(use.diskBytes).toBe((await stat(join(dir, 'packs', '00000002.pack'))).size)
+    for (const [i, cid] of cids.entries()) {
+      expect(await store.has(cid)).toBe(i >= 150)
+      if (i >= 150) expect(same(await collectBlock(store.get(cid)), blocks[i])).toBe(true)
+    }
+    await store.close()
+  })
+
+  it('serves no corrupted block: a block whose bytes changed on disk is dropped and reads as absent', async () => {
+    const repo = await repos.dir()
+    let store = new PackBlockstore(join(repo, 'blockstore'))
+    await store.open()
+    const a = random(4000)
+    const ca = await cidOf(a)
+    await store.put(ca, a)
+    await store.close()
+    expect(await corruptBlocks(repo)).toBe(1)
+    store = new PackBlockstore(join(repo, 'blockstore'))
+    await store.open()
+    await expect(collectBlock(store.get(ca))).rejects.toMatchObject({ name: 'NotFoundError' })
+    expect(await store.has(ca)).toBe(false) // the entry is gone: a fetch can store it again
+    await store.put(ca, a)
+    expect(same(await collectBlock(store.get(ca)), a)).toBe(true)
+    await store.close()
+  })
+
+  it('a put after a failed write throws the write error once; flush reports it', async () => {
+    const store = new PackBlockstore(join(await repos.dir(), 'blockstore'))
+    await store.open()
+    const a = random(100)
+    const ca = await cidOf(a)
+    ;(store as unknown as { failure: unknown }).failure = new Error('disk gone')
+    await expect(store.put(ca, a)).rejects.toThrow('disk gone')
+    await store.put(ca, a)
+    await store.flush()
+    await store.close()
+  })
+})
+
+describe('a repo written by blockstore-fs (earlier versions)', () => {
+  it('keeps its blocks readable and deletable; new blocks go to the pack store; getAll has both once', async () => {
+    const repo = await repos.dir()
+    const old = new RepoBlockstore(join(repo, 'blocks'))
+    await old.open()
+    const a = random(3000)
+    const b = random(70_000)
+    const [ca, cb] = [await cidOf(a), await cidOf(b)]
+    await old.put(ca, a)
+    await old.put(cb, b)
+    await old.close()
+
+    const store = await createLocalBlockstore(repo)
+    expect(store).toBeInstanceOf(PackBlockstore)
+    await store.open()
+    expect(same(await collectBlock(store.get(ca)), a)).toBe(true)
+    expect(await store.has(cb)).toBe(true)
+    const c = random(500)
+    const cc = await cidOf(c)
+    await store.put(cc, c)
+    await store.put(ca, a) // already there (legacy): stored again in a pack, listed once
+    expect([...(await all(store)).keys()].sort()).toEqual([ca, cb, cc].map(mh).sort())
+    await store.delete(cb)
+    expect(await store.has(cb)).toBe(false)
+    await store.close()
+    expect((await stat(join(repo, 'blockstore', 'index.mdb'))).isFile()).toBe(true)
+
+    // 'fs' keeps a blockstore-fs repo as it is; a repo with a pack index stays pack whatever is asked.
+    expect(await createLocalBlockstore(repo, { kind: 'fs' })).toBeInstanceOf(PackBlockstore)
+    const fsRepo = await repos.dir()
+    await mkdir(join(fsRepo, 'blocks', 'AB'), { recursive: true })
+    await writeFile(join(fsRepo, 'blocks', 'AB', 'x.data'), 'x')
+    expect(await createLocalBlockstore(fsRepo, { kind: 'fs' })).toBeInstanceOf(RepoBlockstore)
+    await expect(createLocalBlockstore(fsRepo, { kind: 'nope' as 'fs' })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' })
+  })
+})
