@@ -102,10 +102,21 @@ export async function fuzzTarget<T> (target: string, arb: fc.Arbitrary<T>, run: 
       rejected++
       codes.add(err.code)
     }
-  }), { numRuns, seed: SEED, endOnFailure: true })
+  }), { numRuns, seed: SEED, endOnFailure: true, reporter: shortReporter })
   const growth = (heapUsed() - heapBefore) / 2 ** 20
   expect(growth, `${target}: heap grew by ${growth.toFixed(1)} MiB over ${numRuns} cases`).toBeLessThan(opts.maxHeapGrowthMiB ?? 256)
   record({ kind: 'fuzz', target, cases: accepted + rejected, accepted, rejected, codes: [...codes].sort() })
+}
+
+/**
+ * fast-check's report with the counterexample cut to a readable length (a 4 KiB key printed
+ * whole buries the reason); `RELIABILITY_SEED=<seed>` replays the run.
+ */
+export function shortReporter<T> (details: fc.RunDetails<T>): void {
+  if (!details.failed) return
+  const example = fc.stringify(details.counterexample)
+  const cause = details.errorInstance as Error | undefined
+  throw new Error(`property failed after ${details.numRuns} cases (RELIABILITY_SEED=${details.seed}, path ${details.counterexamplePath ?? ''}): ${cause?.message ?? ''}\ncounterexample: ${example.length > 1500 ? example.slice(0, 1500) + '…' : example}`, { cause })
 }
 
 function heapUsed (): number {
