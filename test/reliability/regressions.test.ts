@@ -2,6 +2,7 @@
  * Defects the reliability campaign found, each kept as a test on the real path (a daemon process
  * as users run it).
  */
+import { spawnSync } from 'node:child_process'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -10,10 +11,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { convertImage, IpfsPublisher } from '../../src/convert/index.js'
 import { openRepo, type OpenRepo } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
+import { FuseManagerClient } from '../../src/fusemgr/index.js'
 import { MirrorServer } from '../../src/mirror/index.js'
 import { openOciLayout } from '../../src/oci/index.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
 import { isRoot, needs } from '../helpers/env.js'
 
 /** Sends raw bytes to a TCP port or a unix socket; resolves with the status line's code, 0 when closed without one. */
@@ -62,6 +65,22 @@ describe.skipIf(needs({ root: isRoot }))('regressions found by the reliability c
     }
     expect(daemon.proc.exitCode).toBeNull()
     expect(await raw({ port }, 'GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toBe(200)
+  })
+
+  it('fuse-manager --stop refuses while a running daemon uses the manager (it would start a new one); --force stops it', async () => {
+    // Before: --stop stopped the manager and the daemon started a new one at its next health check, silently.
+    const root = join(dir, 'root')
+    const manager = new FuseManagerClient(join(root, 'fuse-manager.sock'))
+    const { pid } = await manager.health()
+    const stop = spawnSync(process.execPath, [cliPath, 'fuse-manager', '--root', root, '--stop'], { encoding: 'utf8' })
+    expect(stop.status).not.toBe(0)
+    expect(stop.stderr).toMatch(/a running daemon .* uses this FUSE manager .*stop the daemon first, or pass --force/)
+    expect((await manager.health()).pid).toBe(pid)
+    const forced = spawnSync(process.execPath, [cliPath, 'fuse-manager', '--root', root, '--stop', '--force'], { encoding: 'utf8' })
+    expect(forced.status, forced.stderr).toBe(0)
+    const alive = (): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+    for (let i = 0; i < 100 && alive(); i++) await new Promise(resolve => setTimeout(resolve, 100))
+    expect(alive()).toBe(false)
   })
 })
 
