@@ -75,7 +75,7 @@ describe('fuzz: block-exchange frames', () => {
         // a reset stream is the server's way to refuse; it is libp2p's error, not ours: fine here
         if ((err as Error).name !== 'StreamResetError' && (err as Error).name !== 'StreamAbortedError') throw err
       }
-    }, { reduced: 80, full: 3_000, deadlineMs: 5_000 })
+    }, { reduced: 80, full: 2_000, deadlineMs: 5_000 })
     // still serving, the right bytes
     const honest = new BlockExchange({ libp2p: client.helia.libp2p, blockstore: client.localBlockstore, logger: silentLogger() }, QUICK)
     await honest.start()
@@ -119,7 +119,7 @@ describe('fuzz: block-exchange frames', () => {
       } finally {
         await ex.stop()
       }
-    }, { reduced: 60, full: 2_000, deadlineMs: 8_000, show: ([p, h]: [Uint8Array, boolean]) => `${preview(p)} hold=${h}` })
+    }, { reduced: 60, full: 1_000, deadlineMs: 8_000, show: ([p, h]: [Uint8Array, boolean]) => `${preview(p)} hold=${h}` })
     record({ kind: 'wrong-bytes', what: 'block-exchange client, hostile answers', bytesChecked: got * bytes.length, wrong })
     expect(wrong).toBe(0)
     expect(await c.localBlockstore.has(cid)).toBe(false)

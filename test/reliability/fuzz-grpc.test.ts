@@ -119,7 +119,7 @@ describe.skipIf(needs({ root: isRoot }))('fuzz: Snapshots gRPC service', () => {
       for (const ns of VALID_NAMESPACES) await clear(client(ns))
       await client('default').cleanup()
       expect(readdirSync(join(root, 'snapshots'))).toEqual([])
-    }), { numRuns: cases(25, 1_000), seed: SEED, endOnFailure: true, reporter: shortReporter })
+    }), { numRuns: cases(25, 600), seed: SEED, endOnFailure: true, reporter: shortReporter })
     record({ kind: 'fuzz', target: 'snapshotter gRPC calls', cases: calls, accepted: calls - refused, rejected: refused, codes: [...codes].sort() })
   })
 })
