@@ -115,7 +115,15 @@ export async function serveUnixHttp (routes: Route[], options: UnixHttpServerOpt
 }
 
 function dispatch (routes: Route[], options: UnixHttpServerOptions, req: IncomingMessage, res: ServerResponse): void {
-  const url = new URL(req.url ?? '/', 'http://unix')
+  let url: URL
+  try {
+    url = new URL(req.url ?? '/', 'http://unix')
+  } catch {
+    // A target that is no URL path ("//", "///:"): thrown here, it would be an uncaught exception.
+    req.resume()
+    refuse(res, 400, 'malformed request target', options.code)
+    return
+  }
   const matches = routes.filter(r => r.prefix === true ? url.pathname.startsWith(r.path) : url.pathname === r.path)
   const route = matches.find(r => r.method === req.method)
   const ac = new AbortController()

@@ -49,6 +49,8 @@ export class BlobClient {
   private http?: UnixHttpClient
   private backgroundHttp?: UnixHttpClient
   private readonly waiters = new Set<() => void>()
+  /** Closed for good (the manager stops): reads fail at once instead of waiting for a daemon. */
+  private closed = false
 
   constructor (private readonly options: BlobClientOptions = {}) {}
 
@@ -58,6 +60,7 @@ export class BlobClient {
 
   /** Points the client at a daemon's control socket (a new daemon after a restart). */
   attach (socket: string): void {
+    if (this.closed) return
     if (socket !== this.socket) {
       this.http?.close()
       this.backgroundHttp?.close()
@@ -73,7 +76,13 @@ export class BlobClient {
     return await (this.http?.answers('/v1/health') ?? false)
   }
 
+  /**
+   * Closes the connections for good. Reads waiting for a daemon, and any read after, fail at once:
+   * a stopping manager must not wait for a daemon that may never come back (its layers' stop
+   * waits for their reads).
+   */
   close (): void {
+    this.closed = true
     this.http?.close()
     this.backgroundHttp?.close()
     this.http = undefined
@@ -108,6 +117,7 @@ export class BlobClient {
     const deadline = Date.now() + (this.options.maxWaitMs ?? DEFAULTS.maxWaitMs)
     for (;;) {
       signal?.throwIfAborted()
+      if (this.closed) throw new BlobSourceUnavailableError('the FUSE manager is stopping')
       const socket = this.socket
       const http = background ? this.backgroundHttp : this.http
       if (http != null) {

@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises'
+import { lstat, mkdir } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { ChunkCache, MountManager, sweepUnreferencedChunks, type LayerFs } from '../fs/index.js'
 import type { Logger } from '../logging.js'
@@ -115,21 +115,34 @@ export class FuseManager {
   /** Unmounts every layer (lazily: open files never make it hang) and closes the socket. */
   async stop (): Promise<void> {
     this.stopping ??= (async () => {
-      if (this.idleTimer != null) clearInterval(this.idleTimer)
-      const http = this.http
-      this.http = undefined
-      await http?.close()
-      for (const p of this.pending.values()) p.ac.abort()
-      await Promise.allSettled([...this.pending.values()].map(async p => await p.job))
-      await this.warmed.clear()
-      await this.mounts?.stop()
-      this.mounted.clear()
-      this.blobs.close()
-      await this.cache?.stop()
-      this.log.info('FUSE manager stopped')
-      this.signalExit()
+      try {
+        await this.shutdownParts()
+        this.log.info('FUSE manager stopped')
+      } catch (err) {
+        this.log.error({ err }, 'FUSE manager stop failed')
+      } finally {
+        // whatever failed, the process may end (`done()`), or SIGTERM would never end it
+        this.signalExit()
+      }
     })()
     await this.stopping
+  }
+
+  /** The parts of `stop()`, in order. */
+  private async shutdownParts (): Promise<void> {
+    if (this.idleTimer != null) clearInterval(this.idleTimer)
+    const http = this.http
+    this.http = undefined
+    await http?.close()
+    for (const p of this.pending.values()) p.ac.abort()
+    // Before the layers stop: their stop waits for their reads, and a read waits for a daemon
+    // to come back (for a minute per read, one read after the other) unless the client is closed.
+    this.blobs.close()
+    await Promise.allSettled([...this.pending.values()].map(async p => await p.job))
+    await this.warmed.clear()
+    await this.mounts?.stop()
+    this.mounted.clear()
+    await this.cache?.stop()
   }
 
   health (): Health {
@@ -317,6 +330,13 @@ export class FuseManager {
   /** No mounts and no daemon for a while: nothing will ever ask us for anything again. */
   private checkIdle (): void {
     this.warmed.sweep()
+    // Our socket removed (the daemon's root deleted): no daemon can reach us again, and the next
+    // one would start another manager beside us. Our mounts are orphans: stop.
+    void lstat(this.options.socket).catch(() => {
+      if (this.http == null || this.stopping != null) return
+      this.log.warn({ socket: this.options.socket }, 'the API socket was removed: no daemon can reach this manager again; stopping')
+      void this.stop()
+    })
     if (this.mounted.size > 0 || this.pending.size > 0) {
       this.idleSince = Date.now()
       return

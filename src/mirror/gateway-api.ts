@@ -119,17 +119,27 @@ export class GatewayApi {
     res.writeHead(200, headers)
     if (req.method === 'HEAD') { res.end(); return }
     const { writer, out } = CarWriter.create([cid])
-    const sending = sendStream(res, out)
+    // The send fails at once when the client goes; handled here, not only after the loop (an
+    // unhandled rejection meanwhile ends the process).
+    const sending = sendStream(res, out).catch(() => {})
+    // The writer's put waits until its block is read: once the client is gone nobody reads, so
+    // the put must give up with the request, or the handler (and its stream slot) never ends.
+    const gone = new Promise<never>((_resolve, reject) => {
+      const fire = (): void => { reject(new GatewayRequestError(499, 'the client went away')) }
+      if (signal.aborted) fire()
+      else signal.addEventListener('abort', fire, { once: true })
+    })
+    gone.catch(() => {})
     try {
-      for await (const b of this.blocks(cid, root, scope, entityBytes, signal)) await writer.put(b)
-      await writer.close()
+      for await (const b of this.blocks(cid, root, scope, entityBytes, signal)) await Promise.race([writer.put(b), gone])
+      await Promise.race([writer.close(), gone])
     } catch (err) {
       // Committed to 200: a block missing or bad mid-stream ends the answer without the CAR's
       // end, so the client sees a truncated transfer, never a complete-looking partial DAG.
       this.components.logger.debug({ cid: cid.toString(), err: (err as Error).message }, 'CAR answer cut short')
       res.destroy(err as Error)
     }
-    await sending.catch(() => {})
+    await sending
   }
 
   /** The blocks of the answer, root first, depth first, each once. */

@@ -139,7 +139,16 @@ export class MirrorServer {
   }
 
   private async serve (req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://mirror.invalid')
+    let url: URL
+    try {
+      url = new URL(req.url ?? '/', 'http://mirror.invalid')
+    } catch {
+      // A target that is no URL path ("//", "///:"): `new URL` throws, and nothing above this
+      // handler would catch it (an unhandled rejection ends the process).
+      this.requests++
+      this.fail(res, false, new GatewayRequestError(400, 'malformed request target'))
+      return
+    }
     const path = url.pathname
     const isRegistry = path === '/v2' || path.startsWith('/v2/')
     const signal = clientGone(req, res)

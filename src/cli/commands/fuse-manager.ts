@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { Command } from 'commander'
 import { DEFAULTS as DAEMON_DEFAULTS } from '../../daemon/config.js'
+import { daemonAlive } from '../../daemon/control-client.js'
 import { DEFAULTS as MANAGER_DEFAULTS, FuseManager, FuseManagerClient, FuseManagerUnavailableError } from '../../fusemgr/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { UsageError } from '../errors.js'
@@ -15,6 +16,7 @@ interface Flags {
   memoryCacheBytes: string
   idleExitSec: string
   stop?: boolean
+  force?: boolean
   status?: boolean
 }
 
@@ -34,14 +36,23 @@ export function fuseManagerCommand (): Command {
     .option('--memory-cache-bytes <n>', 'chunk cache in memory', String(DAEMON_DEFAULTS.fs.memoryCacheBytes))
     .option('--idle-exit-sec <n>', 'exit after this long with no mounts and no daemon answering', String(MANAGER_DEFAULTS.idleExitMs / 1000))
     .option('--status', 'print the running manager\'s mounts as JSON and exit')
-    .option('--stop', 'unmount everything, stop the running manager and exit (containers on lazy layers lose their files)')
+    .option('--stop', 'unmount everything, stop the running manager and exit (containers on lazy layers lose their files); refused while a daemon uses the manager, which would start a new one')
+    .option('--force', 'with --stop: stop the manager even while a daemon uses it')
     .action(async (flags: Flags) => {
       const socket = flags.socket ?? join(flags.root, 'fuse-manager.sock')
       if (flags.stop === true || flags.status === true) {
         const client = new FuseManagerClient(socket)
         try {
           if (flags.status === true) await writeStdout(JSON.stringify({ ...(await client.health()), layers: await client.mounts() }, null, 2) + '\n')
-          else await client.shutdown()
+          else {
+            // A running daemon checks its manager every health_check_interval_sec and starts a new
+            // one (mounting every remote snapshot again): stopping only the manager would not stop the mounts.
+            const daemon = (await client.health()).blobSocket
+            if (daemon != null && flags.force !== true && await daemonAlive(daemon)) {
+              throw new UsageError(`a running daemon (API ${daemon}) uses this FUSE manager and would start a new one at once: stop the daemon first, or pass --force`)
+            }
+            await client.shutdown()
+          }
         } catch (err) {
           if (err instanceof FuseManagerUnavailableError && flags.stop === true) return // nothing to stop
           throw err

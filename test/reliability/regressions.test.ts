@@ -1,0 +1,141 @@
+/**
+ * Defects the reliability campaign found, each kept as a test on the real path (a daemon process
+ * as users run it).
+ */
+import { spawnSync } from 'node:child_process'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { connect, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { convertImage, IpfsPublisher } from '../../src/convert/index.js'
+import { openRepo, type OpenRepo } from '../../src/ipfs/index.js'
+import { silentLogger } from '../../src/logging.js'
+import { FuseManagerClient } from '../../src/fusemgr/index.js'
+import { MirrorServer } from '../../src/mirror/index.js'
+import { openOciLayout } from '../../src/oci/index.js'
+import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
+import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
+import { cliPath } from '../../scripts/fixtures/tools.js'
+import { isRoot, needs } from '../helpers/env.js'
+
+/** Sends raw bytes to a TCP port or a unix socket; resolves with the status line's code, 0 when closed without one. */
+async function raw (target: { port: number } | { path: string }, bytes: string): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const socket = 'port' in target ? connect(target.port, '127.0.0.1') : connect(target.path)
+    let head = ''
+    const timer = setTimeout(() => { socket.destroy(); reject(new Error(`no answer to ${JSON.stringify(bytes)} within 10 s`)) }, 10_000)
+    socket.on('data', (d: Buffer) => { head += d.toString('latin1') })
+    socket.on('error', () => {})
+    socket.on('close', () => { clearTimeout(timer); resolve(Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0)) })
+    socket.write(bytes) // not end(): a half-closed client may be closed on before an async answer
+  })
+}
+
+async function freePort (): Promise<number> {
+  const s = createServer()
+  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve))
+  const port = (s.address() as { port: number }).port
+  await new Promise(resolve => s.close(resolve))
+  return port
+}
+
+describe.skipIf(needs({ root: isRoot }))('regressions found by the reliability campaign', () => {
+  let dir: string
+  let daemon: RunningDaemon
+  let port: number
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reliability-regress-'))
+    port = await freePort()
+    daemon = await startDaemon({ root: join(dir, 'root'), args: ['--mirror', `127.0.0.1:${port}`] })
+  }, 120_000)
+
+  afterAll(async () => {
+    await daemon?.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('a request target that is not a URL path ("//", "///:") is answered 400 by the mirror and the control API; the daemon keeps running', async () => {
+    // Before: `new URL()` threw outside any handler: an unhandled rejection (mirror) or an
+    // uncaught exception (control socket) ended the daemon.
+    for (const target of ['//', '///:', '//[', '//a:99999/x']) {
+      expect(await raw({ port }, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`), `mirror ${target}`).toBe(400)
+      expect(await raw({ path: join(dir, 'root', 'api.sock') }, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`), `control API ${target}`).toBe(400)
+    }
+    expect(daemon.proc.exitCode).toBeNull()
+    expect(await raw({ port }, 'GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toBe(200)
+  })
+
+  it('fuse-manager --stop refuses while a running daemon uses the manager (it would start a new one); --force stops it', async () => {
+    // Before: --stop stopped the manager and the daemon started a new one at its next health check, silently.
+    const root = join(dir, 'root')
+    const manager = new FuseManagerClient(join(root, 'fuse-manager.sock'))
+    const { pid } = await manager.health()
+    const stop = spawnSync(process.execPath, [cliPath, 'fuse-manager', '--root', root, '--stop'], { encoding: 'utf8' })
+    expect(stop.status).not.toBe(0)
+    expect(stop.stderr).toMatch(/a running daemon .* uses this FUSE manager .*stop the daemon first, or pass --force/)
+    expect((await manager.health()).pid).toBe(pid)
+    const forced = spawnSync(process.execPath, [cliPath, 'fuse-manager', '--root', root, '--stop', '--force'], { encoding: 'utf8' })
+    expect(forced.status, forced.stderr).toBe(0)
+    const alive = (): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+    for (let i = 0; i < 100 && alive(); i++) await new Promise(resolve => setTimeout(resolve, 100))
+    expect(alive()).toBe(false)
+  })
+})
+
+describe('mirror: a client that hangs up during a CAR answer', () => {
+  let dir: string
+  let repo: OpenRepo
+  let mirror: MirrorServer
+  let port: number
+  let root: string
+  const unhandled: unknown[] = []
+  const onUnhandled = (err: unknown): void => { unhandled.push(err) }
+
+  beforeAll(async () => {
+    process.on('unhandledRejection', onUnhandled)
+    dir = await mkdtemp(join(tmpdir(), 'reliability-car-'))
+    const image = makeImage({ layerCount: 1, layerSize: 3 << 20, noise: true })
+    await writeLayout(join(dir, 'src'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
+    await mkdir(join(dir, 'repo'))
+    const logger = silentLogger()
+    repo = await openRepo({ logger }, { repo: join(dir, 'repo'), inboundConnectionsPerSec: 1000 })
+    const ipfs = new IpfsPublisher(repo.node, repo.index)
+    const source = await openOciLayout(join(dir, 'src'))
+    try {
+      await convertImage(source, [ipfs], { name: 'car', tmpDir: dir, logger })
+    } finally {
+      await source.close()
+    }
+    root = ipfs.image?.root.toString() ?? ''
+    // few streams: a handler that never finishes would use them up
+    mirror = new MirrorServer({ logger, blocks: repo.node.blocks, localBlockstore: repo.node.localBlockstore, index: repo.index }, { address: '127.0.0.1:0', maxStreams: 3 })
+    await mirror.start()
+    port = Number(new URL(mirror.url).port)
+  }, 120_000)
+
+  afterAll(async () => {
+    process.off('unhandledRejection', onUnhandled)
+    await mirror?.stop()
+    await repo?.close().catch(() => {})
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('the answer stops, the request\'s stream slot is given back, and no rejection goes unhandled', async () => {
+    // Before: the CAR writer waited forever for a reader that had gone (its stream slot never
+    // came back: after max_streams such clients every request was refused 429), and the send's
+    // rejection was unhandled for that time (Node's default ends the process).
+    const hangUp = async (): Promise<void> => await new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1')
+      socket.once('data', () => { socket.destroy(); resolve() }) // the first bytes of the 200, then gone
+      socket.on('error', () => {})
+      socket.on('close', () => { resolve() })
+      socket.write(`GET /ipfs/${root}?format=car&dag-scope=all HTTP/1.1\r\nHost: x\r\n\r\n`)
+    })
+    for (let i = 0; i < 6; i++) await hangUp()
+    await new Promise(resolve => setTimeout(resolve, 500))
+    expect(unhandled).toEqual([])
+    expect(await raw({ port }, `GET /ipfs/${root}?format=raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)).toBe(200)
+  })
+})
