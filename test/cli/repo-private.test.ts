@@ -89,7 +89,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const m = await modes(repo)
     expect(m.get('datastore/pkcs8/self.data')).toEqual({ mode: 0o600, dir: false })
     expect([...m.keys()].some(p => p.startsWith('cache/chunks/'))).toBe(true)
-    expect([...m.keys()].some(p => p.startsWith('blocks/'))).toBe(true)
+    expect([...m.keys()].some(p => p.startsWith('blockstore/'))).toBe(true)
     expect(notPrivate(m)).toEqual([])
 
     // root finds the secret in the cache; nobody cannot read anything there
