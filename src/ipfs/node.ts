@@ -79,7 +79,7 @@ export interface NodeOptions {
   inboundConnectionsPerSec?: number
   /** Bootstrap list, mDNS, the LAN DHT and their limits (src/ipfs/discovery.ts): all off by default. */
   discovery?: DiscoveryOptions
-  /** The blockstore of a repo that has none yet (src/ipfs/local-blockstore.ts): 'lmdb' by default. */
+  /** The blockstore of a repo that has none yet (src/ipfs/local-blockstore.ts): 'pack' by default. */
   blockstore?: BlockstoreKind
   logger: Logger
 }
