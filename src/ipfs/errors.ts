@@ -106,6 +106,18 @@ export function spaceErrno (err: unknown): string | undefined {
   return SPACE_ERRNOS.find(c => text.includes(c))
 }
 
+/**
+ * `err` as a NoSpaceError on `path` when a full disk is behind it, else `err` as it is. lmdb-js
+ * hangs the cause of a failed commit on its error as a promise nobody else awaits: it is handled
+ * here, or it would end the process as an unhandled rejection.
+ */
+export function toSpaceError (err: unknown, path: string): unknown {
+  ;(err as { commitError?: Promise<unknown> } | undefined)?.commitError?.catch(() => {})
+  if (err instanceof NoSpaceError) return err
+  const errno = spaceErrno(err)
+  return errno != null ? new NoSpaceError(path, errno, { cause: err }) : err
+}
+
 /** A tag names an image root that is not listed in the repo (push or import it first). */
 export class ImageNotListedError extends IpfsError {
   static readonly code = 'ERR_IMAGE_NOT_LISTED'

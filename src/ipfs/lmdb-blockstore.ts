@@ -7,7 +7,7 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import * as Digest from 'multiformats/hashes/digest'
 import type { Logger } from '../logging.js'
-import { NoSpaceError, spaceErrno } from './errors.js'
+import { toSpaceError } from './errors.js'
 import { NotFoundError, type RepoBlockstore } from './stores.js'
 
 /** LMDB blockstore defaults, in one place. */
@@ -82,7 +82,7 @@ export class LmdbBlockstore extends BaseBlockstore {
       // encoding 'binary': values are stored as given; no msgpack, no cache of decoded values.
       this.env = openLmdb({ path: this.path, noSubdir: true, encoding: 'binary', keyEncoding: 'binary', cache: false })
     } catch (err) {
-      throw this.spaceError(err)
+      throw toSpaceError(err, this.path)
     }
     this.db = this.env as unknown as Database<Buffer, Buffer>
     await this.legacy?.open()
@@ -120,7 +120,7 @@ export class LmdbBlockstore extends BaseBlockstore {
     const k = pendingKey(cid)
     this.pendingBytes += bytes.byteLength
     const write = this.store.put(keyOf(cid), Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).then(() => {}, (err: unknown) => {
-      const e = this.spaceError(err)
+      const e = toSpaceError(err, this.path)
       // A fetched block is fetched again on the next read; a pushed one fails the push's flush.
       if (fetched) this.log?.warn({ cid: cid.toString(), err: (e as Error).message }, 'cannot store a fetched block')
       else this.failure ??= e
@@ -139,10 +139,6 @@ export class LmdbBlockstore extends BaseBlockstore {
     throw err
   }
 
-  private spaceError (err: unknown): unknown {
-    const errno = spaceErrno(err)
-    return errno != null ? new NoSpaceError(this.path, errno, { cause: err }) : err
-  }
 
   /** Blocks queued but not yet committed. */
   get pendingWrites (): number {
@@ -188,7 +184,7 @@ export class LmdbBlockstore extends BaseBlockstore {
     try {
       await this.store.remove(keyOf(key))
     } catch (err) {
-      throw this.spaceError(err)
+      throw toSpaceError(err, this.path)
     }
     if (this.legacy != null && await this.legacy.has(key)) await this.legacy.delete(key)
   }

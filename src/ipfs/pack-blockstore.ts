@@ -8,7 +8,7 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import * as Digest from 'multiformats/hashes/digest'
 import type { Logger } from '../logging.js'
-import { NoSpaceError, spaceErrno } from './errors.js'
+import { NoSpaceError, toSpaceError } from './errors.js'
 import { NotFoundError, type RepoBlockstore } from './stores.js'
 
 /** Pack blockstore defaults, in one place. */
@@ -164,7 +164,7 @@ export class PackBlockstore extends BaseBlockstore {
       }
       this.active = last + 1
     } catch (err) {
-      throw this.spaceError(err, this.path)
+      throw toSpaceError(err, this.path)
     }
     await this.legacy?.open()
     // Packs left mostly dead (deletes before a restart, a crash's dead space) are compacted now.
@@ -234,7 +234,7 @@ export class PackBlockstore extends BaseBlockstore {
       else this.batchTimer ??= setImmediate(() => { this.writeBatch() })
     } catch (err) {
       this.settle(pk, bytes.byteLength, done)
-      throw this.spaceError(err, this.path)
+      throw toSpaceError(err, this.path)
     }
   }
 
@@ -271,7 +271,7 @@ export class PackBlockstore extends BaseBlockstore {
         p.live += i.entry.length
       }))
     })().catch((err: unknown) => {
-      const e = this.spaceError(err, join(this.path, DEFAULTS.packsDir, packName(first.pack)))
+      const e = toSpaceError(err, join(this.path, DEFAULTS.packsDir, packName(first.pack)))
       // A fetched block is fetched again on the next read; a pushed one fails the push's flush.
       if (items.every(i => i.fetched)) this.log?.warn({ blocks: items.length, err: (e as Error).message }, 'cannot store fetched blocks')
       else this.failure ??= e
@@ -313,13 +313,6 @@ export class PackBlockstore extends BaseBlockstore {
     throw err
   }
 
-  private spaceError (err: unknown, path: string): unknown {
-    // lmdb-js hangs the cause of a failed commit on it as a promise nobody else awaits.
-    ;(err as { commitError?: Promise<unknown> } | undefined)?.commitError?.catch(() => {})
-    if (err instanceof NoSpaceError) return err
-    const errno = spaceErrno(err)
-    return errno != null ? new NoSpaceError(path, errno, { cause: err }) : err
-  }
 
   /** Blocks queued but not yet indexed. */
   get pendingWrites (): number {
@@ -335,7 +328,7 @@ export class PackBlockstore extends BaseBlockstore {
       await this.packs.get(this.active)?.fh.datasync()
       await this.db.flushed
     } catch (err) {
-      throw this.spaceError(err, this.path)
+      throw toSpaceError(err, this.path)
     }
   }
 
@@ -403,7 +396,7 @@ export class PackBlockstore extends BaseBlockstore {
       try {
         await this.db.remove(k)
       } catch (err) {
-        throw this.spaceError(err, this.path)
+        throw toSpaceError(err, this.path)
       } finally {
         this.deleting.delete(pk)
       }
