@@ -5,18 +5,12 @@
  * which would mean an error we did not type) or the connection is closed, within its deadline;
  * the process never sees an unhandled rejection; honest requests are served right afterwards.
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { connect } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { convertImage, IpfsPublisher } from '../../src/convert/index.js'
-import { openRepo, type OpenRepo } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { MirrorServer } from '../../src/mirror/index.js'
-import { openOciLayout } from '../../src/oci/index.js'
-import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
+import { mirrorFixture, type MirrorFixture } from '../mirror/helpers.js'
 import { cases, mutationOf, record, SEED, shortReporter, within } from './harness.js'
 
 const logger = silentLogger()
@@ -40,8 +34,7 @@ async function rawRequest (port: number, bytes: Uint8Array, halfClose = true): P
 }
 
 describe('fuzz: mirror HTTP (registry API and gateway)', () => {
-  let dir: string
-  let repo: OpenRepo
+  let fixture: MirrorFixture
   let mirror: MirrorServer
   let port: number
   let root: string
@@ -50,19 +43,9 @@ describe('fuzz: mirror HTTP (registry API and gateway)', () => {
 
   beforeAll(async () => {
     process.on('unhandledRejection', onUnhandled)
-    dir = await mkdtemp(join(tmpdir(), 'reliability-mirror-'))
-    const image = makeImage({ layerCount: 2 })
-    await writeLayout(join(dir, 'src'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
-    await mkdir(join(dir, 'repo'))
-    repo = await openRepo({ logger }, { repo: join(dir, 'repo'), inboundConnectionsPerSec: 1000 })
-    const ipfs = new IpfsPublisher(repo.node, repo.index)
-    const source = await openOciLayout(join(dir, 'src'))
-    try {
-      await convertImage(source, [ipfs], { name: 'fuzz', tmpDir: dir, logger, chunkSize: 16 << 10 })
-    } finally {
-      await source.close()
-    }
-    root = ipfs.image?.root.toString() ?? ''
+    fixture = await mirrorFixture()
+    const { repo } = fixture
+    root = fixture.root
     mirror = new MirrorServer({ logger, blocks: repo.node.blocks, localBlockstore: repo.node.localBlockstore, index: repo.index }, { address: '127.0.0.1:0' })
     await mirror.start()
     port = Number(new URL(mirror.url).port)
@@ -71,8 +54,7 @@ describe('fuzz: mirror HTTP (registry API and gateway)', () => {
   afterAll(async () => {
     process.off('unhandledRejection', onUnhandled)
     await mirror?.stop()
-    await repo?.close().catch(() => {})
-    await rm(dir, { recursive: true, force: true })
+    await fixture?.cleanup()
   })
 
   it('random and mutated requests: a status of ours or a closed connection, never a 500 or an unhandled rejection', async () => {

@@ -3,18 +3,15 @@
  * as users run it).
  */
 import { spawnSync } from 'node:child_process'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { convertImage, IpfsPublisher } from '../../src/convert/index.js'
-import { openRepo, type OpenRepo } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { FuseManagerClient } from '../../src/fusemgr/index.js'
+import { mirrorFixture, type MirrorFixture } from '../mirror/helpers.js'
 import { MirrorServer } from '../../src/mirror/index.js'
-import { openOciLayout } from '../../src/oci/index.js'
-import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { isRoot, needs } from '../helpers/env.js'
@@ -85,8 +82,7 @@ describe.skipIf(needs({ root: isRoot }))('regressions found by the reliability c
 })
 
 describe('mirror: a client that hangs up during a CAR answer', () => {
-  let dir: string
-  let repo: OpenRepo
+  let fixture: MirrorFixture
   let mirror: MirrorServer
   let port: number
   let root: string
@@ -95,22 +91,11 @@ describe('mirror: a client that hangs up during a CAR answer', () => {
 
   beforeAll(async () => {
     process.on('unhandledRejection', onUnhandled)
-    dir = await mkdtemp(join(tmpdir(), 'reliability-car-'))
-    const image = makeImage({ layerCount: 1, layerSize: 3 << 20, noise: true })
-    await writeLayout(join(dir, 'src'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
-    await mkdir(join(dir, 'repo'))
-    const logger = silentLogger()
-    repo = await openRepo({ logger }, { repo: join(dir, 'repo'), inboundConnectionsPerSec: 1000 })
-    const ipfs = new IpfsPublisher(repo.node, repo.index)
-    const source = await openOciLayout(join(dir, 'src'))
-    try {
-      await convertImage(source, [ipfs], { name: 'car', tmpDir: dir, logger })
-    } finally {
-      await source.close()
-    }
-    root = ipfs.image?.root.toString() ?? ''
+    fixture = await mirrorFixture()
+    const { repo } = fixture
+    root = fixture.root
     // few streams: a handler that never finishes would use them up
-    mirror = new MirrorServer({ logger, blocks: repo.node.blocks, localBlockstore: repo.node.localBlockstore, index: repo.index }, { address: '127.0.0.1:0', maxStreams: 3 })
+    mirror = new MirrorServer({ logger: silentLogger(), blocks: repo.node.blocks, localBlockstore: repo.node.localBlockstore, index: repo.index }, { address: '127.0.0.1:0', maxStreams: 3 })
     await mirror.start()
     port = Number(new URL(mirror.url).port)
   }, 120_000)
@@ -118,8 +103,7 @@ describe('mirror: a client that hangs up during a CAR answer', () => {
   afterAll(async () => {
     process.off('unhandledRejection', onUnhandled)
     await mirror?.stop()
-    await repo?.close().catch(() => {})
-    await rm(dir, { recursive: true, force: true })
+    await fixture?.cleanup()
   })
 
   it('the answer stops, the request\'s stream slot is given back, and no rejection goes unhandled', async () => {
