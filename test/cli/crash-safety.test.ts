@@ -25,8 +25,9 @@ import { cliPath } from '../../scripts/fixtures/tools.js'
 const TRIALS = Number(process.env.CRASH_TRIALS ?? 2)
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+  // Bounded, so a hung command fails its trial with its output instead of stalling the file.
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26, timeout: 100_000, killSignal: 'SIGKILL' })
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.error === undefined ? r.stderr : `${r.error.message}\n${r.stderr}` }
 }
 
 /** An image of many small files (two blocks each) and a few large ones: a push of about a second. */
@@ -92,10 +93,12 @@ describe('kill -9 during a push', () => {
       expect(first.code, first.stderr).toBe(0)
       const kept = first.stdout.trim()
       const child = spawn(process.execPath, [cliPath, 'push', `oci:${join(dir, 'b')}`, '--repo', repo, '--level', '1'], { stdio: 'ignore' })
+      // Listened for from the start: a push that ends before the kill lands has already exited.
+      const exited = new Promise(resolve => child.once('exit', resolve))
       const delay = 100 + Math.floor(Math.random() * pushMs)
       await new Promise(resolve => setTimeout(resolve, delay))
       child.kill('SIGKILL')
-      await new Promise(resolve => child.once('exit', resolve))
+      await exited
 
       const images = listed(repo)
       expect(images).toContain(kept)
