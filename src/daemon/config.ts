@@ -89,6 +89,12 @@ export const DEFAULTS = {
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,
+    /**
+     * A layer's mount waits for its prioritized files (before `.prefetch.landmark`). false, as
+     * the reference: a pull's mounts answer once their TOC is read and prefetch side by side; the
+     * container's snapshot, stacked on them, waits for them (up to `prefetch_timeout_sec`).
+     */
+    waitForPrefetchAtMount: FS_DEFAULTS.waitForPrefetchAtMount,
     backgroundFetch: FS_DEFAULTS.backgroundFetch,
     fetchTimeoutSec: FS_DEFAULTS.fetchTimeoutMs / 1000,
     /** A small read that misses fetches this much of the layer ahead (0: exactly what is read). */

@@ -127,6 +127,7 @@ export class Daemon {
       })
       const settings = {
         prefetchTimeoutMs: config.fs.prefetchTimeoutSec * 1000,
+        waitForPrefetchAtMount: config.fs.waitForPrefetchAtMount,
         backgroundFetch: config.fs.backgroundFetch,
         fetchTimeoutMs: config.fs.fetchTimeoutSec * 1000,
         readWindowBytes: config.fs.readWindowBytes,

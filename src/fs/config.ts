@@ -52,8 +52,14 @@ export const DEFAULTS = {
   verifyDiskCacheOnLoad: true,
 
   // ---- prefetch ----
-  /** How long mount waits for the prioritized files (before `.prefetch.landmark`). */
+  /** How long a wait for the prioritized files (before `.prefetch.landmark`) lasts. */
   prefetchTimeoutMs: 10_000,
+  /**
+   * Whether a layer's mount waits for its prioritized files. false, as the reference: the mount
+   * answers once the TOC is read and the prefetch goes on; a snapshot stacked on the layer (the
+   * container's) waits for it, so a pull's layers prefetch at once instead of one after another.
+   */
+  waitForPrefetchAtMount: false,
   /** Fetch the rest of the layer in the background after mount. */
   backgroundFetch: true,
   /** Fetches in flight at once for the prioritized files, and for ranges a prefetch record names. */

@@ -55,7 +55,10 @@ export interface RemoteLayerMounter {
    * caller prefetches into the blockstore instead.
    */
   prefetch?: (cid: string, ranges: Array<[number, number]>, signal?: AbortSignal) => Promise<boolean>
-  /** throws when the mount is not healthy; the snapshotter then answers Unavailable */
+  /**
+   * Throws when the mount is not healthy (the snapshotter then answers Unavailable); else
+   * resolves once the layer is ready for a workload (its prioritized files, up to their timeout).
+   */
   check?: (mountpoint: string) => Promise<void>
   /**
    * Mounts this mounter still serves from before the snapshotter (re)started: a mounter whose
@@ -121,7 +124,10 @@ export class LayerMounter implements RemoteLayerMounter {
     await this.components.mounts.unmount(mountpoint)
   }
 
+  /** Throws when nothing is mounted there; else waits (up to the prefetch timeout) for the layer's prioritized files. */
   async check (mountpoint: string): Promise<void> {
-    if (this.components.mounts.get(mountpoint) == null) throw new Error(`no lazy layer is mounted at ${mountpoint}`)
+    const active = this.components.mounts.get(mountpoint)
+    if (active == null) throw new Error(`no lazy layer is mounted at ${mountpoint}`)
+    await active.fs.waitForPrefetch()
   }
 }

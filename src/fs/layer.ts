@@ -167,10 +167,15 @@ export class LayerFs {
     return new LayerFs(estargz, components, cache, options)
   }
 
-  /** Runs the prefetch (waits up to its timeout) and starts the background fetch. */
+  /** Starts the prefetch (waiting for it with `waitForPrefetchAtMount`) and, after it, the background fetch. */
   async start (): Promise<void> {
     await this.cache.start()
     await this.prefetcher.start()
+  }
+
+  /** Waits (up to the prefetch timeout) until the prioritized files are cached: a workload is about to start. */
+  async waitForPrefetch (): Promise<void> {
+    await this.prefetcher.waitForPrioritized()
   }
 
   async stop (): Promise<void> {

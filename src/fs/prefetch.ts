@@ -10,8 +10,14 @@ export interface PrefetcherComponents {
 }
 
 export interface PrefetchOptions {
-  /** How long `start()` waits for the prioritized region. */
+  /** How long a wait for the prioritized region lasts (`start()`'s, or `waitForPrioritized()`'s). */
   prefetchTimeoutMs?: number
+  /**
+   * `start()` waits for the prioritized region. false (the reference's way): `start()` only
+   * begins it, and whoever is about to run the layer's workload waits with `waitForPrioritized()`,
+   * so a pull's mounts do not wait for their prefetches one after another.
+   */
+  waitForPrefetchAtMount?: boolean
   /** Fetch the rest of the layer in the background afterwards. */
   backgroundFetch?: boolean
   backgroundConcurrency?: number
@@ -51,9 +57,9 @@ interface Item { node: LayerNode, chunk: Chunk, bytes: number }
 
 /**
  * Prefetch, as the reference does it: at mount, everything before `.prefetch.landmark` is
- * fetched and cached (mount waits up to `prefetchTimeoutMs`; a timeout is logged, not fatal);
- * then the rest of the layer is fetched in the background, yielding to on-demand reads, so
- * the mount keeps working once the source is gone.
+ * fetched and cached (a wait for it lasts up to `prefetchTimeoutMs`; a timeout is logged, not
+ * fatal); then the rest of the layer is fetched in the background, yielding to on-demand reads,
+ * so the mount keeps working once the source is gone.
  */
 export class Prefetcher {
   private readonly reader: ChunkReader
@@ -64,6 +70,12 @@ export class Prefetcher {
   private readonly status: PrefetchStatus
   private readonly ac = new AbortController()
   private background?: Promise<void>
+  /** Without `waitForPrefetchAtMount`: settles once the background fetch started or was not to start. */
+  private backgroundGate?: Promise<void>
+  /** The prioritized region's fetch, once started; settles when it is cached or failed. */
+  private prioritizedWork?: Promise<void>
+  /** Outcomes already logged: several waits for one region report it once. */
+  private readonly reported = new Set<string>()
   private readonly counted = new WeakSet<Item>()
   /** Every chunk of the layer in blob order (each gzip member's bytes counted once). */
   private readonly items: Item[]
@@ -77,6 +89,7 @@ export class Prefetcher {
       backgroundConcurrency: Math.max(1, options.backgroundConcurrency ?? DEFAULTS.backgroundConcurrency),
       backgroundQuietMs: options.backgroundQuietMs ?? DEFAULTS.backgroundQuietMs,
       backgroundStepBytes: options.backgroundStepBytes ?? DEFAULTS.backgroundStepBytes,
+      waitForPrefetchAtMount: options.waitForPrefetchAtMount ?? DEFAULTS.waitForPrefetchAtMount,
       prefetchConcurrency: Math.max(1, options.prefetchConcurrency ?? DEFAULTS.prefetchConcurrency)
     }
     const tree = components.tree
@@ -94,30 +107,52 @@ export class Prefetcher {
     this.status = { totalBytes: sum(items), fetchedBytes: 0, prioritizedBytes: sum(this.prioritized), prioritizedDone: this.prioritized.length === 0, complete: items.length === 0 }
   }
 
-  /** Fetches the prioritized region (waiting up to the timeout), then starts the background fetch. */
+  /**
+   * Starts fetching the prioritized region, and the background fetch once that region is cached,
+   * failed or past its timeout. With `waitForPrefetchAtMount`, resolves after that wait; otherwise at once.
+   */
   async start (): Promise<void> {
     if (this.prioritized.length > 0) {
-      const work = this.run(this.prioritized, this.opts.prefetchConcurrency, false).then(() => { this.status.prioritizedDone = true })
-      work.catch(() => {})
-      let timer: NodeJS.Timeout | undefined
-      const timedOut = new Promise<'timeout'>(resolve => { timer = setTimeout(() => resolve('timeout'), this.opts.prefetchTimeoutMs) })
-      // stop() (a cancelled mount) ends the wait at once: the reads in flight may take long
-      let onStop: (() => void) | undefined
-      const stopped = new Promise<'stopped'>(resolve => { onStop = () => resolve('stopped') })
-      this.ac.signal.addEventListener('abort', onStop as () => void, { once: true })
-      try {
-        const r = this.ac.signal.aborted ? 'stopped' : await Promise.race([work.then(() => 'done' as const, (err: Error) => err), timedOut, stopped])
-        if (r === 'timeout') this.log.warn({ timeoutMs: this.opts.prefetchTimeoutMs }, 'prefetch did not finish in time; mounting anyway')
-        else if (r === 'stopped') this.log.debug('prefetch stopped')
-        else if (r instanceof Error) this.log.warn({ err: r.message }, 'prefetch failed; mounting anyway')
-        else this.log.debug({ bytes: this.status.prioritizedBytes }, 'prefetch done')
-      } finally {
-        clearTimeout(timer)
-        this.ac.signal.removeEventListener('abort', onStop as () => void)
-      }
+      this.prioritizedWork = this.run(this.prioritized, this.opts.prefetchConcurrency, false).then(() => { this.status.prioritizedDone = true })
+      this.prioritizedWork.catch(() => {})
     }
-    if (this.opts.backgroundFetch && !this.status.complete) {
-      this.background = this.runBackground()
+    const startBackground = (): void => {
+      if (this.opts.backgroundFetch && !this.status.complete && !this.ac.signal.aborted) this.background = this.runBackground()
+    }
+    if (this.opts.waitForPrefetchAtMount) {
+      await this.waitForPrioritized()
+      startBackground()
+    } else {
+      this.backgroundGate = this.waitForPrioritized().then(startBackground)
+    }
+  }
+
+  /**
+   * Waits until the prioritized region is cached, up to `prefetchTimeoutMs` from this call; a
+   * timeout or a failed fetch is logged (once), not thrown: the reads then fetch what they need.
+   * Resolves at once without a prioritized region, or when the layer stops.
+   */
+  async waitForPrioritized (): Promise<void> {
+    const work = this.prioritizedWork
+    if (work == null || this.status.prioritizedDone) return
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<'timeout'>(resolve => { timer = setTimeout(() => resolve('timeout'), this.opts.prefetchTimeoutMs) })
+    // stop() (a cancelled mount) ends the wait at once: the reads in flight may take long
+    let onStop: (() => void) | undefined
+    const stopped = new Promise<'stopped'>(resolve => { onStop = () => resolve('stopped') })
+    this.ac.signal.addEventListener('abort', onStop as () => void, { once: true })
+    try {
+      const r = this.ac.signal.aborted ? 'stopped' : await Promise.race([work.then(() => 'done' as const, (err: Error) => err), timedOut, stopped])
+      const outcome = r instanceof Error ? 'failed' : r
+      if (this.reported.has(outcome)) return
+      this.reported.add(outcome)
+      if (r === 'timeout') this.log.warn({ timeoutMs: this.opts.prefetchTimeoutMs }, 'prefetch did not finish in time; going on without it')
+      else if (r === 'stopped') this.log.debug('prefetch stopped')
+      else if (r instanceof Error) this.log.warn({ err: r.message }, 'prefetch failed; going on without it')
+      else this.log.debug({ bytes: this.status.prioritizedBytes }, 'prefetch done')
+    } finally {
+      clearTimeout(timer)
+      this.ac.signal.removeEventListener('abort', onStop as () => void)
     }
   }
 
@@ -150,11 +185,13 @@ export class Prefetcher {
 
   async stop (): Promise<void> {
     this.ac.abort()
+    await this.backgroundGate
     await this.background
   }
 
   /** Resolves when the background fetch has finished (or given up). */
   async done (): Promise<void> {
+    await this.backgroundGate
     await this.background
   }
 

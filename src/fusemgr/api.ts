@@ -15,7 +15,8 @@ import { FuseManagerCancelledError, FuseManagerError, FuseManagerTimeoutError, F
  *   POST /v1/prefetch PrefetchRequest → PrefetchReply: caches a layer's ranges in the order given
  *                     (now if the layer is open, else when it opens soon); answers at once
  *   POST /v1/unmount  { mountpoint } (also cancels a mount in progress there, and answers once it is gone)
- *   POST /v1/check    { mountpoint } → 200 when mounted and answering
+ *   POST /v1/check    { mountpoint } → 200 when mounted, answering, and its prioritized files are
+ *                     cached (or their wait passed `prefetchTimeoutMs`)
  *   GET  /v1/mounts              → MountInfo[]
  *   POST /v1/gc       GcRequest  → GcReply: removes cached chunks no open layer references
  *   POST /v1/shutdown            → unmounts everything and exits
@@ -53,6 +54,8 @@ export interface Attach {
 /** Per-mount settings the daemon takes from its configuration. */
 export interface MountSettings {
   prefetchTimeoutMs?: number
+  /** The mount waits for the prioritized files; otherwise `check` does. */
+  waitForPrefetchAtMount?: boolean
   backgroundFetch?: boolean
   fetchTimeoutMs?: number
   readWindowBytes?: number

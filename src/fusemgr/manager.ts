@@ -261,9 +261,10 @@ export class FuseManager {
     return new ReadaheadSource(this.blobs.source(cid, size), { windowBytes: s.readaheadBytes ?? 0 })
   }
 
-  private layerOptions (s: MountSettings): { prefetchTimeoutMs?: number, backgroundFetch?: boolean, fetchTimeoutMs?: number, readWindowBytes?: number, neighbourBytes?: number, allowNoVerification?: boolean } {
+  private layerOptions (s: MountSettings): { prefetchTimeoutMs?: number, waitForPrefetchAtMount?: boolean, backgroundFetch?: boolean, fetchTimeoutMs?: number, readWindowBytes?: number, neighbourBytes?: number, allowNoVerification?: boolean } {
     return {
       prefetchTimeoutMs: s.prefetchTimeoutMs,
+      waitForPrefetchAtMount: s.waitForPrefetchAtMount,
       backgroundFetch: s.backgroundFetch,
       fetchTimeoutMs: s.fetchTimeoutMs,
       readWindowBytes: s.readWindowBytes,
@@ -299,9 +300,15 @@ export class FuseManager {
     if (was) this.log.info({ mountpoint: mp }, 'layer unmounted')
   }
 
-  check (mountpoint: string): void {
+  /**
+   * Answers once the layer mounted there is ready for a workload: its prioritized files cached,
+   * or their wait past the prefetch timeout (a snapshot is about to be stacked on it).
+   */
+  async check (mountpoint: string): Promise<void> {
     if (typeof mountpoint !== 'string') throw refused(400, 'check needs { mountpoint }')
-    if (!this.mounted.has(resolve(mountpoint))) throw new NotMountedError(`no lazy layer is mounted at ${mountpoint}`)
+    const m = this.mounted.get(resolve(mountpoint))
+    if (m == null) throw new NotMountedError(`no lazy layer is mounted at ${mountpoint}`)
+    await m.fs.waitForPrefetch()
   }
 
   list (): MountInfo[] {
@@ -366,7 +373,7 @@ export class FuseManager {
       { method: 'POST', path: ROUTES.prefetch, handle: ({ body }) => this.prefetch(body as PrefetchRequest) },
       { method: 'POST', path: ROUTES.unmount, handle: async ({ body }) => { await this.unmount(field(body, 'mountpoint') as string); return {} } },
       { method: 'POST', path: ROUTES.gc, handle: async ({ body }) => await this.gc(body as GcRequest) },
-      { method: 'POST', path: ROUTES.check, handle: ({ body }) => { this.check(field(body, 'mountpoint') as string); return {} } },
+      { method: 'POST', path: ROUTES.check, handle: async ({ body }) => { await this.check(field(body, 'mountpoint') as string); return {} } },
       {
         method: 'POST',
         path: ROUTES.shutdown,

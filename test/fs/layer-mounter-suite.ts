@@ -52,9 +52,10 @@ export interface LayerMounterEnv {
   openSource: (cid: string, signal?: AbortSignal) => Promise<RangeSource>
   /**
    * Layer options for the mounter: no background fetch (the suite holds reads back and would
-   * have them race), and a prefetch timeout longer than any read the suite holds back.
+   * have them race), a prefetch timeout longer than any read the suite holds back, and mounts
+   * that wait for their prefetch (the suite aborts mounts during it).
    */
-  settings: { backgroundFetch: boolean, prefetchTimeoutMs: number, fetchTimeoutMs: number }
+  settings: { backgroundFetch: boolean, prefetchTimeoutMs: number, fetchTimeoutMs: number, waitForPrefetchAtMount: boolean }
 }
 
 export interface LayerMounterFixture {
@@ -254,7 +255,7 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
         slow.push(await store.add({ 'etc/hello.txt': Buffer.from(`slow layer ${seed}\n`), 'usr/big.bin': fixtureBytes(seed, 5 * SMALL_CHUNK + 99) }, ['usr/big.bin']))
       }
       notEstargz = await store.addBytes(fixtureBytes(51, 100_000))
-      fixture = await makeFixture({ dir: join(dir, 'fixture'), openSource: store.openSource, settings: { backgroundFetch: false, prefetchTimeoutMs: 20_000, fetchTimeoutMs: 10_000 } })
+      fixture = await makeFixture({ dir: join(dir, 'fixture'), openSource: store.openSource, settings: { backgroundFetch: false, prefetchTimeoutMs: 20_000, fetchTimeoutMs: 10_000, waitForPrefetchAtMount: true } })
     }, 60_000)
 
     afterAll(async () => {

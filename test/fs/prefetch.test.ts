@@ -1,11 +1,33 @@
 import { describe, expect, it } from 'vitest'
 import { LayerFs } from '../../src/fs/layer.js'
 import { silentLogger } from '../../src/logging.js'
+import type { RangeSource } from '../../src/source/index.js'
 import { fixtureBytes } from '../../scripts/fixtures/tar.js'
 import { CountingSource, HangingSource } from './helpers.js'
 import { buildBlob, MemorySource } from './unit-helpers.js'
 
 const logger = silentLogger()
+
+/** Holds every read back while `closed`, and lets them all go on `open()`. */
+class GatedSource implements RangeSource {
+  closed = false
+  held = 0
+  private readonly waiting: Array<() => void> = []
+  constructor (private readonly inner: RangeSource) {}
+  async size (): Promise<number> { return await this.inner.size() }
+  async read (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    if (this.closed) {
+      this.held++
+      await new Promise<void>(resolve => this.waiting.push(resolve))
+    }
+    return await this.inner.read(offset, length, signal)
+  }
+
+  open (): void {
+    this.closed = false
+    for (const go of this.waiting.splice(0)) go()
+  }
+}
 const entries = [
   { name: 'boot/init', data: fixtureBytes(1, 200_000) },
   { name: 'lib/big', data: fixtureBytes(2, 900_000) },
@@ -17,7 +39,7 @@ describe('Prefetcher', () => {
     const { blob, tocDigest } = await buildBlob(entries, { chunkSize: 65536, prioritizedFiles: ['boot/init'] })
     const hanging = new HangingSource(new MemorySource(blob))
     const counting = new CountingSource(hanging)
-    const fs = await LayerFs.open({ source: counting, logger }, { tocDigest, backgroundFetch: false })
+    const fs = await LayerFs.open({ source: counting, logger }, { tocDigest, backgroundFetch: false, waitForPrefetchAtMount: true })
     await fs.start()
     const st = fs.stats().prefetch
     expect(st.prioritizedDone).toBe(true)
@@ -65,20 +87,52 @@ describe('Prefetcher', () => {
     expect((await fs.prefetcher.prefetchRanges([[big[0].offset, 1]])).error).toMatch(/stopped/)
   })
 
-  it('does not fail the mount when the prefetch times out', async () => {
+  it('by default start() does not wait: waitForPrioritized() does, and the background fetch follows the region', async () => {
+    const { blob, tocDigest } = await buildBlob(entries, { chunkSize: 65536, prioritizedFiles: ['boot/init'] })
+    const gated = new GatedSource(new MemorySource(blob))
+    const fs = await LayerFs.open({ source: gated, logger }, { tocDigest, backgroundQuietMs: 0, prefetchTimeoutMs: 10_000 })
+    gated.closed = true
+    await fs.start() // resolves with every read of the region held back
+    expect(gated.held).toBeGreaterThan(0)
+    expect(fs.stats().prefetch.prioritizedDone).toBe(false)
+    let waited = false
+    const waiting = fs.waitForPrefetch().then(() => { waited = true })
+    await new Promise(resolve => setTimeout(resolve, 50))
+    expect(waited).toBe(false)
+    expect(fs.stats().prefetch.fetchedBytes).toBe(0) // the background fetch waits for the region
+    gated.open()
+    await waiting
+    expect(fs.stats().prefetch.prioritizedDone).toBe(true)
+    await fs.prefetcher.done()
+    expect(fs.stats().prefetch.complete).toBe(true)
+    await fs.waitForPrefetch() // at once, once done
+    await fs.stop()
+  })
+
+  it('does not fail the mount, or the wait, when the prefetch times out', async () => {
     const { blob, tocDigest } = await buildBlob(entries, { chunkSize: 65536, prioritizedFiles: ['boot/init'] })
     const hanging = new HangingSource(new MemorySource(blob), 0, 1 << 30)
-    const fs = await LayerFs.open({ source: hanging, logger }, { tocDigest, backgroundFetch: false, prefetchTimeoutMs: 200, fetchTimeoutMs: 400 })
+    const fs = await LayerFs.open({ source: hanging, logger }, { tocDigest, backgroundFetch: false, prefetchTimeoutMs: 200, fetchTimeoutMs: 400, waitForPrefetchAtMount: true })
     hanging.armed = true
     await fs.start()
     expect(fs.stats().prefetch.prioritizedDone).toBe(false)
     await fs.stop()
+
+    hanging.armed = false
+    const later = await LayerFs.open({ source: hanging, logger }, { tocDigest, backgroundFetch: false, prefetchTimeoutMs: 200, fetchTimeoutMs: 10_000 })
+    hanging.armed = true
+    await later.start()
+    const started = Date.now()
+    await later.waitForPrefetch()
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190)
+    expect(later.stats().prefetch.prioritizedDone).toBe(false)
+    await later.stop()
   })
 
   it('stop() during the prefetch ends the mount\'s wait at once (a cancelled mount), not at the prefetch timeout', async () => {
     const { blob, tocDigest } = await buildBlob(entries, { chunkSize: 65536, prioritizedFiles: ['boot/init'] })
     const hanging = new HangingSource(new MemorySource(blob), 0, 1 << 30)
-    const fs = await LayerFs.open({ source: hanging, logger }, { tocDigest, backgroundFetch: false, prefetchTimeoutMs: 10_000, fetchTimeoutMs: 20_000 })
+    const fs = await LayerFs.open({ source: hanging, logger }, { tocDigest, backgroundFetch: false, prefetchTimeoutMs: 10_000, fetchTimeoutMs: 20_000, waitForPrefetchAtMount: true })
     hanging.armed = true
     const started = Date.now()
     const starting = fs.start()

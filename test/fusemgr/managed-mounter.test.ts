@@ -128,7 +128,7 @@ describe.skipIf(skip)('ManagedLayerMounter over a real FUSE manager', () => {
     store = await LayerStore.create()
     main = await store.add({ 'etc/hello.txt': Buffer.from('hello from the manager\n'), 'usr/big.bin': fixtureBytes(61, 9 * SMALL_CHUNK + 5) })
     fresh = await store.add({ 'etc/hello.txt': Buffer.from('a layer for the snapshotter\n'), 'usr/big.bin': fixtureBytes(62, 3 * SMALL_CHUNK + 5) })
-    for (const seed of [71, 72, 73, 74]) slow.push(await store.add({ 'etc/hello.txt': Buffer.from(`slow ${seed}\n`), 'usr/big.bin': fixtureBytes(seed, 5 * SMALL_CHUNK + 7) }, ['usr/big.bin']))
+    for (const seed of [71, 72, 73, 74, 75]) slow.push(await store.add({ 'etc/hello.txt': Buffer.from(`slow ${seed}\n`), 'usr/big.bin': fixtureBytes(seed, 5 * SMALL_CHUNK + 7) }, ['usr/big.bin']))
     stack = await startStack(join(dir, 'stack'), store.openSource, { settings, warmTimeoutMs: 600, logger })
   }, 60_000)
 
@@ -158,22 +158,47 @@ describe.skipIf(skip)('ManagedLayerMounter over a real FUSE manager', () => {
     expect(await mountAt(at)).toBeUndefined()
   })
 
-  it('the configured settings reach the manager: a prefetch held back longer than prefetchTimeoutMs mounts once that timeout is over', async () => {
+  it('the configured settings reach the manager: a mount answers while its prefetch is held back, and check waits for it until prefetchTimeoutMs is over', async () => {
     const at = await mp('settings')
     const quick = new ManagedLayerMounter({ client: stack.client, logger }, { settings: { ...settings, prefetchTimeoutMs: 500 }, warmTimeoutMs: 600 })
     store.holdReads(slow[0], (o, n) => o + n <= slow[0].tocOffset, 4_000)
     try {
-      const started = Date.now()
       await quick.mount(at, {}, ref(slow[0]))
-      const took = Date.now() - started
-      expect(store.hold.held).toBeGreaterThan(0)
-      expect(took).toBeGreaterThanOrEqual(450)
-      expect(took).toBeLessThan(3_000)
       expect(await mountAt(at)).toMatchObject({ fstype: 'fuse' })
+      // answered with the prioritized files still held back
+      expect(store.hold.held).toBeGreaterThan(0)
+      expect((await stack.client.mounts()).find(m => m.mountpoint === at)?.stats?.prefetch).toMatchObject({ prioritizedDone: false })
+      const started = Date.now()
+      await quick.check(at)
+      const took = Date.now() - started
+      expect(took).toBeGreaterThanOrEqual(400)
+      expect(took).toBeLessThan(3_000)
+      await quick.check(at) // a second wait warns no more
+      expect(logs.filter(l => l.msg === 'prefetch did not finish in time; going on without it')).toHaveLength(1)
     } finally {
       store.release()
     }
     await quick.unmount(at)
+  }, 20_000)
+
+  it('with waitForPrefetchAtMount the mount itself waits for the prefetch (up to prefetchTimeoutMs); check then answers at once', async () => {
+    const at = await mp('settings-wait')
+    const waiting = new ManagedLayerMounter({ client: stack.client, logger }, { settings: { ...settings, prefetchTimeoutMs: 20_000, waitForPrefetchAtMount: true }, warmTimeoutMs: 600 })
+    store.holdReads(slow[4], (o, n) => o + n <= slow[4].tocOffset, 700)
+    try {
+      const started = Date.now()
+      await waiting.mount(at, {}, ref(slow[4]))
+      expect(Date.now() - started).toBeGreaterThanOrEqual(600)
+      expect(store.hold.held).toBeGreaterThan(0)
+      expect((await stack.client.mounts()).find(m => m.mountpoint === at)?.stats?.prefetch).toMatchObject({ prioritizedDone: true })
+    } finally {
+      store.release()
+    }
+    const started = Date.now()
+    await waiting.check(at)
+    expect(Date.now() - started).toBeLessThan(500)
+    await expectReads(at, slow[4])
+    await waiting.unmount(at)
   }, 20_000)
 
   it('a restarted daemon\'s mounter finds the mount held and keeps it: held() lists it, mount of the same layer is the same FUSE mount, which reads on', async () => {
@@ -274,7 +299,7 @@ describe.skipIf(skip)('ManagedLayerMounter over a real FUSE manager', () => {
       expect(sn.stat('default', 'extract-2').labels[LABELS.fallbackReason]).toMatch(new RegExp(`^mount-failed: lazy mount of ${main.cid} failed: TOC digest mismatch`))
       expect(await mountsUnder(bad[0].source)).toEqual([])
 
-      store.holdReads(slow[3], (o, n) => o + n <= slow[3].tocOffset, 4_000)
+      store.holdReads(slow[3], (o, n) => o + n > slow[3].tocOffset, 4_000) // its TOC
       let late
       try {
         const started = Date.now()

@@ -225,7 +225,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     Object.assign(stall, { cid: slow[0].cid, ms: 6_000, when: (o: number, n: number) => o + n > slow[0].tocOffset })
     try {
       const started = Date.now()
-      const reply = await new FuseManagerClient(join(dir, 'fm.sock')).mount({ mountpoint: mp('e'), cid: slow[0].cid, tocDigest: slow[0].toc, settings: { backgroundFetch: false } }, AbortSignal.timeout(20_000))
+      const reply = await new FuseManagerClient(join(dir, 'fm.sock')).mount({ mountpoint: mp('e'), cid: slow[0].cid, tocDigest: slow[0].toc, settings: { backgroundFetch: false, waitForPrefetchAtMount: true } }, AbortSignal.timeout(20_000))
       expect(reply).toMatchObject({ mounted: true, tocDigest: slow[0].toc })
       expect(Date.now() - started).toBeGreaterThanOrEqual(6_000)
     } finally {
@@ -240,7 +240,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await mkdir(mp('f'), { recursive: true })
     Object.assign(stall, { cid: slow[1].cid, ms: 1_500, when: (o: number, n: number) => o + n <= slow[1].tocOffset, held: 0 })
     try {
-      const err = await client.mount({ mountpoint: mp('f'), cid: slow[1].cid, tocDigest: slow[1].toc, settings: { backgroundFetch: false } }, AbortSignal.timeout(300)).catch((e: unknown) => e)
+      const err = await client.mount({ mountpoint: mp('f'), cid: slow[1].cid, tocDigest: slow[1].toc, settings: { backgroundFetch: false, waitForPrefetchAtMount: true } }, AbortSignal.timeout(300)).catch((e: unknown) => e)
       expect(err).toBeInstanceOf(FuseManagerCancelledError)
       expect(stall.held).toBeGreaterThan(0) // it was cancelled in the prefetch, after the TOC
       // longer than the stall: the prefetch ended, the mount would have landed by now
@@ -256,7 +256,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await mkdir(mp('g'), { recursive: true })
     Object.assign(stall, { cid: slow[2].cid, ms: 1_500, when: (o: number, n: number) => o + n <= slow[2].tocOffset, held: 0 })
     try {
-      const mounting = client.mount({ mountpoint: mp('g'), cid: slow[2].cid, tocDigest: slow[2].toc, settings: { backgroundFetch: false } }).catch((e: unknown) => e)
+      const mounting = client.mount({ mountpoint: mp('g'), cid: slow[2].cid, tocDigest: slow[2].toc, settings: { backgroundFetch: false, waitForPrefetchAtMount: true } }).catch((e: unknown) => e)
       await new Promise(resolve => setTimeout(resolve, 300))
       expect(stall.held).toBeGreaterThan(0) // in the prefetch
       await client.unmount(mp('g'))

@@ -94,7 +94,7 @@ function mountCommand (): Command {
         mounts,
         cache,
         openSource: async (cid, signal) => new ReadaheadSource(await IpfsSource.open(repo.node.blocks, cid, { signal }))
-      }, { prefetchTimeoutMs: flags.prefetch ? undefined : 0, backgroundFetch: flags.backgroundFetch })
+      }, { prefetchTimeoutMs: flags.prefetch ? undefined : 0, waitForPrefetchAtMount: true, backgroundFetch: flags.backgroundFetch })
       let overlay = false
       const stop = async (): Promise<void> => {
         // where this mount's blocks came from, and what it served (a mount has no `stats` command: the repo is its)
