@@ -18,12 +18,12 @@
  * default `ref-stack` in scripts/fixtures/tools.ts' referenceDir) with a work folder its setup.sh prepared (`--ref-work DIR`); the
  * pyapp image comes from there. Without them only the debian rows are measured.
  *
- * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--images pyapp,debian] [--ref-stack DIR] [--ref-work DIR] [--ours plain,optimized,learned] [--skip-reference]
+ * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--images pyapp,debian] [--ref-stack DIR] [--ref-work DIR] [--ours plain,optimized,learned] [--skip-reference] [--node-config TOML]
  *        (as root; scripts/bench/startup.sh builds first)
  */
 import '../../src/polyfill.js'
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -53,7 +53,9 @@ const { values } = parseArgs({
     /** Which of our rows: plain (lazy from a peer), optimized (`ipfs-estargz optimize`), learned (a record from another node). */
     ours: { type: 'string', default: 'plain,optimized,learned' },
     /** Only our rows for the pyapp image (when iterating on our side). */
-    'skip-reference': { type: 'boolean', default: false }
+    'skip-reference': { type: 'boolean', default: false },
+    /** TOML added to each pulling node's configuration (to compare a setting, e.g. `[fs]\nwait_for_prefetch_at_mount = true`). */
+    'node-config': { type: 'string', default: '' }
   }
 })
 const runs = Number(values.runs)
@@ -74,8 +76,36 @@ const median = (xs: number[]): number => {
   return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
-/** Seconds, and bytes fetched by the end of the run (and, for ours, by the end of the pull: before the container's first read). */
-interface Sample { pull: number, run: number, fetched: number, fetchedAtPull?: number }
+/**
+ * Seconds, and bytes fetched by the end of the run (and, for ours, by the end of the pull: before
+ * the container's first read); for ours, the CPU seconds the seed, the pulling daemon and its FUSE
+ * manager spent over the pull and the run (on 2 cores, CPU is what a lazy pull competes for).
+ */
+interface Sample { pull: number, run: number, fetched: number, fetchedAtPull?: number, cpu?: { seed: number, node: number, manager: number } }
+
+/** CPU seconds (user + system) a process has used so far; 0 when it is gone. */
+function cpuSeconds (pid: number | undefined): number {
+  if (pid == null) return 0
+  try {
+    // fields after the command's closing parenthesis: utime and stime are the 12th and 13th
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100
+  } catch {
+    return 0
+  }
+}
+
+/** The pid of the FUSE manager a daemon under `root` started, if one runs. */
+function managerPid (root: string): number | undefined {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const args = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0')
+      if (args.includes('fuse-manager') && args[args.indexOf('--root') + 1] === root) return Number(d)
+    } catch {}
+  }
+  return undefined
+}
 type Rows = Map<string, Sample[]>
 const add = (rows: Rows, name: string, s: Sample): void => { rows.set(name, [...(rows.get(name) ?? []), s]) }
 
@@ -140,16 +170,19 @@ async function ourRows (rows: Rows, work: string, layout: string, workload: stri
     }
     for (let r = 0; r < runs; r++) {
       const root = join(work, `node-${variant}-${r}`)
-      const node = await startDaemon({ root, peers })
+      const node = await startDaemon({ root, peers, ...(values['node-config'] !== '' ? { config: values['node-config'].replaceAll('\\n', '\n') + '\n' } : {}) })
       const c = await startContainerd({ proxyPlugins: { 'ipfs-estargz': node.address } })
       try {
+        const mgr = managerPid(root)
+        const cpu0 = [cpuSeconds(origin.proc.pid), cpuSeconds(node.proc.pid), cpuSeconds(mgr)]
         const t0 = now()
         cli(['pull', `ipfs://${cid}`, '--repo', root, '--address', c.address, '--require-lazy'])
         const t1 = now()
         const atPull = repoBlockBytes(root)
         await c.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', `ipfs://${cid}`, `lazy-${r}`, ...workload], { timeoutMs: 600_000 })
         const t2 = now()
-        add(rows, OUR_ROWS[variant], { pull: t1 - t0, run: t2 - t1, fetched: repoBlockBytes(root), fetchedAtPull: atPull })
+        const cpu = { seed: cpuSeconds(origin.proc.pid) - cpu0[0], node: cpuSeconds(node.proc.pid) - cpu0[1], manager: cpuSeconds(mgr) - cpu0[2] }
+        add(rows, OUR_ROWS[variant], { pull: t1 - t0, run: t2 - t1, fetched: repoBlockBytes(root), fetchedAtPull: atPull, cpu })
       } finally {
         await c.stop()
         await node.stop()
@@ -204,16 +237,19 @@ function print (title: string, rows: Rows, bytes: number): void {
   const ref = rows.get('reference stargz, eStargz')
   const refOpt = rows.get('reference stargz, optimized eStargz')
   const total = (s: Sample[]): number => median(s.map(x => x.pull + x.run))
+  const cpuOf = (s: Sample[]): string => s.every(x => x.cpu != null)
+    ? (['seed', 'node', 'manager'] as const).map(k => median(s.map(x => x.cpu?.[k] ?? 0)).toFixed(2)).join(' / ')
+    : ''
   console.log(`\n${title} (${(bytes / 1e6).toFixed(1)} MB compressed layers); median of ${runs} runs\n`)
-  console.log('| scenario | pull s | run s | total s | vs full pull | vs reference eStargz | vs reference optimized | fetched by first read MB | fetched MB | fetched % of image |')
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+  console.log('| scenario | pull s | run s | total s | vs full pull | vs reference eStargz | vs reference optimized | fetched by first read MB | fetched MB | fetched % of image | CPU s: seed / node / FUSE manager |')
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
   for (const [name, samples] of rows) {
     const t = total(samples)
     const fetched = median(samples.map(s => s.fetched))
     const atPull = samples.every(s => s.fetchedAtPull != null) ? (median(samples.map(s => s.fetchedAtPull as number)) / 1e6).toFixed(1) : ''
     const vs = (other: Sample[] | undefined): string => other != null ? `${(t / total(other)).toFixed(2)}×` : ''
     console.log(`| ${name} | ${median(samples.map(s => s.pull)).toFixed(2)} | ${median(samples.map(s => s.run)).toFixed(2)} | ${t.toFixed(2)} | ` +
-      `${vs(full)} | ${vs(ref)} | ${vs(refOpt)} | ${atPull} | ${(fetched / 1e6).toFixed(1)} | ${(100 * fetched / bytes).toFixed(1)} % |`)
+      `${vs(full)} | ${vs(ref)} | ${vs(refOpt)} | ${atPull} | ${(fetched / 1e6).toFixed(1)} | ${(100 * fetched / bytes).toFixed(1)} % | ${cpuOf(samples)} |`)
   }
 }
 
