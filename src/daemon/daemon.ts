@@ -113,7 +113,8 @@ export class Daemon {
       held.start()
       let mounter: RemoteLayerMounter | undefined
       // learned orders go to the FUSE manager's chunk cache when there is one (the mounter below)
-      const handOff = async (layer: string, ranges: Array<[number, number]>, signal: AbortSignal): Promise<boolean> => await (mounter?.prefetch?.(layer, ranges, signal) ?? false)
+      // only the FUSE manager's mounter takes ranges; in-process mounts read through the blockstore
+      const handOff = config.fuseManager.enable ? async (layer: string, ranges: Array<[number, number]>, signal: AbortSignal): Promise<boolean> => await (mounter?.prefetch?.(layer, ranges, signal) ?? false) : undefined
       const learned = this.learned = config.prefetch.enable ? new LearnedPrefetch({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, libp2p: node.helia.libp2p, handOff }, learnedPrefetchOptions(config)) : undefined
       await learned?.start()
       const openSource = async (cid: string, signal?: AbortSignal): Promise<IpfsSource> => {
@@ -189,7 +190,7 @@ export class Daemon {
       this.server = new SnapshotterServer({ snapshotter, logger }, { address: config.address })
       await this.server.start()
       if (this.managerClient != null) this.superviseFuseManager(snapshotter)
-      this.monitoring = new Monitoring({ repo: this.repo, remote: snapshotter.metrics, origins: this.origins, mountsAt, serving: () => this.stopping == null })
+      this.monitoring = new Monitoring({ repo: this.repo, remote: snapshotter.metrics, origins: this.origins, mountsAt, serving: () => this.stopping == null, learned: () => this.learned?.stats() })
       if (config.http.address !== '') await this.startHttp(this.monitoring)
       if (config.mirror.enable) {
         this.mirror = new MirrorServer({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, index }, mirrorOptions(config))

@@ -1,6 +1,7 @@
 import { Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { ChunkCacheStats, LatencyCounts } from '../fs/index.js'
 import type { BlockExchange, BlockExchangeStats, StageStats } from '../ipfs/index.js'
+import type { LearnedPrefetchStats } from '../prefetch-record/index.js'
 import type { RemoteMetrics } from '../snapshotter/index.js'
 import type { LayerStats } from './layer-stats.js'
 
@@ -21,6 +22,8 @@ export interface DaemonSnapshot {
   cache?: ChunkCacheStats
   /** undefined: the mounts live in the daemon; false: the FUSE manager did not answer in time. */
   fuseManagerUp?: boolean
+  /** undefined: learned prefetch is off (`[prefetch] enable = false`). */
+  learned?: LearnedPrefetchStats
 }
 
 type Labels = Record<string, string | number>
@@ -152,6 +155,14 @@ export class DaemonMetrics {
     gauge('ipfs_estargz_peers', 'Peers connected.', [], () => [[{}, s().connectedPeers]])
     counter('ipfs_estargz_snapshot_fallbacks_total', 'Prepares of a lazy layer that fell back to a normal snapshot (the layer is downloaded whole), by reason.', ['reason'], () => Object.entries(s().remote.fallbacks).map(([reason, n]) => [{ reason }, n]))
     counter('ipfs_estargz_remote_snapshots_prepared_total', 'Prepares answered with a lazily mounted layer.', [], () => [[{}, s().remote.prepared]])
+    counter('ipfs_estargz_learned_prefetch_layers_total', 'Layers a learned first-read order was used for, by how: handed_off (to the FUSE manager\'s chunk cache), hand_off_fallback (it did not take it: prefetched into the blockstore instead), or without_record (no peer had one).', ['outcome'], () => {
+      const l = s().learned
+      return l == null ? [] : [[{ outcome: 'handed_off' }, l.handedOff], [{ outcome: 'hand_off_fallback' }, l.handOffFallbacks], [{ outcome: 'without_record' }, l.layersWithoutRecord]]
+    })
+    counter('ipfs_estargz_learned_prefetch_records_total', 'Learned first-read records, by event: published (our own), fetched (from a peer, checked), rejected.', ['event'], () => {
+      const l = s().learned
+      return l == null ? [] : [[{ event: 'published' }, l.recordsPublished], [{ event: 'fetched' }, l.recordsFetched], [{ event: 'rejected' }, l.recordsRejected]]
+    })
     gauge('ipfs_estargz_fuse_manager_up', '1 when the FUSE manager holding the lazy mounts answered this scrape, 0 when it did not (its metrics are missing then).', [], () => {
       const up = s().fuseManagerUp
       return up == null ? [] : [[{}, up ? 1 : 0]]

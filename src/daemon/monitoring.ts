@@ -1,6 +1,7 @@
 import type { ChunkCache, ChunkCacheStats, MountManager } from '../fs/index.js'
 import type { FuseManagerClient, MountInfo } from '../fusemgr/index.js'
 import type { OpenRepo } from '../ipfs/index.js'
+import type { LearnedPrefetchStats } from '../prefetch-record/index.js'
 import type { RemoteMetrics } from '../snapshotter/index.js'
 import { bounded, type Health } from './http.js'
 import { layerStatsOf, type LayerOrigins, type LayerStats, type TrackedLayerMounter } from './layer-stats.js'
@@ -18,6 +19,8 @@ export interface MonitoringComponents {
   mountsAt: MountsAt
   /** False once the daemon stops. */
   serving: () => boolean
+  /** The learned prefetch's counters; undefined when it is off. */
+  learned?: () => LearnedPrefetchStats | undefined
 }
 
 /**
@@ -40,7 +43,8 @@ export class Monitoring {
       exchange: node.exchange.stats(),
       peers: node.exchange.peerStats(),
       connectedPeers: new Set(node.helia.libp2p.getConnections().map(c => c.remotePeer.toString())).size,
-      remote
+      remote,
+      learned: this.components.learned?.()
     }
     const at = this.components.mountsAt
     if ('manager' in at) {

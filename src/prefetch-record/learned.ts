@@ -70,6 +70,8 @@ export interface LearnedPrefetchStats {
   prefetchFailures: number
   /** Layers whose ranges the mounts' own cache took (`handOff`) instead of the blockstore. */
   handedOff: number
+  /** Layers whose hand-off was refused (the FUSE manager did not take it): prefetched into the blockstore instead. */
+  handOffFallbacks: number
   /** Blocks the on-demand reads (a container's) used: found in the local blockstore, or fetched. */
   onDemandLocalBlocks: number
   onDemandNetworkBlocks: number
@@ -112,7 +114,7 @@ export class LearnedPrefetch {
   private readonly opts: Required<Pick<LearnedPrefetchOptions, 'recordFetchTimeoutMs' | 'readTimeoutMs' | 'maxCandidates' | 'maxLearnedLayers'>>
   private readonly counts: Omit<LearnedPrefetchStats, 'protocol'> = {
     recordsPublished: 0, recordsFetched: 0, recordsUsed: 0, recordsRejected: 0, layersWithoutRecord: 0,
-    prefetchedPieces: 0, prefetchedBytes: 0, prefetchedNetworkBytes: 0, prefetchFailures: 0, handedOff: 0, onDemandLocalBlocks: 0, onDemandNetworkBlocks: 0
+    prefetchedPieces: 0, prefetchedBytes: 0, prefetchedNetworkBytes: 0, prefetchFailures: 0, handedOff: 0, handOffFallbacks: 0, onDemandLocalBlocks: 0, onDemandNetworkBlocks: 0
   }
 
   /** On-demand reads in flight, and prefetch workers waiting for there to be none. */
@@ -261,10 +263,16 @@ export class LearnedPrefetch {
         this.known.offer(layer, { record: candidate.record, created: candidate.created, own: false })
       }
       this.counts.recordsUsed++
-      if (await this.components.handOff?.(layer, ranges, signal) === true) {
-        this.counts.handedOff++
-        this.log.info({ layer, record: candidate.record.toString(), from: candidate.peer?.toString() ?? 'self', ranges: ranges.length, askMs: askedMs }, 'learned order handed to the mounts\' cache')
-        return
+      const handOff = this.components.handOff
+      if (handOff != null) {
+        if (await handOff(layer, ranges, signal)) {
+          this.counts.handedOff++
+          this.log.info({ layer, record: candidate.record.toString(), from: candidate.peer?.toString() ?? 'self', ranges: ranges.length, askMs: askedMs }, 'learned order handed to the mounts\' cache')
+          return
+        }
+        // the mounts read through the blockstore too, so this still helps, one hop further away
+        this.counts.handOffFallbacks++
+        this.log.warn({ layer, record: candidate.record.toString() }, 'learned order not taken by the mounts\' cache: prefetching it into the blockstore instead')
       }
       const before = source.stats().networkBytes
       const result = await prefetchInOrder({ source, idle: async (s) => { await this.idle(s) } }, ranges, { ...this.options.prefetch, signal })

@@ -106,6 +106,9 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(sample(before, 'ipfs_estargz_fuse_manager_up')).toBe(1)
     expect(sample(before, 'ipfs_estargz_peers')).toBe(1)
     expect(sample(before, 'ipfs_estargz_mounts')).toBe(0)
+    // learned prefetch is on by default: its series are there, no hand-off fell back
+    expect(sample(before, 'ipfs_estargz_learned_prefetch_layers_total', { outcome: 'hand_off_fallback' })).toBe(0)
+    expect(sample(before, 'ipfs_estargz_learned_prefetch_records_total', { event: 'rejected' })).toBe(0)
   })
 
   it('the counters move when a lazily mounted file is read with cat', async () => {

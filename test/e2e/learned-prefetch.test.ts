@@ -155,7 +155,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     await (c as RunningDaemon).stop()
     c = undefined
     const counters = cLog.find(l => l.msg === 'learned prefetch: counters at stop') as Record<string, number>
-    expect(counters).toMatchObject({ recordsFetched: layerCids.length, recordsUsed: layerCids.length, recordsRejected: 0, handedOff: layerCids.length })
+    expect(counters).toMatchObject({ recordsFetched: layerCids.length, recordsUsed: layerCids.length, recordsRejected: 0, handedOff: layerCids.length, handOffFallbacks: 0 })
     const onDemand = counters.onDemandLocalBlocks + counters.onDemandNetworkBlocks
     console.log(`C: pull ${tPulled - t0} ms, prefetch done ${tRun - t0} ms after the pull started, run ${tDone - tRun} ms; ` +
       `prefetched ${((prefetch?.bytes ?? 0) / 1e6).toFixed(1)} MB in ${prefetch?.chunks ?? 0} chunks into the FUSE manager's cache; ` +

@@ -10,7 +10,7 @@ import { importBytes } from '../../src/ipfs/import.js'
 import { createNode, type IpfsNode, type NodeOptions } from '../../src/ipfs/node.js'
 import { silentLogger, type Logger } from '../../src/logging.js'
 import { KnownRecords } from '../../src/prefetch-record/known.js'
-import { LearnedPrefetch, type LearnedPrefetchOptions } from '../../src/prefetch-record/learned.js'
+import { LearnedPrefetch, type LearnedPrefetchComponents, type LearnedPrefetchOptions } from '../../src/prefetch-record/learned.js'
 import { RecordProtocol } from '../../src/prefetch-record/protocol.js'
 import { encodeRecord, recordCid } from '../../src/prefetch-record/record.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
@@ -39,8 +39,8 @@ function capture (): { logger: Logger, lines: Array<Record<string, unknown>> } {
   return { logger: pino({ level: 'debug' }, sink), lines }
 }
 
-async function learner (n: IpfsNode, options: LearnedPrefetchOptions = {}, logger: Logger = silentLogger()): Promise<LearnedPrefetch> {
-  const l = new LearnedPrefetch({ logger, blocks: n.blocks, localBlockstore: n.localBlockstore, libp2p: n.helia.libp2p }, options)
+async function learner (n: IpfsNode, options: LearnedPrefetchOptions = {}, logger: Logger = silentLogger(), handOff?: LearnedPrefetchComponents['handOff']): Promise<LearnedPrefetch> {
+  const l = new LearnedPrefetch({ logger, blocks: n.blocks, localBlockstore: n.localBlockstore, libp2p: n.helia.libp2p, handOff }, options)
   await l.start()
   started.push(l)
   return l
@@ -128,6 +128,29 @@ describe('learned prefetch between real nodes', () => {
     await dLearned.learn(layer.toString())
     expect(dLearned.stats()).toMatchObject({ recordsFetched: 1, recordsUsed: 1 })
     expect(dLog.lines.find(l => l.msg === 'prefetched a layer in a learned order')).toMatchObject({ from: c.peerId.toString(), record: line?.record })
+  })
+
+  it('ranges the mounts\' cache takes are handed off; ranges it refuses are a counted warning, and prefetched into the blockstore instead', async () => {
+    const { b } = await recordOn([4, 8, 2])
+    const taken = await node()
+    await taken.dial(a.multiaddrs()[0])
+    await taken.dial(b.multiaddrs()[0])
+    const handed: Array<Array<[number, number]>> = []
+    const takes = await learner(taken, {}, silentLogger(), async (_layer, ranges) => { handed.push(ranges); return true })
+    await takes.learn(layer.toString())
+    expect(takes.stats()).toMatchObject({ recordsUsed: 1, handedOff: 1, handOffFallbacks: 0, prefetchedPieces: 0 })
+    expect(handed).toHaveLength(1)
+    for (const l of leaves) expect(await taken.localBlockstore.has(l.cid)).toBe(false) // the mounts' cache fetches them, not this
+
+    const refused = await node()
+    await refused.dial(a.multiaddrs()[0])
+    await refused.dial(b.multiaddrs()[0])
+    const log = capture()
+    const refuses = await learner(refused, {}, log.logger, async () => false)
+    await refuses.learn(layer.toString())
+    expect(refuses.stats()).toMatchObject({ recordsUsed: 1, handedOff: 0, handOffFallbacks: 1 })
+    expect(log.lines.find(l => l.msg === 'learned order not taken by the mounts\' cache: prefetching it into the blockstore instead')).toMatchObject({ level: 40, layer: layer.toString() })
+    for (const i of [4, 8, 2]) expect(await refused.localBlockstore.has(leaves[i].cid), `leaf ${i}`).toBe(true)
   })
 
   it('the newest record wins: C prefetches in the order of the record made last', async () => {
