@@ -130,11 +130,12 @@ export class Prefetcher {
   /**
    * Waits until the prioritized region is cached, up to `prefetchTimeoutMs` from this call; a
    * timeout or a failed fetch is logged (once), not thrown: the reads then fetch what they need.
-   * Resolves at once without a prioritized region, or when the layer stops.
+   * Resolves at once without a prioritized region, when the layer stops, and once a wait has
+   * timed out (every later check of the layer would otherwise wait the whole timeout again).
    */
   async waitForPrioritized (): Promise<void> {
     const work = this.prioritizedWork
-    if (work == null || this.status.prioritizedDone) return
+    if (work == null || this.status.prioritizedDone || this.reported.has('timeout')) return
     let timer: NodeJS.Timeout | undefined
     const timedOut = new Promise<'timeout'>(resolve => { timer = setTimeout(() => resolve('timeout'), this.opts.prefetchTimeoutMs) })
     // stop() (a cancelled mount) ends the wait at once: the reads in flight may take long

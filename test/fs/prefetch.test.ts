@@ -126,6 +126,9 @@ describe('Prefetcher', () => {
     await later.waitForPrefetch()
     expect(Date.now() - started).toBeGreaterThanOrEqual(190)
     expect(later.stats().prefetch.prioritizedDone).toBe(false)
+    const again = Date.now()
+    await later.waitForPrefetch() // given up once: no second wait
+    expect(Date.now() - again).toBeLessThan(150)
     await later.stop()
   })
 
