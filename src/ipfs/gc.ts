@@ -1,7 +1,7 @@
 import * as dagPb from '@ipld/dag-pb'
 import type { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
-import type { Helia } from 'helia'
+import type { PinStore } from './pins.js'
 import type { Logger } from '../logging.js'
 import { checkAbort, collectBlock } from './dag-reader.js'
 
@@ -218,7 +218,7 @@ export class GcGuard {
 /** What a collection needs. */
 export interface GcComponents {
   blockstore: GcBlockstore
-  pins: Pick<Helia['pins'], 'ls'>
+  pins: Pick<PinStore, 'ls'>
   guard: GcGuard
   logger: Logger
   /** More roots to keep (with every block of theirs stored here): the layers mounted now. */

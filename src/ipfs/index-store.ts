@@ -8,7 +8,8 @@ import type { Logger } from '../logging.js'
 import { PRIVATE } from '../private-files.js'
 import { collectBlock } from './dag-reader.js'
 import { ImageNotListedError, IncompleteImageError, InvalidOptionError, NoSpaceError, spaceErrno } from './errors.js'
-import { getPin, pinRoot, unpinRoot } from './pins.js'
+import { SqlitePinStore } from './pin-store.js'
+import { getPin, pinRoot, unpinRoot, type PinComponents, type PinStore } from './pins.js'
 import { walkDag } from './walk.js'
 
 /** Index store defaults, in one place. */
@@ -37,7 +38,10 @@ export interface ImageRecord {
 
 /** The parts of the node the store needs. */
 export interface IndexStoreComponents {
-  /** Pins keep GC from dropping an image's blocks. */
+  /**
+   * Helia's pins: where older versions pinned (listed and removed there). New pins are rows of
+   * this index (`pins`).
+   */
   pins: Helia['pins']
   /** The local blockstore only: the completeness check must not fetch from peers. */
   localBlockstore: {
@@ -47,6 +51,8 @@ export interface IndexStoreComponents {
     flush?: () => Promise<void>
   }
   logger: Logger
+  /** Called after a pin is removed (garbage collection's guard counts it). */
+  onUnpin?: () => void
 }
 
 export interface DigestMapping {
@@ -63,6 +69,9 @@ export interface DigestMapping {
 export class IndexStore {
   private readonly db: Database.Database
   private readonly log: Logger
+  /** The pins of this repo: one row per root (garbage collection marks from them). */
+  readonly pins: PinStore
+  private readonly pinning: PinComponents
 
   private constructor (private readonly path: string, private readonly components: IndexStoreComponents) {
     this.log = components.logger.child({ component: 'index-store' })
@@ -79,6 +88,8 @@ export class IndexStore {
       CREATE INDEX IF NOT EXISTS images_name ON images (name);
       CREATE TABLE IF NOT EXISTS tags (name TEXT NOT NULL, tag TEXT NOT NULL, root TEXT NOT NULL, PRIMARY KEY (name, tag));
     `)
+    this.pins = new SqlitePinStore({ db: this.db, legacy: components.pins, localBlockstore: components.localBlockstore, onRemove: components.onUnpin })
+    this.pinning = { pins: this.pins, localBlockstore: components.localBlockstore }
   }
 
   /** Opens (creating if needed) `<repo>/index.sqlite`. The repo lock is the node's. */
@@ -120,7 +131,7 @@ export class IndexStore {
         return await collectBlock(bs.get(cid))
       }, { signal: options.signal, has: async (cid) => await bs.has(cid), missing: (cid) => new IncompleteImageError(record.root, cid.toString()) })) blocks++
       // every block is local (checked above); a lazy pin (a pull) becomes a complete one
-      await pinRoot(this.components, root, { signal: options.signal })
+      await pinRoot(this.pinning, root, { checked: true, signal: options.signal })
       const tx = this.db.transaction(() => {
         this.putDigests(options.digests ?? [])
         this.db.prepare('INSERT OR REPLACE INTO images (root, name, created, record) VALUES (?, ?, ?, ?)')
@@ -168,7 +179,7 @@ export class IndexStore {
       for (const img of this.images.list()) for (const b of await this.blobsOf(img.root)) others.add(`${b.digest} ${b.cid}`)
       const del = this.db.prepare('DELETE FROM digests WHERE digest = ? AND cid = ?')
       for (const b of await this.blobsOf(root)) if (!others.has(`${b.digest} ${b.cid}`)) del.run(b.digest, b.cid)
-      if (await getPin(this.components, cid) != null) await unpinRoot(this.components, cid)
+      if (await getPin(this.pinning, cid) != null) await unpinRoot(this.pinning, cid)
       if (removed) this.log.info({ root }, 'image removed')
       return removed
     }

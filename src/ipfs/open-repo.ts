@@ -26,19 +26,17 @@ export async function openRepo (components: { logger: Logger }, options: Omit<No
   // every path to the blockstore goes through the guard from here on
   const guard = new GcGuard()
   guard.instrument(node.localBlockstore)
-  const pins = node.helia.pins
-  const rm = pins.rm.bind(pins)
-  pins.rm = (...args) => { guard.noteChange(); return rm(...args) }
   let index: IndexStore
   try {
-    index = IndexStore.open(options.repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger })
+    // an unpin may make blocks garbage: the guard counts it
+    index = IndexStore.open(options.repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger, onUnpin: () => { guard.noteChange() } })
   } catch (err) {
     await node.stop()
     throw err
   }
   // a listed image's descriptor JSON (its other handle, docs/ipfs.md) is kept with it
   const listed = (): CID[] => index.images.list().flatMap(i => i.descriptor != null ? [CID.parse(i.descriptor)] : [])
-  const collector = new Collector({ blockstore: node.localBlockstore as unknown as GcBlockstore, pins: node.helia.pins, guard, logger, listed })
+  const collector = new Collector({ blockstore: node.localBlockstore as unknown as GcBlockstore, pins: index.pins, guard, logger, listed })
   return {
     path: options.repo,
     node,

@@ -1,6 +1,5 @@
 import * as dagPb from '@ipld/dag-pb'
 import type { GraphNode, GraphWalkerFactory } from '@helia/interface'
-import type { Helia } from 'helia'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { checkAbort, collectBlock } from './dag-reader.js'
@@ -11,7 +10,7 @@ import { pinWalker, type LocalBlocks } from './walk.js'
 /** A pin as `pin ls` shows it. */
 export interface PinInfo {
   cid: string
-  /** Always `recursive` for ours (Helia's depth Infinity); a depth for pins made by others. */
+  /** Always `recursive` for ours (depth Infinity); a depth for pins made by others. */
   type: 'recursive' | 'direct' | `depth ${number}`
   /**
    * `lazy`: made by a lazy pull or mount, it keeps the blocks of the image that are stored here
@@ -21,8 +20,28 @@ export interface PinInfo {
   metadata: Record<string, string | number | boolean>
 }
 
+/** A pin as it is stored: its root, how deep it keeps the DAG (Infinity: all of it), and its metadata. */
+export interface PinRecord {
+  cid: CID
+  depth: number
+  metadata: Record<string, string | number | boolean>
+}
+
+/**
+ * Where pins are kept: one record per root (the repo's index). Garbage collection marks from
+ * these roots; nothing is recorded per block.
+ */
+export interface PinStore {
+  get: (cid: CID) => Promise<PinRecord | undefined>
+  /** Adds or replaces the pin of `pin.cid`. */
+  put: (pin: PinRecord) => Promise<void>
+  /** Removes the pin of `cid`; false when there was none. */
+  delete: (cid: CID, options?: { signal?: AbortSignal }) => Promise<boolean>
+  ls: (options?: { signal?: AbortSignal }) => AsyncIterable<PinRecord>
+}
+
 export interface PinComponents {
-  pins: Helia['pins']
+  pins: PinStore
   localBlockstore: LocalBlocks
 }
 
@@ -66,53 +85,41 @@ export function localWalker (store: LocalBlocks, only?: (cid: CID) => Promise<bo
 
 /** The pin of `cid`, if any. */
 export async function getPin (components: PinComponents, cid: CID): Promise<PinInfo | undefined> {
-  let pin: { depth: number, metadata: Record<string, string | number | boolean> }
-  try {
-    pin = await components.pins.get(cid)
-  } catch (err) {
-    if ((err as Error).name === 'NotFoundError') return undefined
-    throw err
-  }
-  return describe(cid, pin)
+  const pin = await components.pins.get(cid)
+  return pin == null ? undefined : describe(pin)
 }
 
-function describe (cid: CID, pin: { depth: number, metadata: Record<string, string | number | boolean> }): PinInfo {
+function describe (pin: PinRecord): PinInfo {
   const type = pin.depth === Infinity ? 'recursive' : pin.depth === 0 ? 'direct' : `depth ${pin.depth}` as const
-  return { cid: cid.toString(), type, mode: pin.metadata?.lazy === true ? 'lazy' : 'complete', metadata: pin.metadata ?? {} }
+  return { cid: pin.cid.toString(), type, mode: pin.metadata?.lazy === true ? 'lazy' : 'complete', metadata: pin.metadata ?? {} }
 }
 
 export async function * listPins (components: PinComponents, options: { signal?: AbortSignal } = {}): AsyncGenerator<PinInfo> {
-  for await (const pin of components.pins.ls({ signal: options.signal })) yield describe(pin.cid, pin)
+  for await (const pin of components.pins.ls({ signal: options.signal })) yield describe(pin)
 }
 
 /**
  * Pins `root` recursively. `lazy`: keeps what of it is stored here now and later (a lazy pull or
  * mount); otherwise every block must be stored here (BlockNotFoundError names the first that is
- * not). A pin that exists already is kept, except that a complete pin replaces a lazy one.
- * Returns whether a pin was added.
+ * not) — `checked`: the caller has just walked the DAG and found every block. A pin that exists
+ * already is kept, except that a complete pin replaces a lazy one. Returns whether a pin was added.
  */
-export async function pinRoot (components: PinComponents, root: CID, options: { lazy?: boolean, metadata?: Record<string, string | number | boolean>, signal?: AbortSignal } = {}): Promise<boolean> {
+export async function pinRoot (components: PinComponents, root: CID, options: { lazy?: boolean, checked?: boolean, metadata?: Record<string, string | number | boolean>, signal?: AbortSignal } = {}): Promise<boolean> {
   const existing = await getPin(components, root)
   if (existing != null && (options.lazy === true || existing.mode === 'complete')) return false
-  const walker = options.lazy === true ? localWalker(components.localBlockstore) : pinWalker(components.localBlockstore)
-  if (existing != null) {
-    // the lazy pin stays unless the complete one can be made: every block must be here first
-    for await (const _ of walker({} as Parameters<typeof walker>[0]).walk(root, { signal: options.signal })) { /* check */ }
-    await unpinRoot(components, root, options)
+  if (options.lazy !== true && options.checked !== true) {
+    // every block must be here (pinWalker throws BlockNotFoundError on the first that is not)
+    for await (const _ of pinWalker(components.localBlockstore)({} as Parameters<ReturnType<typeof pinWalker>>[0]).walk(root, { signal: options.signal })) { /* check */ }
   }
-  const metadata = { ...options.metadata, ...(options.lazy === true ? { lazy: true } : {}) }
-  // offline: a pin never asks peers (a complete pin's blocks are all here, a lazy one takes what is)
-  for await (const _ of components.pins.add(root, { signal: options.signal, offline: true, walker, metadata } as Parameters<Helia['pins']['add']>[1])) { /* walk */ }
+  // a lazy pin replaced by a complete one: the old one goes first (an older version's pin keeps records per block)
+  if (existing != null) await components.pins.delete(root, { signal: options.signal })
+  await components.pins.put({ cid: root, depth: Infinity, metadata: { ...options.metadata, ...(options.lazy === true ? { lazy: true } : {}) } })
   return true
 }
 
 /** Removes the pin of `root` (PinNotFoundError when there is none). Its blocks go at the next collection. */
 export async function unpinRoot (components: PinComponents, root: CID, options: { signal?: AbortSignal } = {}): Promise<void> {
-  if (await getPin(components, root) == null) throw new PinNotFoundError(root.toString())
-  // only the blocks that carry a pin record: a lazy pin's later blocks have none, and blocks
-  // collected since are not there to walk
-  const walker = localWalker(components.localBlockstore, async (cid) => await components.pins.isPinned(cid))
-  for await (const _ of components.pins.rm(root, { signal: options.signal, walker } as Parameters<Helia['pins']['rm']>[1])) { /* walk */ }
+  if (!await components.pins.delete(root, { signal: options.signal })) throw new PinNotFoundError(root.toString())
 }
 
 export { CID }

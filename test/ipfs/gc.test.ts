@@ -31,7 +31,7 @@ describe('garbage collection, pins and leases (src/ipfs/gc.ts, src/ipfs/pins.ts)
 
   const has = async (cid: CID): Promise<boolean> => await repo.node.localBlockstore.has(cid)
   const put = async (b: { cid: CID, bytes: Uint8Array }): Promise<void> => { await repo.node.localBlockstore.put(b.cid, b.bytes) }
-  const pins = (): Parameters<typeof pinRoot>[0] => ({ pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore })
+  const pins = (): Parameters<typeof pinRoot>[0] => ({ pins: repo.index.pins, localBlockstore: repo.node.localBlockstore })
 
   it('removes unpinned blocks, keeps a pinned DAG, and reports bytes and blocks freed', async () => {
     const leaf = await rawBlock(random(1000))

@@ -19,9 +19,11 @@ afterAll(async () => { await repos.cleanup() })
  * The node's collection (src/ipfs/gc.ts), which marks from the pins' roots. Not Helia's own gc: it
  * trusts per-block pin records that its pins.rm does not always clear, so it kept unpinned leaves.
  */
-async function gc (node: { localBlockstore: unknown, helia: { pins: Parameters<typeof collectGarbage>[0]['pins'] } }): Promise<void> {
-  await collectGarbage({ blockstore: node.localBlockstore as GcBlockstore, pins: node.helia.pins, guard: new GcGuard(), logger: silentLogger() })
+async function gc (node: { localBlockstore: unknown }, store: IndexStore): Promise<void> {
+  await collectGarbage({ blockstore: node.localBlockstore as GcBlockstore, pins: store.pins, guard: new GcGuard(), logger: silentLogger() })
 }
+
+const pinned = async (store: IndexStore, cid: CID): Promise<boolean> => await store.pins.get(cid) != null
 
 describe('IndexStore', () => {
   it('maps digests to CIDs, persistently', async () => {
@@ -57,16 +59,16 @@ describe('IndexStore', () => {
       const record = { root: root.toString(), name: 'test/image:1', created: new Date(0).toISOString() }
       await expect(store.images.add(record)).rejects.toMatchObject({ code: 'ERR_INCOMPLETE_IMAGE' })
       expect(store.images.list()).toEqual([])
-      expect(await node.helia.pins.isPinned(root)).toBe(false)
+      expect(await pinned(store, root)).toBe(false)
 
       await node.localBlockstore.put(leaf, leafBytes)
       await store.images.add(record, { digests: [{ digest: sha256(layer), cid: layerCid }] })
       expect(store.images.list()).toEqual([record])
       expect(store.images.get(root.toString())).toEqual(record)
       expect(store.digests.get(sha256(layer))?.equals(layerCid)).toBe(true)
-      expect(await node.helia.pins.isPinned(root)).toBe(true)
+      expect(await pinned(store, root)).toBe(true)
       // GC keeps pinned blocks
-      await gc(node)
+      await gc(node, store)
       expect(await node.localBlockstore.has(leaf)).toBe(true)
       // adding again is harmless
       await store.images.add(record)
@@ -74,9 +76,9 @@ describe('IndexStore', () => {
 
       expect(await store.images.remove(root.toString())).toBe(true)
       expect(store.images.list()).toEqual([])
-      expect(await node.helia.pins.isPinned(root)).toBe(false)
+      expect(await pinned(store, root)).toBe(false)
       expect(await store.images.remove(root.toString())).toBe(false)
-      await gc(node)
+      await gc(node, store)
       expect(await node.localBlockstore.has(leaf)).toBe(false)
     } finally {
       store.close()
@@ -101,13 +103,55 @@ describe('IndexStore', () => {
         return original(cid, options)
       }
       await store.images.add({ root: root.toString(), name: 'test/image:1', created: new Date(0).toISOString() })
-      expect(await node.helia.pins.isPinned(root)).toBe(true)
+      expect(await pinned(store, root)).toBe(true)
       expect(leafReads).toBe(0)
       expect(await store.images.remove(root.toString())).toBe(true)
       expect(leafReads).toBe(0)
-      expect(await node.helia.pins.isPinned(root)).toBe(false)
-      await gc(node)
+      expect(await pinned(store, root)).toBe(false)
+      await gc(node, store)
       expect(await bs.has(leaf)).toBe(false)
+    } finally {
+      store.close()
+    }
+  })
+})
+
+describe('IndexStore pins', () => {
+  it('a pin is one record per root, none per block; an older version\'s Helia pin is listed, kept by GC, and removed with its per-block records', async () => {
+    const repo = await repos.dir()
+    const node = await repos.node({ repo })
+    const store = IndexStore.open(repo, { pins: node.helia.pins, localBlockstore: node.localBlockstore, logger: silentLogger() })
+    try {
+      const get = async (c: CID): Promise<Uint8Array> => await collectBlock(node.localBlockstore.get(c))
+      const image = async (n: number): Promise<{ root: CID, leaf: CID }> => {
+        const layer = random((1 << 20) * 2 + n)
+        const layerCid = (await importBytes(node.helia.blockstore, layer)).cid
+        const { cid: root } = await publishLayout(node.helia.blockstore, get, { ociLayout: Buffer.from('{}'), index: Buffer.from('{}'), blobs: [{ digest: sha256(layer), cid: layerCid }] })
+        return { root, leaf: decode(await get(layerCid)).Links[1].Hash }
+      }
+      const ours = await image(1)
+      await store.images.add({ root: ours.root.toString(), name: 'ours', created: new Date(0).toISOString() })
+      expect(await store.pins.get(ours.root)).toMatchObject({ depth: Infinity, metadata: {} })
+      expect(await node.helia.pins.isPinned(ours.root)).toBe(false) // nothing written per block, the root included
+      expect(await node.helia.pins.isPinned(ours.leaf)).toBe(false)
+
+      // a repo an older version pinned in: Helia's recursive pin, a record per block
+      const old = await image(2)
+      for await (const _ of node.helia.pins.add(old.root, { metadata: { name: 'old' } })) { /* walk */ }
+      expect(await node.helia.pins.isPinned(old.leaf)).toBe(true)
+      const listed = []
+      for await (const p of store.pins.ls()) listed.push(p.cid.toString())
+      expect(listed.sort()).toEqual([ours.root.toString(), old.root.toString()].sort())
+      await gc(node, store)
+      expect(await node.localBlockstore.has(ours.leaf)).toBe(true)
+      expect(await node.localBlockstore.has(old.leaf)).toBe(true)
+      expect(await store.pins.delete(old.root)).toBe(true)
+      expect(await node.helia.pins.isPinned(old.leaf)).toBe(false) // its per-block records went with it
+      expect(await store.pins.get(old.root)).toBeUndefined()
+      await gc(node, store)
+      expect(await node.localBlockstore.has(old.leaf)).toBe(false)
+      expect(await node.localBlockstore.has(ours.leaf)).toBe(true)
+      expect(await store.pins.delete(old.root)).toBe(false)
     } finally {
       store.close()
     }

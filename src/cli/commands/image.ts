@@ -117,7 +117,7 @@ function rmCommand (): Command {
         // not listed: a pulled or mounted image is only pinned
         let cid
         try { cid = parseIpfsRef(ref) } catch { throw new ImageNotInRepoError(ref) }
-        const components = { pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore }
+        const components = { pins: repo.index.pins, localBlockstore: repo.node.localBlockstore }
         if (await getPin(components, cid) == null) throw new ImageNotInRepoError(ref)
         await unpinRoot(components, cid)
         await printJson({ root: cid.toString(), removed: true })

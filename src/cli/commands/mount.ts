@@ -123,7 +123,7 @@ function mountCommand (): Command {
         }
         const layers = image.layers
         // kept from garbage collection: what of the image is stored here, now and as it is read
-        await pinRoot({ pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore }, source.rootCid, { lazy: true, metadata: { name: ref } })
+        await pinRoot({ pins: repo.index.pins, localBlockstore: repo.node.localBlockstore }, source.rootCid, { lazy: true, metadata: { name: ref } })
         if (flags.layer != null && flags.layer >= layers.length) throw new UsageError(`--layer ${flags.layer}: the image has ${layers.length} layers (0-${layers.length - 1})`)
         const mountLayer = async (i: number, at: string): Promise<void> => {
           const l = layers[i]

@@ -23,7 +23,7 @@ function lsCommand (): Command {
     .action(async (ref: string | undefined, flags: Flags) => {
       const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
       try {
-        const components = { pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore }
+        const components = { pins: repo.index.pins, localBlockstore: repo.node.localBlockstore }
         if (ref != null) {
           const cid = cidOf(ref)
           const pin = await getPin(components, cid)
@@ -55,7 +55,7 @@ function addCommand (): Command {
         let blocks = 0
         for await (const _ of walkDag(cid, async (c, signal) => await collectBlock(repo.node.blocks.get(c, { signal, offline: flags.offline === true })), { signal: ac.signal })) blocks++
         await repo.node.flush()
-        const added = await pinRoot({ pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore }, cid, { signal: ac.signal })
+        const added = await pinRoot({ pins: repo.index.pins, localBlockstore: repo.node.localBlockstore }, cid, { signal: ac.signal })
         await printJson({ cid: cid.toString(), blocks, added })
       } finally {
         stopListening()
@@ -74,7 +74,7 @@ function rmCommand (): Command {
       const repo = await openCommandRepo(flags.repo, createLogger(flags.logLevel))
       try {
         const cid = cidOf(ref)
-        await unpinRoot({ pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore }, cid)
+        await unpinRoot({ pins: repo.index.pins, localBlockstore: repo.node.localBlockstore }, cid)
         await printJson({ cid: cid.toString(), removed: true })
       } finally {
         await repo.close()

@@ -83,7 +83,7 @@ export function pullCommand (): Command {
         // CRI asks for layers by digest only: remember where each one lives.
         for (const l of result.layers) if (l.cid != null) repo.index.digests.put(l.digest, l.cid)
         // kept from garbage collection: what of the image is stored here, now and as it is read
-        await pinRoot({ pins: repo.node.helia.pins, localBlockstore: repo.node.localBlockstore }, source.rootCid, { lazy: true, metadata: { name: result.name }, signal: ac.signal })
+        await pinRoot({ pins: repo.index.pins, localBlockstore: repo.node.localBlockstore }, source.rootCid, { lazy: true, metadata: { name: result.name }, signal: ac.signal })
         if (flags.json === true) await printJson(result)
         else await writeStdout(`${result.name}\n`)
       } finally {
