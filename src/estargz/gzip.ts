@@ -15,12 +15,33 @@ function memberHeader (level: number): Uint8Array {
 }
 
 /**
- * Compresses `data` into one complete gzip member. The deflate step runs on libuv's thread pool,
- * so several members compress in parallel while the caller keeps streaming. The output depends
- * only on the input and level: the same bytes on any machine and core count.
+ * Members up to this size deflate in one synchronous call: most members of a layer are small (tar
+ * headers, small files), and for those the thread pool's stream machinery cost more CPU than the
+ * deflate itself (a third of a push's main thread went to it).
+ */
+const SYNC_DEFLATE_MAX = 16 << 10
+/** Synchronous deflates give the event loop a turn at least this often (ms): readers in the same process wait no longer. */
+const SYNC_SLICE_MS = 5
+let sliceStarted = 0
+
+/**
+ * Compresses `data` into one complete gzip member. A large member's deflate runs on libuv's
+ * thread pool, so several compress in parallel while the caller keeps streaming; a small one's
+ * runs here, in time slices. The output depends only on the input and level: the same bytes on
+ * any machine and core count, either way.
  */
 export async function gzipMember (data: Uint8Array, level: number): Promise<Uint8Array> {
-  const body = await deflateRaw(data, { level, memLevel: 8, windowBits: 15, strategy: zlib.constants.Z_DEFAULT_STRATEGY })
+  const options = { level, memLevel: 8, windowBits: 15, strategy: zlib.constants.Z_DEFAULT_STRATEGY }
+  let body: Buffer
+  if (data.length <= SYNC_DEFLATE_MAX) {
+    if (performance.now() - sliceStarted > SYNC_SLICE_MS) {
+      await new Promise(resolve => setImmediate(resolve))
+      sliceStarted = performance.now()
+    }
+    body = zlib.deflateRawSync(data, options)
+  } else {
+    body = await deflateRaw(data, options)
+  }
   const out = Buffer.allocUnsafe(10 + body.length + 8)
   out.set(memberHeader(level), 0)
   out.set(body, 10)
