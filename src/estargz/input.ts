@@ -67,6 +67,9 @@ async function * throughNodeStream (source: AsyncIterable<Uint8Array>, transform
   }
 }
 
+/** Decompressed bytes per step of a gzip input. */
+const INFLATE_CHUNK_BYTES = 256 << 10
+
 /**
  * Undoes gzip or zstd compression of a layer, if any; plain tar passes through. The compression
  * is told by the first bytes unless the caller knows it.
@@ -79,7 +82,8 @@ export async function decompressInput (source: AsyncIterable<Uint8Array>, known?
     compression = detectCompression(peeked.head)
     stream = peeked.stream
   }
-  if (compression === 'gzip') return { compression, stream: throughNodeStream(stream, zlib.createGunzip(), 'gzip') }
+  // 256 KiB out per thread-pool round trip instead of zlib's 16 KiB: a sixteenth of the callbacks
+  if (compression === 'gzip') return { compression, stream: throughNodeStream(stream, zlib.createGunzip({ chunkSize: INFLATE_CHUNK_BYTES }), 'gzip') }
   if (compression === 'zstd') {
     return { compression, stream: nativeZstd != null ? throughNodeStream(stream, nativeZstd(), 'zstd') : zstdDecompress(stream) }
   }
