@@ -5,7 +5,7 @@
  *   - block sharing between the image and its rebuild with other timestamps, member-aligned vs
  *     `--kubo-compatible` (fixed 256 KiB leaves).
  * Each run times push and the reference back to back on the same input, and reads the push's peak
- * RSS (GNU time's maximum resident set size). `--many-files` adds a one-layer image of many small
+ * RSS (GNU time's maximum resident set size), the CLI run as installed (its shebang's node flags). `--many-files` adds a one-layer image of many small
  * files (a tar of /usr/lib/python3, /usr/share/doc and perl from the host). `--compare CLI` runs
  * another build's CLI (e.g. /path/to/older/bin/ipfs-estargz.js) the same way, in the same runs.
  * Prints one table. Goals: push ≥ 1.0× the reference's conversion-only time (push includes
@@ -109,7 +109,8 @@ try {
       rows.set(`${label}: ${name}`, row)
       for (let r = 0; r < runs; r++) {
         const repo = join(work, `repo${r}`)
-        const t = timed([process.execPath, cli, 'push', `oci:${layout}`, '--repo', repo, '--level', level])
+        // run as installed: the executable, whose shebang sets the node flags the package ships with
+        const t = timed([cli, 'push', `oci:${layout}`, '--repo', repo, '--level', level])
         await rm(repo, { recursive: true, force: true })
         let total = 0
         for (const [i, tar] of layerTars.entries()) total += timed([esgzRef(), 'build', tar, join(work, `ref${i}.esgz`), '--level', level, '--chunk-size', String(4 << 20)]).seconds
