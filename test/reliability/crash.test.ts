@@ -20,7 +20,9 @@ import { CID } from 'multiformats/cid'
 import { collectBlock, openRepo, walkDag } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
+import { LABELS } from '../../src/wire/index.js'
 import type * as api from '../../src/wire/index.js'
+import { FuseManagerClient } from '../../src/fusemgr/index.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, stopFuseManager, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { chainIds, sha256 } from '../../scripts/fixtures/digest.js'
@@ -173,6 +175,11 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     const pins = pinned()
     const infos = await (sn as SnapshotsClient).list()
     const byName = new Map(infos.map(i => [i.name, i]))
+    // the FUSE manager holds a lazy mount for each remote snapshot and for nothing else (a mount
+    // the killed daemon asked for but never committed was taken down at the restart)
+    const remote = infos.filter(i => i.labels[LABELS.remote] != null).length
+    const held = await new FuseManagerClient(join(root, 'fuse-manager.sock')).mounts()
+    expect(held.length, `held: ${held.map(m => m.mountpoint).join(', ')}`).toBe(remote)
     for (const seed of seeds) {
       if (!listed.includes(`ipfs://${roots[seed]}`)) continue
       expect(pins, `image ${seed} is listed in containerd but not pinned`).toContain(roots[seed])
