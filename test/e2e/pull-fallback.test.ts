@@ -173,6 +173,8 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     expect(pulled.stderr.trim().split('\n').at(-1)).toMatch(/^ipfs-estargz: layer 1 \(sha256:[0-9a-f]{64}\) was not mounted lazily: mount-timeout: no lazy mount of \w+ within 2000 ms \(ERR_LAYER_NOT_LAZY\)$/)
     expect(await c.ctr(['images', 'ls', '-q'])).not.toContain(images.strict)
     expect(await c.ctr(['snapshots', '--snapshotter', 'ipfs-estargz', 'ls'])).not.toMatch(/extract-/)
+    // the pin the pull made before unpacking went with it
+    expect(cli(['pin', 'ls', images.strict, '--repo', (b as RunningDaemon).root]).stderr).toContain('ERR_PIN_NOT_FOUND')
   }, 120_000)
 
   it('with $IPFS_ESTARGZ_API naming a dead daemon (or nothing), repo commands fail with one clear line and open no repo', async () => {

@@ -1,6 +1,6 @@
 import { Command } from 'commander'
 import { CLIENT_DEFAULTS as CONTAINERD_DEFAULTS, CONFIG_DEFAULTS as CONTAINERD_CONFIG_DEFAULTS, ContainerdClient, pullImage, type PullEvent } from '../../containerd/index.js'
-import { IpfsImageReader, parseIpfsRef, pinRoot } from '../../ipfs/index.js'
+import { IpfsImageReader, parseIpfsRef, pinRoot, unpinRoot } from '../../ipfs/index.js'
 import { createLogger, type LogLevel } from '../../logging.js'
 import { parsePlatform } from '../../oci/index.js'
 import { cancelOn, commandContext } from '../context.js'
@@ -61,12 +61,18 @@ export function pullCommand (): Command {
         await repo.node.discovery.connectProviders(parseIpfsRef(ref), { signal: ac.signal })
         const source = await IpfsImageReader.open(repo.node.blocks, ref, { signal: ac.signal })
         const tty = process.stderr.isTTY
+        const name = flags.name ?? `ipfs://${source.rootCid.toString()}`
+        // kept from garbage collection: what of the image is stored here, now and as it is read.
+        // Pinned before containerd lists the image: a crash in between leaves a pin (`image rm`
+        // drops it), never a listed image whose blocks a collection may take.
+        const pins = { pins: repo.index.pins, localBlockstore: repo.node.localBlockstore }
+        const pinnedNow = await pinRoot(pins, source.rootCid, { lazy: true, metadata: { name }, signal: ac.signal })
         // inside the daemon: the FUSE manager opens every layer at once, before the Prepares
         const warm = commandContext.getStore()?.warmLayers
         const result = await pullImage({
           client,
           source,
-          name: flags.name ?? `ipfs://${source.rootCid.toString()}`,
+          name,
           snapshotter: flags.snapshotter,
           platform: flags.platform != null ? parsePlatform(flags.platform) : undefined,
           namespace: flags.namespace,
@@ -79,11 +85,13 @@ export function pullCommand (): Command {
             const line = progress(e, tty)
             if (line != null) writeStderr(`${line}\n`)
           }
+        }).catch(async (err: unknown) => {
+          // a failed pull keeps no pin of its own (one made before by another command stays)
+          if (pinnedNow) await unpinRoot(pins, source.rootCid).catch((e: Error) => { logger.warn({ err: e.message }, 'could not drop the pin of the failed pull') })
+          throw err
         })
         // CRI asks for layers by digest only: remember where each one lives.
         for (const l of result.layers) if (l.cid != null) repo.index.digests.put(l.digest, l.cid)
-        // kept from garbage collection: what of the image is stored here, now and as it is read
-        await pinRoot({ pins: repo.index.pins, localBlockstore: repo.node.localBlockstore }, source.rootCid, { lazy: true, metadata: { name: result.name }, signal: ac.signal })
         if (flags.json === true) await printJson(result)
         else await writeStdout(`${result.name}\n`)
       } finally {
