@@ -1,5 +1,5 @@
 import { resolve } from 'node:path'
-import type { LatencyCounts, LayerFsStats, RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../fs/index.js'
+import type { LayerFsStats, RemoteLayerMounter, RemoteLayerRef, RemoteMount } from '../fs/index.js'
 import type { BlockFetch } from '../source/index.js'
 import type { Labels } from '../wire/index.js'
 
@@ -46,8 +46,11 @@ export class LayerOrigins {
   }
 }
 
+/** The reader's counters a layer's statistics pass on as they are (documented in fs/chunk-reader.ts). */
+type ReaderCounters = Pick<LayerFsStats, 'bytesServed' | 'cacheHits' | 'cacheMisses' | 'verificationFailures' | 'fetchTimeouts' | 'sourceErrors' | 'fetchMs'>
+
 /** One mounted layer as `stats` and /metrics show it. */
-export interface LayerStats {
+export interface LayerStats extends ReaderCounters {
   mountpoint: string
   cid: string
   tocDigest: string
@@ -59,15 +62,6 @@ export interface LayerStats {
   fetched: { onDemand: number, prefetch: number, background: number, total: number }
   /** Where the bytes read came from: the chunk cache (file bytes), the node (its IPFS blocks). */
   from: { chunkCache: number } & BlockOrigins
-  /** File bytes returned to readers. */
-  bytesServed: number
-  cacheHits: number
-  cacheMisses: number
-  verificationFailures: number
-  fetchTimeouts: number
-  sourceErrors: number
-  /** Source reads' durations. */
-  fetchMs: LatencyCounts
   prefetchDone: boolean
   complete: boolean
 }
