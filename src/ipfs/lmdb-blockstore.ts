@@ -9,6 +9,7 @@ import * as Digest from 'multiformats/hashes/digest'
 import type { Logger } from '../logging.js'
 import { toSpaceError } from './errors.js'
 import { NotFoundError, type RepoBlockstore } from './stores.js'
+import { WriteBehindQueue } from './write-behind.js'
 
 /** LMDB blockstore defaults, in one place. */
 export const DEFAULTS = {
@@ -62,17 +63,13 @@ async function bytesOf (val: Bytes): Promise<Uint8Array> {
 export class LmdbBlockstore extends BaseBlockstore {
   private env?: RootDatabase
   private db?: Database<Buffer, Buffer>
-  private readonly pending = new Map<string, { bytes: Uint8Array, write: Promise<void> }>()
-  private pendingBytes = 0
-  private readonly drained: Array<() => void> = []
-  private failure: unknown
-  private readonly maxPendingBytes: number
+  private readonly queue: WriteBehindQueue
   readonly legacy?: RepoBlockstore
 
   /** `path`: the LMDB data file (its lock file is `<path>-lock`). */
   constructor (readonly path: string, options: LmdbBlockstoreOptions = {}, private readonly log?: Logger) {
     super()
-    this.maxPendingBytes = options.maxPendingBytes ?? DEFAULTS.maxPendingBytes
+    this.queue = new WriteBehindQueue(options.maxPendingBytes ?? DEFAULTS.maxPendingBytes)
     this.legacy = options.legacy
   }
 
@@ -95,13 +92,10 @@ export class LmdbBlockstore extends BaseBlockstore {
 
   override async put (key: CID, val: Bytes, options?: { signal?: AbortSignal }): Promise<CID> {
     options?.signal?.throwIfAborted()
-    this.throwFailure()
-    if (this.pending.has(pendingKey(key))) return key
+    this.queue.throwFailure()
+    if (this.queue.has(pendingKey(key))) return key
     const bytes = await bytesOf(val)
-    while (this.pendingBytes > this.maxPendingBytes) {
-      await new Promise<void>(resolve => { this.drained.push(resolve) })
-      this.throwFailure()
-    }
+    await this.queue.room()
     this.enqueue(key, bytes)
     return key
   }
@@ -111,56 +105,43 @@ export class LmdbBlockstore extends BaseBlockstore {
    * must have checked `bytes` against `cid`. False when the block was being written already.
    */
   putFetched (cid: CID, bytes: Uint8Array): boolean {
-    if (this.pending.has(pendingKey(cid))) return false
+    if (this.queue.has(pendingKey(cid))) return false
     this.enqueue(cid, bytes, true)
     return true
   }
 
   private enqueue (cid: CID, bytes: Uint8Array, fetched = false): void {
     const k = pendingKey(cid)
-    this.pendingBytes += bytes.byteLength
     const write = this.store.put(keyOf(cid), Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).then(() => {}, (err: unknown) => {
       const e = toSpaceError(err, this.path)
       // A fetched block is fetched again on the next read; a pushed one fails the push's flush.
       if (fetched) this.log?.warn({ cid: cid.toString(), err: (e as Error).message }, 'cannot store a fetched block')
-      else this.failure ??= e
-    }).finally(() => {
-      this.pending.delete(k)
-      this.pendingBytes -= bytes.byteLength
-      if (this.pendingBytes <= this.maxPendingBytes) for (const wake of this.drained.splice(0)) wake()
-    })
-    this.pending.set(k, { bytes, write })
+      else this.queue.fail(e)
+    }).finally(() => { this.queue.settle(k, bytes.byteLength) })
+    this.queue.add(k, bytes, write)
   }
-
-  private throwFailure (): void {
-    if (this.failure == null) return
-    const err = this.failure
-    this.failure = undefined
-    throw err
-  }
-
 
   /** Blocks queued but not yet committed. */
   get pendingWrites (): number {
-    return this.pending.size
+    return this.queue.size
   }
 
   /** Resolves when every block queued so far is committed; throws the first write error since the last flush. */
   async flush (): Promise<void> {
-    while (this.pending.size > 0) await Promise.all([...this.pending.values()].map(async p => await p.write))
+    await this.queue.drain()
     await this.legacy?.flush()
-    this.throwFailure()
+    this.queue.throwFailure()
   }
 
   override async has (key: CID, options?: { signal?: AbortSignal }): Promise<boolean> {
     options?.signal?.throwIfAborted()
-    if (this.pending.has(pendingKey(key))) return true
+    if (this.queue.has(pendingKey(key))) return true
     if (this.store.doesExist(keyOf(key))) return true
     return this.legacy != null && await this.legacy.has(key)
   }
 
   override async * get (key: CID, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array> {
-    const held = this.pending.get(pendingKey(key))
+    const held = this.queue.get(pendingKey(key))
     if (held != null) {
       yield held.bytes
       return
@@ -180,7 +161,7 @@ export class LmdbBlockstore extends BaseBlockstore {
   override async delete (key: CID, options?: { signal?: AbortSignal }): Promise<void> {
     options?.signal?.throwIfAborted()
     // A write still under way would put the block back after the delete.
-    await this.pending.get(pendingKey(key))?.write
+    await this.queue.get(pendingKey(key))?.write
     try {
       await this.store.remove(keyOf(key))
     } catch (err) {

@@ -10,6 +10,7 @@ import * as Digest from 'multiformats/hashes/digest'
 import type { Logger } from '../logging.js'
 import { NoSpaceError, toSpaceError } from './errors.js'
 import { NotFoundError, type RepoBlockstore } from './stores.js'
+import { WriteBehindQueue } from './write-behind.js'
 
 /** Pack blockstore defaults, in one place. */
 export const DEFAULTS = {
@@ -117,10 +118,7 @@ export class PackBlockstore extends BaseBlockstore {
   private free = { bytes: 0, at: 0 }
   private writing = 0
   private spaceCheck: Promise<void> = Promise.resolve()
-  private readonly pending = new Map<string, { bytes: Uint8Array, write: Promise<void> }>()
-  private pendingBytes = 0
-  private readonly drained: Array<() => void> = []
-  private failure: unknown
+  private readonly queue: WriteBehindQueue
   private compacting: Promise<void> = Promise.resolve()
   private readonly opts: Required<Omit<PackBlockstoreOptions, 'legacy'>>
   readonly legacy?: RepoBlockstore
@@ -133,6 +131,7 @@ export class PackBlockstore extends BaseBlockstore {
       maxPackBytes: options.maxPackBytes ?? DEFAULTS.maxPackBytes,
       compactBelow: options.compactBelow ?? DEFAULTS.compactBelow
     }
+    this.queue = new WriteBehindQueue(this.opts.maxPendingBytes)
     this.legacy = options.legacy
   }
 
@@ -184,13 +183,10 @@ export class PackBlockstore extends BaseBlockstore {
 
   override async put (key: CID, val: Bytes, options?: { signal?: AbortSignal }): Promise<CID> {
     options?.signal?.throwIfAborted()
-    this.throwFailure()
-    if (this.pending.has(pendingKey(key))) return key
+    this.queue.throwFailure()
+    if (this.queue.has(pendingKey(key))) return key
     const bytes = await bytesOf(val)
-    while (this.pendingBytes > this.opts.maxPendingBytes) {
-      await new Promise<void>(resolve => { this.drained.push(resolve) })
-      this.throwFailure()
-    }
+    await this.queue.room()
     if (this.db.doesExist(keyOf(key))) return key
     await this.enqueue(key, bytes)
     return key
@@ -201,7 +197,7 @@ export class PackBlockstore extends BaseBlockstore {
    * must have checked `bytes` against `cid`. False when the block was being written already.
    */
   putFetched (cid: CID, bytes: Uint8Array): boolean {
-    if (this.pending.has(pendingKey(cid))) return false
+    if (this.queue.has(pendingKey(cid))) return false
     void this.enqueue(cid, bytes, true)
     return true
   }
@@ -212,8 +208,7 @@ export class PackBlockstore extends BaseBlockstore {
     const pk = pendingKey(cid)
     let done: () => void = () => {}
     const write = new Promise<void>(resolve => { done = resolve })
-    this.pending.set(pk, { bytes, write })
-    this.pendingBytes += bytes.byteLength
+    this.queue.add(pk, bytes, write)
     try {
       let p = this.packs.get(this.active)
       while (p == null || p.size + bytes.byteLength > this.opts.maxPackBytes) {
@@ -274,7 +269,7 @@ export class PackBlockstore extends BaseBlockstore {
       const e = toSpaceError(err, join(this.path, DEFAULTS.packsDir, packName(first.pack)))
       // A fetched block is fetched again on the next read; a pushed one fails the push's flush.
       if (items.every(i => i.fetched)) this.log?.warn({ blocks: items.length, err: (e as Error).message }, 'cannot store fetched blocks')
-      else this.failure ??= e
+      else this.queue.fail(e)
     }).finally(() => {
       for (const i of items) this.settle(i.pk, i.bytes.byteLength, i.done)
     })
@@ -300,30 +295,20 @@ export class PackBlockstore extends BaseBlockstore {
   }
 
   private settle (pk: string, n: number, done: () => void): void {
-    this.pending.delete(pk)
-    this.pendingBytes -= n
+    this.queue.settle(pk, n)
     done()
-    if (this.pendingBytes <= this.opts.maxPendingBytes) for (const wake of this.drained.splice(0)) wake()
   }
-
-  private throwFailure (): void {
-    if (this.failure == null) return
-    const err = this.failure
-    this.failure = undefined
-    throw err
-  }
-
 
   /** Blocks queued but not yet indexed. */
   get pendingWrites (): number {
-    return this.pending.size
+    return this.queue.size
   }
 
   /** Resolves when every block queued so far is indexed and on disk; throws the first write error since the last flush. */
   async flush (): Promise<void> {
-    while (this.pending.size > 0) await Promise.all([...this.pending.values()].map(async p => await p.write))
+    await this.queue.drain()
     await this.legacy?.flush()
-    this.throwFailure()
+    this.queue.throwFailure()
     try {
       await this.packs.get(this.active)?.fh.datasync()
       await this.db.flushed
@@ -334,7 +319,7 @@ export class PackBlockstore extends BaseBlockstore {
 
   override async has (key: CID, options?: { signal?: AbortSignal }): Promise<boolean> {
     options?.signal?.throwIfAborted()
-    if (this.pending.has(pendingKey(key))) return true
+    if (this.queue.has(pendingKey(key))) return true
     if (this.db.doesExist(keyOf(key))) return true
     return this.legacy != null && await this.legacy.has(key)
   }
@@ -344,7 +329,7 @@ export class PackBlockstore extends BaseBlockstore {
   }
 
   private async * getBlock (key: CID, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array> {
-    const held = this.pending.get(pendingKey(key))
+    const held = this.queue.get(pendingKey(key))
     if (held != null) {
       yield held.bytes
       return
@@ -386,7 +371,7 @@ export class PackBlockstore extends BaseBlockstore {
   override async delete (key: CID, options?: { signal?: AbortSignal }): Promise<void> {
     options?.signal?.throwIfAborted()
     // A write still under way would put the block back after the delete.
-    await this.pending.get(pendingKey(key))?.write
+    await this.queue.get(pendingKey(key))?.write
     const k = keyOf(key)
     const v = this.db.getBinary(k)
     if (v != null) {
@@ -430,7 +415,7 @@ export class PackBlockstore extends BaseBlockstore {
       const bytes = await this.read(k)
       if (bytes == null) continue
       const cid = CID.createV1(raw.code, Digest.decode(k))
-      if (!this.pending.has(pendingKey(cid)) && !this.deleting.has(pendingKey(cid))) await this.enqueue(cid, bytes, false, n)
+      if (!this.queue.has(pendingKey(cid)) && !this.deleting.has(pendingKey(cid))) await this.enqueue(cid, bytes, false, n)
     }
     await this.flush()
     // Entries that still point here (a put raced the scan) keep the pack.

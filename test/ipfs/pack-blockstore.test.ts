@@ -10,6 +10,7 @@ import { LmdbBlockstore } from '../../src/ipfs/lmdb-blockstore.js'
 import { PackBlockstore } from '../../src/ipfs/pack-blockstore.js'
 import { RepoBlockstore } from '../../src/ipfs/stores.js'
 import { corruptBlocks } from '../../scripts/fixtures/repo-blocks.js'
+import type { WriteBehindQueue } from '../../src/ipfs/write-behind.js'
 import { TempRepos, random } from './helpers.js'
 
 const repos = new TempRepos()
@@ -115,7 +116,7 @@ describe('PackBlockstore', () => {
     await store.open()
     const a = random(100)
     const ca = await cidOf(a)
-    ;(store as unknown as { failure: unknown }).failure = new Error('disk gone')
+    ;(store as unknown as { queue: WriteBehindQueue }).queue.fail(new Error('disk gone'))
     await expect(store.put(ca, a)).rejects.toThrow('disk gone')
     await store.put(ca, a)
     await store.flush()
