@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { convertImage, IpfsPublisher, LayoutPublisher } from '../../src/convert/index.js'
 import { openRepo, type OpenRepo } from '../../src/ipfs/index.js'
-import { silentLogger } from '../../src/logging.js'
+import { silentLogger, type Logger } from '../../src/logging.js'
+import { MirrorServer, type MirrorOptions } from '../../src/mirror/index.js'
 import { MediaType, openOciLayout, type Index } from '../../src/oci/index.js'
 import { allBlobs, jsonBlob, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 
@@ -51,4 +52,12 @@ export async function mirrorFixture (opts: { listen?: string[] } = {}): Promise<
       await rm(dir, { recursive: true, force: true })
     }
   }
+}
+
+/** A mirror serving the fixture's repo on a loopback port of its own; the caller stops it. */
+export async function startMirror (fx: Pick<MirrorFixture, 'repo'>, options: Partial<MirrorOptions> = {}, logger: Logger = silentLogger()): Promise<{ mirror: MirrorServer, port: number }> {
+  const { repo } = fx
+  const mirror = new MirrorServer({ logger, blocks: repo.node.blocks, localBlockstore: repo.node.localBlockstore, index: repo.index }, { address: '127.0.0.1:0', ...options })
+  await mirror.start()
+  return { mirror, port: Number(new URL(mirror.url).port) }
 }

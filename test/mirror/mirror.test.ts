@@ -11,7 +11,7 @@ import { collectBlock, IndexStore, openRepo, UnixfsFileReader, verifyBlock, walk
 import { silentLogger } from '../../src/logging.js'
 import { credentialLine, MirrorOptionError, MirrorServer } from '../../src/mirror/index.js'
 import { MediaType, openOciLayout, resolveImages, type Descriptor, type Index } from '../../src/oci/index.js'
-import { mirrorFixture, type MirrorFixture } from './helpers.js'
+import { mirrorFixture, startMirror, type MirrorFixture } from './helpers.js'
 
 const logger = silentLogger()
 const sha256 = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
@@ -34,8 +34,7 @@ describe('mirror: registry API and trustless gateway over a repo', () => {
 
   beforeAll(async () => {
     fx = await mirrorFixture()
-    mirror = new MirrorServer({ logger, blocks: fx.repo.node.blocks, localBlockstore: fx.repo.node.localBlockstore, index: fx.repo.index }, { address: '127.0.0.1:0' })
-    await mirror.start()
+    ;({ mirror } = await startMirror(fx, {}, logger))
     base = mirror.url
     name = `ipfs/${fx.root}`
     const layout = await openOciLayout(fx.layout)

@@ -13,7 +13,8 @@ import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openRepo, type OpenRepo } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
-import { MirrorServer } from '../../src/mirror/index.js'
+import type { MirrorServer } from '../../src/mirror/index.js'
+import { startMirror } from '../mirror/helpers.js'
 import { cliPath, refstackDir } from '../../scripts/fixtures/tools.js'
 
 const run = promisify(execFile)
@@ -49,8 +50,7 @@ describe('the reference stargz snapshotter pulls through the mirror lazily (refe
     root = json.root
     layerBytes = json.images[0].layers.reduce((n, l) => n + l.size, 0)
     repo = await openRepo({ logger: silentLogger() }, { repo: join(dir, 'repo') })
-    mirror = new MirrorServer({ logger: silentLogger(), blocks: repo.node.blocks, localBlockstore: repo.node.localBlockstore, index: repo.index }, { address: '127.0.0.1:0' })
-    await mirror.start()
+    ;({ mirror } = await startMirror({ repo }))
     ref = `${mirror.url.replace('http://', '')}/ipfs/${root}:latest`
   }, 600_000)
 

@@ -9,8 +9,8 @@ import { connect } from 'node:net'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../src/logging.js'
-import { MirrorServer } from '../../src/mirror/index.js'
-import { mirrorFixture, type MirrorFixture } from '../mirror/helpers.js'
+import type { MirrorServer } from '../../src/mirror/index.js'
+import { mirrorFixture, startMirror, type MirrorFixture } from '../mirror/helpers.js'
 import { cases, mutationOf, record, SEED, shortReporter, within } from './harness.js'
 
 const logger = silentLogger()
@@ -44,11 +44,8 @@ describe('fuzz: mirror HTTP (registry API and gateway)', () => {
   beforeAll(async () => {
     process.on('unhandledRejection', onUnhandled)
     fixture = await mirrorFixture()
-    const { repo } = fixture
     root = fixture.root
-    mirror = new MirrorServer({ logger, blocks: repo.node.blocks, localBlockstore: repo.node.localBlockstore, index: repo.index }, { address: '127.0.0.1:0' })
-    await mirror.start()
-    port = Number(new URL(mirror.url).port)
+    ;({ mirror, port } = await startMirror(fixture, {}, logger))
   }, 120_000)
 
   afterAll(async () => {

@@ -8,10 +8,9 @@ import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { silentLogger } from '../../src/logging.js'
 import { FuseManagerClient } from '../../src/fusemgr/index.js'
-import { mirrorFixture, type MirrorFixture } from '../mirror/helpers.js'
-import { MirrorServer } from '../../src/mirror/index.js'
+import { mirrorFixture, startMirror, type MirrorFixture } from '../mirror/helpers.js'
+import type { MirrorServer } from '../../src/mirror/index.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { isRoot, needs } from '../helpers/env.js'
@@ -92,12 +91,9 @@ describe('mirror: a client that hangs up during a CAR answer', () => {
   beforeAll(async () => {
     process.on('unhandledRejection', onUnhandled)
     fixture = await mirrorFixture()
-    const { repo } = fixture
     root = fixture.root
     // few streams: a handler that never finishes would use them up
-    mirror = new MirrorServer({ logger: silentLogger(), blocks: repo.node.blocks, localBlockstore: repo.node.localBlockstore, index: repo.index }, { address: '127.0.0.1:0', maxStreams: 3 })
-    await mirror.start()
-    port = Number(new URL(mirror.url).port)
+    ;({ mirror, port } = await startMirror(fixture, { maxStreams: 3 }))
   }, 120_000)
 
   afterAll(async () => {
