@@ -18,7 +18,7 @@
  * default `ref-stack` in scripts/fixtures/tools.ts' referenceDir) with a work folder its setup.sh prepared (`--ref-work DIR`); the
  * pyapp image comes from there. Without them only the debian rows are measured.
  *
- * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--images pyapp,debian] [--ref-stack DIR] [--ref-work DIR] [--ours plain,optimized,learned] [--skip-reference] [--node-config TOML]
+ * usage: npx tsx scripts/bench/startup.ts [--runs 3] [--images pyapp,debian] [--ref-stack DIR] [--ref-work DIR] [--ours plain,optimized,learned] [--skip-reference] [--node-config TOML] [--profile DIR]
  *        (as root; scripts/bench/startup.sh builds first)
  */
 import '../../src/polyfill.js'
@@ -55,10 +55,16 @@ const { values } = parseArgs({
     /** Only our rows for the pyapp image (when iterating on our side). */
     'skip-reference': { type: 'boolean', default: false },
     /** TOML added to each pulling node's configuration (to compare a setting, e.g. `[fs]\nwait_for_prefetch_at_mount = true`). */
-    'node-config': { type: 'string', default: '' }
+    'node-config': { type: 'string', default: '' },
+    /** Write CPU profiles of each pulling daemon and its FUSE manager over the pull and the run into this folder. */
+    profile: { type: 'string' }
   }
 })
 const runs = Number(values.runs)
+const profileEnv = values.profile != null
+  ? { env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${join(import.meta.dirname, 'profile-preload.cjs')}`, IPFS_ESTARGZ_PROFILE_DIR: values.profile } }
+  : {}
+
 const variants = values.ours.split(',') as Variant[]
 for (const v of variants) if (!(v in OUR_ROWS)) throw new Error(`--ours: ${v} is not one of ${Object.keys(OUR_ROWS).join(', ')}`)
 const images = new Set(values.images.split(','))
@@ -81,7 +87,15 @@ const median = (xs: number[]): number => {
  * the container's first read); for ours, the CPU seconds the seed, the pulling daemon and its FUSE
  * manager spent over the pull and the run (on 2 cores, CPU is what a lazy pull competes for).
  */
-interface Sample { pull: number, run: number, fetched: number, fetchedAtPull?: number, cpu?: { seed: number, node: number, manager: number } }
+interface Sample {
+  pull: number
+  run: number
+  fetched: number
+  fetchedAtPull?: number
+  cpu?: { seed: number, node: number, manager: number }
+  /** For ours: the mounts' source reads (FUSE manager → daemon), the block exchange's requests to peers and the blocks they brought. */
+  requests?: { reads: number, exchange: number, blocks: number }
+}
 
 /** CPU seconds (user + system) a process has used so far; 0 when it is gone. */
 function cpuSeconds (pid: number | undefined): number {
@@ -106,6 +120,12 @@ function managerPid (root: string): number | undefined {
   }
   return undefined
 }
+/** The mounts' source reads and the block exchange's requests so far, from the node's `stats`. */
+function requestsOf (root: string): { reads: number, exchange: number, blocks: number } {
+  const s = JSON.parse(cli(['stats', '--json', '--repo', root])) as { exchange: { requests: number, blocksReceived: number }, layers: Array<{ fetchMs: { count: number } }> }
+  return { reads: s.layers.reduce((n, l) => n + l.fetchMs.count, 0), exchange: s.exchange.requests, blocks: s.exchange.blocksReceived }
+}
+
 type Rows = Map<string, Sample[]>
 const add = (rows: Rows, name: string, s: Sample): void => { rows.set(name, [...(rows.get(name) ?? []), s]) }
 
@@ -146,7 +166,7 @@ async function logged (d: RunningDaemon, text: string, count: number, timeoutMs:
  */
 async function ourRows (rows: Rows, work: string, layout: string, workload: string[], variant: Variant): Promise<void> {
   const originRoot = join(work, `origin-${variant}`)
-  const origin = await startDaemon({ root: originRoot, listen: ['/ip4/127.0.0.1/tcp/0'] })
+  const origin = await startDaemon({ root: originRoot, listen: ['/ip4/127.0.0.1/tcp/0'], ...profileEnv })
   let teacher: RunningDaemon | undefined
   try {
     const cid = variant === 'optimized'
@@ -170,11 +190,12 @@ async function ourRows (rows: Rows, work: string, layout: string, workload: stri
     }
     for (let r = 0; r < runs; r++) {
       const root = join(work, `node-${variant}-${r}`)
-      const node = await startDaemon({ root, peers, ...(values['node-config'] !== '' ? { config: values['node-config'].replaceAll('\\n', '\n') + '\n' } : {}) })
+      const node = await startDaemon({ root, peers, ...(values['node-config'] !== '' ? { config: values['node-config'].replaceAll('\\n', '\n') + '\n' } : {}), ...profileEnv })
       const c = await startContainerd({ proxyPlugins: { 'ipfs-estargz': node.address } })
       try {
         const mgr = managerPid(root)
         const cpu0 = [cpuSeconds(origin.proc.pid), cpuSeconds(node.proc.pid), cpuSeconds(mgr)]
+        if (values.profile != null) for (const pid of [origin.proc.pid, node.proc.pid, mgr]) if (pid != null) process.kill(pid, 'SIGUSR2')
         const t0 = now()
         cli(['pull', `ipfs://${cid}`, '--repo', root, '--address', c.address, '--require-lazy'])
         const t1 = now()
@@ -182,7 +203,7 @@ async function ourRows (rows: Rows, work: string, layout: string, workload: stri
         await c.ctr(['run', '--rm', '--snapshotter', 'ipfs-estargz', `ipfs://${cid}`, `lazy-${r}`, ...workload], { timeoutMs: 600_000 })
         const t2 = now()
         const cpu = { seed: cpuSeconds(origin.proc.pid) - cpu0[0], node: cpuSeconds(node.proc.pid) - cpu0[1], manager: cpuSeconds(mgr) - cpu0[2] }
-        add(rows, OUR_ROWS[variant], { pull: t1 - t0, run: t2 - t1, fetched: repoBlockBytes(root), fetchedAtPull: atPull, cpu })
+        add(rows, OUR_ROWS[variant], { pull: t1 - t0, run: t2 - t1, fetched: repoBlockBytes(root), fetchedAtPull: atPull, cpu, requests: requestsOf(root) })
       } finally {
         await c.stop()
         await node.stop()
@@ -240,16 +261,19 @@ function print (title: string, rows: Rows, bytes: number): void {
   const cpuOf = (s: Sample[]): string => s.every(x => x.cpu != null)
     ? (['seed', 'node', 'manager'] as const).map(k => median(s.map(x => x.cpu?.[k] ?? 0)).toFixed(2)).join(' / ')
     : ''
+  const requestCells = (s: Sample[]): string => s.every(x => x.requests != null)
+    ? `${median(s.map(x => x.requests?.reads ?? 0))} / ${median(s.map(x => x.requests?.exchange ?? 0))} / ${median(s.map(x => x.requests?.blocks ?? 0))}`
+    : ''
   console.log(`\n${title} (${(bytes / 1e6).toFixed(1)} MB compressed layers); median of ${runs} runs\n`)
-  console.log('| scenario | pull s | run s | total s | vs full pull | vs reference eStargz | vs reference optimized | fetched by first read MB | fetched MB | fetched % of image | CPU s: seed / node / FUSE manager |')
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+  console.log('| scenario | pull s | run s | total s | vs full pull | vs reference eStargz | vs reference optimized | fetched by first read MB | fetched MB | fetched % of image | CPU s: seed / node / FUSE manager | requests: mount reads / exchange / blocks |')
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
   for (const [name, samples] of rows) {
     const t = total(samples)
     const fetched = median(samples.map(s => s.fetched))
     const atPull = samples.every(s => s.fetchedAtPull != null) ? (median(samples.map(s => s.fetchedAtPull as number)) / 1e6).toFixed(1) : ''
     const vs = (other: Sample[] | undefined): string => other != null ? `${(t / total(other)).toFixed(2)}×` : ''
     console.log(`| ${name} | ${median(samples.map(s => s.pull)).toFixed(2)} | ${median(samples.map(s => s.run)).toFixed(2)} | ${t.toFixed(2)} | ` +
-      `${vs(full)} | ${vs(ref)} | ${vs(refOpt)} | ${atPull} | ${(fetched / 1e6).toFixed(1)} | ${(100 * fetched / bytes).toFixed(1)} % | ${cpuOf(samples)} |`)
+      `${vs(full)} | ${vs(ref)} | ${vs(refOpt)} | ${atPull} | ${(fetched / 1e6).toFixed(1)} | ${(100 * fetched / bytes).toFixed(1)} % | ${cpuOf(samples)} | ${requestCells(samples)} |`)
   }
 }
 
