@@ -43,6 +43,13 @@ export const DEFAULTS = {
    * the round trip; the window bounds the memory one request holds.
    */
   serveReadAhead: 8,
+  /**
+   * Server: answers already read are sent together, up to this many bytes per write: one yamux
+   * frame, one noise message per 64 KiB and one socket write for many small blocks instead of
+   * one each (a layer of small files is mostly blocks of a few KiB). An answer is never held
+   * back waiting for a later one: what is ready goes out before the server waits on a read.
+   */
+  serveBatchBytes: 256 * 1024,
   /** Client: CIDs in one on-demand request (a bigger batch is split); ≤ maxCidsPerRequest. */
   requestCids: 16,
   /** Client: CIDs in one background request: small, so on-demand requests never queue long behind one. */
@@ -738,40 +745,57 @@ export class BlockExchange {
         // what was asked, in order (learned prefetch is checked by it); the CIDs' text only when it is logged
         if (this.log.isLevelEnabled('debug')) this.log.debug({ peer, cids: cids.map(c => c.toString()) }, 'block exchange: serving a request')
         const reads: Array<Promise<Uint8Array | undefined>> = []
+        const ready: boolean[] = []
         const readAhead = (upTo: number): void => {
-          for (let j = reads.length; j < Math.min(upTo, cids.length); j++) reads.push(this.local(cids[j]))
+          for (let j = reads.length; j < Math.min(upTo, cids.length); j++) {
+            reads.push(this.local(cids[j]).finally(() => { ready[j] = true }))
+          }
+        }
+        // answers waiting to be written together
+        let batch: Uint8Array[] = []
+        let batchBytes = 0
+        const flush = async (): Promise<void> => {
+          if (batch.length === 0) return
+          const frames = batch
+          batch = []
+          batchBytes = 0
+          if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
+          deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
+          await lp.writeV(frames, { signal: deadline.signal })
+          deadline.clear()
         }
         for (let i = 0; i < cids.length; i++) {
           readAhead(i + this.opts.serveReadAhead)
+          if (ready[i] !== true) await flush()
           let bytes = await reads[i]
           if (bytes == null) {
             const fetching = this.whenFetched(cids[i], peer)
             if (fetching != null) {
+              await flush()
               if (pendingFrames) {
                 // tell the asker we are on it, so it waits for us instead of asking another peer
-                if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
-                deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
-                await lp.write(Uint8Array.of(PENDING), { signal: deadline.signal })
-                deadline.clear()
+                batch.push(Uint8Array.of(PENDING))
+                await flush()
               }
               bytes = await fetching
             }
           }
-          if (stream.status !== 'open') throw new BlockExchangeProtocolError(`stream ${stream.status} while answering`)
-          deadline.arm(() => new BlockExchangeTimeoutError(`${peer} did not take an answer within ${this.opts.requestTimeout} ms`))
           if (bytes == null) {
             this.counts.servedDontHaves++
-            await lp.write(Uint8Array.of(DONT_HAVE), { signal: deadline.signal })
+            batch.push(Uint8Array.of(DONT_HAVE))
+            batchBytes += 1
           } else {
             this.counts.servedBlocks++
             this.counts.servedBytes += bytes.length
             const pc = this.peerCounters(peer)
             pc.blocksServed++
             pc.bytesServed += bytes.length
-            await lp.write(Buffer.concat([Uint8Array.of(HAVE), bytes]), { signal: deadline.signal })
+            batch.push(Buffer.concat([Uint8Array.of(HAVE), bytes]))
+            batchBytes += bytes.length + 1
           }
-          deadline.clear()
+          if (batchBytes >= this.opts.serveBatchBytes) await flush()
         }
+        await flush()
       }
       // Await the close: libp2p may tear the stream down once this handler returns.
       await stream.close({ signal: AbortSignal.timeout(this.opts.requestTimeout) })
