@@ -49,6 +49,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want_stamp" ]; then
   # npm runs package.json's `dependencies` script after it changes node_modules; said here too,
   # as the patch must be in place (and, bundled, in the packed tarball) whatever npm decides
   node scripts/patch-xsalsa20.cjs >&2
+  node scripts/patch-yamux.cjs >&2
   echo "$want_stamp" > "$stamp"
 fi
 

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { packageJson as pkg } from '../../scripts/fixtures/pack.js'
@@ -24,13 +24,19 @@ describe('the npm package', () => {
     // a consumer's npm warns about install scripts it was not told to allow; the xsalsa20 patch
     // runs when the checkout's node_modules changes and before packing, so the bundle has it
     expect(Object.keys(pkg.scripts).filter(s => /^(pre|post)?(install|prepare)$/.test(s))).toEqual([])
-    expect(pkg.scripts.dependencies).toBe('node scripts/patch-xsalsa20.cjs')
-    expect(pkg.scripts.prepack).toBe('node scripts/patch-xsalsa20.cjs')
+    expect(pkg.scripts.dependencies).toBe('node scripts/patch-xsalsa20.cjs && node scripts/patch-yamux.cjs')
+    expect(pkg.scripts.prepack).toBe('node scripts/patch-xsalsa20.cjs && node scripts/patch-yamux.cjs')
+  })
+
+  it('runs on patched dependencies (the patches npm applies after it changes node_modules)', () => {
+    const read = (...p: string[]): string => readFileSync(join(repoRoot, 'node_modules', ...p), 'utf8')
+    expect(read('xsalsa20', 'index.js')).toContain('/* patched: refresh view */')
+    expect(read('@libp2p', 'yamux', 'dist', 'src', 'stream.js')).toContain('/* patched: half-window updates */')
   })
 
   it('packs the command, the compiled code and the service unit', () => {
     expect(pkg.bin).toEqual({ 'ipfs-estargz': 'bin/ipfs-estargz.js' })
-    expect(pkg.files).toEqual(expect.arrayContaining(['bin', 'dist', 'proto', 'scripts/patch-xsalsa20.cjs', 'scripts/systemd']))
+    expect(pkg.files).toEqual(expect.arrayContaining(['bin', 'dist', 'proto', 'scripts/patch-xsalsa20.cjs', 'scripts/patch-yamux.cjs', 'scripts/systemd']))
     for (const f of [pkg.bin['ipfs-estargz'], 'scripts/systemd/ipfs-estargz.service']) expect(existsSync(join(repoRoot, f)), f).toBe(true)
   })
 })

@@ -74,6 +74,7 @@ describe('the packed package, installed with npm into a clean prefix', () => {
     expect(await version('undici')).toMatch(/^7\./)
     expect(existsSync(join(installed, 'node_modules', 'react-native'))).toBe(false)
     expect(await readFile(join(installed, 'node_modules', 'xsalsa20', 'index.js'), 'utf8')).toContain('/* patched: refresh view */')
+    expect(await readFile(join(installed, 'node_modules', '@libp2p', 'yamux', 'dist', 'src', 'stream.js'), 'utf8')).toContain('/* patched: half-window updates */')
     // one copy of each: nothing resolved a second undici under a dependent
     const nested = await readdir(join(installed, 'node_modules', '@libp2p', 'http')).catch(() => [])
     expect(nested).not.toContain('node_modules')
