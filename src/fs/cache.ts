@@ -109,6 +109,8 @@ export class ChunkCache {
   /** Entries whose file content is known to match the name. */
   private readonly trusted = new Set<string>()
   private readonly writing = new Map<string, Promise<void>>()
+  /** Fan-out directories known to exist: a chunk write makes its own only the first time. */
+  private readonly madeDirs = new Set<string>()
   /** Removals of evicted files under way. */
   private readonly removing = new Set<Promise<void>>()
   /**
@@ -151,6 +153,7 @@ export class ChunkCache {
     const found: Array<{ hex: string, size: number, mtime: number }> = []
     for (const sub of await readdir(this.dir)) {
       if (!/^[0-9a-f]{2}$/.test(sub)) continue
+      this.madeDirs.add(sub)
       for (const name of await readdir(join(this.dir, sub))) {
         if (!HEX.test(name) || !name.startsWith(sub)) continue
         const st = await stat(join(this.dir, sub, name)).catch(() => undefined)
@@ -309,8 +312,12 @@ export class ChunkCache {
   private async writeFile (hex: string, data: Uint8Array): Promise<void> {
     const dir = this.dir ?? ''
     const tmp = join(dir, 'tmp', `${hex}.${randomBytes(4).toString('hex')}`)
+    const sub = hex.slice(0, 2)
     try {
-      await mkdir(join(dir, hex.slice(0, 2)), { recursive: true, mode: PRIVATE.dirMode })
+      if (!this.madeDirs.has(sub)) {
+        await mkdir(join(dir, sub), { recursive: true, mode: PRIVATE.dirMode })
+        this.madeDirs.add(sub)
+      }
       const fh = await open(tmp, 'wx', PRIVATE.fileMode)
       try {
         await fh.writeFile(data)
@@ -320,6 +327,7 @@ export class ChunkCache {
       await rename(tmp, this.pathOf(hex))
     } catch (err) {
       await rm(tmp, { force: true })
+      this.madeDirs.delete(sub) // removed by hand, perhaps: the next write makes it again
       // A full disk or a removed cache dir degrades to "not cached"; reads still work.
       this.log.warn({ err, chunk: hex }, 'cannot write chunk to the disk cache')
       return
