@@ -74,8 +74,12 @@ export function decodeFileNode (cid: CID, bytes: Uint8Array): FileNode {
  * them). Interior nodes are cached (decoded); leaves are not.
  */
 export class UnixfsFileReader {
-  /** Decoded interior nodes (their fetch while under way), the least recently used dropped. */
-  private readonly cache: LRUCache<string, Promise<FileNode>>
+  /**
+   * Decoded interior nodes (their fetch while under way), the least recently used dropped; each
+   * with whether it was fetched for a read at the reader's own priority (`urgent`) or by another
+   * getter (the interior prefetch, a background read).
+   */
+  private readonly cache: LRUCache<string, { node: Promise<FileNode>, urgent: boolean }>
 
   private constructor (
     readonly root: CID,
@@ -161,15 +165,21 @@ export class UnixfsFileReader {
 
   private async sharedNode (cid: CID, signal: AbortSignal | undefined, getBlock: BlockGetter): Promise<FileNode> {
     const key = cid.toString()
-    let p = this.cache.get(key)
-    if (p == null) {
-      const fetching = getBlock(cid, signal).then(bytes => decodeFileNode(cid, bytes))
-      p = fetching
-      this.cache.set(key, fetching)
-      // a failed fetch is not kept: the next read fetches again
-      fetching.catch(() => { if (this.cache.peek(key) === fetching) this.cache.delete(key) })
-    }
-    return await p
+    const urgent = getBlock === this.getBlock
+    const known = this.cache.get(key)
+    if (known != null && (known.urgent || !urgent)) return await known.node
+    // Not fetched yet, or only at a lower priority: a read waiting on a node the interior
+    // prefetch is fetching in the background asks for it at its own priority too (the block
+    // exchange then moves the want ahead of the background queue), and whichever fetch answers
+    // first serves both. Joining the background fetch alone left a mount's first read waiting
+    // for the whole background queue before it.
+    const fetching = getBlock(cid, signal).then(bytes => decodeFileNode(cid, bytes))
+    const node = known == null ? fetching : Promise.any([known.node, fetching]).catch(async () => await fetching)
+    const entry = { node, urgent }
+    this.cache.set(key, entry)
+    // a failed fetch is not kept: the next read fetches again
+    node.catch(() => { if (this.cache.peek(key) === entry) this.cache.delete(key) })
+    return await node
   }
 }
 

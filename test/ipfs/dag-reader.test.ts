@@ -40,6 +40,22 @@ describe('UnixfsFileReader', () => {
     }
   })
 
+  it('a read does not wait behind the background fetch of an interior node it needs: it asks at its own priority', async () => {
+    const { store, cid, data } = await deepFile()
+    const reader = await UnixfsFileReader.open(cid, store.getBlock)
+    // the interior prefetch's getter stands for a background queue that does not move
+    const stalled: CID[] = []
+    void reader.prefetchInterior(undefined, async (c) => { stalled.push(c); return await new Promise<Uint8Array>(() => {}) })
+    expect(stalled.length).toBeGreaterThan(0)
+    const got = await Promise.race([reader.read(25_500, 1000), new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('the read waited on the background fetch')), 5_000))])
+    expect(Buffer.compare(Buffer.from(got), data.subarray(25_500, 26_500))).toBe(0)
+    // and a background read joins the read's fetch instead of starting its own
+    let backgroundGets = 0
+    const again = await reader.read(24_000, 10, undefined, async (c) => { backgroundGets++; return await store.getBlock(c) })
+    expect(Buffer.compare(Buffer.from(again), data.subarray(24_000, 24_010))).toBe(0)
+    expect(backgroundGets).toBe(1) // the leaf only: the interior nodes came from the read's fetch
+  })
+
   it('rejects a DAG whose parent sizes lie', async () => {
     const { store, cid } = await deepFile()
     const leaves = await leafMap(store.getBlock, cid)
