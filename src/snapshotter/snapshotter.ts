@@ -135,11 +135,31 @@ export class Snapshotter {
       if (outcome === true) throw new SnapshotExistsError(`target snapshot ${JSON.stringify(target)}: already exists`)
       rec = await this.markFallback(rec, labels, outcome)
     }
-    return this.mountsOf(rec)
+    return await this.handOut(rec)
   }
 
   async view (namespace: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
-    return await this.mountsOf(await this.create(namespace, 'view', key, parent, labels))
+    return await this.handOut(await this.create(namespace, 'view', key, parent, labels))
+  }
+
+  /**
+   * The mounts of a snapshot just created; when they are refused (a remote layer below is
+   * unavailable) the snapshot goes again. containerd keeps nothing of a Prepare or View that
+   * failed (its transaction is rolled back), so a snapshot kept here would be one it never
+   * removes: each retry of a pull while the FUSE manager restarts would leave one more.
+   */
+  private async handOut (rec: SnapshotRecord): Promise<Mount[]> {
+    try {
+      return await this.mountsOf(rec)
+    } catch (err) {
+      try {
+        this.store.remove(rec.namespace, rec.name)
+        await this.removeDir(rec.id)
+      } catch (e) {
+        this.logger.warn({ key: rec.name, err: (e as Error).message }, 'could not remove the snapshot whose mounts were refused')
+      }
+      throw err
+    }
   }
 
   async mounts (namespace: string, key: string): Promise<Mount[]> {

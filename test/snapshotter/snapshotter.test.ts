@@ -275,8 +275,11 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
     expect(h.snapshotter.metrics.remountFailures).toBe(1)
     const err = await errorOf(h.client.prepare('on-top', 'sha256:gone'))
     expect(err.code).toBe(status.UNAVAILABLE)
-    expect(await codeOf(h.client.stat('on-top'))).toBe(undefined) // the snapshot exists; only its mounts are refused
-    await h.client.remove('on-top')
+    // nothing is left of the refused Prepare (containerd keeps nothing of it either), nor of a View
+    expect(await codeOf(h.client.stat('on-top'))).toBe(status.NOT_FOUND)
+    expect((await errorOf(h.client.view('look-on-top', 'sha256:gone'))).code).toBe(status.UNAVAILABLE)
+    expect(await codeOf(h.client.stat('look-on-top'))).toBe(status.NOT_FOUND)
+    expect(readdirSync(join(dir, 'root', 'snapshots'))).toHaveLength(1)
     await h.client.remove('sha256:gone')
     expect(await h.client.list()).toEqual([])
   })
