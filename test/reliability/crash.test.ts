@@ -5,6 +5,10 @@
  * (an image containerd lists has its whole snapshot chain, committed and readable, and its pin;
  * a snapshot is either the active one or the committed one, with all its files). The interrupted
  * work then runs to the end. Also the CLI (and `ctr`) killed mid-call: the daemon keeps serving.
+ * On a node whose blocks come from a seed: the FUSE manager killed among a pull's lazy mounts (the
+ * pull ends lazily, with warned fallbacks or a typed error; no stale mount; the pull again and a
+ * container read right), a pull at once after a restart, and a reader of a lazy mount across a
+ * daemon kill -9 and restart (right bytes or EIO, never wrong ones).
  *
  * One trial per fault in `npm test`; more in `npm run test:reliability` (RELIABILITY_CASES sets
  * them). The kill lands at a random point of the operation (its length measured first).
