@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { DiffIdMismatchError, hostPlatform, resolveImages } from '../oci/index.js'
 import { silentLogger, type Logger } from '../logging.js'
-import { BadImageError, NotLazyError, isAlreadyExists, isNotFound } from './errors.js'
+import { BadImageError, NotLazyError, UnavailableError, isAlreadyExists, isNotFound } from './errors.js'
 import type { WarmLayer } from '../fs/index.js'
 import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels, type ContainerdDescriptor, type Labels, type Mount } from '../wire/index.js'
 import type { ContainerdClient } from './client.js'
@@ -14,7 +15,16 @@ export const DEFAULTS = {
   /** Prepare attempts when a concurrent unpack raced us on the same key (containerd: 3) */
   prepareAttempts: 3,
   /** stargz-snapshotter's ctr-remote / nerdctl default prefetch label value (bytes); 0 = no label */
-  prefetchBytes: 0
+  prefetchBytes: 0,
+  /**
+   * After the snapshotter restarts, containerd reaches it again only after gRPC's reconnect
+   * backoff (0.5–3 s seen): until then a Prepare, which goes through to the snapshotter, answers
+   * Unavailable (as it does while the snapshotter's FUSE manager is being started again). Such a
+   * Prepare is tried again for up to this long from its first Unavailable...
+   */
+  snapshotterReconnectMs: 10_000,
+  /** ...this often */
+  snapshotterReconnectIntervalMs: 200
 }
 
 /** A reader that can name a blob's CID (IpfsImageReader); others give no `remote/urls` label. */
@@ -319,11 +329,20 @@ async function unpackLayers (
     let key = ''
     let mounts: Mount[] | undefined
     const preparing = performance.now()
+    let unavailableSince: number | undefined
+    let unavailableRetries = 0
     for (let attempt = 1; attempt <= DEFAULTS.prepareAttempts && mounts == null && !layer.lazy; attempt++) {
       key = unpackKey(chainId)
       try {
         mounts = await sn.prepare(key, parent, labels, { signal })
       } catch (err) {
+        // containerd keeps nothing of a Prepare that failed (its transaction is rolled back)
+        if (err instanceof UnavailableError && reconnecting(unavailableSince ??= performance.now())) {
+          if (unavailableRetries++ === 0) logger.info({ layer: desc.digest, err: err.message }, 'the snapshotter is unavailable (containerd reconnecting to it?): trying again')
+          await sleep(DEFAULTS.snapshotterReconnectIntervalMs, undefined, { signal })
+          attempt--
+          continue
+        }
         if (!isAlreadyExists(err)) throw err
         // the snapshotter committed the layer under the target ref itself: a remote snapshot
         try {
@@ -335,6 +354,7 @@ async function unpackLayers (
         }
       }
     }
+    if (unavailableSince != null && (mounts != null || layer.lazy)) logger.info({ layer: desc.digest, retries: unavailableRetries, ms: Math.round(performance.now() - unavailableSince) }, 'the snapshotter answered again')
     logger.debug({ layer: desc.digest, lazy: layer.lazy, ms: Math.round(performance.now() - preparing) }, 'layer prepared')
     if (layer.lazy) {
       emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'lazy' })
@@ -369,6 +389,11 @@ async function unpackLayers (
     emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'applied', fallbackReason: layer.fallbackReason })
   }
   return out
+}
+
+/** Whether a Prepare answered Unavailable since `since` (performance.now()) is tried once more. */
+function reconnecting (since: number): boolean {
+  return performance.now() - since + DEFAULTS.snapshotterReconnectIntervalMs <= DEFAULTS.snapshotterReconnectMs
 }
 
 /**

@@ -5,7 +5,7 @@ import { CLIENT_DEFAULTS as FUSE_MANAGER_CLIENT_DEFAULTS } from '../fusemgr/inde
 import { PREFETCH_DEFAULTS, PROTOCOL_DEFAULTS, RECORD_DEFAULTS, RECORDER_DEFAULTS } from '../prefetch-record/defaults.js'
 import { DEFAULTS as MIRROR_DEFAULTS } from '../mirror/defaults.js'
 import { DEFAULTS as READAHEAD_DEFAULTS } from '../source/readahead.js'
-import { ConfigError } from './errors.js'
+import { ConfigConflictError, ConfigError } from './errors.js'
 import { DEFAULTS as GC_DEFAULTS } from './gc-defaults.js'
 import { HTTP_DEFAULTS } from './http-defaults.js'
 
@@ -237,5 +237,22 @@ export async function loadConfig (file: string | undefined): Promise<DaemonConfi
   } catch (err) {
     throw new ConfigError(`${path}: ${(err as Error).message.split('\n')[0]}`)
   }
-  return merge(structuredClone(DEFAULTS), table, path)
+  const config = merge(structuredClone(DEFAULTS), table, path)
+  checkConfig(config, path)
+  return config
+}
+
+/**
+ * Refuses settings that cannot go together (ConfigConflictError). With the FUSE manager, the
+ * snapshotter's check of a lazy layer is one call to it that waits up to `[fs]
+ * prefetch_timeout_sec` for the layer's prioritized files: a `call_timeout_sec` not above that
+ * would fail the check of every layer still prefetching (the container's snapshot answers
+ * Unavailable).
+ */
+export function checkConfig (config: DaemonConfig, where = 'config'): void {
+  const call = config.fuseManager.callTimeoutSec
+  const prefetch = config.fs.prefetchTimeoutSec
+  if (config.fuseManager.enable && !(call > prefetch)) {
+    throw new ConfigConflictError(`${where}: [fuse_manager] call_timeout_sec (${call}) must be greater than [fs] prefetch_timeout_sec (${prefetch}): a check of a lazy layer waits up to prefetch_timeout_sec inside one call to the FUSE manager`)
+  }
 }

@@ -12,7 +12,7 @@ import { Snapshotter, SnapshotterServer } from '../snapshotter/index.js'
 import { IpfsSource, ReadaheadSource } from '../source/index.js'
 import { BlobReader } from './blob-api.js'
 import { AutoGc, MountedLayers } from './gc.js'
-import type { DaemonConfig } from './config.js'
+import { checkConfig, type DaemonConfig } from './config.js'
 import { ControlServer, type CommandRunner } from './control.js'
 import { LearningLayerMounter } from './learning-mounter.js'
 import { learnedPrefetchOptions } from './learned-prefetch.js'
@@ -99,6 +99,7 @@ export class Daemon {
   async start (): Promise<void> {
     const { config } = this
     const logger = this.components.logger
+    checkConfig(config) // also a config built without loadConfig (flags, a library user)
     // Everything under the root is private (the node's key, blocks, cached file contents); what
     // others must reach is opened explicitly: the sockets' folder, the sockets, the snapshots' fs.
     usePrivateUmask()

@@ -9,6 +9,9 @@ export abstract class DaemonError extends IpfsEstargzError {}
 /** The config file cannot be read or parsed, or has an unknown setting or a value of the wrong type. */
 export class ConfigError extends DaemonError { static readonly code = 'ERR_CONFIG' }
 
+/** Settings that each pass but cannot go together (e.g. a call timeout not above the wait it contains): the daemon refuses to start. */
+export class ConfigConflictError extends DaemonError { static readonly code = 'ERR_CONFIG_CONFLICT' }
+
 // The CLI's side of the control API (src/daemon/control-client.ts).
 
 /** A daemon the CLI was pointed at (or whose socket it found) does not answer: it never falls back to another repo. */

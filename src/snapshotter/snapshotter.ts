@@ -11,7 +11,7 @@ import { DEFAULTS as LIMITS } from './validate.js'
 import { LABELS, MAX_FALLBACK_MESSAGE, REMOTE_LABEL_VALUE, type Labels, type Mount } from '../wire/index.js'
 import type { SnapshotInfo, SnapshotRecord, Usage } from './metadata.js'
 import type { DigestResolver, FallbackReason, RemoteMetrics } from './remote.js'
-import { mountsUnder, mountsUnderSync, unmountUnder, type RemoteLayerMounter, type RemoteMount } from '../fs/index.js'
+import { mountsUnder, mountsUnderSync, unmountUnder, type RemoteLayerMounter, type RemoteLayerRef, type RemoteMount } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 
 export const DEFAULTS = {
@@ -68,6 +68,10 @@ export class Snapshotter {
   private db?: MetadataStore
   /** remote snapshots by id: the mount handle, or undefined when it could not be mounted again */
   private readonly remote = new Map<string, RemoteMount | undefined>()
+  /** A recovery of the remote mounts under way (`recoverRemote`): new remote mounts wait for it. */
+  private recovery?: Promise<void>
+  /** Remote mounts (mount to commit) under way: a recovery waits for them. */
+  private readonly mounting = new Set<Promise<unknown>>()
 
   constructor (components: SnapshotterComponents, options: SnapshotterOptions) {
     this.root = resolve(options.root)
@@ -113,9 +117,39 @@ export class Snapshotter {
   async recoverRemote (): Promise<void> {
     const db = this.db
     if (db == null) throw new NotStartedError('snapshotter is not started')
-    const kept = await this.keepHeldMounts(db)
-    await unmountUnder(this.layout.snapshotsDir, kept)
-    await this.restoreRemote(db, kept, { tolerate: true })
+    await this.recovered()
+    // Alone: a Prepare mounting a layer meanwhile (through the new mounter) would have its mount
+    // taken for a leftover and undone, or its snapshot, committed after the list was read, found
+    // busy and marked failed for good. Those under way finish first; new ones wait.
+    const recovery = (async () => {
+      await Promise.allSettled([...this.mounting])
+      const kept = await this.keepHeldMounts(db)
+      await unmountUnder(this.layout.snapshotsDir, kept)
+      await this.restoreRemote(db, kept, { tolerate: true })
+    })()
+    this.recovery = recovery.catch(() => {})
+    try {
+      await recovery
+    } finally {
+      this.recovery = undefined
+    }
+  }
+
+  /** Waits while a recovery of the remote mounts runs. */
+  private async recovered (): Promise<void> {
+    while (this.recovery != null) await this.recovery
+  }
+
+  /** Runs a remote mount (through its commit) outside any recovery, which waits for it. */
+  private async remoteMount<T> (fn: () => Promise<T>): Promise<T> {
+    await this.recovered()
+    const running = fn()
+    this.mounting.add(running)
+    try {
+      return await running
+    } finally {
+      this.mounting.delete(running)
+    }
   }
 
   async stop (): Promise<void> {
@@ -135,11 +169,31 @@ export class Snapshotter {
       if (outcome === true) throw new SnapshotExistsError(`target snapshot ${JSON.stringify(target)}: already exists`)
       rec = await this.markFallback(rec, labels, outcome)
     }
-    return this.mountsOf(rec)
+    return await this.handOut(rec)
   }
 
   async view (namespace: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
-    return await this.mountsOf(await this.create(namespace, 'view', key, parent, labels))
+    return await this.handOut(await this.create(namespace, 'view', key, parent, labels))
+  }
+
+  /**
+   * The mounts of a snapshot just created; when they are refused (a remote layer below is
+   * unavailable) the snapshot goes again. containerd keeps nothing of a Prepare or View that
+   * failed (its transaction is rolled back), so a snapshot kept here would be one it never
+   * removes: each retry of a pull while the FUSE manager restarts would leave one more.
+   */
+  private async handOut (rec: SnapshotRecord): Promise<Mount[]> {
+    try {
+      return await this.mountsOf(rec)
+    } catch (err) {
+      try {
+        this.store.remove(rec.namespace, rec.name)
+        await this.removeDir(rec.id)
+      } catch (e) {
+        this.logger.warn({ key: rec.name, err: (e as Error).message }, 'could not remove the snapshot whose mounts were refused')
+      }
+      throw err
+    }
   }
 
   async mounts (namespace: string, key: string): Promise<Mount[]> {
@@ -272,6 +326,12 @@ export class Snapshotter {
       return fallback('no-remote-layer', `resolving the layer's CID failed: ${(err as Error).message}`)
     }
     if (layer == null) return fallback('no-remote-layer', 'the labels name no IPFS layer (no ipfs:// url, and the layer digest is not in the digest index)')
+    return await this.remoteMount(async () => await this.mountRemote(rec, target, labels, layer, log, fallback))
+  }
+
+  /** tryRemote's mount and commit of `layer` at the snapshot's `fs`. */
+  private async mountRemote (rec: SnapshotRecord, target: string, labels: Labels, layer: RemoteLayerRef, log: Logger, fallback: (reason: FallbackReason, message: string, clean?: boolean) => Fallback): Promise<true | Fallback> {
+    if (this.mounter == null) return fallback('no-mounter', 'no remote layer mounter is configured')
     const mountpoint = this.layout.upperPath(rec.id)
     const signal = AbortSignal.timeout(this.options.remoteMountTimeoutMs)
     const started = performance.now()

@@ -1,11 +1,13 @@
+import { existsSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DEFAULTS, loadConfig } from '../../src/daemon/config.js'
-import { ConfigError } from '../../src/daemon/errors.js'
+import { ConfigConflictError, ConfigError } from '../../src/daemon/errors.js'
 import { DEFAULT_API_ADDRESS } from '../../src/daemon/control.js'
-import { apiAddressFor, mirrorOptions } from '../../src/daemon/daemon.js'
+import { Daemon, apiAddressFor, mirrorOptions } from '../../src/daemon/daemon.js'
+import { silentLogger } from '../../src/logging.js'
 
 describe('daemon configuration', () => {
   let dir: string
@@ -52,6 +54,23 @@ describe('daemon configuration', () => {
     expect(c.fuseManager).toMatchObject({ callTimeoutSec: 45, healthCheckTimeoutSec: 2 })
     expect(c.snapshotter.remoteMountTimeoutSec).toBe(120)
     expect(DEFAULTS.fuseManager).toMatchObject({ callTimeoutSec: 30, healthCheckTimeoutSec: 5 })
+  })
+
+  it('refuses (ERR_CONFIG_CONFLICT) a FUSE manager call timeout not above the prefetch timeout, in the file and at the daemon\'s start', async () => {
+    expect(DEFAULTS.fuseManager.callTimeoutSec).toBeGreaterThan(DEFAULTS.fs.prefetchTimeoutSec)
+    for (const toml of ['[fuse_manager]\ncall_timeout_sec = 10\n', '[fuse_manager]\ncall_timeout_sec = 5\n', '[fs]\nprefetch_timeout_sec = 45\n']) {
+      const err = await loadConfig(await file(toml)).catch((e: unknown) => e)
+      expect(err, toml).toBeInstanceOf(ConfigConflictError)
+      expect(err).toMatchObject({ code: 'ERR_CONFIG_CONFLICT', message: expect.stringMatching(/call_timeout_sec \(\d+\) must be greater than \[fs\] prefetch_timeout_sec \(\d+\)/) })
+    }
+    expect((await loadConfig(await file('[fs]\nprefetch_timeout_sec = 3\n[fuse_manager]\ncall_timeout_sec = 4\n'))).fuseManager.callTimeoutSec).toBe(4)
+    // without the FUSE manager no call waits for a prefetch
+    expect((await loadConfig(await file('[fuse_manager]\nenable = false\ncall_timeout_sec = 5\n'))).fuseManager.enable).toBe(false)
+    // a config built in code: the daemon refuses to start, before it creates anything
+    const root = join(dir, 'never-created')
+    const d = new Daemon({ logger: silentLogger(), runCommand: async () => 0 }, { ...structuredClone(DEFAULTS), root, fuseManager: { ...DEFAULTS.fuseManager, callTimeoutSec: 10 } })
+    await expect(d.start()).rejects.toMatchObject({ code: 'ERR_CONFIG_CONFLICT' })
+    expect(existsSync(root)).toBe(false)
   })
 
   it('refuses unknown keys, wrong types, bad TOML and a missing explicit file, naming the problem', async () => {

@@ -275,8 +275,11 @@ describe.skipIf(needs({ root: isRoot }))('remote snapshots (fake mounter)', () =
     expect(h.snapshotter.metrics.remountFailures).toBe(1)
     const err = await errorOf(h.client.prepare('on-top', 'sha256:gone'))
     expect(err.code).toBe(status.UNAVAILABLE)
-    expect(await codeOf(h.client.stat('on-top'))).toBe(undefined) // the snapshot exists; only its mounts are refused
-    await h.client.remove('on-top')
+    // nothing is left of the refused Prepare (containerd keeps nothing of it either), nor of a View
+    expect(await codeOf(h.client.stat('on-top'))).toBe(status.NOT_FOUND)
+    expect((await errorOf(h.client.view('look-on-top', 'sha256:gone'))).code).toBe(status.UNAVAILABLE)
+    expect(await codeOf(h.client.stat('look-on-top'))).toBe(status.NOT_FOUND)
+    expect(readdirSync(join(dir, 'root', 'snapshots'))).toHaveLength(1)
     await h.client.remove('sha256:gone')
     expect(await h.client.list()).toEqual([])
   })
@@ -333,6 +336,52 @@ describe.skipIf(needs({ root: isRoot }))('a mounter whose mounts outlive the sna
     await (h as Harness).snapshotter.recoverRemote()
     expect(mounter.calls.filter(c => c.op === 'mount').map(c => c.cid).sort()).toEqual(['bafyheld1', 'bafyheld2'])
     for (const mp of lost) expect(readFileSync(join(mp, 'layer.txt'), 'utf8')).toMatch(/^bafyheld/)
+  })
+
+  it('recoverRemote() beside a Prepare mounting a layer: the new mount is neither undone nor marked failed', async () => {
+    // the Prepare's mount waits for `landing`; the recovery's look at what the mounter holds
+    // answers what it held when asked, once `listed` opens
+    let land!: () => void
+    let list!: () => void
+    let enter!: () => void
+    const entered = new Promise<void>(resolve => { enter = resolve })
+    const landing = new Promise<void>(resolve => { land = resolve })
+    const listed = new Promise<void>(resolve => { list = resolve })
+    class Gated extends HoldingTmpfsMounter {
+      override async mount (mountpoint: string, labels: Labels, layer: Parameters<HoldingTmpfsMounter['mount']>[2]): Promise<Awaited<ReturnType<HoldingTmpfsMounter['mount']>>> {
+        if (layer.cid === 'bafyrace') {
+          enter()
+          await landing
+        }
+        return await super.mount(mountpoint, labels, layer)
+      }
+
+      armed = false
+      override async held (): Promise<string[]> {
+        const now = await super.held()
+        if (this.armed) await listed
+        return now
+      }
+    }
+    const mounter = new Gated()
+    await stopHarness(h)
+    h = await startHarness(mkdtempSync(join(dir, 'race-')), mounter, { unmountOnStop: false })
+    const c = h.client
+    const prepared = codeOf(c.prepare('extract-race', '', lazyLabels('sha256:race', 'bafyrace')))
+    await entered
+    mounter.armed = true
+    const recovering = h.snapshotter.recoverRemote()
+    await new Promise(resolve => setTimeout(resolve, 100))
+    land()
+    expect(await prepared).toBe(status.ALREADY_EXISTS)
+    list()
+    await recovering
+    const umount = await mountAll(await c.view('race-view', 'sha256:race'), join(h.dir, 'mnt'))
+    try {
+      expect(readFileSync(join(h.dir, 'mnt', 'layer.txt'), 'utf8')).toBe('bafyrace')
+    } finally {
+      await umount()
+    }
   })
 })
 
