@@ -78,7 +78,9 @@ export function fromGrpcError (err: unknown, method: string, what: string, addre
     case status.INVALID_ARGUMENT: return new InvalidArgumentError(msg, code, method)
     case status.FAILED_PRECONDITION: return new FailedPreconditionError(msg, code, method)
     case status.UNAVAILABLE:
-      return new UnavailableError(address != null ? `${what}: containerd at ${address} is unavailable (${details})` : msg, code, method)
+      // containerd itself, or a snapshotter it calls for this request (a proxy plugin it cannot
+      // reach, a remote layer that cannot be mounted): the details say which
+      return new UnavailableError(address != null ? `${what}: unavailable (${details}); asked containerd at ${address}` : msg, code, method)
     case status.UNIMPLEMENTED: return new UnimplementedError(msg, code, method)
     case status.CANCELLED:
     case status.DEADLINE_EXCEEDED: return new CancelledError(msg, code, method)
