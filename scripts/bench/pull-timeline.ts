@@ -7,13 +7,13 @@
  */
 import '../../src/polyfill.js'
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { startContainerd } from '../fixtures/containerd.js'
 import { startDaemon } from '../fixtures/daemon.js'
 import { cliPath } from '../fixtures/tools.js'
+import { removeWorkDir } from '../fixtures/work-dir.js'
 
 const layout = process.argv[2]
 const cli = (args: string[]): string => {
@@ -56,6 +56,5 @@ try {
     await seed.stop()
   }
 } finally {
-  await unmountUnder(work)
-  if ((await mountsUnder(work)).length === 0) await rm(work, { recursive: true, force: true })
+  await removeWorkDir(work)
 }

@@ -19,17 +19,17 @@
  */
 import '../../src/polyfill.js'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { FuseManagerClient } from '../../src/fusemgr/index.js'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { startDaemon } from '../fixtures/daemon.js'
 import { debianPythonImage } from '../fixtures/debian-image.js'
 import { cliPath } from '../fixtures/tools.js'
 import { snapshotsClient } from '../fixtures/snapshots-client.js'
 import { chainIds } from '../fixtures/digest.js'
+import { removeWorkDir } from '../fixtures/work-dir.js'
 
 const { values } = parseArgs({ options: { 'background-fetch': { type: 'boolean', default: false }, runs: { type: 'string', default: '3' } } })
 const runs = Number(values.runs)
@@ -71,8 +71,7 @@ try {
   }
 } finally {
   await a.stop()
-  await unmountUnder(work)
-  if ((await mountsUnder(work)).length === 0) await rm(work, { recursive: true, force: true })
+  await removeWorkDir(work)
 }
 
 const mb = (kb: number): string => (kb / 1024).toFixed(0)

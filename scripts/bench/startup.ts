@@ -24,18 +24,18 @@
 import '../../src/polyfill.js'
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { imageFromReader, openOciLayout, parseImageReference, pushImage, resolveImages, type RegistryReference } from '../../src/oci/index.js'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { startContainerd } from '../fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../fixtures/daemon.js'
 import { debianPythonImage } from '../fixtures/debian-image.js'
 import { cliPath, referenceDir, refstackDir } from '../fixtures/tools.js'
 import { startRegistry } from '../fixtures/registry.js'
 import { repoBlockBytes } from '../fixtures/repo-blocks.js'
+import { removeWorkDir } from '../fixtures/work-dir.js'
 
 type Variant = 'plain' | 'optimized' | 'learned'
 const OUR_ROWS: Record<Variant, string> = {
@@ -93,8 +93,8 @@ interface Sample {
   fetched: number
   fetchedAtPull?: number
   cpu?: { seed: number, node: number, manager: number }
-  /** For ours: the mounts' source reads (FUSE manager → daemon), the block exchange's requests to peers and the blocks they brought. */
-  requests?: { reads: number, exchange: number, blocks: number }
+  /** For ours: the mounts' source reads (FUSE manager → daemon) and their mean time, the block exchange's requests to peers and the blocks they brought. */
+  requests?: { reads: number, readMs: number, exchange: number, blocks: number }
 }
 
 /** CPU seconds (user + system) a process has used so far; 0 when it is gone. */
@@ -121,9 +121,10 @@ function managerPid (root: string): number | undefined {
   return undefined
 }
 /** The mounts' source reads and the block exchange's requests so far, from the node's `stats`. */
-function requestsOf (root: string): { reads: number, exchange: number, blocks: number } {
-  const s = JSON.parse(cli(['stats', '--json', '--repo', root])) as { exchange: { requests: number, blocksReceived: number }, layers: Array<{ fetchMs: { count: number } }> }
-  return { reads: s.layers.reduce((n, l) => n + l.fetchMs.count, 0), exchange: s.exchange.requests, blocks: s.exchange.blocksReceived }
+function requestsOf (root: string): { reads: number, readMs: number, exchange: number, blocks: number } {
+  const s = JSON.parse(cli(['stats', '--json', '--repo', root])) as { exchange: { requests: number, blocksReceived: number }, layers: Array<{ fetchMs: { count: number, sumMs: number } }> }
+  const reads = s.layers.reduce((n, l) => n + l.fetchMs.count, 0)
+  return { reads, readMs: s.layers.reduce((n, l) => n + l.fetchMs.sumMs, 0) / Math.max(1, reads), exchange: s.exchange.requests, blocks: s.exchange.blocksReceived }
 }
 
 type Rows = Map<string, Sample[]>
@@ -207,8 +208,7 @@ async function ourRows (rows: Rows, work: string, layout: string, workload: stri
       } finally {
         await c.stop()
         await node.stop()
-        await unmountUnder(root)
-        if ((await mountsUnder(root)).length === 0) await rm(root, { recursive: true, force: true })
+        await removeWorkDir(root)
       }
     }
   } finally {
@@ -262,10 +262,10 @@ function print (title: string, rows: Rows, bytes: number): void {
     ? (['seed', 'node', 'manager'] as const).map(k => median(s.map(x => x.cpu?.[k] ?? 0)).toFixed(2)).join(' / ')
     : ''
   const requestCells = (s: Sample[]): string => s.every(x => x.requests != null)
-    ? `${median(s.map(x => x.requests?.reads ?? 0))} / ${median(s.map(x => x.requests?.exchange ?? 0))} / ${median(s.map(x => x.requests?.blocks ?? 0))}`
+    ? `${median(s.map(x => x.requests?.reads ?? 0))} (${median(s.map(x => x.requests?.readMs ?? 0)).toFixed(1)} ms each) / ${median(s.map(x => x.requests?.exchange ?? 0))} / ${median(s.map(x => x.requests?.blocks ?? 0))}`
     : ''
   console.log(`\n${title} (${(bytes / 1e6).toFixed(1)} MB compressed layers); median of ${runs} runs\n`)
-  console.log('| scenario | pull s | run s | total s | vs full pull | vs reference eStargz | vs reference optimized | fetched by first read MB | fetched MB | fetched % of image | CPU s: seed / node / FUSE manager | requests: mount reads / exchange / blocks |')
+  console.log('| scenario | pull s | run s | total s | vs full pull | vs reference eStargz | vs reference optimized | fetched by first read MB | fetched MB | fetched % of image | CPU s: seed / node / FUSE manager | requests: mount reads (mean time) / exchange requests / blocks |')
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
   for (const [name, samples] of rows) {
     const t = total(samples)
@@ -299,6 +299,5 @@ try {
     print(`Debian bookworm + python3 fixture; workload: ${workload.slice(2).join(' ')}`, rows, await imageBytes(image.layout))
   }
 } finally {
-  await unmountUnder(work)
-  if ((await mountsUnder(work)).length === 0) await rm(work, { recursive: true, force: true })
+  await removeWorkDir(work)
 }

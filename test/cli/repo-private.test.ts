@@ -1,14 +1,14 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process'
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { startDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { snapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 /** The CLI run as from a shell with umask 022 (the usual default: files 0644, folders 0755). */
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
@@ -58,8 +58,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
 
   afterAll(async () => {
     if (dir == null) return
-    await unmountUnder(dir)
-    if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
+    await removeWorkDir(dir)
   })
 
   it('a CLI repo and its chunk cache are created 0700/0600; nobody can read the key or grep the cached files', async () => {

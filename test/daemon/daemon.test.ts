@@ -1,12 +1,11 @@
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type * as grpc from '@grpc/grpc-js'
 import { FuseManagerClient, type Health } from '../../src/fusemgr/index.js'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { CONFORMANCE_CASES, conformanceAvailable, runConformance } from '../helpers/conformance.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
@@ -14,6 +13,7 @@ import { cliPath } from '../../scripts/fixtures/tools.js'
 import { makeImage, tagged, writeLayout, allBlobs } from '../../scripts/fixtures/oci-image.js'
 import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import { chainIds } from '../../scripts/fixtures/digest.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
@@ -62,10 +62,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     client?.close()
     await b?.stop()
     await a?.stop()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it('passes containerd\'s snapshotter suite against the running daemon', async () => {

@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -8,13 +8,13 @@ import type * as grpc from '@grpc/grpc-js'
 import { CID } from 'multiformats/cid'
 import { blockKey, collectBlock, openRepo, walkDag } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { makeImage, tagged, writeLayout, allBlobs } from '../../scripts/fixtures/oci-image.js'
 import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import { chainIds } from '../../scripts/fixtures/digest.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 /**
  * Pins, `image rm` and garbage collection in a running daemon with real FUSE mounts: three
@@ -116,10 +116,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     client?.close()
     if (viewAt != null) spawnSync('umount', [viewAt])
     await d?.stop()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it('the three images share blocks and have blocks of their own (else this test proves nothing)', () => {

@@ -1,10 +1,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { collectBlock, verifyBlock } from '../../src/ipfs/dag-reader.js'
 import { createLocalBlockstore } from '../../src/ipfs/local-blockstore.js'
 import { corruptBlocks } from '../../scripts/fixtures/repo-blocks.js'
@@ -12,6 +11,7 @@ import { NetnsLan, netnsNeeds } from '../../scripts/fixtures/netns.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 /**
  * Cluster pulls between real processes in network namespaces joined by a bridge (addresses that
@@ -139,10 +139,7 @@ describe.skipIf(needs({ ...netnsNeeds, fuse: hasFuse, fusermount: hasCommand('fu
   afterAll(async () => {
     for (const p of running.reverse()) await p.stop().catch(() => {})
     lan.down()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it('static peers: two nodes that know only the origin read every file; with the origin gone a third reads everything from them; a liar is caught', async () => {

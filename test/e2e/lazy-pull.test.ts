@@ -1,11 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MediaType, type Descriptor, type ImageConfig, type Index, type Manifest } from '../../src/oci/index.js'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
+import { unmountUnder } from '../../src/fs/mountinfo.js'
 import { containerdNeeds, startContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
@@ -14,6 +14,7 @@ import { makeTar } from '../../scripts/fixtures/tar.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 import { repoBlockBytes } from '../../scripts/fixtures/repo-blocks.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 /**
  * The lazy pull as users take it, again and again: a 3-layer image (Debian minbase, a base layer
@@ -91,10 +92,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
 
   afterAll(async () => {
     await seed?.stop()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   for (let run = 1; run <= RUNS; run++) {

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
@@ -9,7 +9,6 @@ import { createNode } from '../../src/ipfs/node.js'
 import { silentLogger } from '../../src/logging.js'
 import { decodeRecord } from '../../src/prefetch-record/record.js'
 import { DEFAULTS as PREFETCH_DEFAULTS, pieces } from '../../src/prefetch-record/prefetch.js'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { FuseManagerClient, type RangePrefetchStats } from '../../src/fusemgr/index.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
@@ -18,6 +17,7 @@ import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { leafMap } from '../ipfs/helpers.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 /**
  * Learned prefetch on real parts: node A holds the pushed Debian + python3 image; node B pulls
@@ -96,10 +96,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     await c?.stop()
     await b?.stop()
     await a?.stop()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it('B runs the workload, records the order of its first reads per layer and publishes it', async () => {

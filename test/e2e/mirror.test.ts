@@ -1,10 +1,9 @@
 import { spawnSync } from 'node:child_process'
 import { createHash, randomInt } from 'node:crypto'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { IPFS_CID_ANNOTATION, type Index, type Manifest } from '../../src/oci/index.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
@@ -12,6 +11,7 @@ import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debi
 import { freePort, startRegistry, type TestRegistry } from '../../scripts/fixtures/registry.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 function cli (args: string[], input?: string): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26, input })
@@ -55,10 +55,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, registry: hasCo
     await ctrd?.stop()
     await daemon?.stop()
     await registry?.stop()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it('stock containerd pulls HOST:PORT/ipfs/<cid> through the mirror (hosts.toml from containerd-config --mirror) and runs it; a tagged name too', async () => {

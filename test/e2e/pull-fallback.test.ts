@@ -1,17 +1,17 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FuseManagerClient } from '../../src/fusemgr/index.js'
 import { parseMountInfo } from '../../src/fs/mountinfo.js'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 interface Run { code: number, stdout: string, stderr: string }
 
@@ -80,10 +80,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     await ctrd?.stop()
     await b?.stop()
     await a?.stop()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it('without --repo, push, pull and id run in the daemon $IPFS_ESTARGZ_API names; every Prepare finds its layer opened ahead', async () => {

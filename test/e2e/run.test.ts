@@ -1,9 +1,8 @@
 import { spawnSync } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
@@ -11,6 +10,7 @@ import { debianImageNeeds } from '../../scripts/fixtures/debian-image.js'
 import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { repoBlockBytes } from '../../scripts/fixtures/repo-blocks.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
@@ -51,10 +51,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     await ctrd?.stop()
     await b?.stop()
     await a?.stop()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it('pulls by CID with lazy layers and runs python3 -c "print(6*7)"', async () => {

@@ -1,11 +1,12 @@
 import { execFile } from 'node:child_process'
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, open, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fuseMountsUnder, lazyUnmount, mountsUnder, mountsUnderSync, parseMountInfo, unmountUnder } from '../../src/fs/mountinfo.js'
 import { isRoot, needs } from '../helpers/env.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 const run = promisify(execFile)
 
@@ -27,8 +28,7 @@ describe.skipIf(needs({ root: isRoot }))('mounts under a folder, and lazy unmoun
   let dir: string
   beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'mountinfo-')) })
   afterAll(async () => {
-    await unmountUnder(dir)
-    if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
+    await removeWorkDir(dir)
   })
 
   /** A tmpfs at `at` (made first) holding one file. */

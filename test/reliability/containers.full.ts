@@ -7,11 +7,10 @@
  * none may fall back to a download, and nothing of theirs may be left once they are removed.
  */
 import { spawnSync } from 'node:child_process'
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, readdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { debianImageNeeds } from '../../scripts/fixtures/debian-image.js'
@@ -19,6 +18,7 @@ import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { record } from './harness.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 const CONTAINERS = 20
 
@@ -53,10 +53,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     await ctrd?.stop()
     await node?.stop()
     await seed?.stop()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it(`${CONTAINERS} containers run python3 and dpkg --verify at once, all right, none falls back, nothing left`, async () => {

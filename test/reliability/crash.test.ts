@@ -16,7 +16,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { readFileSync, realpathSync, statSync } from 'node:fs'
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
@@ -24,7 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CID } from 'multiformats/cid'
 import { collectBlock, openRepo, walkDag } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
-import { fuseMountsUnder, mountsUnder, parseMountInfo, unmountUnder } from '../../src/fs/mountinfo.js'
+import { fuseMountsUnder, parseMountInfo } from '../../src/fs/mountinfo.js'
 import { LABELS } from '../../src/wire/index.js'
 import type * as api from '../../src/wire/index.js'
 import { FuseManagerClient } from '../../src/fusemgr/index.js'
@@ -38,6 +38,7 @@ import { MediaType } from '../../src/oci/index.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { cases, FULL, record } from './harness.js'
+import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 const TRIALS = cases(1, 5)
 
@@ -221,10 +222,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     await ctrd?.stop()
     await d?.stop()
     if (root != null) await stopFuseManager(root)
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it(`the daemon killed during a pull (${TRIALS}×): the image pulled before is whole, the other whole or absent, and pulls again`, async () => {
@@ -700,10 +698,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     await ctrd?.stop()
     await d?.stop()
     await seedDaemon?.stop()
-    if (dir != null) {
-      await unmountUnder(dir)
-      if ((await mountsUnder(dir)).length === 0) await rm(dir, { recursive: true, force: true })
-    }
+    if (dir != null) await removeWorkDir(dir)
   })
 
   it(`the FUSE manager killed during a pull's layer mounts (${TRIALS}×): the pull succeeds (lazily or by a warned fallback) or fails typed; a retry succeeds and a container reads the right bytes; no stale mount`, async () => {
