@@ -31,7 +31,11 @@ export const DEFAULTS = {
    * many bytes (a layer's leaves are written in file order, so a range of it is one run)…
    */
   readBatchBytes: 1 << 20,
-  /** …skipping at most this many bytes between two of them (an interior node written between its leaves). */
+  /**
+   * …skipping at most this many bytes between two of them (an interior node written between its
+   * leaves), and never more skipped bytes in a run than wanted ones: blocks of other files
+   * written in between (fetches of two layers at once) cost at most twice their bytes in reads.
+   */
   readGapBytes: 64 << 10,
   /** A pack is closed and a new one started past this size. */
   maxPackBytes: 1 << 30,
@@ -414,17 +418,23 @@ export class PackBlockstore extends BaseBlockstore {
       if (v != null) found.push({ i, k, v, e: decodeEntry(v) })
     }
     found.sort((a, b) => a.e.pack - b.e.pack || a.e.offset - b.e.offset)
-    // Runs: one pack, each entry within `readGapBytes` of the run's end, at most `readBatchBytes` (a larger block is a run of its own).
-    const runs: Array<{ pack: number, start: number, end: number, items: typeof found }> = []
+    // Runs: one pack, each entry within `readGapBytes` of the run's end, at most `readBatchBytes`
+    // (a larger block is a run of its own), at most as many skipped bytes as wanted ones.
+    const runs: Array<{ pack: number, start: number, end: number, wanted: number, items: typeof found }> = []
     for (const f of found) {
       const r = runs.at(-1)
       const end = f.e.offset + f.e.length
-      if (r != null && r.pack === f.e.pack && f.e.offset <= r.end + DEFAULTS.readGapBytes && Math.max(r.end, end) - r.start <= DEFAULTS.readBatchBytes) {
-        r.end = Math.max(r.end, end)
-        r.items.push(f)
-      } else {
-        runs.push({ pack: f.e.pack, start: f.e.offset, end, items: [f] })
+      if (r != null && r.pack === f.e.pack && f.e.offset <= r.end + DEFAULTS.readGapBytes) {
+        const span = Math.max(r.end, end) - r.start
+        const wanted = r.wanted + f.e.length
+        if (span <= DEFAULTS.readBatchBytes && span - wanted <= wanted) {
+          r.end = Math.max(r.end, end)
+          r.wanted = wanted
+          r.items.push(f)
+          continue
+        }
       }
+      runs.push({ pack: f.e.pack, start: f.e.offset, end, wanted: f.e.length, items: [f] })
     }
     await Promise.all(runs.map(async r => {
       const buf = Buffer.allocUnsafe(r.end - r.start)

@@ -160,6 +160,29 @@ describe('PackBlockstore', () => {
     await store.close()
   })
 
+  it('readMany reads no more than twice the bytes it wants when other blocks lie between them', async () => {
+    const store = new PackBlockstore(join(await repos.dir(), 'blockstore'))
+    await store.open()
+    // small wanted blocks, each followed by a larger one of another file (two fetches at once)
+    const wanted = Array.from({ length: 200 }, () => random(300))
+    const between = Array.from({ length: 200 }, () => random(20_000))
+    const cids = await Promise.all(wanted.map(cidOf))
+    for (const [i, b] of wanted.entries()) {
+      await store.put(cids[i], b)
+      await store.put(await cidOf(between[i]), between[i])
+    }
+    await store.flush()
+    let bytes = 0
+    for (const p of (store as unknown as { packs: Map<number, { fh: { read: (...a: any[]) => Promise<any> } }> }).packs.values()) {
+      const read = p.fh.read.bind(p.fh)
+      p.fh.read = async (...a: any[]) => { bytes += a[2] as number; return await read(...a) }
+    }
+    const got = await store.readMany(cids)
+    for (const [i, b] of wanted.entries()) expect(same(got[i] as Uint8Array, b)).toBe(true)
+    expect(bytes).toBeLessThanOrEqual(2 * 200 * 300)
+    await store.close()
+  })
+
   it('a put after a failed write throws the write error once; flush reports it', async () => {
     const store = new PackBlockstore(join(await repos.dir(), 'blockstore'))
     await store.open()
