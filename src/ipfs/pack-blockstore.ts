@@ -400,22 +400,31 @@ export class PackBlockstore extends BaseBlockstore {
    * block that is absent here, held in the legacy folder, of a hash other than sha2-256 (the
    * caller reads and checks those one by one), or that does not verify (its entry is dropped,
    * as `get` does). Blocks still queued for writing are served from memory, checked too.
+   * `maxBytes`: blocks past that many bytes (by their stored length; the first always counts)
+   * are left undefined too, so a caller whose idea of the sizes is wrong (a DAG that lies about
+   * its leaves) does not get more in memory than it asked for.
    */
-  async readMany (cids: CID[], options?: { signal?: AbortSignal }): Promise<Array<Uint8Array | undefined>> {
+  async readMany (cids: CID[], options?: { signal?: AbortSignal, maxBytes?: number }): Promise<Array<Uint8Array | undefined>> {
     options?.signal?.throwIfAborted()
     const out = new Array<Uint8Array | undefined>(cids.length)
     const found: Array<{ i: number, k: Buffer, v: Buffer, e: Entry }> = []
     const queued = this.queue.size > 0
-    for (let i = 0; i < cids.length; i++) {
+    const maxBytes = options?.maxBytes ?? Infinity
+    let bytes = 0
+    for (let i = 0; i < cids.length && (i === 0 || bytes <= maxBytes); i++) {
       const k = keyOf(cids[i])
       if (k[0] !== SHA2_256) continue
       const held = queued ? this.queue.get(pendingKey(cids[i])) : undefined
       if (held != null) {
-        if (verifies(k, held.bytes)) out[i] = held.bytes
+        bytes += held.bytes.length
+        if ((i === 0 || bytes <= maxBytes) && verifies(k, held.bytes)) out[i] = held.bytes
         continue
       }
       const v = this.db.getBinary(k)
-      if (v != null) found.push({ i, k, v, e: decodeEntry(v) })
+      if (v == null) continue
+      const e = decodeEntry(v)
+      bytes += e.length
+      if (i === 0 || bytes <= maxBytes) found.push({ i, k, v, e })
     }
     found.sort((a, b) => a.e.pack - b.e.pack || a.e.offset - b.e.offset)
     // Runs: one pack, each entry within `readGapBytes` of the run's end, at most `readBatchBytes`

@@ -13,7 +13,7 @@ export interface LeafSource {
    * Many blocks of the local store at once (undefined where one is not there, or cannot be
    * checked there: it then goes through `getBlock`). Absent: every leaf goes through `getBlock`.
    */
-  readMany?: (cids: CID[], signal: AbortSignal) => Promise<Array<Uint8Array | undefined>>
+  readMany?: (cids: CID[], signal: AbortSignal, maxBytes: number) => Promise<Array<Uint8Array | undefined>>
   /** A decoded interior node (the caller may cache them: they are re-read by every range under them). */
   node: (cid: CID, signal: AbortSignal) => Promise<FileNode>
 }
@@ -82,10 +82,11 @@ function limiter (n: number): <T>(fn: () => Promise<T>) => Promise<T> {
 export async function * streamFile (root: FileNode, from: number, to: number, source: LeafSource, options: StreamOptions): AsyncGenerator<Uint8Array> {
   const { signal } = options
   const fetchLimit = limiter(options.concurrency)
-  const read = async (batch: Leaf[]): Promise<Uint8Array> => {
+  const read = async (batch: Leaf[], bytes: number): Promise<Uint8Array> => {
     const cids: CID[] = []
     for (const l of batch) if (l.cid != null) cids.push(l.cid)
-    const got = source.readMany != null && cids.length > 0 ? await source.readMany(cids, signal) : new Array<Uint8Array | undefined>(cids.length)
+    // no more than the parents say the leaves hold: a leaf larger than its record is read alone, and refused below
+    const got = source.readMany != null && cids.length > 0 ? await source.readMany(cids, signal, bytes) : new Array<Uint8Array | undefined>(cids.length)
     // leaves the local store lacks come through the fetch path (a promise each: they are few, or remote)
     const missing: Array<Promise<void>> = []
     for (let i = 0; i < cids.length; i++) {
@@ -108,7 +109,7 @@ export async function * streamFile (root: FileNode, from: number, to: number, so
   let batch: Leaf[] = []
   let batchBytes = 0
   const start = (): void => {
-    const bytes = read(batch)
+    const bytes = read(batch, batchBytes)
     bytes.catch(() => {}) // awaited in order below; a failure there ends the stream
     ahead.push({ bytes, size: batchBytes })
     aheadBytes += batchBytes

@@ -25,7 +25,7 @@ export interface MirrorComponents {
     has: (cid: CID) => Promise<boolean>
     get: (cid: CID, options?: { signal?: AbortSignal }) => AsyncIterable<Uint8Array> | Iterable<Uint8Array>
     /** Many blocks at once, each checked against its CID, undefined where absent (the pack store has it). */
-    readMany?: (cids: CID[], options?: { signal?: AbortSignal }) => Promise<Array<Uint8Array | undefined>>
+    readMany?: (cids: CID[], options?: { signal?: AbortSignal, maxBytes?: number }) => Promise<Array<Uint8Array | undefined>>
   }
   index: MirrorIndex
 }
@@ -87,7 +87,7 @@ export class MirrorServer {
       index: components.index,
       hasLocal: async (cid) => await components.localBlockstore.has(cid),
       getBlock,
-      readMany: components.localBlockstore.readMany != null ? async (cids, signal) => await components.localBlockstore.readMany?.(cids, { signal }) ?? [] : undefined,
+      readMany: components.localBlockstore.readMany != null ? async (cids, signal, maxBytes) => await components.localBlockstore.readMany?.(cids, { signal, maxBytes }) ?? [] : undefined,
       logger: this.log
     }, {
       concurrency: this.opts.streamConcurrency,
