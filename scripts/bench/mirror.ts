@@ -5,7 +5,7 @@
  *   - pull + run with stock containerd (its overlayfs snapshotter, a fresh containerd per run):
  *     `ctr image pull` through the mirror (hosts.toml of `containerd-config --mirror`) vs from
  *     the registry, then `ctr run … python3 -c 'print(6*7)'`.
- * Prints one table of medians (with the CPU seconds each server spent per blob download, from
+ * Prints one table of medians (with the CPU seconds each server spent per blob download and per pull, from
  * /proc: other work on the machine slows both, the CPU figure less), the load average, the
  * mirror's first whole read of the blob (the one that also hashes it against its digest) and
  * every run's pull + run. Goals: mirror blob throughput ≥ 1.0× the registry's; pull + run
@@ -81,11 +81,14 @@ try {
   const hostsDir = join(dir, 'certs.d')
   await mkdir(join(hostsDir, mirror), { recursive: true })
   await writeFile(join(hostsDir, mirror, 'hosts.toml'), cli(['containerd-config', '--mirror', '--address', mirror]))
-  const pullRun = async (ref: string, pullArgs: string[], n: number): Promise<{ pull: number, run: number }> => {
+  const pullCpu = { registry: [] as number[], mirror: [] as number[] }
+  const pullRun = async (ref: string, pullArgs: string[], n: number, who: 'registry' | 'mirror'): Promise<{ pull: number, run: number }> => {
     const c = await startContainerd()
     try {
       const t0 = process.hrtime.bigint()
+      const c0 = cpuOf(servers[who])
       await c.ctr(['image', 'pull', ...pullArgs, ref], { timeoutMs: 600_000 })
+      pullCpu[who].push(cpuOf(servers[who]) - c0)
       const t1 = process.hrtime.bigint()
       const out = await c.ctr(['run', '--rm', ref, `bench-${n}`, 'python3', '-c', 'print(6*7)'])
       const t2 = process.hrtime.bigint()
@@ -97,8 +100,8 @@ try {
   }
   const times = { registry: [] as Array<{ pull: number, run: number }>, mirror: [] as Array<{ pull: number, run: number }> }
   for (let i = 0; i < runs; i++) {
-    times.registry.push(await pullRun(`${registry.host}/bench/debian:esgz`, ['--plain-http'], i))
-    times.mirror.push(await pullRun(`${mirror}/ipfs/${pushed.root}:latest`, ['--hosts-dir', hostsDir], i))
+    times.registry.push(await pullRun(`${registry.host}/bench/debian:esgz`, ['--plain-http'], i, 'registry'))
+    times.mirror.push(await pullRun(`${mirror}/ipfs/${pushed.root}:latest`, ['--hosts-dir', hostsDir], i, 'mirror'))
   }
   const row = (what: string, r: number, m: number, unit: string, digits = 1): string => `| ${what} | ${r.toFixed(digits)} ${unit} | ${m.toFixed(digits)} ${unit} | ${(m / r).toFixed(2)}× |`
   const total = (xs: Array<{ pull: number, run: number }>): number => median(xs.map(x => x.pull + x.run))
@@ -109,6 +112,7 @@ try {
   console.log(row('blob download', median(blob.registry), median(blob.mirror), 'MB/s', 0))
   console.log(row('server CPU per blob download', median(cpu.registry), median(cpu.mirror), 's', 2))
   console.log(row('ctr image pull', median(times.registry.map(x => x.pull)), median(times.mirror.map(x => x.pull)), 's'))
+  console.log(row('server CPU per pull', median(pullCpu.registry), median(pullCpu.mirror), 's', 2))
   console.log(row('ctr run (python3)', median(times.registry.map(x => x.run)), median(times.mirror.map(x => x.run)), 's'))
   console.log(row('pull + run', total(times.registry), total(times.mirror), 's'))
   console.log(`\nmirror's first whole read of the blob (its digest checked too): ${firstRead.toFixed(0)} MB/s; pull + run per run: registry ${times.registry.map(x => (x.pull + x.run).toFixed(1)).join(', ')} s, mirror ${times.mirror.map(x => (x.pull + x.run).toFixed(1)).join(', ')} s`)
