@@ -101,8 +101,9 @@ export class MirrorServer {
     this.gateway = new GatewayApi({
       has: async (cid) => await components.localBlockstore.has(cid),
       get: async (cid, signal) => await collectBlock(components.localBlockstore.get(cid, { signal })),
+      readMany: components.localBlockstore.readMany != null ? async (cids, signal, maxBytes) => await components.localBlockstore.readMany?.(cids, { signal, maxBytes }) ?? [] : undefined,
       logger: this.log
-    })
+    }, { batchLeaves: this.opts.streamBatchLeaves, batchBytes: this.opts.streamBatchBytes, writeBytes: this.opts.streamBatchBytes })
   }
 
   /** Requests answered (and refused as too many), blob answers and the blob bytes sent. */

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { collectBlock, decodeFileNode, importBytes, importSegments, openRepo, publishLayout, type BlockFetchPath, type PackBlockstore, type OpenRepo } from '../../src/ipfs/index.js'
+import { CarReader } from '@ipld/car/reader'
+import { collectBlock, decodeFileNode, importBytes, importSegments, openRepo, publishLayout, UnixfsFileReader, verifyBlock, walkDag, type BlockFetchPath, type PackBlockstore, type OpenRepo } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { MirrorServer } from '../../src/mirror/index.js'
 import { MediaType, type Descriptor } from '../../src/oci/index.js'
@@ -40,9 +41,10 @@ describe('mirror: a blob of thousands of small leaves', () => {
   let root: string
   let layer: Descriptor
   let src: Buffer
+  let layerCid: CID
   /** Each leaf's offset in the blob, and its CID. */
   const leaves: Array<{ start: number, size: number, cid: CID }> = []
-  const calls = { get: 0, readMany: 0, readManyBlocks: 0 }
+  const calls = { get: 0, localGet: 0, readMany: 0, readManyBlocks: 0 }
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'mirror-small-'))
@@ -51,10 +53,10 @@ describe('mirror: a blob of thousands of small leaves', () => {
     const bs = repo.node.localBlockstore
     const segments = Array.from({ length: 2500 }, (_, i) => randomBytes(i % 97 === 0 ? 200_000 : 1 + randomInt(6000)))
     src = Buffer.concat(segments)
-    const { cid: layerCid } = await importSegments(bs, async sink => {
+    ;({ cid: layerCid } = await importSegments(bs, async sink => {
       let offset = 0
       for (const bytes of segments) { await sink({ kind: 'data', offset, bytes }); offset += bytes.length }
-    })
+    }))
     layer = { mediaType: MediaType.OciLayerGzip, digest: digestOf(src), size: src.length }
     const configBytes = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:' + '0'.repeat(64) + '"]}}')
     const config: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(configBytes), size: configBytes.length }
@@ -88,7 +90,7 @@ describe('mirror: a blob of thousands of small leaves', () => {
       blocks,
       localBlockstore: {
         has: async c => await local.has(c),
-        get: (c, o) => local.get(c, o),
+        get: (c, o) => { calls.localGet++; return local.get(c, o) },
         readMany: async (c, o) => { calls.readMany++; calls.readManyBlocks += c.length; return await local.readMany(c, o) }
       },
       index: repo.index
@@ -141,6 +143,49 @@ describe('mirror: a blob of thousands of small leaves', () => {
     }
   })
 
+  /** A CAR answer's blocks, each checked against its CID; `complete` false when the answer was cut. */
+  async function car (query: string): Promise<{ complete: boolean, blocks: Array<{ cid: CID, bytes: Uint8Array }> }> {
+    const r = await download(`${mirror.url}/ipfs/${layerCid.toString()}?format=car&${query}`)
+    const blocks: Array<{ cid: CID, bytes: Uint8Array }> = []
+    try {
+      const reader = await CarReader.fromBytes(r.body)
+      expect((await reader.getRoots()).map(String)).toEqual([layerCid.toString()])
+      for await (const b of reader.blocks()) { verifyBlock(b.cid, b.bytes); blocks.push(b) }
+    } catch (err) {
+      if (r.complete) throw err
+    }
+    return { complete: r.complete, blocks }
+  }
+  const fileOf = async (blocks: Array<{ cid: CID, bytes: Uint8Array }>, a: number, b: number): Promise<Buffer> => {
+    const have = new Map(blocks.map(x => [x.cid.toString(), x.bytes]))
+    const reader = await UnixfsFileReader.open(layerCid, async c => {
+      const bytes = have.get(c.toString())
+      if (bytes == null) throw new Error(`block ${c.toString()} not in the CAR`)
+      return bytes
+    })
+    return Buffer.from(await reader.read(a, b - a + 1))
+  }
+
+  it('CAR of the layer (dag-scope=entity): every block once, depth first as walkDag, leaves read in batches, reading back as the source; entity-bytes ranges too', async () => {
+    const expected: string[] = []
+    for await (const b of walkDag(layerCid, async c => await collectBlock(repo.node.localBlockstore.get(c)))) expected.push(b.cid.toString())
+    const before = { ...calls }
+    const whole = await car('dag-scope=entity')
+    expect(whole.complete).toBe(true)
+    // the leaves in batches, the few interior nodes one by one
+    expect(calls.readManyBlocks - before.readManyBlocks).toBe(leaves.length)
+    expect(calls.localGet - before.localGet).toBeLessThanOrEqual(8)
+    expect(whole.blocks.map(b => b.cid.toString())).toEqual(expected)
+    expect(Buffer.compare(await fileOf(whole.blocks, 0, src.length - 1), src)).toBe(0)
+    for (const l of [leaves[3], leaves[1024], leaves[leaves.length - 2]]) {
+      const [a, b] = [l.start + 1, Math.min(src.length - 1, l.start + 300_000)]
+      const part = await car(`entity-bytes=${a}:${b}`)
+      expect(part.complete).toBe(true)
+      expect(part.blocks.length).toBeLessThan(expected.length)
+      expect(Buffer.compare(await fileOf(part.blocks, a, b), src.subarray(a, b + 1)), `${a}:${b}`).toBe(0)
+    }
+  })
+
   it('never serves a leaf whose bytes changed in the pack: the answer stops before it, and other ranges stay exact', async () => {
     const bad = leaves[1500]
     const e = packEntries(join(dir, 'repo')).get(Buffer.from(bad.cid.multihash.bytes).toString('hex')) as { pack: number, offset: number, length: number }
@@ -162,5 +207,9 @@ describe('mirror: a blob of thousands of small leaves', () => {
     const before = await download(url(), { range: `bytes=0-${bad.start - 1}` })
     expect(before.complete).toBe(true)
     expect(Buffer.compare(before.body, src.subarray(0, bad.start))).toBe(0)
+    // the gateway's CAR of the layer is cut before that leaf: every block it did send checks out
+    const cut = await car('dag-scope=entity')
+    expect(cut.complete).toBe(false)
+    expect(cut.blocks.some(b => b.cid.equals(bad.cid))).toBe(false)
   })
 })
