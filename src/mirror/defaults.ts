@@ -56,8 +56,13 @@ export const DEFAULTS = {
    * and one write, so memory is bounded by `maxStreams`.
    */
   streamAheadBytes: 4 << 20,
-  /** Decoded file nodes (a blob's root and interior nodes, ≤ ~50 KiB each) kept across requests. */
-  cachedNodes: 256,
+  /**
+   * Decoded file nodes (a blob's root and interior nodes) kept across requests: a range request
+   * needs the root and the node above its leaves again. Decoded, a node of 1024 links takes
+   * ~0.5 MB of heap (its block ~47 KB), so this caps them near 17 MB; a miss reads the block
+   * from the local store again.
+   */
+  cachedNodes: 32,
   /**
    * Blob digests remembered as matching the file under their CID (hashed whole once, on the
    * first full read; the file under a CID never changes and every leaf is still checked
