@@ -168,7 +168,7 @@ export class GcGuard {
   }
 
   /**
-   * Wraps the store instance's `put`, `putMany`, `putFetched`, `get` and `has` (those it has), so
+   * Wraps the store instance's `put`, `putMany`, `putFetched`, `get`, `readMany` and `has` (those it has), so
    * every caller of this object goes through the guard. Calls the store makes on itself (`super.*`)
    * are not wrapped.
    */
@@ -206,6 +206,10 @@ export class GcGuard {
     wrap('get', orig => (cid: CID, opts?: unknown) => {
       this.touch(cid)
       return orig(cid, opts)
+    })
+    wrap('readMany', orig => (cids: CID[], opts?: unknown) => {
+      for (const cid of cids) this.touch(cid)
+      return orig(cids, opts)
     })
     wrap('has', orig => async (cid: CID, opts?: unknown) => {
       this.touch(cid)

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, hash } from 'node:crypto'
 import { mkdir, open, readdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BaseBlockstore } from 'blockstore-core'
@@ -26,6 +26,17 @@ export const DEFAULTS = {
   statfsIntervalMs: 1000,
   /** Adjacent blocks written with one `pwrite`, up to this many bytes. */
   writeBatchBytes: 1 << 20,
+  /**
+   * `readMany` reads blocks that lie close together in one pack with one `pread` of up to this
+   * many bytes (a layer's leaves are written in file order, so a range of it is one run)…
+   */
+  readBatchBytes: 1 << 20,
+  /**
+   * …skipping at most this many bytes between two of them (an interior node written between its
+   * leaves), and never more skipped bytes in a run than wanted ones: blocks of other files
+   * written in between (fetches of two layers at once) cost at most twice their bytes in reads.
+   */
+  readGapBytes: 64 << 10,
   /** A pack is closed and a new one started past this size. */
   maxPackBytes: 1 << 30,
   /** A closed pack whose live blocks take less than this fraction of it is compacted after a delete. */
@@ -73,6 +84,8 @@ async function bytesOf (val: Bytes): Promise<Uint8Array> {
 
 /** True when `bytes` hash to the multihash `key` (sha2-256; blocks of other hashes are not re-checked). */
 function verifies (key: Buffer, bytes: Uint8Array): boolean {
+  // the common case without decoding the multihash: code 0x12, length 32, then the digest
+  if (key.length === 34 && key[0] === SHA2_256 && key[1] === 32) return hash('sha256', bytes, 'buffer').equals(key.subarray(2))
   const mh = Digest.decode(key)
   if (mh.code !== SHA2_256) return true
   return createHash('sha256').update(bytes).digest().equals(mh.digest)
@@ -349,23 +362,100 @@ export class PackBlockstore extends BaseBlockstore {
     const v = this.db.getBinary(k)
     if (v == null) return undefined
     const e = decodeEntry(v)
-    const p = this.packs.get(e.pack)
     const buf = Buffer.allocUnsafe(e.length)
-    let got = 0
-    if (p != null) {
-      while (got < e.length) {
-        const { bytesRead } = await p.fh.read(buf, got, e.length - got, e.offset + got)
-        if (bytesRead === 0) break
-        got += bytesRead
-      }
-    }
+    const got = await this.pread(e.pack, buf, e.offset)
     if (got === e.length && verifies(k, buf)) return buf
+    await this.drop(k, v)
+    return undefined
+  }
+
+  /** Reads into `buf` from `offset` of pack `n` until it is full or the pack ends; the bytes read. */
+  private async pread (n: number, buf: Buffer, offset: number): Promise<number> {
+    const p = this.packs.get(n)
+    let got = 0
+    if (p == null) return 0
+    while (got < buf.length) {
+      const { bytesRead } = await p.fh.read(buf, got, buf.length - got, offset + got)
+      if (bytesRead === 0) break
+      got += bytesRead
+    }
+    return got
+  }
+
+  /** Drops the entry `v` of a block that does not verify (unless it changed meanwhile). */
+  private async drop (k: Buffer, v: Buffer): Promise<void> {
+    const e = decodeEntry(v)
     this.log?.warn({ multihash: k.toString('hex'), pack: e.pack, offset: e.offset }, 'a stored block does not verify: dropped')
     if (this.db.getBinary(k)?.equals(v) === true) {
       await this.db.remove(k)
+      const p = this.packs.get(e.pack)
       if (p != null) p.live -= e.length
     }
-    return undefined
+  }
+
+  /**
+   * Many blocks at once, each checked against its CID: entries that lie close together in one
+   * pack (a layer's leaves, written in file order) are read with one `pread` of up to
+   * `readBatchBytes`, instead of a read on the threadpool per block. Undefined at the index of a
+   * block that is absent here, held in the legacy folder, of a hash other than sha2-256 (the
+   * caller reads and checks those one by one), or that does not verify (its entry is dropped,
+   * as `get` does). Blocks still queued for writing are served from memory, checked too.
+   * `maxBytes`: blocks past that many bytes (by their stored length; the first always counts)
+   * are left undefined too, so a caller whose idea of the sizes is wrong (a DAG that lies about
+   * its leaves) does not get more in memory than it asked for.
+   */
+  async readMany (cids: CID[], options?: { signal?: AbortSignal, maxBytes?: number }): Promise<Array<Uint8Array | undefined>> {
+    options?.signal?.throwIfAborted()
+    const out = new Array<Uint8Array | undefined>(cids.length)
+    const found: Array<{ i: number, k: Buffer, v: Buffer, e: Entry }> = []
+    const queued = this.queue.size > 0
+    const maxBytes = options?.maxBytes ?? Infinity
+    let bytes = 0
+    for (let i = 0; i < cids.length && (i === 0 || bytes <= maxBytes); i++) {
+      const k = keyOf(cids[i])
+      if (k[0] !== SHA2_256) continue
+      const held = queued ? this.queue.get(pendingKey(cids[i])) : undefined
+      if (held != null) {
+        bytes += held.bytes.length
+        if ((i === 0 || bytes <= maxBytes) && verifies(k, held.bytes)) out[i] = held.bytes
+        continue
+      }
+      const v = this.db.getBinary(k)
+      if (v == null) continue
+      const e = decodeEntry(v)
+      bytes += e.length
+      if (i === 0 || bytes <= maxBytes) found.push({ i, k, v, e })
+    }
+    found.sort((a, b) => a.e.pack - b.e.pack || a.e.offset - b.e.offset)
+    // Runs: one pack, each entry within `readGapBytes` of the run's end, at most `readBatchBytes`
+    // (a larger block is a run of its own), at most as many skipped bytes as wanted ones.
+    const runs: Array<{ pack: number, start: number, end: number, wanted: number, items: typeof found }> = []
+    for (const f of found) {
+      const r = runs.at(-1)
+      const end = f.e.offset + f.e.length
+      if (r != null && r.pack === f.e.pack && f.e.offset <= r.end + DEFAULTS.readGapBytes) {
+        const span = Math.max(r.end, end) - r.start
+        const wanted = r.wanted + f.e.length
+        if (span <= DEFAULTS.readBatchBytes && span - wanted <= wanted) {
+          r.end = Math.max(r.end, end)
+          r.wanted = wanted
+          r.items.push(f)
+          continue
+        }
+      }
+      runs.push({ pack: f.e.pack, start: f.e.offset, end, wanted: f.e.length, items: [f] })
+    }
+    await Promise.all(runs.map(async r => {
+      const buf = Buffer.allocUnsafe(r.end - r.start)
+      const got = await this.pread(r.pack, buf, r.start)
+      for (const { i, k, v, e } of r.items) {
+        const at = e.offset - r.start
+        const bytes = buf.subarray(at, at + e.length)
+        if (at + e.length <= got && verifies(k, bytes)) out[i] = bytes
+        else await this.drop(k, v)
+      }
+    }))
+    return out
   }
 
   override async delete (key: CID, options?: { signal?: AbortSignal }): Promise<void> {

@@ -39,17 +39,36 @@ export const DEFAULTS = {
   /** Images kept open for the registry API. */
   openImages: 64,
   /**
-   * Leaves fetched ahead while a blob streams: a layer of small gzip members is thousands of
-   * small leaves, whose per-block cost (not their bytes) sets the pace one at a time.
+   * Leaves fetched at once through the fetch path while a blob streams, for leaves not in the
+   * local store (from peers or gateways): one at a time, the per-block round trip sets the pace.
    */
   streamConcurrency: 64,
   /**
-   * …but no more than this many bytes of them (a layer of 1 MiB leaves has 4 in flight): a
-   * stream holds at most this plus one leaf and one write, so memory is bounded by `maxStreams`.
+   * Leaves, and bytes of them, read from the local store at once while a blob streams: a layer
+   * of small gzip members is thousands of small leaves, and read one by one their per-block cost
+   * (a read on the threadpool, a promise, a hash object), not their bytes, sets the pace. The
+   * pack store reads a run of them with one `pread`. A batch is also one write to the client.
+   */
+  streamBatchLeaves: 1024,
+  streamBatchBytes: 1 << 20,
+  /**
+   * Bytes of batches read ahead while one is sent: a stream holds at most this plus one batch
+   * and one write, so memory is bounded by `maxStreams`.
    */
   streamAheadBytes: 4 << 20,
-  /** Bytes of small leaves gathered into one write to the client. */
-  writeBytes: 256 << 10,
+  /**
+   * Decoded file nodes (a blob's root and interior nodes) kept across requests: a range request
+   * needs the root and the node above its leaves again. Decoded, a node of 1024 links takes
+   * ~0.5 MB of heap (its block ~47 KB), so this caps them near 17 MB; a miss reads the block
+   * from the local store again.
+   */
+  cachedNodes: 32,
+  /**
+   * Blob digests remembered as matching the file under their CID (hashed whole once, on the
+   * first full read; the file under a CID never changes and every leaf is still checked
+   * against its CID on every read).
+   */
+  matchedBlobs: 1024,
   /** A manifest or index larger than this is not served. */
   maxManifestBytes: 4 << 20
 } as const

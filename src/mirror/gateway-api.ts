@@ -17,7 +17,19 @@ const CAR_TYPE = `${CAR}; version=1; order=dfs; dups=n`
 export interface GatewayApiComponents {
   has: (cid: CID) => Promise<boolean>
   get: (cid: CID, signal?: AbortSignal) => Promise<Uint8Array>
+  /**
+   * Many blocks at once, each checked against its CID, undefined where absent or not checkable
+   * there (those are read with `get`), at most about `maxBytes` of them (the pack store has it).
+   */
+  readMany?: (cids: CID[], signal: AbortSignal, maxBytes: number) => Promise<Array<Uint8Array | undefined>>
   logger: Logger
+}
+
+/** Raw leaves read at once in a CAR walk, and their bytes at most; CAR frames gathered into writes of about `writeBytes`. */
+export interface GatewayApiOptions {
+  batchLeaves: number
+  batchBytes: number
+  writeBytes: number
 }
 
 type Scope = 'block' | 'entity' | 'all'
@@ -31,7 +43,7 @@ interface EntityBytes { from: number, to: number | '*' }
  * before it is sent. Paths below the CID are not served (400).
  */
 export class GatewayApi {
-  constructor (private readonly components: GatewayApiComponents) {}
+  constructor (private readonly components: GatewayApiComponents, private readonly options: GatewayApiOptions) {}
 
   async handle (req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams, signal: AbortSignal): Promise<void> {
     const m = /^\/ipfs\/([^/]+)\/?$/.exec(path)
@@ -118,28 +130,36 @@ export class GatewayApi {
     const root = await this.block(cid, signal)
     res.writeHead(200, headers)
     if (req.method === 'HEAD') { res.end(); return }
-    const { writer, out } = CarWriter.create([cid])
-    // The send fails at once when the client goes; handled here, not only after the loop (an
-    // unhandled rejection meanwhile ends the process).
-    const sending = sendStream(res, out).catch(() => {})
-    // The writer's put waits until its block is read: once the client is gone nobody reads, so
-    // the put must give up with the request, or the handler (and its stream slot) never ends.
-    const gone = new Promise<never>((_resolve, reject) => {
-      const fire = (): void => { reject(new GatewayRequestError(499, 'the client went away')) }
-      if (signal.aborted) fire()
-      else signal.addEventListener('abort', fire, { once: true })
-    })
-    gone.catch(() => {})
     try {
-      for await (const b of this.blocks(cid, root, scope, entityBytes, signal)) await Promise.race([writer.put(b), gone])
-      await Promise.race([writer.close(), gone])
+      // With backpressure; a client that goes away ends the walk (the pipeline stops pulling).
+      await sendStream(res, this.frames(cid, root, scope, entityBytes, signal))
     } catch (err) {
       // Committed to 200: a block missing or bad mid-stream ends the answer without the CAR's
       // end, so the client sees a truncated transfer, never a complete-looking partial DAG.
       this.components.logger.debug({ cid: cid.toString(), err: (err as Error).message }, 'CAR answer cut short')
       res.destroy(err as Error)
     }
-    await sending
+  }
+
+  /**
+   * The CARv1 bytes: the header, then each block as varint(length) + CID + bytes, gathered into
+   * writes of about `writeBytes` (a layer is thousands of small blocks: a write or a stream
+   * chunk per block costs more than the block).
+   */
+  private async * frames (cid: CID, root: Uint8Array, scope: Scope, entityBytes: EntityBytes | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    let parts: Uint8Array[] = [await carHeader(cid)]
+    let n = parts[0].length
+    for await (const b of this.blocks(cid, root, scope, entityBytes, signal)) {
+      const len = varint(b.cid.bytes.length + b.bytes.length)
+      parts.push(len, b.cid.bytes, b.bytes)
+      n += len.length + b.cid.bytes.length + b.bytes.length
+      if (n >= this.options.writeBytes) {
+        yield Buffer.concat(parts, n)
+        parts = []
+        n = 0
+      }
+    }
+    if (n > 0) yield Buffer.concat(parts, n)
   }
 
   /** The blocks of the answer, root first, depth first, each once. */
@@ -151,10 +171,18 @@ export class GatewayApi {
     if (scope === 'entity' && entityBytes != null && file != null) {
       const range = resolveEntityBytes(entityBytes, file.size)
       if (range == null) return // empty or outside the file: as dag-scope=block
-      yield * this.rangeBlocks(file, 0, range.from, range.to, new Set([cid.toString()]), signal)
+      yield * this.rangeBlocks(file, 0, range.from, range.to, new Set([cid.toString()]), this.leafBatches(signal), signal)
       return
     }
-    const get = async (c: CID): Promise<Uint8Array> => c.equals(cid) ? rootBytes : await this.block(c, signal)
+    const leaves = this.leafBatches(signal)
+    const get = async (c: CID): Promise<Uint8Array> => {
+      const bytes = c.equals(cid) ? rootBytes : await leaves.get(c)
+      if (c.code === dagPb.code) {
+        const links = dagPb.decode(bytes).Links
+        leaves.expect(links.map(l => l.Hash), links.map(l => l.Tsize ?? 0))
+      }
+      return bytes
+    }
     for await (const b of walkDag(cid, get, { signal })) {
       if (b.cid.equals(cid) || b.bytes == null) continue
       yield { cid: b.cid, bytes: b.bytes }
@@ -162,20 +190,32 @@ export class GatewayApi {
   }
 
   /** The blocks under `node` (starting at file offset `base`) that hold bytes of [from, to]. */
-  private async * rangeBlocks (node: FileNode, base: number, from: number, to: number, seen: Set<string>, signal: AbortSignal): AsyncGenerator<{ cid: CID, bytes: Uint8Array }> {
+  private async * rangeBlocks (node: FileNode, base: number, from: number, to: number, seen: Set<string>, leaves: LeafBatches, signal: AbortSignal): AsyncGenerator<{ cid: CID, bytes: Uint8Array }> {
+    // the children that hold bytes of the range, then each in turn (raw ones read in batches)
+    const inRange: Array<{ child: CID, start: number, size: number }> = []
     let pos = base + node.data.length
     for (let i = 0; i < node.children.length && pos <= to; i++) {
       const start = pos
       pos += node.sizes[i]
       if (pos - 1 < from || node.sizes[i] === 0) continue
-      const child = node.children[i]
-      const bytes = await this.block(child, signal)
+      inRange.push({ child: node.children[i], start, size: node.sizes[i] })
+    }
+    leaves.expect(inRange.map(c => c.child), inRange.map(c => c.size))
+    for (const { child, start } of inRange) {
+      const bytes = await leaves.get(child)
       if (!seen.has(child.toString())) {
         seen.add(child.toString())
         yield { cid: child, bytes }
       }
-      if (child.code !== raw.code) yield * this.rangeBlocks(decodeFileNode(child, bytes), start, from, to, seen, signal)
+      if (child.code !== raw.code) {
+        yield * this.rangeBlocks(decodeFileNode(child, bytes), start, from, to, seen, leaves, signal)
+        leaves.expect(inRange.map(c => c.child), inRange.map(c => c.size)) // back under this node: its leaves come next
+      }
     }
+  }
+
+  private leafBatches (signal: AbortSignal): LeafBatches {
+    return new LeafBatches({ readMany: this.components.readMany, block: async (c, s) => await this.block(c, s) }, this.options, signal)
   }
 }
 
@@ -214,4 +254,83 @@ function common (cid: CID, etag: string, ext: string): Record<string, string> {
     'X-Ipfs-Roots': cid.toString(),
     Vary: 'Accept'
   }
+}
+
+/**
+ * Raw leaves of a CAR walk read in batches: a node's links are announced (`expect`) when it is
+ * decoded; asked for a raw leaf it does not hold, it reads that leaf and the raw links after it
+ * (up to `batchLeaves` and about `batchBytes`) with one `readMany`, each checked against its
+ * CID, and keeps only that batch. Anything else (dag-pb nodes, identity CIDs, leaves the batch
+ * read did not return) is read one by one and checked.
+ */
+class LeafBatches {
+  private links: CID[] = []
+  private sizes: number[] = []
+  private index = new Map<string, number>()
+  private ready = new Map<string, Uint8Array>()
+
+  constructor (
+    private readonly source: { readMany?: GatewayApiComponents['readMany'], block: (cid: CID, signal: AbortSignal) => Promise<Uint8Array> },
+    private readonly options: Pick<GatewayApiOptions, 'batchLeaves' | 'batchBytes'>,
+    private readonly signal: AbortSignal
+  ) {}
+
+  /**
+   * The links the walk visits next, in order (the children of the node just decoded), and the
+   * sizes their parent gives them (a batch stops at `batchBytes` of those; `readMany` enforces it).
+   */
+  expect (links: CID[], sizes: number[]): void {
+    this.links = links
+    this.sizes = sizes
+    this.index = new Map(links.map((l, i) => [l.toString(), i]))
+  }
+
+  async get (cid: CID): Promise<Uint8Array> {
+    const key = cid.toString()
+    const { readMany, block } = this.source
+    const { batchLeaves, batchBytes } = this.options
+    let bytes = this.ready.get(key)
+    if (bytes == null && readMany != null && cid.code === raw.code && this.index.has(key)) {
+      const at = this.index.get(key) as number
+      const run: CID[] = []
+      let runBytes = 0
+      for (let i = at; i < this.links.length && run.length < batchLeaves && this.links[i].code === raw.code && (run.length === 0 || runBytes + this.sizes[i] <= batchBytes); i++) {
+        run.push(this.links[i])
+        runBytes += this.sizes[i]
+      }
+      const got = await readMany(run, this.signal, batchBytes)
+      this.ready = new Map()
+      for (const [i, c] of run.entries()) {
+        const b = got[i]
+        if (b != null) this.ready.set(c.toString(), b)
+      }
+      bytes = this.ready.get(key)
+    }
+    if (bytes != null) {
+      this.ready.delete(key)
+      return bytes
+    }
+    return await block(cid, this.signal)
+  }
+}
+
+/** The CARv1 header (varint length + dag-cbor `{ roots, version: 1 }`), as @ipld/car writes it. */
+async function carHeader (root: CID): Promise<Uint8Array> {
+  const { writer, out } = CarWriter.create([root])
+  const parts: Uint8Array[] = []
+  const reading = (async () => { for await (const p of out) parts.push(p) })()
+  await writer.close()
+  await reading
+  return Buffer.concat(parts)
+}
+
+/** Unsigned LEB128, as CAR frames their blocks. */
+function varint (n: number): Uint8Array {
+  const out: number[] = []
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80)
+    n = Math.floor(n / 0x80)
+  }
+  out.push(n)
+  return Uint8Array.from(out)
 }

@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createHash } from 'node:crypto'
 import { CID } from 'multiformats/cid'
+import { LRUCache } from 'lru-cache'
 import { BlockNotFoundError, PathNotFoundError, decodeFileNode, type BlockGetter, type FileNode } from '../ipfs/index.js'
-import { streamFile } from './blob-stream.js'
+import { streamFile, type LeafSource } from './blob-stream.js'
 import { isDigest, isManifestOrIndexMediaType, type Descriptor } from '../oci/index.js'
 import type { Logger } from '../logging.js'
 import { DistributionError } from './errors.js'
@@ -18,15 +19,22 @@ export interface RegistryApiComponents {
   hasLocal: (cid: CID) => Promise<boolean>
   /** The fetch path, each block checked against its CID. */
   getBlock: BlockGetter
+  /** Many blocks of the local store at once, each checked against its CID (`LeafSource.readMany`). */
+  readMany?: LeafSource['readMany']
   logger: Logger
 }
 
 export interface RegistryApiOptions {
-  /** Leaves, and bytes of leaves, fetched ahead while a blob streams. */
+  /** Leaves fetched at once through the fetch path (not in the local store) while a blob streams. */
   concurrency: number
+  /** Leaves, and their bytes, read from the local store at once; bytes of them read ahead. */
+  batchLeaves: number
+  batchBytes: number
   aheadBytes: number
-  /** Bytes gathered into one write to the client. */
-  writeBytes: number
+  /** Decoded file nodes (roots and interior nodes of blobs) kept for the next request. */
+  cachedNodes: number
+  /** Blob digests remembered as matching the file under their CID. */
+  matchedBlobs: number
   /** A manifest larger than this is not served. */
   maxManifestBytes: number
 }
@@ -44,7 +52,28 @@ export class RegistryApi {
   /** Blob answers (whole and ranged) and the blob bytes sent. */
   readonly counts = { blobs: 0, ranges: 0, blobBytes: 0 }
 
-  constructor (private readonly components: RegistryApiComponents, private readonly options: RegistryApiOptions) {}
+  /** Decoded file nodes, by CID: a range request reads the root and the interior node above it again. */
+  private readonly nodes: LRUCache<string, FileNode>
+  /** `digest CID` pairs whose whole file was hashed and matched. */
+  private readonly matched: LRUCache<string, true>
+  private readonly source: LeafSource
+
+  constructor (private readonly components: RegistryApiComponents, private readonly options: RegistryApiOptions) {
+    this.nodes = new LRUCache({ max: options.cachedNodes })
+    this.matched = new LRUCache({ max: options.matchedBlobs })
+    this.source = { getBlock: components.getBlock, readMany: components.readMany, node: async (cid, signal) => await this.node(cid, signal) }
+  }
+
+  /** A file node, decoded (from the cache, or fetched through the fetch path and checked). */
+  private async node (cid: CID, signal: AbortSignal): Promise<FileNode> {
+    const key = cid.toString()
+    let node = this.nodes.get(key)
+    if (node == null) {
+      node = decodeFileNode(cid, await this.components.getBlock(cid, signal))
+      this.nodes.set(key, node)
+    }
+    return node
+  }
 
   async handle (req: IncomingMessage, res: ServerResponse, path: string, signal: AbortSignal): Promise<void> {
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0')
@@ -127,9 +156,10 @@ export class RegistryApi {
     if (found == null) throw unknown('BLOB_UNKNOWN', 'blob unknown to registry', { name, digest })
     const { view, desc } = found
     let file: FileNode
+    let cid: CID
     try {
-      const cid = await view.reader.cidOf(desc, signal)
-      file = decodeFileNode(cid, await this.components.getBlock(cid, signal))
+      cid = await view.reader.cidOf(desc, signal)
+      file = await this.node(cid, signal)
     } catch (err) {
       if (signal.aborted) throw err
       throw unavailable('BLOB_UNKNOWN', digest, err)
@@ -158,35 +188,38 @@ export class RegistryApi {
     this.counts.blobs++
     if (range != null) this.counts.ranges++
     // The whole blob is checked against its digest as it goes: a mismatch ends the answer
-    // before its last byte, so the client never receives a complete wrong blob.
-    await sendStream(res, this.pieces(file, start, end, range == null ? digest : undefined, signal))
+    // before its last byte, so the client never receives a complete wrong blob. Once the file
+    // under a CID matched a digest it always does (every block of it is checked against its
+    // CID on every read): that pair is not hashed again.
+    const pair = `${digest} ${cid.toString()}`
+    const check = range == null && !this.matched.has(pair) ? digest : undefined
+    await sendStream(res, this.pieces(file, start, end, check, signal))
+    if (check != null) this.matched.set(pair, true)
   }
 
   /**
-   * [start, end] of the file, leaves fetched `concurrency` ahead and sent in pieces of about
-   * `writeBytes` (one socket write per small leaf costs more than the leaf); with `digest`, the
-   * whole blob is hashed as it goes and the last piece is held back unless it matches.
+   * [start, end] of the file in pieces of about `batchBytes` (streamFile: leaves read in
+   * batches, every one checked against its CID); with `digest`, the whole blob is hashed as it
+   * goes and the last piece is held back unless it matches.
    */
   private async * pieces (file: FileNode, start: number, end: number, digest: string | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
     const [alg, hex] = digest?.split(':') ?? []
     const hash = digest != null ? createHash(alg) : undefined
-    let parts: Uint8Array[] = []
-    let bytes = 0
-    for await (const leaf of streamFile(file, start, end, this.components.getBlock, { concurrency: this.options.concurrency, aheadBytes: this.options.aheadBytes, signal })) {
-      hash?.update(leaf)
-      parts.push(leaf)
-      bytes += leaf.length
-      if (bytes >= this.options.writeBytes && (hash == null || start + bytes < end + 1)) {
-        this.counts.blobBytes += bytes
-        yield parts.length === 1 ? parts[0] : Buffer.concat(parts, bytes)
-        start += bytes
-        parts = []
-        bytes = 0
+    const { concurrency, batchLeaves, batchBytes, aheadBytes } = this.options
+    let held: Uint8Array | undefined
+    for await (const piece of streamFile(file, start, end, this.source, { concurrency, batchLeaves, batchBytes, aheadBytes, signal })) {
+      hash?.update(piece)
+      if (held != null) {
+        this.counts.blobBytes += held.length
+        yield held
       }
+      held = piece
     }
     if (hash != null && hash.digest('hex') !== hex) throw new DistributionError(500, 'DIGEST_INVALID', `blob content does not match ${digest ?? ''}`)
-    this.counts.blobBytes += bytes
-    if (bytes > 0) yield Buffer.concat(parts, bytes)
+    if (held != null) {
+      this.counts.blobBytes += held.length
+      yield held
+    }
   }
 }
 

@@ -21,7 +21,12 @@ export interface MirrorComponents {
   /** The node's fetch path (the registry API reads images through it). */
   blocks: BlockFetchPath
   /** The local blockstore (the gateway serves only from it). */
-  localBlockstore: { has: (cid: CID) => Promise<boolean>, get: (cid: CID, options?: { signal?: AbortSignal }) => AsyncIterable<Uint8Array> | Iterable<Uint8Array> }
+  localBlockstore: {
+    has: (cid: CID) => Promise<boolean>
+    get: (cid: CID, options?: { signal?: AbortSignal }) => AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+    /** Many blocks at once, each checked against its CID, undefined where absent (the pack store has it). */
+    readMany?: (cids: CID[], options?: { signal?: AbortSignal, maxBytes?: number }) => Promise<Array<Uint8Array | undefined>>
+  }
   index: MirrorIndex
 }
 
@@ -82,13 +87,23 @@ export class MirrorServer {
       index: components.index,
       hasLocal: async (cid) => await components.localBlockstore.has(cid),
       getBlock,
+      readMany: components.localBlockstore.readMany != null ? async (cids, signal, maxBytes) => await components.localBlockstore.readMany?.(cids, { signal, maxBytes }) ?? [] : undefined,
       logger: this.log
-    }, { concurrency: this.opts.streamConcurrency, aheadBytes: this.opts.streamAheadBytes, writeBytes: this.opts.writeBytes, maxManifestBytes: this.opts.maxManifestBytes })
+    }, {
+      concurrency: this.opts.streamConcurrency,
+      batchLeaves: this.opts.streamBatchLeaves,
+      batchBytes: this.opts.streamBatchBytes,
+      aheadBytes: this.opts.streamAheadBytes,
+      cachedNodes: this.opts.cachedNodes,
+      matchedBlobs: this.opts.matchedBlobs,
+      maxManifestBytes: this.opts.maxManifestBytes
+    })
     this.gateway = new GatewayApi({
       has: async (cid) => await components.localBlockstore.has(cid),
       get: async (cid, signal) => await collectBlock(components.localBlockstore.get(cid, { signal })),
+      readMany: components.localBlockstore.readMany != null ? async (cids, signal, maxBytes) => await components.localBlockstore.readMany?.(cids, { signal, maxBytes }) ?? [] : undefined,
       logger: this.log
-    })
+    }, { batchLeaves: this.opts.streamBatchLeaves, batchBytes: this.opts.streamBatchBytes, writeBytes: this.opts.streamBatchBytes })
   }
 
   /** Requests answered (and refused as too many), blob answers and the blob bytes sent. */

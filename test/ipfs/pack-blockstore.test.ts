@@ -1,7 +1,8 @@
-import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
+import { identity as identityHash } from 'multiformats/hashes/identity'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { afterAll, describe, expect, it } from 'vitest'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
@@ -9,7 +10,7 @@ import { createLocalBlockstore } from '../../src/ipfs/local-blockstore.js'
 import { LmdbBlockstore } from '../../src/ipfs/lmdb-blockstore.js'
 import { PackBlockstore } from '../../src/ipfs/pack-blockstore.js'
 import { RepoBlockstore } from '../../src/ipfs/stores.js'
-import { corruptBlocks } from '../../scripts/fixtures/repo-blocks.js'
+import { corruptBlocks, packEntries } from '../../scripts/fixtures/repo-blocks.js'
 import type { WriteBehindQueue } from '../../src/ipfs/write-behind.js'
 import { TempRepos, random } from './helpers.js'
 
@@ -108,6 +109,81 @@ describe('PackBlockstore', () => {
     expect(await store.has(ca)).toBe(false) // the entry is gone: a fetch can store it again
     await store.put(ca, a)
     expect(same(await collectBlock(store.get(ca)), a)).toBe(true)
+    await store.close()
+  })
+
+  it('readMany: many blocks by index, close ones with one read each run, every one checked; absent, foreign-hash and corrupted ones undefined', async () => {
+    const repo = await repos.dir()
+    let store = new PackBlockstore(join(repo, 'blockstore'))
+    await store.open()
+    // small blocks and larger ones: more than one run of readBatchBytes
+    const blocks = [...Array.from({ length: 300 }, (_, i) => random(1 + (i * 37) % 5000)), random(300_000), random(900_000), random(1 << 20)]
+    const cids = await Promise.all(blocks.map(cidOf))
+    for (const [i, b] of blocks.entries()) await store.put(cids[i], b)
+    const absent = await cidOf(random(10))
+    const identity = CID.createV1(raw.code, identityHash.digest(Buffer.from('inline')))
+    const order = [...cids.keys()].reverse() // any order, and a repeat
+    const ask = [...order.map(i => cids[i]), absent, identity, cids[5]]
+    const check = (got: Array<Uint8Array | undefined>, bad: number[] = []): void => {
+      expect(got).toHaveLength(ask.length)
+      for (const [j, i] of order.entries()) {
+        if (bad.includes(i)) expect(got[j], `block ${i}`).toBeUndefined()
+        else expect(same(got[j] as Uint8Array, blocks[i]), `block ${i}`).toBe(true)
+      }
+      expect(got[order.length]).toBeUndefined()
+      expect(got[order.length + 1]).toBeUndefined()
+      expect(same(got[order.length + 2] as Uint8Array, blocks[5])).toBe(true)
+    }
+    check(await store.readMany(ask)) // queued (from memory) or written, whichever
+    await store.flush()
+    check(await store.readMany(ask)) // from the pack
+    await store.close()
+
+    // one byte flipped in block 100 on disk: only that one is undefined, and its entry is dropped
+    const e = packEntries(repo).get(mh(cids[100])) as { pack: number, offset: number, length: number }
+    const fh = await open(join(repo, 'blockstore', 'packs', `${String(e.pack).padStart(8, '0')}.pack`), 'r+')
+    const b = Buffer.alloc(1)
+    await fh.read(b, 0, 1, e.offset)
+    b[0] ^= 0xff
+    await fh.write(b, 0, 1, e.offset)
+    await fh.close()
+    store = new PackBlockstore(join(repo, 'blockstore'))
+    await store.open()
+    let reads = 0
+    for (const p of (store as unknown as { packs: Map<number, { fh: { read: (...a: unknown[]) => Promise<unknown> } }> }).packs.values()) {
+      const read = p.fh.read.bind(p.fh)
+      p.fh.read = async (...a: unknown[]) => { reads++; return await read(...a) }
+    }
+    check(await store.readMany(ask), [100])
+    expect(reads).toBeLessThanOrEqual(6) // ~3.3 MB in runs of ≤ 1 MiB, not a read per block (303)
+    expect(await store.has(cids[100])).toBe(false)
+    await store.close()
+  })
+
+  it('readMany reads no more than twice the bytes it wants when other blocks lie between them, and no more than maxBytes', async () => {
+    const store = new PackBlockstore(join(await repos.dir(), 'blockstore'))
+    await store.open()
+    // small wanted blocks, each followed by a larger one of another file (two fetches at once)
+    const wanted = Array.from({ length: 200 }, () => random(300))
+    const between = Array.from({ length: 200 }, () => random(20_000))
+    const cids = await Promise.all(wanted.map(cidOf))
+    for (const [i, b] of wanted.entries()) {
+      await store.put(cids[i], b)
+      await store.put(await cidOf(between[i]), between[i])
+    }
+    await store.flush()
+    let bytes = 0
+    for (const p of (store as unknown as { packs: Map<number, { fh: { read: (...a: any[]) => Promise<any> } }> }).packs.values()) {
+      const read = p.fh.read.bind(p.fh)
+      p.fh.read = async (...a: any[]) => { bytes += a[2] as number; return await read(...a) }
+    }
+    const got = await store.readMany(cids)
+    for (const [i, b] of wanted.entries()) expect(same(got[i] as Uint8Array, b)).toBe(true)
+    expect(bytes).toBeLessThanOrEqual(2 * 200 * 300)
+    // maxBytes: blocks past it are left to the caller (a DAG that lies about its leaf sizes gets no more in memory)
+    const capped = await store.readMany(cids.slice(0, 10), { maxBytes: 5 * 300 })
+    expect(capped.slice(0, 5).every((b, i) => b != null && same(b, wanted[i]))).toBe(true)
+    expect(capped.slice(5).every(b => b == null)).toBe(true)
     await store.close()
   })
 
