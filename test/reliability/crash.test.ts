@@ -41,6 +41,8 @@ import { cases, FULL, record } from './harness.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 const TRIALS = cases(1, 5)
+/** Processes reading one lazy mount at once while the daemon is killed and started again. */
+const READERS = 4
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26, timeout: 120_000, killSignal: 'SIGKILL' })
@@ -780,7 +782,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     record({ kind: 'fault', fault: 'pull at once after a daemon restart (containerd still reconnecting)', injected: TRIALS, survived: TRIALS, note: `each pull started as the daemon answered; they took ${Math.min(...took)}–${Math.max(...took)} ms` })
   }, 300_000)
 
-  it(`FUSE reads across a daemon kill -9 and restart (${TRIALS}×): every read completes right or fails EIO, never wrong bytes; afterwards every file reads right`, async () => {
+  it(`FUSE reads by ${READERS} processes at once across a daemon kill -9 and restart (${TRIALS}×): every read completes right or fails EIO, never wrong bytes; afterwards every file reads right`, async () => {
     const paths = [...want.keys()].filter(p => p.startsWith('data/'))
     let injected = 0
     let survived = 0
@@ -802,31 +804,37 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
       mountAt((await sn.view(key, top))[0], at)
       sn.close()
       try {
-        // one reader, file after file; the daemon dies after the k-th file it has read
+        // READERS readers at once, file after file, each from its own place in the list (so
+        // they wait on different files); the daemon dies after the k-th file read by them all
         const k = 1 + Math.floor(Math.random() * paths.length / 2)
-        const reader = spawn('sh', ['-c', 'for f in "$@"; do sha256sum "$f" || echo "FAILED $f"; done', 'sh', ...paths.map(p => join(at, p))], { stdio: ['ignore', 'pipe', 'pipe'] })
-        let out = ''
+        const outs = new Array<string>(READERS).fill('')
         let errs = ''
         let killing: Promise<void> | undefined
-        reader.stderr.on('data', (b: Buffer) => { errs += b.toString() })
-        reader.stdout.on('data', (b: Buffer) => {
-          out += b.toString()
-          if (killing == null && out.split('\n').length > k) killing = (d as RunningDaemon).kill()
+        const linesRead = (): number => outs.reduce((n, o) => n + o.split('\n').length - 1, 0)
+        const readers = Array.from({ length: READERS }, (_, r) => {
+          const from = Math.floor(r * paths.length / READERS)
+          const order = [...paths.slice(from), ...paths.slice(0, from)]
+          const reader = spawn('sh', ['-c', 'for f in "$@"; do sha256sum "$f" || echo "FAILED $f"; done', 'sh', ...order.map(p => join(at, p))], { stdio: ['ignore', 'pipe', 'pipe'] })
+          reader.stderr.on('data', (b: Buffer) => { errs += b.toString() })
+          reader.stdout.on('data', (b: Buffer) => {
+            outs[r] += b.toString()
+            if (killing == null && linesRead() >= k) killing = (d as RunningDaemon).kill()
+          })
+          return { reader, exited: new Promise<number | null>(resolve => reader.once('exit', (code) => resolve(code))) }
         })
-        const exited = new Promise<number | null>(resolve => reader.once('exit', (code) => resolve(code)))
         const deadline = Date.now() + 60_000
-        while (killing == null && reader.exitCode == null && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
-        expect(killing, 'the reader ended before the kill').toBeDefined()
+        while (killing == null && readers.some(r => r.reader.exitCode == null) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
+        expect(killing, 'the readers ended before the kill').toBeDefined()
         await killing
         injected++
         await new Promise(resolve => setTimeout(resolve, 300))
-        // the reader is stuck in a read the dead daemon had to serve, not done
-        const readWhileDown = out.split('\n').length - 1
-        expect(readWhileDown).toBeLessThan(paths.length)
+        // the readers are stuck in reads the dead daemon had to serve, not done
+        const readWhileDown = linesRead()
+        expect(readWhileDown).toBeLessThan(READERS * paths.length)
         await start()
-        await exited
-        readAfterRestart += paths.length - readWhileDown
-        for (const line of out.trim().split('\n')) {
+        await Promise.all(readers.map(async r => await r.exited))
+        readAfterRestart += READERS * paths.length - readWhileDown
+        for (const line of outs.join('').trim().split('\n')) {
           const failedRead = /^FAILED (.+)$/.exec(line)
           if (failedRead != null) { failed++; continue }
           const [hash, path] = line.split(/\s+/)
@@ -848,7 +856,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
         sn2.close()
       }
     }
-    record({ kind: 'fault', fault: 'daemon kill -9 and restart under a process reading a lazy mount (blocks from a seed)', injected, survived, note: `${readAfterRestart} files still to read when the daemon died: ${failed} failed EIO, the rest waited and read right` })
+    record({ kind: 'fault', fault: `daemon kill -9 and restart under ${READERS} processes reading a lazy mount at once (blocks from a seed)`, injected, survived, note: `${readAfterRestart} file reads still to do when the daemon died: ${failed} failed EIO, the rest waited and read right` })
     record({ kind: 'wrong-bytes', what: 'reads across a daemon kill -9 and restart', bytesChecked, wrong })
   }, 600_000)
 })
