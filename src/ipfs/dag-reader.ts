@@ -14,9 +14,23 @@ export type BlockGetter = (cid: CID, signal?: AbortSignal) => Promise<Uint8Array
 
 /** Dag reader defaults. */
 export const DEFAULTS = {
-  /** Decoded interior nodes kept (each ≤ ~50 KiB for 1024 links). */
-  nodeCacheEntries: 256
+  /** Decoded interior nodes kept per reader, at most... */
+  nodeCacheEntries: 256,
+  /**
+   * ...and at most about this many bytes of them: decoded, a node of 1024 links holds ~0.5 MB of
+   * heap (a CID object per link), ten times its block. A layer of a million leaves has a
+   * thousand such nodes; past the cap, a read decodes its node again from the local blockstore.
+   */
+  nodeCacheBytes: 8 << 20
 } as const
+
+/** Heap per decoded link (its CID object and size), measured, rounded up. */
+const DECODED_LINK_BYTES = 512
+
+/** What a decoded node costs in the cache (its inline data, its links). */
+function decodedBytes (node: FileNode): number {
+  return 64 + node.data.length + node.children.length * DECODED_LINK_BYTES
+}
 
 /** Collects a blockstore `get()` result (an iterable of pieces since interface-blockstore 7). */
 export async function collectBlock (pieces: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Uint8Array> {
@@ -75,7 +89,8 @@ export function decodeFileNode (cid: CID, bytes: Uint8Array): FileNode {
  */
 export class UnixfsFileReader {
   /**
-   * Decoded interior nodes (their fetch while under way), the least recently used dropped; each
+   * Decoded interior nodes (their fetch while under way), the least recently used dropped (by
+   * count and by decoded size); each
    * with whether it was fetched for a read at the reader's own priority (`urgent`) or by another
    * getter (the interior prefetch, a background read).
    */
@@ -85,16 +100,19 @@ export class UnixfsFileReader {
     readonly root: CID,
     private readonly getBlock: BlockGetter,
     private readonly rootNode: FileNode,
-    cacheEntries: number
+    cacheEntries: number,
+    cacheBytes: number
   ) {
     if (!Number.isSafeInteger(cacheEntries) || cacheEntries < 1) throw new InvalidOptionError(`nodeCacheEntries must be a positive integer, got ${cacheEntries}`)
-    this.cache = new LRUCache({ max: cacheEntries })
+    if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 1) throw new InvalidOptionError(`nodeCacheBytes must be a positive integer, got ${cacheBytes}`)
+    // a node being fetched counts as one link until it is decoded and its size known
+    this.cache = new LRUCache({ max: cacheEntries, maxSize: cacheBytes, sizeCalculation: () => DECODED_LINK_BYTES })
   }
 
   /** Fetches and decodes the root only. */
-  static async open (root: CID, getBlock: BlockGetter, options: { signal?: AbortSignal, nodeCacheEntries?: number } = {}): Promise<UnixfsFileReader> {
+  static async open (root: CID, getBlock: BlockGetter, options: { signal?: AbortSignal, nodeCacheEntries?: number, nodeCacheBytes?: number } = {}): Promise<UnixfsFileReader> {
     const node = decodeFileNode(root, await abortable(getBlock(root, options.signal), options.signal))
-    return new UnixfsFileReader(root, getBlock, node, options.nodeCacheEntries ?? DEFAULTS.nodeCacheEntries)
+    return new UnixfsFileReader(root, getBlock, node, options.nodeCacheEntries ?? DEFAULTS.nodeCacheEntries, options.nodeCacheBytes ?? DEFAULTS.nodeCacheBytes)
   }
 
   /**
@@ -177,8 +195,11 @@ export class UnixfsFileReader {
     const node = known == null ? fetching : Promise.any([known.node, fetching]).catch(async () => await fetching)
     const entry = { node, urgent }
     this.cache.set(key, entry)
-    // a failed fetch is not kept: the next read fetches again
-    node.catch(() => { if (this.cache.peek(key) === entry) this.cache.delete(key) })
+    // a failed fetch is not kept: the next read fetches again; a decoded one is counted at its size
+    node.then(
+      (decoded) => { if (this.cache.peek(key) === entry) this.cache.set(key, entry, { size: decodedBytes(decoded) }) },
+      () => { if (this.cache.peek(key) === entry) this.cache.delete(key) }
+    )
     return await node
   }
 }

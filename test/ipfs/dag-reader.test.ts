@@ -56,6 +56,24 @@ describe('UnixfsFileReader', () => {
     expect(backgroundGets).toBe(1) // the leaf only: the interior nodes came from the read's fetch
   })
 
+  it('keeps decoded interior nodes up to nodeCacheBytes: past it a read decodes its node again, and still reads right', async () => {
+    const { store, cid, data } = await deepFile()
+    // room for about three decoded 4-link nodes
+    const small = await UnixfsFileReader.open(cid, store.getBlock, { nodeCacheBytes: 3 * (64 + 4 * 512) })
+    const roomy = await UnixfsFileReader.open(cid, store.getBlock)
+    for (const reader of [small, roomy]) {
+      const all = await reader.read(0, data.length) // every interior node once
+      expect(Buffer.compare(Buffer.from(all), data)).toBe(0)
+    }
+    store.gets = 0
+    await roomy.read(0, 10) // leaf 0: its interior nodes are still cached
+    expect(store.gets).toBe(1)
+    store.gets = 0
+    const again = await small.read(0, 10) // leaf 0's level-1 and level-2 nodes were evicted
+    expect(Buffer.compare(Buffer.from(again), data.subarray(0, 10))).toBe(0)
+    expect(store.gets).toBe(3)
+  })
+
   it('rejects a DAG whose parent sizes lie', async () => {
     const { store, cid } = await deepFile()
     const leaves = await leafMap(store.getBlock, cid)
