@@ -212,10 +212,33 @@ export class ChunkReader {
    * with coalesced source reads. Used by prefetch; returns the compressed bytes covered.
    */
   async ensureCached (node: LayerNode, chunks: Chunk[], options: { prefetch?: boolean } = {}): Promise<void> {
-    const missing = chunks.filter(c => !this.cache.has(c.digest))
+    await this.ensureCachedAll(chunks.map(chunk => ({ node, chunk })), options)
+  }
+
+  /**
+   * `ensureCached` for the chunks of many files at once, in the order given: each stretch of
+   * them that follow one another in the blob (files in tar order) comes in one source read, not
+   * one read per file, and the stretches' reads start in the order given (a prefetch record's).
+   */
+  async ensureCachedAll (items: readonly LaidOutChunk[], options: { prefetch?: boolean } = {}): Promise<void> {
+    const missing = items.filter(it => !this.cache.has(it.chunk.digest))
     if (missing.length === 0) return
-    const fetched = this.fetch(missing.map(chunk => ({ node, chunk })), options.prefetch === true ? 'prefetch' : 'background')
-    await Promise.all(missing.map(async c => await fetched.get(c)))
+    const priority = options.prefetch === true ? 'prefetch' : 'background'
+    const waits: Array<Promise<Uint8Array> | undefined> = []
+    let run: LaidOutChunk[] = []
+    const flush = (): void => {
+      if (run.length === 0) return
+      const fetched = this.fetch(run, priority)
+      for (const it of run) waits.push(fetched.get(it.chunk))
+      run = []
+    }
+    for (const it of missing) {
+      const prev = run[run.length - 1]?.chunk
+      if (prev != null && it.chunk.offset !== prev.compressedEnd && it.chunk.offset !== prev.offset) flush()
+      run.push(it)
+    }
+    flush()
+    await Promise.all(waits)
   }
 
   /**

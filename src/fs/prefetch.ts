@@ -235,10 +235,9 @@ export class Prefetcher {
         const s = steps[next++]
         if (yieldToReads) await this.reader.activity.whenQuiet(this.opts.backgroundQuietMs, this.ac.signal)
         if (this.ac.signal.aborted) return
-        const byNode = new Map<LayerNode, Chunk[]>()
-        for (const it of s) byNode.set(it.node, [...(byNode.get(it.node) ?? []), it.chunk])
-        // what does not yield to reads is what a container is about to read: fetched as urgently
-        await Promise.all([...byNode].map(async ([node, chunks]) => await this.reader.ensureCached(node, chunks, { prefetch: !yieldToReads })))
+        // one step's files together: a run of them in blob order is one source read, not one
+        // each; what does not yield to reads is what a container is about to read: as urgent
+        await this.reader.ensureCachedAll(s, { prefetch: !yieldToReads })
         for (const it of s) {
           if (this.counted.has(it)) continue
           this.counted.add(it)

@@ -59,6 +59,30 @@ describe('Prefetcher', () => {
     await bg.stop()
   })
 
+  it('prefetches a region of many small files with one source read per step, not one per file; records in their order', async () => {
+    const small = Array.from({ length: 60 }, (_, i) => ({ name: `lib/py/m${String(i).padStart(2, '0')}.py`, data: fixtureBytes(10 + i, 2_000 + 37 * i) }))
+    const { blob, tocDigest } = await buildBlob([...small, { name: 'lib/big', data: fixtureBytes(99, 400_000) }], { chunkSize: 65536, prioritizedFiles: small.map(f => f.name) })
+    const counting = new CountingSource(new MemorySource(blob))
+    const fs = await LayerFs.open({ source: counting, logger }, { tocDigest, backgroundFetch: false, waitForPrefetchAtMount: true, readWindowBytes: 0, neighbourBytes: 0 })
+    counting.reset() // the footer and TOC
+    await fs.start()
+    expect(fs.stats().prefetch.prioritizedDone).toBe(true)
+    expect(counting.calls).toBe(1) // 60 files before the landmark, one step
+    counting.reset()
+    for (const f of small) expect(Buffer.from(await fs.read(fs.resolve('/' + f.name), 0, f.data.length)).equals(f.data)).toBe(true)
+    expect(counting.calls).toBe(0)
+    await fs.stop()
+    // a record naming the files in another order: each stretch that follows in the blob is one read, in the record's order
+    const again = await LayerFs.open({ source: counting, logger }, { tocDigest, backgroundFetch: false, prefetchConcurrency: 1, readWindowBytes: 0, neighbourBytes: 0 })
+    const first = (name: string): { offset: number, compressedEnd: number } => (again.estargz.lookup(name)?.chunks ?? [])[0]
+    const late = [first('lib/py/m40.py').offset, first('lib/py/m49.py').compressedEnd - first('lib/py/m40.py').offset] as [number, number]
+    const early = [first('lib/py/m00.py').offset, first('lib/py/m09.py').compressedEnd - first('lib/py/m00.py').offset] as [number, number]
+    counting.reset()
+    expect((await again.prefetcher.prefetchRanges([late, early])).chunks).toBe(20)
+    expect(counting.ranges.map(([o]) => o)).toEqual([late[0], early[0]])
+    await again.stop()
+  })
+
   it('prefetchRanges caches the chunks the ranges touch, in the ranges\' order; reads of them then cost no source read', async () => {
     const { blob, tocDigest } = await buildBlob(entries, { chunkSize: 65536 })
     const counting = new CountingSource(new MemorySource(blob))
