@@ -70,6 +70,11 @@ export interface ChunkCacheStats {
   evictions: number
   /** Chunk files found corrupt on load and removed. */
   corruptFiles: number
+  /**
+   * Chunk writes that failed (a full disk, a removed cache directory): the chunk stays in memory
+   * only, the read that brought it is not failed; each is logged too.
+   */
+  writeFailures: number
   /** Reads of a chunk's range answered from memory or disk, and their bytes; reads that missed. */
   hits: number
   hitBytes: number
@@ -122,6 +127,7 @@ export class ChunkCache {
   private readonly handles = new OpenLru<FileHandle>({ max: DEFAULTS.openChunkFiles, close: async (fh) => { await fh.close() } })
   private evictions = 0
   private corruptFiles = 0
+  private writeFailures = 0
   private hits = 0
   private hitBytes = 0
   private misses = 0
@@ -269,7 +275,7 @@ export class ChunkCache {
   }
 
   stats (): ChunkCacheStats {
-    return { diskBytes: this.index.calculatedSize, diskEntries: this.index.size, memoryBytes: this.memory.bytes, evictions: this.evictions, corruptFiles: this.corruptFiles, hits: this.hits, hitBytes: this.hitBytes, misses: this.misses }
+    return { diskBytes: this.index.calculatedSize, diskEntries: this.index.size, memoryBytes: this.memory.bytes, evictions: this.evictions, corruptFiles: this.corruptFiles, writeFailures: this.writeFailures, hits: this.hits, hitBytes: this.hitBytes, misses: this.misses }
   }
 
   private pathOf (hex: string): string {
@@ -329,6 +335,7 @@ export class ChunkCache {
       await rm(tmp, { force: true })
       this.madeDirs.delete(sub) // removed by hand, perhaps: the next write makes it again
       // A full disk or a removed cache dir degrades to "not cached"; reads still work.
+      this.writeFailures++
       this.log.warn({ err, chunk: hex }, 'cannot write chunk to the disk cache')
       return
     }
