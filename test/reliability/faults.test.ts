@@ -144,13 +144,18 @@ describe('fault: a peer opening thousands of block-exchange streams', () => {
 })
 
 /** A tmpfs mounted on a temp dir (root only): the chunk cache's directory on a disk that fills up. */
-async function tmpfs (size: string): Promise<{ dir: string, remount: (size: string) => void, unmount: () => Promise<void> }> {
+async function tmpfs (size: string): Promise<{ dir: string, remount: (size: string) => void, replace: (size: string) => void, unmount: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'faults-tmpfs-'))
   execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir])
   let mounted = true
   return {
     dir,
     remount: (s) => { execFileSync('mount', ['-o', `remount,size=${s}`, dir]) },
+    // a new, empty disk in its place (everything on the old one gone)
+    replace: (s) => {
+      execFileSync('umount', [dir])
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${s},mode=0700`, 'tmpfs', dir])
+    },
     unmount: async () => {
       if (mounted) execFileSync('umount', [dir])
       mounted = false
@@ -175,7 +180,7 @@ describe.skipIf(needs({ root: isRoot, mount: hasCommand('mount') }))('fault: a f
   const cleanup: Array<() => Promise<void>> = []
   afterAll(async () => { for (const c of cleanup.reverse()) await c().catch(() => {}) })
 
-  it('every read returns the right bytes, write failures are counted and logged, writes work again once space is freed', async () => {
+  it('every read returns the right bytes, write failures are counted and logged, writes work again once space is freed or the disk replaced', async () => {
     const fs = await tmpfs('256k')
     cleanup.push(fs.unmount)
     const work = await mkdtemp(join(tmpdir(), 'faults-layer-'))
@@ -239,7 +244,17 @@ describe.skipIf(needs({ root: isRoot, mount: hasCommand('mount') }))('fault: a f
     await reader.read(es.lookup(files[0].name) as NonNullable<ReturnType<EstargzReader['lookup']>>, 0, 1000)
     expect(cache.stats().hits).toBeGreaterThan(hitsBefore)
     await cache.stop()
-    record({ kind: 'fault', fault: `a full disk under the chunk cache (256 KiB tmpfs, a ${layerMiB} MiB layer), then space freed`, injected: full.writeFailures, survived: full.writeFailures, note: `every read right (${checked} bytes); ${full.writeFailures} chunk writes refused and counted; after freeing space all ${chunks} chunks were written` })
+
+    // The disk replaced by an empty one (the cache's directory, its tmp and every chunk gone
+    // under it): reads stay right, the chunks are fetched and written again.
+    fs.replace('16m')
+    await readAll()
+    await cache.stop()
+    const replaced = cache.stats()
+    expect(replaced.writeFailures, 'no write failed on the new disk').toBe(full.writeFailures)
+    expect((await readdir(join(fs.dir, 'chunks'))).filter(n => n !== 'tmp').length, 'chunk directories written again').toBeGreaterThan(0)
+    expect(replaced.diskEntries).toBe(chunks)
+    record({ kind: 'fault', fault: `a full disk under the chunk cache (256 KiB tmpfs, a ${layerMiB} MiB layer), then space freed`, injected: full.writeFailures, survived: full.writeFailures, note: `every read right (${checked} bytes); ${full.writeFailures} chunk writes refused and counted; after freeing space all ${chunks} chunks were written, and again on an empty disk mounted in its place` })
     record({ kind: 'wrong-bytes', what: 'chunk reads over a full disk cache', bytesChecked: checked, wrong: 0 })
   }, 60_000)
 })
