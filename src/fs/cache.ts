@@ -70,6 +70,11 @@ export interface ChunkCacheStats {
   evictions: number
   /** Chunk files found corrupt on load and removed. */
   corruptFiles: number
+  /**
+   * Chunk writes that failed (a full disk, a removed cache directory): the chunk stays in memory
+   * only, the read that brought it is not failed; each is logged too.
+   */
+  writeFailures: number
   /** Reads of a chunk's range answered from memory or disk, and their bytes; reads that missed. */
   hits: number
   hitBytes: number
@@ -109,7 +114,7 @@ export class ChunkCache {
   /** Entries whose file content is known to match the name. */
   private readonly trusted = new Set<string>()
   private readonly writing = new Map<string, Promise<void>>()
-  /** Fan-out directories known to exist: a chunk write makes its own only the first time. */
+  /** Fan-out directories (and tmp) known to exist: a chunk write makes its own only the first time. */
   private readonly madeDirs = new Set<string>()
   /** Removals of evicted files under way. */
   private readonly removing = new Set<Promise<void>>()
@@ -122,6 +127,7 @@ export class ChunkCache {
   private readonly handles = new OpenLru<FileHandle>({ max: DEFAULTS.openChunkFiles, close: async (fh) => { await fh.close() } })
   private evictions = 0
   private corruptFiles = 0
+  private writeFailures = 0
   private hits = 0
   private hitBytes = 0
   private misses = 0
@@ -150,6 +156,7 @@ export class ChunkCache {
     await mkdir(join(this.dir, 'tmp'), { recursive: true, mode: PRIVATE.dirMode })
     await rm(join(this.dir, 'tmp'), { recursive: true, force: true })
     await mkdir(join(this.dir, 'tmp'), { recursive: true, mode: PRIVATE.dirMode })
+    this.madeDirs.add('tmp')
     const found: Array<{ hex: string, size: number, mtime: number }> = []
     for (const sub of await readdir(this.dir)) {
       if (!/^[0-9a-f]{2}$/.test(sub)) continue
@@ -269,7 +276,7 @@ export class ChunkCache {
   }
 
   stats (): ChunkCacheStats {
-    return { diskBytes: this.index.calculatedSize, diskEntries: this.index.size, memoryBytes: this.memory.bytes, evictions: this.evictions, corruptFiles: this.corruptFiles, hits: this.hits, hitBytes: this.hitBytes, misses: this.misses }
+    return { diskBytes: this.index.calculatedSize, diskEntries: this.index.size, memoryBytes: this.memory.bytes, evictions: this.evictions, corruptFiles: this.corruptFiles, writeFailures: this.writeFailures, hits: this.hits, hitBytes: this.hitBytes, misses: this.misses }
   }
 
   private pathOf (hex: string): string {
@@ -309,14 +316,15 @@ export class ChunkCache {
     }
   }
 
-  private async writeFile (hex: string, data: Uint8Array): Promise<void> {
+  private async writeFile (hex: string, data: Uint8Array, retry = true): Promise<void> {
     const dir = this.dir ?? ''
     const tmp = join(dir, 'tmp', `${hex}.${randomBytes(4).toString('hex')}`)
     const sub = hex.slice(0, 2)
     try {
-      if (!this.madeDirs.has(sub)) {
-        await mkdir(join(dir, sub), { recursive: true, mode: PRIVATE.dirMode })
-        this.madeDirs.add(sub)
+      for (const d of ['tmp', sub]) {
+        if (this.madeDirs.has(d)) continue
+        await mkdir(join(dir, d), { recursive: true, mode: PRIVATE.dirMode })
+        this.madeDirs.add(d)
       }
       const fh = await open(tmp, 'wx', PRIVATE.fileMode)
       try {
@@ -326,9 +334,17 @@ export class ChunkCache {
       }
       await rename(tmp, this.pathOf(hex))
     } catch (err) {
-      await rm(tmp, { force: true })
-      this.madeDirs.delete(sub) // removed by hand, perhaps: the next write makes it again
+      // force covers a missing file, not a path through a non-directory (ENOTDIR): never throw here
+      await rm(tmp, { force: true }).catch(() => {})
+      // A directory of ours is gone (removed by hand, or the disk replaced under a running
+      // cache): every one known may be, so all are made again, and the write tried once more.
+      // Without this every later write into a directory once made would fail (Node's errno).
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && retry) {
+        this.madeDirs.clear()
+        return await this.writeFile(hex, data, false)
+      }
       // A full disk or a removed cache dir degrades to "not cached"; reads still work.
+      this.writeFailures++
       this.log.warn({ err, chunk: hex }, 'cannot write chunk to the disk cache')
       return
     }

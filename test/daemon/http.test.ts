@@ -54,7 +54,7 @@ function snapshot (over: Partial<DaemonSnapshot> = {}): DaemonSnapshot {
     remote,
     mounts: 1,
     layers: [layer()],
-    cache: { diskBytes: 500, diskEntries: 5, memoryBytes: 50, evictions: 0, corruptFiles: 0, hits: 3, hitBytes: 70, misses: 1 },
+    cache: { diskBytes: 500, diskEntries: 5, memoryBytes: 50, evictions: 0, corruptFiles: 0, writeFailures: 0, hits: 3, hitBytes: 70, misses: 1 },
     fuseManagerUp: true,
     ...over
   }

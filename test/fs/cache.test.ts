@@ -1,4 +1,4 @@
-import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { sha256Digest } from '../../src/estargz/index.js'
@@ -125,6 +125,31 @@ describe('ChunkCache.sweep (chunk-cache garbage collection)', () => {
   let dir: string
   beforeAll(async () => { dir = await tempDir('sweep') })
   afterAll(async () => { await removeDir(dir) })
+
+  it('a cache directory removed under a running cache: the next writes make it again; write failures are counted', async () => {
+    const cdir = join(dir, 'removed')
+    const cache = new ChunkCache({ logger }, { dir: cdir, memoryBytes: 0 })
+    await cache.start()
+    const chunks = [1, 2, 3, 4].map(i => fixtureBytes(40 + i, 1000))
+    const digests = chunks.map(c => sha256Digest(c))
+    await cache.put(digests[0], chunks[0])
+    await cache.put(digests[1], chunks[1])
+    await rm(cdir, { recursive: true, force: true })
+    // the known chunks' files are gone: misses, not errors
+    for (const i of [0, 1]) expect(await cache.read(digests[i], 0, 10)).toBeUndefined()
+    await cache.put(digests[2], chunks[2])
+    await cache.put(digests[1], chunks[1]) // a fan-out directory made before
+    expect(cache.stats().writeFailures).toBe(0)
+    for (const i of [1, 2]) expect(Buffer.from(await cache.get(digests[i]) ?? []).equals(chunks[i])).toBe(true)
+    expect(await readdir(join(cdir, 'tmp'))).toEqual([])
+    // a file where the directory should be: the write fails, counted, the put does not throw
+    await rm(cdir, { recursive: true, force: true })
+    await writeFile(cdir, 'not a directory')
+    await cache.put(digests[3], chunks[3])
+    expect(cache.stats().writeFailures).toBe(1)
+    await cache.stop()
+    await rm(cdir, { force: true })
+  })
 
   it('removes the entries not kept, from disk and memory; a dry run only counts them', async () => {
     const cache = new ChunkCache({ logger }, { dir: join(dir, 'sweep') })
