@@ -68,7 +68,7 @@ export const DEFAULTS = {
    * fails after this many ms without progress. Bounds a silent peer, not a big answer.
    */
   requestTimeout: 5_000,
-  /** Concurrent inbound / outbound streams of this protocol per connection. */
+  /** Concurrent inbound / outbound streams per protocol version per connection (libp2p counts each version apart: two versions, twice this in all). */
   maxInboundStreams: 64,
   maxOutboundStreams: 64,
   /**
