@@ -7,6 +7,7 @@ import type { Logger } from '../logging.js'
 import { ConversionError } from './errors.js'
 import { convertLayer, type ConvertedLayer, type LayerOptions } from './layer.js'
 import type { BlobPublisher } from './publisher.js'
+import { limiter } from '../limit.js'
 
 /** Conversion defaults, in one place. */
 export const DEFAULTS = {
@@ -67,22 +68,6 @@ export function layoutIndexJson (root: Descriptor, tag: string): Uint8Array {
   const entry: Descriptor = { ...root, annotations: { ...root.annotations, [REF_NAME_ANNOTATION]: tag } }
   const index: Index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [entry] }
   return Buffer.from(JSON.stringify(index, null, DEFAULTS.indexIndent || undefined))
-}
-
-/** Runs at most `limit` of the tasks at once. */
-function limiter (limit: number): <T>(task: () => Promise<T>) => Promise<T> {
-  let active = 0
-  const waiting: Array<() => void> = []
-  return async <T>(task: () => Promise<T>): Promise<T> => {
-    if (active >= limit) await new Promise<void>(resolve => waiting.push(resolve))
-    active++
-    try {
-      return await task()
-    } finally {
-      active--
-      waiting.shift()?.()
-    }
-  }
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { UnexpectedDagError, type BlockGetter, type FileNode } from '../ipfs/index.js'
+import { limiter } from '../limit.js'
 
 /** A leaf of a UnixFS file, where it sits in the file (or a node's inline data). */
 interface Leaf { cid?: CID, start: number, size: number, inline?: Uint8Array }
@@ -54,22 +55,6 @@ async function * leaves (node: FileNode, base: number, from: number, to: number,
     }
   }
   if (out.length > 0) yield out
-}
-
-/** At most `n` calls of `fn` running at once. */
-function limiter (n: number): <T>(fn: () => Promise<T>) => Promise<T> {
-  let running = 0
-  const waiting: Array<() => void> = []
-  return async <T>(fn: () => Promise<T>): Promise<T> => {
-    while (running >= n) await new Promise<void>(resolve => { waiting.push(resolve) })
-    running++
-    try {
-      return await fn()
-    } finally {
-      running--
-      waiting.shift()?.()
-    }
-  }
 }
 
 /**
