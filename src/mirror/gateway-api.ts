@@ -200,8 +200,13 @@ export class GatewayApi {
       if (pos - 1 < from || node.sizes[i] === 0) continue
       inRange.push({ child: node.children[i], start, size: node.sizes[i] })
     }
-    leaves.expect(inRange.map(c => c.child), inRange.map(c => c.size))
-    for (const { child, start } of inRange) {
+    const links = inRange.map(c => c.child)
+    const sizes = inRange.map(c => c.size)
+    // a node's children are all leaves or all nodes in a balanced DAG: only a mixed one needs its
+    // links announced again after a subtree (re-announcing every time is quadratic in the links)
+    const lastLeaf = links.findLastIndex(c => c.code === raw.code)
+    leaves.expect(links, sizes)
+    for (const [i, { child, start }] of inRange.entries()) {
       const bytes = await leaves.get(child)
       if (!seen.has(child.toString())) {
         seen.add(child.toString())
@@ -209,7 +214,7 @@ export class GatewayApi {
       }
       if (child.code !== raw.code) {
         yield * this.rangeBlocks(decodeFileNode(child, bytes), start, from, to, seen, leaves, signal)
-        leaves.expect(inRange.map(c => c.child), inRange.map(c => c.size)) // back under this node: its leaves come next
+        if (i < lastLeaf) leaves.expect(links, sizes) // back under this node: leaves of its come next
       }
     }
   }
