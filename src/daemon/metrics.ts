@@ -151,6 +151,7 @@ export class DaemonMetrics {
       return c == null ? [] : [[{}, c.hits + c.misses > 0 ? c.hits / (c.hits + c.misses) : 0]]
     })
     counter('ipfs_estargz_chunk_cache_evictions_total', 'Chunks evicted from the disk cache to stay under its cap.', [], () => { const c = s().cache; return c == null ? [] : [[{}, c.evictions]] })
+    counter('ipfs_estargz_chunk_cache_write_failures_total', 'Chunk writes to the disk cache that failed (a full disk, a removed directory); the chunks stayed in memory only.', [], () => { const c = s().cache; return c == null ? [] : [[{}, c.writeFailures]] })
     gauge('ipfs_estargz_mounts', 'Lazy layer mounts.', [], () => [[{}, s().mounts]])
     gauge('ipfs_estargz_peers', 'Peers connected.', [], () => [[{}, s().connectedPeers]])
     counter('ipfs_estargz_snapshot_fallbacks_total', 'Prepares of a lazy layer that fell back to a normal snapshot (the layer is downloaded whole), by reason.', ['reason'], () => Object.entries(s().remote.fallbacks).map(([reason, n]) => [{ reason }, n]))

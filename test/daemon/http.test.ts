@@ -54,7 +54,7 @@ function snapshot (over: Partial<DaemonSnapshot> = {}): DaemonSnapshot {
     remote,
     mounts: 1,
     layers: [layer()],
-    cache: { diskBytes: 500, diskEntries: 5, memoryBytes: 50, evictions: 0, corruptFiles: 0, writeFailures: 0, hits: 3, hitBytes: 70, misses: 1 },
+    cache: { diskBytes: 500, diskEntries: 5, memoryBytes: 50, evictions: 0, corruptFiles: 0, writeFailures: 2, hits: 3, hitBytes: 70, misses: 1 },
     fuseManagerUp: true,
     ...over
   }
@@ -85,6 +85,7 @@ describe('DaemonMetrics', () => {
     expect(line(text, 'ipfs_estargz_verification_failures_total{kind="chunk"}')).toMatch(/ 2$/)
     expect(line(text, 'ipfs_estargz_verification_failures_total{kind="block"}')).toMatch(/ 6$/)
     expect(line(text, 'ipfs_estargz_chunk_cache_hit_ratio')).toMatch(/ 0\.75$/)
+    expect(line(text, 'ipfs_estargz_chunk_cache_write_failures_total')).toMatch(/ 2$/)
     expect(line(text, 'ipfs_estargz_snapshot_fallbacks_total{reason="mount-timeout"}')).toMatch(/ 3$/)
     expect(line(text, 'ipfs_estargz_fuse_manager_up')).toMatch(/ 1$/)
     const names = [...text.matchAll(/^# TYPE (\S+)/gm)].map(m => m[1])
