@@ -1,5 +1,8 @@
 import { UnsafePathError } from './errors.js'
 
+/** A segment that is empty, `.` or `..` (so a leading or trailing `/`, or `//`, too). */
+const NEEDS_CLEANING = /(?:^|\/)\.{0,2}(?:\/|$)/
+
 /**
  * Normalises a tar or TOC name the way the reference reader does
  * (`strings.TrimPrefix(path.Clean("/"+name), "/")`): `./a//b/` → `a/b`, `/a` → `a`, `.` → ``.
@@ -7,6 +10,13 @@ import { UnsafePathError } from './errors.js'
  * {@link assertSafeEntryName} first.
  */
 export function cleanEntryName (name: string): string {
+  // Most names are clean already, or are a directory's clean name plus '/': no split, no join
+  // (a TOC of thousands of entries is cleaned at every layer open).
+  if (!NEEDS_CLEANING.test(name)) return name
+  if (name.length > 1 && name.endsWith('/')) {
+    const dir = name.slice(0, -1)
+    if (!NEEDS_CLEANING.test(dir)) return dir
+  }
   const out: string[] = []
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue
@@ -21,6 +31,7 @@ export function cleanEntryName (name: string): string {
 
 /** True when a `..` component would climb above the root. */
 export function climbsOutOfRoot (name: string): boolean {
+  if (!name.includes('..')) return false
   let depth = 0
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue

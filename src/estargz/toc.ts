@@ -51,6 +51,13 @@ const KEYS = [
 
 const NUMBER_KEYS = new Set(['size', 'mode', 'uid', 'gid', 'offset', 'innerOffset', 'devMajor', 'devMinor', 'chunkOffset', 'chunkSize'])
 
+/** How each known key is checked (a Map: a key such as `constructor` must not find anything). */
+type KeyKind = 'number' | 'string' | 'digest' | 'xattrs'
+const KEY_KINDS = new Map<string, KeyKind>(KEYS.filter(k => k !== 'name' && k !== 'type').map(k => [k,
+  NUMBER_KEYS.has(k) ? 'number' : k === 'xattrs' ? 'xattrs' : k === 'digest' || k === 'chunkDigest' ? 'digest' : 'string']))
+const DIGEST = /^sha256:[0-9a-f]{64}$/
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
+
 function entryToGo (e: TocEntry): GoJsonValue {
   const out: Record<string, GoJsonValue> = {}
   for (const k of KEYS) {
@@ -88,6 +95,44 @@ function fail (message: string): never {
 }
 
 /**
+ * One entry of parsed JSON checked, and returned as the entry itself when it holds only known
+ * keys with non-null values (nearly always: no copy of thousands of objects per layer open);
+ * otherwise a copy without the unknown keys (`NumLink` of old images) and nulls.
+ */
+function checkEntry (raw: unknown, i: number): TocEntry {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(`entry ${i} is not an object`)
+  const r = raw as Record<string, unknown>
+  if (typeof r.name !== 'string') fail(`entry ${i} has no name`)
+  if (typeof r.type !== 'string' || !TYPES.has(r.type as TocEntryType)) fail(`entry ${i} (${JSON.stringify(r.name)}) has unknown type ${JSON.stringify(r.type)}`)
+  const where = (): string => `entry ${i} (${JSON.stringify(r.name)})`
+  let asIs = true
+  for (const k of Object.keys(r)) {
+    if (k === 'name' || k === 'type') continue
+    const kind = KEY_KINDS.get(k)
+    const v = r[k]
+    if (kind == null || v === null) {
+      asIs = false
+      continue
+    }
+    if (kind === 'number') {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`${where()}: "${k}" is not a non-negative integer`)
+    } else if (kind === 'xattrs') {
+      if (typeof v !== 'object' || Array.isArray(v)) fail(`${where()}: "xattrs" is not an object`)
+      for (const [xk, xv] of Object.entries(v as Record<string, unknown>)) {
+        if (typeof xv !== 'string' || !BASE64.test(xv)) fail(`${where()}: xattr ${JSON.stringify(xk)} is not base64`)
+      }
+    } else {
+      if (typeof v !== 'string') fail(`${where()}: "${k}" is not a string`)
+      if (kind === 'digest' && !DIGEST.test(v)) fail(`${where()}: "${k}" is not a sha256 digest`)
+    }
+  }
+  if (asIs) return r as unknown as TocEntry
+  const e: Record<string, unknown> = { name: r.name, type: r.type }
+  for (const k of KEYS) if (k !== 'name' && k !== 'type' && r[k] != null) e[k] = r[k]
+  return e as unknown as TocEntry
+}
+
+/**
  * Parses and type-checks TOC JSON from an untrusted blob. Unknown keys (`NumLink` in old images)
  * are ignored; a field of the wrong type, a negative number or an unknown entry type is an error.
  */
@@ -103,36 +148,8 @@ export function parseToc (json: Uint8Array): Toc {
   if (version !== 1) fail(`unsupported version ${JSON.stringify(version)} (want 1)`)
   if (entries === null || entries === undefined) return { version: 1, entries: [] }
   if (!Array.isArray(entries)) fail('"entries" is not an array')
-  const out: TocEntry[] = []
-  for (let i = 0; i < entries.length; i++) {
-    const raw = entries[i] as Record<string, unknown>
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(`entry ${i} is not an object`)
-    if (typeof raw.name !== 'string') fail(`entry ${i} has no name`)
-    if (typeof raw.type !== 'string' || !TYPES.has(raw.type as TocEntryType)) fail(`entry ${i} (${JSON.stringify(raw.name)}) has unknown type ${JSON.stringify(raw.type)}`)
-    const e: TocEntry = { name: raw.name, type: raw.type as TocEntryType }
-    for (const k of KEYS) {
-      if (k === 'name' || k === 'type') continue
-      const v = raw[k]
-      if (v === undefined || v === null) continue
-      if (NUMBER_KEYS.has(k)) {
-        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`entry ${i} (${JSON.stringify(raw.name)}): "${k}" is not a non-negative integer`)
-        ;(e as unknown as Record<string, number>)[k] = v
-      } else if (k === 'xattrs') {
-        if (typeof v !== 'object' || Array.isArray(v)) fail(`entry ${i} (${JSON.stringify(raw.name)}): "xattrs" is not an object`)
-        const x: Record<string, string> = {}
-        for (const [xk, xv] of Object.entries(v as Record<string, unknown>)) {
-          if (typeof xv !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(xv)) fail(`entry ${i} (${JSON.stringify(raw.name)}): xattr ${JSON.stringify(xk)} is not base64`)
-          x[xk] = xv
-        }
-        e.xattrs = x
-      } else {
-        if (typeof v !== 'string') fail(`entry ${i} (${JSON.stringify(raw.name)}): "${k}" is not a string`)
-        if ((k === 'digest' || k === 'chunkDigest') && !/^sha256:[0-9a-f]{64}$/.test(v)) fail(`entry ${i} (${JSON.stringify(raw.name)}): "${k}" is not a sha256 digest`)
-        ;(e as unknown as Record<string, string>)[k] = v
-      }
-    }
-    out.push(e)
-  }
+  const out: TocEntry[] = new Array(entries.length)
+  for (let i = 0; i < entries.length; i++) out[i] = checkEntry(entries[i], i)
   return { version: 1, entries: out }
 }
 

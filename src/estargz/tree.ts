@@ -41,7 +41,8 @@ export interface LayerNode {
   linkName: string
   devMajor: number
   devMinor: number
-  xattrs: Map<string, Uint8Array>
+  /** Never modified: nodes without extended attributes share one empty map. */
+  xattrs: ReadonlyMap<string, Uint8Array>
   /** Whole-file digest, when the TOC has one. */
   digest?: string
   chunks: Chunk[]
@@ -69,11 +70,35 @@ function fail (message: string): never {
   throw new MalformedTocError(`malformed TOC: ${message}`)
 }
 
-function newDir (name: string, index: number, implicit: boolean): LayerNode {
+/** The xattrs of every node that has none (most): one map, not one per node. */
+const NO_XATTRS: ReadonlyMap<string, Uint8Array> = new Map()
+
+function xattrsOf (e: TocEntry): ReadonlyMap<string, Uint8Array> {
+  if (e.xattrs == null) return NO_XATTRS
+  const keys = Object.keys(e.xattrs)
+  if (keys.length === 0) return NO_XATTRS
+  const xattrs = e.xattrs
+  return new Map(keys.map(k => [k, Uint8Array.from(Buffer.from(xattrs[k], 'base64'))]))
+}
+
+/**
+ * Every node is made here, with every field in one order (V8 then gives all nodes one shape:
+ * the tree's thousands of nodes are built at each layer open and read at each FUSE call).
+ */
+function newNode (name: string, type: NodeType, index: number): LayerNode {
   return {
-    name, type: 'dir', mode: 0o755, uid: 0, gid: 0, userName: '', groupName: '', size: 0, mtime: 0, linkName: '', devMajor: 0, devMinor: 0,
-    xattrs: new Map(), chunks: [], numLink: 2, children: new Map(), implicit, index
+    name, type, mode: 0, uid: 0, gid: 0, userName: '', groupName: '', size: 0, mtime: 0, linkName: '', devMajor: 0, devMinor: 0,
+    xattrs: NO_XATTRS, digest: undefined, chunks: [], numLink: 1, children: undefined, implicit: undefined, index
   }
+}
+
+function newDir (name: string, index: number, implicit: boolean): LayerNode {
+  const dir = newNode(name, 'dir', index)
+  dir.mode = 0o755
+  dir.numLink = 2
+  dir.children = new Map()
+  dir.implicit = implicit
+  return dir
 }
 
 /**
@@ -89,6 +114,17 @@ export function buildTree (toc: Toc, tocOffset: number): LayerTree {
   const users = new Map<number, string>()
   const groups = new Map<number, string>()
   const hasChunkEntries = toc.entries.some(e => e.type === 'chunk')
+  // the files of one package share a few timestamps: parse each distinct one once
+  const mtimes = new Map<string, number>()
+  const mtimeOf = (s: string | undefined): number => {
+    if (s == null) return 0
+    let t = mtimes.get(s)
+    if (t == null) {
+      t = parseModtime(s)
+      mtimes.set(s, t)
+    }
+    return t
+  }
   let lastReg: { node: LayerNode, entry: TocEntry } | undefined
 
   const ensureDir = (clean: string, index: number): LayerNode => {
@@ -147,19 +183,21 @@ export function buildTree (toc: Toc, tocOffset: number): LayerTree {
       hardlinks.push({ clean, target: cleanEntryName(e.linkName), entry: e, index })
       return
     }
-    const attrs = {
-      mode: (e.mode ?? 0) & 0o7777,
-      uid,
-      gid,
-      userName: users.get(uid) ?? '',
-      groupName: groups.get(gid) ?? '',
-      mtime: parseModtime(e.modtime),
-      xattrs: new Map(Object.entries(e.xattrs ?? {}).map(([k, v]) => [k, Uint8Array.from(Buffer.from(v, 'base64'))]))
+    const setAttrs = (node: LayerNode): void => {
+      node.mode = (e.mode ?? 0) & 0o7777
+      node.uid = uid
+      node.gid = gid
+      node.userName = users.get(uid) ?? ''
+      node.groupName = groups.get(gid) ?? ''
+      node.mtime = mtimeOf(e.modtime)
+      node.xattrs = xattrsOf(e)
     }
     if (e.type === 'dir') {
       const existing = byName.get(clean)
       const dir = existing?.type === 'dir' ? existing : newDir(clean, index, false)
-      Object.assign(dir, attrs, { implicit: false, index })
+      setAttrs(dir)
+      dir.implicit = false
+      dir.index = index
       if (existing !== dir) {
         if (clean === '') fail('the root is not a directory')
         attach(clean, dir, index)
@@ -167,19 +205,13 @@ export function buildTree (toc: Toc, tocOffset: number): LayerTree {
       return
     }
     if (clean === '') fail(`the root entry is a ${e.type}, not a directory`)
-    const node: LayerNode = {
-      name: clean,
-      type: e.type,
-      ...attrs,
-      size: e.type === 'reg' ? e.size ?? 0 : e.type === 'symlink' ? Buffer.byteLength(e.linkName ?? '') : 0,
-      linkName: e.type === 'symlink' ? e.linkName ?? '' : '',
-      devMajor: e.devMajor ?? 0,
-      devMinor: e.devMinor ?? 0,
-      digest: e.digest,
-      chunks: [],
-      numLink: 1,
-      index
-    }
+    const node = newNode(clean, e.type, index)
+    setAttrs(node)
+    node.size = e.type === 'reg' ? e.size ?? 0 : e.type === 'symlink' ? Buffer.byteLength(e.linkName ?? '') : 0
+    node.linkName = e.type === 'symlink' ? e.linkName ?? '' : ''
+    node.devMajor = e.devMajor ?? 0
+    node.devMinor = e.devMinor ?? 0
+    node.digest = e.digest
     if (e.type === 'symlink' && node.linkName === '') fail(`symlink ${JSON.stringify(e.name)} has no target`)
     attach(clean, node, index)
     if (e.type === 'reg' && node.size > 0) {
