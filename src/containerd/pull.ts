@@ -5,7 +5,7 @@ import { DiffIdMismatchError, hostPlatform, resolveImages } from '../oci/index.j
 import { silentLogger, type Logger } from '../logging.js'
 import { BadImageError, NotLazyError, UnavailableError, isAlreadyExists, isNotFound } from './errors.js'
 import type { WarmLayer } from '../fs/index.js'
-import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels, type ContainerdDescriptor, type Labels, type Mount } from '../wire/index.js'
+import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels, tocHintOf, type ContainerdDescriptor, type Labels, type Mount } from '../wire/index.js'
 import type { ContainerdClient } from './client.js'
 import type { Descriptor, ImageReader, Platform, ResolvedImage } from '../oci/index.js'
 
@@ -155,9 +155,10 @@ export async function pullImage (options: PullOptions): Promise<PullResult> {
   // The layers' CIDs, and (inside the daemon) their footers and TOCs opened in the mounter, all at
   // once and while the documents go to containerd: its Prepares come one after the other.
   const urls = layerUrls(source, image, signal, logger)
-  const warming = startWarming(base.snapshots(snapshotter), options, image, chain, urls, logger)
+  const existing = snapshotsExisting(base.snapshots(snapshotter), chain, signal)
+  const warming = startWarming(options, image, existing, urls, logger)
   try {
-    return await pullResolved(base, options, resolution, image, diffIds, chain, await urls, logger, emit)
+    return await pullResolved(base, options, resolution, image, diffIds, chain, await urls, existing, logger, emit)
   } finally {
     await warming.stop()
   }
@@ -178,11 +179,20 @@ async function layerUrls (source: PullReader, image: ResolvedImage, signal: Abor
 }
 
 /**
+ * Which of the chain's snapshots exist, asked all at once when the pull starts (containerd's
+ * unpacker asks one layer after the other; each ask is a round trip through containerd to the
+ * snapshotter). Settled, never rejected: an error is a snapshot to look at again.
+ */
+async function snapshotsExisting (sn: ReturnType<ContainerdClient['snapshots']>, chain: string[], signal?: AbortSignal): Promise<Array<boolean | undefined>> {
+  return await Promise.all(chain.map(async (c) => await sn.stat(c, { signal }).then(() => true, (err) => isNotFound(err) ? false : undefined)))
+}
+
+/**
  * Has the mounter open every layer whose snapshot does not exist yet (footer and TOC), without
  * waiting: each mount waits for its own layer. `stop()` ends the calls still running (they are
  * useless once the pull ended) and waits for them.
  */
-function startWarming (sn: ReturnType<ContainerdClient['snapshots']>, options: PullOptions, image: ResolvedImage, chain: string[], urls: Promise<Array<string | undefined>>, logger: Logger): { stop: () => Promise<void> } {
+function startWarming (options: PullOptions, image: ResolvedImage, existing: Promise<Array<boolean | undefined>>, urls: Promise<Array<string | undefined>>, logger: Logger): { stop: () => Promise<void> } {
   const warm = options.warm
   if (!options.lazy || warm == null) return { stop: async () => {} }
   const ac = new AbortController()
@@ -190,12 +200,13 @@ function startWarming (sn: ReturnType<ContainerdClient['snapshots']>, options: P
   options.signal?.addEventListener('abort', onAbort, { once: true })
   const started = performance.now()
   const done = (async () => {
-    const [urlsOf, exists] = await Promise.all([urls, Promise.all(chain.map(async (c) => await sn.stat(c, { signal: ac.signal }).then(() => true, () => false)))])
+    const [urlsOf, exists] = await Promise.all([urls, existing])
     const wanted: WarmLayer[] = []
     image.layers.forEach((l, i) => {
       const cid = urlsOf[i]?.slice('ipfs://'.length)
       const tocDigest = l.annotations?.[LABELS.tocDigest]
-      if (!exists[i] && cid != null && tocDigest != null) wanted.push({ cid, tocDigest, size: l.size })
+      const toc = tocHintOf(l.annotations)
+      if (exists[i] !== true && cid != null && tocDigest != null) wanted.push({ cid, tocDigest, size: l.size, ...(toc != null ? { toc } : {}) })
     })
     if (wanted.length === 0 || ac.signal.aborted) return
     await warm(wanted, ac.signal)
@@ -212,7 +223,7 @@ function startWarming (sn: ReturnType<ContainerdClient['snapshots']>, options: P
 
 async function pullResolved (
   base: ContainerdClient, options: PullOptions, resolution: Awaited<ReturnType<typeof resolveImages>>, image: ResolvedImage,
-  diffIds: string[], chain: string[], urlsOf: Array<string | undefined>, logger: Logger, emit: (e: PullEvent) => void
+  diffIds: string[], chain: string[], urlsOf: Array<string | undefined>, existing: Promise<Array<boolean | undefined>>, logger: Logger, emit: (e: PullEvent) => void
 ): Promise<PullResult> {
   const { snapshotter, signal } = options
   const lease = await base.leases.create({ labels: { 'ipfs-estargz/pull': options.name }, expireMs: DEFAULTS.leaseExpireMs, signal })
@@ -237,7 +248,7 @@ async function pullResolved (
       ...resolution.indexes.map(async (idx) => { await writeDoc('index', idx.descriptor, idx.bytes, childGcLabels(idx.index.manifests.filter(m => selected.has(m.digest)))) })
     ])
 
-    const layers = await unpackLayers(client, options, image, diffIds, chain, urlsOf, logger, emit)
+    const layers = await unpackLayers(client, options, image, diffIds, chain, urlsOf, await existing, logger, emit)
     for (const l of layers) bytesWritten += l.bytesWritten
 
     const top = chain[chain.length - 1] ?? ''
@@ -298,7 +309,7 @@ function prepareLabels (options: PullOptions, image: ResolvedImage, ctx: PullLay
 
 async function unpackLayers (
   client: ContainerdClient, options: PullOptions, image: ResolvedImage, diffIds: string[], chain: string[],
-  urlsOf: Array<string | undefined>, logger: Logger, emit: (e: PullEvent) => void
+  urlsOf: Array<string | undefined>, existed: Array<boolean | undefined>, logger: Logger, emit: (e: PullEvent) => void
 ): Promise<PulledLayer[]> {
   const { source, signal } = options
   const sn = client.snapshots(options.snapshotter)
@@ -314,13 +325,17 @@ async function unpackLayers (
     const url = urlsOf[i]
     if (url != null) layer.cid = url.slice('ipfs://'.length)
     out.push(layer)
-    try {
-      await sn.stat(chainId, { signal })
-      layer.existed = true
-      emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'exists' })
-      continue
-    } catch (err) {
-      if (!isNotFound(err)) throw err
+    // Asked again unless the pull's start found it missing: a snapshot made meanwhile by another
+    // pull makes the Prepare below answer AlreadyExists, which is checked the same way.
+    if (existed[i] !== false) {
+      try {
+        await sn.stat(chainId, { signal })
+        layer.existed = true
+        emit({ type: 'layer', index: i, total, digest: desc.digest, chainId, state: 'exists' })
+        continue
+      } catch (err) {
+        if (!isNotFound(err)) throw err
+      }
     }
     const ctx: PullLayerContext = { index: i, descriptor: desc, diffId: diffIds[i], chainId }
     if (urlsOf[i] != null) ctx.url = urlsOf[i]

@@ -1,6 +1,6 @@
 import { CID } from 'multiformats/cid'
 import { importBytes, importSegments, publishLayout, type IndexStore, type IpfsNode } from '../ipfs/index.js'
-import type { Descriptor } from '../oci/index.js'
+import { TOC_CID_ANNOTATION, TOC_OFFSET_ANNOTATION, type Descriptor } from '../oci/index.js'
 import type { BlobPublisher, FinishedImage, PublishedBlob, SegmentProducer } from './publisher.js'
 
 /** What a push to IPFS produced, beyond the root. */
@@ -41,9 +41,10 @@ export class IpfsPublisher implements BlobPublisher {
   async putSegments (produce: SegmentProducer, signal?: AbortSignal): Promise<PublishedBlob> {
     // Straight into the local blockstore: nobody can want these blocks yet (their CIDs are only
     // known once the push ends), and skipping Helia's networked wrapper saved ~10 % of a push.
-    const { cid, produced } = await importSegments(this.node.localBlockstore, produce, { kuboCompatible: this.options.kuboCompatible, signal })
+    const { cid, produced, toc } = await importSegments(this.node.localBlockstore, produce, { kuboCompatible: this.options.kuboCompatible, signal })
     this.blobs.set(produced.digest, cid)
-    return { urls: [`ipfs://${cid.toString()}`] }
+    const annotations = toc != null ? { [TOC_CID_ANNOTATION]: toc.cid.toString(), [TOC_OFFSET_ANNOTATION]: String(toc.offset) } : undefined
+    return { urls: [`ipfs://${cid.toString()}`], ...(annotations != null ? { annotations } : {}) }
   }
 
   async putBytes (desc: Descriptor, bytes: Uint8Array, signal?: AbortSignal): Promise<PublishedBlob> {

@@ -50,7 +50,7 @@ export interface ConvertedLayer {
  */
 async function convert (source: ImageReader, desc: Descriptor, sourceDiffID: string | undefined, publishers: BlobPublisher[], opts: LayerOptions): Promise<ConvertedLayer> {
   let built: Awaited<ReturnType<typeof buildEstargz>> | undefined
-  const { desc: out, urls } = await fanOutSegments(publishers, async (sink) => {
+  const { desc: out, urls, annotations: published } = await fanOutSegments(publishers, async (sink) => {
     const layer = await openSourceLayer(source, desc, { diffID: sourceDiffID, onCompressed: (chunk) => opts.onBytes?.(chunk.length), signal: opts.signal })
     const digest = new Sha256()
     let size = 0
@@ -77,7 +77,7 @@ async function convert (source: ImageReader, desc: Descriptor, sourceDiffID: str
   if (built == null) throw new Error('layer was not built')
   return {
     source: desc,
-    descriptor: urls.length > 0 ? { ...out, urls } : out,
+    descriptor: { ...out, annotations: { ...out.annotations, ...published }, ...(urls.length > 0 ? { urls } : {}) },
     diffID: built.diffID,
     tocDigest: built.tocDigest,
     uncompressedSize: built.uncompressedSize,
@@ -137,7 +137,7 @@ async function reuse (source: ImageReader, desc: Descriptor, sourceDiffID: strin
     if (opts.reusable != null && !opts.reusable(reader)) return undefined
     const landmark = reader.tree.prefetchOffset != null ? 'prefetch' : reader.tree.noPrefetch ? 'no-prefetch' : 'none'
     const bounds = segmentsOf(reader)
-    const { urls } = await fanOutSegments(publishers, async (sink: SegmentSink) => {
+    const { urls, annotations: published } = await fanOutSegments(publishers, async (sink: SegmentSink) => {
       const fh = await open(path, 'r')
       try {
         for (let i = 0; i < bounds.length; i++) {
@@ -157,7 +157,7 @@ async function reuse (source: ImageReader, desc: Descriptor, sourceDiffID: strin
       }
       return { mediaType: MediaType.OciLayerGzip, digest: desc.digest, size: desc.size }
     }, opts.signal)
-    const annotations = { ...desc.annotations, [TOC_DIGEST_ANNOTATION]: tocDigest, [UNCOMPRESSED_SIZE_ANNOTATION]: String(uncompressedSize) }
+    const annotations = { ...desc.annotations, [TOC_DIGEST_ANNOTATION]: tocDigest, [UNCOMPRESSED_SIZE_ANNOTATION]: String(uncompressedSize), ...published }
     const descriptor: Descriptor = { mediaType: MediaType.OciLayerGzip, digest: desc.digest, size: desc.size, annotations }
     if (urls.length > 0) descriptor.urls = urls
     return { source: desc, descriptor, diffID, tocDigest, uncompressedSize, reused: true, landmark }

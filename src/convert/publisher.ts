@@ -10,6 +10,8 @@ export type SegmentProducer = (sink: SegmentSink) => Promise<Descriptor>
 /** Where a published blob can be fetched from again, for the descriptor's `urls`. */
 export interface PublishedBlob {
   urls: string[]
+  /** Annotations for the blob's descriptor (what the publisher knows of where its parts are). */
+  annotations?: Record<string, string>
 }
 
 /**
@@ -45,13 +47,13 @@ export interface FinishedImage {
  * Runs `produce` once while every publisher stores its output: each publisher wraps the sink of
  * the next, so one pass over the layer feeds them all.
  */
-export async function fanOutSegments (publishers: BlobPublisher[], produce: SegmentProducer, signal?: AbortSignal): Promise<{ desc: Descriptor, urls: string[] }> {
+export async function fanOutSegments (publishers: BlobPublisher[], produce: SegmentProducer, signal?: AbortSignal): Promise<{ desc: Descriptor, urls: string[], annotations: Record<string, string> }> {
   if (publishers.length === 0) {
     const desc = await produce(async () => {})
-    return { desc, urls: [] }
+    return { desc, urls: [], annotations: {} }
   }
   const [first, ...rest] = publishers
-  let inner: { desc: Descriptor, urls: string[] } | undefined
+  let inner: { desc: Descriptor, urls: string[], annotations: Record<string, string> } | undefined
   const published = await first.putSegments(async (sink) => {
     inner = await fanOutSegments(rest, async (next) => await produce(async (segment) => {
       await sink(segment)
@@ -60,5 +62,5 @@ export async function fanOutSegments (publishers: BlobPublisher[], produce: Segm
     return inner.desc
   }, signal)
   if (inner == null) throw new Error(`publisher ${first.name} did not run the producer`)
-  return { desc: inner.desc, urls: [...published.urls, ...inner.urls] }
+  return { desc: inner.desc, urls: [...published.urls, ...inner.urls], annotations: { ...inner.annotations, ...published.annotations } }
 }

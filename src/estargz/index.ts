@@ -10,7 +10,7 @@ export { encodeToc, parseToc, formatModtime, parseModtime, type Toc, type TocEnt
 export { buildEstargz, type WriterOptions, type BuildResult, type TarInput } from './writer.js'
 export { buildEstargzFile } from './file.js'
 export type { BlobSegment, SegmentKind, SegmentSink } from './members.js'
-export { EstargzReader, decodeChunk, type RangeRead, type OpenOptions, type VerifyReport } from './reader.js'
+export { EstargzReader, decodeChunk, type RangeRead, type OpenOptions, type TocMemberHint, type VerifyReport } from './reader.js'
 export type { LayerNode, LayerTree, Chunk, NodeType } from './tree.js'
 export { decompressInput, detectCompression, type InputCompression } from './input.js'
 export { sha256Digest, Sha256, EMPTY_DIGEST } from './digest.js'

@@ -30,7 +30,24 @@ export interface OpenOptions {
    * and a mount waits for both. Default: the footer only.
    */
   tailBytes?: number
+  /**
+   * Where the TOC member is, as the image said ahead (see {@link TocMemberHint}): the open then
+   * skips the footer read. Used only with `tocDigest`, and only when the member fits exactly
+   * between `offset` and an eStargz footer at the blob's end and holds the TOC of that digest;
+   * otherwise the open reads the footer as usual and `onHintRefused` hears why.
+   */
+  tocMember?: TocMemberHint
+  onHintRefused?: (err: Error) => void
   signal?: AbortSignal
+}
+
+/**
+ * The TOC member of a blob, fetchable apart from the blob (in IPFS, the member's own leaf block,
+ * named in the layer's annotations), and the offset it sits at in the blob.
+ */
+export interface TocMemberHint {
+  offset: number
+  read: (signal?: AbortSignal) => Promise<Uint8Array>
 }
 
 export interface VerifyReport {
@@ -108,6 +125,14 @@ export class EstargzReader {
     const maxTocCompressedSize = options.maxTocCompressedSize ?? DEFAULTS.maxTocCompressedSize
     const maxTocSize = options.maxTocSize ?? DEFAULTS.maxTocSize
     if (blobSize < LEGACY_FOOTER_SIZE) throw new BadFooterError(`blob is ${blobSize} bytes, too small to hold a footer`)
+    if (options.tocMember != null && options.tocDigest != null) {
+      try {
+        return await EstargzReader.openAt(read, blobSize, options.tocMember, options.tocDigest, maxTocCompressedSize, maxTocSize, options.signal)
+      } catch (err) {
+        if (options.signal?.aborted === true) throw err
+        options.onHintRefused?.(err as Error)
+      }
+    }
     const tailLength = Math.min(Math.max(FOOTER_SIZE, options.tailBytes ?? FOOTER_SIZE), blobSize)
     const tailStart = blobSize - tailLength
     const tail = await readExactly(read, tailStart, tailLength, options.signal, 'footer')
@@ -123,6 +148,23 @@ export class EstargzReader {
     if (options.tocDigest != null && options.tocDigest !== digest) throw new TocDigestMismatchError(options.tocDigest, digest)
     const { toc, tree } = checkToc(json, tocOffset, maxTocSize)
     return new EstargzReader(read, blobSize, toc, digest, tocOffset, footerSize, tree)
+  }
+
+  /**
+   * The open with the TOC member fetched apart. Trusted only as far as it checks out: the member
+   * must end exactly where an eStargz footer begins (so `offset` is where the footer would
+   * point), and its TOC must have the trusted digest; the footer itself is not read.
+   */
+  private static async openAt (read: RangeRead, blobSize: number, hint: TocMemberHint, tocDigest: string, maxTocCompressedSize: number, maxTocSize: number, signal?: AbortSignal): Promise<EstargzReader> {
+    const tocEnd = blobSize - FOOTER_SIZE
+    if (!Number.isSafeInteger(hint.offset) || hint.offset < 0) throw new BadFooterError(`the TOC hint's offset ${hint.offset} is not a blob offset`)
+    checkTocExtent(hint.offset, tocEnd, maxTocCompressedSize)
+    const member = await hint.read(signal)
+    if (member.length !== tocEnd - hint.offset) throw new BadFooterError(`the TOC hint's member is ${member.length} bytes; from offset ${hint.offset} to the footer are ${tocEnd - hint.offset}`)
+    const { json, digest } = await readTocMember(member, maxTocSize)
+    if (digest !== tocDigest) throw new TocDigestMismatchError(tocDigest, digest)
+    const { toc, tree } = checkToc(json, hint.offset, maxTocSize)
+    return new EstargzReader(read, blobSize, toc, digest, hint.offset, FOOTER_SIZE, tree)
   }
 
   get root (): LayerNode {

@@ -1,6 +1,6 @@
 import type { Logger } from '../logging.js'
 import type { RangeSource } from '../source/index.js'
-import { LABELS, type Labels } from '../wire/index.js'
+import { LABELS, tocHintOf, type Labels, type TocHint } from '../wire/index.js'
 import type { ChunkCache } from './cache.js'
 import type { LayerFsOptions } from './layer.js'
 import type { MountManager } from './mounts.js'
@@ -28,6 +28,8 @@ export interface WarmLayer {
   tocDigest: string
   /** The blob's size as its descriptor gives it: the open then needs no size request. */
   size?: number
+  /** Where its TOC member is, when the layer's annotations say: the open skips the footer. */
+  toc?: TocHint
 }
 
 /**
@@ -92,10 +94,27 @@ export class LayerMounter implements RemoteLayerMounter {
     const log = this.components.logger.child({ mountpoint, cid: layer.cid })
     const tocDigest = layer.tocDigest ?? labels[LABELS.tocDigest]
     const { mounts, cache } = this.components
-    const source = await this.components.openSource(layer.cid, signal)
+    // the layer and its TOC leaf at once: each open is a round trip to a peer
+    const hint = tocHintOf(labels)
+    const [opening, hintOpening] = await Promise.allSettled([
+      this.components.openSource(layer.cid, signal),
+      hint != null ? this.components.openSource(hint.cid, signal) : Promise.resolve(undefined)
+    ])
+    const tocSource = hintOpening.status === 'fulfilled' ? hintOpening.value : undefined
+    if (opening.status === 'rejected') {
+      await tocSource?.close?.().catch(() => {})
+      throw opening.reason
+    }
+    const source = opening.value
     const components = { source, logger: log, cache }
     const options = { ...this.options, tocDigest, signal }
-    const opened = await mounts.openLayer(components, options) // the signal ends the footer and TOC reads
+    let opened
+    try {
+      // the signal ends the footer and TOC reads
+      opened = await mounts.openLayer({ ...components, ...(hint != null && tocSource != null ? { tocMember: { offset: hint.offset, source: tocSource } } : {}) }, options)
+    } finally {
+      await tocSource?.close?.().catch(() => {})
+    }
     if (signal?.aborted === true) {
       await opened.stop()
       await source.close?.().catch(() => {})

@@ -1,4 +1,4 @@
-import { EstargzReader, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME, type LayerNode, type NodeType } from '../estargz/index.js'
+import { EstargzReader, FOOTER_SIZE, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME, type LayerNode, type NodeType } from '../estargz/index.js'
 import type { Activity } from './activity.js'
 import { ChunkCache } from './cache.js'
 import { ChunkReader, chunksInBlobOrder, type ReaderStats } from './chunk-reader.js'
@@ -18,6 +18,12 @@ export interface LayerFsComponents {
   cache?: ChunkCache
   /** On-demand work of the process, shared by its layers (background fetches yield to it). */
   activity?: Activity
+  /**
+   * The layer's TOC member, readable apart from the blob (in IPFS its own leaf, which the
+   * layer's annotations name), and its offset in the blob: the open skips the footer read.
+   * Checked like everything else; the open reads the footer when it does not hold.
+   */
+  tocMember?: { offset: number, source: RangeSource, onRefused?: (err: Error) => void }
 }
 
 export interface LayerFsOptions extends PrefetchOptions {
@@ -161,7 +167,20 @@ export class LayerFs {
     if (options.tocDigest == null && options.allowNoVerification !== true) throw new VerificationRequiredError()
     const source = components.source
     const size = await source.size()
-    const estargz = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), size, { tocDigest: options.tocDigest, tailBytes: options.openTailBytes ?? DEFAULTS.openTailBytes, signal: options.signal })
+    const hint = components.tocMember
+    const tocMember = hint != null
+      ? { offset: hint.offset, read: async (signal?: AbortSignal) => await hint.source.read(0, size - FOOTER_SIZE - hint.offset, signal) }
+      : undefined
+    const estargz = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), size, {
+      tocDigest: options.tocDigest,
+      tailBytes: options.openTailBytes ?? DEFAULTS.openTailBytes,
+      signal: options.signal,
+      ...(tocMember != null ? { tocMember } : {}),
+      onHintRefused: (err) => {
+        components.logger.info({ err: err.message }, 'the layer\'s TOC hint does not hold; reading its footer')
+        hint?.onRefused?.(err)
+      }
+    })
     if (options.tocDigest == null) components.logger.warn({ tocDigest: estargz.tocDigest }, 'mounting a layer without TOC verification')
     const cache = components.cache ?? new ChunkCache({ logger: components.logger })
     return new LayerFs(estargz, components, cache, options)

@@ -1,4 +1,5 @@
 import type { ChunkCacheStats, LayerFsStats } from '../fs/index.js'
+import type { TocHint } from '../wire/index.js'
 import { UnixHttpClient } from '../unix-http.js'
 import { FuseManagerCancelledError, FuseManagerError, FuseManagerTimeoutError, FuseManagerUnavailableError } from './errors.js'
 
@@ -44,6 +45,8 @@ export interface Health {
   cache?: ChunkCacheStats
   warm?: WarmStats
   prefetch?: RangePrefetchStats
+  /** Layer opens given a TOC hint, and those whose hint did not hold (the footer was read instead). */
+  tocHints?: { given: number, refused: number }
 }
 
 export interface Attach {
@@ -69,6 +72,8 @@ export interface MountRequest {
   mountpoint: string
   cid: string
   tocDigest?: string
+  /** Where the layer's TOC member is (its annotations' hint): the open skips the footer. */
+  toc?: TocHint
   settings?: MountSettings
 }
 
@@ -91,6 +96,8 @@ export interface WarmRequest {
    * the open (the footer is not where it says; the TOC digest is checked either way).
    */
   size?: number
+  /** Where the layer's TOC member is (its annotations' hint): the open skips the footer. */
+  toc?: TocHint
   /** The settings the mount will carry (an opened layer is only used by a mount with equal settings). */
   settings?: MountSettings
 }

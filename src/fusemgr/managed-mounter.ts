@@ -1,6 +1,6 @@
 import type { RemoteLayerMounter, RemoteLayerRef, RemoteMount, WarmLayer } from '../fs/index.js'
 import type { Logger } from '../logging.js'
-import { LABELS, type Labels } from '../wire/index.js'
+import { LABELS, tocHintOf, type Labels } from '../wire/index.js'
 import type { FuseManagerClient, MountSettings } from './api.js'
 
 export interface ManagedLayerMounterOptions {
@@ -28,7 +28,8 @@ export class ManagedLayerMounter implements RemoteLayerMounter {
     const { client, logger } = this.components
     const tocDigest = layer.tocDigest ?? labels[LABELS.tocDigest]
     const started = performance.now()
-    const reply = await client.mount({ mountpoint, cid: layer.cid, ...(tocDigest != null ? { tocDigest } : {}), settings: this.settings }, signal)
+    const toc = tocHintOf(labels)
+    const reply = await client.mount({ mountpoint, cid: layer.cid, ...(tocDigest != null ? { tocDigest } : {}), ...(toc != null ? { toc } : {}), settings: this.settings }, signal)
     const ms = Math.round(performance.now() - started)
     logger.info({ mountpoint, cid: layer.cid, tocDigest: reply.tocDigest, via: layer.via, kept: !reply.mounted, warm: reply.warm, ms, ...reply.timings },
       reply.mounted ? 'layer mounted lazily (FUSE manager)' : 'layer still mounted in the FUSE manager')
@@ -45,7 +46,7 @@ export class ManagedLayerMounter implements RemoteLayerMounter {
     await Promise.all(layers.map(async (l) => {
       const started = performance.now()
       try {
-        const r = await client.warm({ cid: l.cid, tocDigest: l.tocDigest, ...(l.size != null ? { size: l.size } : {}), settings: this.settings }, s)
+        const r = await client.warm({ cid: l.cid, tocDigest: l.tocDigest, ...(l.size != null ? { size: l.size } : {}), ...(l.toc != null ? { toc: l.toc } : {}), settings: this.settings }, s)
         logger.debug({ cid: l.cid, opened: r.opened, ms: Math.round(performance.now() - started) }, 'layer opened ahead of its mount')
       } catch (err) {
         logger.debug({ cid: l.cid, err: (err as Error).message }, 'opening a layer ahead failed; its mount reads the TOC itself')

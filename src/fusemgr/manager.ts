@@ -6,6 +6,7 @@ import { usePrivateUmask } from '../private-files.js'
 import type { RangeSource } from '../source/index.js'
 import { ReadaheadSource } from '../source/readahead.js'
 import { serveUnixHttp, type Route, type UnixHttpServer } from '../unix-http.js'
+import type { TocHint } from '../wire/index.js'
 import { ROUTES, type Attach, type GcReply, type GcRequest, type Health, type MountInfo, type MountReply, type MountRequest, type MountSettings, type PrefetchReply, type PrefetchRequest, type WarmReply, type WarmRequest } from './api.js'
 import { BlobClient } from './blob-source.js'
 import { CallRefusedError, FuseManagerError, MountCancelledError, MountConflictError, NotMountedError } from './errors.js'
@@ -66,6 +67,7 @@ export class FuseManager {
   private readonly pending = new Map<string, Pending>()
   private readonly warmed: WarmCache
   private readonly rangePrefetches: RangePrefetches
+  private readonly tocHints = { given: 0, refused: 0 }
   private cache?: ChunkCache
   private mounts?: MountManager
   private http?: UnixHttpServer
@@ -146,7 +148,7 @@ export class FuseManager {
   }
 
   health (): Health {
-    return { ok: true, pid: process.pid, blobSocket: this.blobs.attached, mounts: this.mounted.size, cache: this.cache?.stats(), warm: this.warmed.stats(), prefetch: this.rangePrefetches.stats() }
+    return { ok: true, pid: process.pid, blobSocket: this.blobs.attached, mounts: this.mounted.size, cache: this.cache?.stats(), warm: this.warmed.stats(), prefetch: this.rangePrefetches.stats(), tocHints: { ...this.tocHints } }
   }
 
   attach (body: Attach): void {
@@ -162,13 +164,14 @@ export class FuseManager {
   async warm (body: WarmRequest, signal: AbortSignal): Promise<WarmReply> {
     if (typeof body?.cid !== 'string' || typeof body.tocDigest !== 'string') throw refused(400, 'warm needs { cid, tocDigest }')
     if (body.size !== undefined && (!Number.isSafeInteger(body.size) || body.size <= 0)) throw refused(400, 'warm: size must be a positive integer')
+    checkTocHint(body.toc, 'warm')
     const { mounts, cache } = this.ready()
     const s = body.settings ?? {}
     const log = this.log.child({ cid: body.cid })
     const started = performance.now()
     const { opened, started: isNew } = this.warmed.warm(warmKey(body.cid, body.tocDigest, s), async () => {
       const { source, opened: reads } = traced(this.sourceOf(body.cid, s, body.size))
-      const fs = await mounts.openLayer({ source, logger: log, cache }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal })
+      const fs = await mounts.openLayer({ source, logger: log, cache, ...this.tocMemberOf(body.toc) }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal })
       log.debug({ tocDigest: fs.estargz.tocDigest, tocMs: Math.round(performance.now() - started), reads: reads() }, 'layer opened ahead of its mount')
       this.rangePrefetches.opened(body.cid, fs)
       return { fs, source }
@@ -179,6 +182,7 @@ export class FuseManager {
 
   async mount (body: MountRequest, signal: AbortSignal): Promise<MountReply> {
     if (typeof body?.mountpoint !== 'string' || typeof body.cid !== 'string') throw refused(400, 'mount needs { mountpoint, cid }')
+    checkTocHint(body.toc, 'mount')
     if (signal.aborted) throw new MountCancelledError('the caller hung up before the mount started')
     const mp = resolve(body.mountpoint)
     const busy = this.pending.get(mp)
@@ -227,7 +231,7 @@ export class FuseManager {
     const warm = opened != null
     if (opened == null) {
       const { source, opened: reads } = traced(this.sourceOf(body.cid, s))
-      opened = { fs: await mounts.openLayer({ source, logger: log, cache }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal }), source }
+      opened = { fs: await mounts.openLayer({ source, logger: log, cache, ...this.tocMemberOf(body.toc) }, { ...this.layerOptions(s), tocDigest: body.tocDigest, signal }), source }
       log.debug({ tocMs: Math.round(performance.now() - t0), reads: reads() }, 'layer opened (footer and TOC)')
       this.rangePrefetches.opened(body.cid, opened.fs)
     }
@@ -255,6 +259,17 @@ export class FuseManager {
     const timings = { tocMs: Math.round(t1 - t0), mountMs: Math.round(performance.now() - t1), totalMs: Math.round(performance.now() - t0) }
     log.info({ tocDigest: fs.estargz.tocDigest, warm, ...timings }, 'layer mounted lazily')
     return { mounted: true, tocDigest: fs.estargz.tocDigest, warm, timings }
+  }
+
+  /**
+   * The TOC member source of a request's hint (one read of the member's own block), if any.
+   * Counted as given, and as refused when the open finds it does not hold (and reads the footer).
+   */
+  private tocMemberOf (toc: TocHint | undefined): { tocMember?: { offset: number, source: RangeSource, onRefused: () => void } } {
+    if (toc == null) return {}
+    this.tocHints.given++
+    const onRefused = (): void => { this.tocHints.refused++ }
+    return { tocMember: { offset: toc.offset, source: this.blobs.source(toc.cid), onRefused } }
   }
 
   private sourceOf (cid: string, s: MountSettings, size?: number): ReadaheadSource {
@@ -400,6 +415,13 @@ async function untilAborted<T> (p: Promise<T>, signal: AbortSignal): Promise<T> 
  * Times the reads of a layer's open (size, footer, TOC) for the log, as `what ms`, until
  * `opened()` returns them; later reads (chunks) are not recorded.
  */
+/** A request's TOC hint must be `{ cid: string, offset: non-negative integer }` when present. */
+function checkTocHint (toc: unknown, what: string): void {
+  if (toc === undefined) return
+  const t = toc as Partial<TocHint> | null
+  if (typeof t?.cid !== 'string' || t.cid === '' || !Number.isSafeInteger(t.offset) || (t.offset as number) < 0) throw refused(400, `${what}: toc must be { cid, offset } with a non-negative integer offset`)
+}
+
 function traced (inner: RangeSource): { source: RangeSource, opened: () => string[] } {
   const reads: string[] = []
   let recording = true

@@ -2,7 +2,9 @@ import { unixfs, type AddFileOptions } from '@helia/unixfs'
 import type { WritableStorage } from 'ipfs-unixfs-importer'
 import { fixedSize, type Chunker } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
-import type { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
 import type { BlobSegment, SegmentSink } from '../estargz/index.js'
 import { AbortError, InvalidOptionError, UnexpectedDagError } from './errors.js'
 
@@ -42,6 +44,16 @@ export interface ImportResult {
   size: number
   /** Blocks written: leaves and interior nodes (duplicates included). */
   blocks: number
+}
+
+/**
+ * The TOC member of a member-aligned eStargz import: one raw leaf of its own, so it can be
+ * fetched by CID without walking the layer's DAG (the layer's annotations name it).
+ */
+export interface TocLeaf {
+  cid: CID
+  /** The member's offset in the blob (where the footer points). */
+  offset: number
 }
 
 /** Cuts each incoming piece (one gzip member) into leaves of at most `max` bytes, from its start. */
@@ -186,15 +198,23 @@ export async function importSegments<T> (
   blockstore: WritableStorage,
   produce: (sink: SegmentSink) => Promise<T>,
   options: ImportOptions = {}
-): Promise<ImportResult & { produced: T }> {
+): Promise<ImportResult & { produced: T, toc?: TocLeaf }> {
   const channel = new Channel<Uint8Array>(DEFAULTS.queueDepth)
+  const memberAligned = options.kuboCompatible !== true
   let expected = 0
+  let toc: Promise<TocLeaf> | undefined
   const sink: SegmentSink = async (segment: BlobSegment) => {
     if (segment.offset !== expected) throw new InvalidOptionError(`segment at offset ${segment.offset}, expected ${expected}: segments must arrive in order`)
     expected += segment.bytes.length
     if (segment.bytes.length === 0) return
     // Copy: the producer may reuse its buffer once the sink returns.
-    await channel.push(Uint8Array.prototype.slice.call(segment.bytes))
+    const bytes: Uint8Array = Uint8Array.prototype.slice.call(segment.bytes)
+    // the chunker gives a member of at most one leaf's size a leaf of its own: its CID is known
+    if (segment.kind === 'toc' && memberAligned && bytes.length <= DEFAULTS.maxLeafSize) {
+      const offset = segment.offset
+      toc = Promise.resolve(sha256.digest(bytes)).then(h => ({ cid: CID.createV1(raw.code, h), offset }))
+    }
+    await channel.push(bytes)
   }
   const opts = options.kuboCompatible === true
     ? importerOptions(fixedSize({ chunkSize: DEFAULTS.kubo.chunkSize }), DEFAULTS.kubo.maxChildrenPerNode)
@@ -218,7 +238,7 @@ export async function importSegments<T> (
     }
     const result = await importing
     if (result.size !== expected) throw new UnexpectedDagError(`imported ${result.size} bytes, the producer wrote ${expected}`)
-    return { ...result, produced }
+    return { ...result, produced, ...(toc != null ? { toc: await toc } : {}) }
   } finally {
     options.signal?.removeEventListener('abort', onAbort)
   }

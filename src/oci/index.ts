@@ -5,7 +5,7 @@
 export * from './errors.js'
 export * from './media-types.js'
 export type * from './types.js'
-export { REF_NAME_ANNOTATION, IPFS_CID_ANNOTATION } from './types.js'
+export { REF_NAME_ANNOTATION, IPFS_CID_ANNOTATION, TOC_CID_ANNOTATION, TOC_OFFSET_ANNOTATION } from './types.js'
 export { parseDigest, isDigest, digestOf, Digester, verifyStream, verifyBytes, type ParsedDigest } from './digest.js'
 export { parsePlatform, formatPlatform, platformMatches, normalizePlatform, hostPlatform } from './platform.js'
 export { parseManifest, parseIndex, parseConfig, configPlatform, checkDescriptor } from './validate.js'

@@ -113,3 +113,12 @@ export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name'
  * the snapshotter of a layer it unpacks.
  */
 export const IPFS_CID_ANNOTATION = 'containerd.io/snapshot/ipfs-estargz/cid'
+
+/**
+ * Annotations on an eStargz layer published to IPFS: the CID of its TOC member's own leaf block
+ * and the member's offset in the blob, so a mount fetches the TOC in one round trip, without
+ * the footer and the DAG's interior nodes before it. Hints only: a mount checks them against
+ * the blob's size and the TOC digest, and reads the footer when they do not hold.
+ */
+export const TOC_CID_ANNOTATION = 'containerd.io/snapshot/ipfs-estargz/toc.cid'
+export const TOC_OFFSET_ANNOTATION = 'containerd.io/snapshot/ipfs-estargz/toc.offset'

@@ -5,4 +5,4 @@
  */
 export { PROTO_DIR, PROTO_LOADER_OPTIONS, SERVICES, NAMESPACE_HEADER, LEASE_HEADER, loadServices, type ServiceName } from './proto.js'
 export * from './messages.js'
-export { LABELS, REMOTE_LABEL_VALUE, MAX_LABEL_SIZE, MAX_FALLBACK_MESSAGE, chainIds, childGcLabels, inheritedLabels, commaListWithinLimit } from './labels.js'
+export { LABELS, REMOTE_LABEL_VALUE, MAX_LABEL_SIZE, MAX_FALLBACK_MESSAGE, chainIds, childGcLabels, inheritedLabels, commaListWithinLimit, tocHintOf, type TocHint } from './labels.js'

@@ -5,6 +5,7 @@
  * the snapshotter, the layer mounters and their tests all spell them from here.
  */
 import { createHash } from 'node:crypto'
+import { CID } from 'multiformats/cid'
 import { isConfigMediaType, isLayerMediaType, isManifestMediaType } from '../oci/media-types.js'
 import type { Labels } from './messages.js'
 
@@ -41,6 +42,12 @@ export const LABELS = {
    * registry copy carries instead of `ipfs://` urls); containerd copies it onto the Prepare
    */
   annotatedCid: 'containerd.io/snapshot/ipfs-estargz/cid',
+  /**
+   * ours, inherited: the CID of the layer's TOC member leaf and the member's offset (oci's
+   * TOC_CID_ANNOTATION and TOC_OFFSET_ANNOTATION): a mount fetches the TOC without the footer
+   */
+  tocCid: 'containerd.io/snapshot/ipfs-estargz/toc.cid',
+  tocOffset: 'containerd.io/snapshot/ipfs-estargz/toc.offset',
   /** ours: the CID the layer was mounted from, so a restart does not depend on the digest index */
   cid: 'ipfs-estargz/layer.cid',
   /**
@@ -116,4 +123,25 @@ export function chainIds (diffIds: string[]): string[] {
     out.push(prev == null ? d : `sha256:${createHash('sha256').update(`${prev} ${d}`).digest('hex')}`)
   }
   return out
+}
+
+/**
+ * Where a layer's TOC member is, from the layer's annotations (or the Prepare labels containerd
+ * copies them to): the CID of its own leaf block and its offset in the blob.
+ */
+export interface TocHint {
+  cid: string
+  offset: number
+}
+
+/** The TOC hint of a layer's annotations or labels, when both keys are there and well formed. */
+export function tocHintOf (labels: Record<string, string> | undefined): TocHint | undefined {
+  const cid = labels?.[LABELS.tocCid]
+  const offset = labels?.[LABELS.tocOffset]
+  if (cid == null || offset == null || !/^[0-9]{1,15}$/.test(offset)) return undefined
+  try {
+    return { cid: CID.parse(cid).toString(), offset: Number(offset) }
+  } catch {
+    return undefined
+  }
 }

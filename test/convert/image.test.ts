@@ -11,7 +11,7 @@ import { EstargzReader, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } fr
 import { IpfsImageReader } from '../../src/ipfs/image-reader.js'
 import { IndexStore, createNode, type IpfsNode } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
-import { MediaType, openOciLayout, parsePlatform, resolveImages, type Descriptor } from '../../src/oci/index.js'
+import { MediaType, TOC_CID_ANNOTATION, TOC_OFFSET_ANNOTATION, openOciLayout, parsePlatform, resolveImages, type Descriptor } from '../../src/oci/index.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
 import { allBlobs, blob, makeImage, makeMultiPlatform, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { esgzRef } from '../../scripts/fixtures/tools.js'
@@ -96,6 +96,10 @@ describe.skipIf(needs({ go: hasCommand('go') }))('convertImage', () => {
         const orig2 = orig?.layers[i].tar as Uint8Array
         expect(reader.lookup(`dir${i}/file.txt`)?.size).toBeGreaterThan(0)
         expect(orig2.length).toBeGreaterThan(0)
+        // the TOC hint names the TOC member's own block, at the offset the footer gives
+        expect(Number(layer.annotations?.[TOC_OFFSET_ANNOTATION])).toBe(reader.tocOffset)
+        const member = await readCid(repo.node, layer.annotations?.[TOC_CID_ANNOTATION] ?? '')
+        expect(member.equals(bytes.subarray(reader.tocOffset, bytes.length - 51))).toBe(true)
       }
     }
     expect(repo.index.images.list().map(i => i.root)).toEqual([root])

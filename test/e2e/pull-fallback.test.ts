@@ -102,6 +102,8 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     expect(mountLines().map(m => m.warm)).toEqual([true, true, true])
     const health = await new FuseManagerClient(join((b as RunningDaemon).root, 'fuse-manager.sock')).health()
     expect(health.warm).toMatchObject({ hits: 3, misses: 0 })
+    // each opened from the TOC hint push annotated the layer with: no footer read
+    expect(health.tocHints).toEqual({ given: 3, refused: 0 })
     // the CLI never opened a repo of its own
     expect(existsSync(join(home, '.ipfs-estargz'))).toBe(false)
     const id = cli(['id'], env())

@@ -25,6 +25,50 @@ describe('eStargz reader', () => {
     expect(Buffer.from(await r.readFile('b', 7)).toString()).toBe('file')
   })
 
+  it('opens from a TOC member hint without reading the blob, and reads the footer when the hint does not hold', async () => {
+    const entries: FixtureEntry[] = Array.from({ length: 50 }, (_, i) => ({ name: `d/file-${i}`, data: fixtureBytes(i + 1, 3000) }))
+    const blob = await build(entries)
+    const plain = await EstargzReader.open(readOf(blob), blob.length)
+    const member = blob.subarray(plain.tocOffset, blob.length - 51)
+    const open = async (hint: { offset: number, bytes: Uint8Array }, tocDigest: string | null = plain.tocDigest): Promise<{ r: EstargzReader, blobReads: number, refused: Error[] }> => {
+      let blobReads = 0
+      const refused: Error[] = []
+      const r = await EstargzReader.open(async (off, len) => { blobReads++; return blob.subarray(off, off + len) }, blob.length, {
+        ...(tocDigest !== null ? { tocDigest } : {}),
+        tocMember: { offset: hint.offset, read: async () => hint.bytes },
+        onHintRefused: (err) => { refused.push(err) }
+      })
+      return { r, blobReads, refused }
+    }
+    const good = await open({ offset: plain.tocOffset, bytes: member })
+    expect(good.blobReads).toBe(0)
+    expect(good.refused).toEqual([])
+    expect(good.r.tocOffset).toBe(plain.tocOffset)
+    expect(good.r.tocDigest).toBe(plain.tocDigest)
+    expect(good.r.nodes().map(n => [n.name, n.chunks])).toEqual(plain.nodes().map(n => [n.name, n.chunks]))
+    expect(Buffer.from(await good.r.readFile('d/file-9')).equals(fixtureBytes(10, 3000))).toBe(true)
+    // hints that do not hold: the footer is read and the layer opens all the same
+    const other = await build(entries.slice(1))
+    const otherReader = await EstargzReader.open(readOf(other), other.length)
+    const otherMember = other.subarray(otherReader.tocOffset, other.length - 51)
+    for (const [why, hint] of [
+      ['an offset off by one', { offset: plain.tocOffset + 1, bytes: member }],
+      ['a member cut short', { offset: plain.tocOffset, bytes: member.subarray(0, member.length - 1) }],
+      ['another layer\'s TOC of the right length', { offset: blob.length - 51 - otherMember.length, bytes: otherMember }],
+      ['an offset past the footer', { offset: blob.length, bytes: member }]
+    ] as const) {
+      const bad = await open(hint)
+      expect(bad.refused, why).toHaveLength(1)
+      expect(bad.blobReads, why).toBe(2)
+      expect(bad.r.tocDigest).toBe(plain.tocDigest)
+      expect(Buffer.from(await bad.r.readFile('d/file-9')).equals(fixtureBytes(10, 3000))).toBe(true)
+    }
+    // without a trusted TOC digest the hint is not used at all
+    const untrusted = await open({ offset: plain.tocOffset, bytes: member }, null)
+    expect(untrusted.blobReads).toBe(2)
+    expect(untrusted.refused).toEqual([])
+  })
+
   it('opens with one read when the TOC fits in tailBytes, two when it does not, the same layer either way', async () => {
     const entries: FixtureEntry[] = Array.from({ length: 200 }, (_, i) => ({ name: `d/file-${i}`, data: fixtureBytes(i + 1, 3000) }))
     const blob = await build(entries)

@@ -288,6 +288,38 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await client.unmount(mp('h'))
   })
 
+  it('warm and mount with a TOC hint read the TOC member\'s own block and nothing of the layer; a hint that does not hold reads the footer', async () => {
+    const settings = { backgroundFetch: false, prefetchTimeoutMs: 1 }
+    const layer = slow[1]
+    const bytes = await readFile(blobs.get(layer.cid) as string)
+    const member = bytes.subarray(layer.tocOffset, bytes.length - 51)
+    const memberFile = join(dir, 'slow-toc.member')
+    await writeFile(memberFile, member)
+    const memberCid = await cidOf(member)
+    blobs.set(memberCid, memberFile)
+    const readsOf = (c: string): Array<{ offset: number, length: number }> => fetched.reads.filter(r => r.cid === c)
+    const layerReads = readsOf(layer.cid).length
+    const hints = (await client.health()).tocHints ?? { given: 0, refused: 0 }
+    expect(await client.warm({ cid: layer.cid, tocDigest: layer.toc, toc: { cid: memberCid, offset: layer.tocOffset }, settings })).toEqual({ opened: true, tocDigest: layer.toc })
+    expect(readsOf(layer.cid)).toHaveLength(layerReads) // no footer, no TOC read of the layer
+    expect(readsOf(memberCid)).toEqual([{ cid: memberCid, offset: 0, length: member.length }])
+    await mkdir(mp('t1'), { recursive: true })
+    expect(await client.mount({ mountpoint: mp('t1'), cid: layer.cid, tocDigest: layer.toc, toc: { cid: memberCid, offset: layer.tocOffset }, settings })).toMatchObject({ mounted: true, warm: true })
+    expect(await readMounted(join(mp('t1'), 'usr/big.bin'))).toEqual(layer.files['usr/big.bin'])
+    await client.unmount(mp('t1'))
+    // an offset that does not hold: refused, the footer read instead, the mount right all the same
+    await mkdir(mp('t2'), { recursive: true })
+    const before = readsOf(layer.cid).length
+    expect(await client.mount({ mountpoint: mp('t2'), cid: layer.cid, tocDigest: layer.toc, toc: { cid: memberCid, offset: layer.tocOffset - 1 }, settings })).toMatchObject({ mounted: true, warm: false })
+    expect(readsOf(layer.cid).slice(before).some(r => r.offset + r.length === bytes.length)).toBe(true) // the footer
+    expect(await readMounted(join(mp('t2'), 'usr/big.bin'))).toEqual(layer.files['usr/big.bin'])
+    await client.unmount(mp('t2'))
+    expect((await client.health()).tocHints).toEqual({ given: hints.given + 2, refused: hints.refused + 1 })
+    // a malformed hint is refused as a bad request
+    const bad = await client.warm({ cid: layer.cid, tocDigest: layer.toc, toc: { cid: memberCid, offset: -1 } }).catch((e: Error) => e)
+    expect(bad).toMatchObject({ status: 400 })
+  })
+
   it('a warm nobody mounts is released after its time; a warm with the wrong TOC digest fails with the reason', async () => {
     const settings = { backgroundFetch: false }
     expect(await client.warm({ cid: slow[0].cid, tocDigest: slow[0].toc, settings })).toMatchObject({ opened: true })

@@ -5,7 +5,7 @@ import { unixfs } from '@helia/unixfs'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildEstargz, type BlobSegment, type SegmentSink } from '../../src/estargz/index.js'
 import { UnixfsFileReader } from '../../src/ipfs/dag-reader.js'
-import { importBytes, importSegments, importStream, type ImportProgress } from '../../src/ipfs/import.js'
+import { importBytes, importSegments, importStream, type ImportProgress, type TocLeaf } from '../../src/ipfs/import.js'
 import { leafMap, MemStore, random, streamOf, TempRepos } from './helpers.js'
 import { makeTar } from '../../scripts/fixtures/tar.js'
 import type { CID } from 'multiformats/cid'
@@ -15,7 +15,7 @@ const repos = new TempRepos()
 afterAll(async () => { await repos.cleanup() })
 
 /** Builds an eStargz blob of `tar` into `store`, recording the segments. */
-async function buildAndImport (store: MemStore, tar: Uint8Array, opts: { kuboCompatible?: boolean, chunkSize?: number } = {}): Promise<{ cid: CID, size: number, blocks: number, segments: Array<Omit<BlobSegment, 'bytes'> & { length: number }>, blob: Buffer }> {
+async function buildAndImport (store: MemStore, tar: Uint8Array, opts: { kuboCompatible?: boolean, chunkSize?: number } = {}): Promise<{ cid: CID, size: number, blocks: number, segments: Array<Omit<BlobSegment, 'bytes'> & { length: number }>, blob: Buffer, toc?: TocLeaf }> {
   const segments: Array<Omit<BlobSegment, 'bytes'> & { length: number }> = []
   const parts: Uint8Array[] = []
   const r = await importSegments(store, async (sink: SegmentSink) => await buildEstargz(streamOf(tar), async (s) => {
@@ -23,7 +23,7 @@ async function buildAndImport (store: MemStore, tar: Uint8Array, opts: { kuboCom
     parts.push(Uint8Array.prototype.slice.call(s.bytes))
     await sink(s)
   }, { chunkSize: opts.chunkSize }), { kuboCompatible: opts.kuboCompatible })
-  return { cid: r.cid, size: r.size, blocks: r.blocks, segments, blob: Buffer.concat(parts) }
+  return { cid: r.cid, size: r.size, blocks: r.blocks, segments, blob: Buffer.concat(parts), ...(r.toc != null ? { toc: r.toc } : {}) }
 }
 
 describe('member-aligned import', () => {
@@ -56,6 +56,18 @@ describe('member-aligned import', () => {
     expect(Buffer.compare(joined, blob)).toBe(0)
     expect(cid.version).toBe(1)
     expect(leaves.every(l => l.cid.code === 0x55 && l.cid.multihash.code === 0x12)).toBe(true)
+  })
+
+  it('names the TOC member\'s own leaf, stored with the blob (kubo-compatible leaves are not member-aligned: none)', async () => {
+    const store = new MemStore()
+    const { cid, blob, segments, toc } = await buildAndImport(store, tar)
+    const member = segments.find(s => s.kind === 'toc')
+    expect(toc?.offset).toBe(member?.offset)
+    const leaves = await leafMap(store.getBlock, cid)
+    expect(leaves.find(l => l.offset === toc?.offset)?.cid.toString()).toBe(toc?.cid.toString())
+    const bytes = await store.getBlock(toc?.cid as CID)
+    expect(Buffer.compare(Buffer.from(bytes), blob.subarray(member?.offset, (member?.offset ?? 0) + (member?.length ?? 0)))).toBe(0)
+    expect((await buildAndImport(new MemStore(), tar, { kuboCompatible: true })).toc).toBeUndefined()
   })
 
   it('is deterministic: the same layer twice gives the same CID', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { LABELS, MAX_LABEL_SIZE, REMOTE_LABEL_VALUE, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels } from '../../src/wire/labels.js'
-import { IPFS_CID_ANNOTATION, MediaType } from '../../src/oci/index.js'
+import { LABELS, MAX_LABEL_SIZE, REMOTE_LABEL_VALUE, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels, tocHintOf } from '../../src/wire/labels.js'
+import { IPFS_CID_ANNOTATION, MediaType, TOC_CID_ANNOTATION, TOC_OFFSET_ANNOTATION } from '../../src/oci/index.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 
 const d = (n: number): string => `sha256:${String(n).repeat(64).slice(0, 64)}`
@@ -25,12 +25,26 @@ describe('containerd labels', () => {
       stargzDigest: 'containerd.io/snapshot/remote/stargz.digest',
       stargzLayers: 'containerd.io/snapshot/remote/stargz.layers',
       annotatedCid: 'containerd.io/snapshot/ipfs-estargz/cid',
+      tocCid: 'containerd.io/snapshot/ipfs-estargz/toc.cid',
+      tocOffset: 'containerd.io/snapshot/ipfs-estargz/toc.offset',
       cid: 'ipfs-estargz/layer.cid',
       fallbackReason: 'ipfs-estargz/fallback-reason'
     })
     expect(REMOTE_LABEL_VALUE).toBe('remote snapshot')
     // the registry copy's CID annotation, inherited by the snapshot as this label
     expect(LABELS.annotatedCid).toBe(IPFS_CID_ANNOTATION)
+    // the TOC hint's annotations, inherited the same way
+    expect([LABELS.tocCid, LABELS.tocOffset]).toEqual([TOC_CID_ANNOTATION, TOC_OFFSET_ANNOTATION])
+  })
+
+  it('reads a TOC hint only when both keys are there and well formed', () => {
+    const cid = 'bafkreiac6cdsfsoebijuejf6dnwyyzezjb47bje4in3gy5pxycjaqnbrhe'
+    expect(tocHintOf({ [LABELS.tocCid]: cid, [LABELS.tocOffset]: '1234' })).toEqual({ cid, offset: 1234 })
+    expect(tocHintOf({ [LABELS.tocCid]: cid })).toBeUndefined()
+    expect(tocHintOf({ [LABELS.tocOffset]: '1' })).toBeUndefined()
+    for (const offset of ['-1', '1.5', '', '0x10', '9'.repeat(16)]) expect(tocHintOf({ [LABELS.tocCid]: cid, [LABELS.tocOffset]: offset }), offset).toBeUndefined()
+    expect(tocHintOf({ [LABELS.tocCid]: 'not-a-cid', [LABELS.tocOffset]: '1' })).toBeUndefined()
+    expect(tocHintOf(undefined)).toBeUndefined()
   })
 
   it('numbers child GC labels as containerd SetChildrenMappedLabels does', () => {
