@@ -47,7 +47,8 @@ export interface OpenOptions {
  */
 export interface TocMemberHint {
   offset: number
-  read: (signal?: AbortSignal) => Promise<Uint8Array>
+  /** Up to `length` bytes from the start of the member's own copy (fewer: the copy is shorter). */
+  read: (length: number, signal?: AbortSignal) => Promise<Uint8Array>
 }
 
 export interface VerifyReport {
@@ -159,8 +160,9 @@ export class EstargzReader {
     const tocEnd = blobSize - FOOTER_SIZE
     if (!Number.isSafeInteger(hint.offset) || hint.offset < 0) throw new BadFooterError(`the TOC hint's offset ${hint.offset} is not a blob offset`)
     checkTocExtent(hint.offset, tocEnd, maxTocCompressedSize)
-    const member = await hint.read(signal)
-    if (member.length !== tocEnd - hint.offset) throw new BadFooterError(`the TOC hint's member is ${member.length} bytes; from offset ${hint.offset} to the footer are ${tocEnd - hint.offset}`)
+    // one byte more than it should hold: a longer copy is told apart from the right one
+    const member = await hint.read(tocEnd - hint.offset + 1, signal)
+    if (member.length !== tocEnd - hint.offset) throw new BadFooterError(`the TOC hint's member is ${member.length > tocEnd - hint.offset ? 'longer than' : `${member.length} bytes, not`} the ${tocEnd - hint.offset} bytes from offset ${hint.offset} to the footer`)
     const { json, digest } = await readTocMember(member, maxTocSize)
     if (digest !== tocDigest) throw new TocDigestMismatchError(tocDigest, digest)
     const { toc, tree } = checkToc(json, hint.offset, maxTocSize)

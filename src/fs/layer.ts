@@ -1,4 +1,4 @@
-import { EstargzReader, FOOTER_SIZE, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME, type LayerNode, type NodeType } from '../estargz/index.js'
+import { EstargzReader, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME, type LayerNode, type NodeType } from '../estargz/index.js'
 import type { Activity } from './activity.js'
 import { ChunkCache } from './cache.js'
 import { ChunkReader, chunksInBlobOrder, type ReaderStats } from './chunk-reader.js'
@@ -169,7 +169,7 @@ export class LayerFs {
     const size = await source.size()
     const hint = components.tocMember
     const tocMember = hint != null
-      ? { offset: hint.offset, read: async (signal?: AbortSignal) => await hint.source.read(0, size - FOOTER_SIZE - hint.offset, signal) }
+      ? { offset: hint.offset, read: async (length: number, signal?: AbortSignal) => await hint.source.read(0, length, signal) }
       : undefined
     const estargz = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), size, {
       tocDigest: options.tocDigest,

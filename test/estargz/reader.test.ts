@@ -35,7 +35,7 @@ describe('eStargz reader', () => {
       const refused: Error[] = []
       const r = await EstargzReader.open(async (off, len) => { blobReads++; return blob.subarray(off, off + len) }, blob.length, {
         ...(tocDigest !== null ? { tocDigest } : {}),
-        tocMember: { offset: hint.offset, read: async () => hint.bytes },
+        tocMember: { offset: hint.offset, read: async (length) => hint.bytes.subarray(0, length) },
         onHintRefused: (err) => { refused.push(err) }
       })
       return { r, blobReads, refused }
@@ -53,6 +53,7 @@ describe('eStargz reader', () => {
     const otherMember = other.subarray(otherReader.tocOffset, other.length - 51)
     for (const [why, hint] of [
       ['an offset off by one', { offset: plain.tocOffset + 1, bytes: member }],
+      ['an offset off by one the other way', { offset: plain.tocOffset - 1, bytes: member }],
       ['a member cut short', { offset: plain.tocOffset, bytes: member.subarray(0, member.length - 1) }],
       ['another layer\'s TOC of the right length', { offset: blob.length - 51 - otherMember.length, bytes: otherMember }],
       ['an offset past the footer', { offset: blob.length, bytes: member }]

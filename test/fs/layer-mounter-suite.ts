@@ -89,6 +89,7 @@ export const SUITE_TESTS = {
   options: 'the mount is FUSE, ro,nosuid,nodev in /proc/self/mountinfo',
   unmount: 'unmount removes the mount (check then fails); unmount of a free mountpoint succeeds',
   labelsToc: 'the TOC digest comes from the labels when the layer ref has none',
+  tocHint: 'a TOC hint in the labels: the TOC comes from its own block, no footer read of the layer; a hint that does not hold: the footer is read, the mount is right',
   badToc: 'a wrong TOC digest fails with ERR_TOC_DIGEST_MISMATCH and leaves nothing mounted; the mountpoint then takes the layer',
   noToc: 'no TOC digest anywhere fails with ERR_FS_TOC_DIGEST_REQUIRED and leaves nothing mounted',
   badLayer: 'a blob that is not eStargz fails with ERR_BAD_FOOTER and leaves nothing mounted',
@@ -129,6 +130,8 @@ export const sleep = async (ms: number): Promise<void> => { await new Promise(re
  * layer back (a slow peer): those `when` picks wait `ms`, or until their signal aborts.
  */
 export class LayerStore {
+  /** Every read of a layer, in order. */
+  readonly reads: Array<{ cid: string, offset: number, length: number }> = []
   readonly hold: { cid?: string, ms: number, when: (offset: number, length: number) => boolean, held: number } = { ms: 0, when: () => false, held: 0 }
   private n = 0
 
@@ -163,6 +166,7 @@ export class LayerStore {
     return {
       size: async () => await inner.size(),
       read: async (offset, length, s, hint) => {
+        this.reads.push({ cid, offset, length })
         if (hold.cid === cid && hold.when(offset, length)) {
           hold.held++
           await new Promise<void>((resolve, reject) => {
@@ -308,6 +312,28 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
       // the ref's digest wins over the labels'
       const err = await failure(mounter().mount(at, { [LABELS.tocDigest]: other.tocDigest }, ref(other, main.tocDigest)))
       expect(codeOf(err)).toBe('ERR_TOC_DIGEST_MISMATCH')
+      await mounter().unmount(at)
+      await expectFree(at)
+    })
+
+    test('tocHint', async () => {
+      const bytes = await cat(join(store.dir, 'layer1.esgz')) // `other`, built second
+      expect(bytes.length).toBe(other.size)
+      const member = bytes.subarray(other.tocOffset, bytes.length - 51)
+      const memberCid = await store.addBytes(member)
+      const hint = (offset: number): Record<string, string> => ({ [LABELS.tocCid]: memberCid, [LABELS.tocOffset]: String(offset) })
+      const tailReads = (from: number): number => store.reads.slice(from).filter(r => r.cid === other.cid && r.offset + r.length > other.tocOffset).length
+      const at = await mp('toc-hint')
+      let from = store.reads.length
+      await mounter().mount(at, hint(other.tocOffset), ref(other))
+      expect(tailReads(from)).toBe(0)
+      expect(store.reads.slice(from).filter(r => r.cid === memberCid)).toEqual([{ cid: memberCid, offset: 0, length: member.length + 1 }])
+      expect(await cat(join(at, 'other.txt'))).toEqual(other.files['other.txt'])
+      await mounter().unmount(at)
+      from = store.reads.length
+      await mounter().mount(at, hint(other.tocOffset + 1), ref(other))
+      expect(tailReads(from)).toBeGreaterThan(0)
+      expect(await cat(join(at, 'other.txt'))).toEqual(other.files['other.txt'])
       await mounter().unmount(at)
       await expectFree(at)
     })

@@ -302,7 +302,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const hints = (await client.health()).tocHints ?? { given: 0, refused: 0 }
     expect(await client.warm({ cid: layer.cid, tocDigest: layer.toc, toc: { cid: memberCid, offset: layer.tocOffset }, settings })).toEqual({ opened: true, tocDigest: layer.toc })
     expect(readsOf(layer.cid)).toHaveLength(layerReads) // no footer, no TOC read of the layer
-    expect(readsOf(memberCid)).toEqual([{ cid: memberCid, offset: 0, length: member.length }])
+    expect(readsOf(memberCid)).toEqual([{ cid: memberCid, offset: 0, length: member.length + 1 }]) // one byte more: a longer block would show
     await mkdir(mp('t1'), { recursive: true })
     expect(await client.mount({ mountpoint: mp('t1'), cid: layer.cid, tocDigest: layer.toc, toc: { cid: memberCid, offset: layer.tocOffset }, settings })).toMatchObject({ mounted: true, warm: true })
     expect(await readMounted(join(mp('t1'), 'usr/big.bin'))).toEqual(layer.files['usr/big.bin'])

@@ -5,6 +5,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { Command } from 'commander'
 import { TOC_DIGEST_ANNOTATION } from '../../estargz/index.js'
+import { inheritedLabels } from '../../wire/index.js'
 import { ChunkCache, LayerMounter, MountManager, lazyUnmount } from '../../fs/index.js'
 import { DEFAULTS as DAEMON_DEFAULTS, loadConfig, nodeOptionsFor } from '../../daemon/index.js'
 import { IpfsImageReader, REPO_DEFAULTS, parseIpfsRef, pinRoot, resolveRepoPath } from '../../ipfs/index.js'
@@ -130,7 +131,8 @@ function mountCommand (): Command {
           const tocDigest = l.annotations?.[TOC_DIGEST_ANNOTATION]
           const cid = (await source.cidOf(l)).toString()
           await mkdir(at, { recursive: true })
-          await mounter.mount(at, {}, { cid, digest: l.digest, tocDigest, via: 'urls' })
+          // the labels containerd would pass on: the layer's TOC hint among them
+          await mounter.mount(at, inheritedLabels(l.annotations), { cid, digest: l.digest, tocDigest, via: 'urls' })
         }
         if (flags.layer != null) {
           await mountLayer(flags.layer, target)
