@@ -200,16 +200,21 @@ function startWarming (options: PullOptions, image: ResolvedImage, existing: Pro
   options.signal?.addEventListener('abort', onAbort, { once: true })
   const started = performance.now()
   const done = (async () => {
-    const [urlsOf, exists] = await Promise.all([urls, existing])
-    const wanted: WarmLayer[] = []
-    image.layers.forEach((l, i) => {
-      const cid = urlsOf[i]?.slice('ipfs://'.length)
+    const urlsOf = await urls
+    const wanted: Array<{ index: number, layer: WarmLayer }> = []
+    image.layers.forEach((l, index) => {
+      const cid = urlsOf[index]?.slice('ipfs://'.length)
       const tocDigest = l.annotations?.[LABELS.tocDigest]
       const toc = tocHintOf(l.annotations)
-      if (exists[i] !== true && cid != null && tocDigest != null) wanted.push({ cid, tocDigest, size: l.size, ...(toc != null ? { toc } : {}) })
+      if (cid != null && tocDigest != null) wanted.push({ index, layer: { cid, tocDigest, size: l.size, ...(toc != null ? { toc } : {}) } })
     })
     if (wanted.length === 0 || ac.signal.aborted) return
-    await warm(wanted, ac.signal)
+    // Not waiting for containerd to say which snapshots exist (a round trip through it to the
+    // snapshotter per layer, tens of ms on a busy node): the opens start now, and the one of a
+    // layer whose snapshot turns out to exist is called off (nothing will mount it).
+    const calls = wanted.map(() => new AbortController())
+    void existing.then((exists) => { wanted.forEach((w, j) => { if (exists[w.index] === true) calls[j].abort() }) })
+    await Promise.all(wanted.map(async (w, j) => { await warm([w.layer], AbortSignal.any([ac.signal, calls[j].signal])) }))
     logger.debug({ layers: wanted.length, ms: Math.round(performance.now() - started) }, 'layers opened ahead')
   })().catch((err: Error) => { logger.debug({ err: err.message }, 'opening layers ahead failed') })
   return {
@@ -359,7 +364,14 @@ async function unpackLayers (
           continue
         }
         if (!isAlreadyExists(err)) throw err
-        // the snapshotter committed the layer under the target ref itself: a remote snapshot
+        // The snapshotter committed the layer under the target ref itself: a remote snapshot.
+        // containerd's unpacker then Stats the chainID to be sure; below the top layer the next
+        // Prepare names it as its parent, which containerd checks anyway (a round trip saved
+        // per layer), so only the top one is asked.
+        if (i < total - 1) {
+          layer.lazy = true
+          continue
+        }
         try {
           await sn.stat(chainId, { signal })
           layer.lazy = true
