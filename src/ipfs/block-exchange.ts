@@ -818,6 +818,8 @@ export class BlockExchange {
     const maxRequest = this.opts.maxCidsPerRequest * this.opts.maxCidBytes + 1
     const lp = lpStream(stream, { maxDataLength: maxRequest, maxBufferSize: 2 * maxRequest })
     const deadline = new Deadline(this.opts.requestTimeout, () => new BlockExchangeTimeoutError(`no request from ${peer} within ${this.opts.requestTimeout} ms`))
+    // the asker's waits registered in `waiting`, released once answered, or when the stream ends
+    const waits = new Set<Waiting>()
     try {
       for (let first = true; ; first = false) {
         let body
@@ -836,18 +838,17 @@ export class BlockExchange {
           if ((flags & ~KNOWN_FLAGS) !== 0) throw new BlockExchangeProtocolError(`unknown request flags 0x${flags.toString(16)}`)
           request = request.subarray(1)
         }
-        const rankedAsker = (flags & FLAG_RANKED) !== 0
-        const background = (flags & FLAG_BACKGROUND) !== 0
-        const mayFetch = (flags & FLAG_NO_FETCH) === 0
         const cids = decodeRequest(request, this.opts.maxCidsPerRequest, this.opts.maxCidBytes)
         this.counts.servedRequests++
         // what was asked, in order (learned prefetch is checked by it); the CIDs' text only when it is logged
         if (this.log.isLevelEnabled('debug')) this.log.debug({ peer, cids: cids.map(c => c.toString()) }, 'block exchange: serving a request')
-        const reads: Array<Promise<Uint8Array | undefined>> = []
+        // each CID read ahead, and for one we do not hold, the fetch we will wait on decided then
+        // (so the cooperative fetches of one request run at once, not one after the other)
+        const reads: Array<Promise<Uint8Array | Waiting | undefined>> = []
         const ready: boolean[] = []
         const readAhead = (upTo: number): void => {
           for (let j = reads.length; j < Math.min(upTo, cids.length); j++) {
-            reads.push(this.local(cids[j]).finally(() => { ready[j] = true }))
+            reads.push(this.local(cids[j]).then(bytes => bytes ?? this.fetchToWaitOn(cids[j], peer, flags, waits)).finally(() => { ready[j] = true }))
           }
         }
         // answers waiting to be written together
@@ -866,36 +867,19 @@ export class BlockExchange {
         for (let i = 0; i < cids.length; i++) {
           readAhead(i + this.opts.serveReadAhead)
           if (ready[i] !== true) await flush()
-          let bytes = await reads[i]
-          if (bytes == null) {
-            const key = keyOf(cids[i])
-            // while it waits, our fetch of this block does not ask the asker
-            let askers = this.waiting.get(key)
-            if (askers == null) this.waiting.set(key, askers = new Set())
-            askers.add(peer)
-            try {
-              let fetching: Promise<Uint8Array | undefined> | undefined
-              if (!rankedAsker) {
-                // a 1.0.0/1.1.0 peer: wait on our fetch unless the two of us would wait on each other
-                fetching = this.whenFetched(cids[i], peer) ?? (mayFetch ? this.cooperate(cids[i], background) : undefined)
-              } else if (this.ranksAbove(cids[i], peer)) {
-                fetching = this.inflight?.(cids[i]) ?? (mayFetch ? this.cooperate(cids[i], background) : undefined)
-              } else {
-                this.counts.rankedDontHaves++
-              }
-              if (fetching != null) {
-                await flush()
-                if (pendingFrames) {
-                  // tell the asker we are on it, so it waits for us instead of asking another peer
-                  batch.push(Uint8Array.of(PENDING))
-                  await flush()
-                }
-                bytes = await this.waitFor(fetching)
-              }
-            } finally {
-              askers.delete(peer)
-              if (askers.size === 0 && this.waiting.get(key) === askers) this.waiting.delete(key)
+          const read = await reads[i]
+          let bytes: Uint8Array | undefined
+          if (read instanceof Waiting) {
+            await flush()
+            if (pendingFrames) {
+              // tell the asker we are on it, so it waits for us instead of asking another peer
+              batch.push(Uint8Array.of(PENDING))
+              await flush()
             }
+            bytes = await this.waitFor(read.fetching)
+            read.release()
+          } else {
+            bytes = read
           }
           if (bytes == null) {
             this.counts.servedDontHaves++
@@ -927,7 +911,48 @@ export class BlockExchange {
       stream.abort(e)
     } finally {
       deadline.clear()
+      for (const w of [...waits]) w.release()
     }
+  }
+
+  /**
+   * For a block we do not hold: the fetch of ours the asker may wait on (ours, or a cooperative
+   * one started now), registered in `waiting` while it waits; undefined to answer don't-have.
+   */
+  private fetchToWaitOn (cid: CID, peer: string, flags: number, waits: Set<Waiting>): Waiting | undefined {
+    const mayFetch = (flags & FLAG_NO_FETCH) === 0
+    const background = (flags & FLAG_BACKGROUND) !== 0
+    // while it waits, our fetch of this block does not ask the asker (registered before a
+    // cooperative fetch starts and picks its peers)
+    const key = keyOf(cid)
+    let askers = this.waiting.get(key)
+    if (askers == null) this.waiting.set(key, askers = new Set())
+    const set = askers
+    const fresh = !set.has(peer)
+    set.add(peer)
+    const forget = (): void => {
+      if (fresh) set.delete(peer)
+      if (set.size === 0 && this.waiting.get(key) === set) this.waiting.delete(key)
+    }
+    let fetching: Promise<Uint8Array | undefined> | undefined
+    if ((flags & FLAG_RANKED) === 0) {
+      // a 1.0.0/1.1.0 peer: wait on our fetch unless the two of us would wait on each other
+      fetching = this.whenFetched(cid, peer) ?? (mayFetch ? this.cooperate(cid, background) : undefined)
+    } else if (this.ranksAbove(cid, peer)) {
+      fetching = this.inflight?.(cid) ?? (mayFetch ? this.cooperate(cid, background) : undefined)
+    } else {
+      this.counts.rankedDontHaves++
+    }
+    if (fetching == null) {
+      forget()
+      return undefined
+    }
+    const w = new Waiting(fetching, () => {
+      waits.delete(w)
+      forget()
+    })
+    waits.add(w)
+    return w
   }
 
   /**
@@ -956,11 +981,7 @@ export class BlockExchange {
    * which fetches the block once.
    */
   private ranksAbove (cid: CID, peer: string): boolean {
-    const digest = cid.multihash.digest
-    const self = this.libp2p.peerId.toString()
-    const mine = spread(self, digest)
-    const theirs = spread(peer, digest)
-    return mine < theirs || (mine === theirs && self < peer)
+    return ranksAbove(cid, this.libp2p.peerId.toString(), peer)
   }
 
   /**
@@ -1008,6 +1029,18 @@ export class BlockExchange {
   }
 }
 
+/** A fetch an asker waits on, and how to forget that it waits (idempotent). */
+class Waiting {
+  private released = false
+  constructor (readonly fetching: Promise<Uint8Array | undefined>, private readonly onRelease: () => void) {}
+
+  release (): void {
+    if (this.released) return
+    this.released = true
+    this.onRelease()
+  }
+}
+
 /** lpStream's framing errors (it-length-prefixed's, known by name), as ours: the peer broke the wire format. */
 const FRAMING_ERRORS = new Set(['InvalidDataLengthError', 'InvalidDataLengthLengthError', 'InvalidMessageLengthError', 'StreamBufferError', 'UnexpectedEOFError'])
 
@@ -1052,6 +1085,16 @@ class Deadline {
 
 function emptyStats (): BlockExchangeStats {
   return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, hedgesSkipped: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, waitsInVain: 0, suspensions: 0, pendingAnswers: 0, cooperativeFetches: 0, cooperativeBusy: 0, rankedDontHaves: 0 }
+}
+
+/**
+ * Does peer `a` rank above peer `b` for this block (1.2.0's order: the smaller rendezvous factor
+ * of `ranked`, then the smaller id)? The same answer on every node.
+ */
+export function ranksAbove (cid: CID, a: string, b: string): boolean {
+  const fa = spread(a, cid.multihash.digest)
+  const fb = spread(b, cid.multihash.digest)
+  return fa < fb || (fa === fb && a < b)
 }
 
 /** A number in [0, 1) from a hash of (peer, block): the same on every node. */
