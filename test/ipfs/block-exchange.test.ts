@@ -2,12 +2,12 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BlockExchange, encodeRequest, PROTOCOL, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
+import { BlockExchange, encodeRequest, PROTOCOL, ranksAbove, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
 import { importBytes } from '../../src/ipfs/import.js'
 import { createNode, type IpfsNode, type NodeOptions } from '../../src/ipfs/node.js'
 import { silentLogger } from '../../src/logging.js'
-import { TempRepos, leafMap, random, until } from './helpers.js'
+import { TempRepos, blockWhere, leafMap, random, until } from './helpers.js'
 
 const repos = new TempRepos()
 const started: Array<{ stop: () => Promise<void> }> = []
@@ -157,11 +157,12 @@ describe('BlockExchange over loopback TCP', () => {
   it('hedges: a silent peer first, the honest one answers within the hedge delay, not the 5 s timeout', async () => {
     const silent = await silentPeer()
     const honest = await node({ listen: LISTEN })
-    const bytes = random(200_000)
-    const cid = await rawBlock(bytes)
-    await honest.localBlockstore.put(cid, bytes)
     const hedgeDelay = 200
     const b = await node({ exchange: { hedgeDelay, loadSpread: 0 } })
+    const [s, h, me] = [silent, honest, b].map(n => n.peerId.toString())
+    // the silent peer ranks above b for the block, the honest one below: the silent one is asked first
+    const { cid, bytes } = await blockWhere(c => ranksAbove(c, s, me) && ranksAbove(c, me, h), 200_000)
+    await honest.localBlockstore.put(cid, bytes)
     await connect(b, silent)
     await connect(b, honest)
     expect(b.exchange.peers()[0].equals(silent.peerId)).toBe(true) // asked first
@@ -175,8 +176,9 @@ describe('BlockExchange over loopback TCP', () => {
     expect(b.exchange.stats()).toMatchObject({ hedges: 1, blocksReceived: 1 })
     // the honest peer delivered: it is asked first from now on, with no hedge needed
     expect(b.exchange.peers()[0].equals(honest.peerId)).toBe(true)
-    const more = random(1000)
-    const moreCid = await rawBlock(more)
+    // (a block the silent peer does not rank above b for while the honest one ranks below: the
+    // silent peer, its request still in flight, costs more than the honest one within a group)
+    const { cid: moreCid, bytes: more } = await blockWhere(c => !(ranksAbove(c, s, me) && ranksAbove(c, me, h)), 1000)
     await honest.localBlockstore.put(moreCid, more)
     expect(same(await b.exchange.get(moreCid), more)).toBe(true)
     expect(b.exchange.stats().hedges).toBe(1)

@@ -6,7 +6,7 @@ import { BlockExchange, PROTOCOL, ranksAbove, type ExchangeBlockstore } from '..
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
 import { createNode, type IpfsNode, type NodeOptions } from '../../src/ipfs/node.js'
 import { silentLogger } from '../../src/logging.js'
-import { TempRepos, random, until } from './helpers.js'
+import { TempRepos, blockWhere, random, until } from './helpers.js'
 
 /**
  * Sharing between nodes that fetch at the same time: a node asked for a block it is fetching
@@ -45,15 +45,6 @@ async function rawBlock (bytes: Uint8Array): Promise<CID> {
 const same = (a: Uint8Array | undefined, b: Uint8Array): boolean => a != null && Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 const id = (n: IpfsNode): string => n.peerId.toString()
-
-/** A random block for which `fits` holds (the rendezvous rank of nodes is per block: tests pick blocks by it). */
-async function blockWhere (fits: (cid: CID) => boolean, size = 20_000): Promise<{ cid: CID, bytes: Uint8Array }> {
-  for (;;) {
-    const bytes = random(size)
-    const cid = await rawBlock(bytes)
-    if (fits(cid)) return { cid, bytes }
-  }
-}
 
 /** Makes a node want these blocks, as a reader that decoded the node linking them does. */
 function want (n: IpfsNode, cids: CID[]): void {
