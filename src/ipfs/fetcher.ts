@@ -143,10 +143,10 @@ export class BlockFetcher implements BlockBroker {
 
   /**
    * A cooperative fetch (src/ipfs/block-exchange.ts): a block a peer asked us for, that we would
-   * fetch for ourselves (`wanted`), fetched now through the exchange only, flagged on-behalf
-   * (the peers asked answer from their blockstores, and those waiting on us are not asked), and
-   * stored like any fetched block. Registered as running, so the next askers, and our own reads,
-   * wait on it. Undefined when the block is not one we want or the exchange has nobody to ask.
+   * fetch for ourselves (`wanted`), fetched now through the exchange only (never bitswap or a
+   * gateway: the asker has those too; the peers waiting on us are not asked), and stored like
+   * any fetched block. Registered as running, so the next askers, and our own reads, wait on it.
+   * Undefined when the block is not one we want, or no peer had it.
    */
   async fetchFor (cid: CID, options: { background: boolean }): Promise<Uint8Array | undefined> {
     const exchange = this.components.exchange
@@ -154,7 +154,7 @@ export class BlockFetcher implements BlockBroker {
     try {
       return await this.tracked(cid, async () => {
         const bytes = await exchange.get(cid, { background: options.background, onBehalf: true, validate: (b) => { verifyBlock(cid, b) } })
-        if (bytes == null) throw new BlockNotFoundError(cid.toString(), 'any peer asked on behalf of another')
+        if (bytes == null) throw new BlockNotFoundError(cid.toString(), 'any peer asked for a cooperative fetch')
         if (this.components.store.putFetched(cid, bytes)) {
           this.counts.exchangeBlocks++
           this.counts.exchangeBytes += bytes.length
