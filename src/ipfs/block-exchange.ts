@@ -458,14 +458,24 @@ export class BlockExchange {
         outstanding--
         if (!launch() && outstanding === 0) finish(undefined)
       }
+      /** Seeds a hedge passed over, asked next by the first ask that is not a hedge. */
+      const deferred: PeerState[] = []
       /** Asks the next peer; false when there is none left. */
       const launch = (hedged = false): boolean => {
         if (done || !this.running) return false
+        // a peer waiting on us for this block does not hold it (and would wait on us in turn)
+        const askable = (p: PeerState): boolean => !this.bad.has(p.id) && this.peerStates.get(p.id) === p && this.waiting.get(key)?.has(p.id) !== true
         let ps: PeerState | undefined
+        while (!hedged && deferred.length > 0 && ps == null) {
+          const p = deferred.shift() as PeerState
+          if (askable(p)) ps = p
+        }
         while (next < peers.length && ps == null) {
           const p = peers[next++]
-          // a peer waiting on us for this block does not hold it (and would wait on us in turn)
-          if (!this.bad.has(p.id) && this.peerStates.get(p.id) === p && this.waiting.get(key)?.has(p.id) !== true) ps = p
+          // a hedge never goes to a seed: each block a seed sends is one more copy from the
+          // origin; the get waits for its peer instead (its don't-have or failure moves on to the seed)
+          if (hedged && p.seed) deferred.push(p)
+          else if (askable(p)) ps = p
         }
         if (ps == null) return false
         // a hedge may not start a fetch for us: the peer asked first may be fetching it already
@@ -515,7 +525,7 @@ export class BlockExchange {
         return true
       }
       const onHedge = (): void => {
-        if (done || next >= peers.length) return
+        if (done || !peers.slice(next).some(p => !p.seed)) return
         if (this.hedgeTokens < 1) { this.counts.hedgesSkipped++; return }
         this.hedgeTokens--
         this.counts.hedges++

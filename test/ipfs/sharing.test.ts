@@ -170,6 +170,7 @@ describe('sharing while fetching', () => {
     const hold = new Promise<void>(resolve => releases.push(resolve))
     await silent.helia.libp2p.handle(PROTOCOL, async () => { await hold })
     const honest = await node({ listen: LISTEN })
+    want(honest, [await rawBlock(random(10))]) // it reads something: no seed (a hedge would pass a seed over)
     const b = await node({ exchange: { requestTimeout: 800, hedgeDelay: 50, loadSpread: 0, hedgePercent: 1, maxHedgeTokens: 1, maxTimeouts: 10 } })
     await connect(b, silent)
     await connect(b, honest)
@@ -329,6 +330,29 @@ describe('cooperative fetches (1.2.0)', () => {
     const got = await Promise.all(data.map(async d => await asker.exchange.get(d.cid)))
     expect(got.filter(g => g != null)).toHaveLength(2)
     expect(a.exchange.stats()).toMatchObject({ cooperativeFetches: 2, cooperativeBusy: 3 })
+    expect(origin.exchange.stats().servedBlocks).toBe(2)
+  })
+
+  it('a hedge never goes to a seed: the get waits for its peer, then asks the seed', async () => {
+    const blocks = new Map<string, Uint8Array>()
+    const origin = await slowOrigin(blocks, 0)
+    const silent = await node({ listen: LISTEN, exchange: false })
+    const hold = new Promise<void>(resolve => releases.push(resolve))
+    await silent.helia.libp2p.handle(PROTOCOL, async () => { await hold })
+    const b = await node({ exchange: { requestTimeout: 800, hedgeDelay: 50, maxHedgeDelay: 50, maxTimeouts: 10 } })
+    await connect(b, origin)
+    // b learns the origin is a seed from its first block (the silent peer ranks below b for it: asked after)
+    const first = await blockWhere(c => ranksAbove(c, id(b), id(silent)), 100)
+    blocks.set(first.cid.toString(), first.bytes)
+    expect(same(await b.exchange.get(first.cid), first.bytes)).toBe(true)
+    await connect(b, silent)
+    // the silent peer ranks above b: asked first, and never answers
+    const d = await blockWhere(c => ranksAbove(c, id(silent), id(b)))
+    blocks.set(d.cid.toString(), d.bytes)
+    const t0 = Date.now()
+    expect(same(await b.exchange.get(d.cid), d.bytes)).toBe(true)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(750) // the silent peer's timeout, not a hedge after 50 ms
+    expect(b.exchange.stats()).toMatchObject({ hedges: 0, failedRequests: 1 })
     expect(origin.exchange.stats().servedBlocks).toBe(2)
   })
 
