@@ -120,15 +120,16 @@ describe('BlockExchange over loopback TCP', () => {
   })
 
   it('a lying peer is rejected at once, nothing it sent is stored, the honest peer answers', async () => {
-    const bytes = random(64 * 1024)
-    const cid = await rawBlock(bytes)
-    const lies = Buffer.from(bytes)
-    lies[100] ^= 0xff
+    let lies = new Uint8Array(0)
     const liar = await serverWith({ get: () => [lies] })
     const honest = await node({ listen: LISTEN })
-    await honest.localBlockstore.put(cid, bytes)
     // a long hedge delay: the honest peer is asked because the liar's block failed, not because of time
     const b = await node({ exchange: { hedgeDelay: 5000, maxHedgeDelay: 5000, loadSpread: 0 } })
+    // the liar ranks above b for the block, the honest peer below: the liar is asked first
+    const { cid, bytes } = await blockWhere(c => ranksAbove(c, liar.peerId.toString(), b.peerId.toString()) && ranksAbove(c, b.peerId.toString(), honest.peerId.toString()), 64 * 1024)
+    lies = Buffer.from(bytes)
+    lies[100] ^= 0xff
+    await honest.localBlockstore.put(cid, bytes)
     await connect(b, liar)
     await connect(b, honest)
     expect(b.exchange.peers()[0].equals(liar.peerId)).toBe(true) // asked first
@@ -187,10 +188,10 @@ describe('BlockExchange over loopback TCP', () => {
   it('a don\'t-have moves on to the next peer at once (no hedge wait)', async () => {
     const empty = await node({ listen: LISTEN })
     const honest = await node({ listen: LISTEN })
-    const bytes = random(3000)
-    const cid = await rawBlock(bytes)
-    await honest.localBlockstore.put(cid, bytes)
     const b = await node({ exchange: { hedgeDelay: 3000, maxHedgeDelay: 3000, loadSpread: 0 } })
+    // the empty peer ranks above b for the block, the honest one below: the empty one is asked first
+    const { cid, bytes } = await blockWhere(c => ranksAbove(c, empty.peerId.toString(), b.peerId.toString()) && ranksAbove(c, b.peerId.toString(), honest.peerId.toString()), 3000)
+    await honest.localBlockstore.put(cid, bytes)
     await connect(b, empty)
     await connect(b, honest)
     expect(b.exchange.peers()[0].equals(empty.peerId)).toBe(true)
@@ -281,8 +282,6 @@ describe('BlockExchange over loopback TCP', () => {
   })
 
   it('a peer announcing a block over the size limit is dropped at once; the next peer answers', async () => {
-    const bytes = random(4000)
-    const cid = await rawBlock(bytes)
     const bloated = await node({ listen: LISTEN, exchange: false })
     // answers every request with a frame header claiming 5 MiB (over the 4 MiB + 1 limit)
     await bloated.helia.libp2p.handle(PROTOCOL, async (stream) => {
@@ -290,8 +289,10 @@ describe('BlockExchange over loopback TCP', () => {
       await new Promise(resolve => setTimeout(resolve, 3000))
     })
     const honest = await node({ listen: LISTEN })
-    await honest.localBlockstore.put(cid, bytes)
     const b = await node({ exchange: { hedgeDelay: 3000, maxHedgeDelay: 3000, loadSpread: 0 } })
+    // the bloated peer ranks above b for the block, the honest one below: the bloated one is asked first
+    const { cid, bytes } = await blockWhere(c => ranksAbove(c, bloated.peerId.toString(), b.peerId.toString()) && ranksAbove(c, b.peerId.toString(), honest.peerId.toString()), 4000)
+    await honest.localBlockstore.put(cid, bytes)
     await connect(b, bloated)
     await connect(b, honest)
     expect(b.exchange.peers()[0].equals(bloated.peerId)).toBe(true)

@@ -152,6 +152,10 @@ describe('sharing while fetching', () => {
     const p1 = await node({ listen: LISTEN })
     const p2 = await node({ listen: LISTEN })
     for (const { cid, bytes } of blocks) { await p1.localBlockstore.put(cid, bytes); await p2.localBlockstore.put(cid, bytes) }
+    // nodes that read (not seeds): each block goes first to the one that ranks above b, if one
+    // does, else to the cheaper; seeds would be ordered by answer time alone, which a loaded
+    // machine skews
+    for (const p of [p1, p2]) want(p, [blocks[0].cid])
     // no hedges: on a loaded machine a hedged get receives its block from both peers, and the
     // counts below would no longer add up to the blocks asked for
     const b = await node({ exchange: { hedgeDelay: 60_000 } })
