@@ -28,6 +28,8 @@ import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { unmountUnder } from '../../src/fs/mountinfo.js'
+import { createNode } from '../../src/ipfs/node.js'
+import { silentLogger } from '../../src/logging.js'
 import { NetnsLan } from '../fixtures/netns.js'
 import { allBlobs, makeImage, tagged, writeLayout, type TestImage } from '../fixtures/oci-image.js'
 import { REGISTRY_BIN } from '../fixtures/registry.js'
@@ -167,7 +169,10 @@ async function main (): Promise<void> {
       for (let i = 1; i <= n; i++) {
         const repo = join(dir, `n${n}-${i}`, 'repo')
         await mkdir(join(dir, `n${n}-${i}`, 'mnt'), { recursive: true })
-        ids.push((JSON.parse(await cli(['id', '--repo', repo])) as { id: string }).id)
+        // created here (`id` only reads an existing repo); the mount opens it with this peer id
+        const node = await createNode({ repo, logger: silentLogger() })
+        ids.push(node.peerId.toString())
+        await node.stop()
       }
       const t0 = performance.now()
       const nodes = await Promise.all(Array.from({ length: n }, async (_, k) => {
@@ -197,9 +202,9 @@ async function main (): Promise<void> {
         for (const { p } of nodes) {
           const line = p.log().split('\n').reverse().find(l => l.includes('mount: block statistics'))
           if (line == null) continue
-          const st = JSON.parse(line) as { fetched: Record<string, number>, exchange: Record<string, number> }
+          const st = JSON.parse(line) as { fetched: Record<string, number>, exchange: Record<string, number>, peers: Record<string, Record<string, number>> }
           const mib = (b: number): string => (b / 2 ** 20).toFixed(1)
-          console.log(`    fetched: exchange ${mib(st.fetched.exchangeBytes)} MiB, bitswap ${mib(st.fetched.bitswapBytes)} MiB, local ${mib(st.fetched.localBytes)} MiB; exchange: requests ${st.exchange.requests}, hedges ${st.exchange.hedges}, don't-haves ${st.exchange.dontHaves}, pending ${st.exchange.pendingAnswers}, served ${mib(st.exchange.servedBytes)} MiB (${st.exchange.servedAfterWait} after waiting), failed ${st.exchange.failedRequests}`)
+          console.log(`    fetched: exchange ${mib(st.fetched.exchangeBytes)} MiB, bitswap ${mib(st.fetched.bitswapBytes)} MiB, local ${mib(st.fetched.localBytes)} MiB; exchange: requests ${st.exchange.requests}, hedges ${st.exchange.hedges}, don't-haves ${st.exchange.dontHaves}, pending ${st.exchange.pendingAnswers}, served ${mib(st.exchange.servedBytes)} MiB (${st.exchange.servedAfterWait} after waiting, ${st.exchange.waitsInVain ?? 0} waits in vain, ${st.exchange.servedDontHaves} don't-haves), cooperative fetches ${st.exchange.cooperativeFetches ?? 0} (${mib(st.fetched.onBehalfBytes ?? 0)} MiB, ${st.exchange.cooperativeBusy ?? 0} refused at the limit; ${st.exchange.rankedDontHaves ?? 0} don't-haves to peers ranked above), from the origin ${mib(st.peers[originId]?.bytesReceived ?? 0)} MiB, failed ${st.exchange.failedRequests}`)
         }
       }
 

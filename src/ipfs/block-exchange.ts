@@ -16,7 +16,23 @@ export const PROTOCOL = '/ipfs-estargz/blocks/1.0.0'
  * served; a client asks for 1.1.0 first.
  */
 export const PROTOCOL_PENDING = '/ipfs-estargz/blocks/1.1.0'
-const PROTOCOLS = [PROTOCOL_PENDING, PROTOCOL]
+/**
+ * 1.1.0 plus request flags (a byte before the CIDs), for cooperative fetches: a server asked for
+ * a block it would fetch anyway (a link of a DAG it has open), by a peer it ranks above for that
+ * block, fetches it and answers pending, then the block (see `serve`). All three versions are
+ * served; a client asks for the newest first.
+ */
+export const PROTOCOL_COOPERATIVE = '/ipfs-estargz/blocks/1.2.0'
+const PROTOCOLS = [PROTOCOL_COOPERATIVE, PROTOCOL_PENDING, PROTOCOL]
+
+/** 1.2.0 request flags (one byte before the CIDs; the same for every CID of the request). */
+/** The asker follows the rank order: a server it does not rank below answers from its blockstore only. Always set by us (room for clients that do not). */
+const FLAG_RANKED = 1
+/** The asker's background fetch: a cooperative fetch for it waits behind the server's own reads. */
+const FLAG_BACKGROUND = 2
+/** A hedge: answer if held or being fetched, but start no fetch (another peer was asked to). */
+const FLAG_NO_FETCH = 4
+const KNOWN_FLAGS = FLAG_RANKED | FLAG_BACKGROUND | FLAG_NO_FETCH
 
 /**
  * A map key for a CID. Not `cid.toString()`: that caches the base32 text on the CID object, built
@@ -32,6 +48,8 @@ const DONT_HAVE = 0
 const HAVE = 1
 /** 1.1.0 only: "fetching it myself; the answer follows" (then a HAVE or DONT_HAVE frame for the same CID). */
 const PENDING = 2
+/** 1.2.0 only: have (the block follows), and the server is a seed: it holds blocks but reads none (no DAG open), e.g. the origin. */
+const HAVE_SEED = 3
 
 /** Block-exchange defaults, in one place. */
 export const DEFAULTS = {
@@ -104,6 +122,13 @@ export const DEFAULTS = {
    * before it falls back to bitswap, which would ask every peer at once.
    */
   serveWaitMs: 1_500,
+  /**
+   * Server: cooperative fetches running at once, on peers' behalf (a block we neither hold nor
+   * fetch, asked by a peer, that is a link of a DAG we have open: we fetch it and answer pending,
+   * then the block, so a block goes from the origin to one node and the others wait on it).
+   * Past this, such a block is answered don't-have. 0: none (answer don't-have, as 1.1.0 did).
+   */
+  maxCooperativeFetches: 16,
   /** Client: a peer whose requests time out this many times in a row is not asked for `suspendMs`. */
   maxTimeouts: 2,
   suspendMs: 30_000,
@@ -136,6 +161,15 @@ export interface BlockExchangeComponents {
    * verified bytes or undefined: the server answers with it once it arrives. Never starts a fetch.
    */
   inflight?: (cid: CID) => Promise<Uint8Array | undefined> | undefined
+  /** Is this a block this node would fetch for itself (a link of a DAG it has open, src/ipfs/open-links.ts)? */
+  wanted?: (cid: CID) => boolean
+  /** This node reads nothing now (no DAG open): it only serves, like an origin (said in 1.2.0 answers). */
+  seeding?: () => boolean
+  /**
+   * Fetches a block on a peer's behalf (a `wanted` one), as `inflight` will then report it,
+   * through `get` (the fetcher's `fetchFor`); resolves to its verified bytes or undefined.
+   */
+  fetchFor?: (cid: CID, options: { background: boolean }) => Promise<Uint8Array | undefined>
   logger: Logger
 }
 
@@ -180,10 +214,18 @@ export interface BlockExchangeStats {
   rejectedRequests: number
   /** Blocks served once our own fetch of them arrived (asked while we were fetching them). */
   servedAfterWait: number
+  /** Waits on our fetch that ended in a don't-have (the fetch failed, or took over `serveWaitMs`). */
+  waitsInVain: number
   /** Peers set aside for `suspendMs` because their requests kept timing out. */
   suspensions: number
   /** Pending frames received: a peer said it was fetching a block we asked for (no hedge then). */
   pendingAnswers: number
+  /** Cooperative fetches started for a peer that asked for a block we would fetch anyway. */
+  cooperativeFetches: number
+  /** Such blocks answered don't-have because `maxCooperativeFetches` were running. */
+  cooperativeBusy: number
+  /** Requests answered without waiting or fetching because the asker ranks above us for the block (1.2.0). */
+  rankedDontHaves: number
 }
 
 export interface GetOptions {
@@ -195,6 +237,8 @@ export interface GetOptions {
    * `validateFn`). Without it, sha2-256 CIDs are checked here and others skip the exchange.
    */
   validate?: (bytes: Uint8Array) => Promise<void> | void
+  /** A cooperative fetch, for peers waiting on us: it earns no hedge tokens. */
+  onBehalf?: boolean
 }
 
 /** What one peer answered for one CID. */
@@ -204,6 +248,8 @@ type Answer = { have: Uint8Array, counted: boolean } | { dontHave: true } | { fa
 interface Want {
   cid: CID
   key: string
+  /** FLAG_NO_FETCH or 0; a get joining a want not sent yet keeps only the flags both have. */
+  flags: number
   waiters: Set<(a: Answer) => void>
 }
 
@@ -233,6 +279,8 @@ interface PeerState {
   bgInFlight: number
   idle: Conn[]
   scheduled: boolean
+  /** Its last block came with HAVE_SEED: it reads nothing (an origin), so it is asked after the peers that do. */
+  seed: boolean
 }
 
 /**
@@ -270,6 +318,13 @@ export class BlockExchange {
   private readonly suspended = new Map<string, number>()
   private readonly perPeer = new Map<string, PeerExchangeStats>()
   private readonly inflight: BlockExchangeComponents['inflight']
+  private readonly wanted: BlockExchangeComponents['wanted']
+  private readonly fetchFor: BlockExchangeComponents['fetchFor']
+  private readonly seeding: BlockExchangeComponents['seeding']
+  /** Cooperative fetches running. */
+  private cooperating = 0
+  /** Peers waiting on us for a block (by CID key): a get of it does not ask them (they do not hold it). */
+  private readonly waiting = new Map<string, Set<string>>()
   private hedgeTokens: number
   private readonly streams = new Set<Stream>()
   private topologyId: string | undefined
@@ -279,11 +334,14 @@ export class BlockExchange {
     this.libp2p = components.libp2p
     this.blockstore = components.blockstore
     this.inflight = components.inflight
+    this.wanted = components.wanted
+    this.fetchFor = components.fetchFor
+    this.seeding = components.seeding
     this.log = components.logger.child({ component: 'block-exchange' })
     this.opts = { ...DEFAULTS, ...options }
     this.hedgeTokens = this.opts.maxHedgeTokens
     for (const [k, v] of Object.entries(this.opts)) {
-      const min = k === 'loadSpread' ? 0 : 1
+      const min = k === 'loadSpread' || k === 'maxCooperativeFetches' ? 0 : 1
       if (!Number.isInteger(v) || v < min) throw new InvalidOptionError(`block exchange: ${k} must be an integer ≥ ${min}, got ${String(v)}`)
     }
     if (this.opts.requestCids > this.opts.maxCidsPerRequest || this.opts.backgroundRequestCids > this.opts.maxCidsPerRequest) {
@@ -298,7 +356,7 @@ export class BlockExchange {
   async start (): Promise<void> {
     if (this.running) return
     for (const protocol of PROTOCOLS) {
-      await this.libp2p.handle(protocol, async (stream, connection) => { await this.serve(stream, connection, protocol === PROTOCOL_PENDING) }, {
+      await this.libp2p.handle(protocol, async (stream, connection) => { await this.serve(stream, connection, protocol) }, {
         maxInboundStreams: this.opts.maxInboundStreams,
         maxOutboundStreams: this.opts.maxOutboundStreams
       })
@@ -375,9 +433,11 @@ export class BlockExchange {
     if (signal?.aborted === true) throw new AbortError(`block ${cid.toString()}: aborted`)
     const validate = options.validate ?? (cid.multihash.code === sha256.code ? (b: Uint8Array) => { verifySha256(cid, b) } : undefined)
     if (!this.running || validate == null) return undefined
-    const peers = this.ranked(cid).slice(0, this.opts.peersPerBlock)
+    const peers = this.order(cid).slice(0, this.opts.peersPerBlock)
     if (peers.length === 0) return undefined
     const background = options.background === true
+    const onBehalf = options.onBehalf === true
+    const key = keyOf(cid)
     return await new Promise<Uint8Array | undefined>((resolve, reject) => {
       let next = 0
       let outstanding = 0
@@ -398,15 +458,28 @@ export class BlockExchange {
         outstanding--
         if (!launch() && outstanding === 0) finish(undefined)
       }
+      /** Seeds a hedge passed over, asked next by the first ask that is not a hedge. */
+      const deferred: PeerState[] = []
       /** Asks the next peer; false when there is none left. */
-      const launch = (): boolean => {
+      const launch = (hedged = false): boolean => {
         if (done || !this.running) return false
+        // a peer waiting on us for this block does not hold it (and would wait on us in turn)
+        const askable = (p: PeerState): boolean => !this.bad.has(p.id) && this.peerStates.get(p.id) === p && this.waiting.get(key)?.has(p.id) !== true
         let ps: PeerState | undefined
+        while (!hedged && deferred.length > 0 && ps == null) {
+          const p = deferred.shift() as PeerState
+          if (askable(p)) ps = p
+        }
         while (next < peers.length && ps == null) {
           const p = peers[next++]
-          if (!this.bad.has(p.id) && this.peerStates.get(p.id) === p) ps = p
+          // a hedge never goes to a seed: each block a seed sends is one more copy from the
+          // origin; the get waits for its peer instead (its don't-have or failure moves on to the seed)
+          if (hedged && p.seed) deferred.push(p)
+          else if (askable(p)) ps = p
         }
         if (ps == null) return false
+        // a hedge may not start a fetch for us: the peer asked first may be fetching it already
+        const flags = hedged ? FLAG_NO_FETCH : 0
         const peer = ps
         outstanding++
         let cancel: (() => void) | undefined
@@ -443,7 +516,7 @@ export class BlockExchange {
             finish(a.have)
           })()
         }
-        cancel = this.ask(peer, cid, background, onAnswer)
+        cancel = this.ask(peer, cid, background, flags, onAnswer)
         cancels.add(cancel)
         if (!background) {
           clearTimeout(hedge)
@@ -452,14 +525,14 @@ export class BlockExchange {
         return true
       }
       const onHedge = (): void => {
-        if (done || next >= peers.length) return
+        if (done || !peers.slice(next).some(p => !p.seed)) return
         if (this.hedgeTokens < 1) { this.counts.hedgesSkipped++; return }
         this.hedgeTokens--
         this.counts.hedges++
-        launch()
+        launch(true)
       }
       signal?.addEventListener('abort', onAbort, { once: true })
-      if (!background) this.hedgeTokens = Math.min(this.opts.maxHedgeTokens, this.hedgeTokens + this.opts.hedgePercent / 100)
+      if (!background && !onBehalf) this.hedgeTokens = Math.min(this.opts.maxHedgeTokens, this.hedgeTokens + this.opts.hedgePercent / 100)
       launch()
     })
   }
@@ -467,7 +540,7 @@ export class BlockExchange {
   private addPeer (peer: PeerId): void {
     const id = peer.toString()
     if (this.peerStates.has(id)) return
-    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, timeouts: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false })
+    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, timeouts: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false, seed: false })
   }
 
   /**
@@ -505,6 +578,19 @@ export class BlockExchange {
     return list.sort((a, b) => (costs.get(a) as number) - (costs.get(b) as number))
   }
 
+  /**
+   * Whom a get asks, in order: the peers that rank above us for this block (see `ranksAbove`:
+   * one fetches it or waits on one above it, so everyone ends up waiting on one copy), then the
+   * seeds (they hold it, but every block a seed sends is one more copy from the origin), then the
+   * peers we rank above (they answer from their blockstore only: useful once they hold the
+   * block, e.g. when the origin is gone); within each group by expected cost (`ranked`).
+   */
+  private order (cid: CID): PeerState[] {
+    const all = this.ranked(cid)
+    const group = (ps: PeerState): number => ps.seed ? 1 : this.ranksAbove(cid, ps.id) ? 2 : 0
+    return [0, 1, 2].flatMap(g => all.filter(ps => group(ps) === g))
+  }
+
   private hedgeDelay (ps: PeerState): number {
     if (ps.srtt == null) return this.opts.hedgeDelay
     return Math.min(this.opts.maxHedgeDelay, Math.ceil(ps.srtt + Math.max(this.opts.hedgeMargin, 4 * ps.rttvar)))
@@ -532,16 +618,19 @@ export class BlockExchange {
    * Queues `cid` for a peer (or joins a want for it already queued or sent); `deliver` gets the
    * answer. Returns a cancel function: a want nobody waits for any more is dropped if not sent.
    */
-  private ask (ps: PeerState, cid: CID, background: boolean, deliver: (a: Answer) => void): () => void {
+  private ask (ps: PeerState, cid: CID, background: boolean, flags: number, deliver: (a: Answer) => void): () => void {
     const key = keyOf(cid)
     let want = ps.sent.get(key) ?? ps.fg.get(key) ?? ps.bg.get(key)
     if (want == null) {
-      want = { cid, key, waiters: new Set() }
+      want = { cid, key, flags, waiters: new Set() }
       ;(background ? ps.bg : ps.fg).set(key, want)
-    } else if (!background && ps.bg.get(key) === want) {
-      // wanted on demand now: it goes ahead of the background queue
-      ps.bg.delete(key)
-      ps.fg.set(key, want)
+    } else {
+      if (ps.sent.get(key) !== want) want.flags &= flags
+      if (!background && ps.bg.get(key) === want) {
+        // wanted on demand now: it goes ahead of the background queue
+        ps.bg.delete(key)
+        ps.fg.set(key, want)
+      }
     }
     const w = want
     w.waiters.add(deliver)
@@ -573,10 +662,12 @@ export class BlockExchange {
     }
   }
 
+  /** Up to n wants of the queue, in order, all with the same flags (they are per request). */
   private take (ps: PeerState, queue: Map<string, Want>, n: number): Want[] {
     const out: Want[] = []
     for (const [key, want] of queue) {
       if (out.length === n) break
+      if (out.length > 0 && want.flags !== out[0].flags) continue
       queue.delete(key)
       ps.sent.set(key, want)
       out.push(want)
@@ -606,7 +697,7 @@ export class BlockExchange {
     try {
       for (;;) {
         try {
-          await this.attempt(ps, pooled, wants, progress)
+          await this.attempt(ps, pooled, wants, progress, background)
           return
         } catch (err) {
           if (pooled != null && progress.answered === 0 && this.running) { pooled = undefined; continue }
@@ -630,7 +721,7 @@ export class BlockExchange {
     }
   }
 
-  private async attempt (ps: PeerState, pooled: Conn | undefined, wants: Want[], progress: { answered: number }): Promise<void> {
+  private async attempt (ps: PeerState, pooled: Conn | undefined, wants: Want[], progress: { answered: number }, background: boolean): Promise<void> {
     const deadline = new Deadline(this.opts.requestTimeout, () => new BlockExchangeTimeoutError(`no answer from ${ps.id} within ${this.opts.requestTimeout} ms`))
     let conn = pooled
     try {
@@ -642,8 +733,12 @@ export class BlockExchange {
       if (!this.running) throw new AbortError('block exchange stopped')
       const rest = wants.slice(progress.answered)
       const sentAt = performance.now()
-      await conn.lp.write(Buffer.concat(rest.map(w => w.cid.bytes)), { signal: deadline.signal })
-      const pendingAllowed = conn.stream.protocol === PROTOCOL_PENDING
+      const cids = rest.map(w => w.cid.bytes)
+      if (conn.stream.protocol === PROTOCOL_COOPERATIVE) {
+        cids.unshift(Uint8Array.of(FLAG_RANKED | rest[0].flags | (background ? FLAG_BACKGROUND : 0)))
+      }
+      await conn.lp.write(Buffer.concat(cids), { signal: deadline.signal })
+      const pendingAllowed = conn.stream.protocol === PROTOCOL_PENDING || conn.stream.protocol === PROTOCOL_COOPERATIVE
       for (const [idx, want] of rest.entries()) {
         let frame = await conn.lp.read({ signal: deadline.signal })
         deadline.arm()
@@ -661,7 +756,8 @@ export class BlockExchange {
         if (status === DONT_HAVE && frame.byteLength === 1) {
           this.counts.dontHaves++
           answer = { dontHave: true }
-        } else if (status === HAVE) {
+        } else if (status === HAVE || (status === HAVE_SEED && conn.stream.protocol === PROTOCOL_COOPERATIVE)) {
+          ps.seed = status === HAVE_SEED
           // an answer the peer waited for its own fetch to bring says nothing of the link
           if (want === rest[0] && !waited) this.sample(ps, performance.now() - sentAt)
           answer = { have: frame.subarray(1), counted: false }
@@ -723,12 +819,17 @@ export class BlockExchange {
    * `requestTimeout`; later ones may come whenever (the stream's inactivity timeout, 120 s by
    * default, closes an idle one). A malformed or oversized request closes the stream.
    */
-  private async serve (stream: Stream, connection: Connection, pendingFrames: boolean): Promise<void> {
+  private async serve (stream: Stream, connection: Connection, protocol: string): Promise<void> {
     const peer = connection.remotePeer.toString()
     this.track(undefined, stream)
-    const maxRequest = this.opts.maxCidsPerRequest * this.opts.maxCidBytes
+    const pendingFrames = protocol !== PROTOCOL
+    const flagged = protocol === PROTOCOL_COOPERATIVE
+    // one byte more for 1.2.0's flags
+    const maxRequest = this.opts.maxCidsPerRequest * this.opts.maxCidBytes + 1
     const lp = lpStream(stream, { maxDataLength: maxRequest, maxBufferSize: 2 * maxRequest })
     const deadline = new Deadline(this.opts.requestTimeout, () => new BlockExchangeTimeoutError(`no request from ${peer} within ${this.opts.requestTimeout} ms`))
+    // the asker's waits registered in `waiting`, released once answered, or when the stream ends
+    const waits = new Set<Waiting>()
     try {
       for (let first = true; ; first = false) {
         let body
@@ -740,15 +841,24 @@ export class BlockExchange {
           throw err
         }
         deadline.clear()
-        const cids = decodeRequest(body.subarray(), this.opts.maxCidsPerRequest, this.opts.maxCidBytes)
+        let request = body.subarray()
+        let flags = 0
+        if (flagged) {
+          flags = request[0] ?? 0
+          if ((flags & ~KNOWN_FLAGS) !== 0) throw new BlockExchangeProtocolError(`unknown request flags 0x${flags.toString(16)}`)
+          request = request.subarray(1)
+        }
+        const cids = decodeRequest(request, this.opts.maxCidsPerRequest, this.opts.maxCidBytes)
         this.counts.servedRequests++
         // what was asked, in order (learned prefetch is checked by it); the CIDs' text only when it is logged
         if (this.log.isLevelEnabled('debug')) this.log.debug({ peer, cids: cids.map(c => c.toString()) }, 'block exchange: serving a request')
-        const reads: Array<Promise<Uint8Array | undefined>> = []
+        // each CID read ahead, and for one we do not hold, the fetch we will wait on decided then
+        // (so the cooperative fetches of one request run at once, not one after the other)
+        const reads: Array<Promise<Uint8Array | Waiting | undefined>> = []
         const ready: boolean[] = []
         const readAhead = (upTo: number): void => {
           for (let j = reads.length; j < Math.min(upTo, cids.length); j++) {
-            reads.push(this.local(cids[j]).finally(() => { ready[j] = true }))
+            reads.push(this.local(cids[j]).then(bytes => bytes ?? this.fetchToWaitOn(cids[j], peer, flags, waits)).finally(() => { ready[j] = true }))
           }
         }
         // answers waiting to be written together
@@ -767,18 +877,19 @@ export class BlockExchange {
         for (let i = 0; i < cids.length; i++) {
           readAhead(i + this.opts.serveReadAhead)
           if (ready[i] !== true) await flush()
-          let bytes = await reads[i]
-          if (bytes == null) {
-            const fetching = this.whenFetched(cids[i], peer)
-            if (fetching != null) {
+          const read = await reads[i]
+          let bytes: Uint8Array | undefined
+          if (read instanceof Waiting) {
+            await flush()
+            if (pendingFrames) {
+              // tell the asker we are on it, so it waits for us instead of asking another peer
+              batch.push(Uint8Array.of(PENDING))
               await flush()
-              if (pendingFrames) {
-                // tell the asker we are on it, so it waits for us instead of asking another peer
-                batch.push(Uint8Array.of(PENDING))
-                await flush()
-              }
-              bytes = await fetching
             }
+            bytes = await this.waitFor(read.fetching)
+            read.release()
+          } else {
+            bytes = read
           }
           if (bytes == null) {
             this.counts.servedDontHaves++
@@ -790,7 +901,7 @@ export class BlockExchange {
             const pc = this.peerCounters(peer)
             pc.blocksServed++
             pc.bytesServed += bytes.length
-            batch.push(Buffer.concat([Uint8Array.of(HAVE), bytes]))
+            batch.push(Buffer.concat([Uint8Array.of(flagged && this.seeding?.() === true ? HAVE_SEED : HAVE), bytes]))
             batchBytes += bytes.length + 1
           }
           if (batchBytes >= this.opts.serveBatchBytes) await flush()
@@ -810,15 +921,56 @@ export class BlockExchange {
       stream.abort(e)
     } finally {
       deadline.clear()
+      for (const w of [...waits]) w.release()
     }
   }
 
   /**
-   * A block we do not hold but are fetching right now: its bytes once our fetch has them
-   * (verified against the CID there), within `serveWaitMs`. Two nodes asking each other for the
-   * same block would wait on each other: of the two, the one with the greater peer id answers
-   * don't-have at once, so the other moves on (to the origin, say) while the first keeps
-   * waiting on it. (Both answering don't-have would send both to the origin.)
+   * For a block we do not hold: the fetch of ours the asker may wait on (ours, or a cooperative
+   * one started now), registered in `waiting` while it waits; undefined to answer don't-have.
+   */
+  private fetchToWaitOn (cid: CID, peer: string, flags: number, waits: Set<Waiting>): Waiting | undefined {
+    const mayFetch = (flags & FLAG_NO_FETCH) === 0
+    const background = (flags & FLAG_BACKGROUND) !== 0
+    // while it waits, our fetch of this block does not ask the asker (registered before a
+    // cooperative fetch starts and picks its peers)
+    const key = keyOf(cid)
+    let askers = this.waiting.get(key)
+    if (askers == null) this.waiting.set(key, askers = new Set())
+    const set = askers
+    const fresh = !set.has(peer)
+    set.add(peer)
+    const forget = (): void => {
+      if (fresh) set.delete(peer)
+      if (set.size === 0 && this.waiting.get(key) === set) this.waiting.delete(key)
+    }
+    let fetching: Promise<Uint8Array | undefined> | undefined
+    if ((flags & FLAG_RANKED) === 0) {
+      // a 1.0.0/1.1.0 peer: wait on our fetch unless the two of us would wait on each other
+      fetching = this.whenFetched(cid, peer) ?? (mayFetch ? this.cooperate(cid, background) : undefined)
+    } else if (this.ranksAbove(cid, peer)) {
+      fetching = this.inflight?.(cid) ?? (mayFetch ? this.cooperate(cid, background) : undefined)
+    } else {
+      this.counts.rankedDontHaves++
+    }
+    if (fetching == null) {
+      forget()
+      return undefined
+    }
+    const w = new Waiting(fetching, () => {
+      waits.delete(w)
+      forget()
+    })
+    waits.add(w)
+    return w
+  }
+
+  /**
+   * A block we do not hold but are fetching right now (for ourselves or cooperatively): our
+   * fetch, whose bytes are verified against the CID there; `waitFor` bounds the wait. Two nodes
+   * asking each other for the same block would wait on each other: of the two, the one with the
+   * greater peer id answers don't-have at once, so the other moves on (to the origin, say) while
+   * the first keeps waiting on it. (Both answering don't-have would send both to the origin.)
    */
   private whenFetched (cid: CID, peer: string): Promise<Uint8Array | undefined> | undefined {
     const pending = this.inflight?.(cid)
@@ -827,7 +979,38 @@ export class BlockExchange {
     const key = keyOf(cid)
     const cycle = asker != null && (asker.sent.has(key) || asker.fg.has(key) || asker.bg.has(key))
     if (cycle && this.libp2p.peerId.toString() > peer) return undefined
-    return this.waitFor(pending)
+    return pending
+  }
+
+  /**
+   * Do we rank above `peer` for this block? The order is the rendezvous hash `ranked` uses (the
+   * peer whose factor is smaller is preferred), the same on every node. A 1.2.0 asker is waited
+   * for (on our fetch, or on a cooperative one we start) only by a node that ranks above it, so
+   * every chain of waits climbs in rank and none can close into a cycle: nodes that start
+   * together and ask one another end up waiting on the one that ranks highest among them,
+   * which fetches the block once.
+   */
+  private ranksAbove (cid: CID, peer: string): boolean {
+    return ranksAbove(cid, this.libp2p.peerId.toString(), peer)
+  }
+
+  /**
+   * A cooperative fetch: a block we neither hold nor fetch, asked by a peer, that we would fetch
+   * for ourselves (a link of a DAG we have open). Fetched now (at the asker's priority), so the
+   * peers that ask us first for it (rendezvous hashing makes them agree) wait on one copy from
+   * the origin instead of each fetching their own. Any other CID, or past
+   * `maxCooperativeFetches`, is not fetched: a stranger cannot make us fetch what we would not.
+   */
+  private cooperate (cid: CID, background: boolean): Promise<Uint8Array | undefined> | undefined {
+    if (this.fetchFor == null || this.wanted == null || this.opts.maxCooperativeFetches === 0 || !this.running) return undefined
+    if (!this.wanted(cid)) return undefined
+    if (this.cooperating >= this.opts.maxCooperativeFetches) {
+      this.counts.cooperativeBusy++
+      return undefined
+    }
+    this.cooperating++
+    this.counts.cooperativeFetches++
+    return this.fetchFor(cid, { background }).catch(() => undefined).finally(() => { this.cooperating-- })
   }
 
   private async waitFor (pending: Promise<Uint8Array | undefined>): Promise<Uint8Array | undefined> {
@@ -836,7 +1019,10 @@ export class BlockExchange {
       pending.catch(() => undefined),
       new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, this.opts.serveWaitMs) })
     ]).finally(() => clearTimeout(timer))
-    if (bytes == null || bytes.length > this.opts.maxBlockSize) return undefined
+    if (bytes == null || bytes.length > this.opts.maxBlockSize) {
+      this.counts.waitsInVain++
+      return undefined
+    }
     this.counts.servedAfterWait++
     return bytes
   }
@@ -850,6 +1036,18 @@ export class BlockExchange {
     } catch {
       return undefined
     }
+  }
+}
+
+/** A fetch an asker waits on, and how to forget that it waits (idempotent). */
+class Waiting {
+  private released = false
+  constructor (readonly fetching: Promise<Uint8Array | undefined>, private readonly onRelease: () => void) {}
+
+  release (): void {
+    if (this.released) return
+    this.released = true
+    this.onRelease()
   }
 }
 
@@ -896,7 +1094,17 @@ class Deadline {
 }
 
 function emptyStats (): BlockExchangeStats {
-  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, hedgesSkipped: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, suspensions: 0, pendingAnswers: 0 }
+  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, hedgesSkipped: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, waitsInVain: 0, suspensions: 0, pendingAnswers: 0, cooperativeFetches: 0, cooperativeBusy: 0, rankedDontHaves: 0 }
+}
+
+/**
+ * Does peer `a` rank above peer `b` for this block (1.2.0's order: the smaller rendezvous factor
+ * of `ranked`, then the smaller id)? The same answer on every node.
+ */
+export function ranksAbove (cid: CID, a: string, b: string): boolean {
+  const fa = spread(a, cid.multihash.digest)
+  const fb = spread(b, cid.multihash.digest)
+  return fa < fb || (fa === fb && a < b)
 }
 
 /** A number in [0, 1) from a hash of (peer, block): the same on every node. */

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import { InvalidOptionError, isAbortError } from '../errors.js'
 import { AbortError, BlockDigestMismatchError, UnexpectedDagError } from './errors.js'
+import type { LinkScope } from './open-links.js'
 
 /** Fetches one block's bytes. Implementations decide where from (blockstore, peers). */
 export type BlockGetter = (cid: CID, signal?: AbortSignal) => Promise<Uint8Array>
@@ -95,24 +96,36 @@ export class UnixfsFileReader {
    * getter (the interior prefetch, a background read).
    */
   private readonly cache: LRUCache<string, { node: Promise<FileNode>, urgent: boolean }>
+  /** Interior nodes whose links went into `links` (once each, though the cache may decode one again). */
+  private readonly linked = new Set<string>()
 
   private constructor (
     readonly root: CID,
     private readonly getBlock: BlockGetter,
     private readonly rootNode: FileNode,
     cacheEntries: number,
-    cacheBytes: number
+    cacheBytes: number,
+    private readonly links: LinkScope | undefined
   ) {
     if (!Number.isSafeInteger(cacheEntries) || cacheEntries < 1) throw new InvalidOptionError(`nodeCacheEntries must be a positive integer, got ${cacheEntries}`)
     if (!Number.isSafeInteger(cacheBytes) || cacheBytes < 1) throw new InvalidOptionError(`nodeCacheBytes must be a positive integer, got ${cacheBytes}`)
     // a node being fetched counts as one link until it is decoded and its size known
     this.cache = new LRUCache({ max: cacheEntries, maxSize: cacheBytes, sizeCalculation: () => DECODED_LINK_BYTES })
+    links?.add(rootNode.children)
   }
 
-  /** Fetches and decodes the root only. */
-  static async open (root: CID, getBlock: BlockGetter, options: { signal?: AbortSignal, nodeCacheEntries?: number, nodeCacheBytes?: number } = {}): Promise<UnixfsFileReader> {
+  /**
+   * Fetches and decodes the root only. `links`: where the reader says which blocks it may fetch
+   * (the links of every node it decodes) until `close` (src/ipfs/open-links.ts).
+   */
+  static async open (root: CID, getBlock: BlockGetter, options: { signal?: AbortSignal, nodeCacheEntries?: number, nodeCacheBytes?: number, links?: LinkScope } = {}): Promise<UnixfsFileReader> {
     const node = decodeFileNode(root, await abortable(getBlock(root, options.signal), options.signal))
-    return new UnixfsFileReader(root, getBlock, node, options.nodeCacheEntries ?? DEFAULTS.nodeCacheEntries, options.nodeCacheBytes ?? DEFAULTS.nodeCacheBytes)
+    return new UnixfsFileReader(root, getBlock, node, options.nodeCacheEntries ?? DEFAULTS.nodeCacheEntries, options.nodeCacheBytes ?? DEFAULTS.nodeCacheBytes, options.links)
+  }
+
+  /** Forgets the links this reader registered; reads still work. */
+  close (): void {
+    this.links?.close()
   }
 
   /**
@@ -197,7 +210,13 @@ export class UnixfsFileReader {
     this.cache.set(key, entry)
     // a failed fetch is not kept: the next read fetches again; a decoded one is counted at its size
     node.then(
-      (decoded) => { if (this.cache.peek(key) === entry) this.cache.set(key, entry, { size: decodedBytes(decoded) }) },
+      (decoded) => {
+        if (this.cache.peek(key) === entry) this.cache.set(key, entry, { size: decodedBytes(decoded) })
+        if (this.links != null && !this.linked.has(key)) {
+          this.linked.add(key)
+          this.links.add(decoded.children)
+        }
+      },
       () => { if (this.cache.peek(key) === entry) this.cache.delete(key) }
     )
     return await node

@@ -36,6 +36,9 @@ export interface StageStats {
   bitswapBytes: number
   gatewayBlocks: number
   gatewayBytes: number
+  /** Of the exchange's blocks, those fetched on a peer's behalf (cooperative fetches, `fetchFor`). */
+  onBehalfBlocks: number
+  onBehalfBytes: number
   /** Fetches that ended without a block (aborted, timed out, nobody had it). */
   failures: number
 }
@@ -49,6 +52,8 @@ export interface FetchOptions extends BlockRetrievalOptions {
 export interface BlockFetcherComponents {
   /** Our block exchange; asked first. Not started: skipped. */
   exchange?: Pick<BlockExchange, 'get' | 'isStarted' | 'peers' | 'stop'>
+  /** The blocks this node would fetch for itself (src/ipfs/open-links.ts): `fetchFor` fetches no other. */
+  wanted?: (cid: CID) => boolean
   /** @helia/bitswap's broker: the protocol every other IPFS node speaks. */
   bitswap?: BlockBroker & { start?: () => Promise<void> | void, stop?: () => Promise<void> | void }
   /** Trustless gateways and mirrors; asked last. */
@@ -85,7 +90,7 @@ type Stage = 'exchange' | 'bitswap' | 'gateway'
  */
 export class BlockFetcher implements BlockBroker {
   readonly name = 'ipfs-estargz'
-  private readonly counts: StageStats = { localBlocks: 0, localBytes: 0, exchangeBlocks: 0, exchangeBytes: 0, bitswapBlocks: 0, bitswapBytes: 0, gatewayBlocks: 0, gatewayBytes: 0, failures: 0 }
+  private readonly counts: StageStats = { localBlocks: 0, localBytes: 0, exchangeBlocks: 0, exchangeBytes: 0, bitswapBlocks: 0, bitswapBytes: 0, gatewayBlocks: 0, gatewayBytes: 0, onBehalfBlocks: 0, onBehalfBytes: 0, failures: 0 }
   private readonly opts: Required<FetcherOptions>
   private readonly log: Logger
   /** Fetches running now, by CID: what a peer asking us for one of these blocks waits for. */
@@ -124,14 +129,48 @@ export class BlockFetcher implements BlockBroker {
   }
 
   /**
-   * The fetch of `cid` running now, if any: resolves to its verified bytes, or undefined if it
-   * ends without them. Starts nothing (the block exchange's server waits on it).
+   * The fetch of `cid` running now (ours or a cooperative one), if any: resolves to its verified
+   * bytes, or undefined if it ends without them. Starts nothing (the block exchange's server
+   * waits on it).
    */
   pending (cid: CID): Promise<Uint8Array | undefined> | undefined {
     return this.running.get(keyOf(cid))?.promise
   }
 
   async retrieve (cid: CID, options: FetchOptions = {}): Promise<Uint8Array> {
+    return await this.tracked(cid, async () => await this.fetchOnce(cid, options))
+  }
+
+  /**
+   * A cooperative fetch (src/ipfs/block-exchange.ts): a block a peer asked us for, that we would
+   * fetch for ourselves (`wanted`), fetched now through the exchange only (never bitswap or a
+   * gateway: the asker has those too; the peers waiting on us are not asked), and stored like
+   * any fetched block. Registered as running, so the next askers, and our own reads, wait on it.
+   * Undefined when the block is not one we want, or no peer had it.
+   */
+  async fetchFor (cid: CID, options: { background: boolean }): Promise<Uint8Array | undefined> {
+    const exchange = this.components.exchange
+    if (this.components.wanted?.(cid) !== true || exchange?.isStarted() !== true) return undefined
+    try {
+      return await this.tracked(cid, async () => {
+        const bytes = await exchange.get(cid, { background: options.background, onBehalf: true, validate: (b) => { verifyBlock(cid, b) } })
+        if (bytes == null) throw new BlockNotFoundError(cid.toString(), 'any peer asked for a cooperative fetch')
+        if (this.components.store.putFetched(cid, bytes)) {
+          this.counts.exchangeBlocks++
+          this.counts.exchangeBytes += bytes.length
+          this.counts.onBehalfBlocks++
+          this.counts.onBehalfBytes += bytes.length
+        }
+        return bytes
+      })
+    } catch (err) {
+      this.log.debug({ cid: cid.toString(), err: (err as Error).message }, 'cooperative fetch ended without the block')
+      return undefined
+    }
+  }
+
+  /** Runs a fetch of `cid` registered in `running` (see `pending`); fetches of one CID at once share the entry. */
+  private async tracked (cid: CID, fetch: () => Promise<Uint8Array>): Promise<Uint8Array> {
     const key = keyOf(cid)
     let entry = this.running.get(key)
     if (entry == null) {
@@ -143,7 +182,7 @@ export class BlockFetcher implements BlockBroker {
     const e = entry
     e.readers++
     try {
-      const bytes = await this.fetchOnce(cid, options)
+      const bytes = await fetch()
       e.resolve(bytes)
       return bytes
     } finally {

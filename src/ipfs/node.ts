@@ -21,6 +21,7 @@ import { Discovery, DEFAULTS as DISCOVERY_DEFAULTS, type DiscoveryOptions } from
 import { BlockNotFoundError, InvalidOptionError } from './errors.js'
 import { BlockFetcher, countingBlockstore, type FetchOptions, type FetcherOptions, type StageStats } from './fetcher.js'
 import { GatewayClient, type GatewayOptions } from './gateway.js'
+import { OpenLinks, type OpenLinksOptions } from './open-links.js'
 import { lockRepo, prepareRepo, type RepoLock } from './repo.js'
 import { createLocalBlockstore, type BlockstoreKind, type LocalBlockstore } from './local-blockstore.js'
 import { RepoDatastore } from './stores.js'
@@ -81,6 +82,8 @@ export interface NodeOptions {
   discovery?: DiscoveryOptions
   /** The blockstore of a repo that has none yet (src/ipfs/local-blockstore.ts): 'pack' by default. */
   blockstore?: BlockstoreKind
+  /** The links of open readers' DAGs, which the exchange may fetch on a peer's behalf (src/ipfs/open-links.ts). */
+  links?: OpenLinksOptions
   logger: Logger
 }
 
@@ -89,6 +92,11 @@ export type BitswapOptions = NonNullable<Parameters<typeof withBitswap>[1]>
 /** What readers need of a blockstore: `get` (Helia's blockstore and `IpfsNode.blocks` fit). */
 export interface BlockFetchPath {
   get: (cid: CID, options?: FetchOptions & { offline?: boolean }) => AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+  /**
+   * Where a reader registers the links of the DAG it reads while it is open: the node may fetch
+   * those blocks for a peer that asks (cooperative fetch, src/ipfs/block-exchange.ts).
+   */
+  links?: OpenLinks
 }
 
 export type HeliaNode = HeliaWithLibp2p<ServiceMap>
@@ -154,6 +162,8 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   let exchange: BlockExchange | undefined
   let fetcher: BlockFetcher | undefined
   const disc = { ...DISCOVERY_DEFAULTS, ...options.discovery }
+  const links = new OpenLinks(options.links)
+  const wanted = (cid: CID): boolean => links.has(cid)
   const listen = [...(options.listen ?? DEFAULTS.listen)]
   try {
     const gateways = new GatewayClient({ logger: options.logger }, options.gateways ?? DEFAULTS.gateways, options.gateway)
@@ -200,10 +210,19 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
         } as unknown as HeliaNode
         await bitswapMixin.start?.(view)
         if (bitswap == null) throw new InvalidOptionError('@helia/bitswap did not create its block broker')
-        exchange = new BlockExchange({ libp2p: h.libp2p, blockstore, inflight: (cid) => fetcher?.pending(cid), logger: options.logger }, options.exchange === false ? {} : options.exchange)
+        exchange = new BlockExchange({
+          libp2p: h.libp2p,
+          blockstore,
+          inflight: (cid) => fetcher?.pending(cid),
+          wanted,
+          seeding: () => links.size === 0,
+          fetchFor: async (cid, o) => await fetcher?.fetchFor(cid, o),
+          logger: options.logger
+        }, options.exchange === false ? {} : options.exchange)
         if (options.exchange !== false) await exchange.start()
         fetcher = new BlockFetcher({
           exchange,
+          wanted,
           bitswap,
           gateways,
           store: blockstore,
@@ -257,6 +276,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
     exchange: ex,
     discovery,
     blocks: {
+      links,
       async * get (cid: CID, options: FetchOptions & { offline?: boolean } = {}): AsyncGenerator<Uint8Array> {
         let bytes: Uint8Array | undefined
         try {

@@ -78,7 +78,15 @@ export class IpfsSource implements RangeSource {
       options.onBlock?.({ cid: c, bytes: bytes.length, network, background, prefetch: kind === 'prefetch' })
       return bytes
     }
-    const reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, async (c, s) => await getBlock(c, s, 'demand'), { signal }), `opening ${root.toString()}`)
+    // the node may fetch the blocks of a layer it has open for a peer that asks (cooperative fetch)
+    const links = blocks.links?.open()
+    let reader: UnixfsFileReader
+    try {
+      reader = await withTimeout(options.readTimeout ?? DEFAULTS.readTimeout, options.signal, async (signal) => await UnixfsFileReader.open(root, async (c, s) => await getBlock(c, s, 'demand'), { signal, links }), `opening ${root.toString()}`)
+    } catch (err) {
+      links?.close()
+      throw err
+    }
     // The interior nodes of a layer's DAG come at once, behind the first reads (background
     // priority: the footer and TOC a mount is waiting for go first), not awaited.
     if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal, async (c, s) => await getBlock(c, s, 'background'))
@@ -103,6 +111,7 @@ export class IpfsSource implements RangeSource {
 
   async close (): Promise<void> {
     this.closed = true
+    this.reader.close()
   }
 }
 

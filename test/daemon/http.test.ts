@@ -47,7 +47,7 @@ function snapshot (over: Partial<DaemonSnapshot> = {}): DaemonSnapshot {
   const remote = newRemoteMetrics()
   remote.fallbacks['mount-timeout'] = 3
   return {
-    fetch: { localBlocks: 1, localBytes: 11, exchangeBlocks: 2, exchangeBytes: 22, bitswapBlocks: 3, bitswapBytes: 33, gatewayBlocks: 4, gatewayBytes: 44, failures: 5 },
+    fetch: { localBlocks: 1, localBytes: 11, exchangeBlocks: 2, exchangeBytes: 22, bitswapBlocks: 3, bitswapBytes: 33, gatewayBlocks: 4, gatewayBytes: 44, onBehalfBlocks: 0, onBehalfBytes: 0, failures: 5 },
     exchange: { badBlocks: 6 } as DaemonSnapshot['exchange'],
     peers: { peerA: { blocksReceived: 1, bytesReceived: 123, blocksServed: 0, bytesServed: 7, badBlocks: 0, failedRequests: 0 } },
     connectedPeers: 1,

@@ -2,12 +2,12 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BlockExchange, encodeRequest, PROTOCOL, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
+import { BlockExchange, encodeRequest, PROTOCOL, ranksAbove, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
 import { importBytes } from '../../src/ipfs/import.js'
 import { createNode, type IpfsNode, type NodeOptions } from '../../src/ipfs/node.js'
 import { silentLogger } from '../../src/logging.js'
-import { TempRepos, leafMap, random, until } from './helpers.js'
+import { TempRepos, blockWhere, leafMap, random, until } from './helpers.js'
 
 const repos = new TempRepos()
 const started: Array<{ stop: () => Promise<void> }> = []
@@ -120,15 +120,16 @@ describe('BlockExchange over loopback TCP', () => {
   })
 
   it('a lying peer is rejected at once, nothing it sent is stored, the honest peer answers', async () => {
-    const bytes = random(64 * 1024)
-    const cid = await rawBlock(bytes)
-    const lies = Buffer.from(bytes)
-    lies[100] ^= 0xff
+    let lies = new Uint8Array(0)
     const liar = await serverWith({ get: () => [lies] })
     const honest = await node({ listen: LISTEN })
-    await honest.localBlockstore.put(cid, bytes)
     // a long hedge delay: the honest peer is asked because the liar's block failed, not because of time
     const b = await node({ exchange: { hedgeDelay: 5000, maxHedgeDelay: 5000, loadSpread: 0 } })
+    // the liar ranks above b for the block, the honest peer below: the liar is asked first
+    const { cid, bytes } = await blockWhere(c => ranksAbove(c, liar.peerId.toString(), b.peerId.toString()) && ranksAbove(c, b.peerId.toString(), honest.peerId.toString()), 64 * 1024)
+    lies = Buffer.from(bytes)
+    lies[100] ^= 0xff
+    await honest.localBlockstore.put(cid, bytes)
     await connect(b, liar)
     await connect(b, honest)
     expect(b.exchange.peers()[0].equals(liar.peerId)).toBe(true) // asked first
@@ -157,11 +158,12 @@ describe('BlockExchange over loopback TCP', () => {
   it('hedges: a silent peer first, the honest one answers within the hedge delay, not the 5 s timeout', async () => {
     const silent = await silentPeer()
     const honest = await node({ listen: LISTEN })
-    const bytes = random(200_000)
-    const cid = await rawBlock(bytes)
-    await honest.localBlockstore.put(cid, bytes)
     const hedgeDelay = 200
     const b = await node({ exchange: { hedgeDelay, loadSpread: 0 } })
+    const [s, h, me] = [silent, honest, b].map(n => n.peerId.toString())
+    // the silent peer ranks above b for the block, the honest one below: the silent one is asked first
+    const { cid, bytes } = await blockWhere(c => ranksAbove(c, s, me) && ranksAbove(c, me, h), 200_000)
+    await honest.localBlockstore.put(cid, bytes)
     await connect(b, silent)
     await connect(b, honest)
     expect(b.exchange.peers()[0].equals(silent.peerId)).toBe(true) // asked first
@@ -175,8 +177,9 @@ describe('BlockExchange over loopback TCP', () => {
     expect(b.exchange.stats()).toMatchObject({ hedges: 1, blocksReceived: 1 })
     // the honest peer delivered: it is asked first from now on, with no hedge needed
     expect(b.exchange.peers()[0].equals(honest.peerId)).toBe(true)
-    const more = random(1000)
-    const moreCid = await rawBlock(more)
+    // (a block the silent peer does not rank above b for while the honest one ranks below: the
+    // silent peer, its request still in flight, costs more than the honest one within a group)
+    const { cid: moreCid, bytes: more } = await blockWhere(c => !(ranksAbove(c, s, me) && ranksAbove(c, me, h)), 1000)
     await honest.localBlockstore.put(moreCid, more)
     expect(same(await b.exchange.get(moreCid), more)).toBe(true)
     expect(b.exchange.stats().hedges).toBe(1)
@@ -185,10 +188,10 @@ describe('BlockExchange over loopback TCP', () => {
   it('a don\'t-have moves on to the next peer at once (no hedge wait)', async () => {
     const empty = await node({ listen: LISTEN })
     const honest = await node({ listen: LISTEN })
-    const bytes = random(3000)
-    const cid = await rawBlock(bytes)
-    await honest.localBlockstore.put(cid, bytes)
     const b = await node({ exchange: { hedgeDelay: 3000, maxHedgeDelay: 3000, loadSpread: 0 } })
+    // the empty peer ranks above b for the block, the honest one below: the empty one is asked first
+    const { cid, bytes } = await blockWhere(c => ranksAbove(c, empty.peerId.toString(), b.peerId.toString()) && ranksAbove(c, b.peerId.toString(), honest.peerId.toString()), 3000)
+    await honest.localBlockstore.put(cid, bytes)
     await connect(b, empty)
     await connect(b, honest)
     expect(b.exchange.peers()[0].equals(empty.peerId)).toBe(true)
@@ -279,8 +282,6 @@ describe('BlockExchange over loopback TCP', () => {
   })
 
   it('a peer announcing a block over the size limit is dropped at once; the next peer answers', async () => {
-    const bytes = random(4000)
-    const cid = await rawBlock(bytes)
     const bloated = await node({ listen: LISTEN, exchange: false })
     // answers every request with a frame header claiming 5 MiB (over the 4 MiB + 1 limit)
     await bloated.helia.libp2p.handle(PROTOCOL, async (stream) => {
@@ -288,8 +289,10 @@ describe('BlockExchange over loopback TCP', () => {
       await new Promise(resolve => setTimeout(resolve, 3000))
     })
     const honest = await node({ listen: LISTEN })
-    await honest.localBlockstore.put(cid, bytes)
     const b = await node({ exchange: { hedgeDelay: 3000, maxHedgeDelay: 3000, loadSpread: 0 } })
+    // the bloated peer ranks above b for the block, the honest one below: the bloated one is asked first
+    const { cid, bytes } = await blockWhere(c => ranksAbove(c, bloated.peerId.toString(), b.peerId.toString()) && ranksAbove(c, b.peerId.toString(), honest.peerId.toString()), 4000)
+    await honest.localBlockstore.put(cid, bytes)
     await connect(b, bloated)
     await connect(b, honest)
     expect(b.exchange.peers()[0].equals(bloated.peerId)).toBe(true)

@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { CID } from 'multiformats/cid'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
 import { decodeFileNode } from '../../src/ipfs/dag-reader.js'
 import { createNode, type IpfsNode } from '../../src/ipfs/node.js'
 import { silentLogger } from '../../src/logging.js'
@@ -104,5 +106,14 @@ export async function until (cond: () => boolean, what: string, ms = 5000): Prom
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
+
+/** A random raw block for which `fits` holds (1.2.0 ranks nodes per block: tests pick blocks by rank). */
+export async function blockWhere (fits: (cid: CID) => boolean, size = 20_000): Promise<{ cid: CID, bytes: Uint8Array }> {
+  for (;;) {
+    const bytes = random(size)
+    const cid = CID.createV1(raw.code, await sha256.digest(bytes))
+    if (fits(cid)) return { cid, bytes }
   }
 }
