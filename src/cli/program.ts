@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import { commandContext, type CommandContext } from './context.js'
 import { StdoutClosedError, UsageError, describeError } from './errors.js'
-import { FORWARDED_COMMANDS } from './forwarded.js'
 import { EXIT_STDOUT_CLOSED } from './output.js'
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -26,7 +25,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   image: async () => (await import('./commands/image.js')).imageCommand(),
   mount: async () => (await import('./commands/mount.js')).mountCommand(),
   umount: async () => (await import('./commands/mount.js')).umountCommand(),
-  daemon: async () => (await import('./commands/daemon.js')).daemonCommand(runCli, preloadForwarded),
+  daemon: async () => (await import('./commands/daemon.js')).daemonCommand(runCli, preloadPull),
   'fuse-manager': async () => (await import('./commands/fuse-manager.js')).fuseManagerCommand(),
   id: async () => (await import('./commands/daemon.js')).idCommand(),
   'containerd-config': async () => (await import('./commands/daemon.js')).containerdConfigCommand(),
@@ -43,12 +42,13 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
 }
 
 /**
- * Loads the modules of the commands a daemon runs for its clients, one after the other. A daemon
- * calls it once it serves: otherwise its first `pull` loads the pull command's modules (~40 ms)
- * between the client's call and the first block asked.
+ * Loads the modules of the command whose latency a container start waits on, `pull`, so a
+ * daemon's first pull does not load them (~40 ms) between the client's call and the first block
+ * asked. The other commands load when first run: preloading them would cost the daemon memory for
+ * no start-up gain.
  */
-async function preloadForwarded (): Promise<void> {
-  for (const name of FORWARDED_COMMANDS) await COMMANDS[name]?.()
+async function preloadPull (): Promise<void> {
+  await COMMANDS.pull()
 }
 
 export async function buildProgram (argv: string[], ctx?: CommandContext): Promise<Command> {
