@@ -5,8 +5,10 @@ import { API_ENV, API_FILE, DEFAULT_API_ADDRESS, daemonAlive, probeDaemon, runIn
 import { DaemonUnreachableError } from '../daemon/errors.js'
 import { DEFAULTS as REPO_DEFAULTS } from '../ipfs/repo.js'
 import { describeError } from './errors.js'
-import { FORWARDED_COMMANDS } from './forwarded.js'
 import { EXIT_STDOUT_CLOSED, watchStdout } from './output.js'
+
+/** Commands that use the repo and so go through a daemon that owns it. */
+const FORWARDED = new Set(['push', 'optimize', 'image', 'pull', 'id', 'tag', 'peers', 'stats', 'export', 'import', 'pin', 'gc'])
 
 /** Makes the paths in a command line absolute, since the daemon runs in another directory. */
 function absolutize (argv: string[], cwd: string): string[] {
@@ -63,7 +65,7 @@ async function daemonFor (argv: string[]): Promise<{ address: string, repo?: str
 }
 
 async function main (argv: string[]): Promise<number> {
-  if (FORWARDED_COMMANDS.has(argv[0]) && !argv.includes('--help') && !argv.includes('-h')) {
+  if (FORWARDED.has(argv[0]) && !argv.includes('--help') && !argv.includes('-h')) {
     const daemon = await daemonFor(argv)
     if (daemon != null) {
       const ac = new AbortController()

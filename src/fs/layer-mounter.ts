@@ -101,6 +101,7 @@ export class LayerMounter implements RemoteLayerMounter {
       hint != null ? this.components.openSource(hint.cid, signal) : Promise.resolve(undefined)
     ])
     const tocSource = hintOpening.status === 'fulfilled' ? hintOpening.value : undefined
+    if (hintOpening.status === 'rejected') log.info({ err: (hintOpening.reason as Error).message }, 'the layer\'s TOC hint names a block that cannot be had; reading its footer')
     if (opening.status === 'rejected') {
       await tocSource?.close?.().catch(() => {})
       throw opening.reason

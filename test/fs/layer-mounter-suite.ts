@@ -335,6 +335,12 @@ export function layerMounterSuite (name: string, makeFixture: (env: LayerMounter
       expect(tailReads(from)).toBeGreaterThan(0)
       expect(await cat(join(at, 'other.txt'))).toEqual(other.files['other.txt'])
       await mounter().unmount(at)
+      // a hint naming a block nobody has: the footer is read, the mount is right
+      from = store.reads.length
+      await mounter().mount(at, { [LABELS.tocCid]: 'bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy', [LABELS.tocOffset]: String(other.tocOffset) }, ref(other))
+      expect(tailReads(from)).toBeGreaterThan(0)
+      expect(await cat(join(at, 'other.txt'))).toEqual(other.files['other.txt'])
+      await mounter().unmount(at)
       await expectFree(at)
     })
 

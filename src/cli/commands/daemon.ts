@@ -24,7 +24,7 @@ interface DaemonFlags {
   httpAddress?: string
 }
 
-/** `preload` loads what the commands run for clients need, once the daemon serves. */
+/** `preload` loads, once the daemon serves, what a client's command a container start waits on needs. */
 export function daemonCommand (runCli: RunCli, preload?: () => Promise<void>): Command {
   const daemon = new Command('daemon')
     .description('run the node: Helia + libp2p, lazy FUSE mounts, the containerd snapshotter socket and the control API')
@@ -61,7 +61,7 @@ export function daemonCommand (runCli: RunCli, preload?: () => Promise<void>): C
       const http = d.httpListener != null ? `, metrics on ${d.httpListener.url}/metrics` : ''
       process.stderr.write(`ipfs-estargz daemon: snapshotter on ${config.address}, control API on ${apiAddressFor(config)}${mirror}${http}, repo ${config.root}\n`)
       await notify.ready(`serving: snapshotter on ${config.address}`)
-      void preload?.().catch((err: Error) => { logger.warn({ err: err.message }, 'loading the client commands ahead failed (each loads when first run)') })
+      void preload?.().catch((err: Error) => { logger.warn({ err: err.message }, 'loading the pull command ahead failed (it loads when first run)') })
       await new Promise<void>(resolve => {
         process.once('SIGTERM', resolve)
         process.once('SIGINT', resolve)
