@@ -70,6 +70,15 @@ export const DEFAULTS = {
   serveBatchBytes: 256 * 1024,
   /** Client: CIDs in one on-demand request (a bigger batch is split); ≤ maxCidsPerRequest. */
   requestCids: 16,
+  /**
+   * Client: on-demand requests in flight to one peer (each on a stream of its own). Past this,
+   * wants wait in the queue, and the next requests carry more CIDs each (up to
+   * maxCidsPerRequest), so a burst (a prefetch of a region of small files: hundreds of blocks
+   * at once) goes out as a few big requests. Below the server's `maxInboundStreams`: without a
+   * bound, such a burst opened more streams than the server takes, it reset the rest, and their
+   * blocks fell back to bitswap.
+   */
+  maxRequestsPerPeer: 32,
   /** Client: CIDs in one background request: small, so on-demand requests never queue long behind one. */
   backgroundRequestCids: 4,
   /**
@@ -656,7 +665,11 @@ export class BlockExchange {
   /** Sends what may go now: every on-demand want; background ones only on an idle link. */
   private pump (ps: PeerState): void {
     if (!this.running) return
-    while (ps.fg.size > 0) void this.request(ps, this.take(ps, ps.fg, this.opts.requestCids), false)
+    while (ps.fg.size > 0 && ps.fgInFlight < this.opts.maxRequestsPerPeer) {
+      // a long queue is spread over the requests still allowed, in bigger batches
+      const perRequest = Math.ceil(ps.fg.size / (this.opts.maxRequestsPerPeer - ps.fgInFlight))
+      void this.request(ps, this.take(ps, ps.fg, Math.min(this.opts.maxCidsPerRequest, Math.max(this.opts.requestCids, perRequest))), false)
+    }
     while (ps.bg.size > 0 && ps.fgInFlight === 0 && ps.bgInFlight < this.opts.maxBackgroundRequests) {
       void this.request(ps, this.take(ps, ps.bg, this.opts.backgroundRequestCids), true)
     }

@@ -99,6 +99,24 @@ describe('BlockExchange over loopback TCP', () => {
     for (const l of leaves) expect(await b.localBlockstore.has(l.cid)).toBe(true)
   })
 
+  it('a burst of thousands of wants to one peer goes out in bounded, bigger requests: none refused, every block from the exchange', async () => {
+    const a = await node({ listen: LISTEN })
+    const b = await node()
+    // a prefetch of a region of small files: each its own block, all wanted at once
+    const blocks = Array.from({ length: 3000 }, () => random(64 + Math.floor(Math.random() * 2000)))
+    const cids = await Promise.all(blocks.map(rawBlock))
+    await Promise.all(cids.map(async (c, i) => { await a.localBlockstore.put(c, blocks[i]) }))
+    await connect(b, a)
+
+    const got = await Promise.all(cids.map(async (c) => await b.exchange.get(c)))
+    got.forEach((g, i) => { expect(same(g, blocks[i])).toBe(true) })
+    const stats = b.exchange.stats()
+    expect(stats).toMatchObject({ blocksReceived: 3000, failedRequests: 0, dontHaves: 0 })
+    // at most 32 at once (the server takes 64 streams per protocol): bigger requests, not more streams
+    expect(stats.requests).toBeLessThan(3000 / 16)
+    expect(a.exchange.stats()).toMatchObject({ servedBlocks: 3000, rejectedRequests: 0 })
+  })
+
   it('answers undefined promptly for a CID no peer has; the server never fetches it itself', async () => {
     const a = await node({ listen: LISTEN })
     const b = await node()
