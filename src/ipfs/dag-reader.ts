@@ -149,15 +149,20 @@ export class UnixfsFileReader {
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new RangeError(`invalid range ${offset}+${length}`)
     const end = Math.min(this.size, offset + length)
     if (end <= offset) return new Uint8Array(0)
-    const out = Buffer.allocUnsafe(end - offset)
-    await abortable(this.fill(this.rootNode, 0, offset, end, out, signal, getBlock), signal)
+    const pieces: Piece[] = []
+    await abortable(this.fill(this.rootNode, 0, offset, end, pieces, signal, getBlock), signal)
     checkAbort(signal)
+    // A range inside one block (a small file's chunk, most reads) is a view of that block: no
+    // fresh buffer, no copy. The caller must not modify it (the block may be shared).
+    if (pieces.length === 1 && pieces[0].bytes.length === end - offset) return pieces[0].bytes
+    const out = Buffer.allocUnsafe(end - offset)
+    for (const p of pieces) out.set(p.bytes, p.at)
     return out
   }
 
-  /** Copies the part of `node` (which starts at file offset `base`) inside [from, to) into out. */
-  private async fill (node: FileNode, base: number, from: number, to: number, out: Uint8Array, signal: AbortSignal | undefined, getBlock: BlockGetter): Promise<void> {
-    if (node.data.length > 0) copyOverlap(node.data, base, from, to, out)
+  /** Collects the parts of `node` (which starts at file offset `base`) inside [from, to), with their place in the range. */
+  private async fill (node: FileNode, base: number, from: number, to: number, pieces: Piece[], signal: AbortSignal | undefined, getBlock: BlockGetter): Promise<void> {
+    if (node.data.length > 0) overlap(node.data, base, from, to, pieces)
     let pos = base + node.data.length
     const jobs: Array<Promise<void>> = []
     for (let i = 0; i < node.children.length && pos < to; i++) {
@@ -169,12 +174,12 @@ export class UnixfsFileReader {
       if (cid.code === raw.code) {
         jobs.push(getBlock(cid, signal).then(bytes => {
           if (bytes.length !== size) throw new UnexpectedDagError(`leaf ${cid.toString()} is ${bytes.length} bytes, parent says ${size}`)
-          copyOverlap(bytes, start, from, to, out)
+          overlap(bytes, start, from, to, pieces)
         }))
       } else {
         jobs.push(this.node(cid, signal, getBlock).then(async child => {
           if (child.size !== size) throw new UnexpectedDagError(`node ${cid.toString()} holds ${child.size} bytes, parent says ${size}`)
-          await this.fill(child, start, from, to, out, signal, getBlock)
+          await this.fill(child, start, from, to, pieces, signal, getBlock)
         }))
       }
     }
@@ -241,10 +246,14 @@ async function abortable<T> (work: Promise<T>, signal?: AbortSignal): Promise<T>
   }
 }
 
-function copyOverlap (bytes: Uint8Array, start: number, from: number, to: number, out: Uint8Array): void {
+/** A part of a read: bytes of one block, and where they go in the range. */
+interface Piece { bytes: Uint8Array, at: number }
+
+/** Adds the part of `bytes` (which start at file offset `start`) inside [from, to) to `pieces`. */
+function overlap (bytes: Uint8Array, start: number, from: number, to: number, pieces: Piece[]): void {
   const a = Math.max(from, start)
   const b = Math.min(to, start + bytes.length)
-  if (b > a) out.set(bytes.subarray(a - start, b - start), a - from)
+  if (b > a) pieces.push({ bytes: bytes.subarray(a - start, b - start), at: a - from })
 }
 
 export { CID }

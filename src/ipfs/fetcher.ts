@@ -6,6 +6,9 @@ import { collectBlock, verifyBlock } from './dag-reader.js'
 import { AbortError, BlockNotFoundError, InvalidOptionError } from './errors.js'
 import type { GatewayClient } from './gateway.js'
 
+/** Why a fetch's own signal fires once the fetch has settled: made once, seen only by stages still running. */
+const FETCH_OVER = new AbortError('the block fetch is over')
+
 /** Fetch-path defaults, in one place. */
 export const DEFAULTS = {
   /**
@@ -201,8 +204,13 @@ export class BlockFetcher implements BlockBroker {
       if (options.validateFn != null) await options.validateFn(bytes)
       else verifyBlock(cid, bytes)
     }
+    // One controller per fetch stops the stages still running once it is over, and follows the
+    // caller's signal by hand: AbortSignal.any and an abort without a reason (a DOMException and
+    // its stack each) were a measurable share of a fetched block's CPU.
     const done = new AbortController()
-    const signal = outer != null ? AbortSignal.any([outer, done.signal]) : done.signal
+    const signal = done.signal
+    const follow = (): void => { done.abort(outer?.reason) }
+    outer?.addEventListener('abort', follow, { once: true })
     try {
       const { bytes, stage } = await this.race(cid, { ...options, signal }, validate)
       // Two reads of one block at once both get here (Helia does not merge them; the exchange and
@@ -216,7 +224,8 @@ export class BlockFetcher implements BlockBroker {
       this.counts.failures++
       throw isAborted(outer) ? new AbortError(`block ${cid.toString()}: aborted`) : err
     } finally {
-      done.abort() // stops the stages still running
+      outer?.removeEventListener('abort', follow)
+      done.abort(FETCH_OVER) // stops the stages still running
     }
   }
 

@@ -24,7 +24,8 @@ export interface RangeSource {
   /**
    * Reads `length` bytes at `offset`. Returns fewer bytes only at the end of the blob, and an
    * empty array at or past the end. Rejects with an AbortError when `signal` aborts. `hint` is
-   * advice: a source that cannot prioritise ignores it.
+   * advice: a source that cannot prioritise ignores it. The bytes may be shared (a view of a
+   * block the node holds): callers must not modify them.
    */
   read: (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint) => Promise<Uint8Array>
   /** Releases file handles, connections, ... Reads after close fail. */

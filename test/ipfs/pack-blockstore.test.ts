@@ -187,6 +187,22 @@ describe('PackBlockstore', () => {
     await store.close()
   })
 
+  it('writes a batch of more fetched blocks than one writev takes (IOV_MAX 1024), each readable after a reopen', async () => {
+    const dir = await repos.dir()
+    let store = new PackBlockstore(join(dir, 'blockstore'))
+    await store.open()
+    const blocks = Array.from({ length: 3000 }, () => random(1 + Math.floor(Math.random() * 200)))
+    const cids = await Promise.all(blocks.map(cidOf))
+    // queued in one turn of the event loop: one batch
+    blocks.forEach((b, i) => { expect(store.putFetched(cids[i], b)).toBe(true) })
+    await store.flush()
+    await store.close()
+    store = new PackBlockstore(join(dir, 'blockstore'))
+    await store.open()
+    for (const [i, cid] of cids.entries()) expect(same(await collectBlock(store.get(cid)), blocks[i])).toBe(true)
+    await store.close()
+  })
+
   it('a put after a failed write throws the write error once; flush reports it', async () => {
     const store = new PackBlockstore(join(await repos.dir(), 'blockstore'))
     await store.open()
