@@ -3,7 +3,9 @@
  * with it (debug logs), containerd on it; `ipfs-estargz pull` timed, then the pulling daemon's
  * log lines printed with their time since the CLI started.
  *
- * usage: npx tsx scripts/bench/pull-timeline.ts OCI-LAYOUT (as root)
+ * usage: npx tsx scripts/bench/pull-timeline.ts OCI-LAYOUT [WORKLOAD...] (as root)
+ * With a workload (e.g. `python3 /app/app.py`), the image is pushed through `ipfs-estargz
+ * optimize` for it instead, so the timeline shows the landmark prefetch.
  */
 import '../../src/polyfill.js'
 import { spawn, spawnSync } from 'node:child_process'
@@ -16,6 +18,7 @@ import { cliPath } from '../fixtures/tools.js'
 import { removeWorkDir } from '../fixtures/work-dir.js'
 
 const layout = process.argv[2]
+const workload = process.argv.slice(3)
 const cli = (args: string[]): string => {
   const r = spawnSync(cliPath, args, { encoding: 'utf8', maxBuffer: 1 << 26 })
   if (r.status !== 0) throw new Error(`ipfs-estargz ${args.join(' ')}: ${r.stderr}`)
@@ -25,7 +28,9 @@ const work = await mkdtemp(join(tmpdir(), 'pull-timeline-'))
 try {
   const seedRoot = join(work, 'seed')
   const seed = await startDaemon({ root: seedRoot, listen: ['/ip4/127.0.0.1/tcp/0'] })
-  const cid = cli(['push', `oci:${layout}`, '--repo', seedRoot]).trim()
+  const cid = (workload.length > 0
+    ? cli(['optimize', `oci:${layout}`, '--repo', seedRoot, '--entrypoint', JSON.stringify(workload.slice(0, 1)), '--args', JSON.stringify(workload.slice(1))])
+    : cli(['push', `oci:${layout}`, '--repo', seedRoot])).trim()
   const addr = (JSON.parse(cli(['id', '--repo', seedRoot])) as { addresses: string[] }).addresses[0]
   const root = join(work, 'node')
   const node = await startDaemon({ root, peers: [addr], logLevel: 'debug' })
