@@ -12,16 +12,27 @@ export const DEFAULTS = {
   /** Keep-alive connections to the daemon (one per concurrent chunk fetch) for on-demand reads... */
   maxSockets: 16,
   /**
-   * ...and, apart, for background reads (prefetch): they never take the sockets on-demand reads
-   * need, so a container's read does not queue in the HTTP agent behind a background fetch.
+   * ...and, apart, for background reads (the rest of a layer): they never take the sockets
+   * on-demand reads need, so a container's read does not queue in the HTTP agent behind a
+   * background fetch...
    */
-  maxBackgroundSockets: 4
+  maxBackgroundSockets: 4,
+  /**
+   * ...and for prefetch reads (a landmark region, a learned record's ranges), as urgent but
+   * apart too: a record of files scattered over a layer starts a hundred reads or more at once,
+   * which in the on-demand agent held up the reads a pull's next layers open with (their TOC)
+   * and the container's first reads.
+   */
+  maxPrefetchSockets: 8
 } as const
 
 export interface BlobClientOptions {
   retryIntervalMs?: number
   maxWaitMs?: number
 }
+
+/** Which of the client's agents a read goes through (each has its own sockets). */
+type Priority = 'demand' | 'prefetch' | 'background'
 
 /** Connection errors (Node's, so known by their errno) that mean "no daemon right now": wait for one instead of failing. */
 const AWAY = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE'])
@@ -48,6 +59,7 @@ export class BlobClient {
   /** The attached daemon's blob API, one client (and so one agent) per priority. */
   private http?: UnixHttpClient
   private backgroundHttp?: UnixHttpClient
+  private prefetchHttp?: UnixHttpClient
   private readonly waiters = new Set<() => void>()
   /** Closed for good (the manager stops): reads fail at once instead of waiting for a daemon. */
   private closed = false
@@ -62,10 +74,11 @@ export class BlobClient {
   attach (socket: string): void {
     if (this.closed) return
     if (socket !== this.socket) {
-      this.http?.close()
-      this.backgroundHttp?.close()
-      this.http = new UnixHttpClient(socket, { agent: { keepAlive: true, maxSockets: DEFAULTS.maxSockets }, callTimeoutMs: 0, errors: ERRORS })
-      this.backgroundHttp = new UnixHttpClient(socket, { agent: { keepAlive: true, maxSockets: DEFAULTS.maxBackgroundSockets }, callTimeoutMs: 0, errors: ERRORS })
+      this.closeClients()
+      const client = (maxSockets: number): UnixHttpClient => new UnixHttpClient(socket, { agent: { keepAlive: true, maxSockets }, callTimeoutMs: 0, errors: ERRORS })
+      this.http = client(DEFAULTS.maxSockets)
+      this.prefetchHttp = client(DEFAULTS.maxPrefetchSockets)
+      this.backgroundHttp = client(DEFAULTS.maxBackgroundSockets)
       this.socket = socket
     }
     for (const wake of this.waiters) wake()
@@ -83,18 +96,21 @@ export class BlobClient {
    */
   close (): void {
     this.closed = true
-    this.http?.close()
-    this.backgroundHttp?.close()
-    this.http = undefined
-    this.backgroundHttp = undefined
+    this.closeClients()
     for (const wake of this.waiters) wake()
+  }
+
+  private closeClients (): void {
+    for (const c of [this.http, this.prefetchHttp, this.backgroundHttp]) c?.close()
+    this.http = this.prefetchHttp = this.backgroundHttp = undefined
   }
 
   /**
    * A RangeSource for one blob. A background read (`hint.background`) is marked as such
    * (`priority=background`): the daemon lets on-demand reads go ahead of it. A prefetch read
    * (`priority=prefetch`) is fetched as urgently, but the daemon does not take it for the workload's.
-   * `knownSize` (a descriptor's) spares the size request.
+   * Each kind has its own connections (`DEFAULTS`). `knownSize` (a descriptor's) spares the size
+   * request.
    */
   source (cid: string, knownSize?: number): RangeSource {
     let size: Promise<number> | undefined = knownSize != null ? Promise.resolve(knownSize) : undefined
@@ -106,20 +122,19 @@ export class BlobClient {
       },
       read: async (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint) => {
         if (length === 0) return new Uint8Array(0)
-        const background = hint?.background === true
-        const priority = background ? '&priority=background' : hint?.prefetch === true ? '&priority=prefetch' : ''
-        return await this.get(`/v1/blobs/${cid}?offset=${offset}&length=${length}${priority}`, signal, background)
+        const priority: Priority = hint?.background === true ? 'background' : hint?.prefetch === true ? 'prefetch' : 'demand'
+        return await this.get(`/v1/blobs/${cid}?offset=${offset}&length=${length}${priority === 'demand' ? '' : `&priority=${priority}`}`, signal, priority)
       }
     }
   }
 
-  private async get (path: string, signal?: AbortSignal, background = false): Promise<Buffer> {
+  private async get (path: string, signal?: AbortSignal, priority: Priority = 'demand'): Promise<Buffer> {
     const deadline = Date.now() + (this.options.maxWaitMs ?? DEFAULTS.maxWaitMs)
     for (;;) {
       signal?.throwIfAborted()
       if (this.closed) throw new BlobSourceUnavailableError('the FUSE manager is stopping')
       const socket = this.socket
-      const http = background ? this.backgroundHttp : this.http
+      const http = priority === 'background' ? this.backgroundHttp : priority === 'prefetch' ? this.prefetchHttp : this.http
       if (http != null) {
         try {
           return await http.bytes('GET', path, { signal })

@@ -13,6 +13,7 @@ import { ReadTimeoutError } from '../../src/ipfs/errors.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { removeDir, tempDir } from '../fs/helpers.js'
+import { until } from '../ipfs/helpers.js'
 import { rangeSourceSuite } from '../source/suite.js'
 
 const logger = silentLogger()
@@ -90,6 +91,47 @@ describe('BlobClient errors', () => {
       })
       expect(bad).toBe(400)
     } finally {
+      client.close()
+      await server.stop()
+      await removeDir(dir)
+    }
+  })
+
+  it('prefetch and background reads have connections of their own: a container\'s read is answered while dozens of them hang', async () => {
+    const dir = await tempDir('blob-api')
+    let release: () => void = () => {}
+    const held = new Promise<void>(resolve => { release = resolve })
+    let started = 0
+    const blobs = new BlobReader({
+      logger,
+      openSource: async () => ({
+        size: async () => 1 << 20,
+        read: async (_o: number, length: number, _s?: AbortSignal, hint?: { background?: boolean, prefetch?: boolean }) => {
+          if (hint?.background === true || hint?.prefetch === true) { started++; await held }
+          return new Uint8Array(length).fill(7)
+        }
+      })
+    })
+    const server = new ControlServer({ logger, blobs, run: async () => 0 }, { address: join(dir, 'api.sock'), repo: dir })
+    await server.start()
+    const client = new BlobClient()
+    client.attach(join(dir, 'api.sock'))
+    try {
+      const source = client.source(await cidOf(Buffer.from('p')))
+      // more of each than the on-demand agent has sockets (a learned record of scattered files)
+      const hanging = [
+        ...Array.from({ length: 40 }, async (_, i) => await source.read(i * 10, 10, undefined, { prefetch: true })),
+        ...Array.from({ length: 40 }, async (_, i) => await source.read(i * 10, 10, undefined, { background: true }))
+      ]
+      const settled = Promise.allSettled(hanging)
+      await until(() => started > 0, 'a held read')
+      const t0 = Date.now()
+      expect(Buffer.from(await source.read(0, 10))).toEqual(Buffer.alloc(10, 7))
+      expect(Date.now() - t0).toBeLessThan(2000)
+      release()
+      expect((await settled).map(r => r.status)).toEqual(hanging.map(() => 'fulfilled'))
+    } finally {
+      release()
       client.close()
       await server.stop()
       await removeDir(dir)
