@@ -11,15 +11,19 @@ import { ControlApiError } from './errors.js'
 export const DEFAULTS = {
   /** Sources kept open (an IPFS source caches its root and interior nodes). */
   maxOpenSources: 64,
-  /** Largest range one request may ask for (the chunk reader coalesces up to 16 MiB). */
-  maxReadBytes: 64 << 20
+  /** Largest range one request may ask for (the chunk reader coalesces up to 16 MiB), and most bytes of a request's ranges together. */
+  maxReadBytes: 64 << 20,
+  /** Ranges one request may name (`ranges=`). */
+  maxRanges: 256
 } as const
 
 /**
  * Path prefix: `GET /v1/blobs/<cid>/size` → `{"size":N}`; `GET /v1/blobs/<cid>?offset=N&length=M`
- * → bytes; `&priority=background` marks a background read (it waits behind on-demand ones),
- * `&priority=prefetch` a prefetch (as urgent as an on-demand read, but not the workload's own).
- * Errors answer the one error body of src/unix-http.ts.
+ * → bytes; `GET /v1/blobs/<cid>?ranges=O:L,O:L,…` → the ranges' bytes back to back, each cut at
+ * the blob's end (many small prefetch reads in one round trip); `&priority=background` marks a
+ * background read (it waits behind on-demand ones), `&priority=prefetch` a prefetch (as urgent
+ * as an on-demand read, but not the workload's own). Errors answer the one error body of
+ * src/unix-http.ts.
  */
 export const BLOBS_PREFIX = '/v1/blobs/'
 
@@ -89,24 +93,28 @@ export class BlobReader {
     if (what === 'size') {
       job = async () => ({ size: await this.size(cidText, signal) })
     } else if (what === undefined || what === '') {
-      const max = DEFAULTS.maxReadBytes
-      const offset = Number(url.searchParams.get('offset'))
-      const length = Number(url.searchParams.get('length'))
       const priority = url.searchParams.get('priority') ?? 'foreground'
-      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > max) {
-        throw new BadRequestError(`offset and length must be integers, 0 ≤ length ≤ ${max}`)
-      }
       if (priority !== 'foreground' && priority !== 'background' && priority !== 'prefetch') {
         throw new BadRequestError(`priority must be foreground, prefetch or background, got ${JSON.stringify(priority)}`)
       }
-      // only a container's own reads are its record
-      const ended = priority === 'foreground' ? this.components.onRead?.(cidText, offset, length) : undefined
       const hint = priority === 'background' ? { background: true } : priority === 'prefetch' ? { prefetch: true } : undefined
-      job = async () => {
-        try {
-          return await this.read(cidText, offset, length, signal, hint)
-        } finally {
-          ended?.()
+      const ranges = url.searchParams.get('ranges')
+      if (ranges != null) {
+        const list = parseRanges(ranges)
+        // the ranges' reads go on together: their blocks reach the block exchange as one batch
+        job = async () => Buffer.concat(await Promise.all(list.map(async ([o, l]) => await this.read(cidText, o, l, signal, hint))))
+      } else {
+        const offset = Number(url.searchParams.get('offset'))
+        const length = Number(url.searchParams.get('length'))
+        checkRange(offset, length, DEFAULTS.maxReadBytes)
+        // only a container's own reads are its record
+        const ended = priority === 'foreground' ? this.components.onRead?.(cidText, offset, length) : undefined
+        job = async () => {
+          try {
+            return await this.read(cidText, offset, length, signal, hint)
+          } finally {
+            ended?.()
+          }
         }
       }
     } else {
@@ -119,4 +127,26 @@ export class BlobReader {
       throw err
     }
   }
+}
+
+function checkRange (offset: number, length: number, max: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > max) {
+    throw new BadRequestError(`offset and length must be integers, 0 ≤ length ≤ ${max}`)
+  }
+}
+
+/** `O:L,O:L,…`: at most `maxRanges` ranges of at most `maxReadBytes` together. */
+function parseRanges (text: string): Array<[number, number]> {
+  const parts = text.split(',')
+  if (text === '' || parts.length > DEFAULTS.maxRanges) throw new BadRequestError(`ranges must name 1 to ${DEFAULTS.maxRanges} OFFSET:LENGTH pairs`)
+  let total = 0
+  return parts.map((p) => {
+    const m = /^(\d{1,16}):(\d{1,16})$/.exec(p)
+    if (m == null) throw new BadRequestError(`ranges: ${JSON.stringify(p.slice(0, 40))} is not OFFSET:LENGTH`)
+    const range: [number, number] = [Number(m[1]), Number(m[2])]
+    checkRange(range[0], range[1], DEFAULTS.maxReadBytes)
+    total += range[1]
+    if (total > DEFAULTS.maxReadBytes) throw new BadRequestError(`ranges ask for more than ${DEFAULTS.maxReadBytes} bytes together`)
+    return range
+  })
 }

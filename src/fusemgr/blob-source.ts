@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { RangeSource, ReadHint } from '../source/index.js'
 import { UnixHttpClient, type ClientErrors } from '../unix-http.js'
 import { BlobAnswerCutError, BlobReadError, BlobSourceUnavailableError } from './errors.js'
+import { ReadBatch } from './read-batch.js'
 
 /** Blob client defaults, in one place. */
 export const DEFAULTS = {
@@ -23,7 +24,14 @@ export const DEFAULTS = {
    * which in the on-demand agent held up the reads a pull's next layers open with (their TOC)
    * and the container's first reads.
    */
-  maxPrefetchSockets: 8
+  maxPrefetchSockets: 8,
+  /**
+   * Prefetch or background reads of one blob started together go to the daemon as one request
+   * of up to this many ranges (the daemon takes 256)...
+   */
+  maxBatchRanges: 64,
+  /** ...and of at most this many bytes together. */
+  maxBatchBytes: 16 << 20
 } as const
 
 export interface BlobClientOptions {
@@ -114,16 +122,28 @@ export class BlobClient {
    */
   source (cid: string, knownSize?: number): RangeSource {
     let size: Promise<number> | undefined = knownSize != null ? Promise.resolve(knownSize) : undefined
+    const sizeOf = async (): Promise<number> => {
+      size ??= this.get(`/v1/blobs/${cid}/size`).then(b => (JSON.parse(b.toString('utf8')) as { size: number }).size)
+      size.catch(() => { size = undefined })
+      return await size
+    }
+    const readOne = (priority: Priority) => async (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> =>
+      await this.get(`/v1/blobs/${cid}?offset=${offset}&length=${length}${priority === 'demand' ? '' : `&priority=${priority}`}`, signal, priority)
+    // Prefetch and background reads started together go as one request (on-demand reads come
+    // one at a time, each waited for: nothing to batch).
+    const batched = (priority: 'prefetch' | 'background'): ReadBatch => new ReadBatch({
+      readOne: readOne(priority),
+      readMany: async (ranges, signal) => await this.get(`/v1/blobs/${cid}?ranges=${ranges.map(([o, l]) => `${o}:${l}`).join(',')}&priority=${priority}`, signal, priority),
+      size: sizeOf
+    }, { maxRanges: DEFAULTS.maxBatchRanges, maxBytes: DEFAULTS.maxBatchBytes })
+    const batches = { prefetch: batched('prefetch'), background: batched('background') }
+    const demand = readOne('demand')
     return {
-      size: async () => {
-        size ??= this.get(`/v1/blobs/${cid}/size`).then(b => (JSON.parse(b.toString('utf8')) as { size: number }).size)
-        size.catch(() => { size = undefined })
-        return await size
-      },
+      size: sizeOf,
       read: async (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint) => {
         if (length === 0) return new Uint8Array(0)
         const priority: Priority = hint?.background === true ? 'background' : hint?.prefetch === true ? 'prefetch' : 'demand'
-        return await this.get(`/v1/blobs/${cid}?offset=${offset}&length=${length}${priority === 'demand' ? '' : `&priority=${priority}`}`, signal, priority)
+        return priority === 'demand' ? await demand(offset, length, signal) : await batches[priority].read(offset, length, signal)
       }
     }
   }

@@ -102,6 +102,26 @@ describe('BlobReader over the control socket', () => {
     expect(src.reads).toEqual([{ offset: 1000, length: 70_000, background: false }, { offset: 299_990, length: 100, background: true }])
   })
 
+  it('serves many ranges in one request (ranges=O:L,…): their bytes back to back, each cut at the end, with the priority passed on', async () => {
+    const cid = await cidOf('m')
+    const src = new Recorded(fixtureBytes(3, 300_000))
+    const { socket } = await serve(new Map([[cid, async () => src]]))
+    const many = await get(socket, `/v1/blobs/${cid}?ranges=5000:100,0:10,299990:100,400000:5&priority=background`)
+    expect(many).toMatchObject({ status: 200, type: 'application/octet-stream' })
+    expect(many.body.equals(Buffer.concat([src.bytes.subarray(5000, 5100), src.bytes.subarray(0, 10), src.bytes.subarray(299_990)]))).toBe(true)
+    expect(src.reads.map(r => r.background)).toEqual([true, true, true, true])
+    const bad = [
+      '', 'x', '1:2:3', '-1:5', '1.5:2', '1:2,', `0:${DEFAULTS.maxReadBytes + 1}`, `0:${DEFAULTS.maxReadBytes},0:1`,
+      Array.from({ length: DEFAULTS.maxRanges + 1 }, (_, i) => `${i}:1`).join(',')
+    ]
+    for (const ranges of bad) {
+      const a = await get(socket, `/v1/blobs/${cid}?ranges=${ranges}`)
+      expect({ ranges: ranges.slice(0, 30), status: a.status }).toEqual({ ranges: ranges.slice(0, 30), status: 400 })
+      expect(bodyOf(a).code).toBe('ERR_BAD_REQUEST')
+    }
+    expect(src.reads).toHaveLength(4)
+  })
+
   it('refuses a bad CID, a bad range and other methods and resources with a JSON error and its code, opening nothing', async () => {
     const cid = await cidOf('b')
     const { socket, opened } = await serve(new Map([[cid, async () => new Recorded(Buffer.alloc(10))]]))

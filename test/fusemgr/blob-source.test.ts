@@ -45,6 +45,31 @@ rangeSourceSuite('BlobClient through the daemon blob API', async (data) => {
   return { source: client.source(cid), cleanup: async () => { client.close(); await server.stop(); await removeDir(dir) } }
 })
 
+describe('BlobClient batches', () => {
+  it('prefetch and background reads started together come back right through the daemon\'s blob API (one request of many ranges), one past the end cut there', async () => {
+    const dir = await tempDir('blob-api')
+    const data = Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 7) % 256))
+    await writeFile(join(dir, 'blob'), data)
+    const cid = await cidOf(data)
+    const server = await serve(dir, new Map([[cid, join(dir, 'blob')]]))
+    const client = new BlobClient()
+    client.attach(join(dir, 'api.sock'))
+    try {
+      for (const hint of [{ prefetch: true }, { background: true }]) {
+        const source = client.source(cid)
+        const ranges = Array.from({ length: 100 }, (_, i) => [(i * 1999) % 190_000, 1 + (i * 37) % 5000] as const)
+        const all = [...ranges, [199_000, 5000] as const]
+        const got = await Promise.all(all.map(async ([o, l]) => await source.read(o, l, undefined, hint)))
+        all.forEach(([o, l], i) => { expect(Buffer.from(got[i]).equals(data.subarray(o, o + l))).toBe(true) })
+      }
+    } finally {
+      client.close()
+      await server.stop()
+      await removeDir(dir)
+    }
+  })
+})
+
 describe('BlobClient errors', () => {
   it('an unknown CID is a BlobReadError with the daemon\'s reason; a bad CID is refused with 400', async () => {
     const dir = await tempDir('blob-api')
