@@ -3,7 +3,7 @@
  * pushed image, a second daemon peered with it, and range reads of each layer through the second
  * daemon's blob API (what the FUSE manager asks: DAG walk, block exchange, checks, blockstore
  * writes). Prints per layer the time, the throughput, and the CPU seconds and minor page faults
- * of both daemons, from /proc. What a landmark or learned prefetch costs, without FUSE.
+ * of both daemons, then their peak RSS, from /proc. What a landmark or learned prefetch costs, without FUSE.
  *
  * usage: npx tsx scripts/bench/peer-read.ts OCI-LAYOUT [--mib 10] [--step-kib 1024] [--concurrency 4]
  *   [--priority prefetch|foreground|background] [--perf DIR] (root for --perf: `perf record -g` of both daemons)
@@ -90,6 +90,8 @@ try {
     console.log(`| ${i + 1} | ${total} | ${ms.toFixed(0)} | ${(total / ms / 1000).toFixed(1)} | ${d('cpu', 0).toFixed(2)} / ${d('cpu', 1).toFixed(2)} | ${d('faults', 0)} / ${d('faults', 1)} |`)
   }
   http.close()
+  const peak = (pid: number): number => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024
+  console.log(`peak RSS MB: seed ${peak(pids[0]).toFixed(0)}, node ${peak(pids[1]).toFixed(0)}`)
   if (process.env.PEER_READ_STATS != null) {
     console.log(cli(['stats', '--repo', root, '--json']))
     console.log(node.log().split('\n').filter(l => l.includes('failed')).slice(0, 10).join('\n'))
