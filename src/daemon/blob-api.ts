@@ -13,8 +13,10 @@ export const DEFAULTS = {
   maxOpenSources: 64,
   /** Largest range one request may ask for (the chunk reader coalesces up to 16 MiB), and most bytes of a request's ranges together. */
   maxReadBytes: 64 << 20,
-  /** Ranges one request may name (`ranges=`). */
-  maxRanges: 256
+  /** Ranges one request may name (`ranges=`)... */
+  maxRanges: 256,
+  /** ...read this many at a time, in the order named. */
+  rangeConcurrency: 8
 } as const
 
 /**
@@ -61,6 +63,29 @@ export class BlobReader {
     return await (await this.source(cid, signal)).read(offset, length, signal, hint)
   }
 
+  /**
+   * Reads `ranges` `rangeConcurrency` at a time, started in the order given: a prefetch names its
+   * ranges in the order a workload will read them, and all at once they would reach the block
+   * exchange together, their blocks asked of the peers in no particular order.
+   */
+  private async readInOrder (cid: string, ranges: Array<[number, number]>, signal: AbortSignal, hint?: ReadHint): Promise<Uint8Array[]> {
+    const out: Uint8Array[] = new Array(ranges.length)
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < ranges.length) {
+        const i = next++
+        try {
+          out[i] = await this.read(cid, ranges[i][0], ranges[i][1], signal, hint)
+        } catch (err) {
+          next = ranges.length // the answer fails: start no more
+          throw err
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(DEFAULTS.rangeConcurrency, ranges.length) }, worker))
+    return out
+  }
+
   async close (): Promise<void> {
     await this.open.clear()
   }
@@ -101,8 +126,7 @@ export class BlobReader {
       const ranges = url.searchParams.get('ranges')
       if (ranges != null) {
         const list = parseRanges(ranges)
-        // the ranges' reads go on together: their blocks reach the block exchange as one batch
-        job = async () => Buffer.concat(await Promise.all(list.map(async ([o, l]) => await this.read(cidText, o, l, signal, hint))))
+        job = async () => Buffer.concat(await this.readInOrder(cidText, list, signal, hint))
       } else {
         const offset = Number(url.searchParams.get('offset'))
         const length = Number(url.searchParams.get('length'))

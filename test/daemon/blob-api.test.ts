@@ -109,7 +109,8 @@ describe('BlobReader over the control socket', () => {
     const many = await get(socket, `/v1/blobs/${cid}?ranges=5000:100,0:10,299990:100,400000:5&priority=background`)
     expect(many).toMatchObject({ status: 200, type: 'application/octet-stream' })
     expect(many.body.equals(Buffer.concat([src.bytes.subarray(5000, 5100), src.bytes.subarray(0, 10), src.bytes.subarray(299_990)]))).toBe(true)
-    expect(src.reads.map(r => r.background)).toEqual([true, true, true, true])
+    // started in the order named (a prefetch's order)
+    expect(src.reads.map(r => [r.offset, r.background])).toEqual([[5000, true], [0, true], [299_990, true], [400_000, true]])
     const bad = [
       '', 'x', '1:2:3', '-1:5', '1.5:2', '1:2,', `0:${DEFAULTS.maxReadBytes + 1}`, `0:${DEFAULTS.maxReadBytes},0:1`,
       Array.from({ length: DEFAULTS.maxRanges + 1 }, (_, i) => `${i}:1`).join(',')
@@ -120,6 +121,36 @@ describe('BlobReader over the control socket', () => {
       expect(bodyOf(a).code).toBe('ERR_BAD_REQUEST')
     }
     expect(src.reads).toHaveLength(4)
+  })
+
+  it('reads a request\'s ranges a few at a time, in order; a failed one fails the answer and starts no more', async () => {
+    const cid = await cidOf('n')
+    let running = 0
+    let most = 0
+    const started: number[] = []
+    const slow: RangeSource = {
+      size: async () => 1 << 20,
+      read: async (offset: number, length: number) => {
+        started.push(offset)
+        most = Math.max(most, ++running)
+        await new Promise(resolve => setTimeout(resolve, 5))
+        running--
+        if (offset === 66) throw new Error('no such block anywhere')
+        return new Uint8Array(length).fill(offset % 256)
+      }
+    }
+    const { socket } = await serve(new Map([[cid, async () => slow]]))
+    const ranges = Array.from({ length: 40 }, (_, i) => `${i}:2`).join(',')
+    const ok = await get(socket, `/v1/blobs/${cid}?ranges=${ranges}&priority=prefetch`)
+    expect(ok.status).toBe(200)
+    expect([...ok.body]).toEqual(Array.from({ length: 40 }, (_, i) => [i, i]).flat())
+    expect(started).toEqual(Array.from({ length: 40 }, (_, i) => i))
+    expect(most).toBe(DEFAULTS.rangeConcurrency)
+    started.length = 0
+    const failed = await get(socket, `/v1/blobs/${cid}?ranges=${Array.from({ length: 100 }, (_, i) => `${i + 60}:1`).join(',')}`)
+    expect(failed.status).toBe(502)
+    expect(errorOf(failed)).toMatch(/no such block/)
+    expect(started.length).toBeLessThan(100)
   })
 
   it('refuses a bad CID, a bad range and other methods and resources with a JSON error and its code, opening nothing', async () => {
