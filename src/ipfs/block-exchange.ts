@@ -503,6 +503,9 @@ export class BlockExchange {
           if (cancel != null) cancels.delete(cancel)
           if (done) return
           if (!('have' in a)) { settled(); return }
+          // caught lying meanwhile (an earlier answer of the same request, another get): the rest
+          // of what it sent is neither checked nor counted, as from a peer that answered nothing
+          if (this.bad.has(peer.id)) { settled(); return }
           void (async () => {
             try {
               await validate(a.have)

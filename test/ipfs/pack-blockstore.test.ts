@@ -191,7 +191,8 @@ describe('PackBlockstore', () => {
     const dir = await repos.dir()
     let store = new PackBlockstore(join(dir, 'blockstore'))
     await store.open()
-    const blocks = Array.from({ length: 3000 }, () => random(1 + Math.floor(Math.random() * 200)))
+    // at least 16 random bytes each: no two alike (a duplicate is queued once, putFetched false)
+    const blocks = Array.from({ length: 3000 }, () => random(16 + Math.floor(Math.random() * 200)))
     const cids = await Promise.all(blocks.map(cidOf))
     // queued in one turn of the event loop: one batch
     blocks.forEach((b, i) => { expect(store.putFetched(cids[i], b)).toBe(true) })
