@@ -130,7 +130,7 @@ export class BlobReader {
       } else {
         const offset = Number(url.searchParams.get('offset'))
         const length = Number(url.searchParams.get('length'))
-        checkRange(offset, length, DEFAULTS.maxReadBytes)
+        checkRange(offset, length)
         // only a container's own reads are its record
         const ended = priority === 'foreground' ? this.components.onRead?.(cidText, offset, length) : undefined
         job = async () => {
@@ -153,7 +153,9 @@ export class BlobReader {
   }
 }
 
-function checkRange (offset: number, length: number, max: number): void {
+/** One range: non-negative safe integers, at most `maxReadBytes` long. */
+function checkRange (offset: number, length: number): void {
+  const max = DEFAULTS.maxReadBytes
   if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > max) {
     throw new BadRequestError(`offset and length must be integers, 0 ≤ length ≤ ${max}`)
   }
@@ -168,7 +170,7 @@ function parseRanges (text: string): Array<[number, number]> {
     const m = /^(\d{1,16}):(\d{1,16})$/.exec(p)
     if (m == null) throw new BadRequestError(`ranges: ${JSON.stringify(p.slice(0, 40))} is not OFFSET:LENGTH`)
     const range: [number, number] = [Number(m[1]), Number(m[2])]
-    checkRange(range[0], range[1], DEFAULTS.maxReadBytes)
+    checkRange(range[0], range[1])
     total += range[1]
     if (total > DEFAULTS.maxReadBytes) throw new BadRequestError(`ranges ask for more than ${DEFAULTS.maxReadBytes} bytes together`)
     return range
