@@ -85,7 +85,13 @@ export const DEFAULTS = {
      * index), 'lmdb' (blocks in one LMDB file) or 'fs' (blockstore-fs, a file per block). A repo
      * keeps the store it has (docs/ipfs.md#the-blockstore). The same as ipfs's default, written out.
      */
-    blockstore: 'pack'
+    blockstore: 'pack',
+    /**
+     * Hash every block the pack store reads against its CID. false: only its first read in the
+     * daemon's run (bytes verified in a pack are not hashed again; packs are written once and
+     * private to the repo's owner), as kubo's `HashOnRead` is off by default (docs/security.md).
+     */
+    verifyEveryRead: false
   },
   fs: {
     prefetchTimeoutSec: FS_DEFAULTS.prefetchTimeoutMs / 1000,

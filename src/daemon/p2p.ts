@@ -14,6 +14,7 @@ export async function nodeOptionsFor (ipfs: DaemonConfig['ipfs']): Promise<Omit<
     gateways: ipfs.gateways,
     inboundConnectionsPerSec: ipfs.inboundConnectionsPerSec,
     blockstore: ipfs.blockstore as NonNullable<NodeOptions['blockstore']>,
+    verifyEveryRead: ipfs.verifyEveryRead,
     ...(ipfs.swarmKeyFile !== '' ? { psk: await readSwarmKey(ipfs.swarmKeyFile) } : {}),
     discovery: {
       bootstrap: ipfs.bootstrap,

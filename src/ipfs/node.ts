@@ -27,6 +27,7 @@ import { createLocalBlockstore, type BlockstoreKind, type LocalBlockstore } from
 import { RepoDatastore } from './stores.js'
 import type { PeerId, ServiceMap } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
+import { deadline } from '../signals.js'
 
 /** Node defaults, in one place. */
 export const DEFAULTS = {
@@ -82,6 +83,8 @@ export interface NodeOptions {
   discovery?: DiscoveryOptions
   /** The blockstore of a repo that has none yet (src/ipfs/local-blockstore.ts): 'pack' by default. */
   blockstore?: BlockstoreKind
+  /** Hash every block read from the pack store, not only its first read in this process (`PackBlockstore` `verifyEveryRead`). */
+  verifyEveryRead?: boolean
   /** The links of open readers' DAGs, which the exchange may fetch on a peer's behalf (src/ipfs/open-links.ts). */
   links?: OpenLinksOptions
   logger: Logger
@@ -152,7 +155,7 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
   const lock: RepoLock = await lockRepo(options.repo)
   let blockstore: LocalBlockstore
   try {
-    blockstore = await createLocalBlockstore(options.repo, { kind: options.blockstore }, log)
+    blockstore = await createLocalBlockstore(options.repo, { kind: options.blockstore, pack: { verifyEveryRead: options.verifyEveryRead } }, log)
   } catch (err) {
     await lock.release()
     throw err
@@ -254,10 +257,13 @@ export async function createNode (options: NodeOptions): Promise<IpfsNode> {
 
   const dial = async (addr: string | Multiaddr, signal?: AbortSignal): Promise<void> => {
     const ma = typeof addr === 'string' ? multiaddr(addr) : addr
-    const timeout = AbortSignal.timeout(DEFAULTS.dialTimeout)
-    const s = signal != null ? AbortSignal.any([signal, timeout]) : timeout
-    setMaxListeners(Infinity, s)
-    await h.libp2p.dial(ma, { signal: s })
+    const d = deadline(DEFAULTS.dialTimeout, signal)
+    setMaxListeners(Infinity, d.signal)
+    try {
+      await h.libp2p.dial(ma, { signal: d.signal })
+    } finally {
+      d.clear()
+    }
   }
   await Promise.all((options.peers ?? DEFAULTS.peers).map(async (p) => {
     try {

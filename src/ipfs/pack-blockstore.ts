@@ -9,6 +9,7 @@ import * as raw from 'multiformats/codecs/raw'
 import * as Digest from 'multiformats/hashes/digest'
 import type { Logger } from '../logging.js'
 import { NoSpaceError, toSpaceError } from './errors.js'
+import { RangeSet } from './range-set.js'
 import { NotFoundError, type RepoBlockstore } from './stores.js'
 import { WriteBehindQueue } from './write-behind.js'
 
@@ -41,6 +42,19 @@ export const DEFAULTS = {
   maxPackBytes: 1 << 30,
   /** A closed pack whose live blocks take less than this fraction of it is compacted after a delete. */
   compactBelow: 0.5,
+  /**
+   * false: a block is hashed against its multihash the first time this process reads it from
+   * its pack, and bytes of a pack that verified are not hashed again (packs are written once,
+   * readable by the repo's owner only; a torn tail after a crash is caught by the first read of
+   * the next process). true: every read is hashed (as kubo's `HashOnRead`), which also catches
+   * a disk that changes bytes under a running daemon, at the cost of a SHA-256 pass per read.
+   */
+  verifyEveryRead: false,
+  /**
+   * Verified ranges kept (adjacent blocks merge into one: a layer read whole is one range);
+   * past it they are forgotten, and reads hash again until they are learnt anew.
+   */
+  maxVerifiedRanges: 1 << 18,
   /** Index entries read between two yields to the event loop (the index walks are synchronous). */
   scanBatch: 512,
   /** The index file and the packs' folder, inside the store's folder. */
@@ -52,6 +66,8 @@ export interface PackBlockstoreOptions {
   maxPendingBytes?: number
   maxPackBytes?: number
   compactBelow?: number
+  verifyEveryRead?: boolean
+  maxVerifiedRanges?: number
   /** A blockstore-fs folder of earlier versions: read and deleted from after the packs, never written. */
   legacy?: RepoBlockstore
 }
@@ -60,6 +76,9 @@ type Bytes = Parameters<BaseBlockstore['put']>[1]
 
 /** Where a block lives: pack number, offset, length (16 bytes in the index). */
 interface Entry { pack: number, offset: number, length: number }
+
+/** Bytes of a pack: one block's, or several blocks' that lie back to back. */
+export type PackSpan = Entry
 
 const encodeEntry = (e: Entry): Buffer => {
   const b = Buffer.allocUnsafe(16)
@@ -104,8 +123,9 @@ function verifies (key: Buffer, bytes: Uint8Array): boolean {
  *   flush (a full disk: NoSpaceError). An image is listed only after a flush.
  * - **Crash safety.** An entry is written only after its bytes, and an LMDB commit is whole or
  *   absent: after `kill -9` a block is absent (its bytes, if any, are dead space in a pack) or
- *   indexed over its bytes. Every read is re-verified against the multihash, so even a pack that
- *   lost its tail in a power cut serves no wrong block: the entry is dropped, the block is absent.
+ *   indexed over its bytes. A block is verified against its multihash when this process first
+ *   reads it (every read with `verifyEveryRead`), so even a pack that lost its tail in a power
+ *   cut serves no wrong block: the entry is dropped, the block is absent.
  *   A store opened after a crash starts a new pack, never appending after a torn tail.
  * - **Small memory.** Blocks are read with `pread` (no mapping of the data); only the index
  *   (16 bytes of value per block) is memory-mapped.
@@ -132,6 +152,9 @@ export class PackBlockstore extends BaseBlockstore {
   private writing = 0
   private spaceCheck: Promise<void> = Promise.resolve()
   private readonly queue: WriteBehindQueue
+  /** Byte ranges of each pack this process has read and found to match their multihashes. */
+  private readonly verified = new Map<number, RangeSet>()
+  private verifiedRanges = 0
   private compacting: Promise<void> = Promise.resolve()
   private readonly opts: Required<Omit<PackBlockstoreOptions, 'legacy'>>
   readonly legacy?: RepoBlockstore
@@ -142,7 +165,9 @@ export class PackBlockstore extends BaseBlockstore {
     this.opts = {
       maxPendingBytes: options.maxPendingBytes ?? DEFAULTS.maxPendingBytes,
       maxPackBytes: options.maxPackBytes ?? DEFAULTS.maxPackBytes,
-      compactBelow: options.compactBelow ?? DEFAULTS.compactBelow
+      compactBelow: options.compactBelow ?? DEFAULTS.compactBelow,
+      verifyEveryRead: options.verifyEveryRead ?? DEFAULTS.verifyEveryRead,
+      maxVerifiedRanges: options.maxVerifiedRanges ?? DEFAULTS.maxVerifiedRanges
     }
     this.queue = new WriteBehindQueue(this.opts.maxPendingBytes)
     this.legacy = options.legacy
@@ -367,9 +392,69 @@ export class PackBlockstore extends BaseBlockstore {
     const e = decodeEntry(v)
     const buf = Buffer.allocUnsafe(e.length)
     const got = await this.pread(e.pack, buf, e.offset)
-    if (got === e.length && verifies(k, buf)) return buf
+    if (got === e.length && this.checks(k, e, buf)) return buf
     await this.drop(k, v)
     return undefined
+  }
+
+  /** Whether `bytes`, read from where `e` says, are the block `k`: hashed unless those bytes verified before. */
+  private checks (k: Buffer, e: Entry, bytes: Uint8Array): boolean {
+    if (this.opts.verifyEveryRead) return verifies(k, bytes)
+    let set = this.verified.get(e.pack)
+    if (set?.covers(e.offset, e.offset + e.length) === true) return true
+    if (!verifies(k, bytes)) return false
+    if (set == null) {
+      set = new RangeSet()
+      this.verified.set(e.pack, set)
+    }
+    const before = set.size
+    set.add(e.offset, e.offset + e.length)
+    this.verifiedRanges += set.size - before
+    if (this.verifiedRanges > this.opts.maxVerifiedRanges) {
+      this.verified.clear()
+      this.verifiedRanges = 0
+    }
+    return true
+  }
+
+  /** Forgets what was verified in pack `n` (it is being removed). */
+  private forgetVerified (n: number): void {
+    this.verifiedRanges -= this.verified.get(n)?.size ?? 0
+    this.verified.delete(n)
+  }
+
+  /**
+   * Where blocks lie in the packs, for those whose bytes this process has read there and found
+   * to match their CIDs (undefined for the others, and for all with `verifyEveryRead`). With
+   * `readVerified`, a caller serving many blocks whole (a mirror sending a layer) reads them
+   * back as runs of a file, without a lookup and a hash per block.
+   */
+  verifiedSpans (cids: CID[]): Array<PackSpan | undefined> {
+    const out = new Array<PackSpan | undefined>(cids.length)
+    if (this.opts.verifyEveryRead) return out
+    for (let i = 0; i < cids.length; i++) {
+      const v = this.db.getBinary(keyOf(cids[i]))
+      if (v == null) continue
+      const e = decodeEntry(v)
+      if (this.verified.get(e.pack)?.covers(e.offset, e.offset + e.length) === true) out[i] = e
+    }
+    return out
+  }
+
+  /**
+   * Bytes of a span verified before (`verifiedSpans`; adjacent ones may be joined) into `buf`,
+   * which it fills from `span.offset`; `buf` must not be longer than the span. The bytes read:
+   * 0 when the span is not verified (any more: its pack was compacted away, or the record was
+   * forgotten), so the caller reads those blocks the ordinary way.
+   */
+  async readVerified (span: PackSpan, buf: Buffer): Promise<number> {
+    if (buf.length > span.length || this.verified.get(span.pack)?.covers(span.offset, span.offset + buf.length) !== true) return 0
+    try {
+      const got = await this.pread(span.pack, buf, span.offset)
+      return got === buf.length ? got : 0
+    } catch {
+      return 0 // the pack was closed under the read (compacted)
+    }
   }
 
   /** Reads into `buf` from `offset` of pack `n` until it is full or the pack ends; the bytes read. */
@@ -397,7 +482,8 @@ export class PackBlockstore extends BaseBlockstore {
   }
 
   /**
-   * Many blocks at once, each checked against its CID: entries that lie close together in one
+   * Many blocks at once, each checked against its CID (as `get`: hashed unless its bytes
+   * verified before in this process): entries that lie close together in one
    * pack (a layer's leaves, written in file order) are read with one `pread` of up to
    * `readBatchBytes`, instead of a read on the threadpool per block. Undefined at the index of a
    * block that is absent here, held in the legacy folder, of a hash other than sha2-256 (the
@@ -454,7 +540,7 @@ export class PackBlockstore extends BaseBlockstore {
       for (const { i, k, v, e } of r.items) {
         const at = e.offset - r.start
         const bytes = buf.subarray(at, at + e.length)
-        if (at + e.length <= got && verifies(k, bytes)) out[i] = bytes
+        if (at + e.length <= got && this.checks(k, e, bytes)) out[i] = bytes
         else await this.drop(k, v)
       }
     }))
@@ -514,6 +600,7 @@ export class PackBlockstore extends BaseBlockstore {
     // Entries that still point here (a put raced the scan) keep the pack.
     for (const { value } of this.db.getRange({ snapshot: false }) as Iterable<{ value: Buffer }>) if (decodeEntry(value).pack === n) return
     this.packs.delete(n)
+    this.forgetVerified(n)
     await p.fh.close()
     await unlink(join(this.path, DEFAULTS.packsDir, packName(n)))
     this.log?.info({ pack: n, moved: moving.length }, 'pack compacted')

@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -10,7 +10,7 @@ import { createLocalBlockstore } from '../../src/ipfs/local-blockstore.js'
 import { LmdbBlockstore } from '../../src/ipfs/lmdb-blockstore.js'
 import { PackBlockstore } from '../../src/ipfs/pack-blockstore.js'
 import { RepoBlockstore } from '../../src/ipfs/stores.js'
-import { corruptBlocks, packEntries } from '../../scripts/fixtures/repo-blocks.js'
+import { corruptBlocks, corruptPackedBlock } from '../../scripts/fixtures/repo-blocks.js'
 import type { WriteBehindQueue } from '../../src/ipfs/write-behind.js'
 import { TempRepos, random } from './helpers.js'
 
@@ -140,13 +140,7 @@ describe('PackBlockstore', () => {
     await store.close()
 
     // one byte flipped in block 100 on disk: only that one is undefined, and its entry is dropped
-    const e = packEntries(repo).get(mh(cids[100])) as { pack: number, offset: number, length: number }
-    const fh = await open(join(repo, 'blockstore', 'packs', `${String(e.pack).padStart(8, '0')}.pack`), 'r+')
-    const b = Buffer.alloc(1)
-    await fh.read(b, 0, 1, e.offset)
-    b[0] ^= 0xff
-    await fh.write(b, 0, 1, e.offset)
-    await fh.close()
+    await corruptPackedBlock(repo, cids[100])
     store = new PackBlockstore(join(repo, 'blockstore'))
     await store.open()
     let reads = 0
@@ -158,6 +152,95 @@ describe('PackBlockstore', () => {
     expect(reads).toBeLessThanOrEqual(6) // ~3.3 MB in runs of ≤ 1 MiB, not a read per block (303)
     expect(await store.has(cids[100])).toBe(false)
     await store.close()
+  })
+
+  it('hashes a block on its first read in a run only; with verifyEveryRead on every read; a new run hashes again', async () => {
+    const repo = await repos.dir()
+    let store = new PackBlockstore(join(repo, 'blockstore'))
+    await store.open()
+    const a = random(4000)
+    const b = random(4000)
+    const [ca, cb] = await Promise.all([cidOf(a), cidOf(b)])
+    await store.put(ca, a)
+    await store.put(cb, b)
+    await store.close()
+
+    store = new PackBlockstore(join(repo, 'blockstore'))
+    await store.open()
+    const every = new PackBlockstore(join(await repos.dir(), 'blockstore'), { verifyEveryRead: true })
+    await every.open()
+    await every.put(ca, a)
+    await every.flush()
+    expect(same(await collectBlock(store.get(ca)), a)).toBe(true) // first read: hashed
+    expect(same(await collectBlock(every.get(ca)), a)).toBe(true)
+    // changed after that read: the default store takes the bytes it verified at that place as
+    // verified (no second hash); the one that hashes every read drops the block
+    await corruptPackedBlock(repo, ca)
+    await corruptPackedBlock(join(every.path, '..'), ca)
+    const again = await collectBlock(store.get(ca))
+    expect(same(again, a)).toBe(false)
+    await expect(collectBlock(every.get(ca))).rejects.toMatchObject({ name: 'NotFoundError' })
+    // a block not read yet in this run is hashed at its first read, by get and by readMany
+    await corruptPackedBlock(repo, cb)
+    await expect(collectBlock(store.get(cb))).rejects.toMatchObject({ name: 'NotFoundError' })
+    await store.close()
+    await every.close()
+    // the next run (a restart, or a crash's torn tail) hashes again
+    store = new PackBlockstore(join(repo, 'blockstore'))
+    await store.open()
+    expect(await store.readMany([ca])).toEqual([undefined])
+    expect(await store.has(ca)).toBe(false)
+    await store.close()
+  })
+
+  it('verifiedSpans / readVerified: where verified blocks lie, read back as one run; nothing for blocks not verified, a compacted pack, or with verifyEveryRead', async () => {
+    const dir = join(await repos.dir(), 'blockstore')
+    let store = new PackBlockstore(dir)
+    await store.open()
+    const blocks = Array.from({ length: 50 }, (_, i) => random(1000 + i))
+    const cids = await Promise.all(blocks.map(cidOf))
+    for (const [i, b] of blocks.entries()) await store.put(cids[i], b)
+    await store.flush()
+    expect(store.verifiedSpans(cids).every(s => s == null)).toBe(true) // written, not read yet
+    const buf = Buffer.alloc(blocks[0].length)
+    expect(await store.readVerified({ pack: 1, offset: 0, length: buf.length }, buf)).toBe(0)
+    // blocks 0–39 read: verified, back to back in the pack
+    const got = await store.readMany(cids.slice(0, 40))
+    expect(got.every((g, i) => same(g as Uint8Array, blocks[i]))).toBe(true)
+    const spans = store.verifiedSpans(cids)
+    expect(spans.slice(40).every(s => s == null)).toBe(true)
+    for (let i = 1; i < 40; i++) expect(spans[i]?.offset).toBe((spans[i - 1]?.offset ?? NaN) + blocks[i - 1].length)
+    // one read of the whole run gives the 40 blocks' bytes in order
+    const first = spans[0] as { pack: number, offset: number, length: number }
+    const runBytes = blocks.slice(0, 40).reduce((n, b) => n + b.length, 0)
+    const run = Buffer.alloc(runBytes)
+    expect(await store.readVerified({ ...first, length: runBytes }, run)).toBe(runBytes)
+    expect(Buffer.compare(run, Buffer.concat(blocks.slice(0, 40)))).toBe(0)
+    // a run reaching into unverified bytes (block 40) is refused
+    const over = Buffer.alloc(runBytes + 10)
+    expect(await store.readVerified({ ...first, length: runBytes + 10 }, over)).toBe(0)
+    // a buffer longer than the span is refused too
+    expect(await store.readVerified(first, Buffer.alloc(first.length + 1))).toBe(0)
+    await store.close()
+
+    // pack 1 closed, mostly deleted: compacted away; what was verified there is forgotten
+    store = new PackBlockstore(dir)
+    await store.open()
+    await store.readMany(cids)
+    const before = store.verifiedSpans(cids.slice(45)) as Array<{ pack: number, offset: number, length: number }>
+    expect(before.every(s => s?.pack === 1)).toBe(true)
+    for (const cid of cids.slice(0, 45)) await store.delete(cid)
+    await store.compacted()
+    expect(await readdir(join(dir, 'packs'))).toEqual(['00000002.pack'])
+    expect(await store.readVerified(before[0], Buffer.alloc(before[0].length))).toBe(0)
+    expect(store.verifiedSpans(cids.slice(45)).every(s => s == null || s.pack === 2)).toBe(true)
+    await store.close()
+
+    const every = new PackBlockstore(dir, { verifyEveryRead: true })
+    await every.open()
+    await every.readMany(cids.slice(45))
+    expect(every.verifiedSpans(cids.slice(45)).every(s => s == null)).toBe(true)
+    await every.close()
   })
 
   it('readMany reads no more than twice the bytes it wants when other blocks lie between them, and no more than maxBytes', async () => {
