@@ -15,6 +15,7 @@ const RANKS: Record<string, { rank: number, why: string }> = {
   'private-files.ts': { rank: 0, why: 'the modes and umask of what we write under a repo' },
   'unix-http.ts': { rank: 0, why: 'the plumbing of our JSON APIs over unix sockets (routes, bodies, one error shape, the client) and their health probe' },
   'limit.ts': { rank: 0, why: 'a concurrency limit for async tasks (layer conversions, a stream\'s remote leaf fetches)' },
+  'signals.ts': { rank: 0, why: 'abort signals for a deadline or several sources that keep their sources (AbortSignal.any can lose an AbortSignal.timeout to a GC)' },
   'open-lru.ts': { rank: 0, why: 'an LRU of open resources (chunk files, the blob API\'s sources) that closes what it evicts' },
   estargz: { rank: 1, why: 'the format alone, usable and tested without the rest (errors.ts only)' },
   oci: { rank: 2, why: 'the image model, image readers and sinks; reads layer tars with estargz' },

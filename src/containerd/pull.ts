@@ -8,6 +8,7 @@ import type { WarmLayer } from '../fs/index.js'
 import { LABELS, chainIds, childGcLabels, commaListWithinLimit, inheritedLabels, tocHintOf, type ContainerdDescriptor, type Labels, type Mount } from '../wire/index.js'
 import type { ContainerdClient } from './client.js'
 import type { Descriptor, ImageReader, Platform, ResolvedImage } from '../oci/index.js'
+import { anyOf } from '../signals.js'
 
 export const DEFAULTS = {
   /** the pull's lease expires by itself if we crash before deleting it */
@@ -214,7 +215,14 @@ function startWarming (options: PullOptions, image: ResolvedImage, existing: Pro
     // layer whose snapshot turns out to exist is called off (nothing will mount it).
     const calls = wanted.map(() => new AbortController())
     void existing.then((exists) => { wanted.forEach((w, j) => { if (exists[w.index] === true) calls[j].abort() }) })
-    await Promise.all(wanted.map(async (w, j) => { await warm([w.layer], AbortSignal.any([ac.signal, calls[j].signal])) }))
+    await Promise.all(wanted.map(async (w, j) => {
+      const either = anyOf([ac.signal, calls[j].signal])
+      try {
+        await warm([w.layer], either.signal)
+      } finally {
+        either.clear()
+      }
+    }))
     logger.debug({ layers: wanted.length, ms: Math.round(performance.now() - started) }, 'layers opened ahead')
   })().catch((err: Error) => { logger.debug({ err: err.message }, 'opening layers ahead failed') })
   return {

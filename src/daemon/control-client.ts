@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import { AbortError } from '../errors.js'
 import { DEFAULTS as HTTP_DEFAULTS, UnixHttpClient, type ClientErrors } from '../unix-http.js'
 import { ControlProtocolError, DaemonDisconnectedError, DaemonHealthTimeoutError } from './errors.js'
+import { anyOf } from '../signals.js'
 
 /**
  * The CLI's side of the control API (src/daemon/control.ts): finding a daemon and running a
@@ -105,7 +106,8 @@ export async function runInDaemon (address: string, argv: string[], options: Run
   const stdoutGone = new AbortController()
   const onStdoutError = (): void => { stdoutGone.abort() }
   process.stdout.on('error', onStdoutError)
-  const hangUp = options.signal != null ? AbortSignal.any([options.signal, stdoutGone.signal]) : stdoutGone.signal
+  const following = options.signal != null ? anyOf([options.signal, stdoutGone.signal]) : undefined
+  const hangUp = following?.signal ?? stdoutGone.signal
   try {
     // the daemon draws progress lines (push) and tables (image ls) for a terminal, as the CLI would here
     const res = await clientOf(address).open('POST', ROUTES.run, { body: { argv, stdoutIsTTY: process.stdout.isTTY === true, stderrIsTTY: process.stderr.isTTY === true }, signal: hangUp, timeoutMs: 0 })
@@ -115,6 +117,7 @@ export async function runInDaemon (address: string, argv: string[], options: Run
     throw err
   } finally {
     process.stdout.off('error', onStdoutError)
+    following?.clear()
   }
 }
 

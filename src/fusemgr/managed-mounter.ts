@@ -2,6 +2,8 @@ import type { RemoteLayerMounter, RemoteLayerRef, RemoteMount, WarmLayer } from 
 import type { Logger } from '../logging.js'
 import { LABELS, tocHintOf, type Labels } from '../wire/index.js'
 import type { FuseManagerClient, MountSettings } from './api.js'
+import { deadline } from '../signals.js'
+import { setMaxListeners } from 'node:events'
 
 export interface ManagedLayerMounterOptions {
   /** Per-mount settings from the daemon's configuration. */
@@ -41,8 +43,9 @@ export class ManagedLayerMounter implements RemoteLayerMounter {
   /** Asks the manager to open every layer at once; failures are logged (the mount then reads its TOC itself). */
   async warm (layers: WarmLayer[], signal?: AbortSignal): Promise<void> {
     const { client, logger } = this.components
-    const bound = AbortSignal.timeout(this.options.warmTimeoutMs)
-    const s = signal != null ? AbortSignal.any([signal, bound]) : bound
+    const d = deadline(this.options.warmTimeoutMs, signal)
+    setMaxListeners(Infinity, d.signal)
+    const s = d.signal
     await Promise.all(layers.map(async (l) => {
       const started = performance.now()
       try {

@@ -3,6 +3,7 @@ import type { Libp2p, PeerId, PeerInfo } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
 import { InvalidOptionError } from './errors.js'
+import { anyOf, deadline } from '../signals.js'
 
 /** Discovery defaults, in one place (the daemon's `[ipfs]` settings map onto them). */
 export const DEFAULTS = {
@@ -116,8 +117,9 @@ export class Discovery {
     if (conns.some(c => c.remotePeer.equals(peer))) return true
     if (conns.length >= this.opts.maxPeers) return false
     if (why === 'discovery') this.counts.discoveryDials++
+    const d = deadline(this.opts.dialTimeoutMs, this.stopController.signal)
     try {
-      await this.components.libp2p.dial(peer, { signal: AbortSignal.any([AbortSignal.timeout(this.opts.dialTimeoutMs), this.stopController.signal]) })
+      await this.components.libp2p.dial(peer, { signal: d.signal })
       if (why === 'provider') this.counts.providersDialled++
       this.log.debug({ peer: peer.toString(), why }, 'connected to a discovered peer')
       return true
@@ -125,6 +127,8 @@ export class Discovery {
       if (why === 'discovery') this.counts.discoveryDialFailures++
       this.log.debug({ peer: peer.toString(), why, err: (err as Error).message }, 'cannot connect to a discovered peer')
       return false
+    } finally {
+      d.clear()
     }
   }
 
@@ -158,9 +162,9 @@ export class Discovery {
   async connectProviders (cid: CID, options: { signal?: AbortSignal } = {}): Promise<number> {
     if (!this.opts.dht || !this.started) return 0
     this.counts.lookups++
-    const signals = [AbortSignal.timeout(this.opts.lookupTimeoutMs), this.stopController.signal]
-    if (options.signal != null) signals.push(options.signal)
-    const signal = AbortSignal.any(signals)
+    const parents = options.signal != null ? anyOf([this.stopController.signal, options.signal]) : undefined
+    const lookup = deadline(this.opts.lookupTimeoutMs, parents?.signal ?? this.stopController.signal)
+    const signal = lookup.signal
     setMaxListeners(Infinity, signal)
     const self = this.components.libp2p.peerId
     const dials: Array<Promise<boolean>> = []
@@ -183,6 +187,8 @@ export class Discovery {
         signal.addEventListener('abort', done, { once: true })
       })
     }
+    lookup.clear()
+    parents?.clear()
     const connected = (await Promise.all(dials)).filter(Boolean).length
     if (connected === 0) {
       this.counts.lookupMisses++

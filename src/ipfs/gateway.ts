@@ -1,7 +1,7 @@
-import { setMaxListeners } from 'node:events'
 import type { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
 import { AbortError, GatewayBlockTooLargeError, InvalidOptionError } from './errors.js'
+import { deadline } from '../signals.js'
 
 /** Gateway-stage defaults, in one place. */
 export const DEFAULTS = {
@@ -75,9 +75,15 @@ export class GatewayClient {
   }
 
   private async fetchOne (base: string, cid: CID, signal?: AbortSignal): Promise<Uint8Array | undefined> {
-    const timeout = AbortSignal.timeout(this.opts.requestTimeout)
-    const s = signal != null ? AbortSignal.any([signal, timeout]) : timeout
-    setMaxListeners(Infinity, s)
+    const d = deadline(this.opts.requestTimeout, signal)
+    try {
+      return await this.fetchWithin(base, cid, d.signal)
+    } finally {
+      d.clear()
+    }
+  }
+
+  private async fetchWithin (base: string, cid: CID, s: AbortSignal): Promise<Uint8Array | undefined> {
     const res = await fetch(`${base}/ipfs/${cid.toString()}?format=raw`, {
       headers: { accept: 'application/vnd.ipld.raw' },
       // A redirect could point anywhere; a gateway that moved is reconfigured, not followed.

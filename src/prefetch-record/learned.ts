@@ -11,6 +11,7 @@ import { prefetchInOrder, type PrefetchOptions } from './prefetch.js'
 import { RecordProtocol, type RecordProtocolComponents, type RecordProtocolOptions, type RecordProtocolStats } from './protocol.js'
 import { decodeRecord, encodeRecord, type RecordLimits } from './record.js'
 import { Recorder, type RecorderOptions, type Recording } from './recorder.js'
+import { deadline } from '../signals.js'
 
 /** Learned-prefetch defaults, in one place (the parts' own tables hold theirs). */
 export const DEFAULTS = {
@@ -315,12 +316,14 @@ export class LearnedPrefetch {
   }
 
   private async fetchRecord (record: CID, signal: AbortSignal): Promise<Uint8Array> {
-    const s = AbortSignal.any([signal, AbortSignal.timeout(this.opts.recordFetchTimeoutMs)])
+    const d = deadline(this.opts.recordFetchTimeoutMs, signal)
     try {
-      return await collectBlock(this.components.blocks.get(record, { signal: s }))
+      return await collectBlock(this.components.blocks.get(record, { signal: d.signal }))
     } catch (err) {
-      if (!signal.aborted && s.aborted) throw new InvalidPrefetchRecordError(`prefetch record ${record.toString()} not fetched within ${this.opts.recordFetchTimeoutMs} ms`)
+      if (d.expired) throw new InvalidPrefetchRecordError(`prefetch record ${record.toString()} not fetched within ${this.opts.recordFetchTimeoutMs} ms`)
       throw err
+    } finally {
+      d.clear()
     }
   }
 

@@ -7,6 +7,8 @@ import { isRecordCid } from './record.js'
 
 export { PROTOCOL, PROTOCOL_DEFAULTS as DEFAULTS } from './defaults.js'
 import { PROTOCOL, PROTOCOL_DEFAULTS as DEFAULTS } from './defaults.js'
+import { deadline } from '../signals.js'
+import { setMaxListeners } from 'node:events'
 
 export type RecordProtocolOptions = { -readonly [K in keyof typeof DEFAULTS]?: number }
 
@@ -114,8 +116,9 @@ export class RecordProtocol {
     if (!this.running) return []
     this.counts.asks++
     const peers = (await this.speakers()).slice(0, this.opts.maxPeers)
-    const deadline = AbortSignal.timeout(this.opts.askTimeoutMs)
-    const s = signal != null ? AbortSignal.any([signal, deadline]) : deadline
+    const d = deadline(this.opts.askTimeoutMs, signal)
+    setMaxListeners(Infinity, d.signal)
+    const s = d.signal
     const answers = await Promise.all(peers.map(async (peer): Promise<RecordAnswer | undefined> => {
       this.counts.peersAsked++
       try {
@@ -134,7 +137,7 @@ export class RecordProtocol {
         }
         return undefined
       }
-    }))
+    })).finally(() => { d.clear() })
     if (isAborted(signal)) throw new AbortError(`asking for the record of ${layer.toString()}: aborted`)
     return answers.filter((a): a is RecordAnswer => a != null).sort((a, b) => b.created - a.created)
   }

@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events'
 import { CID } from 'multiformats/cid'
 import { AbortError, ReadTimeoutError, collectBlock, UnixfsFileReader, type BlockFetchPath, type FetchOptions } from '../ipfs/index.js'
 import type { RangeSource, ReadHint } from './types.js'
+import { deadline } from '../signals.js'
 
 /** IpfsSource defaults, in one place. */
 export const DEFAULTS = {
@@ -128,16 +129,17 @@ function aborted (signal?: AbortSignal): boolean {
  */
 async function withTimeout<T> (timeout: number, signal: AbortSignal | undefined, fn: (signal?: AbortSignal) => Promise<T>, what: string): Promise<T> {
   if (signal?.aborted === true) throw new AbortError(`${what}: aborted`)
-  const timer = timeout > 0 ? AbortSignal.timeout(timeout) : undefined
-  const signals = [signal, timer].filter((s): s is AbortSignal => s != null)
-  const combined = signals.length > 1 ? AbortSignal.any(signals) : signals[0]
+  const timer = timeout > 0 ? deadline(timeout, signal) : undefined
+  const combined = timer?.signal ?? signal
   // One signal goes to every block of a read: without this Node warns of a listener leak past 10.
   if (combined != null) setMaxListeners(Infinity, combined)
   try {
     return await fn(combined)
   } catch (err) {
     if (aborted(signal)) throw new AbortError(`${what}: aborted`)
-    if (timer?.aborted === true) throw new ReadTimeoutError(`${what}: no answer within ${timeout} ms`)
+    if (timer?.expired === true) throw new ReadTimeoutError(`${what}: no answer within ${timeout} ms`)
     throw err
+  } finally {
+    timer?.clear()
   }
 }
