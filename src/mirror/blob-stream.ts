@@ -4,7 +4,7 @@ import { UnexpectedDagError, type BlockGetter, type FileNode } from '../ipfs/ind
 import { limiter } from '../limit.js'
 
 /** A leaf of a UnixFS file, where it sits in the file (or a node's inline data). */
-interface Leaf { cid?: CID, start: number, size: number, inline?: Uint8Array }
+export interface Leaf { cid?: CID, start: number, size: number, inline?: Uint8Array }
 
 /** Where a stream's blocks come from; every block either path returns is checked against its CID. */
 export interface LeafSource {
@@ -35,7 +35,7 @@ export interface StreamOptions {
  * node's worth at a time: a layer is thousands of small leaves under a few interior nodes, so
  * the walk costs a step per interior node, not per leaf.
  */
-async function * leaves (node: FileNode, base: number, from: number, to: number, source: LeafSource, signal: AbortSignal): AsyncGenerator<Leaf[]> {
+export async function * leaves (node: FileNode, base: number, from: number, to: number, source: Pick<LeafSource, 'node'>, signal: AbortSignal): AsyncGenerator<Leaf[]> {
   let out: Leaf[] = []
   if (node.data.length > 0 && base <= to && base + node.data.length - 1 >= from) out.push({ start: base, size: node.data.length, inline: node.data })
   let pos = base + node.data.length

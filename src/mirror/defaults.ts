@@ -66,9 +66,21 @@ export const DEFAULTS = {
   /**
    * Blob digests remembered as matching the file under their CID (hashed whole once, on the
    * first full read; the file under a CID never changes and every leaf is still checked
-   * against its CID on every read).
+   * against its CID when the store first reads it).
    */
   matchedBlobs: 1024,
+  /**
+   * Blobs whose place in the local store's pack files is kept (a few hundred numbers each): a
+   * blob read whole once (every leaf verified) is then sent as runs of those files, a large
+   * read and write at a time, instead of a lookup, a check and a copy per leaf.
+   */
+  cachedExtents: 1024,
+  /** Bytes of one read and one write when a blob is sent from its extents. */
+  extentBytes: 1 << 20,
+  /** Buffers of `extent_bytes` kept for reuse across answers (each answer has two or three at a time). */
+  extentBuffers: 16,
+  /** ms to look up a blob's extents after it was read whole (in the background; past it, the next read whole tries again). */
+  extentLookupTimeoutMs: 10_000,
   /** A manifest or index larger than this is not served. */
   maxManifestBytes: 4 << 20
 } as const

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -36,6 +37,8 @@ export async function sendStream (res: ServerResponse, chunks: AsyncIterable<Uin
 /** An AbortSignal that fires when the client goes away before the answer is complete. */
 export function clientGone (req: IncomingMessage, res: ServerResponse): AbortSignal {
   const ac = new AbortController()
+  // every block a streaming answer reads at once follows it (a deadline each)
+  setMaxListeners(Infinity, ac.signal)
   res.once('close', () => { if (!res.writableFinished) ac.abort() })
   req.once('aborted', () => { ac.abort() })
   return ac.signal

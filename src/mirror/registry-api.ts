@@ -4,6 +4,7 @@ import { CID } from 'multiformats/cid'
 import { LRUCache } from 'lru-cache'
 import { BlockNotFoundError, PathNotFoundError, decodeFileNode, type BlockGetter, type FileNode } from '../ipfs/index.js'
 import { streamFile, type LeafSource } from './blob-stream.js'
+import { BufferPool, extentsOf, sendExtents, type Extent, type SpanStore } from './blob-extents.js'
 import { isDigest, isManifestOrIndexMediaType, type Descriptor } from '../oci/index.js'
 import type { Logger } from '../logging.js'
 import { DistributionError } from './errors.js'
@@ -21,6 +22,11 @@ export interface RegistryApiComponents {
   getBlock: BlockGetter
   /** Many blocks of the local store at once, each checked against its CID (`LeafSource.readMany`). */
   readMany?: LeafSource['readMany']
+  /**
+   * Where verified blocks lie in the local store's files, and reading them back (the pack
+   * store has it): a blob read whole once is then sent as runs of a file.
+   */
+  spans?: SpanStore
   logger: Logger
 }
 
@@ -35,6 +41,13 @@ export interface RegistryApiOptions {
   cachedNodes: number
   /** Blob digests remembered as matching the file under their CID. */
   matchedBlobs: number
+  /** Blobs whose extents in the local store are kept (sent as file runs); bytes of one read and write of them. */
+  cachedExtents: number
+  extentBytes: number
+  /** Buffers of `extentBytes` kept for reuse across answers. */
+  extentBuffers: number
+  /** ms to look up a blob's extents (a walk of its nodes and an index lookup per leaf). */
+  learnTimeoutMs: number
   /** A manifest larger than this is not served. */
   maxManifestBytes: number
 }
@@ -49,18 +62,27 @@ const unknown = (code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN', mes
  * Only blobs the named image references are served.
  */
 export class RegistryApi {
-  /** Blob answers (whole and ranged) and the blob bytes sent. */
-  readonly counts = { blobs: 0, ranges: 0, blobBytes: 0 }
+  /**
+   * Blob answers (whole and ranged) and the blob bytes sent; answers sent from a blob's extents,
+   * and those of them that went on the ordinary way when an extent was gone (a pack compacted).
+   */
+  readonly counts = { blobs: 0, ranges: 0, blobBytes: 0, extentAnswers: 0, extentMisses: 0 }
 
   /** Decoded file nodes, by CID: a range request reads the root and the interior node above it again. */
   private readonly nodes: LRUCache<string, FileNode>
   /** `digest CID` pairs whose whole file was hashed and matched. */
   private readonly matched: LRUCache<string, true>
+  /** Where blobs read whole lie in the local store, by CID (`extentsOf`), and those being looked up. */
+  private readonly extents: LRUCache<string, Extent[]>
+  private readonly finding = new Set<string>()
+  private readonly pool: BufferPool
   private readonly source: LeafSource
 
   constructor (private readonly components: RegistryApiComponents, private readonly options: RegistryApiOptions) {
     this.nodes = new LRUCache({ max: options.cachedNodes })
     this.matched = new LRUCache({ max: options.matchedBlobs })
+    this.extents = new LRUCache({ max: options.cachedExtents })
+    this.pool = new BufferPool(options.extentBytes, options.extentBuffers)
     this.source = { getBlock: components.getBlock, readMany: components.readMany, node: async (cid, signal) => await this.node(cid, signal) }
   }
 
@@ -192,9 +214,42 @@ export class RegistryApi {
     // under a CID matched a digest it always does (every block of it is checked against its
     // CID on every read): that pair is not hashed again.
     const pair = `${digest} ${cid.toString()}`
-    const check = range == null && !this.matched.has(pair) ? digest : undefined
-    await sendStream(res, this.pieces(file, start, end, check, signal))
+    const key = cid.toString()
+    const matched = this.matched.has(pair)
+    const extents = range != null || matched ? this.extents.get(key) : undefined
+    const spans = this.components.spans
+    let from = start
+    if (extents != null && spans != null) {
+      // A blob read whole before, every leaf verified in the store: sent as runs of its files.
+      this.counts.extentAnswers++
+      from = await sendExtents(res, extents, start, end, spans, this.pool, signal)
+      this.counts.blobBytes += from - start
+      if (from > end) {
+        res.end()
+        return
+      }
+      // a pack was compacted away under it: the rest goes the ordinary way, and the extents are learnt again
+      this.counts.extentMisses++
+      this.extents.delete(key)
+      this.components.logger.debug({ cid: key, at: from }, 'blob extents no longer in the store; sending the rest block by block')
+    }
+    const check = range == null && !matched ? digest : undefined
+    await sendStream(res, this.pieces(file, from, end, check, signal))
     if (check != null) this.matched.set(pair, true)
+    // Read whole, every leaf of it has now been verified in the local store.
+    if (range == null && spans != null) this.learnExtents(key, file, spans)
+  }
+
+  /** Looks up (in the background) where the blob under `key`, just read whole, lies in the local store. */
+  private learnExtents (key: string, file: FileNode, spans: SpanStore): void {
+    if (this.extents.has(key) || this.finding.has(key)) return
+    this.finding.add(key)
+    const signal = AbortSignal.timeout(this.options.learnTimeoutMs)
+    extentsOf(file, this.source, spans, signal).then(extents => {
+      if (extents != null) this.extents.set(key, extents)
+    }, err => {
+      this.components.logger.debug({ cid: key, err: (err as Error).message }, 'blob extents not learnt')
+    }).finally(() => { this.finding.delete(key) })
   }
 
   /**

@@ -2,7 +2,6 @@ import { readFile } from 'node:fs/promises'
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import { isIP } from 'node:net'
-import { setMaxListeners } from 'node:events'
 import type { CID } from 'multiformats/cid'
 import { collectBlock, verifyBlock, type BlockFetchPath } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
@@ -13,6 +12,8 @@ import { clientGone } from './http.js'
 import { ImageViews, type MirrorIndex } from './images.js'
 import { DEFAULTS } from './defaults.js'
 import { RegistryApi, errorBody } from './registry-api.js'
+import type { SpanStore } from './blob-extents.js'
+import { deadline } from '../signals.js'
 
 export type MirrorOptions = { -readonly [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends number ? number : (typeof DEFAULTS)[K] extends boolean ? boolean : string }
 
@@ -26,8 +27,18 @@ export interface MirrorComponents {
     get: (cid: CID, options?: { signal?: AbortSignal }) => AsyncIterable<Uint8Array> | Iterable<Uint8Array>
     /** Many blocks at once, each checked against its CID, undefined where absent (the pack store has it). */
     readMany?: (cids: CID[], options?: { signal?: AbortSignal, maxBytes?: number }) => Promise<Array<Uint8Array | undefined>>
+    /** Where verified blocks lie in the store's files, and reading them back (the pack store has them). */
+    verifiedSpans?: SpanStore['verifiedSpans']
+    readVerified?: SpanStore['readVerified']
   }
   index: MirrorIndex
+}
+
+/** The local store's span reads, when it has them (the pack store). */
+function spansOf (store: MirrorComponents['localBlockstore']): SpanStore | undefined {
+  const { verifiedSpans, readVerified } = store
+  if (verifiedSpans == null || readVerified == null) return undefined
+  return { verifiedSpans: cids => verifiedSpans.call(store, cids), readVerified: async (span, buf) => await readVerified.call(store, span, buf) }
 }
 
 /** `host:port` → its parts; `[v6]:port` too. */
@@ -71,23 +82,32 @@ export class MirrorServer {
     if (!isLoopback(host) && !this.opts.public) throw new MirrorOptionError(`[mirror] address ${this.opts.address} is not loopback: set public = true to serve other hosts (and consider tls_cert/tls_key and credentials)`)
     this.log = components.logger.child({ component: 'mirror' })
     // Every block read through the fetch path, for a request or an image being opened, is bounded.
-    const bounded = (signal?: AbortSignal): AbortSignal => {
-      const timeout = AbortSignal.timeout(this.opts.blockTimeoutMs)
-      const s = signal != null ? AbortSignal.any([signal, timeout]) : timeout
-      setMaxListeners(Infinity, s)
-      return s
-    }
+    const blockTimeoutMs = this.opts.blockTimeoutMs
     const getBlock = async (cid: CID, signal?: AbortSignal): Promise<Uint8Array> => {
-      const bytes = await collectBlock(components.blocks.get(cid, { signal: bounded(signal) }))
-      verifyBlock(cid, bytes)
-      return bytes
+      const d = deadline(blockTimeoutMs, signal)
+      try {
+        const bytes = await collectBlock(components.blocks.get(cid, { signal: d.signal }))
+        verifyBlock(cid, bytes)
+        return bytes
+      } finally {
+        d.clear()
+      }
+    }
+    const boundedGet: BlockFetchPath['get'] = async function * (cid, o) {
+      const d = deadline(blockTimeoutMs, o?.signal)
+      try {
+        yield * components.blocks.get(cid, { ...o, signal: d.signal })
+      } finally {
+        d.clear()
+      }
     }
     this.registry = new RegistryApi({
-      views: new ImageViews({ get: (cid, o) => components.blocks.get(cid, { ...o, signal: bounded(o?.signal) }) }, { maxEntries: this.opts.openImages, openTimeoutMs: this.opts.openTimeoutMs }),
+      views: new ImageViews({ get: boundedGet }, { maxEntries: this.opts.openImages, openTimeoutMs: this.opts.openTimeoutMs }),
       index: components.index,
       hasLocal: async (cid) => await components.localBlockstore.has(cid),
       getBlock,
       readMany: components.localBlockstore.readMany != null ? async (cids, signal, maxBytes) => await components.localBlockstore.readMany?.(cids, { signal, maxBytes }) ?? [] : undefined,
+      spans: spansOf(components.localBlockstore),
       logger: this.log
     }, {
       concurrency: this.opts.streamConcurrency,
@@ -96,6 +116,10 @@ export class MirrorServer {
       aheadBytes: this.opts.streamAheadBytes,
       cachedNodes: this.opts.cachedNodes,
       matchedBlobs: this.opts.matchedBlobs,
+      cachedExtents: this.opts.cachedExtents,
+      extentBytes: this.opts.extentBytes,
+      extentBuffers: this.opts.extentBuffers,
+      learnTimeoutMs: this.opts.extentLookupTimeoutMs,
       maxManifestBytes: this.opts.maxManifestBytes
     })
     this.gateway = new GatewayApi({
@@ -106,8 +130,8 @@ export class MirrorServer {
     }, { batchLeaves: this.opts.streamBatchLeaves, batchBytes: this.opts.streamBatchBytes, writeBytes: this.opts.streamBatchBytes })
   }
 
-  /** Requests answered (and refused as too many), blob answers and the blob bytes sent. */
-  stats (): { requests: number, refused: number, blobs: number, ranges: number, blobBytes: number } {
+  /** Requests answered (and refused as too many), blob answers and the blob bytes sent (`RegistryApi.counts`). */
+  stats (): { requests: number, refused: number } & RegistryApi['counts'] {
     return { requests: this.requests, refused: this.refused, ...this.registry.counts }
   }
 

@@ -1,38 +1,22 @@
-import { createHash, randomBytes, randomInt } from 'node:crypto'
-import { get as httpGet } from 'node:http'
-import { mkdir, mkdtemp, open, rm } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CarReader } from '@ipld/car/reader'
-import { collectBlock, decodeFileNode, importBytes, importSegments, openRepo, publishLayout, UnixfsFileReader, verifyBlock, walkDag, type BlockFetchPath, type PackBlockstore, type OpenRepo } from '../../src/ipfs/index.js'
+import { collectBlock, UnixfsFileReader, verifyBlock, walkDag, type BlockFetchPath, type PackBlockstore, type OpenRepo } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { MirrorServer } from '../../src/mirror/index.js'
-import { MediaType, type Descriptor } from '../../src/oci/index.js'
-import { packEntries } from '../../scripts/fixtures/repo-blocks.js'
+import type { Descriptor } from '../../src/oci/index.js'
+import { corruptPackedBlock } from '../../scripts/fixtures/repo-blocks.js'
+import { download, rangesOf, smallLeafImage, type SmallLeafImage } from './helpers.js'
 
 const logger = silentLogger()
-const digestOf = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
-
-/** A GET whose body is kept however it ends: complete, or cut by the server (even before the headers reach us). */
-async function download (url: string, headers: Record<string, string> = {}): Promise<{ status: number, body: Buffer, complete: boolean }> {
-  return await new Promise((resolve) => {
-    httpGet(url, { headers }, res => {
-      const parts: Buffer[] = []
-      let complete = false
-      res.on('data', (d: Buffer) => parts.push(d))
-      res.on('end', () => { complete = true })
-      res.on('close', () => { resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts), complete: complete && res.complete }) })
-      res.on('error', () => {})
-    }).on('error', () => { resolve({ status: 0, body: Buffer.alloc(0), complete: false }) })
-  })
-}
 
 /**
  * A layer as push stores one: thousands of small leaves (one per gzip member) under interior
  * nodes of 1024 links. The mirror reads a run of them from the pack store at once, each leaf
- * still checked against its CID.
+ * still checked against its CID (here on every read: `verify_every_read`).
  */
 describe('mirror: a blob of thousands of small leaves', () => {
   let dir: string
@@ -43,45 +27,13 @@ describe('mirror: a blob of thousands of small leaves', () => {
   let src: Buffer
   let layerCid: CID
   /** Each leaf's offset in the blob, and its CID. */
-  const leaves: Array<{ start: number, size: number, cid: CID }> = []
+  let leaves: SmallLeafImage['leaves']
   const calls = { get: 0, localGet: 0, readMany: 0, readManyBlocks: 0 }
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'mirror-small-'))
-    await mkdir(join(dir, 'repo'))
-    repo = await openRepo({ logger }, { repo: join(dir, 'repo') })
-    const bs = repo.node.localBlockstore
-    const segments = Array.from({ length: 2500 }, (_, i) => randomBytes(i % 97 === 0 ? 200_000 : 1 + randomInt(6000)))
-    src = Buffer.concat(segments)
-    ;({ cid: layerCid } = await importSegments(bs, async sink => {
-      let offset = 0
-      for (const bytes of segments) { await sink({ kind: 'data', offset, bytes }); offset += bytes.length }
-    }))
-    layer = { mediaType: MediaType.OciLayerGzip, digest: digestOf(src), size: src.length }
-    const configBytes = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:' + '0'.repeat(64) + '"]}}')
-    const config: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(configBytes), size: configBytes.length }
-    const manifestBytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers: [layer] }))
-    const manifest: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifestBytes), size: manifestBytes.length }
-    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [manifest] }))
-    const blobs = [
-      { digest: layer.digest, cid: layerCid },
-      { digest: config.digest, cid: (await importBytes(bs, configBytes)).cid },
-      { digest: manifest.digest, cid: (await importBytes(bs, manifestBytes)).cid }
-    ]
-    const get = async (c: CID): Promise<Uint8Array> => await collectBlock(bs.get(c))
-    root = (await publishLayout(bs, get, { ociLayout: Buffer.from('{"imageLayoutVersion":"1.0.0"}'), index, blobs })).cid.toString()
-    await repo.node.flush()
-    // the leaf layout, to aim ranges at leaf and interior-node boundaries
-    const walk = async (cid: CID, base: number): Promise<void> => {
-      const node = decodeFileNode(cid, await get(cid))
-      let pos = base + node.data.length
-      for (const [i, c] of node.children.entries()) {
-        if (c.code === 0x55) leaves.push({ start: pos, size: node.sizes[i], cid: c })
-        else await walk(c, pos)
-        pos += node.sizes[i]
-      }
-    }
-    await walk(layerCid, 0)
+    // every read hashed: the last case changes a leaf after the mirror has read it
+    ;({ repo, root, layer, src, layerCid, leaves } = await smallLeafImage(dir, { verifyEveryRead: true }))
     // Counted: blocks read one by one through the fetch path, and batched reads of the local store.
     const blocks: BlockFetchPath = { get: (cid, o) => { calls.get++; return repo.node.blocks.get(cid, o) } }
     const local = repo.node.localBlockstore as PackBlockstore // the default store
@@ -127,15 +79,7 @@ describe('mirror: a blob of thousands of small leaves', () => {
   })
 
   it('answers ranges exactly: random ones, on leaf and interior-node boundaries, one byte of a small leaf, the last byte', async () => {
-    const ranges: Array<[number, number]> = [[0, 0], [src.length - 1, src.length - 1]]
-    for (const i of [1, 1023, 1024, 1025, 2047, 2048, leaves.length - 1]) {
-      const l = leaves[Math.min(i, leaves.length - 1)]
-      ranges.push([l.start, l.start], [Math.max(0, l.start - 1), l.start + l.size - 1], [l.start + Math.floor(l.size / 2), Math.min(src.length - 1, l.start + l.size + 10)])
-    }
-    for (let i = 0; i < 20; i++) {
-      const a = randomInt(src.length)
-      ranges.push([a, Math.min(src.length - 1, a + randomInt(3 << 20))])
-    }
+    const ranges = rangesOf({ src, leaves })
     for (const [a, b] of ranges) {
       const r = await download(url(), { range: `bytes=${a}-${b}` })
       expect(r.status, `${a}-${b}`).toBe(206)
@@ -188,13 +132,7 @@ describe('mirror: a blob of thousands of small leaves', () => {
 
   it('never serves a leaf whose bytes changed in the pack: the answer stops before it, and other ranges stay exact', async () => {
     const bad = leaves[1500]
-    const e = packEntries(join(dir, 'repo')).get(Buffer.from(bad.cid.multihash.bytes).toString('hex')) as { pack: number, offset: number, length: number }
-    const fh = await open(join(dir, 'repo', 'blockstore', 'packs', `${String(e.pack).padStart(8, '0')}.pack`), 'r+')
-    const b = Buffer.alloc(1)
-    await fh.read(b, 0, 1, e.offset)
-    b[0] ^= 0xff
-    await fh.write(b, 0, 1, e.offset)
-    await fh.close()
+    await corruptPackedBlock(join(dir, 'repo'), bad.cid)
 
     const whole = await download(url())
     expect(whole.complete).toBe(false)
