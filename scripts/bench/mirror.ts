@@ -11,7 +11,7 @@
  * every run's pull + run. Goals: mirror blob throughput ≥ 1.0× the registry's; pull + run
  * through the mirror ≤ 1.0× the registry's time.
  *
- * usage: npx tsx scripts/bench/mirror.ts [--runs 3]   (npm run bench:mirror builds first; root)
+ * usage: npx tsx scripts/bench/mirror.ts [--runs 3] [--blob-only]   (npm run bench:mirror builds first; root)
  */
 import '../../src/polyfill.js'
 import { spawnSync } from 'node:child_process'
@@ -26,8 +26,10 @@ import { debianPythonImage } from '../fixtures/debian-image.js'
 import { freePort, startRegistry } from '../fixtures/registry.js'
 import { cliPath } from '../fixtures/tools.js'
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' } } })
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, 'blob-only': { type: 'boolean', default: false } } })
 const runs = Number(values.runs)
+/** Only the blob rows (no containerd pulls): for working on the blob path. */
+const blobOnly = values['blob-only']
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 function cli (args: string[]): string {
@@ -99,7 +101,7 @@ try {
     }
   }
   const times = { registry: [] as Array<{ pull: number, run: number }>, mirror: [] as Array<{ pull: number, run: number }> }
-  for (let i = 0; i < runs; i++) {
+  for (let i = 0; i < (blobOnly ? 0 : runs); i++) {
     times.registry.push(await pullRun(`${registry.host}/bench/debian:esgz`, ['--plain-http'], i, 'registry'))
     times.mirror.push(await pullRun(`${mirror}/ipfs/${pushed.root}:latest`, ['--hosts-dir', hostsDir], i, 'mirror'))
   }
@@ -111,11 +113,14 @@ try {
   console.log('| --- | --- | --- | --- |')
   console.log(row('blob download', median(blob.registry), median(blob.mirror), 'MB/s', 0))
   console.log(row('server CPU per blob download', median(cpu.registry), median(cpu.mirror), 's', 2))
-  console.log(row('ctr image pull', median(times.registry.map(x => x.pull)), median(times.mirror.map(x => x.pull)), 's'))
-  console.log(row('server CPU per pull', median(pullCpu.registry), median(pullCpu.mirror), 's', 2))
-  console.log(row('ctr run (python3)', median(times.registry.map(x => x.run)), median(times.mirror.map(x => x.run)), 's'))
-  console.log(row('pull + run', total(times.registry), total(times.mirror), 's'))
-  console.log(`\nmirror's first whole read of the blob (its digest checked too): ${firstRead.toFixed(0)} MB/s; pull + run per run: registry ${times.registry.map(x => (x.pull + x.run).toFixed(1)).join(', ')} s, mirror ${times.mirror.map(x => (x.pull + x.run).toFixed(1)).join(', ')} s`)
+  if (!blobOnly) {
+    console.log(row('ctr image pull', median(times.registry.map(x => x.pull)), median(times.mirror.map(x => x.pull)), 's'))
+    console.log(row('server CPU per pull', median(pullCpu.registry), median(pullCpu.mirror), 's', 2))
+    console.log(row('ctr run (python3)', median(times.registry.map(x => x.run)), median(times.mirror.map(x => x.run)), 's'))
+    console.log(row('pull + run', total(times.registry), total(times.mirror), 's'))
+  }
+  console.log(`\nblob downloads (MB/s): registry ${blob.registry.map(x => x.toFixed(0)).join(', ')}, mirror ${blob.mirror.map(x => x.toFixed(0)).join(', ')}; mirror's first whole read of the blob (its digest checked too): ${firstRead.toFixed(0)} MB/s`)
+  if (!blobOnly) console.log(`pull + run per run: registry ${times.registry.map(x => (x.pull + x.run).toFixed(1)).join(', ')} s, mirror ${times.mirror.map(x => (x.pull + x.run).toFixed(1)).join(', ')} s`)
 } finally {
   await daemon.stop()
   await registry.stop()
