@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events'
 import { CID } from 'multiformats/cid'
-import { AbortError, ReadTimeoutError, collectBlock, UnixfsFileReader, type BlockFetchPath, type FetchOptions } from '../ipfs/index.js'
+import { AbortError, ReadTimeoutError, collectBlock, UnixfsFileReader, type BlockFetchPath, type BlockPriority, type FetchOptions } from '../ipfs/index.js'
 import type { RangeSource, ReadHint } from './types.js'
 
 /** IpfsSource defaults, in one place. */
@@ -26,7 +26,7 @@ export interface BlockFetch {
   network: boolean
   /** Fetched for a background read rather than an on-demand one. */
   background: boolean
-  /** Fetched for a prefetch read (as urgent as on-demand, but not a container's own read). */
+  /** Fetched for a prefetch read (right behind on-demand ones, and not a container's own read). */
   prefetch: boolean
 }
 
@@ -47,7 +47,8 @@ export interface IpfsSourceOptions {
  * `read` fetches exactly the blocks the range covers through `helia.blockstore`, which is the
  * node's one fetch path: the local blockstore, then our peers over the block exchange, bitswap,
  * the gateways (src/ipfs/fetcher.ts); every network block is checked against its CID before it
- * is stored or used. A background read (`hint.background`) waits behind on-demand ones.
+ * is stored or used. A prefetch read (`hint.prefetch`) goes behind on-demand ones, a background
+ * read (`hint.background`) waits for an idle link (the block exchange's priorities).
  */
 export class IpfsSource implements RangeSource {
   private closed = false
@@ -69,7 +70,8 @@ export class IpfsSource implements RangeSource {
       const fetchOptions: FetchOptions & { offline?: boolean } = {
         signal,
         offline: options.offline,
-        background,
+        // the exchange's queue: a prefetch goes behind on-demand wants, a background one waits for an idle link
+        fetchPriority: kind,
         // Helia emits this once a broker delivered the block (not for local hits).
         onProgress: (e) => { if (e.type === 'blocks:get:blockstore:put') network = true }
       }
@@ -115,8 +117,8 @@ export class IpfsSource implements RangeSource {
   }
 }
 
-/** Why a block is fetched: an on-demand read, a prefetch (as urgent), a background read. */
-type BlockKind = 'demand' | 'prefetch' | 'background'
+/** Why a block is fetched: an on-demand read, a prefetch (behind on-demand reads), a background read (on an idle link). */
+type BlockKind = BlockPriority
 
 function aborted (signal?: AbortSignal): boolean {
   return signal?.aborted === true
