@@ -91,7 +91,7 @@ export class IpfsSource implements RangeSource {
     }
     // The interior nodes of a layer's DAG come at once, behind the first reads (background
     // priority: the footer and TOC a mount is waiting for go first), not awaited.
-    if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal, async (c, s) => await getBlock(c, s, 'background'))
+    if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal, async (c, s) => await getBlock(c, s, 'background'), RANK.background)
     return new IpfsSource(root, reader, counts, options, getBlock)
   }
 
@@ -107,7 +107,8 @@ export class IpfsSource implements RangeSource {
   async read (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint): Promise<Uint8Array> {
     if (this.closed) throw new Error('IpfsSource is closed')
     const kind: BlockKind = hint?.background === true ? 'background' : hint?.prefetch === true ? 'prefetch' : 'demand'
-    const read = async (s?: AbortSignal): Promise<Uint8Array> => await this.reader.read(offset, length, s, kind !== 'demand' ? async (c, bs) => await this.getBlock(c, bs, kind) : undefined)
+    // the reader's node cache lets a read join a node's fetch only at its own priority or above
+    const read = async (s?: AbortSignal): Promise<Uint8Array> => await this.reader.read(offset, length, s, kind !== 'demand' ? async (c, bs) => await this.getBlock(c, bs, kind) : undefined, RANK[kind])
     return await withTimeout(this.options.readTimeout ?? DEFAULTS.readTimeout, signal, read, `reading ${this.cid.toString()} at ${offset}+${length}`)
   }
 
@@ -119,6 +120,8 @@ export class IpfsSource implements RangeSource {
 
 /** Why a block is fetched: an on-demand read, a prefetch (behind on-demand reads), a background read (on an idle link). */
 type BlockKind = BlockPriority
+/** The reader's node-cache rank of each kind (0: its own getter, on demand). */
+const RANK: Record<BlockKind, number> = { demand: 0, prefetch: 1, background: 2 }
 
 function aborted (signal?: AbortSignal): boolean {
   return signal?.aborted === true
