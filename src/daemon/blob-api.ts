@@ -23,8 +23,8 @@ export const DEFAULTS = {
  * Path prefix: `GET /v1/blobs/<cid>/size` → `{"size":N}`; `GET /v1/blobs/<cid>?offset=N&length=M`
  * → bytes; `GET /v1/blobs/<cid>?ranges=O:L,O:L,…` → the ranges' bytes back to back, each cut at
  * the blob's end (many small prefetch reads in one round trip); `&priority=background` marks a
- * background read (it waits behind on-demand ones), `&priority=prefetch` a prefetch (as urgent
- * as an on-demand read, but not the workload's own). Errors answer the one error body of
+ * background read (it waits for an idle link), `&priority=prefetch` a prefetch (right behind
+ * on-demand reads, and not the workload's own). Errors answer the one error body of
  * src/unix-http.ts.
  */
 export const BLOBS_PREFIX = '/v1/blobs/'

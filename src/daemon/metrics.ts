@@ -137,6 +137,12 @@ export class DaemonMetrics {
       [{ kind: 'chunk' }, s().layers.reduce((n, l) => n + l.verificationFailures, 0)],
       [{ kind: 'block' }, s().exchange.badBlocks]
     ])
+    counter('ipfs_estargz_exchange_requests_total', 'Block-exchange requests sent to peers, by the priority of their blocks: on_demand (a reader waits), prefetch (behind on-demand ones, never in the requests kept for them), background (only on an idle link).', ['priority'], () => {
+      const e = s().exchange
+      const prefetch = e.prefetchRequests ?? 0
+      const background = e.backgroundRequests ?? 0
+      return [[{ priority: 'on_demand' }, (e.requests ?? 0) - prefetch - background], [{ priority: 'prefetch' }, prefetch], [{ priority: 'background' }, background]]
+    })
     counter('ipfs_estargz_exchange_events_total', 'Block-exchange events: hedge (a second peer asked because the first was slow), hedge_skipped (none: the hedge budget was spent), pending_answer (a peer said it was fetching the block we asked for), served_after_wait (a block served once our own fetch of it arrived), wait_in_vain (such a wait that ended in don\'t-have), cooperative_fetch (a block fetched for a peer that asked for it), cooperative_busy (none: the limit was reached), ranked_dont_have (answered at once: the asker ranks above us for the block).', ['event'], () => {
       const e = s().exchange
       return [

@@ -116,7 +116,8 @@ export class BlobClient {
   /**
    * A RangeSource for one blob. A background read (`hint.background`) is marked as such
    * (`priority=background`): the daemon lets on-demand reads go ahead of it. A prefetch read
-   * (`priority=prefetch`) is fetched as urgently, but the daemon does not take it for the workload's.
+   * (`priority=prefetch`) is fetched right behind on-demand reads, and the daemon does not take it
+   * for the workload's.
    * Each kind has its own connections (`DEFAULTS`). `knownSize` (a descriptor's) spares the size
    * request.
    */

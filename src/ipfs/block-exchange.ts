@@ -71,7 +71,8 @@ export const DEFAULTS = {
   /** Client: CIDs in one on-demand request (a bigger batch is split); ≤ maxCidsPerRequest. */
   requestCids: 16,
   /**
-   * Client: on-demand requests in flight to one peer (each on a stream of its own). Past this,
+   * Client: on-demand and prefetch requests in flight to one peer (each on a stream of its
+   * own; prefetch ones leave `demandReservedRequests` of them to on-demand ones). Past this,
    * wants wait in the queue, and the next requests carry more CIDs each (up to
    * maxCidsPerRequest), so a burst (a prefetch of a region of small files: hundreds of blocks
    * at once) goes out as a few big requests. Below the server's `maxInboundStreams`: without a
@@ -79,11 +80,20 @@ export const DEFAULTS = {
    * blocks fell back to bitswap.
    */
   maxRequestsPerPeer: 32,
+  /**
+   * Client: of `maxRequestsPerPeer`, the requests prefetch may not use (it gets at most the
+   * other 24): a prefetch burst (a learned order, a landmark region: hundreds of blocks) would
+   * otherwise fill every request to the peer, and a container's on-demand want would wait for
+   * one of them to end (a whole request's time) before it went out. With the reserve it goes out
+   * at once. 0: prefetch may use every request (it still goes after the on-demand wants queued).
+   */
+  demandReservedRequests: 8,
   /** Client: CIDs in one background request: small, so on-demand requests never queue long behind one. */
   backgroundRequestCids: 4,
   /**
-   * Client: background requests in flight per peer. They are sent only while no on-demand
-   * request to that peer is in flight: background fetch uses the idle link, never the busy one.
+   * Client: background requests in flight per peer. They are sent only while no on-demand or
+   * prefetch request to that peer is in flight: background fetch uses the idle link, never the
+   * busy one.
    */
   maxBackgroundRequests: 1,
   /** Largest block served or accepted: bitswap's limit (our leaves are ≤ 1 MiB). */
@@ -198,8 +208,9 @@ export interface PeerExchangeStats {
 
 /** Counters since start (client side, then server side). */
 export interface BlockExchangeStats {
-  /** Requests sent (≤ requestCids CIDs each), and how many were background ones. */
+  /** Requests sent (≤ requestCids CIDs each), and how many were prefetch and background ones. */
   requests: number
+  prefetchRequests: number
   backgroundRequests: number
   /** Requests that failed (stream error, timeout, protocol violation, peer gone). */
   failedRequests: number
@@ -237,10 +248,22 @@ export interface BlockExchangeStats {
   rankedDontHaves: number
 }
 
+/**
+ * How urgent a get is, most urgent first. `demand`: a reader is waiting (a container's read).
+ * `prefetch`: what a container is about to read (a landmark region, a learned order); as urgent
+ * as on demand on the wire (hedged, not flagged background), but sent after the on-demand wants
+ * and never in the last `demandReservedRequests` requests to a peer. `background`: the rest of a
+ * layer; sent only on an idle link, a few CIDs at a time, not hedged.
+ */
+export type BlockPriority = 'demand' | 'prefetch' | 'background'
+/** The priorities in the order the client's queues are served. */
+const PRIORITIES: readonly BlockPriority[] = ['demand', 'prefetch', 'background']
+const RANK: Record<BlockPriority, number> = { demand: 0, prefetch: 1, background: 2 }
+
 export interface GetOptions {
   signal?: AbortSignal
-  /** A background fetch: waits behind on-demand requests and is not hedged. */
-  background?: boolean
+  /** Default `demand`; see `BlockPriority`. */
+  priority?: BlockPriority
   /**
    * Checks a block against its CID, throwing when it does not match (Helia passes its own as
    * `validateFn`). Without it, sha2-256 CIDs are checked here and others skip the exchange.
@@ -257,6 +280,8 @@ type Answer = { have: Uint8Array, counted: boolean } | { dontHave: true } | { fa
 interface Want {
   cid: CID
   key: string
+  /** The queue it waits in until sent (asked again more urgently, it moves up). */
+  priority: BlockPriority
   /** FLAG_NO_FETCH or 0; a get joining a want not sent yet keeps only the flags both have. */
   flags: number
   waiters: Set<(a: Answer) => void>
@@ -279,13 +304,12 @@ interface PeerState {
   delivered: number
   /** Requests that timed out in a row. */
   timeouts: number
-  /** Wants not sent yet, on-demand and background. */
-  fg: Map<string, Want>
-  bg: Map<string, Want>
+  /** Wants not sent yet, one queue per priority. */
+  queued: Record<BlockPriority, Map<string, Want>>
   /** Wants sent, waiting for their answer. */
   sent: Map<string, Want>
-  fgInFlight: number
-  bgInFlight: number
+  /** Requests in flight, by priority. */
+  inFlight: Record<BlockPriority, number>
   idle: Conn[]
   scheduled: boolean
   /** Its last block came with HAVE_SEED: it reads nothing (an origin), so it is asked after the peers that do. */
@@ -310,8 +334,9 @@ interface PeerState {
  * blockstore. `get` asks the best peer first and, if it is slow, the next ones too (hedging);
  * a don't-have moves on at once; the first answer that verifies against the CID wins, so a lying
  * peer costs a wasted request, never a bad block. Gets for the same peer issued in the same tick
- * go out as one request (a chunk spanning several leaves costs one round trip). Background gets
- * wait behind on-demand ones. Nothing is stored here: the caller (the node's block fetcher) does.
+ * go out as one request (a chunk spanning several leaves costs one round trip). Prefetch gets
+ * wait behind on-demand ones and leave them requests of their own; background gets wait for an
+ * idle link (`BlockPriority`). Nothing is stored here: the caller (the node's block fetcher) does.
  */
 export class BlockExchange {
   private readonly libp2p: BlockExchangeComponents['libp2p']
@@ -350,11 +375,14 @@ export class BlockExchange {
     this.opts = { ...DEFAULTS, ...options }
     this.hedgeTokens = this.opts.maxHedgeTokens
     for (const [k, v] of Object.entries(this.opts)) {
-      const min = k === 'loadSpread' || k === 'maxCooperativeFetches' ? 0 : 1
+      const min = k === 'loadSpread' || k === 'maxCooperativeFetches' || k === 'demandReservedRequests' ? 0 : 1
       if (!Number.isInteger(v) || v < min) throw new InvalidOptionError(`block exchange: ${k} must be an integer ≥ ${min}, got ${String(v)}`)
     }
     if (this.opts.requestCids > this.opts.maxCidsPerRequest || this.opts.backgroundRequestCids > this.opts.maxCidsPerRequest) {
       throw new InvalidOptionError('block exchange: requestCids and backgroundRequestCids must not exceed maxCidsPerRequest')
+    }
+    if (this.opts.demandReservedRequests >= this.opts.maxRequestsPerPeer) {
+      throw new InvalidOptionError('block exchange: demandReservedRequests must be below maxRequestsPerPeer (prefetch needs a request too)')
     }
   }
 
@@ -394,7 +422,7 @@ export class BlockExchange {
     this.streams.clear()
     const stopped: Answer = { failed: new AbortError('block exchange stopped') }
     for (const ps of this.peerStates.values()) {
-      for (const w of [...ps.fg.values(), ...ps.bg.values(), ...ps.sent.values()]) for (const waiter of [...w.waiters]) waiter(stopped)
+      for (const w of [...PRIORITIES.flatMap(p => [...ps.queued[p].values()]), ...ps.sent.values()]) for (const waiter of [...w.waiters]) waiter(stopped)
     }
     this.peerStates.clear()
   }
@@ -444,7 +472,8 @@ export class BlockExchange {
     if (!this.running || validate == null) return undefined
     const peers = this.order(cid).slice(0, this.opts.peersPerBlock)
     if (peers.length === 0) return undefined
-    const background = options.background === true
+    const priority = options.priority ?? 'demand'
+    const background = priority === 'background'
     const onBehalf = options.onBehalf === true
     const key = keyOf(cid)
     return await new Promise<Uint8Array | undefined>((resolve, reject) => {
@@ -528,7 +557,7 @@ export class BlockExchange {
             finish(a.have)
           })()
         }
-        cancel = this.ask(peer, cid, background, flags, onAnswer)
+        cancel = this.ask(peer, cid, priority, flags, onAnswer)
         cancels.add(cancel)
         if (!background) {
           clearTimeout(hedge)
@@ -552,7 +581,19 @@ export class BlockExchange {
   private addPeer (peer: PeerId): void {
     const id = peer.toString()
     if (this.peerStates.has(id)) return
-    this.peerStates.set(id, { id, peer, rttvar: 0, delivered: 0, timeouts: 0, fg: new Map(), bg: new Map(), sent: new Map(), fgInFlight: 0, bgInFlight: 0, idle: [], scheduled: false, seed: false })
+    this.peerStates.set(id, {
+      id,
+      peer,
+      rttvar: 0,
+      delivered: 0,
+      timeouts: 0,
+      queued: { demand: new Map(), prefetch: new Map(), background: new Map() },
+      sent: new Map(),
+      inFlight: { demand: 0, prefetch: 0, background: 0 },
+      idle: [],
+      scheduled: false,
+      seed: false
+    })
   }
 
   /**
@@ -584,7 +625,7 @@ export class BlockExchange {
     const guess = known.length > 0 ? Math.min(...known) : this.opts.hedgeDelay
     const cost = (ps: PeerState): number => {
       const time = Math.max(this.opts.costFloorMs, ps.srtt ?? guess)
-      return time * (1 + ps.fgInFlight) * (1 + spread(ps.id, key) * this.opts.loadSpread / 100)
+      return time * (1 + ps.inFlight.demand + ps.inFlight.prefetch) * (1 + spread(ps.id, key) * this.opts.loadSpread / 100)
     }
     const costs = new Map(list.map(ps => [ps, cost(ps)]))
     return list.sort((a, b) => (costs.get(a) as number) - (costs.get(b) as number))
@@ -630,18 +671,19 @@ export class BlockExchange {
    * Queues `cid` for a peer (or joins a want for it already queued or sent); `deliver` gets the
    * answer. Returns a cancel function: a want nobody waits for any more is dropped if not sent.
    */
-  private ask (ps: PeerState, cid: CID, background: boolean, flags: number, deliver: (a: Answer) => void): () => void {
+  private ask (ps: PeerState, cid: CID, priority: BlockPriority, flags: number, deliver: (a: Answer) => void): () => void {
     const key = keyOf(cid)
-    let want = ps.sent.get(key) ?? ps.fg.get(key) ?? ps.bg.get(key)
+    let want = ps.sent.get(key) ?? queuedWant(ps, key)
     if (want == null) {
-      want = { cid, key, flags, waiters: new Set() }
-      ;(background ? ps.bg : ps.fg).set(key, want)
-    } else {
-      if (ps.sent.get(key) !== want) want.flags &= flags
-      if (!background && ps.bg.get(key) === want) {
-        // wanted on demand now: it goes ahead of the background queue
-        ps.bg.delete(key)
-        ps.fg.set(key, want)
+      want = { cid, key, priority, flags, waiters: new Set() }
+      ps.queued[priority].set(key, want)
+    } else if (ps.sent.get(key) !== want) {
+      want.flags &= flags
+      if (RANK[priority] < RANK[want.priority]) {
+        // wanted more urgently now: it goes ahead of the queue it was in
+        ps.queued[want.priority].delete(key)
+        want.priority = priority
+        ps.queued[priority].set(key, want)
       }
     }
     const w = want
@@ -650,8 +692,7 @@ export class BlockExchange {
     return () => {
       w.waiters.delete(deliver)
       if (w.waiters.size > 0) return
-      if (ps.fg.get(key) === w) ps.fg.delete(key)
-      if (ps.bg.get(key) === w) ps.bg.delete(key)
+      if (ps.queued[w.priority].get(key) === w) ps.queued[w.priority].delete(key)
     }
   }
 
@@ -665,16 +706,31 @@ export class BlockExchange {
     })
   }
 
-  /** Sends what may go now: every on-demand want; background ones only on an idle link. */
+  /**
+   * Sends what may go now, most urgent first: on-demand wants in any of the `maxRequestsPerPeer`
+   * requests; prefetch ones in what those leave, but never in the last `demandReservedRequests`
+   * (so an on-demand want finds a request free at once, however big the prefetch burst);
+   * background ones only on an idle link (no on-demand or prefetch request in flight).
+   */
   private pump (ps: PeerState): void {
     if (!this.running) return
-    while (ps.fg.size > 0 && ps.fgInFlight < this.opts.maxRequestsPerPeer) {
-      // a long queue is spread over the requests still allowed, in bigger batches
-      const perRequest = Math.ceil(ps.fg.size / (this.opts.maxRequestsPerPeer - ps.fgInFlight))
-      void this.request(ps, this.take(ps, ps.fg, Math.min(this.opts.maxCidsPerRequest, Math.max(this.opts.requestCids, perRequest))), false)
+    const max = this.opts.maxRequestsPerPeer
+    const busy = (): number => ps.inFlight.demand + ps.inFlight.prefetch
+    this.sendQueued(ps, 'demand', () => max - busy())
+    this.sendQueued(ps, 'prefetch', () => Math.min(max - busy(), max - this.opts.demandReservedRequests - ps.inFlight.prefetch))
+    const bg = ps.queued.background
+    while (bg.size > 0 && busy() === 0 && ps.inFlight.background < this.opts.maxBackgroundRequests) {
+      void this.request(ps, this.take(ps, bg, this.opts.backgroundRequestCids), 'background')
     }
-    while (ps.bg.size > 0 && ps.fgInFlight === 0 && ps.bgInFlight < this.opts.maxBackgroundRequests) {
-      void this.request(ps, this.take(ps, ps.bg, this.opts.backgroundRequestCids), true)
+  }
+
+  /** Sends a queue's wants in as many requests as `free()` allows now. */
+  private sendQueued (ps: PeerState, priority: 'demand' | 'prefetch', free: () => number): void {
+    const queue = ps.queued[priority]
+    for (let n = free(); queue.size > 0 && n > 0; n = free()) {
+      // a long queue is spread over the requests still allowed, in bigger batches
+      const perRequest = Math.ceil(queue.size / n)
+      void this.request(ps, this.take(ps, queue, Math.min(this.opts.maxCidsPerRequest, Math.max(this.opts.requestCids, perRequest))), priority)
     }
   }
 
@@ -702,12 +758,14 @@ export class BlockExchange {
    * A pooled stream that fails before any answer (the peer closed it while idle) is replaced by
    * a new one once.
    */
-  private async request (ps: PeerState, wants: Want[], background: boolean): Promise<void> {
-    if (background) ps.bgInFlight++
-    else ps.fgInFlight++
+  private async request (ps: PeerState, wants: Want[], priority: BlockPriority): Promise<void> {
+    // counted at once (before any await): `pump` reads it to decide what may go next
+    ps.inFlight[priority]++
     this.counts.requests++
-    if (background) this.counts.backgroundRequests++
-    if (this.log.isLevelEnabled('debug')) this.log.debug({ peer: ps.id, cids: wants.map(w => w.cid.toString()), background }, 'block exchange: asking')
+    if (priority === 'prefetch') this.counts.prefetchRequests++
+    if (priority === 'background') this.counts.backgroundRequests++
+    const background = priority === 'background'
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ peer: ps.id, cids: wants.map(w => w.cid.toString()), priority }, 'block exchange: asking')
     const progress = { answered: 0 }
     let pooled = this.takeIdle(ps)
     try {
@@ -731,9 +789,8 @@ export class BlockExchange {
         }
       }
     } finally {
-      if (background) ps.bgInFlight--
-      else ps.fgInFlight--
-      if (ps.fg.size > 0 || ps.bg.size > 0) this.schedule(ps)
+      ps.inFlight[priority]--
+      if (PRIORITIES.some(p => ps.queued[p].size > 0)) this.schedule(ps)
     }
   }
 
@@ -993,7 +1050,7 @@ export class BlockExchange {
     if (pending == null) return undefined
     const asker = this.peerStates.get(peer)
     const key = keyOf(cid)
-    const cycle = asker != null && (asker.sent.has(key) || asker.fg.has(key) || asker.bg.has(key))
+    const cycle = asker != null && (asker.sent.has(key) || queuedWant(asker, key) != null)
     if (cycle && this.libp2p.peerId.toString() > peer) return undefined
     return pending
   }
@@ -1109,8 +1166,13 @@ class Deadline {
   }
 }
 
+/** A want of this peer's queues not sent yet. */
+function queuedWant (ps: PeerState, key: string): Want | undefined {
+  return ps.queued.demand.get(key) ?? ps.queued.prefetch.get(key) ?? ps.queued.background.get(key)
+}
+
 function emptyStats (): BlockExchangeStats {
-  return { requests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, hedgesSkipped: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, waitsInVain: 0, suspensions: 0, pendingAnswers: 0, cooperativeFetches: 0, cooperativeBusy: 0, rankedDontHaves: 0 }
+  return { requests: 0, prefetchRequests: 0, backgroundRequests: 0, failedRequests: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, hedgesSkipped: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, rejectedRequests: 0, servedAfterWait: 0, waitsInVain: 0, suspensions: 0, pendingAnswers: 0, cooperativeFetches: 0, cooperativeBusy: 0, rankedDontHaves: 0 }
 }
 
 /**

@@ -13,6 +13,15 @@ import type { LinkScope } from './open-links.js'
 /** Fetches one block's bytes. Implementations decide where from (blockstore, peers). */
 export type BlockGetter = (cid: CID, signal?: AbortSignal) => Promise<Uint8Array>
 
+/**
+ * A read's getter and how urgent its fetches are (lower: more urgent; the reader's own getter is
+ * 0): a read joins an interior node's fetch under way only if that fetch is at least as urgent.
+ */
+interface Via {
+  getBlock: BlockGetter
+  rank: number
+}
+
 /** Dag reader defaults. */
 export const DEFAULTS = {
   /** Decoded interior nodes kept per reader, at most... */
@@ -91,11 +100,10 @@ export function decodeFileNode (cid: CID, bytes: Uint8Array): FileNode {
 export class UnixfsFileReader {
   /**
    * Decoded interior nodes (their fetch while under way), the least recently used dropped (by
-   * count and by decoded size); each
-   * with whether it was fetched for a read at the reader's own priority (`urgent`) or by another
-   * getter (the interior prefetch, a background read).
+   * count and by decoded size); each with the rank of the most urgent getter that fetched it
+   * (0: the reader's own; more: a prefetch read, the interior prefetch, a background read).
    */
-  private readonly cache: LRUCache<string, { node: Promise<FileNode>, urgent: boolean }>
+  private readonly cache: LRUCache<string, { node: Promise<FileNode>, rank: number }>
   /** Interior nodes whose links went into `links` (once each, though the cache may decode one again). */
   private readonly linked = new Set<string>()
 
@@ -134,23 +142,27 @@ export class UnixfsFileReader {
    * second round trip (interior node, then leaf); they are small (≈ 45 bytes a link). Errors
    * are left to the read that needs the node.
    */
-  async prefetchInterior (signal?: AbortSignal, getBlock: BlockGetter = this.getBlock): Promise<void> {
+  async prefetchInterior (signal?: AbortSignal, getBlock: BlockGetter = this.getBlock, rank?: number): Promise<void> {
+    const via = this.via(getBlock, rank)
     const interior = this.rootNode.children.filter(c => c.code !== raw.code)
-    await Promise.allSettled(interior.map(async c => await this.node(c, signal, getBlock)))
+    await Promise.allSettled(interior.map(async c => await this.node(c, signal, via)))
   }
 
   get size (): number {
     return this.rootNode.size
   }
 
-  /** `getBlock`, when given, fetches this read's blocks (e.g. at another priority). */
-  async read (offset: number, length: number, signal?: AbortSignal, getBlock: BlockGetter = this.getBlock): Promise<Uint8Array> {
+  /**
+   * `getBlock`, when given, fetches this read's blocks (e.g. at another priority), `rank` saying
+   * how urgent they are (see `Via`; another getter without one counts as the least urgent).
+   */
+  async read (offset: number, length: number, signal?: AbortSignal, getBlock: BlockGetter = this.getBlock, rank?: number): Promise<Uint8Array> {
     checkAbort(signal)
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) throw new RangeError(`invalid range ${offset}+${length}`)
     const end = Math.min(this.size, offset + length)
     if (end <= offset) return new Uint8Array(0)
     const pieces: Piece[] = []
-    await abortable(this.fill(this.rootNode, 0, offset, end, pieces, signal, getBlock), signal)
+    await abortable(this.fill(this.rootNode, 0, offset, end, pieces, signal, this.via(getBlock, rank)), signal)
     checkAbort(signal)
     // A range inside one block (a small file's chunk, most reads) is a view of that block: no
     // fresh buffer, no copy. The caller must not modify it (the block may be shared).
@@ -161,7 +173,7 @@ export class UnixfsFileReader {
   }
 
   /** Collects the parts of `node` (which starts at file offset `base`) inside [from, to), with their place in the range. */
-  private async fill (node: FileNode, base: number, from: number, to: number, pieces: Piece[], signal: AbortSignal | undefined, getBlock: BlockGetter): Promise<void> {
+  private async fill (node: FileNode, base: number, from: number, to: number, pieces: Piece[], signal: AbortSignal | undefined, via: Via): Promise<void> {
     if (node.data.length > 0) overlap(node.data, base, from, to, pieces)
     let pos = base + node.data.length
     const jobs: Array<Promise<void>> = []
@@ -172,14 +184,14 @@ export class UnixfsFileReader {
       if (pos <= from || size === 0) continue
       const cid = node.children[i]
       if (cid.code === raw.code) {
-        jobs.push(getBlock(cid, signal).then(bytes => {
+        jobs.push(via.getBlock(cid, signal).then(bytes => {
           if (bytes.length !== size) throw new UnexpectedDagError(`leaf ${cid.toString()} is ${bytes.length} bytes, parent says ${size}`)
           overlap(bytes, start, from, to, pieces)
         }))
       } else {
-        jobs.push(this.node(cid, signal, getBlock).then(async child => {
+        jobs.push(this.node(cid, signal, via).then(async child => {
           if (child.size !== size) throw new UnexpectedDagError(`node ${cid.toString()} holds ${child.size} bytes, parent says ${size}`)
-          await this.fill(child, start, from, to, pieces, signal, getBlock)
+          await this.fill(child, start, from, to, pieces, signal, via)
         }))
       }
     }
@@ -189,33 +201,39 @@ export class UnixfsFileReader {
     if (failed != null) throw failed.reason
   }
 
-  private async node (cid: CID, signal: AbortSignal | undefined, getBlock: BlockGetter): Promise<FileNode> {
+  /** A getter with its rank: the reader's own is 0; another without a rank is the least urgent. */
+  private via (getBlock: BlockGetter, rank?: number): Via {
+    return { getBlock, rank: rank ?? (getBlock === this.getBlock ? 0 : Infinity) }
+  }
+
+  private async node (cid: CID, signal: AbortSignal | undefined, via: Via): Promise<FileNode> {
     try {
-      return await this.sharedNode(cid, signal, getBlock)
+      return await this.sharedNode(cid, signal, via)
     } catch (err) {
       // A fetch shared with a reader that gave up fails for that reader only: try once more.
       if (signal?.aborted === true || !isAbortError(err)) throw err
-      return await this.sharedNode(cid, signal, getBlock)
+      return await this.sharedNode(cid, signal, via)
     }
   }
 
-  private async sharedNode (cid: CID, signal: AbortSignal | undefined, getBlock: BlockGetter): Promise<FileNode> {
+  private async sharedNode (cid: CID, signal: AbortSignal | undefined, via: Via): Promise<FileNode> {
     const key = cid.toString()
-    const urgent = getBlock === this.getBlock
     const known = this.cache.get(key)
-    if (known != null && (known.urgent || !urgent)) return await known.node
+    if (known != null && known.rank <= via.rank) return await known.node
     // Not fetched yet, or only at a lower priority: a read waiting on a node the interior
     // prefetch is fetching in the background asks for it at its own priority too (the block
-    // exchange then moves the want ahead of the background queue), and whichever fetch answers
-    // first serves both. Joining the background fetch alone left a mount's first read waiting
-    // for the whole background queue before it.
-    const fetching = getBlock(cid, signal).then(bytes => decodeFileNode(cid, bytes))
+    // exchange then moves the want ahead of the queue it waits in), and whichever fetch answers
+    // first serves both. Joining the background fetch alone left a mount's first read (or its
+    // prefetch) waiting for the whole background queue before it.
+    const fetching = via.getBlock(cid, signal).then(bytes => decodeFileNode(cid, bytes))
     const node = known == null ? fetching : Promise.any([known.node, fetching]).catch(async () => await fetching)
-    const entry = { node, urgent }
+    const entry = { node, rank: via.rank }
     this.cache.set(key, entry)
-    // a failed fetch is not kept: the next read fetches again; a decoded one is counted at its size
+    // a failed fetch is not kept: the next read fetches again; a decoded one is counted at its
+    // size, and serves every read (nothing is left to wait for)
     node.then(
       (decoded) => {
+        entry.rank = 0
         if (this.cache.peek(key) === entry) this.cache.set(key, entry, { size: decodedBytes(decoded) })
         if (this.links != null && !this.linked.has(key)) {
           this.linked.add(key)

@@ -1,7 +1,7 @@
 import type { BlockBroker, BlockRetrievalOptions } from '@helia/interface'
 import type { CID } from 'multiformats/cid'
 import type { Logger } from '../logging.js'
-import type { BlockExchange } from './block-exchange.js'
+import type { BlockExchange, BlockPriority } from './block-exchange.js'
 import { collectBlock, verifyBlock } from './dag-reader.js'
 import { AbortError, BlockNotFoundError, InvalidOptionError } from './errors.js'
 import type { GatewayClient } from './gateway.js'
@@ -48,8 +48,11 @@ export interface StageStats {
 
 /** Options Helia passes through `helia.blockstore.get(cid, options)` to the broker, plus ours. */
 export interface FetchOptions extends BlockRetrievalOptions {
-  /** A background fetch (prefetch): waits behind on-demand reads in the exchange. */
-  background?: boolean
+  /**
+   * How urgent the block is in the exchange (default `demand`; `BlockPriority`). Not named
+   * `priority`: these options go on to bitswap, which reads `priority` as its wantlist's number.
+   */
+  fetchPriority?: BlockPriority
 }
 
 export interface BlockFetcherComponents {
@@ -156,7 +159,8 @@ export class BlockFetcher implements BlockBroker {
     if (this.components.wanted?.(cid) !== true || exchange?.isStarted() !== true) return undefined
     try {
       return await this.tracked(cid, async () => {
-        const bytes = await exchange.get(cid, { background: options.background, onBehalf: true, validate: (b) => { verifyBlock(cid, b) } })
+        // at the asker's priority as its request says it (the wire knows background or not)
+        const bytes = await exchange.get(cid, { priority: options.background ? 'background' : 'demand', onBehalf: true, validate: (b) => { verifyBlock(cid, b) } })
         if (bytes == null) throw new BlockNotFoundError(cid.toString(), 'any peer asked for a cooperative fetch')
         if (this.components.store.putFetched(cid, bytes)) {
           this.counts.exchangeBlocks++
@@ -286,7 +290,7 @@ export class BlockFetcher implements BlockBroker {
       }
 
       if (exchange?.isStarted() === true && exchange.peers().length > 0) {
-        run('exchange', async () => await exchange.get(cid, { signal, background: options.background, validate }))
+        run('exchange', async () => await exchange.get(cid, { signal, priority: options.fetchPriority, validate }))
         if (this.components.bitswapOnlyPeers == null || this.components.bitswapOnlyPeers() > 0) after(this.opts.exchangeBudget, startBitswap)
       } else {
         startBitswap()

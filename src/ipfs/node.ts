@@ -125,7 +125,7 @@ export interface IpfsNode {
    * without Helia's wrapping around it: Helia asks the store `has` before `get`, waits for its
    * own write of a fetched block and for every broker's announcement, about 1 ms a block on the
    * read path. A fetched block is announced (to bitswap peers wanting it) after it is returned.
-   * Options: `signal`, `offline`, `background`, and Helia's `onProgress` (the same
+   * Options: `signal`, `offline`, `fetchPriority`, and Helia's `onProgress` (the same
    * `blocks:get:blockstore:put` event for a block that came over the network).
    */
   readonly blocks: BlockFetchPath

@@ -34,7 +34,8 @@ export function pieces (ranges: Array<[number, number]>, pieceBytes: number): Ar
  * Reads `ranges` of `source` in their order, `concurrency` pieces at a time, and throws the bytes
  * away: the point is the blocks the reads fetch into the local blockstore (the source reads
  * through the node's fetch path), where the on-demand reads that follow find them. Before each
- * piece it waits for `idle` (no on-demand read in flight), so it never goes ahead of a container's
+ * piece it waits for `idle` (no on-demand read in flight), and reads with the prefetch hint (the
+ * block exchange queues its blocks behind on-demand ones), so it never goes ahead of a container's
  * read. The first failed read ends it (the layer's blocks are not to be had now; on-demand reads
  * will say so themselves).
  */
@@ -56,7 +57,8 @@ export async function prefetchInOrder (components: { source: RangeSource, idle: 
       if (result.error != null || next >= plan.length) return
       const [offset, length] = plan[next++]
       try {
-        await source.read(offset, length, signal)
+        // a prefetch: the node's exchange sends it behind on-demand wants, never in the requests it keeps for them
+        await source.read(offset, length, signal, { prefetch: true })
         result.pieces++
         result.bytes += length
       } catch (err) {

@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events'
 import { CID } from 'multiformats/cid'
-import { AbortError, ReadTimeoutError, collectBlock, UnixfsFileReader, type BlockFetchPath, type FetchOptions } from '../ipfs/index.js'
+import { AbortError, ReadTimeoutError, collectBlock, UnixfsFileReader, type BlockFetchPath, type BlockPriority, type FetchOptions } from '../ipfs/index.js'
 import type { RangeSource, ReadHint } from './types.js'
 import { deadline } from '../signals.js'
 
@@ -27,7 +27,7 @@ export interface BlockFetch {
   network: boolean
   /** Fetched for a background read rather than an on-demand one. */
   background: boolean
-  /** Fetched for a prefetch read (as urgent as on-demand, but not a container's own read). */
+  /** Fetched for a prefetch read (right behind on-demand ones, and not a container's own read). */
   prefetch: boolean
 }
 
@@ -48,7 +48,8 @@ export interface IpfsSourceOptions {
  * `read` fetches exactly the blocks the range covers through `helia.blockstore`, which is the
  * node's one fetch path: the local blockstore, then our peers over the block exchange, bitswap,
  * the gateways (src/ipfs/fetcher.ts); every network block is checked against its CID before it
- * is stored or used. A background read (`hint.background`) waits behind on-demand ones.
+ * is stored or used. A prefetch read (`hint.prefetch`) goes behind on-demand ones, a background
+ * read (`hint.background`) waits for an idle link (the block exchange's priorities).
  */
 export class IpfsSource implements RangeSource {
   private closed = false
@@ -70,7 +71,8 @@ export class IpfsSource implements RangeSource {
       const fetchOptions: FetchOptions & { offline?: boolean } = {
         signal,
         offline: options.offline,
-        background,
+        // the exchange's queue: a prefetch goes behind on-demand wants, a background one waits for an idle link
+        fetchPriority: kind,
         // Helia emits this once a broker delivered the block (not for local hits).
         onProgress: (e) => { if (e.type === 'blocks:get:blockstore:put') network = true }
       }
@@ -90,7 +92,7 @@ export class IpfsSource implements RangeSource {
     }
     // The interior nodes of a layer's DAG come at once, behind the first reads (background
     // priority: the footer and TOC a mount is waiting for go first), not awaited.
-    if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal, async (c, s) => await getBlock(c, s, 'background'))
+    if (options.prefetchInterior !== false && options.offline !== true) void reader.prefetchInterior(options.signal, async (c, s) => await getBlock(c, s, 'background'), RANK.background)
     return new IpfsSource(root, reader, counts, options, getBlock)
   }
 
@@ -106,7 +108,8 @@ export class IpfsSource implements RangeSource {
   async read (offset: number, length: number, signal?: AbortSignal, hint?: ReadHint): Promise<Uint8Array> {
     if (this.closed) throw new Error('IpfsSource is closed')
     const kind: BlockKind = hint?.background === true ? 'background' : hint?.prefetch === true ? 'prefetch' : 'demand'
-    const read = async (s?: AbortSignal): Promise<Uint8Array> => await this.reader.read(offset, length, s, kind !== 'demand' ? async (c, bs) => await this.getBlock(c, bs, kind) : undefined)
+    // the reader's node cache lets a read join a node's fetch only at its own priority or above
+    const read = async (s?: AbortSignal): Promise<Uint8Array> => await this.reader.read(offset, length, s, kind !== 'demand' ? async (c, bs) => await this.getBlock(c, bs, kind) : undefined, RANK[kind])
     return await withTimeout(this.options.readTimeout ?? DEFAULTS.readTimeout, signal, read, `reading ${this.cid.toString()} at ${offset}+${length}`)
   }
 
@@ -116,8 +119,10 @@ export class IpfsSource implements RangeSource {
   }
 }
 
-/** Why a block is fetched: an on-demand read, a prefetch (as urgent), a background read. */
-type BlockKind = 'demand' | 'prefetch' | 'background'
+/** Why a block is fetched: an on-demand read, a prefetch (behind on-demand reads), a background read (on an idle link). */
+type BlockKind = BlockPriority
+/** The reader's node-cache rank of each kind (0: its own getter, on demand). */
+const RANK: Record<BlockKind, number> = { demand: 0, prefetch: 1, background: 2 }
 
 function aborted (signal?: AbortSignal): boolean {
   return signal?.aborted === true

@@ -7,8 +7,9 @@ export interface ReadHint {
   background?: boolean
   /**
    * A prefetch of what a container is about to read (a layer's landmark region at mount, a
-   * learned order): fetched as urgently as an on-demand read — background reads move a few blocks
-   * at a time on an idle link, far too slowly for a mount that waits on them — but not an
+   * learned order): fetched right behind on-demand reads (the node's block exchange sends them
+   * after the on-demand wants and keeps requests free for those) — background reads move a few
+   * blocks at a time on an idle link, far too slowly for a mount that waits on them — and not an
    * on-demand read (not recorded as the workload's, not counted as its activity).
    */
   prefetch?: boolean

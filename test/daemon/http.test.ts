@@ -48,7 +48,7 @@ function snapshot (over: Partial<DaemonSnapshot> = {}): DaemonSnapshot {
   remote.fallbacks['mount-timeout'] = 3
   return {
     fetch: { localBlocks: 1, localBytes: 11, exchangeBlocks: 2, exchangeBytes: 22, bitswapBlocks: 3, bitswapBytes: 33, gatewayBlocks: 4, gatewayBytes: 44, onBehalfBlocks: 0, onBehalfBytes: 0, failures: 5 },
-    exchange: { badBlocks: 6, hedges: 4, cooperativeFetches: 9, waitsInVain: 1 } as DaemonSnapshot['exchange'],
+    exchange: { badBlocks: 6, hedges: 4, cooperativeFetches: 9, waitsInVain: 1, requests: 20, prefetchRequests: 7, backgroundRequests: 3 } as DaemonSnapshot['exchange'],
     peers: { peerA: { blocksReceived: 1, bytesReceived: 123, blocksServed: 0, bytesServed: 7, badBlocks: 0, failedRequests: 0 } },
     connectedPeers: 1,
     remote,
@@ -88,6 +88,9 @@ describe('DaemonMetrics', () => {
     expect(line(text, 'ipfs_estargz_exchange_events_total{event="cooperative_fetch"}')).toMatch(/ 9$/)
     expect(line(text, 'ipfs_estargz_exchange_events_total{event="wait_in_vain"}')).toMatch(/ 1$/)
     expect(line(text, 'ipfs_estargz_exchange_events_total{event="ranked_dont_have"}')).toMatch(/ 0$/)
+    expect(line(text, 'ipfs_estargz_exchange_requests_total{priority="on_demand"}')).toMatch(/ 10$/)
+    expect(line(text, 'ipfs_estargz_exchange_requests_total{priority="prefetch"}')).toMatch(/ 7$/)
+    expect(line(text, 'ipfs_estargz_exchange_requests_total{priority="background"}')).toMatch(/ 3$/)
     expect(line(text, 'ipfs_estargz_chunk_cache_hit_ratio')).toMatch(/ 0\.75$/)
     expect(line(text, 'ipfs_estargz_chunk_cache_write_failures_total')).toMatch(/ 2$/)
     expect(line(text, 'ipfs_estargz_snapshot_fallbacks_total{reason="mount-timeout"}')).toMatch(/ 3$/)

@@ -2,7 +2,8 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BlockExchange, encodeRequest, PROTOCOL, ranksAbove, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
+import { BlockExchange, encodeRequest, PROTOCOL, ranksAbove, type BlockExchangeComponents, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
+import { InvalidOptionError } from '../../src/ipfs/errors.js'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
 import { importBytes } from '../../src/ipfs/import.js'
 import { createNode, type IpfsNode, type NodeOptions } from '../../src/ipfs/node.js'
@@ -234,7 +235,7 @@ describe('BlockExchange over loopback TCP', () => {
 
     let backgroundDone = 0
     const background = Promise.all(cids.map(async (c, i) => {
-      const got = await b.exchange.get(c, { background: true })
+      const got = await b.exchange.get(c, { priority: 'background' })
       expect(same(got, blocks[i])).toBe(true)
       backgroundDone++
     }))
@@ -250,6 +251,106 @@ describe('BlockExchange over loopback TCP', () => {
     const s = b.exchange.stats()
     expect(s.backgroundRequests).toBeGreaterThanOrEqual(count / 4)
     expect(s.blocksReceived).toBe(count + 1)
+  })
+
+  it('a burst of prefetch wants leaves on-demand wants requests of their own: an on-demand get goes out at once and is answered before the queued prefetch wants', async () => {
+    // a server whose every block takes DELAY ms: a request holds its slot that long
+    const DELAY = 400
+    const held = new Map<string, Uint8Array>()
+    const slow = await serverWith({
+      get: async function * (c: CID) {
+        const bytes = held.get(c.toString())
+        if (bytes == null) throw new Error('not here')
+        await new Promise(resolve => setTimeout(resolve, DELAY))
+        yield bytes
+      }
+    })
+    // small numbers, the same shape: 4 requests of ≤ 4 CIDs per peer, 1 kept for on-demand wants
+    const b = await node({ exchange: { maxRequestsPerPeer: 4, demandReservedRequests: 1, maxCidsPerRequest: 4, requestCids: 4 } })
+    const count = 40
+    const blocks = Array.from({ length: count }, () => random(2000))
+    const cids = await Promise.all(blocks.map(rawBlock))
+    cids.forEach((c, i) => held.set(c.toString(), blocks[i]))
+    const urgent = random(2000)
+    const urgentCid = await rawBlock(urgent)
+    held.set(urgentCid.toString(), urgent)
+    await connect(b, slow)
+
+    let prefetchDone = 0
+    const prefetch = Promise.all(cids.map(async (c, i) => {
+      expect(same(await b.exchange.get(c, { priority: 'prefetch' }), blocks[i])).toBe(true)
+      prefetchDone++
+    }))
+    await new Promise(resolve => setTimeout(resolve, 50)) // the burst is on the wire, the rest queued
+    const t0 = Date.now()
+    expect(same(await b.exchange.get(urgentCid), urgent)).toBe(true)
+    const took = Date.now() - t0
+    const doneWhenUrgentArrived = prefetchDone
+    await prefetch
+    // it went out at once (one block's time, not a prefetch request's wait first), and no
+    // prefetch want queued when it was asked was answered before it: at most the 3 requests of 4
+    // already in flight were
+    expect(took).toBeLessThan(2 * DELAY)
+    expect(doneWhenUrgentArrived).toBeLessThanOrEqual(3 * 4)
+    const s = b.exchange.stats()
+    expect(s).toMatchObject({ blocksReceived: count + 1, failedRequests: 0, backgroundRequests: 0, prefetchRequests: count / 4 })
+    expect(s.requests).toBe(s.prefetchRequests + 1)
+  })
+
+  it('queues by priority: on-demand wants go first, then prefetch ones, then background ones (on an idle link); a want asked again more urgently moves up', async () => {
+    const held = new Map<string, Uint8Array>()
+    const served: string[] = []
+    let open: () => void = () => {}
+    const gate = new Promise<void>(resolve => { open = resolve })
+    const blockers = new Set<string>()
+    const server = await serverWith({
+      get: async function * (c: CID) {
+        const key = c.toString()
+        served.push(key)
+        if (blockers.has(key)) await gate
+        yield held.get(key) as Uint8Array
+      }
+    })
+    // 2 requests of 1 CID per peer, 1 of them kept for on-demand wants
+    const b = await node({ exchange: { maxRequestsPerPeer: 2, demandReservedRequests: 1, maxCidsPerRequest: 1, requestCids: 1, backgroundRequestCids: 1 } })
+    const named = async (): Promise<CID> => {
+      const bytes = random(1000)
+      const c = await rawBlock(bytes)
+      held.set(c.toString(), bytes)
+      return c
+    }
+    const [d0, p0, b1, b2, b3, p1, p2, p3, d1, d2] = await Promise.all(Array.from({ length: 10 }, named))
+    blockers.add(d0.toString())
+    blockers.add(p0.toString())
+    await connect(b, server)
+    const names = new Map([d0, p0, b1, b2, b3, p1, p2, p3, d1, d2].map((c, i) => [c.toString(), ['d0', 'p0', 'b1', 'b2', 'b3', 'p1', 'p2', 'p3', 'd1', 'd2'][i]]))
+
+    // an on-demand and a prefetch request hold both slots (the server waits on them)
+    const gets = [b.exchange.get(d0), b.exchange.get(p0, { priority: 'prefetch' })]
+    await until(() => served.length === 2, 'both held requests at the server')
+    // everything else queued in one tick, the least urgent first
+    gets.push(...[b1, b2, b3].map(async c => await b.exchange.get(c, { priority: 'background' })))
+    gets.push(...[p1, p2].map(async c => await b.exchange.get(c, { priority: 'prefetch' })))
+    gets.push(b.exchange.get(p3, { priority: 'background' }), b.exchange.get(p3, { priority: 'prefetch' })) // moves up to prefetch
+    gets.push(b.exchange.get(b3, { priority: 'background' })) // asked again at its own priority: stays
+    gets.push(...[d1, d2].map(async c => await b.exchange.get(c)))
+    await new Promise(resolve => setTimeout(resolve, 100))
+    expect(served.length).toBe(2) // nothing else goes while both slots are held
+    open()
+    const got = await Promise.all(gets)
+    expect(got.every(g => g != null)).toBe(true)
+    const order = served.slice(2).map(k => names.get(k))
+    // the two on-demand ones in either order (both slots), then the prefetch ones one at a time
+    // (one slot is kept), then the background ones one at a time
+    expect(new Set(order.slice(0, 2))).toEqual(new Set(['d1', 'd2']))
+    expect(order.slice(2)).toEqual(['p1', 'p2', 'p3', 'b1', 'b2', 'b3'])
+    expect(b.exchange.stats()).toMatchObject({ requests: 10, prefetchRequests: 4, backgroundRequests: 3 })
+  })
+
+  it('refuses a reserve that leaves prefetch no request', () => {
+    const components = { libp2p: {} as unknown as BlockExchangeComponents['libp2p'], blockstore: { get: () => [] }, logger: silentLogger() }
+    expect(() => new BlockExchange(components, { maxRequestsPerPeer: 4, demandReservedRequests: 4 })).toThrow(InvalidOptionError)
+    expect(() => new BlockExchange(components, { maxRequestsPerPeer: 4, demandReservedRequests: 0 })).not.toThrow()
   })
 
   it('closes a stream carrying a malformed or oversized request and keeps serving others', async () => {

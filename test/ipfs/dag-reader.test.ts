@@ -56,6 +56,26 @@ describe('UnixfsFileReader', () => {
     expect(backgroundGets).toBe(1) // the leaf only: the interior nodes came from the read's fetch
   })
 
+  it('a read joins an interior node\'s fetch only if it is at least as urgent: a prefetch read does not wait on the background one', async () => {
+    const { store, cid, data } = await deepFile()
+    const reader = await UnixfsFileReader.open(cid, store.getBlock)
+    // ranks: 1 a prefetch read, 2 the interior prefetch (a background queue that does not move)
+    void reader.prefetchInterior(undefined, async () => await new Promise<Uint8Array>(() => {}), 2)
+    let prefetchGets = 0
+    const prefetchGetter = async (c: CID): Promise<Uint8Array> => { prefetchGets++; return await store.getBlock(c) }
+    const got = await Promise.race([reader.read(25_500, 1000, undefined, prefetchGetter, 1), new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('the prefetch read waited on the background fetch')), 5_000))])
+    expect(Buffer.compare(Buffer.from(got), data.subarray(25_500, 26_500))).toBe(0)
+    expect(prefetchGets).toBe(4) // its own interior nodes (2) and leaves (2)
+    // a background read joins the prefetch read's node fetches; an on-demand one too
+    let backgroundGets = 0
+    const again = await reader.read(24_000, 10, undefined, async (c) => { backgroundGets++; return await store.getBlock(c) }, 2)
+    expect(Buffer.compare(Buffer.from(again), data.subarray(24_000, 24_010))).toBe(0)
+    expect(backgroundGets).toBe(1) // the leaf only
+    store.gets = 0
+    await reader.read(24_000, 10)
+    expect(store.gets).toBe(1)
+  })
+
   it('keeps decoded interior nodes up to nodeCacheBytes: past it a read decodes its node again, and still reads right', async () => {
     const { store, cid, data } = await deepFile()
     // room for about three decoded 4-link nodes

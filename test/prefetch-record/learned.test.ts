@@ -117,6 +117,8 @@ describe('learned prefetch between real nodes', () => {
     expect(leafOrder).toEqual(ORDER)
     for (const [i, l] of leaves.entries()) expect(await c.localBlockstore.has(l.cid), `leaf ${i}`).toBe(ORDER.includes(i))
     expect(learned.stats()).toMatchObject({ recordsFetched: 1, recordsUsed: 1, recordsRejected: 0, prefetchedPieces: 5, prefetchedBytes: 5000, prefetchedNetworkBytes: 5 * 256 * 1024 })
+    // the leaves went at prefetch priority (behind on-demand wants), one piece at a time
+    expect(c.exchange.stats().prefetchRequests).toBeGreaterThanOrEqual(5)
     const line = log.lines.find(l => l.msg === 'prefetched a layer in a learned order')
     expect(line).toMatchObject({ layer: layer.toString(), from: b.peerId.toString(), ranges: 5, pieces: '5/5' })
 

@@ -4,6 +4,7 @@ import { buildEstargz, EstargzReader } from '../../src/estargz/index.js'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
 import { importBytes, importSegments } from '../../src/ipfs/import.js'
 import { IpfsSource } from '../../src/source/ipfs.js'
+import type { ReadHint } from '../../src/source/types.js'
 import { TempRepos, random, streamOf } from '../ipfs/helpers.js'
 import { makeTar } from '../../scripts/fixtures/tar.js'
 import { rangeSourceSuite } from './suite.js'
@@ -154,6 +155,28 @@ describe('IpfsSource with the block exchange', () => {
     await reader.readFile('f-2.bin')
     expect(source.stats().networkBlocks).toBe(stats.networkBlocks)
     expect(b.exchange.stats().requests).toBe(ex.requests)
+  })
+
+  it('asks the exchange at each read\'s priority: a prefetch read as prefetch, a background one as background, others on demand', async () => {
+    const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const b = await repos.node()
+    const data = random(3 * MiB + 100) // 4 leaves under the root
+    const { cid } = await importBytes(a.localBlockstore, data)
+    await b.dial(a.multiaddrs()[0])
+    await identified(b)
+    const source = await IpfsSource.open(b.blocks, cid, { prefetchInterior: false })
+    expect(b.exchange.stats()).toMatchObject({ requests: 1, prefetchRequests: 0, backgroundRequests: 0 }) // the root, on demand
+
+    const read = async (offset: number, hint?: ReadHint): Promise<void> => {
+      const r = await source.read(offset, 100, undefined, hint)
+      expect(Buffer.compare(Buffer.from(r), data.subarray(offset, offset + 100))).toBe(0)
+    }
+    await read(5, { prefetch: true })
+    expect(b.exchange.stats()).toMatchObject({ requests: 2, prefetchRequests: 1, backgroundRequests: 0 })
+    await read(MiB + 5, { background: true })
+    expect(b.exchange.stats()).toMatchObject({ requests: 3, prefetchRequests: 1, backgroundRequests: 1 })
+    await read(2 * MiB + 5)
+    expect(b.exchange.stats()).toMatchObject({ requests: 4, prefetchRequests: 1, backgroundRequests: 1 })
   })
 
   it('falls back to bitswap when no exchange peer has the block, and stays offline when told', async () => {
