@@ -25,10 +25,13 @@ const LOOKUP_BATCH = 512
 /**
  * Where every byte of the file `root` lies in the local store, as runs of pack files: leaves
  * written one after the other (a layer is stored in file order) join into one run. Undefined
- * when a leaf is not in the local store, has not been verified there by this process, or the
- * file has bytes inline in its nodes: such a blob is sent the ordinary way.
+ * when a leaf is not in the local store, has not been verified there by this process, the file
+ * has bytes inline in its nodes, or its runs average fewer than `minRunBytes` (leaves stored
+ * out of order, as a lazy pull fetches them: a read per run would be slower than the batched
+ * reads of the ordinary way, and the list long): such a blob is sent the ordinary way.
  */
-export async function extentsOf (root: FileNode, source: Pick<LeafSource, 'node'>, store: SpanStore, signal: AbortSignal): Promise<Extent[] | undefined> {
+export async function extentsOf (root: FileNode, source: Pick<LeafSource, 'node'>, store: SpanStore, options: { minRunBytes: number, signal: AbortSignal }): Promise<Extent[] | undefined> {
+  const { signal } = options
   const out: Extent[] = []
   let cids: CID[] = []
   let starts: number[] = []
@@ -61,7 +64,7 @@ export async function extentsOf (root: FileNode, source: Pick<LeafSource, 'node'
     }
   }
   if (cids.length > 0 && !lookUp()) return undefined
-  return out
+  return root.size >= options.minRunBytes * out.length ? out : undefined
 }
 
 /**

@@ -70,11 +70,16 @@ export const DEFAULTS = {
    */
   matchedBlobs: 1024,
   /**
-   * Blobs whose place in the local store's pack files is kept (a few hundred numbers each): a
-   * blob read whole once (every leaf verified) is then sent as runs of those files, a large
-   * read and write at a time, instead of a lookup, a check and a copy per leaf.
+   * Runs of pack files kept, over all blobs (~100 bytes each; a layer pushed here is a few
+   * runs): a blob read whole once (every leaf verified) is then sent as runs of those files, a
+   * large read and write at a time, instead of a lookup, a check and a copy per leaf.
    */
-  cachedExtents: 1024,
+  cachedExtents: 1 << 16,
+  /**
+   * A blob whose runs average fewer bytes than this (leaves stored out of order, as a lazy pull
+   * fetches them) is sent block by block: a read per small run is slower than batched reads.
+   */
+  minExtentBytes: 64 << 10,
   /** Bytes of one read and one write when a blob is sent from its extents. */
   extentBytes: 1 << 20,
   /** Buffers of `extent_bytes` kept for reuse across answers (each answer has two or three at a time). */

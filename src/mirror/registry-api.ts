@@ -41,9 +41,11 @@ export interface RegistryApiOptions {
   cachedNodes: number
   /** Blob digests remembered as matching the file under their CID. */
   matchedBlobs: number
-  /** Blobs whose extents in the local store are kept (sent as file runs); bytes of one read and write of them. */
+  /** Extents kept, over all blobs (sent as file runs); bytes of one read and write of them. */
   cachedExtents: number
   extentBytes: number
+  /** A blob whose runs average fewer bytes than this is sent block by block (`extentsOf`). */
+  minExtentBytes: number
   /** Buffers of `extentBytes` kept for reuse across answers. */
   extentBuffers: number
   /** ms to look up a blob's extents (a walk of its nodes and an index lookup per leaf). */
@@ -81,7 +83,7 @@ export class RegistryApi {
   constructor (private readonly components: RegistryApiComponents, private readonly options: RegistryApiOptions) {
     this.nodes = new LRUCache({ max: options.cachedNodes })
     this.matched = new LRUCache({ max: options.matchedBlobs })
-    this.extents = new LRUCache({ max: options.cachedExtents })
+    this.extents = new LRUCache({ maxSize: options.cachedExtents, sizeCalculation: extents => Math.max(1, extents.length) })
     this.pool = new BufferPool(options.extentBytes, options.extentBuffers)
     this.source = { getBlock: components.getBlock, readMany: components.readMany, node: async (cid, signal) => await this.node(cid, signal) }
   }
@@ -245,7 +247,7 @@ export class RegistryApi {
     if (this.extents.has(key) || this.finding.has(key)) return
     this.finding.add(key)
     const signal = AbortSignal.timeout(this.options.learnTimeoutMs)
-    extentsOf(file, this.source, spans, signal).then(extents => {
+    extentsOf(file, this.source, spans, { minRunBytes: this.options.minExtentBytes, signal }).then(extents => {
       if (extents != null) this.extents.set(key, extents)
     }, err => {
       this.components.logger.debug({ cid: key, err: (err as Error).message }, 'blob extents not learnt')

@@ -117,6 +117,7 @@ export class MirrorServer {
       cachedNodes: this.opts.cachedNodes,
       matchedBlobs: this.opts.matchedBlobs,
       cachedExtents: this.opts.cachedExtents,
+      minExtentBytes: this.opts.minExtentBytes,
       extentBytes: this.opts.extentBytes,
       extentBuffers: this.opts.extentBuffers,
       learnTimeoutMs: this.opts.extentLookupTimeoutMs,
