@@ -84,6 +84,8 @@ interface Piece { chunk: Chunk, from: number, to: number }
 
 /** Of a fetch: a container waits (`demand`), it soon will (`prefetch`), or nobody does (`background`). */
 export type Priority = 'demand' | 'prefetch' | 'background'
+/** Most urgent first. */
+const URGENCY: Record<Priority, number> = { demand: 0, prefetch: 1, background: 2 }
 
 /**
  * The verified read path: file range → chunks → cache, or compressed ranges → source →
@@ -100,8 +102,8 @@ export class ChunkReader {
   private readonly readWindowBytes: number
   private readonly neighbourBytes: number
   private readonly layout: readonly LaidOutChunk[]
-  /** Chunk fetches under way, and whether each is a background one. */
-  private readonly inflight = new Map<string, { p: Promise<Uint8Array>, background: boolean }>()
+  /** Chunk fetches under way, and the priority each was asked at. */
+  private readonly inflight = new Map<string, { p: Promise<Uint8Array>, priority: Priority }>()
   private readonly counters: Omit<ReaderStats, 'fetchedBytes' | 'fetchMs'> = { bytesFetched: 0, fetches: 0, bytesServed: 0, cacheHits: 0, cacheMisses: 0, verificationFailures: 0, fetchTimeouts: 0, sourceErrors: 0, cacheHitBytes: 0 }
   private readonly fetchedBytes: Record<Priority, number> = { demand: 0, prefetch: 0, background: 0 }
   private readonly fetchMs = new LatencyHistogram()
@@ -246,14 +248,16 @@ export class ChunkReader {
    * flight are joined; the rest are grouped into runs of touching compressed ranges.
    */
   private fetch (items: LaidOutChunk[], priority: Priority = 'demand'): Map<Chunk, Promise<Uint8Array>> {
-    const background = priority === 'background'
     const out = new Map<Chunk, Promise<Uint8Array>>()
     const todo: LaidOutChunk[] = []
     for (const it of items) {
       const running = this.inflight.get(keyOf(it.chunk))
-      // An on-demand read does not wait behind a background fetch of its chunk (the source
-      // serves that one last): it fetches the chunk again, ahead of it.
-      if (running != null && (!running.background || background)) out.set(it.chunk, running.p)
+      // A read joins a fetch of its chunk only if that one is at least as urgent. An on-demand
+      // read does not wait behind a background fetch (the source serves that one last) nor a
+      // prefetch (it comes in a batch of many ranges, answered together, behind on-demand
+      // reads): it fetches the chunk again, ahead of them; the node's fetch path asks the
+      // peers for its blocks once, and more urgently.
+      if (running != null && URGENCY[running.priority] <= URGENCY[priority]) out.set(it.chunk, running.p)
       else if (!out.has(it.chunk) && !todo.some(t => t.chunk === it.chunk)) todo.push(it)
     }
     todo.sort((a, b) => a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset)
@@ -269,7 +273,7 @@ export class ChunkReader {
       bytes.catch(() => {})
       for (const { node, chunk: c } of g) {
         const key = keyOf(c)
-        const entry = { p: this.decode(node, c, bytes, start, priority !== 'demand'), background }
+        const entry = { p: this.decode(node, c, bytes, start, priority !== 'demand'), priority }
         const p = entry.p.finally(() => { if (this.inflight.get(key) === entry) this.inflight.delete(key) })
         p.catch(() => {})
         entry.p = p

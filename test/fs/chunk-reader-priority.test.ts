@@ -60,4 +60,43 @@ describe('ChunkReader read priority', () => {
     releaseBackground()
     await background
   })
+
+  it('an on-demand read of a chunk a prefetch is getting does not wait behind it; a prefetch joins an on-demand fetch', async () => {
+    const data = fixtureBytes(5, 4 * 65536)
+    const { blob } = await buildBlob([{ name: 'f', data }], { chunkSize: 65536 })
+    const base = new MemorySource(blob)
+    let releasePrefetch: () => void = () => {}
+    const held = new Promise<void>(resolve => { releasePrefetch = resolve })
+    const reads: string[] = []
+    const source: RangeSource = {
+      size: async () => await base.size(),
+      // a prefetch's batch of ranges is answered late: here, not until the test lets it
+      read: async (o: number, l: number, _s?: AbortSignal, hint?: ReadHint) => {
+        reads.push(hint?.prefetch === true ? 'prefetch' : hint?.background === true ? 'background' : 'demand')
+        if (hint?.prefetch === true) await held
+        return await base.read(o, l)
+      }
+    }
+    const es = await EstargzReader.open(async (o, l) => await base.read(o, l), blob.length)
+    const node = es.lookup('f')
+    if (node == null) throw new Error('missing fixture')
+    const reader = new ChunkReader({ source, cache: new ChunkCache({ logger }), logger }, { readWindowBytes: 0, neighbourBytes: 0 })
+    const prefetch = reader.ensureCached(node, node.chunks.slice(0, 2), { prefetch: true })
+    const got = await Promise.race([
+      reader.read(node, 65536, 100),
+      new Promise<'stuck'>(resolve => setTimeout(() => resolve('stuck'), 2000))
+    ])
+    expect(got).not.toBe('stuck')
+    expect(Buffer.from(got as Uint8Array).equals(data.subarray(65536, 65636))).toBe(true)
+    // an on-demand fetch of chunk 3 under way: a prefetch of it joins it, no read of its own
+    const asked = reads.length
+    const demand = reader.read(node, 3 * 65536, 100)
+    while (reads.length === asked) await new Promise(resolve => setImmediate(resolve)) // its fetch has started
+    const before = reads.length
+    await reader.ensureCached(node, node.chunks.slice(3, 4), { prefetch: true })
+    expect(reads.length).toBe(before)
+    await demand
+    releasePrefetch()
+    await prefetch
+  })
 })
