@@ -94,18 +94,8 @@ export async function smallLeafImage (dir: string, options: Partial<Omit<NodeOpt
     for (const bytes of segments) { await sink({ kind: 'data', offset, bytes }); offset += bytes.length }
   })
   const layer: Descriptor = { mediaType: MediaType.OciLayerGzip, digest: digestOf(src), size: src.length }
-  const configBytes = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:' + '0'.repeat(64) + '"]}}')
-  const config: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(configBytes), size: configBytes.length }
-  const manifestBytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers: [layer] }))
-  const manifest: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifestBytes), size: manifestBytes.length }
-  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [manifest] }))
-  const blobs = [
-    { digest: layer.digest, cid: layerCid },
-    { digest: config.digest, cid: (await importBytes(bs, configBytes)).cid },
-    { digest: manifest.digest, cid: (await importBytes(bs, manifestBytes)).cid }
-  ]
+  const root = await oneLayerImage(bs, layer, layerCid)
   const get = async (c: CID): Promise<Uint8Array> => await collectBlock(bs.get(c))
-  const root = (await publishLayout(bs, get, { ociLayout: Buffer.from('{"imageLayoutVersion":"1.0.0"}'), index, blobs })).cid.toString()
   await repo.node.flush()
   // the leaf layout, to aim ranges at leaf and interior-node boundaries
   const leaves: SmallLeafImage['leaves'] = []
@@ -120,6 +110,26 @@ export async function smallLeafImage (dir: string, options: Partial<Omit<NodeOpt
   }
   await walk(layerCid, 0)
   return { repo, root, layer, layerCid, src, leaves }
+}
+
+/**
+ * Publishes an image of one layer whose blob is the file `layerCid` (the descriptor says its
+ * digest and size: a test may name other bytes than the file holds), with a config, a manifest
+ * and an index of its own, as a layout directory; its root CID.
+ */
+export async function oneLayerImage (bs: OpenRepo['node']['localBlockstore'], layer: Descriptor, layerCid: CID): Promise<string> {
+  const configBytes = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:' + '0'.repeat(64) + '"]}}')
+  const config: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(configBytes), size: configBytes.length }
+  const manifestBytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers: [layer] }))
+  const manifest: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifestBytes), size: manifestBytes.length }
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [manifest] }))
+  const blobs = [
+    { digest: layer.digest, cid: layerCid },
+    { digest: config.digest, cid: (await importBytes(bs, configBytes)).cid },
+    { digest: manifest.digest, cid: (await importBytes(bs, manifestBytes)).cid }
+  ]
+  const get = async (c: CID): Promise<Uint8Array> => await collectBlock(bs.get(c))
+  return (await publishLayout(bs, get, { ociLayout: Buffer.from('{"imageLayoutVersion":"1.0.0"}'), index, blobs })).cid.toString()
 }
 
 /** A GET whose body is kept however it ends: complete, or cut by the server (even before the headers reach us). */

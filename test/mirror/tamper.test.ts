@@ -3,10 +3,11 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { collectBlock, importBytes, openRepo, publishLayout, type OpenRepo } from '../../src/ipfs/index.js'
+import { importBytes, openRepo, type OpenRepo } from '../../src/ipfs/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { MirrorServer } from '../../src/mirror/index.js'
 import { MediaType, type Descriptor } from '../../src/oci/index.js'
+import { oneLayerImage } from './helpers.js'
 
 const logger = silentLogger()
 const digestOf = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
@@ -31,18 +32,7 @@ describe('mirror: a blob whose content does not match its digest', () => {
     real = randomBytes(3 << 20)
     const forged = randomBytes(real.length)
     layer = { mediaType: MediaType.OciLayerGzip, digest: digestOf(real), size: real.length }
-    const configBytes = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:' + '0'.repeat(64) + '"]}}')
-    const config: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(configBytes), size: configBytes.length }
-    const manifestBytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers: [layer] }))
-    const manifest: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifestBytes), size: manifestBytes.length }
-    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [manifest] }))
-    const blobs = [
-      { digest: layer.digest, cid: (await importBytes(bs, forged)).cid },
-      { digest: config.digest, cid: (await importBytes(bs, configBytes)).cid },
-      { digest: manifest.digest, cid: (await importBytes(bs, manifestBytes)).cid }
-    ]
-    const get = async (c: Parameters<typeof bs.get>[0]): Promise<Uint8Array> => await collectBlock(bs.get(c))
-    root = (await publishLayout(bs, get, { ociLayout: Buffer.from('{"imageLayoutVersion":"1.0.0"}'), index, blobs })).cid.toString()
+    root = await oneLayerImage(bs, layer, (await importBytes(bs, forged)).cid)
     mirror = new MirrorServer({ logger, blocks: repo.node.blocks, localBlockstore: bs, index: repo.index }, { address: '127.0.0.1:0' })
     await mirror.start()
   })
