@@ -1,3 +1,5 @@
+import { setMaxListeners } from 'node:events'
+
 /**
  * Abort signals that keep what they follow. `AbortSignal.any` follows its sources without a
  * listener, so Node keeps an `AbortSignal.timeout` among them only weakly (and its timer only a
@@ -40,7 +42,7 @@ export function deadline (ms: number, parent?: AbortSignal): Deadline {
     parent?.removeEventListener('abort', onParent)
   }
   if (parent?.aborted === true) onParent()
-  else parent?.addEventListener('abort', onParent, { once: true })
+  else if (parent != null) follow(parent, onParent)
   return { signal: controller.signal, get expired () { return expired }, clear }
 }
 
@@ -56,6 +58,16 @@ export function anyOf (sources: readonly AbortSignal[]): { signal: AbortSignal, 
   }
   const first = sources.find(s => s.aborted)
   if (first != null) controller.abort(first.reason)
-  else for (const s of sources) s.addEventListener('abort', onAbort, { once: true })
+  else for (const s of sources) follow(s, onAbort)
   return { signal: controller.signal, clear }
+}
+
+/**
+ * Listens for `signal`'s abort. Many deadlines following one long-lived signal at once (the
+ * reads of one request, of one mount) are the normal case, not a leak (each is removed when its
+ * work is over), so Node's listener-count warning is lifted for it.
+ */
+function follow (signal: AbortSignal, listener: (this: AbortSignal) => void): void {
+  setMaxListeners(Infinity, signal)
+  signal.addEventListener('abort', listener, { once: true })
 }

@@ -233,7 +233,7 @@ export class RegistryApi {
       // a pack was compacted away under it: the rest goes the ordinary way, and the extents are learnt again
       this.counts.extentMisses++
       this.extents.delete(key)
-      this.components.logger.debug({ cid: key, at: from }, 'blob extents no longer in the store; sending the rest block by block')
+      this.components.logger.info({ cid: key, at: from }, 'blob extents no longer in the store (a pack compacted away); sending the rest block by block')
     }
     const check = range == null && !matched ? digest : undefined
     await sendStream(res, this.pieces(file, from, end, check, signal))
