@@ -32,14 +32,23 @@ export const NAMESPACE_HEADER = 'containerd-namespace'
 /** gRPC metadata key carrying the lease that protects what a call creates (containerd's leases.GRPCHeader). */
 export const LEASE_HEADER = 'containerd-lease'
 
+/** Every service's definition, loaded once per process. */
+let loaded: ProtoLoader.PackageDefinition | undefined
+
 /**
- * Loads these services' definitions from our .proto files, in one pass. The loader (and
- * protobufjs under it) is required here, on first use, not when this module is imported: the
- * processes that only read label keys from this module (the FUSE manager) never load it.
+ * These services' definitions from our .proto files. The first call loads every service's in
+ * one pass and keeps them: the daemon's snapshotter server starts with the daemon, and its
+ * containerd client (a pull) then finds its own loaded too, instead of spending tens of ms of
+ * synchronous parsing at the start of the daemon's first pull. The loader (and protobufjs under
+ * it) is required here, on first use, not when this module is imported: the processes that only
+ * read label keys from this module (the FUSE manager) never load it.
  */
 export function loadServices<N extends ServiceName> (names: readonly N[]): Record<N, grpc.ServiceDefinition> {
-  const protoLoader = createRequire(import.meta.url)('@grpc/proto-loader') as typeof ProtoLoader
-  const def = protoLoader.loadSync(names.map(n => SERVICES[n][0]), { ...PROTO_LOADER_OPTIONS, includeDirs: [PROTO_DIR] })
+  if (loaded == null) {
+    const protoLoader = createRequire(import.meta.url)('@grpc/proto-loader') as typeof ProtoLoader
+    loaded = protoLoader.loadSync(Object.values(SERVICES).map(([file]) => file), { ...PROTO_LOADER_OPTIONS, includeDirs: [PROTO_DIR] })
+  }
+  const def = loaded
   const out: Partial<Record<N, grpc.ServiceDefinition>> = {}
   for (const name of names) {
     const fqn = SERVICES[name][1]
