@@ -24,7 +24,8 @@ interface Entry {
 
 /** The key of an opened layer: a mount uses it only for the same CID, TOC digest and settings. */
 export function warmKey (cid: string, tocDigest: string, settings: MountSettings = {}): string {
-  const sorted = Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined).sort(([a], [b]) => a.localeCompare(b)))
+  // code-unit order: `localeCompare`'s first call loads ICU's collator (~10–20 ms on a pull's path)
+  const sorted = Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0))
   return `${cid} ${tocDigest} ${JSON.stringify(sorted)}`
 }
 

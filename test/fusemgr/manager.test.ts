@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs'
+import { createServer } from 'node:http'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
@@ -372,6 +373,22 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
       expect((err as FuseManagerError).status).toBe(400)
     }
     await client.unmount(mp('p'))
+  })
+
+  it('attach asks the daemon\'s health route at once (a first read then finds the client warm and the daemon known to answer)', async () => {
+    const asked: string[] = []
+    const probe = join(dir, 'probe.sock')
+    const server = createServer((req, res) => { asked.push(`${req.method ?? ''} ${req.url ?? ''}`); res.end('{"ok":true}') })
+    await new Promise<void>(resolve => server.listen(probe, resolve))
+    try {
+      await client.attach({ blobSocket: probe })
+      for (let i = 0; i < 100 && asked.length === 0; i++) await new Promise(resolve => setTimeout(resolve, 20))
+      expect(asked).toEqual(['GET /v1/health'])
+    } finally {
+      await client.attach({ blobSocket: apiSocket })
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+    }
   })
 
   it('unmount detaches the layer; shutdown unmounts everything and removes the socket', async () => {
