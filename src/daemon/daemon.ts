@@ -191,7 +191,7 @@ export class Daemon {
       this.server = new SnapshotterServer({ snapshotter, logger }, { address: config.address })
       await this.server.start()
       if (this.managerClient != null) this.superviseFuseManager(snapshotter)
-      this.monitoring = new Monitoring({ repo: this.repo, remote: snapshotter.metrics, origins: this.origins, mountsAt, serving: () => this.stopping == null, learned: () => this.learned?.stats() })
+      this.monitoring = new Monitoring({ repo: this.repo, remote: snapshotter.metrics, origins: this.origins, mountsAt, serving: () => this.stopping == null, learned: () => this.learned?.stats(), mirror: () => this.mirror?.stats() })
       if (config.http.address !== '') await this.startHttp(this.monitoring)
       if (config.mirror.enable) {
         this.mirror = new MirrorServer({ logger, blocks: node.blocks, localBlockstore: node.localBlockstore, index }, mirrorOptions(config))

@@ -1,6 +1,7 @@
 import { Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { ChunkCacheStats, LatencyCounts } from '../fs/index.js'
 import type { BlockExchange, BlockExchangeStats, StageStats } from '../ipfs/index.js'
+import type { MirrorStats } from '../mirror/index.js'
 import type { LearnedPrefetchStats } from '../prefetch-record/index.js'
 import type { RemoteMetrics } from '../snapshotter/index.js'
 import type { LayerStats } from './layer-stats.js'
@@ -24,6 +25,8 @@ export interface DaemonSnapshot {
   fuseManagerUp?: boolean
   /** undefined: learned prefetch is off (`[prefetch] enable = false`). */
   learned?: LearnedPrefetchStats
+  /** undefined: the daemon serves no mirror (`[mirror] enable = false`). */
+  mirror?: MirrorStats
 }
 
 type Labels = Record<string, string | number>
@@ -177,6 +180,19 @@ export class DaemonMetrics {
     counter('ipfs_estargz_learned_prefetch_records_total', 'Learned first-read records, by event: published (our own), fetched (from a peer, checked), rejected.', ['event'], () => {
       const l = s().learned
       return l == null ? [] : [[{ event: 'published' }, l.recordsPublished], [{ event: 'fetched' }, l.recordsFetched], [{ event: 'rejected' }, l.recordsRejected]]
+    })
+    counter('ipfs_estargz_mirror_requests_total', 'HTTP requests to the mirror (registry API and gateway), by outcome: served (answered, errors included) or refused (too many at once: 429).', ['outcome'], () => {
+      const m = s().mirror
+      return m == null ? [] : [[{ outcome: 'served' }, m.requests - m.refused], [{ outcome: 'refused' }, m.refused]]
+    })
+    counter('ipfs_estargz_mirror_blob_answers_total', 'Blobs the mirror\'s registry API answered, by kind: whole, or range (a Range request).', ['kind'], () => {
+      const m = s().mirror
+      return m == null ? [] : [[{ kind: 'whole' }, m.blobs - m.ranges], [{ kind: 'range' }, m.ranges]]
+    })
+    counter('ipfs_estargz_mirror_blob_bytes_total', 'Blob bytes the mirror\'s registry API sent.', [], () => { const m = s().mirror; return m == null ? [] : [[{}, m.blobBytes]] })
+    counter('ipfs_estargz_mirror_extent_answers_total', 'Blob answers sent from the blob\'s runs in the pack files (learnt after a whole verified read), by outcome: sent, or missed (a run was gone: the rest went block by block).', ['outcome'], () => {
+      const m = s().mirror
+      return m == null ? [] : [[{ outcome: 'sent' }, m.extentAnswers], [{ outcome: 'missed' }, m.extentMisses]]
     })
     gauge('ipfs_estargz_fuse_manager_up', '1 when the FUSE manager holding the lazy mounts answered this scrape, 0 when it did not (its metrics are missing then).', [], () => {
       const up = s().fuseManagerUp

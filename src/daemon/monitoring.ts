@@ -1,6 +1,7 @@
 import type { ChunkCache, ChunkCacheStats, MountManager } from '../fs/index.js'
 import type { FuseManagerClient, MountInfo } from '../fusemgr/index.js'
 import type { OpenRepo } from '../ipfs/index.js'
+import type { MirrorStats } from '../mirror/index.js'
 import type { LearnedPrefetchStats } from '../prefetch-record/index.js'
 import type { RemoteMetrics } from '../snapshotter/index.js'
 import { bounded, type Health } from './http.js'
@@ -21,6 +22,8 @@ export interface MonitoringComponents {
   serving: () => boolean
   /** The learned prefetch's counters; undefined when it is off. */
   learned?: () => LearnedPrefetchStats | undefined
+  /** The mirror's counters; undefined when the daemon serves no mirror. */
+  mirror?: () => MirrorStats | undefined
 }
 
 /**
@@ -44,7 +47,8 @@ export class Monitoring {
       peers: node.exchange.peerStats(),
       connectedPeers: new Set(node.helia.libp2p.getConnections().map(c => c.remotePeer.toString())).size,
       remote,
-      learned: this.components.learned?.()
+      learned: this.components.learned?.(),
+      mirror: this.components.mirror?.()
     }
     const at = this.components.mountsAt
     if ('manager' in at) {

@@ -4,7 +4,7 @@
  * containerd `hosts.toml` that points containerd at it.
  */
 export * from './errors.js'
-export { MirrorServer, isLoopback, parseAddress, type MirrorOptions, type MirrorComponents } from './server.js'
+export { MirrorServer, isLoopback, parseAddress, type MirrorOptions, type MirrorComponents, type MirrorStats } from './server.js'
 export { DEFAULTS } from './defaults.js'
 export { BasicAuth, credentialLine, AUTH_DEFAULTS } from './auth.js'
 export { hostsToml, type HostsTomlOptions } from './hosts-toml.js'

@@ -60,6 +60,9 @@ export function isLoopback (host: string): boolean {
  * bounded (DEFAULTS), requests beyond `maxStreams` are refused at once, and all work is
  * asynchronous: block reads, hashing in pieces, scrypt on the threadpool.
  */
+/** A mirror's counters since it started (`MirrorServer.stats`). */
+export type MirrorStats = { requests: number, refused: number } & RegistryApi['counts']
+
 export class MirrorServer {
   private server?: Server
   private auth?: BasicAuth
@@ -132,7 +135,7 @@ export class MirrorServer {
   }
 
   /** Requests answered (and refused as too many), blob answers and the blob bytes sent (`RegistryApi.counts`). */
-  stats (): { requests: number, refused: number } & RegistryApi['counts'] {
+  stats (): MirrorStats {
     return { requests: this.requests, refused: this.refused, ...this.registry.counts }
   }
 

@@ -66,17 +66,21 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
   let client: SnapshotsClient
   let url: string
   const image = makeImage({ seed: 'monitoring', layerSize: 300_000 })
-  let layers: Array<{ digest: string, cid: string, tocDigest: string, diffID: string }>
+  let layers: Array<{ digest: string, cid: string, tocDigest: string, diffID: string, size: number }>
   let chain: string[]
   let before: string
+  let root: string
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'monitoring-test-'))
     await writeLayout(join(dir, 'img'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
-    a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    // the seed serves a mirror too: its counters are A's /metrics
+    a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'], config: '[mirror]\nenable = true\naddress = "127.0.0.1:0"\n[http]\naddress = "127.0.0.1:0"\n' })
     const pushed = cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'a'), '--json', '--chunk-size', '65536'])
     if (pushed.code !== 0) throw new Error(pushed.stderr)
-    layers = (JSON.parse(pushed.stdout) as { images: Array<{ layers: typeof layers }> }).images[0].layers
+    const out = JSON.parse(pushed.stdout) as { root: string, images: Array<{ layers: typeof layers }> }
+    layers = out.images[0].layers
+    root = out.root
     chain = chainIds(layers.map(l => l.diffID))
     const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
     // no background fetch: what the read fetches is all the layer fetches (the bytes stay on demand)
@@ -106,6 +110,34 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     // learned prefetch is on by default: its series are there, no hand-off fell back
     expect(sample(before, 'ipfs_estargz_learned_prefetch_layers_total', { outcome: 'hand_off_fallback' })).toBe(0)
     expect(sample(before, 'ipfs_estargz_learned_prefetch_records_total', { event: 'rejected' })).toBe(0)
+  })
+
+  it('a daemon serving a mirror counts its requests and blob answers on /metrics (none without a mirror)', async () => {
+    const aUrl = /metrics on (http:\/\/[^\s,]+)\/metrics/.exec(a.log())?.[1]
+    const mirror = /mirror on (http:\/\/[^\s,]+)/.exec(a.log())?.[1]
+    expect(aUrl).toBeDefined()
+    expect(mirror).toBeDefined()
+    const blob = `${mirror ?? ''}/v2/ipfs/${root}/blobs/${layers[0].digest}`
+    const get = async (headers: Record<string, string> = {}): Promise<{ status: number, bytes: number }> => await new Promise((resolve, reject) => {
+      request(blob, { agent: false, headers }, (res) => {
+        let bytes = 0
+        res.on('data', (d: Buffer) => { bytes += d.length })
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes }))
+      }).on('error', reject).end()
+    })
+    const whole = await get()
+    expect(whole).toEqual({ status: 200, bytes: layers[0].size })
+    expect(await get({ Range: 'bytes=0-99' })).toEqual({ status: 206, bytes: 100 })
+    expect((await call(`${mirror ?? ''}/v2/ipfs/${root}/blobs/sha256:${'0'.repeat(64)}`)).status).toBe(404)
+    const text = (await call(`${aUrl ?? ''}/metrics`)).body
+    expect(sample(text, 'ipfs_estargz_mirror_requests_total', { outcome: 'served' })).toBe(3)
+    expect(sample(text, 'ipfs_estargz_mirror_requests_total', { outcome: 'refused' })).toBe(0)
+    expect(sample(text, 'ipfs_estargz_mirror_blob_answers_total', { kind: 'whole' })).toBe(1)
+    expect(sample(text, 'ipfs_estargz_mirror_blob_answers_total', { kind: 'range' })).toBe(1)
+    expect(sample(text, 'ipfs_estargz_mirror_blob_bytes_total')).toBe(layers[0].size + 100)
+    expect(text).toMatch(/^ipfs_estargz_mirror_extent_answers_total\{outcome="missed"\} 0$/m)
+    // B serves no mirror: no such series
+    expect((await call(`${url}/metrics`)).body).not.toMatch(/^ipfs_estargz_mirror_/m)
   })
 
   it('the counters move when a lazily mounted file is read with cat', async () => {
