@@ -26,18 +26,20 @@ export interface LaidOutChunk { node: LayerNode, chunk: Chunk }
 
 /** The layer's chunks in blob order, each gzip member once. */
 export function chunksInBlobOrder (nodes: Iterable<LayerNode>): LaidOutChunk[] {
-  const seen = new Set<string>()
-  const out: LaidOutChunk[] = []
+  const all: LaidOutChunk[] = []
   for (const node of nodes) {
     if (node.type !== 'reg') continue
-    for (const chunk of node.chunks) {
-      const key = `${chunk.offset}+${chunk.innerOffset}`
-      if (seen.has(key)) continue
-      seen.add(key)
-      out.push({ node, chunk })
-    }
+    for (const chunk of node.chunks) all.push({ node, chunk })
   }
-  return out.sort((a, b) => a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset)
+  // sorted (stably), a chunk listed twice is next to its first listing, which stays: no key per chunk to build
+  all.sort((a, b) => a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset)
+  const out: LaidOutChunk[] = []
+  for (const it of all) {
+    const last = out[out.length - 1]?.chunk
+    if (last != null && last.offset === it.chunk.offset && last.innerOffset === it.chunk.innerOffset) continue
+    out.push(it)
+  }
+  return out
 }
 
 export interface ChunkReaderOptions {

@@ -139,14 +139,16 @@ export class LayerFs {
     this.opaqueXattrs = options.opaqueXattrs ?? DEFAULTS.opaqueXattrs
     this.blockSize = options.blockSize ?? DEFAULTS.blockSize
     this.onAccess = options.onAccess
-    const layout = chunksInBlobOrder(new Set(estargz.tree.byName.values()))
+    // every node once (hardlinks are several names of one node)
+    const nodes = new Set(estargz.tree.byName.values())
+    const layout = chunksInBlobOrder(nodes)
     this.reader = new ChunkReader({ source: components.source, cache, logger: this.log, layout, ...(components.activity != null ? { activity: components.activity } : {}) }, options)
-    this.prefetcher = new Prefetcher({ reader: this.reader, tree: estargz.tree, logger: this.log }, options)
+    this.prefetcher = new Prefetcher({ reader: this.reader, tree: estargz.tree, logger: this.log, layout }, options)
     // Inodes: 1 for the root; TOC entry index + 2 for listed nodes (stable for a given blob);
     // directories only implied by paths are numbered after every entry, in name order.
     const base = estargz.toc.entries.length + 2
     const implicit: LayerNode[] = []
-    for (const node of new Set(estargz.tree.byName.values())) {
+    for (const node of nodes) {
       if (node === estargz.tree.root) continue
       if (node.implicit === true) implicit.push(node)
       else this.inodes.set(node, node.index + 2)

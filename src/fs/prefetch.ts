@@ -1,5 +1,5 @@
 import { DEFAULTS } from './config.js'
-import { chunksInBlobOrder, firstIndex, type ChunkReader } from './chunk-reader.js'
+import { chunksInBlobOrder, firstIndex, type ChunkReader, type LaidOutChunk } from './chunk-reader.js'
 import type { Chunk, LayerNode, LayerTree } from '../estargz/index.js'
 import type { Logger } from '../logging.js'
 
@@ -7,6 +7,8 @@ export interface PrefetcherComponents {
   reader: ChunkReader
   tree: LayerTree
   logger: Logger
+  /** The tree's chunks in blob order (`chunksInBlobOrder`), when the caller has them already: a large layer's take tens of ms to build. */
+  layout?: readonly LaidOutChunk[]
 }
 
 export interface PrefetchOptions {
@@ -94,7 +96,7 @@ export class Prefetcher {
     }
     const tree = components.tree
     const limit = tree.noPrefetch ? 0 : tree.prefetchOffset ?? 0
-    const items: Item[] = chunksInBlobOrder(new Set(tree.byName.values())).map(it => ({ ...it, bytes: 0 }))
+    const items: Item[] = (components.layout ?? chunksInBlobOrder(new Set(tree.byName.values()))).map(it => ({ ...it, bytes: 0 }))
     // Chunks sharing a gzip member (innerOffset) share its bytes: count the member once.
     for (let i = 0; i < items.length; i++) {
       const c = items[i].chunk

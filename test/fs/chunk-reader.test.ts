@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { ChunkCache } from '../../src/fs/cache.js'
 import { ChunkReader, chunksInBlobOrder } from '../../src/fs/chunk-reader.js'
 import { ChunkVerificationError, FetchTimeoutError } from '../../src/fs/errors.js'
-import { EstargzReader } from '../../src/estargz/index.js'
+import { EstargzReader, type Chunk, type LayerNode } from '../../src/estargz/index.js'
 import { silentLogger } from '../../src/logging.js'
 import { fixtureBytes } from '../../scripts/fixtures/tar.js'
 import { CorruptingSource, CountingSource, HangingSource } from './helpers.js'
@@ -125,3 +125,18 @@ describe('ChunkReader', () => {
 let node0Offset = 0
 const probe = await buildBlob([{ name: 'f', data }, { name: 'g', data: 'other file' }], { chunkSize: 65536 })
 node0Offset = (await EstargzReader.open(async (o, l) => probe.blob.subarray(o, o + l), probe.blob.length)).lookup('f')?.chunks[0].offset ?? 0
+
+describe('chunksInBlobOrder', () => {
+  it('lists every chunk of the regular files once, by blob offset then offset inside the member; a member listed twice keeps its first file', () => {
+    const chunk = (offset: number, innerOffset: number): Chunk => ({ chunkOffset: 0, chunkSize: 1, offset, innerOffset, compressedEnd: offset + 10, digest: `sha256:${String(offset)}` })
+    const node = (name: string, type: LayerNode['type'], chunks: Chunk[]): LayerNode => ({
+      name, type, mode: 0, uid: 0, gid: 0, userName: '', groupName: '', size: chunks.length, mtime: 0, linkName: '', devMajor: 0, devMinor: 0, xattrs: new Map(), chunks, numLink: 1, index: 0
+    })
+    const a = node('a', 'reg', [chunk(300, 0), chunk(100, 5)])
+    const b = node('b', 'reg', [chunk(100, 0), chunk(100, 5), chunk(200, 0)])
+    const d = node('d', 'dir', [chunk(50, 0)])
+    expect(chunksInBlobOrder([a, d, b]).map(it => [it.node.name, it.chunk.offset, it.chunk.innerOffset])).toEqual([
+      ['b', 100, 0], ['a', 100, 5], ['b', 200, 0], ['a', 300, 0]
+    ])
+  })
+})
