@@ -53,6 +53,9 @@ export function isLoopback (host: string): boolean {
   return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
 }
 
+/** A mirror's counters since it started (`MirrorServer.stats`). */
+export type MirrorStats = { requests: number, refused: number } & RegistryApi['counts']
+
 /**
  * The mirror's HTTP listener: the OCI Distribution read API (`/v2/…`) over the images of the
  * repo, and a trustless gateway (`/ipfs/<cid>`) over its blocks. Loopback by default; another
@@ -60,9 +63,6 @@ export function isLoopback (host: string): boolean {
  * bounded (DEFAULTS), requests beyond `maxStreams` are refused at once, and all work is
  * asynchronous: block reads, hashing in pieces, scrypt on the threadpool.
  */
-/** A mirror's counters since it started (`MirrorServer.stats`). */
-export type MirrorStats = { requests: number, refused: number } & RegistryApi['counts']
-
 export class MirrorServer {
   private server?: Server
   private auth?: BasicAuth
