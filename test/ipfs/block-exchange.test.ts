@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BlockExchange, encodeRequest, PROTOCOL, ranksAbove, type BlockExchangeComponents, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
+import { BlockExchange, DEFAULTS, encodeRequest, PROTOCOL, ranksAbove, type BlockExchangeComponents, type ExchangeBlockstore } from '../../src/ipfs/block-exchange.js'
 import { InvalidOptionError } from '../../src/ipfs/errors.js'
 import { collectBlock } from '../../src/ipfs/dag-reader.js'
 import { importBytes } from '../../src/ipfs/import.js'
@@ -98,6 +98,26 @@ describe('BlockExchange over loopback TCP', () => {
     await Promise.all(leaves.map(async (l) => await collectBlock(b.helia.blockstore.get(l.cid))))
     await b.flush()
     for (const l of leaves) expect(await b.localBlockstore.has(l.cid)).toBe(true)
+  })
+
+  it('the streams of one burst of requests carry the next burst: no stream is opened for it', async () => {
+    const a = await node({ listen: LISTEN })
+    const b = await node()
+    const burst = async (): Promise<CID[]> => {
+      const blocks = Array.from({ length: 600 }, () => random(64 + Math.floor(Math.random() * 500)))
+      const cids = await Promise.all(blocks.map(rawBlock))
+      await Promise.all(cids.map(async (c, i) => { await a.localBlockstore.put(c, blocks[i]) }))
+      return cids
+    }
+    const first = await burst()
+    const second = await burst()
+    await connect(b, a)
+    await Promise.all(first.map(async (c) => await b.exchange.get(c)))
+    const opened = b.exchange.stats().streamsOpened
+    // a burst this big fills the requests a peer may have in flight, each on a stream
+    expect(opened).toBeGreaterThan(8)
+    await Promise.all(second.map(async (c) => await b.exchange.get(c)))
+    expect(b.exchange.stats()).toMatchObject({ streamsOpened: opened, blocksReceived: 1200, failedRequests: 0 })
   })
 
   it('a burst of thousands of wants to one peer goes out in bounded, bigger requests: none refused, every block from the exchange', async () => {
@@ -379,6 +399,13 @@ describe('BlockExchange over loopback TCP', () => {
     const tooMany = await answers(frame(encodeRequest(Array.from({ length: 65 }, () => cid))))
     expect(tooMany).toEqual({ bytes: 0, error: 'StreamResetError' })
     await until(() => a.exchange.stats().rejectedRequests === 3, 'three rejected requests')
+    // a length prefix that never ends (continuation bytes only): rejected once it is longer than
+    // the largest request needs, not read for as long as the peer sends (nor until a timeout)
+    const sentAt = Date.now()
+    const endless = await answers(new Uint8Array(64).fill(0x80))
+    expect(endless).toEqual({ bytes: 0, error: 'StreamResetError' })
+    expect(Date.now() - sentAt).toBeLessThan(DEFAULTS.requestTimeout / 2) // a protocol error, not the first request's timeout
+    await until(() => a.exchange.stats().rejectedRequests === 4, 'the endless prefix rejected')
 
     // the wire format: a hand-made request gets hand-checkable frames back (0x01 + block)
     const stream = await b.helia.libp2p.dialProtocol(a.peerId, PROTOCOL)
