@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
-import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import type { LengthPrefixedStream } from '@libp2p/utils'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import type { Logger } from '../logging.js'
 import { collectBlock } from './dag-reader.js'
 import { AbortError, BlockDigestMismatchError, BlockExchangeProtocolError, BlockExchangeTimeoutError, InvalidOptionError } from './errors.js'
-import { lengthPrefixDecoder, type PrefixBytes } from './length-prefix.js'
+import { lengthPrefixed } from './length-prefix.js'
 
 /** The protocol id announced through identify. */
 export const PROTOCOL = '/ipfs-estargz/blocks/1.0.0'
@@ -810,7 +810,7 @@ export class BlockExchange {
         const stream = await this.libp2p.dialProtocol(ps.peer, PROTOCOLS, { signal: deadline.signal })
         this.counts.streamsOpened++
         this.track(ps, stream)
-        conn = { stream, lp: lpStream(stream, this.clientFraming()) }
+        conn = { stream, lp: lengthPrefixed(stream, this.clientFraming(), prefixTooLong) }
       }
       if (!this.running) throw new AbortError('block exchange stopped')
       const rest = wants.slice(progress.answered)
@@ -861,9 +861,8 @@ export class BlockExchange {
   }
 
   /** Frame limits of the client side: a block and its status byte; unread answers bounded. */
-  private clientFraming (): { maxDataLength: number, maxBufferSize: number, lengthDecoder: (data: PrefixBytes) => number } {
-    const maxDataLength = this.opts.maxBlockSize + 1
-    return { maxDataLength, maxBufferSize: this.opts.requestCids * (this.opts.maxBlockSize + 16), lengthDecoder: lengthPrefixDecoder(maxDataLength, prefixTooLong) }
+  private clientFraming (): { maxDataLength: number, maxBufferSize: number } {
+    return { maxDataLength: this.opts.maxBlockSize + 1, maxBufferSize: this.opts.requestCids * (this.opts.maxBlockSize + 16) }
   }
 
   /** Every open stream of ours (inbound and outbound), aborted at stop. */
@@ -909,7 +908,7 @@ export class BlockExchange {
     const flagged = protocol === PROTOCOL_COOPERATIVE
     // one byte more for 1.2.0's flags
     const maxRequest = this.opts.maxCidsPerRequest * this.opts.maxCidBytes + 1
-    const lp = lpStream(stream, { maxDataLength: maxRequest, maxBufferSize: 2 * maxRequest, lengthDecoder: lengthPrefixDecoder(maxRequest, prefixTooLong) })
+    const lp = lengthPrefixed(stream, { maxDataLength: maxRequest, maxBufferSize: 2 * maxRequest }, prefixTooLong)
     const deadline = new Deadline(this.opts.requestTimeout, () => new BlockExchangeTimeoutError(`no request from ${peer} within ${this.opts.requestTimeout} ms`))
     // the asker's waits registered in `waiting`, released once answered, or when the stream ends
     const waits = new Set<Waiting>()

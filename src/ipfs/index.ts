@@ -4,6 +4,7 @@
  */
 export * from './errors.js'
 export { resolveRepoPath, lockRepo, DEFAULTS as REPO_DEFAULTS, type RepoLock } from './repo.js'
+export { lengthPrefixed } from './length-prefix.js'
 export { BlockExchange, PROTOCOL as BLOCK_EXCHANGE_PROTOCOL, DEFAULTS as BLOCK_EXCHANGE_DEFAULTS, type BlockExchangeOptions, type BlockExchangeComponents, type BlockExchangeStats, type BlockPriority, type ExchangeBlockstore } from './block-exchange.js'
 export { createNode, DEFAULTS as NODE_DEFAULTS, type BlockFetchPath, type IpfsNode, type NodeOptions, type HeliaNode } from './node.js'
 export { BlockFetcher, DEFAULTS as FETCH_DEFAULTS, type FetcherOptions, type FetchOptions, type StageStats } from './fetcher.js'

@@ -1,3 +1,6 @@
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import type { Stream } from '@libp2p/interface'
+
 /**
  * Length prefixes for `lpStream` (@libp2p/utils) that cost nothing while incomplete and end a
  * prefix that is too long. lpStream reads a prefix one byte at a time and asks its decoder after
@@ -42,4 +45,13 @@ export function lengthPrefixDecoder (maxDataLength: number, tooLong: (bytes: num
     if (n >= maxBytes) throw tooLong(n)
     throw INCOMPLETE
   }
+}
+
+/**
+ * `lpStream` over `stream` with frames of at most `maxDataLength` bytes, at most `maxBufferSize`
+ * of them buffered unread, and our length decoder: every length-prefixed protocol of ours reads
+ * its frames through this.
+ */
+export function lengthPrefixed (stream: Stream, limits: { maxDataLength: number, maxBufferSize: number }, tooLong: (bytes: number) => Error): LengthPrefixedStream<Stream> {
+  return lpStream(stream, { ...limits, lengthDecoder: lengthPrefixDecoder(limits.maxDataLength, tooLong) })
 }

@@ -1,6 +1,6 @@
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
-import { lpStream } from '@libp2p/utils'
 import { CID } from 'multiformats/cid'
+import { lengthPrefixed } from '../ipfs/index.js'
 import type { Logger } from '../logging.js'
 import { AbortError, InvalidOptionError, PrefetchRecordProtocolError, PrefetchRecordTimeoutError } from './errors.js'
 import { isRecordCid } from './record.js'
@@ -171,7 +171,7 @@ export class RecordProtocol {
       stream = await this.components.libp2p.dialProtocol(peer, PROTOCOL, { signal })
       this.track(stream)
       const max = 1 + this.opts.maxCidBytes + TIME_BYTES
-      const lp = lpStream(stream, { maxDataLength: max, maxBufferSize: 2 * max })
+      const lp = lengthPrefixed(stream, { maxDataLength: max, maxBufferSize: 2 * max }, prefixTooLong)
       await lp.write(layer.bytes, { signal })
       const frame = await lp.read({ signal })
       const answer = decodeAnswer(frame.subarray(), this.opts.maxCidBytes)
@@ -192,7 +192,7 @@ export class RecordProtocol {
     this.track(stream)
     const signal = AbortSignal.timeout(this.opts.serveTimeoutMs)
     try {
-      const lp = lpStream(stream, { maxDataLength: this.opts.maxCidBytes, maxBufferSize: 2 * this.opts.maxCidBytes })
+      const lp = lengthPrefixed(stream, { maxDataLength: this.opts.maxCidBytes, maxBufferSize: 2 * this.opts.maxCidBytes }, prefixTooLong)
       const layer = decodeRequest((await lp.read({ signal })).subarray())
       const pointer = await this.components.lookup(layer)
       if (pointer == null) this.counts.servedNone++
@@ -221,6 +221,11 @@ const isAborted = (signal?: AbortSignal): boolean => signal?.aborted === true
 
 /** lpStream's framing errors (it-length-prefixed's, known by name), as ours: the peer broke the wire format. */
 const FRAMING_ERRORS = new Set(['InvalidDataLengthError', 'InvalidDataLengthLengthError', 'InvalidMessageLengthError', 'StreamBufferError', 'UnexpectedEOFError'])
+
+/** A frame's length prefix longer than the largest frame allowed needs: the peer broke the wire format. */
+function prefixTooLong (bytes: number): Error {
+  return new PrefetchRecordProtocolError(`a frame's length prefix runs past ${bytes} bytes`)
+}
 
 function asProtocolError (err: unknown): Error {
   const e = err as Error

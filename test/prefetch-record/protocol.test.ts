@@ -171,6 +171,8 @@ describe('RecordProtocol over loopback TCP', () => {
     }
     // a length prefix of 10 MB, over the 128-byte request cap
     expect(await answer(Uint8Array.of(0x80, 0xad, 0xe2, 0x04))).toEqual({ bytes: 0, error: 'StreamResetError' })
+    // a length prefix that never ends: refused once it is longer than a 128-byte frame needs
+    expect(await answer(new Uint8Array(64).fill(0x80))).toEqual({ bytes: 0, error: 'StreamResetError' })
     // not a CID
     expect(await answer(frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])))).toEqual({ bytes: 0, error: 'StreamResetError' })
     // a CID with bytes after it
@@ -179,7 +181,7 @@ describe('RecordProtocol over loopback TCP', () => {
     const t0 = Date.now()
     expect(await answer()).toEqual({ bytes: 0, error: 'StreamResetError' })
     expect(Date.now() - t0).toBeLessThan(1500)
-    await until(() => s.p.stats().rejectedRequests === 4, 'four rejected requests')
+    await until(() => s.p.stats().rejectedRequests === 5, 'five rejected requests')
     // a hand-made request gets a hand-checkable answer
     const stream = await c.n.helia.libp2p.dialProtocol(s.n.peerId, PROTOCOL)
     stream.send(frame(LAYER.bytes))
