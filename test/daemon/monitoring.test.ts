@@ -12,6 +12,7 @@ import { makeImage, tagged, writeLayout, allBlobs } from '../../scripts/fixtures
 import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import { chainIds } from '../../scripts/fixtures/digest.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { download } from '../mirror/helpers.js'
 
 function cli (args: string[]): { code: number, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
@@ -118,13 +119,10 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(aUrl).toBeDefined()
     expect(mirror).toBeDefined()
     const blob = `${mirror ?? ''}/v2/ipfs/${root}/blobs/${layers[0].digest}`
-    const get = async (headers: Record<string, string> = {}): Promise<{ status: number, bytes: number }> => await new Promise((resolve, reject) => {
-      request(blob, { agent: false, headers }, (res) => {
-        let bytes = 0
-        res.on('data', (d: Buffer) => { bytes += d.length })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes }))
-      }).on('error', reject).end()
-    })
+    const get = async (headers: Record<string, string> = {}): Promise<{ status: number, bytes: number }> => {
+      const r = await download(blob, headers)
+      return { status: r.status, bytes: r.body.length }
+    }
     const whole = await get()
     expect(whole).toEqual({ status: 200, bytes: layers[0].size })
     expect(await get({ Range: 'bytes=0-99' })).toEqual({ status: 206, bytes: 100 })
