@@ -427,6 +427,44 @@ describe('BlockExchange over loopback TCP', () => {
     expect(same(got, bytes)).toBe(true)
   })
 
+  it('answers ready wait for a slower disk read of the same request up to serveHoldBytes, then go out first', async () => {
+    // a store whose reads of some blocks take 50 ms (a cold disk)
+    const blocks = new Map<string, { bytes: Uint8Array, slow: boolean }>()
+    const store: ExchangeBlockstore = {
+      async * get (cid) {
+        const b = blocks.get(cid.toString())
+        if (b == null) throw new Error('not found')
+        if (b.slow) await new Promise(resolve => setTimeout(resolve, 50))
+        yield b.bytes
+      }
+    }
+    const add = async (size: number, slow: boolean): Promise<{ cid: CID, bytes: Uint8Array }> => {
+      const bytes = random(size)
+      const cid = await rawBlock(bytes)
+      blocks.set(cid.toString(), { bytes, slow })
+      return { cid, bytes }
+    }
+    const a = await serverWith(store)
+    const b = await node()
+    await connect(b, a)
+    const ask = async (wanted: Array<{ cid: CID, bytes: Uint8Array }>): Promise<void> => {
+      // asked in one tick: one request
+      const got = await Promise.all(wanted.map(async w => await b.exchange.get(w.cid)))
+      wanted.forEach((w, i) => expect(same(got[i], w.bytes)).toBe(true))
+    }
+    const before = a.exchange.stats()
+    // a small file's data and the next file's tar header: one write, though the second read is slow
+    await ask([await add(3000, false), await add(130, true)])
+    const small = a.exchange.stats()
+    expect(small.servedRequests - before.servedRequests).toBe(1)
+    expect(small.servedWrites - before.servedWrites).toBe(1)
+    // past serveHoldBytes what is ready goes out before the slow read
+    await ask([await add(DEFAULTS.serveHoldBytes + 1000, false), await add(130, true)])
+    const big = a.exchange.stats()
+    expect(big.servedRequests - small.servedRequests).toBe(1)
+    expect(big.servedWrites - small.servedWrites).toBe(2)
+  })
+
   it('a peer announcing a block over the size limit is dropped at once; the next peer answers', async () => {
     const bloated = await node({ listen: LISTEN, exchange: false })
     // answers every request with a frame header claiming 5 MiB (over the 4 MiB + 1 limit)
