@@ -40,7 +40,7 @@ async function importMembers (store: MemStore, kuboCompatible: boolean): Promise
       await sink({ kind: 'data', offset, bytes } satisfies BlobSegment)
       offset += bytes.length
     }
-  }, { kuboCompatible })
+  }, { kuboCompatible, smallMemberLeafBytes: 0 }) // one leaf per member: 1100+ leaves
   return r.cid.toString()
 }
 

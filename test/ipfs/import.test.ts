@@ -5,7 +5,7 @@ import { unixfs } from '@helia/unixfs'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildEstargz, type BlobSegment, type SegmentSink } from '../../src/estargz/index.js'
 import { UnixfsFileReader } from '../../src/ipfs/dag-reader.js'
-import { importBytes, importSegments, importStream, type ImportProgress, type TocLeaf } from '../../src/ipfs/import.js'
+import { DEFAULTS, importBytes, importSegments, importStream, type ImportProgress, type TocLeaf } from '../../src/ipfs/import.js'
 import { leafMap, MemStore, random, streamOf, TempRepos } from './helpers.js'
 import { makeTar } from '../../scripts/fixtures/tar.js'
 import type { CID } from 'multiformats/cid'
@@ -31,25 +31,57 @@ describe('member-aligned import', () => {
     { name: 'small.txt', data: random(3000) },
     { name: 'big.bin', data: random(5 * MiB + 123) }, // > one 4 MiB chunk: two data members, the first > 1 MiB
     { name: 'empty', data: new Uint8Array(0) },
-    { name: 'mid.bin', data: random(1_500_000) }
+    { name: 'mid.bin', data: random(1_500_000) },
+    // a directory of small files, as most of a distribution's layer
+    ...Array.from({ length: 12 }, (_, i) => ({ name: `lib/m${i}.py`, data: random(1500 + 200 * i) }))
   ])
 
-  it('starts a leaf at every member, cuts large members into 1 MiB leaves, and gives TOC and footer their own leaves', async () => {
+  it('gathers small members into leaves of ≥ 16 KiB closed before a data member, cuts large data members into 1 MiB leaves of their own, and gives TOC and footer their own leaves', async () => {
     const store = new MemStore()
     const { cid, size, segments, blob } = await buildAndImport(store, tar)
     expect(size).toBe(blob.length)
     const leaves = await leafMap(store.getBlock, cid)
-    // expected leaf boundaries: each member's start, then every 1 MiB inside it
+    const G = DEFAULTS.smallMemberLeafBytes
+    // the rule, spelled out: where each leaf starts and how long it is
     const expected: Array<[number, number]> = []
+    let open: [number, number] | undefined
+    const close = (): void => { if (open != null) expected.push(open); open = undefined }
     for (const s of segments) {
-      for (let at = 0; at < s.length; at += MiB) expected.push([s.offset + at, Math.min(MiB, s.length - at)])
+      const own = s.kind === 'toc' || s.kind === 'footer' || (s.kind === 'data' && s.length >= G)
+      if (own || (open != null && (open[1] + s.length > MiB || (s.kind === 'data' && open[1] >= G)))) close()
+      if (own) {
+        for (let at = 0; at < s.length; at += MiB) expected.push([s.offset + at, Math.min(MiB, s.length - at)])
+      } else if (open == null) {
+        open = [s.offset, s.length]
+      } else {
+        open[1] += s.length
+      }
     }
+    close()
     expect(leaves.map(l => [l.offset, l.size])).toEqual(expected)
+    // what the rule is for: fewer leaves than members, a small file's data and the next tar
+    // header in one leaf, and no leaf ends inside a member
+    const starts = new Set(leaves.map(l => l.offset))
+    expect(leaves.length).toBeLessThan(segments.length / 2)
+    const smalls = segments.filter(s => s.kind === 'data' && s.length < G)
+    expect(smalls.length).toBeGreaterThanOrEqual(10)
+    for (const d of smalls) {
+      const next = segments[segments.indexOf(d) + 1]
+      if (next.kind === 'header') expect(starts.has(next.offset)).toBe(false)
+    }
+    for (const s of segments) {
+      if (s.kind === 'toc' || s.kind === 'footer' || (s.kind === 'data' && s.length >= G)) expect(starts.has(s.offset)).toBe(true)
+    }
+    const memberEnds = new Set(segments.map(s => s.offset + s.length))
+    for (const l of leaves) {
+      const inBig = segments.some(s => s.kind === 'data' && s.length >= G && l.offset >= s.offset && l.offset + l.size < s.offset + s.length)
+      expect(inBig || memberEnds.has(l.offset + l.size)).toBe(true)
+    }
     expect(leaves.every(l => l.size <= MiB)).toBe(true)
-    expect(segments.filter(s => s.kind === 'data').length).toBeGreaterThanOrEqual(4)
+    expect(segments.filter(s => s.kind === 'data' && s.length >= G).length).toBeGreaterThanOrEqual(3)
     const toc = segments.find(s => s.kind === 'toc')
     const footer = segments.find(s => s.kind === 'footer')
-    expect(leaves.some(l => l.offset === toc?.offset)).toBe(true)
+    expect(leaves.find(l => l.offset === toc?.offset)?.size).toBe(toc?.length)
     expect(leaves.at(-1)).toMatchObject({ offset: footer?.offset, size: 51 })
     // the leaves hold the blob's bytes, verified through the CIDs
     const joined = Buffer.concat(await Promise.all(leaves.map(async l => await store.getBlock(l.cid))))

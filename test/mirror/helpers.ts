@@ -67,7 +67,7 @@ export async function startMirror (fx: Pick<MirrorFixture, 'repo'>, options: Par
 
 const digestOf = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
-/** An image of one layer stored as push stores one: thousands of small leaves under interior nodes. */
+/** An image of one layer stored as push stored one before small members shared leaves: thousands of small leaves under interior nodes. */
 export interface SmallLeafImage {
   repo: OpenRepo
   root: string
@@ -92,7 +92,7 @@ export async function smallLeafImage (dir: string, options: Partial<Omit<NodeOpt
   const { cid: layerCid } = await importSegments(bs, async sink => {
     let offset = 0
     for (const bytes of segments) { await sink({ kind: 'data', offset, bytes }); offset += bytes.length }
-  })
+  }, { smallMemberLeafBytes: 0 }) // one leaf per member, as pushes before small members shared leaves
   const layer: Descriptor = { mediaType: MediaType.OciLayerGzip, digest: digestOf(src), size: src.length }
   const root = await oneLayerImage(bs, layer, layerCid)
   const get = async (c: CID): Promise<Uint8Array> => await collectBlock(bs.get(c))

@@ -14,7 +14,8 @@ import { download, rangesOf, smallLeafImage, type SmallLeafImage } from './helpe
 const logger = silentLogger()
 
 /**
- * A layer as push stores one: thousands of small leaves (one per gzip member) under interior
+ * A layer as push stored one before small members shared leaves (images pushed then are still
+ * served): thousands of small leaves (one per gzip member) under interior
  * nodes of 1024 links. The mirror reads a run of them from the pack store at once, each leaf
  * still checked against its CID (here on every read: `verify_every_read`).
  */

@@ -55,7 +55,7 @@ describe('IpfsSource over the network', () => {
     const { cid } = await importSegments(a.localBlockstore, async (sink) => {
       let offset = 0
       for (const bytes of members) { await sink({ kind: 'data', offset, bytes }); offset += bytes.length }
-    })
+    }, { smallMemberLeafBytes: 0 }) // one leaf per member
     const root = dagPb.decode(await collectBlock(a.localBlockstore.get(cid)))
     expect(root.Links.length).toBe(3)
     await b.dial(a.multiaddrs()[0])
