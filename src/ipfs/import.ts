@@ -72,7 +72,7 @@ export interface TocLeaf {
 }
 
 /**
- * Cuts incoming gzip members into leaves (docs/ipfs.md): a data member of `group` bytes or more
+ * Cuts incoming gzip members into leaves (docs/ipfs.md): a member of `group` bytes or more
  * starts a leaf and is cut every `max` bytes from its start; smaller members are gathered into
  * one leaf, closed before a data member once it holds `group` bytes (so a small file's data and
  * the tar header after it share a leaf); the TOC and the footer get leaves of their own. `kindOf`
@@ -90,7 +90,9 @@ function memberChunker (max: number, group: number, kindOf: (member: Uint8Array)
     }
     for await (const member of source) {
       const kind = kindOf(member)
-      const own = kind === 'toc' || kind === 'footer' || (kind === 'data' && member.length >= group)
+      // a member this big (a data member, in practice: a tar header is ~100 bytes unless long
+      // PAX records make it more) is never gathered, so no leaf grows over `max`
+      const own = kind === 'toc' || kind === 'footer' || member.length >= Math.min(group, max)
       if (own || gatheredBytes + member.length > max || (kind === 'data' && gatheredBytes >= group)) yield * close()
       if (own) {
         for (let at = 0; at < member.length; at += max) yield member.subarray(at, Math.min(member.length, at + max))

@@ -47,7 +47,7 @@ describe('member-aligned import', () => {
     let open: [number, number] | undefined
     const close = (): void => { if (open != null) expected.push(open); open = undefined }
     for (const s of segments) {
-      const own = s.kind === 'toc' || s.kind === 'footer' || (s.kind === 'data' && s.length >= G)
+      const own = s.kind === 'toc' || s.kind === 'footer' || s.length >= G
       if (own || (open != null && (open[1] + s.length > MiB || (s.kind === 'data' && open[1] >= G)))) close()
       if (own) {
         for (let at = 0; at < s.length; at += MiB) expected.push([s.offset + at, Math.min(MiB, s.length - at)])
@@ -88,6 +88,23 @@ describe('member-aligned import', () => {
     expect(Buffer.compare(joined, blob)).toBe(0)
     expect(cid.version).toBe(1)
     expect(leaves.every(l => l.cid.code === 0x55 && l.cid.multihash.code === 0x12)).toBe(true)
+  })
+
+  it('never makes a leaf over 1 MiB: a big tar header (long PAX records) gets leaves of its own, and so does any member when leaves may gather more than 1 MiB', async () => {
+    const kinds: Array<[BlobSegment['kind'], number]> = [['header', MiB + MiB / 2], ['data', 100], ['header', 300], ['data', 3000], ['header', 200], ['data', 2 * MiB + 7], ['toc', 5000], ['footer', 51]]
+    const members = kinds.map(([kind, n]) => ({ kind, bytes: random(n) }))
+    for (const group of [undefined, 4 * MiB]) {
+      const store = new MemStore()
+      const r = await importSegments(store, async (sink) => {
+        let offset = 0
+        for (const m of members) { await sink({ ...m, offset }); offset += m.bytes.length }
+      }, group == null ? {} : { smallMemberLeafBytes: group })
+      const leaves = await leafMap(store.getBlock, r.cid)
+      expect(leaves.every(l => l.size <= MiB)).toBe(true)
+      const joined = Buffer.concat(await Promise.all(leaves.map(async l => await store.getBlock(l.cid))))
+      expect(Buffer.compare(joined, Buffer.concat(members.map(m => m.bytes)))).toBe(0)
+    }
+    await expect(importSegments(new MemStore(), async () => {}, { smallMemberLeafBytes: -1 })).rejects.toThrow(/smallMemberLeafBytes/)
   })
 
   it('names the TOC member\'s own leaf, stored with the blob (kubo-compatible leaves are not member-aligned: none)', async () => {
