@@ -27,8 +27,9 @@ export const DEFAULTS = {
   /**
    * Opening a layer reads this many bytes from its end in one read, the footer with them: a TOC
    * member that fits needs no second read. 0: the footer alone. Not more by default: in IPFS the
-   * bytes before a TOC are the last files' gzip members, each its own block when the layer was
-   * imported member-aligned, so a blind tail costs hundreds of block fetches to save one.
+   * bytes before a TOC are the last files' gzip members, in blocks of their own (~16 KiB leaves
+   * of small members, one per member in older pushes), so a blind tail costs tens to hundreds of
+   * block fetches to save one; a pushed layer names its TOC's leaf instead (the TOC hint).
    */
   openTailBytes: 0,
   /**
