@@ -14,13 +14,13 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { UnixHttpClient } from '../../src/unix-http.js'
 import { startDaemon, type RunningDaemon } from '../fixtures/daemon.js'
 import { cliPath } from '../fixtures/tools.js'
 import { removeWorkDir } from '../fixtures/work-dir.js'
+import { profileEnv, startProfiling } from './profile.js'
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -50,23 +50,20 @@ function usage (pid: number): { cpu: number, faults: number } {
   return { cpu: (Number(f[11]) + Number(f[12])) / 100, faults: Number(f[7]) }
 }
 
-// the start-up bench's preload: profiles from SIGUSR2 until the process exits
-const profileEnv = values.profile != null
-  ? { env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${join(dirname(fileURLToPath(import.meta.url)), 'profile-preload.cjs')}`, IPFS_ESTARGZ_PROFILE_DIR: resolve(values.profile) } }
-  : {}
+const profiled = profileEnv(values.profile)
 
 const work = await mkdtemp(join(tmpdir(), 'peer-read-'))
 const daemons: RunningDaemon[] = []
 const perfs: ChildProcess[] = []
 try {
   const seedRoot = join(work, 'seed')
-  const seed = await startDaemon({ root: seedRoot, listen: ['/ip4/127.0.0.1/tcp/0'], ...profileEnv })
+  const seed = await startDaemon({ root: seedRoot, listen: ['/ip4/127.0.0.1/tcp/0'], ...profiled })
   daemons.push(seed)
   const cid = cli(['push', `oci:${layout}`, '--repo', seedRoot]).trim()
   const image = (JSON.parse(cli(['image', 'inspect', cid, '--repo', seedRoot])) as { images: Array<{ layers: Array<{ cid: string, size: number }> }> }).images[0]
   const addr = (JSON.parse(cli(['id', '--repo', seedRoot])) as { addresses: string[] }).addresses[0]
   const root = join(work, 'node')
-  const node = await startDaemon({ root, peers: [addr], ...profileEnv })
+  const node = await startDaemon({ root, peers: [addr], ...profiled })
   daemons.push(node)
   const http = new UnixHttpClient(join(root, 'api.sock'), {
     agent: { keepAlive: true, maxSockets: concurrency },
@@ -78,7 +75,7 @@ try {
     for (const [i, pid] of pids.entries()) perfs.push(spawn('perf', ['record', '-g', '-F', '999', '-p', String(pid), '-o', join(values.perf, `${i === 0 ? 'seed' : 'node'}.perf.data`)], { stdio: 'ignore' }))
     await new Promise(resolve => setTimeout(resolve, 500))
   }
-  if (values.profile != null) for (const pid of pids) process.kill(pid, 'SIGUSR2')
+  if (values.profile != null) startProfiling(pids)
   console.log('| layer | bytes | ms | MB/s | CPU s: seed / node | minor faults: seed / node |')
   console.log('| --- | --- | --- | --- | --- | --- |')
   for (const [i, layer] of image.layers.entries()) {

@@ -36,6 +36,7 @@ import { cliPath, referenceDir, refstackDir } from '../fixtures/tools.js'
 import { startRegistry } from '../fixtures/registry.js'
 import { repoBlockBytes } from '../fixtures/repo-blocks.js'
 import { removeWorkDir } from '../fixtures/work-dir.js'
+import { profileEnv, startProfiling } from './profile.js'
 
 type Variant = 'plain' | 'optimized' | 'learned'
 const OUR_ROWS: Record<Variant, string> = {
@@ -61,9 +62,7 @@ const { values } = parseArgs({
   }
 })
 const runs = Number(values.runs)
-const profileEnv = values.profile != null
-  ? { env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${join(import.meta.dirname, 'profile-preload.cjs')}`, IPFS_ESTARGZ_PROFILE_DIR: values.profile } }
-  : {}
+const profiled = profileEnv(values.profile)
 
 const variants = values.ours.split(',') as Variant[]
 for (const v of variants) if (!(v in OUR_ROWS)) throw new Error(`--ours: ${v} is not one of ${Object.keys(OUR_ROWS).join(', ')}`)
@@ -167,7 +166,7 @@ async function logged (d: RunningDaemon, text: string, count: number, timeoutMs:
  */
 async function ourRows (rows: Rows, work: string, layout: string, workload: string[], variant: Variant): Promise<void> {
   const originRoot = join(work, `origin-${variant}`)
-  const origin = await startDaemon({ root: originRoot, listen: ['/ip4/127.0.0.1/tcp/0'], ...profileEnv })
+  const origin = await startDaemon({ root: originRoot, listen: ['/ip4/127.0.0.1/tcp/0'], ...profiled })
   let teacher: RunningDaemon | undefined
   try {
     const cid = variant === 'optimized'
@@ -191,12 +190,12 @@ async function ourRows (rows: Rows, work: string, layout: string, workload: stri
     }
     for (let r = 0; r < runs; r++) {
       const root = join(work, `node-${variant}-${r}`)
-      const node = await startDaemon({ root, peers, ...(values['node-config'] !== '' ? { config: values['node-config'].replaceAll('\\n', '\n') + '\n' } : {}), ...profileEnv })
+      const node = await startDaemon({ root, peers, ...(values['node-config'] !== '' ? { config: values['node-config'].replaceAll('\\n', '\n') + '\n' } : {}), ...profiled })
       const c = await startContainerd({ proxyPlugins: { 'ipfs-estargz': node.address } })
       try {
         const mgr = managerPid(root)
         const cpu0 = [cpuSeconds(origin.proc.pid), cpuSeconds(node.proc.pid), cpuSeconds(mgr)]
-        if (values.profile != null) for (const pid of [origin.proc.pid, node.proc.pid, mgr]) if (pid != null) process.kill(pid, 'SIGUSR2')
+        if (values.profile != null) startProfiling([origin.proc.pid, node.proc.pid, mgr])
         const t0 = now()
         cli(['pull', `ipfs://${cid}`, '--repo', root, '--address', c.address, '--require-lazy'])
         const t1 = now()
