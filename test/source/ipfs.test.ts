@@ -157,6 +157,31 @@ describe('IpfsSource with the block exchange', () => {
     expect(b.exchange.stats().requests).toBe(ex.requests)
   })
 
+  it('a pushed layer\'s small file comes from a peer in one block, and its tar-order neighbours with it', async () => {
+    const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const b = await repos.node()
+    // a package directory of small files (incompressible: each ~2 KB member), then a big file
+    const small = Array.from({ length: 40 }, (_, i) => ({ name: `lib/pkg/m${String(i).padStart(2, '0')}.py`, data: random(1500 + 25 * i) }))
+    const layer = await importSegments(a.localBlockstore, async (sink) => await buildEstargz(streamOf(makeTar([...small, { name: 'lib/big.so', data: random(300_000) }])), sink))
+    await b.dial(a.multiaddrs()[0])
+    await identified(b)
+    const source = await IpfsSource.open(b.blocks, layer.cid)
+    const reader = await EstargzReader.open(async (o, l, s) => await source.read(o, l, s), await source.size(), { tocDigest: layer.produced.tocDigest })
+    const perFile: number[] = []
+    for (const f of small) {
+      const before = source.stats().networkBlocks
+      expect(Buffer.compare(Buffer.from(await reader.readFile(f.name)), f.data)).toBe(0)
+      perFile.push(source.stats().networkBlocks - before)
+    }
+    // one leaf per member made every read two blocks (the file's data, the next tar header)
+    expect(Math.max(...perFile)).toBe(1)
+    // ~16 KiB leaves of ~2 KB files: most reads find their leaf already fetched by a neighbour's
+    const bytes = small.reduce((n, f) => n + f.data.length, 0)
+    expect(perFile.filter(n => n === 1).length).toBeLessThanOrEqual(Math.ceil(bytes / (16 << 10)) + 2)
+    expect(b.fetchStats().bitswapBlocks).toBe(0)
+    await source.close()
+  })
+
   it('asks the exchange at each read\'s priority: a prefetch read as prefetch, a background one as background, others on demand', async () => {
     const a = await repos.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
     const b = await repos.node()
