@@ -7,7 +7,7 @@ export default defineConfig({
     // the install from the packed tarball: `npm run test:install` (vitest.install.config.ts).
     exclude: ['test/reference/**', 'test/install/**', '**/node_modules/**'],
     // The polyfill must run before any helia/libp2p module is evaluated (Node 20).
-    setupFiles: ['./src/polyfill.ts'],
+    setupFiles: ['./src/polyfill.ts', './test/helpers/worker-marker.ts'],
     globalSetup: ['./test/global-setup.ts'],
     // Native addons (fuse-native, better-sqlite3) are loaded in test processes: forks, not threads.
     pool: 'forks',
@@ -16,6 +16,10 @@ export default defineConfig({
     // 19 min this way against 33 min one at a time. Not more: timing-bound tests then starve.
     maxWorkers: 2,
     testTimeout: 120_000,
-    hookTimeout: 300_000
+    hookTimeout: 300_000,
+    // A file whose process blocks its own event loop stops vitest's timers with it, and the run
+    // would wait for it forever: the watchdog stops such a file after 15 min (the slowest take 3)
+    // and prints where it was stuck.
+    reporters: ['default', ['./test/helpers/hang-watchdog.ts', { fileTimeoutS: 900 }]]
   }
 })

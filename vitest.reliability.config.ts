@@ -14,6 +14,7 @@ export default defineConfig({
     exclude: ['**/node_modules/**'],
     fileParallelism: false,
     testTimeout: 3_600_000,
-    hookTimeout: 900_000
+    hookTimeout: 900_000,
+    reporters: ['default', ['./test/helpers/hang-watchdog.ts', { fileTimeoutS: 4 * 3600 }]]
   }
 })
