@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { cp } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
@@ -23,18 +23,17 @@ import * as Digest from 'multiformats/hashes/digest'
 import { hasFuse, isRoot, needs } from '../helpers/env.js'
 import { createLocalBlockstore } from '../../src/ipfs/local-blockstore.js'
 import { blockKeys, keyOf } from '../../scripts/fixtures/repo-blocks.js'
+import { runBytes, runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
 interface Run { code: number, stdout: string, stderr: string }
 
-function cli (args: string[], opts: { input?: Uint8Array, cwd?: string } = {}): Run {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 28, input: opts.input, cwd: opts.cwd })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[], opts: { input?: Uint8Array, cwd?: string } = {}): Promise<Run> {
+  return await runCli(args, opts)
 }
 
 /** The CLI with binary stdout (export -o -). */
-function cliBytes (args: string[]): { code: number, stdout: Buffer, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { maxBuffer: 1 << 28 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr.toString() }
+async function cliBytes (args: string[]): Promise<RunResult<Buffer>> {
+  return await runBytes(process.execPath, [cliPath, ...args])
 }
 
 async function carOf (bytes: Uint8Array): Promise<{ roots: CID[], blocks: Array<{ cid: CID, bytes: Uint8Array }> }> {
@@ -61,7 +60,7 @@ async function blockFiles (repo: string): Promise<string[]> {
 
 /** What a repo shows: its image list and its block files. */
 async function snapshot (repo: string): Promise<{ images: string, blocks: string[] }> {
-  const ls = cli(['image', 'ls', '--repo', repo])
+  const ls = await cli(['image', 'ls', '--repo', repo])
   expect(ls.code, ls.stderr).toBe(0)
   return { images: ls.stdout, blocks: await blockFiles(repo) }
 }
@@ -99,13 +98,13 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
       const img = makeImage({ seed, layerCount: 2, layerSize: size, noise: true })
       const layout = join(dir, `layout${n}`)
       await writeLayout(layout, allBlobs(img), [tagged(img.manifest.descriptor, 'v1')])
-      const r = cli(['push', `oci:${layout}`, '--repo', repoA, '--json', '--level', '1'])
+      const r = await cli(['push', `oci:${layout}`, '--repo', repoA, '--json', '--level', '1'])
       expect(r.code, r.stderr).toBe(0)
       if (n === 1) pushed = JSON.parse(r.stdout) as PushJson
       else pushed2 = JSON.parse(r.stdout) as PushJson
     }
     carPath = join(dir, 'one.car')
-    const r = cli(['export', pushed.root, '-o', carPath, '--repo', repoA])
+    const r = await cli(['export', pushed.root, '-o', carPath, '--repo', repoA])
     expect(r.code, r.stderr).toBe(0)
     car = await readFile(carPath)
   }, 120_000)
@@ -127,13 +126,13 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
 
   it('imports into another repo: the image listed, every block and blob identical, digests mapped to the same CIDs', async () => {
     const repoB = join(dir, 'b')
-    const r = cli(['import', carPath, '--repo', repoB, '--json'])
+    const r = await cli(['import', carPath, '--repo', repoB, '--json'])
     expect(r.code, r.stderr).toBe(0)
     const res = JSON.parse(r.stdout) as ImportJson
     expect(res.images).toEqual([expect.objectContaining({ root: pushed.root, descriptor: pushed.descriptor, name: `ipfs://${pushed.root}`, existing: false })])
     expect(res.ignored).toBe(0)
     expect(await dagOf(repoB, pushed.root)).toEqual(await dagOf(repoA, pushed.root))
-    const ls = cli(['image', 'ls', '--repo', repoB])
+    const ls = await cli(['image', 'ls', '--repo', repoB])
     const listed = ls.stdout.trim().split('\n').map(l => JSON.parse(l) as { root: string, descriptor?: string, meta?: Record<string, unknown> })
     expect(listed).toEqual([expect.objectContaining({ root: pushed.root, descriptor: pushed.descriptor, meta: expect.objectContaining({ tag: 'latest', source: 'bundle' }) })])
     const node = await createNode({ repo: repoB, logger: silentLogger() })
@@ -159,7 +158,7 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
     }
     // importing again: the image is there already, nothing changes
     const before = await snapshot(repoB)
-    const again = cli(['import', carPath, '--repo', repoB, '--json'])
+    const again = await cli(['import', carPath, '--repo', repoB, '--json'])
     expect(again.code, again.stderr).toBe(0)
     expect((JSON.parse(again.stdout) as ImportJson).images[0].existing).toBe(true)
     expect(await snapshot(repoB)).toEqual(before)
@@ -167,10 +166,10 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
   })
 
   it('exports several images by name and CID through stdout, shared blocks once; import reads stdin', async () => {
-    const names = cli(['image', 'ls', '--repo', repoA]).stdout.trim().split('\n').map(l => JSON.parse(l) as { root: string, name: string })
+    const names = (await cli(['image', 'ls', '--repo', repoA])).stdout.trim().split('\n').map(l => JSON.parse(l) as { root: string, name: string })
     const name2 = names.find(i => i.root === pushed2.root)?.name as string
     expect(name2).toContain('layout2')
-    const r = cliBytes(['export', pushed.root, name2, `ipfs://${pushed.root}`, '-o', '-', '--repo', repoA])
+    const r = await cliBytes(['export', pushed.root, name2, `ipfs://${pushed.root}`, '-o', '-', '--repo', repoA])
     expect(r.code, r.stderr).toBe(0)
     const { roots, blocks } = await carOf(r.stdout)
     expect(roots.map(String)).toEqual([pushed.root, pushed.descriptor, pushed2.root, pushed2.descriptor])
@@ -183,7 +182,7 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
     const all = new Set([...one.keys(), ...two.keys(), ...(await dagOf(repoA, pushed.descriptor)).keys(), ...(await dagOf(repoA, pushed2.descriptor)).keys()])
     expect(new Set(keys)).toEqual(all)
     const repoC = join(dir, 'c')
-    const imp = cli(['import', '-', '--repo', repoC, '--json'], { input: r.stdout })
+    const imp = await cli(['import', '-', '--repo', repoC, '--json'], { input: r.stdout })
     expect(imp.code, imp.stderr).toBe(0)
     expect((JSON.parse(imp.stdout) as ImportJson).images.map(i => i.root)).toEqual([pushed.root, pushed2.root])
     expect(await dagOf(repoC, pushed2.root)).toEqual(await dagOf(repoA, pushed2.root))
@@ -212,8 +211,8 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
       // a repo that holds an image already
       target = join(dir, 'target')
       const two = join(dir, 'two.car')
-      expect(cli(['export', pushed2.root, '-o', two, '--repo', repoA]).code).toBe(0)
-      const r = cli(['import', two, '--repo', target])
+      expect((await cli(['export', pushed2.root, '-o', two, '--repo', repoA])).code).toBe(0)
+      const r = await cli(['import', two, '--repo', target])
       expect(r.code, r.stderr).toBe(0)
     }, 60_000)
 
@@ -222,7 +221,7 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
       expect(before.images).toContain(pushed2.root)
       const file = join(dir, `bad-${code}-${Math.random().toString(36).slice(2)}.car`)
       await writeFile(file, bytes)
-      const r = cli(['import', file, '--repo', target])
+      const r = await cli(['import', file, '--repo', target])
       expect(r.code, r.stderr).toBe(1)
       expect(r.stderr).toContain(`(${code})`)
       expect(r.stdout).toBe('')
@@ -311,7 +310,7 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
     const file = join(dir, 'extra.car')
     await writeFile(file, await edited(c => { c.blocks.splice(3, 0, { cid: extraCid, bytes: extra }) }))
     const repo = join(dir, 'extra')
-    const r = cli(['import', file, '--repo', repo, '--json'])
+    const r = await cli(['import', file, '--repo', repo, '--json'])
     expect(r.code, r.stderr).toBe(0)
     expect((JSON.parse(r.stdout) as ImportJson).ignored).toBe(1)
     expect(r.stderr).toContain('1 blocks of the bundle belong to no image')
@@ -338,27 +337,27 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
     const out = join(dir, 'out')
     await cp(carPath, join(dir, 'keep.car'))
     const target = join(dir, 'keep.car')
-    const r = cli(['export', pushed.root, '-o', target, '--repo', broken])
+    const r = await cli(['export', pushed.root, '-o', target, '--repo', broken])
     expect(r.code, r.stderr).toBe(1)
     expect(r.stderr).toContain('(ERR_EXPORT_INCOMPLETE)')
     expect(r.stderr).toContain(leaf.toString())
     expect(Buffer.compare(await readFile(target), car)).toBe(0) // the file that was there is untouched
     expect((await readdir(dir)).filter(f => f.endsWith('.tmp'))).toEqual([])
-    const unknown = cli(['export', 'no-such-image:1', '-o', out, '--repo', repoA])
+    const unknown = await cli(['export', 'no-such-image:1', '-o', out, '--repo', repoA])
     expect(unknown.code).toBe(1)
     expect(unknown.stderr).toContain('(ERR_UNKNOWN_IMAGE)')
-    const layer = cli(['export', pushed.images[0].layers[0].cid, '-o', out, '--repo', repoA])
+    const layer = await cli(['export', pushed.images[0].layers[0].cid, '-o', out, '--repo', repoA])
     expect(layer.code).toBe(1)
     expect(layer.stderr).toContain('(ERR_BUNDLE_NOT_AN_IMAGE)')
     expect(existsSync(out)).toBe(false)
-    const toDir = cli(['export', pushed.root, '-o', dir, '--repo', repoA])
+    const toDir = await cli(['export', pushed.root, '-o', dir, '--repo', repoA])
     expect(toDir.code).toBe(2)
     expect(toDir.stderr).toContain('is a directory')
   })
 
   it('an import killed (-9) midway: nothing listed, no block of it in the blockstore; the next import clears its staging', async () => {
     const repo = join(dir, 'killed')
-    const r0 = cli(['import', carPath, '--repo', repo])
+    const r0 = await cli(['import', carPath, '--repo', repo])
     expect(r0.code, r0.stderr).toBe(0)
     const before = await snapshot(repo)
     // an image large enough that its blocks reach the spool (written in 4 MiB steps) before the end
@@ -366,9 +365,9 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
     const layout = join(dir, 'layout-big')
     await writeLayout(layout, allBlobs(img), [tagged(img.manifest.descriptor, 'v1')])
     const big = join(dir, 'big-repo')
-    const push = cli(['push', `oci:${layout}`, '--repo', big, '--level', '1'])
+    const push = await cli(['push', `oci:${layout}`, '--repo', big, '--level', '1'])
     expect(push.code, push.stderr).toBe(0)
-    const bigCar = cliBytes(['export', push.stdout.trim(), '-o', '-', '--repo', big]).stdout
+    const bigCar = (await cliBytes(['export', push.stdout.trim(), '-o', '-', '--repo', big])).stdout
     expect(bigCar.length).toBeGreaterThan(12_000_000)
     const proc = spawn(process.execPath, [cliPath, 'import', '-', '--repo', repo], { stdio: ['pipe', 'ignore', 'ignore'] })
     const exited = new Promise(resolve => proc.on('exit', resolve))
@@ -388,10 +387,10 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
     await exited
     expect(await snapshot(repo)).toEqual(before)
     expect((await readdir(staging)).length).toBe(1) // left behind
-    const r = cli(['import', '-', '--repo', repo], { input: bigCar })
+    const r = await cli(['import', '-', '--repo', repo], { input: bigCar })
     expect(r.code, r.stderr).toBe(0)
     expect(await readdir(staging)).toEqual([])
-    expect(cli(['image', 'ls', '--repo', repo]).stdout).toContain(push.stdout.trim())
+    expect((await cli(['image', 'ls', '--repo', repo])).stdout).toContain(push.stdout.trim())
   }, 120_000)
 
   describe.skipIf(needs({ root: isRoot, fuse: hasFuse }))('through a daemon that holds the repo', () => {
@@ -399,27 +398,27 @@ describe('ipfs-estargz export / import (CAR bundles)', () => {
       const root = join(dir, 'daemon')
       const daemon = await startDaemon({ root, logLevel: 'warn', listen: ['/ip4/127.0.0.1/tcp/0'] })
       try {
-        const imp = cli(['import', 'one.car', '--repo', root, '--json'], { cwd: dir })
+        const imp = await cli(['import', 'one.car', '--repo', root, '--json'], { cwd: dir })
         expect(imp.code, imp.stderr).toBe(0)
         expect((JSON.parse(imp.stdout) as ImportJson).images.map(i => i.root)).toEqual([pushed.root])
-        expect(cli(['image', 'ls', '--repo', root]).stdout).toContain(pushed.root)
-        const exp = cli(['export', pushed.root, '-o', 'from-daemon.car', '--repo', root], { cwd: dir })
+        expect((await cli(['image', 'ls', '--repo', root])).stdout).toContain(pushed.root)
+        const exp = await cli(['export', pushed.root, '-o', 'from-daemon.car', '--repo', root], { cwd: dir })
         expect(exp.code, exp.stderr).toBe(0)
         // the same image, the same roots (the descriptor came along), the same order: the same bytes
         expect(Buffer.compare(await readFile(join(dir, 'from-daemon.car')), car)).toBe(0)
-        const stdin = cli(['import', '-', '--repo', root], { input: car })
+        const stdin = await cli(['import', '-', '--repo', root], { input: car })
         expect(stdin.code).toBe(2)
         expect(stdin.stderr).toContain('give the bundle as a file')
         // a repo without the image exports it with --fetch, from the daemon as its peer; without, it refuses
-        const id = JSON.parse(cli(['id', '--repo', root]).stdout) as { addresses: string[] }
+        const id = JSON.parse((await cli(['id', '--repo', root])).stdout) as { addresses: string[] }
         const peer = id.addresses.find(a => a.startsWith('/ip4/127.0.0.1/')) as string
         const empty = join(dir, 'fetching')
-        const refused = cli(['export', pushed.root, '-o', join(dir, 'never.car'), '--repo', empty])
+        const refused = await cli(['export', pushed.root, '-o', join(dir, 'never.car'), '--repo', empty])
         expect(refused.code).toBe(1)
         expect(refused.stderr).toContain('(ERR_NO_REPO)') // no repo there yet: only --fetch creates one
         expect(existsSync(empty)).toBe(false)
         expect(existsSync(join(dir, 'never.car'))).toBe(false)
-        const fetched = cli(['export', pushed.root, '-o', join(dir, 'fetched.car'), '--repo', empty, '--fetch', '--peer', peer])
+        const fetched = await cli(['export', pushed.root, '-o', join(dir, 'fetched.car'), '--repo', empty, '--fetch', '--peer', peer])
         expect(fetched.code, fetched.stderr).toBe(0)
         // no descriptor this time (that repo never listed the image): the same blocks under the root
         const { roots, blocks } = await carOf(await readFile(join(dir, 'fetched.car')))

@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { chmod, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises'
@@ -11,6 +11,7 @@ import { cliPath } from '../../scripts/fixtures/tools.js'
 import { DEFAULTS as CLI_DEFAULTS } from '../../src/cli/options.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { until } from '../ipfs/helpers.js'
+import { run, type RunResult } from '../../scripts/fixtures/run.js'
 
 /**
  * The rough edges a newcomer hits on the command line: output a terminal shows (progress lines,
@@ -31,22 +32,21 @@ function env (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return e
 }
 
-function cli (args: string[], opts: { uid?: number, cwd?: string } = {}): { code: number, stdout: string, stderr: string } {
+async function cli (args: string[], opts: { uid?: number, cwd?: string } = {}): Promise<RunResult<string>> {
   const [cmd, argv] = opts.uid != null
     ? ['setpriv', [`--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', process.execPath, cliPath, ...args]]
     : [process.execPath, [cliPath, ...args]]
   // a regression that hangs (an unknown CID waited for forever) fails instead of blocking the suite
-  const r = spawnSync(cmd, argv, { encoding: 'utf8', env: env(), cwd: opts.cwd, maxBuffer: 1 << 26, timeout: 45_000 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+  return await run(cmd, argv, { env: env(), cwd: opts.cwd, timeoutMs: 45_000 })
 }
 
 const quote = (s: string): string => `'${s.replace(/'/g, "'\\''")}'`
 
 /** Runs the CLI on a pseudo-terminal (util-linux `script`): what a user sees, escapes included. */
-function onTty (args: string[]): { code: number, out: string } {
+async function onTty (args: string[]): Promise<{ code: number, out: string }> {
   const line = [process.execPath, cliPath, ...args].map(quote).join(' ')
-  const r = spawnSync('script', ['-qec', line, '/dev/null'], { encoding: 'utf8', env: env(), stdio: ['ignore', 'pipe', 'pipe'] })
-  return { code: r.status ?? -1, out: r.stdout }
+  const r = await run('script', ['-qec', line, '/dev/null'], { env: env(), timeoutMs: 45_000 })
+  return { code: r.code, out: r.stdout }
 }
 
 describe.skipIf(needs({ script: hasCommand('script'), setpriv: hasCommand('setpriv') }))('CLI polish', () => {
@@ -65,7 +65,7 @@ describe.skipIf(needs({ script: hasCommand('script'), setpriv: hasCommand('setpr
     const img = makeImage({ layerCount: 2, seed: 'polish', layerSize: 1 << 20, noise: true })
     await writeLayout(layout, allBlobs(img), [tagged(img.manifest.descriptor, 'v1')])
     repo = join(dir, 'repo')
-    const r = cli(['push', `oci:${layout}:v1`, '--repo', repo, '--level', '1'])
+    const r = await cli(['push', `oci:${layout}:v1`, '--repo', repo, '--level', '1'])
     expect(r.code, r.stderr).toBe(0)
     root = r.stdout.trim()
   }, 120_000)
@@ -74,10 +74,10 @@ describe.skipIf(needs({ script: hasCommand('script'), setpriv: hasCommand('setpr
     await rm(dir, { recursive: true, force: true })
   })
 
-  it('a command that only reads fails with "no repo at DIR" on a missing repo and creates nothing', () => {
+  it('a command that only reads fails with "no repo at DIR" on a missing repo and creates nothing', async () => {
     const missing = join(dir, 'typo')
     for (const args of [['image', 'ls'], ['export', root, '-o', join(dir, 'x.car')]]) {
-      const r = cli([...args, '--repo', missing])
+      const r = await cli([...args, '--repo', missing])
       expect(r.code, args.join(' ')).toBe(1)
       expect(r.stderr, args.join(' ')).toContain(`no repo at ${missing}`)
       expect(r.stderr).toContain('ERR_NO_REPO')
@@ -87,12 +87,12 @@ describe.skipIf(needs({ script: hasCommand('script'), setpriv: hasCommand('setpr
 
   it('not root: mount says to run as root, and a permission error on root\'s repo says so too', async () => {
     await mkdir(join(dir, 'mnt-nobody'), { recursive: true })
-    const m = cli(['mount', root, join(dir, 'mnt-nobody'), '--repo', join(dir, 'nobody-repo')], { uid: NOBODY, cwd: '/' })
+    const m = await cli(['mount', root, join(dir, 'mnt-nobody'), '--repo', join(dir, 'nobody-repo')], { uid: NOBODY, cwd: '/' })
     expect(m.code).toBe(1)
     expect(m.stderr).toContain('mount needs root: run it as root')
     expect(m.stderr).toContain('ERR_NOT_ROOT')
     expect(existsSync(join(dir, 'nobody-repo'))).toBe(false)
-    const ls = cli(['image', 'ls', '--repo', repo], { uid: NOBODY, cwd: '/' }) // the repo is 0700, root's
+    const ls = await cli(['image', 'ls', '--repo', repo], { uid: NOBODY, cwd: '/' }) // the repo is 0700, root's
     expect(ls.code).toBe(1)
     expect(ls.stderr).toMatch(/EACCES.*: run it as root/)
   }, 60_000)
@@ -101,7 +101,7 @@ describe.skipIf(needs({ script: hasCommand('script'), setpriv: hasCommand('setpr
     it('mount of a CID no peer has fails after --open-timeout with "no peer has CID …"', async () => {
       const mnt = join(dir, 'mnt-unknown')
       await mkdir(mnt)
-      const r = cli(['mount', UNKNOWN, mnt, '--repo', repo, '--open-timeout', '1'])
+      const r = await cli(['mount', UNKNOWN, mnt, '--repo', repo, '--open-timeout', '1'])
       expect(r.code).toBe(1)
       expect(r.stderr).toContain(`no peer has CID ${UNKNOWN}`)
       expect(r.stderr).toContain('ERR_MOUNT_OPEN_TIMEOUT')
@@ -141,7 +141,7 @@ describe.skipIf(needs({ script: hasCommand('script'), setpriv: hasCommand('setpr
     await mkdir(MOUNT_POINTERS, { recursive: true, mode: 0o700 })
     await symlink(victim, pointer)
     try {
-      const r = cli(['umount', mnt])
+      const r = await cli(['umount', mnt])
       expect(r.code, r.stderr).toBe(0)
       expect(await readdir(victim)).toEqual(['pid'])
     } finally {
@@ -156,8 +156,8 @@ describe.skipIf(needs({ script: hasCommand('script'), setpriv: hasCommand('setpr
     }, 120_000)
     afterAll(async () => { await d?.stop() })
 
-    it('push on a terminal (forwarded) draws its progress, then prints the root CID, which nothing overwrites', () => {
-      const push = onTty(['push', `oci:${layout}:v1`, '--repo', d.root, '--level', '1'])
+    it('push on a terminal (forwarded) draws its progress, then prints the root CID, which nothing overwrites', async () => {
+      const push = await onTty(['push', `oci:${layout}:v1`, '--repo', d.root, '--level', '1'])
       expect(push.code, push.out).toBe(0)
       expect(push.out).toContain('published')
       const at = push.out.lastIndexOf(root)
@@ -166,48 +166,48 @@ describe.skipIf(needs({ script: hasCommand('script'), setpriv: hasCommand('setpr
       expect(push.out.slice(at)).not.toMatch(/\x1b\[/)
     }, 60_000)
 
-    it('image ls: a table on a terminal that keeps the source tag, JSON with --json, JSON lines on a pipe', () => {
-      const table = onTty(['image', 'ls', '--repo', d.root])
+    it('image ls: a table on a terminal that keeps the source tag, JSON with --json, JSON lines on a pipe', async () => {
+      const table = await onTty(['image', 'ls', '--repo', d.root])
       expect(table.code, table.out).toBe(0)
       const lines = table.out.trim().split(/\r?\n/)
       expect(lines[0]).toMatch(/^ROOT CID +NAME +TAGS +SIZE +CREATED$/)
       expect(lines[1]).toContain(root)
       expect(lines[1]).toContain(`oci:${layout}:v1`)
-      const json = onTty(['image', 'ls', '--repo', d.root, '--json'])
+      const json = await onTty(['image', 'ls', '--repo', d.root, '--json'])
       expect(JSON.parse(json.out.trim())).toMatchObject({ root, name: `oci:${layout}:v1` })
-      const piped = cli(['image', 'ls', '--repo', d.root])
+      const piped = await cli(['image', 'ls', '--repo', d.root])
       expect(JSON.parse(piped.stdout.trim())).toMatchObject({ root, name: `oci:${layout}:v1` })
     }, 60_000)
 
     it('--repo=DIR (relative too) is forwarded to the daemon that owns DIR', async () => {
-      const abs = cli(['image', 'ls', `--repo=${d.root}`])
+      const abs = await cli(['image', 'ls', `--repo=${d.root}`])
       expect(abs.code, abs.stderr).toBe(0)
       expect(JSON.parse(abs.stdout.trim())).toMatchObject({ root })
-      const rel = cli(['image', 'ls', '--repo=d'], { cwd: dir })
+      const rel = await cli(['image', 'ls', '--repo=d'], { cwd: dir })
       expect(rel.code, rel.stderr).toBe(0)
       expect(JSON.parse(rel.stdout.trim())).toMatchObject({ root })
       // run by the daemon (its log comes a little later), the path made absolute
       await until(() => d.log().includes(`"--repo=${d.root}"`), 'the daemon to log the command', 10_000)
     }, 60_000)
 
-    it('image inspect of a CID no peer has fails with "no peer has CID …" after [ipfs] find_timeout_sec, or --timeout (it waited forever)', () => {
-      const r = cli(['image', 'inspect', UNKNOWN, '--repo', d.root])
+    it('image inspect of a CID no peer has fails with "no peer has CID …" after [ipfs] find_timeout_sec, or --timeout (it waited forever)', async () => {
+      const r = await cli(['image', 'inspect', UNKNOWN, '--repo', d.root])
       expect(r.code).toBe(1)
       expect(r.stderr).toContain(`no peer has CID ${UNKNOWN}: the image's index, manifest and config did not arrive within 1 s`)
       expect(r.stderr).toContain('ERR_NO_PEER_HAS_CID')
-      const flag = cli(['image', 'inspect', UNKNOWN, '--repo', d.root, '--timeout', '2'])
+      const flag = await cli(['image', 'inspect', UNKNOWN, '--repo', d.root, '--timeout', '2'])
       expect(flag.stderr).toContain('did not arrive within 2 s')
     }, 60_000)
 
-    it('--offline on a missing block says so in our words, with our code', () => {
-      const r = cli(['image', 'inspect', UNKNOWN, '--repo', d.root, '--offline'])
+    it('--offline on a missing block says so in our words, with our code', async () => {
+      const r = await cli(['image', 'inspect', UNKNOWN, '--repo', d.root, '--offline'])
       expect(r.code).toBe(1)
       expect(r.stderr.trim()).toBe(`ipfs-estargz: block ${UNKNOWN} is not in the local blockstore (offline) (ERR_BLOCK_NOT_FOUND)`)
     }, 60_000)
 
-    it('a forwarded command piped to `head` ends quietly, every time', () => {
+    it('a forwarded command piped to `head` ends quietly, every time', async () => {
       for (let i = 0; i < 6; i++) {
-        const r = spawnSync('bash', ['-c', `${[process.execPath, cliPath, 'export', root, '-o', '-', '--repo', d.root].map(quote).join(' ')} | head -c 10 >/dev/null; echo "exit=\${PIPESTATUS[0]}" >&2`], { encoding: 'utf8', env: env() })
+        const r = await run('bash', ['-c', `${[process.execPath, cliPath, 'export', root, '-o', '-', '--repo', d.root].map(quote).join(' ')} | head -c 10 >/dev/null; echo "exit=\${PIPESTATUS[0]}" >&2`], { env: env(), timeoutMs: 45_000 })
         // quiet: at most export's own summary line; no EPIPE, no stack trace
         expect(r.stderr, r.stderr).toMatch(/^(exported 1 image .*\n)?exit=(0|141)\n$/)
       }

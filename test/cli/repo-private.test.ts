@@ -9,11 +9,11 @@ import { cliPath } from '../../scripts/fixtures/tools.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { snapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { run, type RunResult } from '../../scripts/fixtures/run.js'
 
 /** The CLI run as from a shell with umask 022 (the usual default: files 0644, folders 0755). */
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync('sh', ['-c', 'umask 022 && exec "$0" "$@"', process.execPath, cliPath, ...args], { encoding: 'utf8' })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await run('sh', ['-c', 'umask 022 && exec "$0" "$@"', process.execPath, cliPath, ...args])
 }
 
 /** A command run as nobody (uid/gid 65534). */
@@ -64,7 +64,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
   it('a CLI repo and its chunk cache are created 0700/0600; nobody can read the key or grep the cached files', async () => {
     expect(asNobody('cat', [join(dir, 'open.txt')]).stdout).toBe(SECRET) // nobody does reach this folder
     const repo = join(dir, 'cli')
-    const pushed = cli(['push', `oci:${join(dir, 'img')}`, '--repo', repo])
+    const pushed = await cli(['push', `oci:${join(dir, 'img')}`, '--repo', repo])
     expect(pushed.code, pushed.stderr).toBe(0)
     const root = pushed.stdout.trim()
 
@@ -106,7 +106,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const repo = join(dir, 'cli')
     expect(spawnSync('chmod', ['-R', 'go+rX', repo]).status).toBe(0)
     expect(asNobody('cat', [join(repo, 'datastore', 'pkcs8', 'self.data')]).status).toBe(0) // readable now
-    const ls = cli(['image', 'ls', '--repo', repo])
+    const ls = await cli(['image', 'ls', '--repo', repo])
     expect(ls.code, ls.stderr).toBe(0)
     const warning = JSON.parse(ls.stderr.trim().split('\n').find(l => l.includes('other users could read the repo')) ?? '{}') as { changed?: string[] }
     expect(warning.changed).toEqual(expect.arrayContaining(['.', 'index.sqlite', 'datastore/pkcs8/self.data', 'datastore', 'cache']))
@@ -116,14 +116,14 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(asNobody('cat', [join(repo, 'datastore', 'pkcs8', 'self.data')]).stderr).toMatch(/Permission denied/)
     expect(asNobody('grep', ['-r', SECRET, repo]).stdout).toBe('')
     // a private repo is left alone: no warning
-    expect(cli(['image', 'ls', '--repo', repo]).stderr).toBe('')
+    expect((await cli(['image', 'ls', '--repo', repo])).stderr).toBe('')
   })
 
   it('a daemon root is created private; snapshots are laid out as containerd\'s (fs 0755, work 0711); a loose root is tightened at start', async () => {
     const root = join(dir, 'daemon')
     let d = await startDaemon({ root, umask: 0o022 })
     try {
-      const pushed = cli(['push', `oci:${join(dir, 'img')}`, '--repo', root]) // runs in the daemon
+      const pushed = await cli(['push', `oci:${join(dir, 'img')}`, '--repo', root]) // runs in the daemon
       expect(pushed.code, pushed.stderr).toBe(0)
       const client = snapshotsClient(d.address)
       try {

@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
@@ -14,10 +14,10 @@ import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../../scripts/fixtures/registry.js'
+import { runCli as runBuiltCli, type RunResult } from '../../scripts/fixtures/run.js'
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8' })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runBuiltCli(args)
 }
 
 /**
@@ -104,7 +104,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, registry: hasCommand(REGIST
     const image = makeImage({ seed: 'cancel', layerSize: 200_000 })
     await writeLayout(join(dir, 'img'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
     registry = await startRegistry()
-    const r = cli(['push', `oci:${join(dir, 'img')}`, '--no-ipfs', '--to', `docker://${registry.host}/test/cancel:1`, '--plain-http', '--json'])
+    const r = await cli(['push', `oci:${join(dir, 'img')}`, '--no-ipfs', '--to', `docker://${registry.host}/test/cancel:1`, '--plain-http', '--json'])
     if (r.code !== 0) throw new Error(r.stderr)
     const layers = (JSON.parse(r.stdout) as { images: Array<{ layers: Array<{ digest: string }> }> }).images[0].layers.map(l => l.digest)
     gate = await gatedRegistry(registry.host, path => layers.some(l => path.endsWith(`/blobs/${l}`)))
@@ -131,7 +131,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, registry: hasCommand(REGIST
     // were the push still running, it would finish now
     gate.open()
     await new Promise(resolve => setTimeout(resolve, 2000))
-    const ls = cli(['image', 'ls', '--repo', d.root])
+    const ls = await cli(['image', 'ls', '--repo', d.root])
     expect(ls.code, ls.stderr).toBe(0)
     expect(ls.stdout).toBe('')
     expect(d.log()).toContain('the client went away: cancelling the command')

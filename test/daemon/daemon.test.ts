@@ -9,15 +9,14 @@ import { FuseManagerClient, type Health } from '../../src/fusemgr/index.js'
 import { CONFORMANCE_CASES, conformanceAvailable, runConformance } from '../helpers/conformance.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
 import { makeImage, tagged, writeLayout, allBlobs } from '../../scripts/fixtures/oci-image.js'
 import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import { chainIds } from '../../scripts/fixtures/digest.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args)
 }
 
 /** Mounts what the snapshotter returned at `at` (as containerd would), runs `fn`, unmounts. */
@@ -49,11 +48,11 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await writeLayout(join(dir, 'img'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
     a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     // pushed through A's control API: A owns the repo
-    const pushed = cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'a'), '--json', '--chunk-size', '65536'])
+    const pushed = await cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'a'), '--json', '--chunk-size', '65536'])
     if (pushed.code !== 0) throw new Error(pushed.stderr)
     layers = (JSON.parse(pushed.stdout) as { images: Array<{ layers: typeof layers }> }).images[0].layers
     chain = chainIds(layers.map(l => l.diffID))
-    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    const peer = (JSON.parse((await cli(['id', '--repo', join(dir, 'a')])).stdout) as { addresses: string[] }).addresses[0]
     b = await startDaemon({ root: join(dir, 'b'), peers: [peer], config: '[fs]\nfetch_timeout_sec = 3\n[snapshotter]\nremote_mount_timeout_sec = 10\n' })
     client = snapshotsClient(b.address)
   }, 300_000)
@@ -169,7 +168,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
   }, 120_000)
 
   it('with [fuse_manager] enable = false the lazy mounts live in the daemon process', async () => {
-    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    const peer = (JSON.parse((await cli(['id', '--repo', join(dir, 'a')])).stdout) as { addresses: string[] }).addresses[0]
     const c = await startDaemon({ root: join(dir, 'c'), peers: [peer], config: '[fuse_manager]\nenable = false\n' })
     const cc = snapshotsClient(c.address)
     try {

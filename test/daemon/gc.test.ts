@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -10,11 +10,11 @@ import { blockKey, collectBlock, openRepo, walkDag } from '../../src/ipfs/index.
 import { silentLogger } from '../../src/logging.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
 import { makeImage, tagged, writeLayout, allBlobs } from '../../scripts/fixtures/oci-image.js'
 import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import { chainIds } from '../../scripts/fixtures/digest.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { runBytes, runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
 /**
  * Pins, `image rm` and garbage collection in a running daemon with real FUSE mounts: three
@@ -22,26 +22,14 @@ import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
  * capped far below what it holds so the daemon collects by itself.
  */
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
-}
-
-/** The CLI without blocking this process (the concurrent part reads the mount meanwhile). */
-async function cliAsync (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s })
-  child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s })
-  const code = await new Promise<number>(resolve => child.on('close', (c) => resolve(c ?? -1)))
-  return { code, stdout, stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args)
 }
 
 /** sha256 of what `cat` reads through the mount. */
-function catDigest (path: string): string {
-  const r = spawnSync('cat', [path], { maxBuffer: 1 << 26 })
-  if (r.status !== 0) throw new Error(`cat ${path}: ${r.stderr.toString()}`)
+async function catDigest (path: string): Promise<string> {
+  const r = await runBytes('cat', [path])
+  if (r.code !== 0) throw new Error(`cat ${path}: ${r.stderr}`)
   return createHash('sha256').update(r.stdout).digest('hex')
 }
 
@@ -64,8 +52,8 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
   /** What the files of image b read as (sha256), layer by layer. */
   const expected: Array<[string, string]> = []
 
-  const push = (seed: string): Pushed => {
-    const r = cli(['push', `oci:${join(dir, `img-${seed}`)}`, '--repo', root, '--json', '--chunk-size', '65536'])
+  const push = async (seed: string): Promise<Pushed> => {
+    const r = await cli(['push', `oci:${join(dir, `img-${seed}`)}`, '--repo', root, '--json', '--chunk-size', '65536'])
     if (r.code !== 0) throw new Error(r.stderr)
     const j = JSON.parse(r.stdout) as { root: string, images: Array<{ layers: Pushed['layers'] }> }
     return { root: j.root, layers: j.images[0].layers }
@@ -89,7 +77,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     for (let i = 0; i < seeds.length; i++) {
       await writeLayout(join(dir, `img-${seeds[i]}`), allBlobs(images[i]), [tagged(images[i].manifest.descriptor, 'latest')])
     }
-    for (const seed of ['a', 'b', 'c']) pushed[seed] = push(seed)
+    for (const seed of ['a', 'b', 'c']) pushed[seed] = await push(seed)
     // the blocks of each image, read from the repo before the daemon owns it
     const repo = await openRepo({ logger: silentLogger() }, { repo: root })
     try {
@@ -126,19 +114,19 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(own.length).toBeGreaterThan(0)
   })
 
-  it('pushed images are pinned; unknown pins and images fail with their codes', () => {
-    const pins = cli(['pin', 'ls', '--repo', root])
+  it('pushed images are pinned; unknown pins and images fail with their codes', async () => {
+    const pins = await cli(['pin', 'ls', '--repo', root])
     expect(pins.code, pins.stderr).toBe(0)
     const listed = pins.stdout.trim().split('\n').map(l => JSON.parse(l) as { cid: string, type: string, mode: string })
     for (const seed of ['a', 'b', 'c']) expect(listed).toContainEqual(expect.objectContaining({ cid: pushed[seed].root, type: 'recursive', mode: 'complete' }))
-    const noImage = cli(['image', 'rm', 'no-such-image', '--repo', root])
+    const noImage = await cli(['image', 'rm', 'no-such-image', '--repo', root])
     expect(noImage.code).toBe(1)
     expect(noImage.stderr).toContain('ERR_IMAGE_NOT_IN_REPO')
     const someCid = pushed.a.layers[0].cid
-    const noPin = cli(['pin', 'rm', someCid, '--repo', root])
+    const noPin = await cli(['pin', 'rm', someCid, '--repo', root])
     expect(noPin.code).toBe(1)
     expect(noPin.stderr).toContain('ERR_PIN_NOT_FOUND')
-    expect(cli(['pin', 'ls', someCid, '--repo', root]).stderr).toContain('ERR_PIN_NOT_FOUND')
+    expect((await cli(['pin', 'ls', someCid, '--repo', root])).stderr).toContain('ERR_PIN_NOT_FOUND')
   })
 
   it('mounts image b through FUSE, removes a and b; the daemon collects past its cap and b still reads byte-identical', async () => {
@@ -158,17 +146,17 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const opts = m.options.filter(o => o !== 'rbind')
     const r = spawnSync('mount', [...(m.type === 'bind' ? ['--bind'] : ['-t', m.type]), ...(opts.length > 0 ? ['-o', opts.join(',')] : []), m.source, viewAt], { encoding: 'utf8' })
     expect(r.status, r.stderr).toBe(0)
-    for (const [path, digest] of expected) expect(catDigest(join(viewAt, path)), path).toBe(digest)
+    for (const [path, digest] of expected) expect(await catDigest(join(viewAt, path)), path).toBe(digest)
 
     for (const seed of ['a', 'b']) {
-      const rmd = cli(['image', 'rm', pushed[seed].root, '--repo', root])
+      const rmd = await cli(['image', 'rm', pushed[seed].root, '--repo', root])
       expect(rmd.code, rmd.stderr).toBe(0)
     }
-    expect(cli(['image', 'ls', '--repo', root]).stdout).not.toContain(pushed.a.root)
+    expect((await cli(['image', 'ls', '--repo', root])).stdout).not.toContain(pushed.a.root)
     // the daemon collects by itself (every second, the cap is 1 byte): wait until nothing is left
     const deadline = Date.now() + 60_000
     for (;;) {
-      const dry = cli(['gc', '--dry-run', '--repo', root])
+      const dry = await cli(['gc', '--dry-run', '--repo', root])
       expect(dry.code, dry.stderr).toBe(0)
       if ((JSON.parse(dry.stdout) as { blocks: { freed: number } }).blocks.freed === 0) break
       if (Date.now() > deadline) throw new Error(`blocks still collectable after 60 s: ${dry.stdout}`)
@@ -179,11 +167,11 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     for (let i = 0; i < 100 && !said(); i++) await new Promise(resolve => setTimeout(resolve, 100))
     expect(said()).toBe(true)
     // an explicit gc: the chunks of the mounted layers stay cached
-    const gc = cli(['gc', '--repo', root])
+    const gc = await cli(['gc', '--repo', root])
     expect(gc.code, gc.stderr).toBe(0)
     const report = JSON.parse(gc.stdout) as { blocks: { kept: number }, chunks: { kept: number } }
     expect(report.blocks.kept).toBeGreaterThan(0)
-    for (const [path, digest] of expected) expect(catDigest(join(viewAt, path)), path).toBe(digest)
+    for (const [path, digest] of expected) expect(await catDigest(join(viewAt, path)), path).toBe(digest)
   }, 180_000)
 
   it('a push, reads through the mount and collections going on at once all complete', async () => {
@@ -191,7 +179,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
       let n = 0
       for (let round = 0; round < 15; round++) {
         for (const [path, digest] of expected) {
-          expect(catDigest(join(viewAt, path)), path).toBe(digest)
+          expect(await catDigest(join(viewAt, path)), path).toBe(digest)
           n++
         }
         await new Promise(resolve => setTimeout(resolve, 50))
@@ -200,19 +188,19 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     })()
     const gcs = (async () => {
       for (let i = 0; i < 4; i++) {
-        const r = await cliAsync(['gc', '--repo', root])
+        const r = await cli(['gc', '--repo', root])
         expect(r.code, r.stderr).toBe(0)
       }
     })()
-    const p = await cliAsync(['push', `oci:${join(dir, 'img-d')}`, '--repo', root, '--json', '--chunk-size', '65536'])
+    const p = await cli(['push', `oci:${join(dir, 'img-d')}`, '--repo', root, '--json', '--chunk-size', '65536'])
     expect(p.code, p.stderr).toBe(0)
     pushed.d = { root: (JSON.parse(p.stdout) as { root: string }).root, layers: [] }
     await gcs
     expect(await reads).toBe(15 * expected.length)
-    expect(cli(['image', 'ls', '--repo', root]).stdout).toContain(pushed.d.root)
-    const again = cli(['gc', '--repo', root])
+    expect((await cli(['image', 'ls', '--repo', root])).stdout).toContain(pushed.d.root)
+    const again = await cli(['gc', '--repo', root])
     expect(again.code, again.stderr).toBe(0)
-    expect(cli(['image', 'inspect', pushed.d.root, '--offline', '--repo', root]).code).toBe(0)
+    expect((await cli(['image', 'inspect', pushed.d.root, '--offline', '--repo', root])).code).toBe(0)
   }, 180_000)
 
   it('after the daemon stops: pinned and mounted blocks are all there, the removed image\'s own blocks are gone, shared ones stay', async () => {

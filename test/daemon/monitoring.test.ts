@@ -7,16 +7,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type * as grpc from '@grpc/grpc-js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
 import { makeImage, tagged, writeLayout, allBlobs } from '../../scripts/fixtures/oci-image.js'
 import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import { chainIds } from '../../scripts/fixtures/digest.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 import { download } from '../mirror/helpers.js'
+import { runBytes, runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args)
 }
 
 /** One plain HTTP call (no keep-alive agent). */
@@ -77,13 +76,13 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await writeLayout(join(dir, 'img'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
     // the seed serves a mirror too: its counters are A's /metrics
     a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'], config: '[mirror]\nenable = true\naddress = "127.0.0.1:0"\n[http]\naddress = "127.0.0.1:0"\n' })
-    const pushed = cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'a'), '--json', '--chunk-size', '65536'])
+    const pushed = await cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'a'), '--json', '--chunk-size', '65536'])
     if (pushed.code !== 0) throw new Error(pushed.stderr)
     const out = JSON.parse(pushed.stdout) as { root: string, images: Array<{ layers: typeof layers }> }
     layers = out.images[0].layers
     root = out.root
     chain = chainIds(layers.map(l => l.diffID))
-    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    const peer = (JSON.parse((await cli(['id', '--repo', join(dir, 'a')])).stdout) as { addresses: string[] }).addresses[0]
     // no background fetch: what the read fetches is all the layer fetches (the bytes stay on demand)
     b = await startDaemon({ root: join(dir, 'b'), peers: [peer], config: '[fs]\nbackground_fetch = false\n[http]\naddress = "127.0.0.1:0"\n' })
     client = snapshotsClient(b.address)
@@ -152,8 +151,8 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const fetchedAtMount = sample(mounted, 'stargz_fs_layer_fetched_size_bytes', { layer: cid })
     const at = await mkdtemp(join(dir, 'view-'))
     await withMounts(await client.view('v-0', chain[0]), at, async () => {
-      const cat = spawnSync('cat', [join(at, 'dir0', 'big.bin')], { maxBuffer: 1 << 24 })
-      expect(cat.status).toBe(0)
+      const cat = await runBytes('cat', [join(at, 'dir0', 'big.bin')])
+      expect(cat.code).toBe(0)
       expect(cat.stdout).toEqual(Buffer.alloc(300_000, 1))
     })
     const after = (await call(`${url}/metrics`)).body
@@ -177,8 +176,8 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     await client.remove('v-0')
   })
 
-  it('stats --json shows the mounted layer: bytes fetched on demand and from where', () => {
-    const r = cli(['stats', '--repo', join(dir, 'b'), '--json'])
+  it('stats --json shows the mounted layer: bytes fetched on demand and from where', async () => {
+    const r = await cli(['stats', '--repo', join(dir, 'b'), '--json'])
     expect(r.code, r.stderr).toBe(0)
     const s = JSON.parse(r.stdout) as { fetched: Record<string, { bytes: number }>, layers: LayerOut[] }
     expect(s.fetched.exchange.bytes + s.fetched.bitswap.bytes).toBeGreaterThan(0) // the output it had before stays
@@ -193,7 +192,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(l.from.network).toBeGreaterThanOrEqual(l.fetched.total)
     expect(l.from.localBlockstore).toBeLessThan(l.from.network)
     expect(l.bytesServed).toBeGreaterThanOrEqual(300_000)
-    const text = cli(['stats', '--repo', join(dir, 'b')])
+    const text = await cli(['stats', '--repo', join(dir, 'b')])
     expect(text.code, text.stderr).toBe(0)
     expect(text.stdout).toMatch(/^fetched exchange /m)
     expect(text.stdout).toMatch(/^layers mounted +1$/m)
@@ -202,7 +201,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
   })
 
   it('with the mounts in the daemon ([fuse_manager] enable = false), stats and /metrics show them too', async () => {
-    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    const peer = (JSON.parse((await cli(['id', '--repo', join(dir, 'a')])).stdout) as { addresses: string[] }).addresses[0]
     const c = await startDaemon({ root: join(dir, 'c'), peers: [peer], config: '[fuse_manager]\nenable = false\n[fs]\nbackground_fetch = false\n[http]\naddress = "127.0.0.1:0"\n' })
     const cc = snapshotsClient(c.address)
     try {
@@ -215,9 +214,9 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
       expect(err?.code, err?.message).toBe(6)
       const at = await mkdtemp(join(dir, 'inproc-'))
       await withMounts(await cc.view('v-c', chain[0]), at, async () => {
-        expect(spawnSync('cat', [join(at, 'dir0', 'big.bin')], { maxBuffer: 1 << 24 }).stdout).toEqual(Buffer.alloc(300_000, 1))
+        expect((await runBytes('cat', [join(at, 'dir0', 'big.bin')])).stdout).toEqual(Buffer.alloc(300_000, 1))
       })
-      const r = cli(['stats', '--repo', join(dir, 'c'), '--json'])
+      const r = await cli(['stats', '--repo', join(dir, 'c'), '--json'])
       expect(r.code, r.stderr).toBe(0)
       const l = (JSON.parse(r.stdout) as { layers: LayerOut[] }).layers
       expect(l.map(x => x.cid)).toEqual([layers[0].cid])

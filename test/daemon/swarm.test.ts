@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
+import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
 /**
  * A private swarm between real daemons: `swarm key generate` makes the key, `[ipfs]
@@ -13,9 +14,8 @@ import { cliPath } from '../../scripts/fixtures/tools.js'
  * key or none cannot connect; a bad key file stops the daemon at start with its error code.
  */
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26, timeout: 60_000 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args, { timeoutMs: 60_000 })
 }
 
 /** Runs the daemon expecting it to fail at start: its exit code and stderr. */
@@ -40,15 +40,15 @@ describe('private swarm between daemons', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'h14-swarm-'))
-    const gen = cli(['swarm', 'key', 'generate'])
+    const gen = await cli(['swarm', 'key', 'generate'])
     expect(gen.code).toBe(0)
     await writeFile(join(dir, 'swarm.key'), gen.stdout, { mode: 0o600 })
-    await writeFile(join(dir, 'other.key'), cli(['swarm', 'key', 'generate']).stdout, { mode: 0o600 })
+    await writeFile(join(dir, 'other.key'), (await cli(['swarm', 'key', 'generate'])).stdout, { mode: 0o600 })
     const image = makeImage({ layerCount: 2, layerSize: 300_000, noise: true })
     await writeLayout(join(dir, 'img'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
     a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'], config: `${BASE}swarm_key_file = "${join(dir, 'swarm.key')}"\n` })
     daemons.push(a)
-    const pushed = cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'a'), '--json'])
+    const pushed = await cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'a'), '--json'])
     if (pushed.code !== 0) throw new Error(pushed.stderr)
     root = (JSON.parse(pushed.stdout) as { root: string }).root
   }, 120_000)
@@ -60,7 +60,7 @@ describe('private swarm between daemons', () => {
 
   it('refuses to start with a malformed, unreadable or group/world-readable key file, with the error\'s code', async () => {
     await writeFile(join(dir, 'bad.key'), '/key/swarm/psk/1.0.0/\n/base16/\nnothex\n', { mode: 0o600 })
-    await writeFile(join(dir, 'open.key'), cli(['swarm', 'key', 'generate']).stdout, { mode: 0o644 })
+    await writeFile(join(dir, 'open.key'), (await cli(['swarm', 'key', 'generate'])).stdout, { mode: 0o644 })
     const cases: Array<[string, string]> = [
       [join(dir, 'bad.key'), 'ERR_SWARM_KEY_MALFORMED'],
       [join(dir, 'open.key'), 'ERR_SWARM_KEY_PERMISSIONS'],
@@ -76,7 +76,7 @@ describe('private swarm between daemons', () => {
   }, 120_000)
 
   it('daemons with the same key fetch from each other; one with another key or none cannot connect', async () => {
-    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    const peer = (JSON.parse((await cli(['id', '--repo', join(dir, 'a')])).stdout) as { addresses: string[] }).addresses[0]
     const b = await startDaemon({ root: join(dir, 'b'), peers: [peer], config: `${BASE}swarm_key_file = "${join(dir, 'swarm.key')}"\n` })
     daemons.push(b)
     const c = await startDaemon({ root: join(dir, 'c'), peers: [peer], config: `${BASE}swarm_key_file = "${join(dir, 'other.key')}"\n` })
@@ -84,24 +84,24 @@ describe('private swarm between daemons', () => {
     const d = await startDaemon({ root: join(dir, 'd'), peers: [peer], config: BASE })
     daemons.push(d)
 
-    const inspected = cli(['image', 'inspect', root, '--repo', join(dir, 'b')])
+    const inspected = await cli(['image', 'inspect', root, '--repo', join(dir, 'b')])
     expect(inspected.code, inspected.stderr).toBe(0)
     expect((JSON.parse(inspected.stdout) as { images: Array<{ layers: unknown[] }> }).images[0].layers).toHaveLength(2)
-    const bPeers = JSON.parse(cli(['peers', '--json', '--repo', join(dir, 'b')]).stdout) as Array<{ id: string, bytesReceived: number }>
+    const bPeers = JSON.parse((await cli(['peers', '--json', '--repo', join(dir, 'b')])).stdout) as Array<{ id: string, bytesReceived: number }>
     const aId = peer.split('/p2p/')[1]
     expect(bPeers.map(p => p.id)).toEqual([aId])
     expect(bPeers[0].bytesReceived).toBeGreaterThan(0)
-    const aStats = JSON.parse(cli(['stats', '--json', '--repo', join(dir, 'a')]).stdout) as { served: { bytes: number }, peers: Record<string, { bytesServed: number }> }
+    const aStats = JSON.parse((await cli(['stats', '--json', '--repo', join(dir, 'a')])).stdout) as { served: { bytes: number }, peers: Record<string, { bytesServed: number }> }
     expect(aStats.served.bytes).toBe(bPeers[0].bytesReceived)
     expect(Object.values(aStats.peers).map(p => p.bytesServed)).toEqual([bPeers[0].bytesReceived])
 
     for (const [n, where] of [[c, 'c'], [d, 'd']] as const) {
-      expect(JSON.parse(cli(['peers', '--json', '--repo', join(dir, where)]).stdout)).toEqual([])
+      expect(JSON.parse((await cli(['peers', '--json', '--repo', join(dir, where)])).stdout)).toEqual([])
       expect(n.log()).toContain('cannot connect to static peer')
-      const stats = JSON.parse(cli(['stats', '--json', '--repo', join(dir, where)]).stdout) as { fetched: { exchange: { bytes: number }, bitswap: { bytes: number } } }
+      const stats = JSON.parse((await cli(['stats', '--json', '--repo', join(dir, where)])).stdout) as { fetched: { exchange: { bytes: number }, bitswap: { bytes: number } } }
       expect(stats.fetched.exchange.bytes + stats.fetched.bitswap.bytes).toBe(0)
     }
-    const aPeers = JSON.parse(cli(['peers', '--json', '--repo', join(dir, 'a')]).stdout) as Array<{ id: string }>
-    expect(aPeers.map(p => p.id)).toEqual([JSON.parse(cli(['id', '--repo', join(dir, 'b')]).stdout).id])
+    const aPeers = JSON.parse((await cli(['peers', '--json', '--repo', join(dir, 'a')])).stdout) as Array<{ id: string }>
+    expect(aPeers.map(p => p.id)).toEqual([JSON.parse((await cli(['id', '--repo', join(dir, 'b')])).stdout).id])
   }, 120_000)
 })

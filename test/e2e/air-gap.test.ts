@@ -15,6 +15,7 @@ import { stopFuseManager } from '../../scripts/fixtures/daemon.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { blockKeys } from '../../scripts/fixtures/repo-blocks.js'
+import { run, runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
 /**
  * The round trip across an air gap, with the debootstrap + python3 image: pushed on node A (the
@@ -23,9 +24,8 @@ import { blockKeys } from '../../scripts/fixtures/repo-blocks.js'
  * to B, mounts the image lazily and every file reads back byte-identical to the source layers.
  */
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 28 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args)
 }
 
 /** A command in a network namespace only: the mount namespace stays ours, so C's mount is visible here. */
@@ -33,9 +33,8 @@ function inNs (ns: string, args: string[]): string[] {
   return [`--net=/run/netns/${ns}`, process.execPath, cliPath, ...args]
 }
 
-function nsCli (ns: string, args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync('nsenter', inNs(ns, args), { encoding: 'utf8', maxBuffer: 1 << 28 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function nsCli (ns: string, args: string[]): Promise<RunResult<string>> {
+  return await run('nsenter', inNs(ns, args))
 }
 
 function ip (args: string[]): string {
@@ -176,7 +175,7 @@ describe.skipIf(needs({ ...debianImageNeeds, fuse: hasFuse, ip: hasCommand('ip')
       mount.kill('SIGTERM')
       await new Promise(resolve => { mount?.once('exit', resolve); setTimeout(resolve, 30_000) })
     }
-    if (mnt != null) spawnSync(process.execPath, [cliPath, 'umount', mnt, '--repo', join(dir, 'c')])
+    if (mnt != null) await cli(['umount', mnt, '--repo', join(dir, 'c')])
     if (daemon != null && daemon.exitCode == null && daemon.signalCode == null) {
       daemon.kill('SIGTERM')
       await new Promise(resolve => { daemon?.once('exit', resolve); setTimeout(resolve, 30_000) })
@@ -203,7 +202,7 @@ describe.skipIf(needs({ ...debianImageNeeds, fuse: hasFuse, ip: hasCommand('ip')
     // A: the image pushed (a copy of the repo it was pushed into once for this build), exported
     root = (await pushedDebianRepo(join(dir, 'a'))).root
     const car = join(dir, 'debian.car')
-    const exp = cli(['export', root, '-o', car, '--repo', join(dir, 'a')])
+    const exp = await cli(['export', root, '-o', car, '--repo', join(dir, 'a')])
     expect(exp.code, exp.stderr).toBe(0)
 
     // B: a daemon in its namespace; the bundle imported through it
@@ -211,15 +210,15 @@ describe.skipIf(needs({ ...debianImageNeeds, fuse: hasFuse, ip: hasCommand('ip')
     daemon = spawn('nsenter', inNs(nsB, ['daemon', '--root', repoB, '--address', join(repoB, 's.sock'), '--listen', `/ip4/${addrB}/tcp/4011`, '--log-level', 'info']), { stdio: ['ignore', 'ignore', 'pipe'] })
     const daemonLog = started(daemon)
     await waitFor(daemon, daemonLog, 'ipfs-estargz daemon: snapshotter on', 60_000)
-    const imp = nsCli(nsB, ['import', car, '--repo', repoB])
+    const imp = await nsCli(nsB, ['import', car, '--repo', repoB])
     expect(imp.code, imp.stderr).toBe(0)
     expect(imp.stdout.trim()).toBe(root)
-    expect(nsCli(nsB, ['image', 'ls', '--repo', repoB]).stdout).toContain(root)
+    expect((await nsCli(nsB, ['image', 'ls', '--repo', repoB])).stdout).toContain(root)
     // B holds every block as A did: exported again, the bundle is the same, byte for byte
-    const again = nsCli(nsB, ['export', root, '-o', join(dir, 'from-b.car'), '--repo', repoB])
+    const again = await nsCli(nsB, ['export', root, '-o', join(dir, 'from-b.car'), '--repo', repoB])
     expect(again.code, again.stderr).toBe(0)
     expect(await sha256File(join(dir, 'from-b.car'))).toBe(await sha256File(car))
-    const id = JSON.parse(nsCli(nsB, ['id', '--repo', repoB]).stdout) as { id: string, addresses: string[] }
+    const id = JSON.parse((await nsCli(nsB, ['id', '--repo', repoB])).stdout) as { id: string, addresses: string[] }
     const peer = id.addresses.find(a => a.startsWith(`/ip4/${addrB}/tcp/4011`)) ?? `/ip4/${addrB}/tcp/4011/p2p/${id.id}`
 
     // C: an empty repo, B its only peer; the image mounted lazily

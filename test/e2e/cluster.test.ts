@@ -12,6 +12,7 @@ import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
 /**
  * Cluster pulls between real processes in network namespaces joined by a bridge (addresses that
@@ -23,9 +24,8 @@ import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 
 const PORT = 4001
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26, timeout: 120_000 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args, { timeoutMs: 120_000 })
 }
 
 interface Proc { proc: ChildProcess, log: () => string, stop: () => Promise<number | null> }
@@ -117,8 +117,8 @@ describe.skipIf(needs({ ...netnsNeeds, fuse: hasFuse, fusermount: hasCommand('fu
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'h14-cluster-'))
     await lan.up()
-    await writeFile(join(dir, 'swarm.key'), cli(['swarm', 'key', 'generate']).stdout, { mode: 0o600 })
-    await writeFile(join(dir, 'other.key'), cli(['swarm', 'key', 'generate']).stdout, { mode: 0o600 })
+    await writeFile(join(dir, 'swarm.key'), (await cli(['swarm', 'key', 'generate'])).stdout, { mode: 0o600 })
+    await writeFile(join(dir, 'other.key'), (await cli(['swarm', 'key', 'generate'])).stdout, { mode: 0o600 })
     // three layers of incompressible data (about 6 MB), each a few hundred eStargz chunks
     const image = makeImage({ layerCount: 3, layerSize: 2_000_000, noise: true })
     await writeLayout(join(dir, 'img'), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
@@ -130,10 +130,10 @@ describe.skipIf(needs({ ...netnsNeeds, fuse: hasFuse, fusermount: hasCommand('fu
       if (r.status !== 0) throw new Error(r.stderr.toString())
     }
     expected = await tree(src)
-    const pushed = cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'origin'), '--json', '--chunk-size', '65536'])
+    const pushed = await cli(['push', `oci:${join(dir, 'img')}`, '--repo', join(dir, 'origin'), '--json', '--chunk-size', '65536'])
     if (pushed.code !== 0) throw new Error(pushed.stderr)
     root = (JSON.parse(pushed.stdout) as { root: string }).root
-    ids.set('origin', (JSON.parse(cli(['id', '--repo', join(dir, 'origin')]).stdout) as { id: string }).id)
+    ids.set('origin', (JSON.parse((await cli(['id', '--repo', join(dir, 'origin')])).stdout) as { id: string }).id)
   }, 300_000)
 
   afterAll(async () => {

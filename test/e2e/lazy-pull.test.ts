@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,10 +11,10 @@ import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.j
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
 import { makeTar } from '../../scripts/fixtures/tar.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 import { repoBlockBytes } from '../../scripts/fixtures/repo-blocks.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
 /**
  * The lazy pull as users take it, again and again: a 3-layer image (Debian minbase, a base layer
@@ -31,9 +31,8 @@ print(json.dumps({"app": "ok", "sum": str(decimal.Decimal("1.1") + decimal.Decim
 const EXPECTED = '{"app": "ok", "sum": "3.3"}'
 const RUNS = 5
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args)
 }
 
 /** Bytes of blocks a repo holds (for a node that only pulls: what it fetched). */
@@ -81,13 +80,13 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     dir = await mkdtemp(join(tmpdir(), 'e2e-lazy-'))
     await withAppLayer(image.layout, join(dir, 'image'))
     seed = await startDaemon({ root: join(dir, 'seed'), listen: ['/ip4/127.0.0.1/tcp/0'] })
-    const pushed = cli(['push', `oci:${join(dir, 'image')}`, '--repo', join(dir, 'seed'), '--json'])
+    const pushed = await cli(['push', `oci:${join(dir, 'image')}`, '--repo', join(dir, 'seed'), '--json'])
     if (pushed.code !== 0) throw new Error(pushed.stderr)
     const json = JSON.parse(pushed.stdout) as { root: string, images: Array<{ layers: Array<{ size: number }> }> }
     root = json.root
     expect(json.images[0].layers).toHaveLength(3)
     imageBytes = json.images[0].layers.reduce((n, l) => n + l.size, 0)
-    peer = (JSON.parse(cli(['id', '--repo', join(dir, 'seed')]).stdout) as { addresses: string[] }).addresses[0]
+    peer = (JSON.parse((await cli(['id', '--repo', join(dir, 'seed')])).stdout) as { addresses: string[] }).addresses[0]
   }, 900_000)
 
   afterAll(async () => {
@@ -103,7 +102,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
       const node = await startDaemon({ root: nodeRoot, peers: [peer] })
       const c = await startContainerd({ proxyPlugins: { 'ipfs-estargz': node.address } })
       try {
-        const pulled = cli(['pull', `ipfs://${root}`, '--repo', nodeRoot, '--address', c.address, '--json', '--require-lazy'])
+        const pulled = await cli(['pull', `ipfs://${root}`, '--repo', nodeRoot, '--address', c.address, '--json', '--require-lazy'])
         expect(pulled.code, pulled.stderr).toBe(0)
         const result = JSON.parse(pulled.stdout) as { name: string, layers: Array<{ lazy: boolean }> }
         expect(result.layers.map(l => l.lazy)).toEqual([true, true, true])

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process'
 import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,10 +13,10 @@ import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { debianImageNeeds } from '../../scripts/fixtures/debian-image.js'
 import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { leafMap } from '../ipfs/helpers.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
 /**
  * Learned prefetch on real parts: node A holds the pushed Debian + python3 image; node B pulls
@@ -31,9 +30,8 @@ import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 const WORKLOAD = ['python3', '-c', 'import json, email, decimal; print(json.dumps({"ok": str(decimal.Decimal("1.1") + decimal.Decimal("2.2"))}))']
 const EXPECTED = '{"ok": "3.3"}'
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args)
 }
 
 type Line = Record<string, unknown> & { msg?: string, time?: number }
@@ -50,8 +48,8 @@ function collectLog (d: RunningDaemon): Line[] {
   return lines
 }
 
-const idOf = (root: string): { id: string, address: string } => {
-  const r = JSON.parse(cli(['id', '--repo', root]).stdout) as { id: string, addresses: string[] }
+const idOf = async (root: string): Promise<{ id: string, address: string }> => {
+  const r = JSON.parse((await cli(['id', '--repo', root])).stdout) as { id: string, addresses: string[] }
   return { id: r.id, address: r.addresses[0] }
 }
 
@@ -81,12 +79,12 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     dir = await mkdtemp(join(tmpdir(), 'e2e-learned-'))
     root = (await pushedDebianRepo(join(dir, 'a'))).root
     a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'] })
-    peerA = idOf(join(dir, 'a'))
+    peerA = await idOf(join(dir, 'a'))
     // B publishes its records 20 s after each layer's first read; no background fetch, so that
     // B's reads (and blocks) are the workload's. C asks both A and B for blocks.
     b = await startDaemon({ root: join(dir, 'b'), listen: ['/ip4/127.0.0.1/tcp/0'], peers: [peerA.address], config: '[fs]\nbackground_fetch = false\n[prefetch]\nrecord_window_sec = 20\n', logLevel: 'debug' })
     bLog = collectLog(b)
-    peerB = idOf(join(dir, 'b'))
+    peerB = await idOf(join(dir, 'b'))
     ctrdB = await startContainerd({ proxyPlugins: { 'ipfs-estargz': b.address } })
   }, 900_000)
 
@@ -101,7 +99,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
 
   it('B runs the workload, records the order of its first reads per layer and publishes it', async () => {
     const ctrd = ctrdB as PrivateContainerd
-    const pulled = cli(['pull', `ipfs://${root}`, '--repo', join(dir, 'b'), '--address', ctrd.address, '--json', '--require-lazy'])
+    const pulled = await cli(['pull', `ipfs://${root}`, '--repo', join(dir, 'b'), '--address', ctrd.address, '--json', '--require-lazy'])
     expect(pulled.code, pulled.stderr).toBe(0)
     const result = JSON.parse(pulled.stdout) as { name: string, layers: Array<{ lazy: boolean, cid: string }> }
     layerCids = result.layers.map(l => l.cid)
@@ -124,7 +122,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     ctrdC = await startContainerd({ proxyPlugins: { 'ipfs-estargz': c.address } })
     const ctrd = ctrdC
     const t0 = Date.now()
-    const pulled = cli(['pull', `ipfs://${root}`, '--repo', join(dir, 'c'), '--address', ctrd.address, '--json', '--require-lazy'])
+    const pulled = await cli(['pull', `ipfs://${root}`, '--repo', join(dir, 'c'), '--address', ctrd.address, '--json', '--require-lazy'])
     expect(pulled.code, pulled.stderr).toBe(0)
     const tPulled = Date.now()
     const result = JSON.parse(pulled.stdout) as { name: string }

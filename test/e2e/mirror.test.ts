@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process'
 import { createHash, randomInt } from 'node:crypto'
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -9,13 +8,12 @@ import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { debianImageNeeds, debianPythonImage } from '../../scripts/fixtures/debian-image.js'
 import { freePort, startRegistry, type TestRegistry } from '../../scripts/fixtures/registry.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
-function cli (args: string[], input?: string): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26, input })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[], input?: string): Promise<RunResult<string>> {
+  return await runCli(args, { input })
 }
 
 const sha256 = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
@@ -45,7 +43,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, registry: hasCo
     mirror = `127.0.0.1:${port}`
     daemon = await startDaemon({ root: repo(), args: ['--mirror', mirror] })
     expect(daemon.log()).toContain(`mirror on http://${mirror}`)
-    const r = cli(['push', `oci-archive:${image.archive}`, '--repo', repo(), '--json', '--to', `docker://${registry.host}/test/debian:esgz`, '--plain-http'])
+    const r = await cli(['push', `oci-archive:${image.archive}`, '--repo', repo(), '--json', '--to', `docker://${registry.host}/test/debian:esgz`, '--plain-http'])
     if (r.code !== 0) throw new Error(`push failed: ${r.stderr}`)
     pushed = JSON.parse(r.stdout) as PushJson
     ctrd = await startContainerd()
@@ -61,7 +59,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, registry: hasCo
   it('stock containerd pulls HOST:PORT/ipfs/<cid> through the mirror (hosts.toml from containerd-config --mirror) and runs it; a tagged name too', async () => {
     const c = ctrd as PrivateContainerd
     const hostsDir = join(dir, 'certs.d')
-    const toml = cli(['containerd-config', '--mirror', '--address', mirror])
+    const toml = await cli(['containerd-config', '--mirror', '--address', mirror])
     expect(toml.code, toml.stderr).toBe(0)
     expect(toml.stdout).toContain(`[host."http://${mirror}"]`)
     await mkdir(join(hostsDir, mirror), { recursive: true })
@@ -73,9 +71,9 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, registry: hasCo
     // the image containerd holds is the IPFS copy: same root digest
     expect(await c.ctr(['images', 'ls'])).toContain(pushed.rootDigest)
 
-    const tagged = cli(['tag', pushed.root, 'test/debian:v1', '--repo', repo()])
+    const tagged = await cli(['tag', pushed.root, 'test/debian:v1', '--repo', repo()])
     expect(tagged.code, tagged.stderr).toBe(0)
-    expect(cli(['image', 'ls', '--repo', repo()]).stdout).toContain('"tags":["test/debian:v1"]')
+    expect((await cli(['image', 'ls', '--repo', repo()])).stdout).toContain('"tags":["test/debian:v1"]')
     await c.ctr(['image', 'pull', '--hosts-dir', hostsDir, `${mirror}/test/debian:v1`], { timeoutMs: 300_000 })
     const out2 = await c.ctr(['run', '--rm', `${mirror}/test/debian:v1`, 'mirror-2', 'python3', '-c', 'print(6*7)'])
     expect(out2.trim()).toBe('42')
@@ -111,7 +109,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, registry: hasCo
       for (const l of [...m.layers, m.config]) expect(l.annotations?.[IPFS_CID_ANNOTATION], l.digest).toBe(cids.get(l.digest))
     }
     // the IPFS copy is unchanged: pull by CID (inspect through the daemon) still finds every CID
-    const inspect = cli(['image', 'inspect', pushed.root, '--repo', repo()])
+    const inspect = await cli(['image', 'inspect', pushed.root, '--repo', repo()])
     expect(inspect.code, inspect.stderr).toBe(0)
     for (const cid of cids.values()) expect(inspect.stdout).toContain(cid)
     // the registry copy is a valid image for a stock client

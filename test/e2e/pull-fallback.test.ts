@@ -1,4 +1,3 @@
-import { spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -9,26 +8,14 @@ import { parseMountInfo } from '../../src/fs/mountinfo.js'
 import { containerdNeeds, startContainerd, type PrivateContainerd } from '../../scripts/fixtures/containerd.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
 import { allBlobs, makeImage, tagged, writeLayout } from '../../scripts/fixtures/oci-image.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { runCli } from '../../scripts/fixtures/run.js'
 
 interface Run { code: number, stdout: string, stderr: string }
 
-function cli (args: string[], env: NodeJS.ProcessEnv = {}): Run {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26, env: { ...process.env, ...env }, timeout: 60_000 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
-}
-
-/** The CLI in the background (while the test stops and resumes the seed). */
-async function cliAsync (args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const child = spawn(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, timeout: 60_000 })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await new Promise<number>(resolve => child.on('exit', (c) => resolve(c ?? -1)))
-  return { code, stdout, stderr }
+async function cli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return await runCli(args, { env: { ...process.env, ...env }, timeoutMs: 60_000 })
 }
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -66,11 +53,11 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     for (const seed of ['warm', 'stall', 'strict']) {
       const image = makeImage({ seed, layerCount: 3, layerSize: 300_000 })
       await writeLayout(join(dir, seed), allBlobs(image), [tagged(image.manifest.descriptor, 'latest')])
-      const pushed = cli(['push', `oci:${join(dir, seed)}`, '--repo', join(dir, 'a'), '--chunk-size', '65536'])
+      const pushed = await cli(['push', `oci:${join(dir, seed)}`, '--repo', join(dir, 'a'), '--chunk-size', '65536'])
       if (pushed.code !== 0) throw new Error(pushed.stderr)
       images[seed] = pushed.stdout.trim()
     }
-    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    const peer = (JSON.parse((await cli(['id', '--repo', join(dir, 'a')])).stdout) as { addresses: string[] }).addresses[0]
     b = await startDaemon({ root: join(dir, 'b'), peers: [peer], config: `[fs]\nbackground_fetch = false\n[snapshotter]\nremote_mount_timeout_sec = ${MOUNT_TIMEOUT_SEC}\n` })
     ctrd = await startContainerd({ proxyPlugins: { 'ipfs-estargz': b.address } })
   }, 300_000)
@@ -86,14 +73,14 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
   it('without --repo, push, pull and id run in the daemon $IPFS_ESTARGZ_API names; every Prepare finds its layer opened ahead', async () => {
     const c = ctrd as PrivateContainerd
     const started = Date.now()
-    const pulled = cli(['pull', `ipfs://${images.warm}`, '--address', c.address, '--json'], env())
+    const pulled = await cli(['pull', `ipfs://${images.warm}`, '--address', c.address, '--json'], env())
     expect(pulled.code, pulled.stderr).toBe(0)
     console.log(`pull of 3 lazy layers: ${Date.now() - started} ms`)
     const result = JSON.parse(pulled.stdout) as PulledJson
     expect(result.layers.map(l => [l.lazy, l.fallbackReason])).toEqual([[true, undefined], [true, undefined], [true, undefined]])
     expect(pulled.stderr.trim().split('\n')).toEqual([1, 2, 3].map(i => expect.stringMatching(new RegExp(`^layer ${i}/3 [0-9a-f]{12}: lazy$`))))
     // the pulled image is pinned, lazily: what of it is stored here is kept from garbage collection
-    const pin = cli(['pin', 'ls', images.warm], env())
+    const pin = await cli(['pin', 'ls', images.warm], env())
     expect(pin.code, pin.stderr).toBe(0)
     expect(JSON.parse(pin.stdout)).toMatchObject({ cid: images.warm, type: 'recursive', mode: 'lazy' })
     // each mount took the layer the pull had the FUSE manager open ahead
@@ -106,12 +93,12 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     expect(health.tocHints).toEqual({ given: 3, refused: 0 })
     // the CLI never opened a repo of its own
     expect(existsSync(join(home, '.ipfs-estargz'))).toBe(false)
-    const id = cli(['id'], env())
+    const id = await cli(['id'], env())
     expect(id.code, id.stderr).toBe(0)
-    expect(JSON.parse(id.stdout)).toEqual(JSON.parse(cli(['id', '--repo', (b as RunningDaemon).root]).stdout))
-    const pushed = cli(['push', `oci:${join(dir, 'warm')}`, '--chunk-size', '65536'], env())
+    expect(JSON.parse(id.stdout)).toEqual(JSON.parse((await cli(['id', '--repo', (b as RunningDaemon).root])).stdout))
+    const pushed = await cli(['push', `oci:${join(dir, 'warm')}`, '--chunk-size', '65536'], env())
     expect(pushed.code, pushed.stderr).toBe(0)
-    expect(cli(['image', 'ls'], env()).stdout).toContain(pushed.stdout.trim())
+    expect((await cli(['image', 'ls'], env())).stdout).toContain(pushed.stdout.trim())
     expect(existsSync(join(home, '.ipfs-estargz'))).toBe(false)
   }, 120_000)
 
@@ -119,11 +106,11 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     const c = ctrd as PrivateContainerd
     const seed = a as RunningDaemon
     // the documents are on B already; the layers' blocks are only on A, which then answers nothing
-    expect(cli(['image', 'inspect', images.stall, '--repo', (b as RunningDaemon).root]).code).toBe(0)
+    expect((await cli(['image', 'inspect', images.stall, '--repo', (b as RunningDaemon).root])).code).toBe(0)
     process.kill(seed.proc.pid as number, 'SIGSTOP')
     let pulled: Run
     try {
-      const pulling = cliAsync(['pull', `ipfs://${images.stall}`, '--repo', (b as RunningDaemon).root, '--address', c.address, '--json'])
+      const pulling = await cli(['pull', `ipfs://${images.stall}`, '--repo', (b as RunningDaemon).root, '--address', c.address, '--json'])
       await sleep((MOUNT_TIMEOUT_SEC + 2) * 1000)
       process.kill(seed.proc.pid as number, 'SIGCONT')
       pulled = await pulling
@@ -160,11 +147,11 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
   it('--require-lazy fails with ERR_LAYER_NOT_LAZY and the reason as soon as a layer falls back, and keeps nothing', async () => {
     const c = ctrd as PrivateContainerd
     const seed = a as RunningDaemon
-    expect(cli(['image', 'inspect', images.strict, '--repo', (b as RunningDaemon).root]).code).toBe(0)
+    expect((await cli(['image', 'inspect', images.strict, '--repo', (b as RunningDaemon).root])).code).toBe(0)
     process.kill(seed.proc.pid as number, 'SIGSTOP')
     let pulled: Run
     try {
-      pulled = await cliAsync(['pull', `ipfs://${images.strict}`, '--repo', (b as RunningDaemon).root, '--address', c.address, '--require-lazy'])
+      pulled = await cli(['pull', `ipfs://${images.strict}`, '--repo', (b as RunningDaemon).root, '--address', c.address, '--require-lazy'])
     } finally {
       process.kill(seed.proc.pid as number, 'SIGCONT')
     }
@@ -173,7 +160,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     expect(await c.ctr(['images', 'ls', '-q'])).not.toContain(images.strict)
     expect(await c.ctr(['snapshots', '--snapshotter', 'ipfs-estargz', 'ls'])).not.toMatch(/extract-/)
     // the pin the pull made before unpacking went with it
-    expect(cli(['pin', 'ls', images.strict, '--repo', (b as RunningDaemon).root]).stderr).toContain('ERR_PIN_NOT_FOUND')
+    expect((await cli(['pin', 'ls', images.strict, '--repo', (b as RunningDaemon).root])).stderr).toContain('ERR_PIN_NOT_FOUND')
   }, 120_000)
 
   it('with $IPFS_ESTARGZ_API naming a dead daemon (or nothing), repo commands fail with one clear line and open no repo', async () => {
@@ -182,11 +169,11 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     const api = join(dir, 'dead', 'api.sock')
     expect(existsSync(api)).toBe(true)
     for (const args of [['id'], ['image', 'ls'], ['push', `oci:${join(dir, 'warm')}`]]) {
-      const r = cli(args, { IPFS_ESTARGZ_API: api, HOME: home, IPFS_ESTARGZ_PATH: '' })
+      const r = await cli(args, { IPFS_ESTARGZ_API: api, HOME: home, IPFS_ESTARGZ_PATH: '' })
       expect(r.code, r.stderr).toBe(1)
       expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^ipfs-estargz: no daemon answers on \$IPFS_ESTARGZ_API \(.*dead\/api\.sock\): .*start the daemon, or name a repo .* \(ERR_DAEMON_UNREACHABLE\)$/)])
     }
-    const missing = cli(['id'], { IPFS_ESTARGZ_API: join(dir, 'nowhere.sock'), HOME: home, IPFS_ESTARGZ_PATH: '' })
+    const missing = await cli(['id'], { IPFS_ESTARGZ_API: join(dir, 'nowhere.sock'), HOME: home, IPFS_ESTARGZ_PATH: '' })
     expect(missing.code).toBe(1)
     expect(missing.stderr).toMatch(/no daemon socket at \$IPFS_ESTARGZ_API .*ERR_DAEMON_UNREACHABLE/)
     expect(existsSync(join(home, '.ipfs-estargz'))).toBe(false)

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process'
 import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,13 +7,12 @@ import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.j
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { debianImageNeeds } from '../../scripts/fixtures/debian-image.js'
 import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
 import { repoBlockBytes } from '../../scripts/fixtures/repo-blocks.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args)
 }
 
 /** Bytes of blocks a repo holds (what it fetched, for a node that only pulls). */
@@ -41,7 +39,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
     a = await startDaemon({ root: join(dir, 'a'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     root = json.root
     layersBytes = json.images[0].layers.reduce((n, l) => n + l.size, 0)
-    const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+    const peer = (JSON.parse((await cli(['id', '--repo', join(dir, 'a')])).stdout) as { addresses: string[] }).addresses[0]
     // No background fetch on B: what B holds afterwards is exactly what pull + run needed.
     b = await startDaemon({ root: join(dir, 'b'), peers: [peer], config: '[fs]\nbackground_fetch = false\n' })
     ctrd = await startContainerd({ proxyPlugins: { 'ipfs-estargz': b.address } })
@@ -56,7 +54,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
 
   it('pulls by CID with lazy layers and runs python3 -c "print(6*7)"', async () => {
     const c = ctrd as PrivateContainerd
-    const pulled = cli(['pull', `ipfs://${root}`, '--repo', join(dir, 'b'), '--address', c.address, '--json'])
+    const pulled = await cli(['pull', `ipfs://${root}`, '--repo', join(dir, 'b'), '--address', c.address, '--json'])
     expect(pulled.code, pulled.stderr).toBe(0)
     const result = JSON.parse(pulled.stdout) as { name: string, layers: Array<{ lazy: boolean }>, bytesWritten: number }
     expect(result.layers.every(l => l.lazy)).toBe(true)
@@ -82,7 +80,7 @@ describe.skipIf(needs({ ...containerdNeeds, ...debianImageNeeds, fuse: hasFuse, 
       await (b as RunningDaemon).kill()
       // the daemon is gone; the FUSE manager still serves what the container already read
       expect((await exec('during', ['python3', '-c', 'print(6*7)'])).trim()).toBe('42')
-      const peer = (JSON.parse(cli(['id', '--repo', join(dir, 'a')]).stdout) as { addresses: string[] }).addresses[0]
+      const peer = (JSON.parse((await cli(['id', '--repo', join(dir, 'a')])).stdout) as { addresses: string[] }).addresses[0]
       b = await startDaemon({ root: join(dir, 'b'), peers: [peer], config: '[fs]\nbackground_fetch = false\n' })
       expect(b.log()).toMatch(/remote snapshot still mounted: kept/)
       // files the container never read: their chunks come through the new daemon from the peer,

@@ -10,11 +10,11 @@ import { sha256 } from '../../scripts/fixtures/digest.js'
 import { makeTar, type FixtureEntry } from '../../scripts/fixtures/tar.js'
 import { expect } from 'vitest'
 import type { RecordEntry } from '../../src/optimize/index.js'
-import { cliPath, esgzRef } from '../../scripts/fixtures/tools.js'
+import { esgzRef } from '../../scripts/fixtures/tools.js'
+import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
-export function cli (args: string[], opts: { env?: NodeJS.ProcessEnv, cwd?: string } = {}): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, ...opts.env }, cwd: opts.cwd, timeout: 600_000, killSignal: 'SIGKILL' })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+export async function cli (args: string[], opts: { env?: NodeJS.ProcessEnv, cwd?: string } = {}): Promise<RunResult<string>> {
+  return await runCli(args, { env: { ...process.env, ...opts.env }, cwd: opts.cwd, timeoutMs: 600_000 })
 }
 
 /** The shared libraries and loader a host binary needs, as `ldd` lists them (absolute paths). */

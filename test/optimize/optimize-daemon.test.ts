@@ -42,14 +42,14 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
   })
 
   it('runs in the daemon that owns the repo: relative paths are the caller\'s, the image is in the daemon\'s repo', async () => {
-    const r = cli(['optimize', 'oci:small', '--repo', d.root, '--record-out', 'rec.jsonl', '--output', 'oci:out', '--level', '1'], { cwd: dir })
+    const r = await cli(['optimize', 'oci:small', '--repo', d.root, '--record-out', 'rec.jsonl', '--output', 'oci:out', '--level', '1'], { cwd: dir })
     expect(r.code, r.stderr).toBe(0)
     // spawnSync held this process' event loop: the daemon's log arrives now
     await until('the daemon\'s log', () => d.log().includes('"argv":["optimize"'), 10_000)
     expect(r.stderr).toContain('got hello') // the workload's output reaches the caller
     const root = r.stdout.trim()
     expect(root).toMatch(/^baf/)
-    expect(cli(['image', 'ls', '--repo', d.root]).stdout).toContain(root)
+    expect((await cli(['image', 'ls', '--repo', d.root])).stdout).toContain(root)
     expect(parseRecord(await readFile(join(dir, 'rec.jsonl'), 'utf8')).map(e => e.path)).toContain('etc/app.conf')
     expect(existsSync(join(dir, 'out', 'index.json'))).toBe(true)
     expect(readdirSync(tmp)).toEqual([])
@@ -64,8 +64,8 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     await exited(child)
     await until('the workload to be stopped', () => processesRunning(sleeper).length === 0, 20_000)
     await until('the sandbox to be cleared', () => readdirSync(tmp).length === 0 && mountsUnder(tmp).length === 0, 20_000)
-    const id = cli(['id', '--repo', d.root])
+    const id = await cli(['id', '--repo', d.root])
     expect(id.code, id.stderr).toBe(0)
-    expect(cli(['image', 'ls', '--repo', d.root]).stdout.trim().split('\n')).toHaveLength(1) // only the first test's
+    expect((await cli(['image', 'ls', '--repo', d.root])).stdout.trim().split('\n')).toHaveLength(1) // only the first test's
   })
 })

@@ -48,7 +48,7 @@ describe.skipIf(needs({ ...debianImageNeeds, fuse: hasFuse, unshare: hasCommand(
       "    print('no network:', type(e).__name__)"
     ].join('\n')
     const out = join(dir, 'out')
-    const r = cli(['optimize', `oci:${image.layout}`, '--repo', join(dir, 'repo'), '--output', `oci:${out}`, '--record-out', join(dir, 'rec'), '--json', '--level', '1',
+    const r = await cli(['optimize', `oci:${image.layout}`, '--repo', join(dir, 'repo'), '--output', `oci:${out}`, '--record-out', join(dir, 'rec'), '--json', '--level', '1',
       '--entrypoint', '["python3"]', '--args', JSON.stringify(['-c', script])], { env: { TMPDIR: tmp } })
     expect(r.code, r.stderr).toBe(0)
     const json = JSON.parse(r.stdout) as OptimizeJson
@@ -72,7 +72,7 @@ describe.skipIf(needs({ ...debianImageNeeds, fuse: hasFuse, unshare: hasCommand(
     expectPrioritized(tocs[1], l1)
     expect(tocs[1].prioritized?.[0]).toBe('usr/bin/python3.11')
     verifyLayout(out)
-    expect(cli(['image', 'ls', '--repo', join(dir, 'repo')]).stdout).toContain(json.root)
+    expect((await cli(['image', 'ls', '--repo', join(dir, 'repo')])).stdout).toContain(json.root)
     expect(mountsUnder(tmp)).toEqual([])
   })
 })

@@ -23,7 +23,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
   let tmp: string
   let img: SmallImage
   /** Every optimize gets its own TMPDIR, so the test can see that nothing is left there. */
-  const optimize = (args: string[], opts: { cwd?: string } = {}): ReturnType<typeof cli> => cli(['optimize', ...args], { env: { TMPDIR: tmp, IPFS_ESTARGZ_PATH: join(dir, 'no-repo') }, cwd: opts.cwd })
+  const optimize = async (args: string[], opts: { cwd?: string } = {}): ReturnType<typeof cli> => await cli(['optimize', ...args], { env: { TMPDIR: tmp, IPFS_ESTARGZ_PATH: join(dir, 'no-repo') }, cwd: opts.cwd })
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'optimize-'))
@@ -42,7 +42,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
 
   it('runs the image\'s workload, records its first accesses per layer, and puts them first in their layers, then .prefetch.landmark', async () => {
     const out = join(dir, 'o1')
-    const r = optimize([`oci:${img.layout}`, '--repo', join(dir, 'repo'), '--output', `oci:${out}`, '--record-out', join(dir, 'o1.rec'), '--json', ...FAST])
+    const r = await optimize([`oci:${img.layout}`, '--repo', join(dir, 'repo'), '--output', `oci:${out}`, '--record-out', join(dir, 'o1.rec'), '--json', ...FAST])
     expect(r.code, r.stderr).toBe(0)
     // the workload ran (its output goes to stderr) and exited by itself
     expect(r.stderr).toContain('got hello')
@@ -70,11 +70,11 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     leftNothing()
   })
 
-  it('stops a workload at the end of --period, with every process it started (also as another user, who loses unshare\'s parent-death signal)', () => {
+  it('stops a workload at the end of --period, with every process it started (also as another user, who loses unshare\'s parent-death signal)', async () => {
     const sleeper = ['/bin/sleep', '4242.5']
     const child = ['/bin/sleep', '4242.6']
     const script = `read x < /etc/app.conf; ${child.join(' ')} & exec ${sleeper.join(' ')}`
-    const r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o2')}`, '--entrypoint', JSON.stringify(['/bin/sh', '-c', script]), '--user', '4242', '--period', '1', '--record-out', join(dir, 'o2.rec'), '--json', ...FAST])
+    const r = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o2')}`, '--entrypoint', JSON.stringify(['/bin/sh', '-c', script]), '--user', '4242', '--period', '1', '--record-out', join(dir, 'o2.rec'), '--json', ...FAST])
     expect(r.code, r.stderr).toBe(0)
     expect((JSON.parse(r.stdout) as OptimizeJson).run).toMatchObject({ stopped: true, exitCode: null })
     expect(r.stderr).toMatch(/the workload was stopped after 1\.\d s/)
@@ -90,7 +90,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
       'while read l; do echo "net $l"; done < /proc/net/dev',
       'for f in /dev/*; do echo "dev $f"; done'
     ].join('; ')
-    const r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, `o3-${sandbox}`)}`, '--sandbox', sandbox, '--json', '--entrypoint', JSON.stringify(['/bin/sh', '-c', script]), ...FAST])
+    const r = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, `o3-${sandbox}`)}`, '--sandbox', sandbox, '--json', '--entrypoint', JSON.stringify(['/bin/sh', '-c', script]), ...FAST])
     expect(r.code, r.stderr).toBe(0)
     expect((JSON.parse(r.stdout) as { run: { sandbox: string } }).run.sandbox).toBe(sandbox)
     expect(r.stderr).toContain('now changed')
@@ -103,7 +103,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     expect(devs).toEqual(sandbox === 'runc' ? [...base, '/dev/mqueue', '/dev/ptmx'].sort() : base)
     // runc: containerd's default capabilities for root, not all of them
     if (sandbox === 'runc') expect(r.stderr).toMatch(/^caps 00000000a80425fb$/m)
-    const asUser = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, `o3u-${sandbox}`)}`, '--sandbox', sandbox, '--user', '4242:4243', '--entrypoint', JSON.stringify(['/bin/sh', '-c', 'while read k a b; do [ "$k" = Uid: ] && echo "uid $a"; [ "$k" = Gid: ] && echo "gid $a"; done < /proc/self/status']), ...FAST])
+    const asUser = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, `o3u-${sandbox}`)}`, '--sandbox', sandbox, '--user', '4242:4243', '--entrypoint', JSON.stringify(['/bin/sh', '-c', 'while read k a b; do [ "$k" = Uid: ] && echo "uid $a"; [ "$k" = Gid: ] && echo "gid $a"; done < /proc/self/status']), ...FAST])
     expect(asUser.code, asUser.stderr).toBe(0)
     expect(asUser.stderr).toContain('uid 4242')
     expect(asUser.stderr).toContain('gid 4243')
@@ -116,7 +116,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     const target = join(dir, `host-target-${sandbox}`)
     await mkdir(target)
     const evil = await writeSmallImage(dir, { name: `evil-${sandbox}`, extraLayer: [{ name: 'dev', type: 'symlink', linkName: target }, { name: 'proc', type: 'symlink', linkName: target }, { name: 'sys', type: 'symlink', linkName: target }] })
-    const r = optimize([`oci:${evil.layout}`, '--no-ipfs', '--output', `oci:${join(dir, `o-evil-${sandbox}`)}`, '--sandbox', sandbox, '--entrypoint', JSON.stringify(['/bin/sh', '-c', 'read x < /etc/app.conf; echo "got $x" > /dev/null && echo fine']), ...FAST])
+    const r = await optimize([`oci:${evil.layout}`, '--no-ipfs', '--output', `oci:${join(dir, `o-evil-${sandbox}`)}`, '--sandbox', sandbox, '--entrypoint', JSON.stringify(['/bin/sh', '-c', 'read x < /etc/app.conf; echo "got $x" > /dev/null && echo fine']), ...FAST])
     expect(r.code, r.stderr).toBe(0)
     expect(r.stderr).toContain('fine')
     expect(readdirSync(target)).toEqual([])
@@ -136,7 +136,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     ]
     // byte for byte what ctr-remote writes: compact JSON, path/manifestDigest/layerIndex
     await writeFile(join(dir, 'in.rec'), entries.map(e => `{"path":"${e.path}","manifestDigest":"${e.manifestDigest}","layerIndex":${e.layerIndex}}\n`).join(''))
-    const r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o4')}`, '--record-in', join(dir, 'in.rec'), '--json', ...FAST])
+    const r = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o4')}`, '--record-in', join(dir, 'in.rec'), '--json', ...FAST])
     expect(r.code, r.stderr).toBe(0)
     expect(r.stderr).not.toContain('got hello') // nothing ran
     expect(r.stderr).toContain('prioritized 3 files (layer 0: 2, layer 1: 1)')
@@ -147,7 +147,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
 
   it('turns a prefetch list of paths and globs into the layers\' prioritized files (whiteouts respected)', async () => {
     await writeFile(join(dir, 'list'), '# what the app reads\n/etc/*.conf\nbin/sh\nlib*/**\nnothing/**\n')
-    const r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o5')}`, '--prefetch-list', join(dir, 'list'), '--record-out', join(dir, 'o5.rec'), ...FAST])
+    const r = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${join(dir, 'o5')}`, '--prefetch-list', join(dir, 'list'), '--record-out', join(dir, 'o5.rec'), ...FAST])
     expect(r.code, r.stderr).toBe(0)
     expect(r.stderr).toContain('line 5: "nothing/**" matches no file')
     const record = parseRecord(await readFile(join(dir, 'o5.rec'), 'utf8'))
@@ -164,7 +164,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
     const before = layoutLayers(src)
     const libc = img.libs.find(l => l.includes('libc.so')) ?? ''
     await writeFile(join(dir, 'again.rec'), JSON.stringify({ path: libc, manifestDigest: layoutManifest(src), layerIndex: 0 }) + '\n')
-    const r = optimize([`oci:${src}`, '--no-ipfs', '--output', `oci:${join(dir, 'o6')}`, '--record-in', join(dir, 'again.rec'), '--json', ...FAST])
+    const r = await optimize([`oci:${src}`, '--no-ipfs', '--output', `oci:${join(dir, 'o6')}`, '--record-in', join(dir, 'again.rec'), '--json', ...FAST])
     expect(r.code, r.stderr).toBe(0)
     const layers = (JSON.parse(r.stdout) as OptimizeJson).images[0].layers
     expect(layers.map(l => [l.landmark, l.reused])).toEqual([['prefetch', false], ['no-prefetch', false], ['no-prefetch', true]])
@@ -207,30 +207,30 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, unshare: hasCommand('unshar
   it('bad input fails with one clear line and its code, and leaves no image, mount or temp file', async () => {
     const out = join(dir, 'bad-out')
     await writeFile(join(dir, 'bad.rec'), '{"path":"bin/sh","manifestDigest":"sha256:' + 'a'.repeat(64) + '","layerIndex":0}\n{oops\n')
-    let r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--record-in', join(dir, 'bad.rec')])
+    let r = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--record-in', join(dir, 'bad.rec')])
     expect([r.code, r.stderr.trim()]).toEqual([1, `ipfs-estargz: ${join(dir, 'bad.rec')} line 2: not JSON (ERR_BAD_RECORD)`])
     await writeFile(join(dir, 'other.rec'), '{"path":"bin/sh","manifestDigest":"sha256:' + 'a'.repeat(64) + '","layerIndex":1}\n')
-    r = optimize([`oci:${img.layout}`, '--repo', join(dir, 'bad-repo'), '--output', `oci:${out}`, '--record-in', join(dir, 'other.rec')])
+    r = await optimize([`oci:${img.layout}`, '--repo', join(dir, 'bad-repo'), '--output', `oci:${out}`, '--record-in', join(dir, 'other.rec')])
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/the record is for manifest sha256:a{64}, not for the source's .*\(ERR_RECORD_MISMATCH\)/)
     expect(existsSync(join(out, 'index.json'))).toBe(false)
-    expect(cli(['image', 'ls', '--repo', join(dir, 'bad-repo')]).stdout.trim()).toBe('')
+    expect((await cli(['image', 'ls', '--repo', join(dir, 'bad-repo')])).stdout.trim()).toBe('')
     await writeFile(join(dir, 'missing.rec'), JSON.stringify({ path: 'no/such/file', manifestDigest: img.manifestDigest, layerIndex: 1 }) + '\n')
-    r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--record-in', join(dir, 'missing.rec')])
+    r = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--record-in', join(dir, 'missing.rec')])
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/prioritized file "no\/such\/file" is not in the layer \(ERR_PRIORITIZED_FILE_NOT_FOUND\)/)
-    r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--entrypoint', '["/no/such/binary"]', ...FAST])
+    r = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--entrypoint', '["/no/such/binary"]', ...FAST])
     expect(r.code).toBe(1)
     // the shell of the namespaces sandbox says 127, runc says 1; both say why
     expect(r.stderr).toMatch(/the workload opened no file of the image \(it exited with code (127|1);.*\(ERR_NOTHING_RECORDED\)/)
     expect(r.stderr).toContain('/no/such/binary')
-    r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--user', 'nobody', ...FAST])
+    r = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, '--user', 'nobody', ...FAST])
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/user "nobody" is not in the image's \/etc\/passwd \(ERR_UNKNOWN_USER\)/)
     expect(existsSync(join(out, 'index.json'))).toBe(false)
     // usage errors: exit 2
     for (const args of [['--record-in', join(dir, 'other.rec'), '--entrypoint', '["sh"]'], ['--record-in', 'a', '--prefetch-list', 'b'], ['--period', '0'], ['--entrypoint', 'sh'], ['--cwd', 'rel']]) {
-      r = optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, ...args])
+      r = await optimize([`oci:${img.layout}`, '--no-ipfs', '--output', `oci:${out}`, ...args])
       expect(r.code, args.join(' ')).toBe(2)
     }
     leftNothing()

@@ -39,7 +39,7 @@ describe('ipfs-estargz optimize against ctr-remote image optimize (reference sta
 
   it('replays ctr-remote\'s own record: every layer gets exactly the files it lists, in its order', async () => {
     const out = join(dir, 'ref-out')
-    const r = cli(['optimize', `oci:${image}`, '--no-ipfs', '--output', `oci:${out}`, '--record-in', record, '--record-out', join(dir, 'ref-rec'), '--json', '--level', '1'], { env: { TMPDIR: tmp } })
+    const r = await cli(['optimize', `oci:${image}`, '--no-ipfs', '--output', `oci:${out}`, '--record-in', record, '--record-out', join(dir, 'ref-rec'), '--json', '--level', '1'], { env: { TMPDIR: tmp } })
     expect(r.code, r.stderr).toBe(0)
     const entries = parseRecord(await readFile(record, 'utf8'))
     const tocs = await Promise.all(layoutLayers(out).map(layerToc))
@@ -52,7 +52,7 @@ describe('ipfs-estargz optimize against ctr-remote image optimize (reference sta
   })
 
   it('running the image\'s workload records what ctr-remote\'s fanotify recorded: the same first accesses, in the same order', async () => {
-    const r = cli(['optimize', `oci:${image}`, '--no-ipfs', '--output', `oci:${join(dir, 'ref-run')}`, '--record-out', join(dir, 'ref-run-rec'), '--level', '1'], { env: { TMPDIR: tmp } })
+    const r = await cli(['optimize', `oci:${image}`, '--no-ipfs', '--output', `oci:${join(dir, 'ref-run')}`, '--record-out', join(dir, 'ref-run-rec'), '--level', '1'], { env: { TMPDIR: tmp } })
     expect(r.code, r.stderr).toBe(0)
     expect(r.stderr).toContain('"ok": true') // the image's own Cmd: python3 /app/app.py in /app
     const ours = parseRecord(await readFile(join(dir, 'ref-run-rec'), 'utf8'))

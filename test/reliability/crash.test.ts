@@ -39,14 +39,14 @@ import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { cases, FULL, record } from './harness.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
+import { runBytes, runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
 const TRIALS = cases(1, 5)
 /** Processes reading one lazy mount at once while the daemon is killed and started again. */
 const READERS = 4
 
-function cli (args: string[]): { code: number, stdout: string, stderr: string } {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', maxBuffer: 1 << 26, timeout: 120_000, killSignal: 'SIGKILL' })
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.error === undefined ? r.stderr : `${r.error.message}\n${r.stderr}` }
+async function cli (args: string[]): Promise<RunResult<string>> {
+  return await runCli(args, { timeoutMs: 120_000 })
 }
 
 /** A process started now and killed with SIGKILL after `delayMs` (unless it ended first). */
@@ -95,9 +95,9 @@ function umount (at: string): void {
 }
 
 /** sha256 of what `cat` reads. */
-function catDigest (path: string): string {
-  const r = spawnSync('cat', [path], { maxBuffer: 1 << 26 })
-  if (r.status !== 0) throw new Error(`cat ${path}: ${r.stderr.toString()}`)
+async function catDigest (path: string): Promise<string> {
+  const r = await runBytes('cat', [path])
+  if (r.code !== 0) throw new Error(`cat ${path}: ${r.stderr}`)
   return sha(r.stdout)
 }
 
@@ -144,8 +144,8 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
   /** The image out of containerd and unpinned here (its blocks stay until a collection). */
   const forget = async (seed: string): Promise<void> => {
     await (ctrd as PrivateContainerd).ctr(['images', 'rm', '--sync', `ipfs://${roots[seed]}`]).catch(() => '')
-    cli(['image', 'rm', roots[seed], '--repo', root])
-    expect(pinned()).not.toContain(roots[seed])
+    await cli(['image', 'rm', roots[seed], '--repo', root])
+    expect(await pinned()).not.toContain(roots[seed])
   }
 
   const pullArgs = (seed: string): string[] => ['pull', `ipfs://${roots[seed]}`, '--repo', root, '--address', (ctrd as PrivateContainerd).address, '--json']
@@ -158,15 +158,15 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     await mkdir(at)
     mountAt((await c.view(key, top))[0], at)
     try {
-      for (const [path, digest] of want) expect(catDigest(join(at, path)), path).toBe(digest)
+      for (const [path, digest] of want) expect(await catDigest(join(at, path)), path).toBe(digest)
     } finally {
       umount(at)
       await c.remove(key)
     }
   }
 
-  const pinned = (): string[] => {
-    const r = cli(['pin', 'ls', '--repo', root])
+  const pinned = async (): Promise<string[]> => {
+    const r = await cli(['pin', 'ls', '--repo', root])
     expect(r.code, r.stderr).toBe(0)
     return r.stdout.trim().split('\n').filter(Boolean).map(l => (JSON.parse(l) as { cid: string }).cid)
   }
@@ -180,7 +180,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     const c = ctrd as PrivateContainerd
     const listed = (await c.ctr(['images', 'ls', '-q'])).trim().split('\n').filter(Boolean)
     expect(listed).toContain(`ipfs://${roots.kept}`)
-    const pins = pinned()
+    const pins = await pinned()
     const infos = await (sn as SnapshotsClient).list()
     const byName = new Map(infos.map(i => [i.name, i]))
     // the FUSE manager holds a lazy mount for each remote snapshot and for nothing else (a mount
@@ -204,7 +204,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     for (let i = 0; i < seeds.length; i++) {
       const seed = seeds[i]
       await writeLayout(join(dir, `img-${seed}`), allBlobs(imgs[i]), [tagged(imgs[i].manifest.descriptor, 'latest')])
-      const r = cli(['push', `oci:${join(dir, `img-${seed}`)}`, '--repo', root, '--json', '--chunk-size', '65536'])
+      const r = await cli(['push', `oci:${join(dir, `img-${seed}`)}`, '--repo', root, '--json', '--chunk-size', '65536'])
       if (r.code !== 0) throw new Error(r.stderr)
       const j = JSON.parse(r.stdout) as { root: string, images: Array<{ layers: Array<{ diffID: string }> }> }
       roots[seed] = j.root
@@ -215,7 +215,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     await manyFilesImage(join(dir, 'img-many'))
     await start()
     ctrd = await startContainerd({ proxyPlugins: { 'ipfs-estargz': address } })
-    const first = cli(pullArgs('kept'))
+    const first = await cli(pullArgs('kept'))
     expect(first.code, first.stderr).toBe(0)
   }, 300_000)
 
@@ -235,7 +235,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     // how long a pull of the image under test takes here: the kills land anywhere in it
     await forget('next')
     const t0 = Date.now()
-    const timing = cli(pullArgs('next'))
+    const timing = await cli(pullArgs('next'))
     expect(timing.code, timing.stderr).toBe(0)
     const pullMs = Date.now() - t0
     for (let t = 0; t < TRIALS; t++) {
@@ -252,7 +252,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
       await start()
       const { listed } = await checkWhole()
       if (!listed.includes(`ipfs://${roots.next}`)) midway.push(delay)
-      const again = cli(pullArgs('next'))
+      const again = await cli(pullArgs('next'))
       expect(again.code, again.stderr).toBe(0)
       await checkWhole()
       expect((await c.ctr(['images', 'ls', '-q']))).toContain(`ipfs://${roots.next}`)
@@ -293,7 +293,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
       injected++
       expect((d as RunningDaemon).proc.exitCode).toBe(null)
       await checkWhole()
-      const again = cli(pullArgs('next'))
+      const again = await cli(pullArgs('next'))
       expect(again.code, again.stderr).toBe(0)
       await checkWhole()
       survived++
@@ -425,13 +425,13 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
    * how long a dry run takes and how many blocks it would free.
    */
   let lastGcMs = 200
-  const garbage = (measure = true): { gcMs: number, blocks: number } => {
-    const p = cli(['push', `oci:${join(dir, 'img-many')}`, '--repo', root, '--json'])
+  const garbage = async (measure = true): Promise<{ gcMs: number, blocks: number }> => {
+    const p = await cli(['push', `oci:${join(dir, 'img-many')}`, '--repo', root, '--json'])
     expect(p.code, p.stderr).toBe(0)
-    expect(cli(['image', 'rm', (JSON.parse(p.stdout) as { root: string }).root, '--repo', root]).code).toBe(0)
+    expect((await cli(['image', 'rm', (JSON.parse(p.stdout) as { root: string }).root, '--repo', root])).code).toBe(0)
     if (!measure) return { gcMs: lastGcMs, blocks: 0 }
     const t0 = Date.now()
-    const dry = cli(['gc', '--dry-run', '--repo', root])
+    const dry = await cli(['gc', '--dry-run', '--repo', root])
     expect(dry.code, dry.stderr).toBe(0)
     const r = JSON.parse(dry.stdout) as { durationMs: number, blocks: { freed: number } }
     // the CLI's own start and the mark (the dry run's whole call), then about as long again to sweep
@@ -440,8 +440,8 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
   }
 
   /** Blocks a collection would free now. */
-  const collectable = (): number => {
-    const dry = cli(['gc', '--dry-run', '--repo', root])
+  const collectable = async (): Promise<number> => {
+    const dry = await cli(['gc', '--dry-run', '--repo', root])
     expect(dry.code, dry.stderr).toBe(0)
     return (JSON.parse(dry.stdout) as { blocks: { freed: number } }).blocks.freed
   }
@@ -449,18 +449,18 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
   it(`the daemon killed during a collection (${TRIALS}×), and (full run) the CLI killed during one, with and without a daemon: pins and mounted layers keep every block, every stored block verifies`, async () => {
     let injected = 0
     let survived = 0
-    const pinsBefore = pinned().sort()
+    const pinsBefore = (await pinned()).sort()
     let midway = 0
     // (full run) whether a kill landed mid-sweep: some of the garbage gone, some left
-    const cut = (before: number): void => {
+    const cut = async (before: number): Promise<void> => {
       if (!FULL) return
-      const left = collectable()
+      const left = await collectable()
       if (left > 0 && left < before) midway++
     }
     // the last trial (full run) kills the CLI instead, while the daemon collects
     const trials = FULL ? TRIALS + 1 : TRIALS
     for (let t = 0; t < trials; t++) {
-      const { gcMs, blocks } = garbage(FULL || t === 0)
+      const { gcMs, blocks } = await garbage(FULL || t === 0)
       const child = spawn(process.execPath, [cliPath, 'gc', '--repo', root], { stdio: 'ignore' })
       const delay = Math.floor(Math.random() * gcMs)
       if (t < TRIALS) {
@@ -476,10 +476,10 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
         expect((d as RunningDaemon).proc.exitCode).toBe(null)
       }
       injected++
-      cut(blocks)
-      expect(pinned().sort()).toEqual(pinsBefore)
+      await cut(blocks)
+      expect((await pinned()).sort()).toEqual(pinsBefore)
       // a collection now runs to the end and frees what the cut one left
-      const gc = cli(['gc', '--repo', root])
+      const gc = await cli(['gc', '--repo', root])
       expect(gc.code, gc.stderr).toBe(0)
       await checkWhole()
       survived++
@@ -488,15 +488,15 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     if (FULL) {
       await (d as RunningDaemon).stop({ keepManager: true })
       d = undefined
-      const left = garbage()
+      const left = await garbage()
       await killedAfter(spawn(process.execPath, [cliPath, 'gc', '--repo', root], { stdio: 'ignore' }), Math.floor(Math.random() * left.gcMs))
       injected++
-      cut(left.blocks)
+      await cut(left.blocks)
       expect(await walkPinned()).toBeGreaterThan(10)
-      const gc = cli(['gc', '--repo', root])
+      const gc = await cli(['gc', '--repo', root])
       expect(gc.code, gc.stderr).toBe(0)
       await start()
-      expect(pinned().sort()).toEqual(pinsBefore)
+      expect((await pinned()).sort()).toEqual(pinsBefore)
       await checkWhole()
       survived++
     }
@@ -572,8 +572,8 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
   }
   const manager = (): FuseManagerClient => new FuseManagerClient(join(root, 'fuse-manager.sock'))
   const pullArgs = (): string[] => ['pull', `ipfs://${image}`, '--repo', root, '--address', (ctrd as PrivateContainerd).address, '--json']
-  const pinned = (): string[] => {
-    const r = cli(['pin', 'ls', '--repo', root])
+  const pinned = async (): Promise<string[]> => {
+    const r = await cli(['pin', 'ls', '--repo', root])
     expect(r.code, r.stderr).toBe(0)
     return r.stdout.trim().split('\n').filter(Boolean).map(l => (JSON.parse(l) as { cid: string }).cid)
   }
@@ -582,8 +582,8 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
   const forget = async (): Promise<void> => {
     const c = ctrd as PrivateContainerd
     await c.ctr(['images', 'rm', '--sync', `ipfs://${image}`]).catch(() => '')
-    cli(['image', 'rm', image, '--repo', root])
-    const gc = cli(['gc', '--repo', root])
+    await cli(['image', 'rm', image, '--repo', root])
+    const gc = await cli(['gc', '--repo', root])
     expect(gc.code, gc.stderr).toBe(0)
   }
 
@@ -614,7 +614,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
   const checkState = async (): Promise<void> => {
     const c = ctrd as PrivateContainerd
     const listed = (await c.ctr(['images', 'ls', '-q'])).trim().split('\n').filter(Boolean)
-    if (listed.includes(`ipfs://${image}`)) expect(pinned(), 'the image is listed in containerd but not pinned').toContain(image)
+    if (listed.includes(`ipfs://${image}`)) expect(await pinned(), 'the image is listed in containerd but not pinned').toContain(image)
     const snapshots = join(root, 'snapshotter')
     expect(await staleFuseMounts(snapshots), 'stale FUSE mounts').toEqual([])
     const held = new Set((await manager().mounts()).map(m => m.mountpoint))
@@ -687,11 +687,11 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     seedRoot = join(dir, 'seed')
     root = join(dir, 'node')
     want = await toolsImage(join(dir, 'img'), 3, 40, 40_000)
-    const pushed = cli(['push', `oci:${join(dir, 'img')}`, '--repo', seedRoot, '--json', '--chunk-size', '65536'])
+    const pushed = await cli(['push', `oci:${join(dir, 'img')}`, '--repo', seedRoot, '--json', '--chunk-size', '65536'])
     if (pushed.code !== 0) throw new Error(pushed.stderr)
     image = (JSON.parse(pushed.stdout) as { root: string }).root
     seedDaemon = await startDaemon({ root: seedRoot, listen: ['/ip4/127.0.0.1/tcp/0'] })
-    peer = (JSON.parse(cli(['id', '--repo', seedRoot]).stdout) as { addresses: string[] }).addresses[0]
+    peer = (JSON.parse((await cli(['id', '--repo', seedRoot])).stdout) as { addresses: string[] }).addresses[0]
     await start()
     ctrd = await startContainerd({ proxyPlugins: { 'ipfs-estargz': (d as RunningDaemon).address } })
   }, 300_000)
@@ -754,7 +754,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
       }
       await recovered(killed)
       await checkState()
-      const again = cli(pullArgs())
+      const again = await cli(pullArgs())
       expect(again.code, again.stderr).toBe(0)
       expect((await c.ctr(['images', 'ls', '-q']))).toContain(`ipfs://${image}`)
       await runAndVerify(`fm-kill-${t}`)
@@ -774,7 +774,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
       // at once: containerd's connection to the snapshotter is still in its reconnect backoff
       // (without the pull's retry its first Prepare failed ERR_CONTAINERD_UNAVAILABLE)
       const t0 = Date.now()
-      const r = cli(pullArgs())
+      const r = await cli(pullArgs())
       expect(r.code, r.stderr).toBe(0)
       took.push(Date.now() - t0)
       await checkState()
@@ -794,7 +794,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
       // the image pulled lazily again, its blocks only on the seed: every first read goes
       // through the FUSE manager to this daemon, which fetches from the seed
       await forget()
-      const pulled = cli(pullArgs())
+      const pulled = await cli(pullArgs())
       expect(pulled.code, pulled.stderr).toBe(0)
       const top = (JSON.parse(pulled.stdout) as { chainId: string }).chainId
       const sn = snapshotsClient((d as RunningDaemon).address)
@@ -847,7 +847,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
         // a failed read is an I/O error, never anything else
         for (const line of errs.trim().split('\n').filter(Boolean)) expect(line).toMatch(/Input\/output error|Transport endpoint|Software caused connection abort/)
         // afterwards, every file reads right (the ones read before from the page cache)
-        for (const p of paths) expect(catDigest(join(at, p)), p).toBe(want.get(p))
+        for (const p of paths) expect(await catDigest(join(at, p)), p).toBe(want.get(p))
         survived++
       } finally {
         umount(at)

@@ -2,7 +2,6 @@
  * Defects the reliability campaign found, each kept as a test on the real path (a daemon process
  * as users run it).
  */
-import { spawnSync } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -12,8 +11,8 @@ import { FuseManagerClient } from '../../src/fusemgr/index.js'
 import { mirrorFixture, startMirror, type MirrorFixture } from '../mirror/helpers.js'
 import type { MirrorServer } from '../../src/mirror/index.js'
 import { startDaemon, type RunningDaemon } from '../../scripts/fixtures/daemon.js'
-import { cliPath } from '../../scripts/fixtures/tools.js'
 import { isRoot, needs } from '../helpers/env.js'
+import { runCli } from '../../scripts/fixtures/run.js'
 
 /** Sends raw bytes to a TCP port or a unix socket; resolves with the status line's code, 0 when closed without one. */
 async function raw (target: { port: number } | { path: string }, bytes: string): Promise<number> {
@@ -68,12 +67,12 @@ describe.skipIf(needs({ root: isRoot }))('regressions found by the reliability c
     const root = join(dir, 'root')
     const manager = new FuseManagerClient(join(root, 'fuse-manager.sock'))
     const { pid } = await manager.health()
-    const stop = spawnSync(process.execPath, [cliPath, 'fuse-manager', '--root', root, '--stop'], { encoding: 'utf8' })
-    expect(stop.status).not.toBe(0)
+    const stop = await runCli(['fuse-manager', '--root', root, '--stop'])
+    expect(stop.code).not.toBe(0)
     expect(stop.stderr).toMatch(/a running daemon .* uses this FUSE manager .*stop the daemon first, or pass --force/)
     expect((await manager.health()).pid).toBe(pid)
-    const forced = spawnSync(process.execPath, [cliPath, 'fuse-manager', '--root', root, '--stop', '--force'], { encoding: 'utf8' })
-    expect(forced.status, forced.stderr).toBe(0)
+    const forced = await runCli(['fuse-manager', '--root', root, '--stop', '--force'])
+    expect(forced.code, forced.stderr).toBe(0)
     const alive = (): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
     for (let i = 0; i < 100 && alive(); i++) await new Promise(resolve => setTimeout(resolve, 100))
     expect(alive()).toBe(false)
