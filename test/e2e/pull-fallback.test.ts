@@ -110,7 +110,7 @@ describe.skipIf(needs({ ...containerdNeeds, fuse: hasFuse, fusermount: hasComman
     process.kill(seed.proc.pid as number, 'SIGSTOP')
     let pulled: Run
     try {
-      const pulling = await cli(['pull', `ipfs://${images.stall}`, '--repo', (b as RunningDaemon).root, '--address', c.address, '--json'])
+      const pulling = cli(['pull', `ipfs://${images.stall}`, '--repo', (b as RunningDaemon).root, '--address', c.address, '--json'])
       await sleep((MOUNT_TIMEOUT_SEC + 2) * 1000)
       process.kill(seed.proc.pid as number, 'SIGCONT')
       pulled = await pulling
