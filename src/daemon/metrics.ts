@@ -146,13 +146,13 @@ export class DaemonMetrics {
       const background = e.backgroundRequests ?? 0
       return [[{ priority: 'on_demand' }, (e.requests ?? 0) - prefetch - background], [{ priority: 'prefetch' }, prefetch], [{ priority: 'background' }, background]]
     })
-    counter('ipfs_estargz_exchange_events_total', 'Block-exchange events: hedge (a second peer asked because the first was slow), hedge_skipped (none: the hedge budget was spent), pending_answer (a peer said it was fetching the block we asked for), served_after_wait (a block served once our own fetch of it arrived), wait_in_vain (such a wait that ended in don\'t-have), cooperative_fetch (a block fetched for a peer that asked for it), cooperative_busy (none: the limit was reached), ranked_dont_have (answered at once: the asker ranks above us for the block), stream_opened (a stream dialed for a request: the others went on pooled streams).', ['event'], () => {
+    counter('ipfs_estargz_exchange_events_total', 'Block-exchange events: hedge (a second peer asked because the first was slow), hedge_skipped (none: the hedge budget was spent), pending_answer (a peer said it was fetching the block we asked for), served_after_wait (a block served once our own fetch of it arrived), wait_in_vain (such a wait that ended in don\'t-have), cooperative_fetch (a block fetched for a peer that asked for it), cooperative_busy (none: the limit was reached), ranked_dont_have (answered at once: the asker ranks above us for the block), stream_opened (a stream dialed for a request: the others went on pooled streams), idle_stream_closed (a pooled stream unused too long, or an inbound one with no next request).', ['event'], () => {
       const e = s().exchange
       return [
         [{ event: 'hedge' }, e.hedges ?? 0], [{ event: 'hedge_skipped' }, e.hedgesSkipped ?? 0], [{ event: 'pending_answer' }, e.pendingAnswers ?? 0],
         [{ event: 'served_after_wait' }, e.servedAfterWait ?? 0], [{ event: 'wait_in_vain' }, e.waitsInVain ?? 0],
         [{ event: 'cooperative_fetch' }, e.cooperativeFetches ?? 0], [{ event: 'cooperative_busy' }, e.cooperativeBusy ?? 0], [{ event: 'ranked_dont_have' }, e.rankedDontHaves ?? 0],
-        [{ event: 'stream_opened' }, e.streamsOpened ?? 0]
+        [{ event: 'stream_opened' }, e.streamsOpened ?? 0], [{ event: 'idle_stream_closed' }, e.idleStreamsClosed ?? 0]
       ]
     })
     gauge('ipfs_estargz_chunk_cache_size_bytes', 'Bytes held by the chunk cache of the lazy mounts, by tier.', ['tier'], () => {

@@ -130,6 +130,14 @@ export const DEFAULTS = {
    */
   maxIdleStreams: 32,
   /**
+   * Client: a pooled stream unused this many ms is closed (libp2p would close it only after its
+   * own stream inactivity timeout, 120 s). Below `serveIdleTimeout`, so the client closes an idle
+   * stream before the server does and seldom sends on one the server is closing.
+   */
+  idleStreamTimeout: 30_000,
+  /** Server: a stream whose next request has not come this many ms after the last answer is closed. */
+  serveIdleTimeout: 60_000,
+  /**
    * Hedging: a peer that has not answered after this many ms, the next peer is asked too (first
    * verified answer wins). Used until the peer has answered once; then its observed answer time
    * (smoothed) plus `max(hedgeMargin, 4 × its variation)` is used, at most `maxHedgeDelay`.
@@ -253,6 +261,8 @@ export interface BlockExchangeStats {
   servedAfterWait: number
   /** Waits on our fetch that ended in a don't-have (the fetch failed, or took over `serveWaitMs`). */
   waitsInVain: number
+  /** Idle streams closed: pooled ones unused for `idleStreamTimeout` (client), or with no next request within `serveIdleTimeout` (server). */
+  idleStreamsClosed: number
   /** Peers set aside for `suspendMs` because their requests kept timing out. */
   suspensions: number
   /** Pending frames received: a peer said it was fetching a block we asked for (no hedge then). */
@@ -308,6 +318,8 @@ interface Want {
 interface Conn {
   stream: Stream
   lp: LengthPrefixedStream<Stream>
+  /** While pooled: closes it once idle for `idleStreamTimeout`. */
+  idleTimer?: NodeJS.Timeout
 }
 
 /** Everything the client keeps per connected peer. */
@@ -889,6 +901,7 @@ export class BlockExchange {
   private takeIdle (ps: PeerState): Conn | undefined {
     while (ps.idle.length > 0) {
       const c = ps.idle.pop() as Conn
+      clearTimeout(c.idleTimer)
       if (c.stream.status === 'open' && c.stream.remoteWriteStatus === 'writable') return c
       c.stream.abort(new AbortError('stale'))
     }
@@ -902,13 +915,22 @@ export class BlockExchange {
       return
     }
     ps.idle.push(conn)
+    conn.idleTimer = setTimeout(() => {
+      const i = ps.idle.indexOf(conn)
+      if (i < 0) return
+      ps.idle.splice(i, 1)
+      this.counts.idleStreamsClosed++
+      conn.stream.close().catch(() => {})
+    }, this.opts.idleStreamTimeout)
+    conn.idleTimer.unref()
   }
 
   /**
    * Server: answers requests on the stream one after the other, each CID from the local
    * blockstore, until the client ends the stream. The first request must come within
-   * `requestTimeout`; later ones may come whenever (the stream's inactivity timeout, 120 s by
-   * default, closes an idle one). A malformed or oversized request closes the stream.
+   * `requestTimeout`; each later one within `serveIdleTimeout` of the last answer, else the
+   * stream is closed (the client opens another when it needs one). A malformed or oversized
+   * request closes the stream.
    */
   private async serve (stream: Stream, connection: Connection, protocol: string): Promise<void> {
     const peer = connection.remotePeer.toString()
@@ -919,18 +941,27 @@ export class BlockExchange {
     const maxRequest = this.opts.maxCidsPerRequest * this.opts.maxCidBytes + 1
     const lp = lengthPrefixed(stream, { maxDataLength: maxRequest, maxBufferSize: 2 * maxRequest }, prefixTooLong)
     const deadline = new Deadline(this.opts.requestTimeout, () => new BlockExchangeTimeoutError(`no request from ${peer} within ${this.opts.requestTimeout} ms`))
+    // between requests: not an error when it fires, the stream is just closed
+    const idle = new Deadline(this.opts.serveIdleTimeout, () => new AbortError('idle stream'))
+    idle.clear()
     // the asker's waits registered in `waiting`, released once answered, or when the stream ends
     const waits = new Set<Waiting>()
     try {
       for (let first = true; ; first = false) {
         let body
         try {
-          body = await lp.read(first ? { signal: deadline.signal } : {})
+          if (!first) idle.arm()
+          body = await lp.read({ signal: first ? deadline.signal : idle.signal })
         } catch (err) {
           // The client closed its end: the conversation is over (it-length-prefixed's error, known by name).
           if ((err as Error).name === 'UnexpectedEOFError') break
+          if (idle.signal.aborted) {
+            this.counts.idleStreamsClosed++
+            break
+          }
           throw err
         }
+        idle.clear()
         deadline.clear()
         let request = body.subarray()
         let flags = 0
@@ -1013,6 +1044,7 @@ export class BlockExchange {
       stream.abort(e)
     } finally {
       deadline.clear()
+      idle.clear()
       for (const w of [...waits]) w.release()
     }
   }
@@ -1196,7 +1228,7 @@ function queuedWant (ps: PeerState, key: string): Want | undefined {
 }
 
 function emptyStats (): BlockExchangeStats {
-  return { requests: 0, prefetchRequests: 0, backgroundRequests: 0, failedRequests: 0, streamsOpened: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, hedgesSkipped: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, servedWrites: 0, rejectedRequests: 0, servedAfterWait: 0, waitsInVain: 0, suspensions: 0, pendingAnswers: 0, cooperativeFetches: 0, cooperativeBusy: 0, rankedDontHaves: 0 }
+  return { requests: 0, prefetchRequests: 0, backgroundRequests: 0, failedRequests: 0, streamsOpened: 0, blocksReceived: 0, bytesReceived: 0, dontHaves: 0, badBlocks: 0, hedges: 0, hedgesSkipped: 0, servedRequests: 0, servedBlocks: 0, servedBytes: 0, servedDontHaves: 0, servedWrites: 0, rejectedRequests: 0, servedAfterWait: 0, waitsInVain: 0, idleStreamsClosed: 0, suspensions: 0, pendingAnswers: 0, cooperativeFetches: 0, cooperativeBusy: 0, rankedDontHaves: 0 }
 }
 
 /**

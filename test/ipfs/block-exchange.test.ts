@@ -508,6 +508,39 @@ describe('BlockExchange over loopback TCP', () => {
     expect(b.exchange.stats().failedRequests).toBe(0)
   })
 
+  it('closes idle streams by its own timeouts: the client a pooled one, the server one with no next request; later gets open a new one', async () => {
+    const blocks = [random(3000), random(4000), random(5000)]
+    const cids = await Promise.all(blocks.map(rawBlock))
+    const streamsOf = (n: IpfsNode, peer: IpfsNode): number => n.helia.libp2p.getConnections(peer.peerId).flatMap(c => c.streams).filter(st => st.protocol?.startsWith('/ipfs-estargz/blocks/') === true).length
+    // the client's timeout first
+    {
+      const a = await node({ listen: LISTEN })
+      const b = await node({ exchange: { idleStreamTimeout: 300 } })
+      for (let i = 0; i < 3; i++) await a.localBlockstore.put(cids[i], blocks[i])
+      await connect(b, a)
+      expect(same(await b.exchange.get(cids[0]), blocks[0])).toBe(true)
+      expect(streamsOf(b, a)).toBe(1)
+      await until(() => streamsOf(b, a) === 0 && streamsOf(a, b) === 0, 'the client to close its pooled stream, and the server its side')
+      expect(b.exchange.stats().idleStreamsClosed).toBe(1)
+      expect(same(await b.exchange.get(cids[1]), blocks[1])).toBe(true)
+      expect(b.exchange.stats()).toMatchObject({ streamsOpened: 2, failedRequests: 0 })
+    }
+    // the server's, with a client that would keep the stream
+    {
+      const a = await node({ listen: LISTEN, exchange: { serveIdleTimeout: 300 } })
+      const b = await node({ exchange: { idleStreamTimeout: 60_000 } })
+      for (let i = 0; i < 3; i++) await a.localBlockstore.put(cids[i], blocks[i])
+      await connect(b, a)
+      expect(same(await b.exchange.get(cids[0]), blocks[0])).toBe(true)
+      await until(() => a.exchange.stats().idleStreamsClosed === 1, 'the server to close the idle stream')
+      expect(b.exchange.stats().idleStreamsClosed).toBe(0)
+      // the client finds its pooled stream closed and opens another; no request fails
+      expect(same(await b.exchange.get(cids[2]), blocks[2])).toBe(true)
+      expect(b.exchange.stats()).toMatchObject({ streamsOpened: 2, failedRequests: 0 })
+      expect(a.exchange.stats().servedRequests).toBe(2)
+    }
+  })
+
   it('skips CIDs it cannot check (not sha2-256, no validator given): bitswap handles those', async () => {
     const a = await node({ listen: LISTEN })
     const b = await node()
