@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { open, readFile, writeFile, mkdir, unlink, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -217,15 +216,19 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     const tar = tars.find(t => t.name === 'edge')?.path as string
     const { mnt, mount } = await mountBlob(await buildOurs(tar, join(dir, 'open.esgz')), 'open')
     // Another process holds a file and a directory open (this process must not: its own
-    // close would wait on FUSE callbacks that need its event loop).
-    const holder = spawn('sh', ['-c', 'cd "$1" && exec sleep 600 < "$1/big.bin"', 'sh', join(mnt, 'a')], { stdio: 'ignore' })
+    // close would wait on FUSE callbacks that need its event loop). Not a child of ours: its
+    // death ends the FUSE session, and a SIGCHLD then can land on a FUSE worker thread that
+    // libfuse cancels as the session ends, which can take libuv's signal lock with it (seen
+    // once: this process's event loop blocked for good, its children never reaped).
+    const { stdout } = await run('sh', ['-c', '(cd "$1" && exec sleep 600 < "$1/big.bin") >/dev/null 2>&1 & echo $!', 'sh', join(mnt, 'a')])
+    const holder = Number(stdout.trim())
     try {
-      await waitFor(async () => (await readdir(`/proc/${holder.pid}/fd`).catch(() => [])).length >= 3)
+      await waitFor(async () => (await readdir(`/proc/${holder}/fd`).catch(() => [])).length >= 3)
       await mount.unmount()
       expect(mount.mounted).toBe(false)
       expect((await fuseMountsUnder(mnt)).length).toBe(0)
     } finally {
-      holder.kill('SIGKILL')
+      process.kill(holder, 'SIGKILL')
     }
   })
 })

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import type { Reporter, TestModule } from 'vitest/node'
@@ -125,8 +125,32 @@ function threads (pid: number): string {
     const base = `/proc/${pid}/task/${t}`
     const state = read(`${base}/stat`).replace(/^.*\) /, '').split(' ')[0]
     const stack = read(`${base}/stack`).split('\n').slice(0, 6).map(l => `      ${l}`).join('\n')
-    return `  ${t} ${read(`${base}/comm`)} ${state} ${read(`${base}/wchan`)}\n${stack}`
+    return `  ${t} ${read(`${base}/comm`)} ${state} ${read(`${base}/wchan`)}${blockedOn(pid, read(`${base}/syscall`))}\n${stack}`
   }).join('\n')
+}
+
+/**
+ * For a thread in read/write (syscall 0/1 on x86-64) on a pipe: the pipe, and every process that
+ * holds it (a read that never returns waits on one of them).
+ */
+function blockedOn (pid: number, syscall: string): string {
+  const [nr, fdHex] = syscall.split(' ')
+  if (nr !== '0' && nr !== '1') return ''
+  const fd = Number.parseInt(fdHex ?? '', 16)
+  let target: string
+  try { target = readlinkSync(`/proc/${pid}/fd/${fd}`) } catch { return ` (fd ${fd})` }
+  if (!target.startsWith('pipe:')) return ` (fd ${fd}: ${target})`
+  const holders: string[] = []
+  for (const p of readdirSync('/proc').filter(d => /^\d+$/.test(d))) {
+    let fds: string[]
+    try { fds = readdirSync(`/proc/${p}/fd`) } catch { continue }
+    for (const f of fds) {
+      try {
+        if (readlinkSync(`/proc/${p}/fd/${f}`) === target) holders.push(`${p}(${read(`/proc/${p}/comm`)}) fd ${f}`)
+      } catch { /* closed meanwhile */ }
+    }
+  }
+  return ` (${nr === '0' ? 'read' : 'write'} fd ${fd}: ${target}, held by ${holders.join(', ')})`
 }
 
 function fuseMounts (): string[] {
