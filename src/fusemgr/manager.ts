@@ -301,8 +301,13 @@ export class FuseManager {
   }
 
   /** The layer of `cid` where it is open now: mounted, or opened ahead of its mount. */
-  private openLayer (cid: string): LayerFs | Promise<LayerFs> | undefined {
+  private openLayer (cid: string): LayerFs | Promise<LayerFs | undefined> | undefined {
     for (const m of this.mounted.values()) if (m.cid === cid) return m.fs
+    // a mount in progress may have taken the layer opened ahead (or opened it already): its
+    // ranges go to it once it is mounted, not to a wait that no later open would end
+    for (const [mp, p] of this.pending) {
+      if (p.cid === cid) return p.job.then(() => this.mounted.get(mp)?.fs, () => undefined)
+    }
     return this.warmed.find(cid)?.then(o => o.fs)
   }
 

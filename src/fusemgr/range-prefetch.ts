@@ -13,7 +13,7 @@ export interface RangePrefetchesOptions {
 }
 
 /** Where a layer is open now (mounted, or opened ahead of its mount). */
-export type FindLayer = (cid: string) => LayerFs | Promise<LayerFs> | undefined
+export type FindLayer = (cid: string) => LayerFs | Promise<LayerFs | undefined> | undefined
 
 /**
  * Ranges of layers to cache in a given order (`POST /v1/prefetch`): a prefetch record learned
@@ -38,7 +38,8 @@ export class RangePrefetches {
     this.counters.requests++
     const open = this.components.find(cid)
     if (open != null) {
-      void Promise.resolve(open).then(fs => { this.start(cid, fs, checked) }, () => { this.wait(cid, checked) })
+      // not open after all (its mount failed): kept for the next open, as if it were not found
+      void Promise.resolve(open).then(fs => { fs != null ? this.start(cid, fs, checked) : this.wait(cid, checked) }, () => { this.wait(cid, checked) })
       return 'started'
     }
     this.wait(cid, checked)

@@ -107,7 +107,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     otherToc = (await buildEstargzFile(tar2, blob2)).tocDigest
     otherCid = await cidOf(await readFile(blob2))
     blobs.set(otherCid, blob2)
-    for (const seed of [17, 18, 19]) {
+    for (const seed of [17, 18, 19, 20]) {
       const files = slowFiles(seed)
       const slowTar = join(dir, `slow${seed}.tar`)
       await writeFile(slowTar, makeTar(Object.entries(files).map(([name, data]) => ({ name, data }))))
@@ -374,6 +374,31 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     }
     await client.unmount(mp('p'))
   })
+
+  it('ranges offered while the layer\'s mount is in progress (its layer opened ahead and taken by the mount) start once it is mounted, not never', async () => {
+    const layer = slow[3]
+    const settings = { backgroundFetch: false, waitForPrefetchAtMount: true }
+    await mkdir(mp('q'), { recursive: true })
+    expect(await client.warm({ cid: layer.cid, tocDigest: layer.toc, settings })).toMatchObject({ opened: true })
+    Object.assign(stall, { cid: layer.cid, ms: 1_500, when: (o: number, n: number) => o + n <= layer.tocOffset, held: 0 })
+    try {
+      const before = (await client.health()).prefetch ?? { requests: 0, finished: 0 }
+      const mounting = client.mount({ mountpoint: mp('q'), cid: layer.cid, tocDigest: layer.toc, settings })
+      for (let i = 0; i < 100 && (stall.held ?? 0) === 0; i++) await new Promise(resolve => setTimeout(resolve, 20))
+      expect(stall.held).toBeGreaterThan(0) // the mount is in its prefetch: neither warm nor mounted
+      expect(await client.prefetch({ cid: layer.cid, ranges: [[0, 100]] })).toEqual({ state: 'started' })
+      expect(await mounting).toMatchObject({ mounted: true })
+      const deadline = Date.now() + 10_000
+      while ((await client.health()).prefetch?.finished !== before.finished + 1) {
+        if (Date.now() > deadline) throw new Error(`the prefetch did not finish: ${JSON.stringify((await client.health()).prefetch)}`)
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      expect((await client.health()).prefetch).toMatchObject({ waiting: 0, failed: 0 })
+    } finally {
+      stall.cid = undefined
+    }
+    await client.unmount(mp('q'))
+  }, 30_000)
 
   it('attach asks the daemon\'s health route at once (a first read then finds the client warm and the daemon known to answer)', async () => {
     const asked: string[] = []
