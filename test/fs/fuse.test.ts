@@ -228,7 +228,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
       expect(mount.mounted).toBe(false)
       expect((await fuseMountsUnder(mnt)).length).toBe(0)
     } finally {
-      process.kill(holder, 'SIGKILL')
+      try { process.kill(holder, 'SIGKILL') } catch { /* gone already */ }
     }
   })
 })
