@@ -71,7 +71,9 @@ export default class HangWatchdog implements Reporter {
       for (const p of [...tree.reverse(), pid].filter((p): p is number => p != null)) {
         try { process.kill(p, 'SIGKILL') } catch { /* gone */ }
       }
-      if (pid != null) setTimeout(unmountStale, 1000).unref()
+      // a killed server's mounts answer ENOTCONN once the kernel has let go of its connection:
+      // looked for a few times (a mount found stale only after the first look stayed behind)
+      if (pid != null) for (const ms of [1_000, 5_000, 20_000]) setTimeout(unmountStale, ms).unref()
     }
   }
 
