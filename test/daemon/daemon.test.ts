@@ -13,11 +13,7 @@ import { makeImage, tagged, writeLayout, allBlobs } from '../../scripts/fixtures
 import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import { chainIds } from '../../scripts/fixtures/digest.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
-import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
-
-async function cli (args: string[]): Promise<RunResult<string>> {
-  return await runCli(args)
-}
+import { runCli as cli } from '../../scripts/fixtures/run.js'
 
 /** Mounts what the snapshotter returned at `at` (as containerd would), runs `fn`, unmounts. */
 async function withMounts<T> (mounts: Array<{ type: string, source: string, options: string[] }>, at: string, fn: () => Promise<T>): Promise<T> {

@@ -14,17 +14,13 @@ import { makeImage, tagged, writeLayout, allBlobs } from '../../scripts/fixtures
 import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/snapshots-client.js'
 import { chainIds } from '../../scripts/fixtures/digest.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
-import { runBytes, runCli, type RunResult } from '../../scripts/fixtures/run.js'
+import { runBytes, runCli as cli } from '../../scripts/fixtures/run.js'
 
 /**
  * Pins, `image rm` and garbage collection in a running daemon with real FUSE mounts: three
  * images pushed, one removed, one mounted (and removed: only its mount keeps it), the blockstore
  * capped far below what it holds so the daemon collects by itself.
  */
-
-async function cli (args: string[]): Promise<RunResult<string>> {
-  return await runCli(args)
-}
 
 /** sha256 of what `cat` reads through the mount. */
 async function catDigest (path: string): Promise<string> {

@@ -12,11 +12,7 @@ import { snapshotsClient, type SnapshotsClient } from '../../scripts/fixtures/sn
 import { chainIds } from '../../scripts/fixtures/digest.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
 import { download } from '../mirror/helpers.js'
-import { runBytes, runCli, type RunResult } from '../../scripts/fixtures/run.js'
-
-async function cli (args: string[]): Promise<RunResult<string>> {
-  return await runCli(args)
-}
+import { runBytes, runCli as cli } from '../../scripts/fixtures/run.js'
 
 /** One plain HTTP call (no keep-alive agent). */
 async function call (url: string, method = 'GET'): Promise<{ status: number, body: string, type?: string }> {

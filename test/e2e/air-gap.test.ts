@@ -15,7 +15,7 @@ import { stopFuseManager } from '../../scripts/fixtures/daemon.js'
 import { cliPath } from '../../scripts/fixtures/tools.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { blockKeys } from '../../scripts/fixtures/repo-blocks.js'
-import { run, runCli, type RunResult } from '../../scripts/fixtures/run.js'
+import { run, runCli as cli, type RunResult } from '../../scripts/fixtures/run.js'
 
 /**
  * The round trip across an air gap, with the debootstrap + python3 image: pushed on node A (the
@@ -23,10 +23,6 @@ import { run, runCli, type RunResult } from '../../scripts/fixtures/run.js'
  * imports it (through its daemon) and serves it; node C, in its own namespace connected only
  * to B, mounts the image lazily and every file reads back byte-identical to the source layers.
  */
-
-async function cli (args: string[]): Promise<RunResult<string>> {
-  return await runCli(args)
-}
 
 /** A command in a network namespace only: the mount namespace stays ours, so C's mount is visible here. */
 function inNs (ns: string, args: string[]): string[] {

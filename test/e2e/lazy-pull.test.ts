@@ -14,7 +14,7 @@ import { makeTar } from '../../scripts/fixtures/tar.js'
 import { sha256 } from '../../scripts/fixtures/digest.js'
 import { repoBlockBytes } from '../../scripts/fixtures/repo-blocks.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
-import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
+import { runCli as cli } from '../../scripts/fixtures/run.js'
 
 /**
  * The lazy pull as users take it, again and again: a 3-layer image (Debian minbase, a base layer
@@ -30,10 +30,6 @@ print(json.dumps({"app": "ok", "sum": str(decimal.Decimal("1.1") + decimal.Decim
 `
 const EXPECTED = '{"app": "ok", "sum": "3.3"}'
 const RUNS = 5
-
-async function cli (args: string[]): Promise<RunResult<string>> {
-  return await runCli(args)
-}
 
 /** Bytes of blocks a repo holds (for a node that only pulls: what it fetched). */
 function repoBytes (root: string): number {

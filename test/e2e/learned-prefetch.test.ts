@@ -16,7 +16,7 @@ import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { hasCommand, hasFuse, needs } from '../helpers/env.js'
 import { leafMap } from '../ipfs/helpers.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
-import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
+import { runCli as cli } from '../../scripts/fixtures/run.js'
 
 /**
  * Learned prefetch on real parts: node A holds the pushed Debian + python3 image; node B pulls
@@ -29,10 +29,6 @@ import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
 
 const WORKLOAD = ['python3', '-c', 'import json, email, decimal; print(json.dumps({"ok": str(decimal.Decimal("1.1") + decimal.Decimal("2.2"))}))']
 const EXPECTED = '{"ok": "3.3"}'
-
-async function cli (args: string[]): Promise<RunResult<string>> {
-  return await runCli(args)
-}
 
 type Line = Record<string, unknown> & { msg?: string, time?: number }
 

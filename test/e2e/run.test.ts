@@ -9,11 +9,7 @@ import { debianImageNeeds } from '../../scripts/fixtures/debian-image.js'
 import { pushedDebianRepo } from '../../scripts/fixtures/pushed-debian.js'
 import { repoBlockBytes } from '../../scripts/fixtures/repo-blocks.js'
 import { removeWorkDir } from '../../scripts/fixtures/work-dir.js'
-import { runCli, type RunResult } from '../../scripts/fixtures/run.js'
-
-async function cli (args: string[]): Promise<RunResult<string>> {
-  return await runCli(args)
-}
+import { runCli as cli } from '../../scripts/fixtures/run.js'
 
 /** Bytes of blocks a repo holds (what it fetched, for a node that only pulls). */
 function repoBytes (root: string): number {
