@@ -1,10 +1,10 @@
 import Fuse, { type FuseOps, type FuseStat, type Signal } from 'fuse-native'
-import { execFile } from 'node:child_process'
 import { constants as fsConstants } from 'node:fs'
 import { constants } from 'node:os'
 import { DEFAULTS } from './config.js'
 import { errnoOf, MountError, UnmountError } from './errors.js'
 import type { Attr, Entry, LayerFs } from './layer.js'
+import { detachMount } from './unmount-helper.js'
 import type { Logger } from '../logging.js'
 
 export interface FuseMountOptions {
@@ -31,10 +31,11 @@ const { ERANGE, EROFS } = constants.errno
  * fuse-native unmounts (at close, and before a forced mount) by running `fusermount -uz "<mnt>"`
  * through a shell, with the path only JSON-quoted: `$(…)` or backquotes in a mountpoint's name
  * would run. Its callers look the static up at call time, so this replacement, which passes the
- * path as one argument with no shell, is the one they use.
+ * path as one argument with no shell (through the process's unmount helper while one is held:
+ * see src/fs/unmount-helper.ts for why), is the one they use.
  */
 Fuse.unmount = (mnt: string, cb: (err: Error | null) => void): void => {
-  execFile('fusermount', ['-uz', mnt], err => { cb(err) })
+  detachMount(mnt).then(() => { cb(null) }, (err: Error) => { cb(err) })
 }
 
 /**

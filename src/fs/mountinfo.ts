@@ -1,10 +1,7 @@
-import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { resolve, sep } from 'node:path'
-import { promisify } from 'node:util'
-
-const run = promisify(execFile)
+import { detachMount } from './unmount-helper.js'
 
 /** The kernel's list of this process's mounts. */
 const MOUNTINFO = '/proc/self/mountinfo'
@@ -58,17 +55,9 @@ export async function fuseMountsUnder (dir: string): Promise<MountInfo[]> {
   return under(parseMountInfo(await readFile(MOUNTINFO, 'utf8')), dir).filter(m => m.fstype === 'fuse' || m.fstype.startsWith('fuse.'))
 }
 
-/**
- * Detaches a mount lazily: never blocks on open files or on a FUSE server that is gone.
- * fusermount detaches a user's own FUSE mount (and, for root, any mount); umount is the fallback
- * where fusermount is missing or refuses.
- */
+/** Detaches a mount lazily (see {@link detachMount}: through the process's unmount helper while one is held). */
 export async function lazyUnmount (mountpoint: string): Promise<void> {
-  try {
-    await run('fusermount', ['-uz', mountpoint])
-  } catch {
-    await run('umount', ['-l', mountpoint])
-  }
+  await detachMount(mountpoint)
 }
 
 /**

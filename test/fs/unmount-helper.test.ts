@@ -1,0 +1,119 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildEstargzFile } from '../../src/estargz/index.js'
+import { UnmountError } from '../../src/fs/errors.js'
+import { MountManager } from '../../src/fs/mounts.js'
+import { fuseMountsUnder } from '../../src/fs/mountinfo.js'
+import { UnmountHelper, detachMount, holdUnmountHelper, unmountHelper } from '../../src/fs/unmount-helper.js'
+import { silentLogger } from '../../src/logging.js'
+import { FileSource } from '../../src/source/file.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
+import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
+import { removeDir, tempDir } from './helpers.js'
+
+const logger = silentLogger()
+const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+
+describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fusermount') }))('unmount helper', () => {
+  let dir: string
+  let blob: string
+  let tocDigest: string
+
+  beforeAll(async () => {
+    dir = await tempDir('unmount-helper')
+    await writeFile(join(dir, 'l.tar'), makeTar([{ name: 'etc/hello.txt', data: 'hello\n' }]))
+    blob = join(dir, 'l.esgz')
+    tocDigest = (await buildEstargzFile(join(dir, 'l.tar'), blob)).tocDigest
+  })
+
+  afterAll(async () => {
+    await removeDir(dir)
+  })
+
+  /** A MountManager over `name` with one layer mounted at `<name>/m`. */
+  async function mounted (name: string): Promise<{ mounts: MountManager, mp: string, root: string }> {
+    const root = join(dir, name)
+    const mp = join(root, 'm')
+    await mkdir(mp, { recursive: true })
+    const mounts = new MountManager({ logger }, { root })
+    await mounts.start()
+    await mounts.mountLayer(mp, { source: await FileSource.open(blob), logger }, { tocDigest, backgroundFetch: false })
+    expect(await readFile(join(mp, 'etc/hello.txt'), 'utf8')).toBe('hello\n')
+    return { mounts, mp, root }
+  }
+
+  it('a MountManager detaches its layers through the helper it holds, and ends the helper at stop', async () => {
+    const { mounts, mp, root } = await mounted('manager')
+    const helper = unmountHelper()
+    expect(helper?.running).toBe(true)
+    const pid = helper?.pid as number
+    const before = helper?.counts.detached ?? 0
+    await mounts.unmount(mp)
+    expect(await fuseMountsUnder(root)).toEqual([])
+    expect(helper?.counts.detached).toBe(before + 1)
+    await mounts.stop()
+    expect(unmountHelper()).toBeUndefined()
+    for (let i = 0; i < 50 && alive(pid); i++) await new Promise(resolve => setTimeout(resolve, 20))
+    expect(alive(pid)).toBe(false)
+  })
+
+  it('stays up while any holder holds it: two MountManagers share one', async () => {
+    const a = await mounted('shared-a')
+    const b = await mounted('shared-b')
+    const pid = unmountHelper()?.pid as number
+    await a.mounts.stop()
+    expect(unmountHelper()?.pid).toBe(pid)
+    expect(await fuseMountsUnder(a.root)).toEqual([])
+    await b.mounts.unmount(b.mp) // still through the helper
+    expect(await fuseMountsUnder(b.root)).toEqual([])
+    await b.mounts.stop()
+    expect(unmountHelper()).toBeUndefined()
+  })
+
+  it('a detach that fails carries fusermount\'s and umount\'s reason, and the helper goes on', async () => {
+    const release = holdUnmountHelper()
+    try {
+      const err = await detachMount(join(dir, 'not-a-mount')).then(() => undefined, (e: unknown) => e)
+      expect(err).toBeInstanceOf(UnmountError)
+      expect((err as UnmountError).code).toBe('ERR_FS_UNMOUNT')
+      expect((err as Error).message).toMatch(/not-a-mount.*(not mounted|not found|no mount point|entry for)/i)
+      const { mounts, mp, root } = await mounted('after-failure')
+      await mounts.unmount(mp)
+      expect(await fuseMountsUnder(root)).toEqual([])
+      await mounts.stop()
+    } finally {
+      await release()
+    }
+  })
+
+  it('a helper that dies fails its pending detach; later detaches run a child each and still work', async () => {
+    const helper = new UnmountHelper({ timeoutMs: 5000 })
+    helper.start()
+    const pid = helper.pid as number
+    process.kill(pid, 'SIGKILL')
+    const err = await helper.detach(join(dir, 'x')).then(() => undefined, (e: unknown) => e)
+    expect(err).toBeInstanceOf(UnmountError)
+    expect(helper.running).toBe(false)
+
+    // the shared one, killed under a MountManager: its layers still unmount
+    const { mounts, mp, root } = await mounted('dead-helper')
+    process.kill(unmountHelper()?.pid as number, 'SIGKILL')
+    for (let i = 0; i < 100 && unmountHelper()?.running === true; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    await mounts.unmount(mp)
+    expect(await fuseMountsUnder(root)).toEqual([])
+    await mounts.stop()
+  })
+
+  it('refuses a name with a newline (it would be two requests) and leaves the next request intact', async () => {
+    const helper = new UnmountHelper()
+    helper.start()
+    try {
+      await expect(helper.detach(join(dir, 'a\nb'))).rejects.toThrow(/newline/)
+      await expect(helper.detach(join(dir, 'plain'))).rejects.toThrow(/plain/)
+      expect(helper.counts).toEqual({ detached: 0, failed: 1 })
+    } finally {
+      await helper.stop()
+    }
+  })
+})
