@@ -10,6 +10,6 @@ export { LayerFs, makedev, type LayerFsComponents, type LayerFsOptions, type Lay
 export { FuseMount, type FuseMountOptions } from './fuse.js'
 export { LayerMounter, type LayerMounterComponents, type LayerMounterOptions, type RemoteLayerMounter, type RemoteLayerRef, type RemoteMount, type WarmLayer } from './layer-mounter.js'
 export { MountManager, clearStaleMounts, type MountManagerOptions } from './mounts.js'
-export { UnmountHelper, holdUnmountHelper, unmountHelper, detachMount, type UnmountHelperOptions } from './unmount-helper.js'
+export { UnmountHelper, startUnmountHelper, unmountHelper, detachMount, type UnmountHelperOptions } from './unmount-helper.js'
 export { parseMountInfo, mountsUnder, mountsUnderSync, fuseMountsUnder, lazyUnmount, unmountUnder, type MountInfo } from './mountinfo.js'
 export { sweepUnreferencedChunks, type ChunkSweep } from './cache-gc.js'

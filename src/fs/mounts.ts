@@ -6,7 +6,7 @@ import { FuseMount, type FuseMountOptions } from './fuse.js'
 import { MountError } from './errors.js'
 import { fuseMountsUnder, lazyUnmount } from './mountinfo.js'
 import { LayerFs, type LayerFsComponents, type LayerFsOptions } from './layer.js'
-import { holdUnmountHelper } from './unmount-helper.js'
+import { startUnmountHelper } from './unmount-helper.js'
 import type { Logger } from '../logging.js'
 import type { RangeSource } from '../source/index.js'
 
@@ -59,27 +59,23 @@ export class MountManager {
   private readonly active = new Map<string, Active>()
   /** Mounts and on-demand reads of every layer here: the background fetches yield to them. */
   readonly activity = new Activity()
-  private releaseHelper?: () => Promise<void>
 
   constructor (components: { logger: Logger }, private readonly options: MountManagerOptions = {}) {
     this.log = components.logger
   }
 
   /**
-   * Holds the process's unmount helper (see src/fs/unmount-helper.ts: a process serving FUSE
+   * Starts the process's unmount helper (see src/fs/unmount-helper.ts: a process serving FUSE
    * mounts must have no child exiting as one of its sessions ends) and clears stale mounts.
    */
   async start (): Promise<void> {
-    this.releaseHelper ??= holdUnmountHelper({ timeoutMs: this.options.fuse?.unmountTimeoutMs })
+    startUnmountHelper({ timeoutMs: this.options.fuse?.unmountTimeoutMs })
     if (this.options.root != null) await clearStaleMounts(this.options.root, this.log)
   }
 
   async stop (): Promise<void> {
     const results = await Promise.allSettled([...this.active.keys()].map(async mp => await this.unmount(mp)))
     for (const r of results) if (r.status === 'rejected') this.log.error({ err: (r.reason as Error).message }, 'unmount failed during stop')
-    const release = this.releaseHelper
-    this.releaseHelper = undefined
-    await release?.()
   }
 
   /** Starts `fs` (prefetch) and mounts it at `mountpoint`. */

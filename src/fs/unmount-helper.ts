@@ -57,10 +57,17 @@ export class UnmountHelper {
     return this.child?.pid
   }
 
+  /**
+   * Spawns the helper. Neither it nor its pipes keep this process alive (a pending detach's
+   * timer does): it ends when its input closes, at `stop()` or with this process.
+   */
   start (): void {
     if (this.child != null) return
     const child = spawn('sh', ['-c', SCRIPT], { stdio: ['pipe', 'pipe', 'ignore'] })
     this.child = child
+    child.unref()
+    ;(child.stdin as Writable & { unref?: () => void }).unref?.()
+    ;(child.stdout as Readable & { unref?: () => void }).unref?.()
     child.stdout.setEncoding('utf8')
     child.stdout.on('data', (s: string) => { this.onOutput(s) })
     child.stdin.on('error', () => {}) // a dead helper: its exit fails the waiters
@@ -123,45 +130,35 @@ export class UnmountHelper {
   }
 }
 
-/** The helper detaches go through in this process, while one is held (see {@link holdUnmountHelper}). */
-let shared: { helper: UnmountHelper, holders: number } | undefined
+/** This process's helper (see {@link startUnmountHelper}). */
+let shared: UnmountHelper | undefined
 
 /**
- * Starts this process's unmount helper, or holds the running one, until the returned release
- * is called by every holder. A process that serves FUSE mounts holds it for as long as it does.
+ * Starts this process's unmount helper (again, if the last one died), which every later
+ * {@link detachMount} uses. A process that serves FUSE mounts starts it before its first mount
+ * and keeps it for its life: stopping it as the last session ends would be the very child exit
+ * it is there to avoid.
  */
-export function holdUnmountHelper (options: UnmountHelperOptions = {}): () => Promise<void> {
-  if (shared == null) {
-    const helper = new UnmountHelper(options)
-    helper.start()
-    shared = { helper, holders: 0 }
-  }
-  const held = shared
-  held.holders++
-  let released = false
-  return async () => {
-    if (released) return
-    released = true
-    if (--held.holders > 0) return
-    if (shared === held) shared = undefined
-    await held.helper.stop()
-  }
+export function startUnmountHelper (options: UnmountHelperOptions = {}): UnmountHelper {
+  shared ??= new UnmountHelper(options)
+  shared.start()
+  return shared
 }
 
-/** The helper in use in this process, if any (for its counters). */
+/** This process's helper, if one was started (for its counters). */
 export function unmountHelper (): UnmountHelper | undefined {
-  return shared?.helper
+  return shared
 }
 
 /**
  * Detaches a mount lazily: never blocks on open files or on a FUSE server that is gone.
  * fusermount detaches a user's own FUSE mount (and, for root, any mount); umount is the fallback
- * where fusermount is missing or refuses. Through the helper while one is held and running;
- * otherwise (or for a name it cannot carry) with a child per command.
+ * where fusermount is missing or refuses. Through the process's helper while it runs;
+ * otherwise (never started, dead, or a name it cannot carry) with a child per command.
  */
 export async function detachMount (path: string): Promise<void> {
   const mountpoint = resolve(path) // absolute: a name starting with '-' would be an option
-  const helper = shared?.helper
+  const helper = shared
   if (helper?.running === true && !mountpoint.includes('\n')) {
     await helper.detach(mountpoint)
     return

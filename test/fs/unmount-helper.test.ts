@@ -1,13 +1,15 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildEstargzFile } from '../../src/estargz/index.js'
 import { UnmountError } from '../../src/fs/errors.js'
 import { MountManager } from '../../src/fs/mounts.js'
 import { fuseMountsUnder } from '../../src/fs/mountinfo.js'
-import { UnmountHelper, detachMount, holdUnmountHelper, unmountHelper } from '../../src/fs/unmount-helper.js'
+import { UnmountHelper, detachMount, startUnmountHelper, unmountHelper } from '../../src/fs/unmount-helper.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
+import { run } from '../../scripts/fixtures/run.js'
 import { makeTar } from '../../scripts/fixtures/tar.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { removeDir, tempDir } from './helpers.js'
@@ -43,48 +45,55 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     return { mounts, mp, root }
   }
 
-  it('a MountManager detaches its layers through the helper it holds, and ends the helper at stop', async () => {
+  it('a MountManager detaches its layers through the process\'s helper, which outlives it', async () => {
     const { mounts, mp, root } = await mounted('manager')
     const helper = unmountHelper()
     expect(helper?.running).toBe(true)
-    const pid = helper?.pid as number
     const before = helper?.counts.detached ?? 0
     await mounts.unmount(mp)
     expect(await fuseMountsUnder(root)).toEqual([])
     expect(helper?.counts.detached).toBe(before + 1)
     await mounts.stop()
-    expect(unmountHelper()).toBeUndefined()
-    for (let i = 0; i < 50 && alive(pid); i++) await new Promise(resolve => setTimeout(resolve, 20))
+    // stopping it as the last session ends would be the child exit it is there to avoid
+    expect(unmountHelper()?.running).toBe(true)
+    expect(unmountHelper()?.pid).toBe(helper?.pid)
+  })
+
+  it('every MountManager of a process uses the one helper', async () => {
+    const a = await mounted('shared-a')
+    const b = await mounted('shared-b')
+    const helper = unmountHelper()
+    const before = helper?.counts.detached ?? 0
+    await a.mounts.stop()
+    await b.mounts.stop()
+    expect(await fuseMountsUnder(a.root)).toEqual([])
+    expect(await fuseMountsUnder(b.root)).toEqual([])
+    expect(helper?.counts.detached).toBe(before + 2)
+  })
+
+  it('ends with its process: a process that mounted, unmounted and stopped exits by itself, and its helper with it', async () => {
+    const child = join(fileURLToPath(new URL('.', import.meta.url)), 'unmount-cycles-child.ts')
+    const r = await run(process.execPath, ['--import', 'tsx', child, blob, tocDigest, join(dir, 'ends'), '2', '2', 'on'], { timeoutMs: 60_000 })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('detached by the helper: 4\n')
+    const pid = Number(/helper pid: (\d+)/.exec(r.stdout)?.[1])
+    expect(pid).toBeGreaterThan(0)
+    for (let i = 0; i < 100 && alive(pid); i++) await new Promise(resolve => setTimeout(resolve, 20))
     expect(alive(pid)).toBe(false)
   })
 
-  it('stays up while any holder holds it: two MountManagers share one', async () => {
-    const a = await mounted('shared-a')
-    const b = await mounted('shared-b')
-    const pid = unmountHelper()?.pid as number
-    await a.mounts.stop()
-    expect(unmountHelper()?.pid).toBe(pid)
-    expect(await fuseMountsUnder(a.root)).toEqual([])
-    await b.mounts.unmount(b.mp) // still through the helper
-    expect(await fuseMountsUnder(b.root)).toEqual([])
-    await b.mounts.stop()
-    expect(unmountHelper()).toBeUndefined()
-  })
-
   it('a detach that fails carries fusermount\'s and umount\'s reason, and the helper goes on', async () => {
-    const release = holdUnmountHelper()
-    try {
-      const err = await detachMount(join(dir, 'not-a-mount')).then(() => undefined, (e: unknown) => e)
-      expect(err).toBeInstanceOf(UnmountError)
-      expect((err as UnmountError).code).toBe('ERR_FS_UNMOUNT')
-      expect((err as Error).message).toMatch(/not-a-mount.*(not mounted|not found|no mount point|entry for)/i)
-      const { mounts, mp, root } = await mounted('after-failure')
-      await mounts.unmount(mp)
-      expect(await fuseMountsUnder(root)).toEqual([])
-      await mounts.stop()
-    } finally {
-      await release()
-    }
+    startUnmountHelper()
+    const err = await detachMount(join(dir, 'not-a-mount')).then(() => undefined, (e: unknown) => e)
+    expect(err).toBeInstanceOf(UnmountError)
+    expect((err as UnmountError).code).toBe('ERR_FS_UNMOUNT')
+    expect((err as Error).message).toMatch(/not-a-mount.*(not mounted|not found|no mount point|entry for)/i)
+    const { mounts, mp, root } = await mounted('after-failure')
+    const before = unmountHelper()?.counts.detached ?? 0
+    await mounts.unmount(mp)
+    expect(await fuseMountsUnder(root)).toEqual([])
+    expect(unmountHelper()?.counts.detached).toBe(before + 1)
+    await mounts.stop()
   })
 
   it('a helper that dies fails its pending detach; later detaches run a child each and still work', async () => {
@@ -96,13 +105,18 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(err).toBeInstanceOf(UnmountError)
     expect(helper.running).toBe(false)
 
-    // the shared one, killed under a MountManager: its layers still unmount
+    // the process's, killed under a MountManager: its layers still unmount (a child each), and
+    // the next MountManager's start starts a new helper
     const { mounts, mp, root } = await mounted('dead-helper')
-    process.kill(unmountHelper()?.pid as number, 'SIGKILL')
-    for (let i = 0; i < 100 && unmountHelper()?.running === true; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    const old = unmountHelper()
+    process.kill(old?.pid as number, 'SIGKILL')
+    for (let i = 0; i < 100 && old?.running === true; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    expect(old?.running).toBe(false)
     await mounts.unmount(mp)
     expect(await fuseMountsUnder(root)).toEqual([])
     await mounts.stop()
+    await (await mounted('restarted')).mounts.stop()
+    expect(unmountHelper()?.running).toBe(true)
   })
 
   it('refuses a name with a newline (it would be two requests) and leaves the next request intact', async () => {

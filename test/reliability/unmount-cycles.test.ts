@@ -20,7 +20,7 @@ import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { removeDir, tempDir } from '../fs/helpers.js'
 import { cases, record } from './harness.js'
 
-const CHILD = fileURLToPath(new URL('./unmount-cycles-child.ts', import.meta.url))
+const CHILD = fileURLToPath(new URL('../fs/unmount-cycles-child.ts', import.meta.url))
 /** A cycle of 4 mounts takes ~40 ms here: a child that prints nothing for this long is stuck. */
 const STALL_MS = 30_000
 

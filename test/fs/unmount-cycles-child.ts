@@ -1,9 +1,9 @@
 /**
  * A process serving FUSE mounts as the FUSE manager does: mounts `layers` copies of one layer,
  * reads a file of each (asynchronously: this process serves them), unmounts them all, `cycles`
- * times, printing `cycle N` after each. `helper` is `on` (MountManager holds the unmount helper,
+ * times, printing `cycle N` after each. `helper` is `on` (MountManager starts the unmount helper,
  * as the product does) or `off` (a `fusermount` child per unmount, the old way).
- * Usage: node --import tsx test/reliability/unmount-cycles-child.ts BLOB TOCDIGEST DIR CYCLES LAYERS on|off
+ * Usage: node --import tsx test/fs/unmount-cycles-child.ts BLOB TOCDIGEST DIR CYCLES LAYERS on|off
  */
 import '../../src/polyfill.js'
 import { mkdir, readFile } from 'node:fs/promises'
@@ -30,4 +30,6 @@ for (let c = 0; c < Number(cycles); c++) {
   process.stdout.write(`cycle ${c + 1}\n`)
 }
 process.stdout.write(`detached by the helper: ${unmountHelper()?.counts.detached ?? 0}\n`)
+process.stdout.write(`helper pid: ${unmountHelper()?.pid ?? 'none'}\n`)
 await mounts.stop()
+// and nothing else: the process must end by itself, its helper with it
