@@ -80,7 +80,9 @@ if (values.serve) {
           const lp = lpStream(s, limits)
           for (let i = 0; i < Math.ceil(total / block / c); i++) {
             await lp.write(Uint8Array.of(1))
-            got += (await lp.read()).byteLength
+            // not `got += await …`: that reads `got` before the await, losing the other streams' bytes
+            const answer = await lp.read()
+            got += answer.byteLength
           }
           await s.close()
         }))
