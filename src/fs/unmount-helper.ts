@@ -71,14 +71,16 @@ export class UnmountHelper {
     child.stdout.setEncoding('utf8')
     child.stdout.on('data', (s: string) => { this.onOutput(s) })
     child.stdin.on('error', () => {}) // a dead helper: its exit fails the waiters
-    const gone = (why: string): void => {
-      if (this.child !== child) return
-      this.child = undefined
-      this.buffered = ''
-      for (const w of this.waiting.splice(0)) { clearTimeout(w.timer); w.reject(new UnmountError(w.mountpoint, why)) }
-    }
-    child.on('error', err => { gone(`the unmount helper failed: ${err.message}`) })
-    child.on('exit', (code, signal) => { gone(`the unmount helper exited (${signal ?? `code ${String(code)}`})`) })
+    child.on('error', err => { this.drop(child, `the unmount helper failed: ${err.message}`) })
+    child.on('exit', (code, signal) => { this.drop(child, `the unmount helper exited (${signal ?? `code ${String(code)}`})`) })
+  }
+
+  /** Forgets `child` (if it is still the helper) and fails every detach waiting on it. */
+  private drop (child: ChildProcessByStdio<Writable, Readable, null>, why: string): void {
+    if (this.child !== child) return
+    this.child = undefined
+    this.buffered = ''
+    for (const w of this.waiting.splice(0)) { clearTimeout(w.timer); w.reject(new UnmountError(w.mountpoint, why)) }
   }
 
   /** Ends the helper once its pending detaches are answered (closing its input ends its loop). */
@@ -104,7 +106,8 @@ export class UnmountHelper {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         // answers come in order: a stuck detach stalls every later one, so the helper goes
-        if (this.child === child) child.kill('SIGKILL')
+        this.drop(child, `the unmount helper did not answer within ${this.timeoutMs} ms`)
+        child.kill('SIGKILL')
       }, this.timeoutMs)
       this.waiting.push({
         mountpoint,

@@ -119,6 +119,25 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(unmountHelper()?.running).toBe(true)
   })
 
+  it('a detach with no answer within its timeout fails with that reason, and that helper is dropped (its stuck answer would stall every later one)', async () => {
+    const bin = join(dir, 'slow-bin')
+    await mkdir(bin, { recursive: true })
+    await writeFile(join(bin, 'fusermount'), '#!/bin/sh\nsleep 3\n', { mode: 0o755 })
+    const path = process.env.PATH
+    process.env.PATH = `${bin}:${path ?? ''}` // the helper's sh finds this fusermount first
+    const helper = new UnmountHelper({ timeoutMs: 300 })
+    try {
+      helper.start()
+    } finally {
+      process.env.PATH = path
+    }
+    const t0 = Date.now()
+    await expect(helper.detach(join(dir, 'stuck'))).rejects.toThrow(/did not answer within 300 ms/)
+    expect(Date.now() - t0).toBeLessThan(2500)
+    expect(helper.running).toBe(false)
+    expect(helper.counts.failed).toBe(1)
+  })
+
   it('refuses a name with a newline (it would be two requests) and leaves the next request intact', async () => {
     const helper = new UnmountHelper()
     helper.start()
