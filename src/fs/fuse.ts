@@ -33,7 +33,7 @@ const { ENOSYS, ERANGE, EROFS } = constants.errno
  * fuse-native unmounts (at close, and before a forced mount) by running `fusermount -uz "<mnt>"`
  * through a shell, with the path only JSON-quoted: `$(…)` or backquotes in a mountpoint's name
  * would run. Its callers look the static up at call time, so this replacement, which passes the
- * path as one argument with no shell (through the process's unmount helper while one is held:
+ * path as one argument with no shell (through the process's unmount helper once one is started:
  * see src/fs/unmount-helper.ts for why), is the one they use.
  */
 Fuse.unmount = (mnt: string, cb: (err: Error | null) => void): void => {

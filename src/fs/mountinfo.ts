@@ -55,7 +55,7 @@ export async function fuseMountsUnder (dir: string): Promise<MountInfo[]> {
   return under(parseMountInfo(await readFile(MOUNTINFO, 'utf8')), dir).filter(m => m.fstype === 'fuse' || m.fstype.startsWith('fuse.'))
 }
 
-/** Detaches a mount lazily (see {@link detachMount}: through the process's unmount helper while one is held). */
+/** Detaches a mount lazily (see {@link detachMount}: through the process's unmount helper once one is started). */
 export async function lazyUnmount (mountpoint: string): Promise<void> {
   await detachMount(mountpoint)
 }

@@ -17,9 +17,10 @@ const run = promisify(execFile)
  * byte in a pipe) and gives it back with a `write()`, a cancellation point. A `fusermount -uz`
  * child exits exactly as the session it detached ends: its SIGCHLD, handled on a worker being
  * cancelled, takes the lock byte with the thread, and the next signal-lock of the main thread
- * (a spawn) blocks forever in a read of that pipe, with every mount of the process. Reproduced
- * here in ~30 s of mount/unmount cycles. The helper's own children exit in the helper: the
- * serving process has no child exit while its sessions end.
+ * (a spawn) blocks forever in a read of that pipe, with every mount of the process
+ * (test/reliability/unmount-cycles.test.ts: 2 of 5 runs of 600 mount/unmount cycles hung). The
+ * helper's own children exit in the helper: the serving process has no child exit while its
+ * sessions end.
  */
 const SCRIPT = [
   'while IFS= read -r p; do',
@@ -29,7 +30,7 @@ const SCRIPT = [
 ].join('\n')
 
 export interface UnmountHelperOptions {
-  /** A detach (fusermount, then umount -l) that has not answered after this many ms fails, and the helper is replaced. */
+  /** A detach (fusermount, then umount -l) with no answer after this many ms fails and the helper is dropped (detaches then run a child each, until it is started again). */
   timeoutMs?: number
 }
 
