@@ -4,7 +4,7 @@ import { constants } from 'node:os'
 import { DEFAULTS } from './config.js'
 import { errnoOf, MountError, UnmountError } from './errors.js'
 import type { Attr, Entry, LayerFs } from './layer.js'
-import { detachMount } from './unmount-helper.js'
+import { detachMount, startUnmountHelper } from './unmount-helper.js'
 import type { Logger } from '../logging.js'
 
 export interface FuseMountOptions {
@@ -33,8 +33,8 @@ const { ENOSYS, ERANGE, EROFS } = constants.errno
  * fuse-native unmounts (at close, and before a forced mount) by running `fusermount -uz "<mnt>"`
  * through a shell, with the path only JSON-quoted: `$(…)` or backquotes in a mountpoint's name
  * would run. Its callers look the static up at call time, so this replacement, which passes the
- * path as one argument with no shell (through the process's unmount helper once one is started:
- * see src/fs/unmount-helper.ts for why), is the one they use.
+ * path as one argument with no shell (through the process's unmount helper, which the first
+ * mount starts: see src/fs/unmount-helper.ts for why), is the one they use.
  */
 Fuse.unmount = (mnt: string, cb: (err: Error | null) => void): void => {
   detachMount(mnt).then(() => { cb(null) }, (err: Error) => { cb(err) })
@@ -122,6 +122,9 @@ export class FuseMount {
   /** Mounts (creating the mountpoint, clearing a stale mount left there by a dead process). */
   async mount (): Promise<void> {
     if (this.fuse != null) return
+    // before this process's first session: no child of a FUSE-serving process may exit as one of
+    // its sessions ends (src/fs/unmount-helper.ts), so every unmount goes through the helper
+    startUnmountHelper({ timeoutMs: this.opts.unmountTimeoutMs })
     const allowOther = this.opts.allowOther === 'auto' ? process.getuid?.() === 0 : this.opts.allowOther
     const fuse = new LayerFuse(this.mountpoint, this.ops(), {
       force: true,

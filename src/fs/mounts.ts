@@ -65,8 +65,8 @@ export class MountManager {
   }
 
   /**
-   * Starts the process's unmount helper (see src/fs/unmount-helper.ts: a process serving FUSE
-   * mounts must have no child exiting as one of its sessions ends) and clears stale mounts.
+   * Starts the process's unmount helper (see src/fs/unmount-helper.ts; a first mount would start
+   * it too), so the stale mounts it then clears are detached through it.
    */
   async start (): Promise<void> {
     startUnmountHelper({ timeoutMs: this.options.fuse?.unmountTimeoutMs })

@@ -139,9 +139,9 @@ let shared: UnmountHelper | undefined
 
 /**
  * Starts this process's unmount helper (again, if the last one died), which every later
- * {@link detachMount} uses. A process that serves FUSE mounts starts it before its first mount
- * and keeps it for its life: stopping it as the last session ends would be the very child exit
- * it is there to avoid.
+ * {@link detachMount} uses. `FuseMount.mount()` starts it before each mount, so a process that
+ * serves FUSE mounts has it before its first session and keeps it for its life: stopping it as
+ * the last session ends would be the very child exit it is there to avoid.
  */
 export function startUnmountHelper (options: UnmountHelperOptions = {}): UnmountHelper {
   shared ??= new UnmountHelper(options)

@@ -1,9 +1,8 @@
 /**
  * A process serving FUSE mounts as the FUSE manager does: mounts `layers` copies of one layer,
  * reads a file of each (asynchronously: this process serves them), unmounts them all, `cycles`
- * times, printing `cycle N` after each. `helper` is `on` (MountManager starts the unmount helper,
- * as the product does) or `off` (a `fusermount` child per unmount, the old way).
- * Usage: node --import tsx test/fs/unmount-cycles-child.ts BLOB TOCDIGEST DIR CYCLES LAYERS on|off
+ * times, printing `cycle N` after each, then how many unmounts went through the unmount helper.
+ * Usage: node --import tsx test/fs/unmount-cycles-child.ts BLOB TOCDIGEST DIR CYCLES LAYERS
  */
 import '../../src/polyfill.js'
 import { mkdir, readFile } from 'node:fs/promises'
@@ -13,10 +12,10 @@ import { unmountHelper } from '../../src/fs/unmount-helper.js'
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 
-const [blob, tocDigest, dir, cycles, layers, helper] = process.argv.slice(2)
+const [blob, tocDigest, dir, cycles, layers] = process.argv.slice(2)
 const logger = silentLogger()
 const mounts = new MountManager({ logger }, { root: join(dir, 'mnt') })
-if (helper === 'on') await mounts.start()
+await mounts.start()
 for (let c = 0; c < Number(cycles); c++) {
   const at = Array.from({ length: Number(layers) }, (_, k) => join(dir, 'mnt', `${c % 2}-${k}`))
   for (const mp of at) {

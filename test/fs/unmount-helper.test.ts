@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildEstargzFile } from '../../src/estargz/index.js'
 import { UnmountError } from '../../src/fs/errors.js'
+import { FuseMount } from '../../src/fs/fuse.js'
+import { LayerFs } from '../../src/fs/layer.js'
 import { MountManager } from '../../src/fs/mounts.js'
 import { fuseMountsUnder } from '../../src/fs/mountinfo.js'
 import { UnmountHelper, detachMount, startUnmountHelper, unmountHelper } from '../../src/fs/unmount-helper.js'
@@ -59,6 +61,27 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(unmountHelper()?.pid).toBe(helper?.pid)
   })
 
+  it('a FuseMount on its own starts the helper before it mounts (a process may mount without a MountManager)', async () => {
+    const old = startUnmountHelper()
+    process.kill(old.pid as number, 'SIGKILL')
+    for (let i = 0; i < 100 && old.running; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    expect(old.running).toBe(false)
+    const mp = join(dir, 'alone')
+    await mkdir(mp, { recursive: true })
+    const fs = await LayerFs.open({ source: await FileSource.open(blob), logger }, { tocDigest, backgroundFetch: false })
+    const mount = new FuseMount({ fs, logger }, mp)
+    await mount.mount()
+    try {
+      expect(unmountHelper()?.running).toBe(true)
+      expect(await readFile(join(mp, 'etc/hello.txt'), 'utf8')).toBe('hello\n')
+    } finally {
+      const before = unmountHelper()?.counts.detached ?? 0
+      await mount.unmount()
+      expect(unmountHelper()?.counts.detached).toBe(before + 1)
+      await fs.stop()
+    }
+  })
+
   it('every MountManager of a process uses the one helper', async () => {
     const a = await mounted('shared-a')
     const b = await mounted('shared-b')
@@ -73,7 +96,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
 
   it('ends with its process: a process that mounted, unmounted and stopped exits by itself, and its helper with it', async () => {
     const child = join(fileURLToPath(new URL('.', import.meta.url)), 'unmount-cycles-child.ts')
-    const r = await run(process.execPath, ['--import', 'tsx', child, blob, tocDigest, join(dir, 'ends'), '2', '2', 'on'], { timeoutMs: 60_000 })
+    const r = await run(process.execPath, ['--import', 'tsx', child, blob, tocDigest, join(dir, 'ends'), '2', '2'], { timeoutMs: 60_000 })
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toContain('detached by the helper: 4\n')
     const pid = Number(/helper pid: (\d+)/.exec(r.stdout)?.[1])

@@ -44,7 +44,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
   it('mount, read and unmount cycles never block the serving process', async () => {
     const cycles = cases(150, 1500)
     const layers = 4
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, blob, tocDigest, join(dir, 'run'), String(cycles), String(layers), 'on'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, blob, tocDigest, join(dir, 'run'), String(cycles), String(layers)], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
     let last = Date.now()
