@@ -47,6 +47,8 @@ export interface Health {
   prefetch?: RangePrefetchStats
   /** Layer opens given a TOC hint, and those whose hint did not hold (the footer was read instead). */
   tocHints?: { given: number, refused: number }
+  /** The `sh` child every unmount runs in (src/fs/unmount-helper.ts): its pid while it runs, detaches done and failed. */
+  unmountHelper?: { pid?: number, detached: number, failed: number }
 }
 
 export interface Attach {

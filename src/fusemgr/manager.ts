@@ -1,6 +1,6 @@
 import { lstat, mkdir } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import { ChunkCache, MountManager, sweepUnreferencedChunks, type LayerFs } from '../fs/index.js'
+import { ChunkCache, MountManager, sweepUnreferencedChunks, unmountHelper, type LayerFs } from '../fs/index.js'
 import type { Logger } from '../logging.js'
 import { usePrivateUmask } from '../private-files.js'
 import type { RangeSource } from '../source/index.js'
@@ -148,7 +148,18 @@ export class FuseManager {
   }
 
   health (): Health {
-    return { ok: true, pid: process.pid, blobSocket: this.blobs.attached, mounts: this.mounted.size, cache: this.cache?.stats(), warm: this.warmed.stats(), prefetch: this.rangePrefetches.stats(), tocHints: { ...this.tocHints } }
+    const helper = unmountHelper()
+    return {
+      ok: true,
+      pid: process.pid,
+      blobSocket: this.blobs.attached,
+      mounts: this.mounted.size,
+      cache: this.cache?.stats(),
+      warm: this.warmed.stats(),
+      prefetch: this.rangePrefetches.stats(),
+      tocHints: { ...this.tocHints },
+      ...(helper != null ? { unmountHelper: { pid: helper.pid, ...helper.counts } } : {})
+    }
   }
 
   attach (body: Attach): void {

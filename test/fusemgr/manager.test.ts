@@ -221,6 +221,17 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
 
   const fuseAt = async (mountpoint: string): Promise<string[]> => (await fuseMountsUnder(mountpoint)).map(m => m.mountpoint)
 
+  it('health reports the unmount helper every unmount of the manager goes through', async () => {
+    await mkdir(mp('h'), { recursive: true })
+    await client.mount({ mountpoint: mp('h'), cid: slow[0].cid, tocDigest: slow[0].toc, settings: { backgroundFetch: false } })
+    const before = (await client.health()).unmountHelper
+    expect(before?.pid).toBeGreaterThan(0)
+    await client.unmount(mp('h'))
+    expect(await fuseAt(mp('h'))).toEqual([])
+    const after = (await client.health()).unmountHelper
+    expect(after).toMatchObject({ pid: before?.pid, detached: (before?.detached ?? 0) + 1, failed: before?.failed })
+  })
+
   it('a mount slower than 5 s (its TOC comes after 6 s) succeeds: no socket timeout of Node\'s cuts it', async () => {
     await mkdir(mp('e'), { recursive: true })
     Object.assign(stall, { cid: slow[0].cid, ms: 6_000, when: (o: number, n: number) => o + n > slow[0].tocOffset })
