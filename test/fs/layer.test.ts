@@ -17,18 +17,6 @@ describe('LayerFs', () => {
     expect(fs.estargz.tocDigest).toBe(tocDigest)
   })
 
-  it('says whether any entry has an xattr, an opaque directory counting as one', async () => {
-    const open = async (entries: Parameters<typeof buildBlob>[0]): Promise<LayerFs> => {
-      const { blob, tocDigest } = await buildBlob(entries)
-      return await LayerFs.open({ source: new MemorySource(blob), logger }, { tocDigest })
-    }
-    expect((await open([{ name: 'a/', type: 'dir' }, { name: 'a/f', data: 'x' }, { name: '.wh.gone', data: '' }])).hasXattrs).toBe(false)
-    expect((await open([{ name: 'a/', type: 'dir' }, { name: 'a/.wh..wh..opq', data: '' }])).hasXattrs).toBe(true)
-    expect((await open([{ name: '.wh..wh..opq', data: '' }, { name: 'f', data: 'x' }])).hasXattrs).toBe(true)
-    expect((await open([{ name: 'f', data: 'x', xattrs: { 'security.capability': 'AQAAAg' } }])).hasXattrs).toBe(true)
-    expect((await open(edgeEntries())).hasXattrs).toBe(true)
-  })
-
   it('gives stable inodes, hardlinks one inode, overlayfs whiteouts, attributes and errors', async () => {
     const entries = edgeEntries()
     const { blob, tocDigest } = await buildBlob(entries, { chunkSize: 64 << 10 })
