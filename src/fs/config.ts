@@ -92,14 +92,6 @@ export const DEFAULTS = {
   allowOther: 'auto' as boolean | 'auto',
   /** fsname shown in /proc/self/mountinfo; also how our own stale mounts are recognised. */
   fsName: 'ipfs-estargz',
-  /**
-   * A layer without any extended attribute (no entry has one, no directory is opaque: most
-   * layers) answers the first getxattr/listxattr with ENOSYS, so the kernel treats its mount as
-   * a filesystem without xattr support (callers get EOPNOTSUPP, which overlayfs takes as "none")
-   * and stops asking. Otherwise overlayfs's xattr checks on each lookup reach the process: 417 of
-   * ~1,100 FUSE calls in the pyapp start-up. false: ENODATA per call, as for a layer with xattrs.
-   */
-  xattrsUnsupportedWhenNone: true,
   /** fuse-native's per-operation watchdog; must exceed fetchTimeoutMs. */
   fuseOpTimeoutMs: 60_000,
   /** How long unmount waits for `fusermount -u` before detaching lazily (`-uz`). */

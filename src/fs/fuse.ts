@@ -15,8 +15,6 @@ export interface FuseMountOptions {
   allowOther?: boolean | 'auto'
   fsName?: string
   fuseOpTimeoutMs?: number
-  /** See DEFAULTS.xattrsUnsupportedWhenNone. */
-  xattrsUnsupportedWhenNone?: boolean
   unmountTimeoutMs?: number
   /** libfuse debug output on stderr. */
   debug?: boolean
@@ -27,7 +25,7 @@ export interface FuseMountComponents {
   logger: Logger
 }
 
-const { ENOSYS, ERANGE, EROFS } = constants.errno
+const { ERANGE, EROFS } = constants.errno
 
 /**
  * fuse-native unmounts (at close, and before a forced mount) by running `fusermount -uz "<mnt>"`
@@ -104,7 +102,6 @@ export class FuseMount {
       allowOther: options.allowOther ?? DEFAULTS.allowOther,
       fsName: options.fsName ?? DEFAULTS.fsName,
       fuseOpTimeoutMs: options.fuseOpTimeoutMs ?? DEFAULTS.fuseOpTimeoutMs,
-      xattrsUnsupportedWhenNone: options.xattrsUnsupportedWhenNone ?? DEFAULTS.xattrsUnsupportedWhenNone,
       unmountTimeoutMs: options.unmountTimeoutMs ?? DEFAULTS.unmountTimeoutMs,
       debug: options.debug ?? false
     }
@@ -189,7 +186,6 @@ export class FuseMount {
       }
       cb(0, v)
     }
-    const noXattrs = (): boolean => this.opts.xattrsUnsupportedWhenNone && !fs.hasXattrs
     const erofs: (...args: unknown[]) => void = (...args) => {
       const cb = args[args.length - 1] as (err: number) => void
       cb(-EROFS)
@@ -219,11 +215,8 @@ export class FuseMount {
       }, cb),
       releasedir: (_path, _fd, cb) => cb(0),
       readlink: (path, cb) => sync('readlink', path, () => fs.readlink(fs.resolve(path)), cb),
-      // ENOSYS for a layer without any xattr: the kernel then answers every later getxattr or
-      // listxattr of this mount itself (EOPNOTSUPP, which overlayfs takes as "none") instead of
-      // asking this process for each lookup overlayfs makes.
-      getxattr: (path, name, _position, cb) => noXattrs() ? cb(-ENOSYS) : sync('getxattr', path, () => Buffer.from(fs.getxattr(fs.resolve(path), name)), cb),
-      listxattr: (path, cb) => noXattrs() ? cb(-ENOSYS) : sync('listxattr', path, () => fs.listxattr(fs.resolve(path)), cb),
+      getxattr: (path, name, _position, cb) => sync('getxattr', path, () => Buffer.from(fs.getxattr(fs.resolve(path), name)), cb),
+      listxattr: (path, cb) => sync('listxattr', path, () => fs.listxattr(fs.resolve(path)), cb),
       open: (path, flags, cb) => sync('open', path, () => {
         const e = fs.resolve(path)
         fs.open(e, flags)

@@ -133,12 +133,6 @@ export class LayerFs {
   private readonly log: Logger
   private readonly onAccess?: (path: string) => void
   private closed = false
-  /**
-   * Whether any entry has an extended attribute, the opaque flag of a directory included. Most
-   * layers have none: their FUSE mount then tells the kernel it has no xattr support at all, so
-   * overlayfs's xattr checks on every lookup (hundreds in a start-up) stop reaching the process.
-   */
-  readonly hasXattrs: boolean
 
   private constructor (readonly estargz: EstargzReader, components: LayerFsComponents, private readonly cache: ChunkCache, options: LayerFsOptions) {
     this.log = components.logger
@@ -147,11 +141,6 @@ export class LayerFs {
     this.onAccess = options.onAccess
     // every node once (hardlinks are several names of one node)
     const nodes = new Set(estargz.tree.byName.values())
-    let hasXattrs = false
-    for (const [name, node] of estargz.tree.byName) {
-      if (node.xattrs.size > 0 || name === OPAQUE_WHITEOUT || name.endsWith('/' + OPAQUE_WHITEOUT)) { hasXattrs = true; break }
-    }
-    this.hasXattrs = hasXattrs
     const layout = chunksInBlobOrder(nodes)
     this.reader = new ChunkReader({ source: components.source, cache, logger: this.log, layout, ...(components.activity != null ? { activity: components.activity } : {}) }, options)
     this.prefetcher = new Prefetcher({ reader: this.reader, tree: estargz.tree, logger: this.log, layout }, options)

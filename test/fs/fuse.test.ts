@@ -11,7 +11,6 @@ import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { SMALL_CHUNK, writeFixtureTars, type FixtureTar } from '../helpers/fixtures.js'
 import { esgzRef } from '../../scripts/fixtures/tools.js'
 import { diffTrees, hardlinkGroups } from '../helpers/tree.js'
-import { makeTar } from '../../scripts/fixtures/tar.js'
 import { CorruptingSource, CountingSource, HangingSource, extractTar, impliedDirs, overlayForm, removeDir, run, tempDir, walk } from './helpers.js'
 import type { RangeSource } from '../../src/source/types.js'
 
@@ -113,24 +112,6 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect((err as { stderr: string }).stderr).toMatch(/No such attribute/)
     const ok = await run('getfattr', ['--only-values', '-n', 'user.test', join(mnt, 'a/xattr.txt')])
     expect(ok.stdout).toBe('hello')
-  })
-
-  it('a layer without any xattr says so to the kernel once: later getxattr and listxattr calls never reach the process', async () => {
-    const tar = join(dir, 'no-xattrs.tar')
-    await writeFile(tar, makeTar([{ name: 'etc/', type: 'dir' }, { name: 'etc/plain.txt', data: 'plain\n' }, { name: 'bin/tool', data: 'x', mode: 0o755 }]))
-    const { mnt, fs } = await mountBlob(await buildOurs(tar, join(dir, 'no-xattrs.esgz')), 'no-xattrs')
-    expect(fs.hasXattrs).toBe(false)
-    let asked = 0
-    Object.defineProperty(fs, 'hasXattrs', { get: () => { asked++; return false } })
-    for (let i = 0; i < 3; i++) {
-      for (const f of ['etc/plain.txt', 'bin/tool', 'etc']) {
-        const err = await run('getfattr', ['-n', 'user.x', join(mnt, f)]).then(() => undefined, (e: { stderr: string }) => e)
-        expect(err?.stderr).toMatch(/Operation not supported/)
-        expect((await run('getfattr', ['-d', join(mnt, f)]).catch((e: { stdout: string }) => e)).stdout).toBe('')
-      }
-    }
-    expect(asked).toBeLessThanOrEqual(2) // one getxattr, one listxattr: the kernel remembers the answer
-    expect(await readFile(join(mnt, 'etc/plain.txt'), 'utf8')).toBe('plain\n')
   })
 
   it('is lazy: reading one small file fetches a small fraction of the layer', async () => {
