@@ -11,6 +11,7 @@ import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
 import { SMALL_CHUNK, writeFixtureTars, type FixtureTar } from '../helpers/fixtures.js'
 import { esgzRef } from '../../scripts/fixtures/tools.js'
 import { diffTrees, hardlinkGroups } from '../helpers/tree.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
 import { CorruptingSource, CountingSource, HangingSource, extractTar, impliedDirs, overlayForm, removeDir, run, tempDir, walk } from './helpers.js'
 import type { RangeSource } from '../../src/source/types.js'
 
@@ -112,6 +113,18 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect((err as { stderr: string }).stderr).toMatch(/No such attribute/)
     const ok = await run('getfattr', ['--only-values', '-n', 'user.test', join(mnt, 'a/xattr.txt')])
     expect(ok.stdout).toBe('hello')
+  })
+
+  it('a layer without any xattr still answers "no such attribute" (ENODATA), never "not supported"', async () => {
+    // containerd's walking differ (continuity's compareCapabilities, committing a container)
+    // reads security.capability of every unchanged file and fails on any error but ENODATA
+    const tar = join(dir, 'no-xattrs.tar')
+    await writeFile(tar, makeTar([{ name: 'bin/', type: 'dir' }, { name: 'bin/tool', data: 'x', mode: 0o755 }]))
+    const { mnt } = await mountBlob(await buildOurs(tar, join(dir, 'no-xattrs.esgz')), 'no-xattrs')
+    for (let i = 0; i < 2; i++) {
+      const err = await run('getfattr', ['-n', 'security.capability', join(mnt, 'bin/tool')]).then(() => undefined, (e: { stderr: string }) => e)
+      expect(err?.stderr).toMatch(/No such attribute/)
+    }
   })
 
   it('is lazy: reading one small file fetches a small fraction of the layer', async () => {
