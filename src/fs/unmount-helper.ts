@@ -106,7 +106,8 @@ export class UnmountHelper {
     if (mountpoint.includes('\n')) throw new UnmountError(mountpoint, 'a mountpoint with a newline in its name')
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        // answers come in order: a stuck detach stalls every later one, so the helper goes
+        // answers come in order: a stuck detach stalls every later one, so the helper goes (its
+        // exit is a child exit too, but a rare one, not tied to a session's end as fusermount's is)
         this.drop(child, `the unmount helper did not answer within ${this.timeoutMs} ms`)
         child.kill('SIGKILL')
       }, this.timeoutMs)
@@ -138,8 +139,8 @@ export class UnmountHelper {
 let shared: UnmountHelper | undefined
 
 /**
- * Starts this process's unmount helper (again, if the last one died), which every later
- * {@link detachMount} uses. `FuseMount.mount()` starts it before each mount, so a process that
+ * Starts this process's unmount helper (again, if the last one died; `options` of the first call
+ * hold), which every later {@link detachMount} uses. `FuseMount.mount()` starts it before each mount, so a process that
  * serves FUSE mounts has it before its first session and keeps it for its life: stopping it as
  * the last session ends would be the very child exit it is there to avoid.
  */
