@@ -6,7 +6,6 @@ import { FuseMount, type FuseMountOptions } from './fuse.js'
 import { MountError } from './errors.js'
 import { fuseMountsUnder, lazyUnmount } from './mountinfo.js'
 import { LayerFs, type LayerFsComponents, type LayerFsOptions } from './layer.js'
-import { startUnmountHelper } from './unmount-helper.js'
 import type { Logger } from '../logging.js'
 import type { RangeSource } from '../source/index.js'
 
@@ -64,12 +63,7 @@ export class MountManager {
     this.log = components.logger
   }
 
-  /**
-   * Starts the process's unmount helper (see src/fs/unmount-helper.ts; a first mount would start
-   * it too), so the stale mounts it then clears are detached through it.
-   */
   async start (): Promise<void> {
-    startUnmountHelper({ timeoutMs: this.options.fuse?.unmountTimeoutMs })
     if (this.options.root != null) await clearStaleMounts(this.options.root, this.log)
   }
 

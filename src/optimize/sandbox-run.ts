@@ -157,7 +157,6 @@ export async function runSandbox (components: RunComponents, layers: readonly Sa
   // Overlay options are comma separated and lowerdir colon separated.
   if (/[,:\s]/.test(dir)) throw new SandboxError(`the sandbox directory ${JSON.stringify(dir)} holds a comma, colon or space; set TMPDIR`)
   const mounts = new MountManager({ logger: log }, { root: dir })
-  await mounts.start() // the unmount helper: this process (a daemon, maybe) will serve FUSE mounts
   const fss: LayerFs[] = []
   for (let i = 0; i < layers.length; i++) {
     const at = join(dir, 'layers', String(i))

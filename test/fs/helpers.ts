@@ -1,8 +1,10 @@
 import { execFile } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
+import { buildEstargzFile } from '../../src/estargz/index.js'
+import { makeTar } from '../../scripts/fixtures/tar.js'
 import type { PathInfo } from '../helpers/tree.js'
 import type { RangeSource } from '../../src/source/types.js'
 
@@ -20,6 +22,13 @@ export async function tempDir (prefix: string): Promise<string> {
 
 export async function removeDir (dir: string | undefined): Promise<void> {
   if (dir != null) await rm(dir, { recursive: true, force: true })
+}
+
+/** A layer of one small file, `etc/hello.txt` ("hello\n"), built into `dir/l.esgz`. */
+export async function helloLayer (dir: string): Promise<{ blob: string, tocDigest: string }> {
+  await writeFile(join(dir, 'l.tar'), makeTar([{ name: 'etc/hello.txt', data: 'hello\n' }]))
+  const blob = join(dir, 'l.esgz')
+  return { blob, tocDigest: (await buildEstargzFile(join(dir, 'l.tar'), blob)).tocDigest }
 }
 
 /** Counts every byte and call that reaches the source. */

@@ -2,7 +2,6 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildEstargzFile } from '../../src/estargz/index.js'
 import { UnmountError } from '../../src/fs/errors.js'
 import { FuseMount } from '../../src/fs/fuse.js'
 import { LayerFs } from '../../src/fs/layer.js'
@@ -12,9 +11,8 @@ import { UnmountHelper, detachMount, startUnmountHelper, unmountHelper } from '.
 import { silentLogger } from '../../src/logging.js'
 import { FileSource } from '../../src/source/file.js'
 import { run } from '../../scripts/fixtures/run.js'
-import { makeTar } from '../../scripts/fixtures/tar.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { removeDir, tempDir } from './helpers.js'
+import { helloLayer, removeDir, tempDir } from './helpers.js'
 
 const logger = silentLogger()
 const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
@@ -26,9 +24,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
 
   beforeAll(async () => {
     dir = await tempDir('unmount-helper')
-    await writeFile(join(dir, 'l.tar'), makeTar([{ name: 'etc/hello.txt', data: 'hello\n' }]))
-    blob = join(dir, 'l.esgz')
-    tocDigest = (await buildEstargzFile(join(dir, 'l.tar'), blob)).tocDigest
+    ;({ blob, tocDigest } = await helloLayer(dir))
   })
 
   afterAll(async () => {
@@ -61,7 +57,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(unmountHelper()?.pid).toBe(helper?.pid)
   })
 
-  it('a FuseMount on its own starts the helper before it mounts (a process may mount without a MountManager)', async () => {
+  it('a FuseMount starts the helper before it mounts, again if the last one died', async () => {
     const old = startUnmountHelper()
     process.kill(old.pid as number, 'SIGKILL')
     for (let i = 0; i < 100 && old.running; i++) await new Promise(resolve => setTimeout(resolve, 20))
@@ -129,7 +125,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
     expect(helper.running).toBe(false)
 
     // the process's, killed under a MountManager: its layers still unmount (a child each), and
-    // the next MountManager's start starts a new helper
+    // the next mount starts a new helper
     const { mounts, mp, root } = await mounted('dead-helper')
     const old = unmountHelper()
     process.kill(old?.pid as number, 'SIGKILL')

@@ -9,15 +9,12 @@
  */
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildEstargzFile } from '../../src/estargz/index.js'
 import { fuseMountsUnder, unmountUnder } from '../../src/fs/mountinfo.js'
-import { makeTar } from '../../scripts/fixtures/tar.js'
 import { hasCommand, hasFuse, isRoot, needs } from '../helpers/env.js'
-import { removeDir, tempDir } from '../fs/helpers.js'
+import { helloLayer, removeDir, tempDir } from '../fs/helpers.js'
 import { cases, record } from './harness.js'
 
 const CHILD = fileURLToPath(new URL('../fs/unmount-cycles-child.ts', import.meta.url))
@@ -31,9 +28,7 @@ describe.skipIf(needs({ root: isRoot, fuse: hasFuse, fusermount: hasCommand('fus
 
   beforeAll(async () => {
     dir = await tempDir('unmount-cycles')
-    await writeFile(join(dir, 'l.tar'), makeTar([{ name: 'etc/hello.txt', data: 'hello\n' }]))
-    blob = join(dir, 'l.esgz')
-    tocDigest = (await buildEstargzFile(join(dir, 'l.tar'), blob)).tocDigest
+    ;({ blob, tocDigest } = await helloLayer(dir))
   })
 
   afterAll(async () => {
